@@ -1,0 +1,1 @@
+"""The `pm` command-line tool."""

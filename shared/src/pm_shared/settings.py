@@ -1,0 +1,128 @@
+"""Configuration from `PM_*` environment variables into msgspec Structs.
+
+Variables shared by the whole fleet are named `PM_<FIELD>` (`PM_REDIS_URL`); a service's own are
+named `PM_<SERVICE>_<FIELD>` (`PM_GATEWAY_PORT`). A `PM_*` variable that no part of the fleet
+knows is a start-up error, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from typing import Annotated, TypeVar
+
+import msgspec
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+# Every service's variable prefix; a variable under another service's prefix is that service's to check.
+SERVICE_PREFIXES: tuple[str, ...] = (
+    "GATEWAY_",
+    "ORCHESTRATOR_",
+    "LEDGER_WRITER_",
+    "ADAPTER_IPPS_",
+    "ADAPTER_QP_",
+    "RECONCILER_",
+    "IPPS_SANDBOX_",
+    "QP_SANDBOX_",
+    "BENCH_",
+)
+
+# Read by tooling rather than by a service Struct (test suites, the CLI); known, so never "unknown".
+TOOLING_VARIABLES: frozenset[str] = frozenset({"PM_TB_ADDRESSES", "PM_TEST_DATABASE_URL", "PM_HOME"})
+
+
+class SettingsError(Exception):
+    """The environment does not describe a valid configuration."""
+
+
+class CommonSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Settings every process of the fleet shares (`PM_<FIELD>`)."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/pm"
+    ledger_url: str = ""
+    log_level: str = "INFO"
+    log_format: str = "json"
+    # A consumer name must be unique among live processes and stable across restarts (the pod name).
+    consumer_name: str = ""
+    stream_partitions: Positive = 1
+    stream_maxlen: Annotated[int, msgspec.Meta(ge=100)] = 10_000
+    # Producers stop dispatching at this many outstanding entries; 0 means half of stream_maxlen.
+    stream_backpressure_threshold: Annotated[int, msgspec.Meta(ge=0)] = 0
+    stream_batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
+    stream_block_ms: Annotated[int, msgspec.Meta(ge=1, le=2_000)] = 2_000
+    stream_concurrency: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
+    stream_lease_ms: Annotated[int, msgspec.Meta(ge=100)] = 30_000
+    stream_retry_delay_ms: Annotated[int, msgspec.Meta(ge=0)] = 1_000
+    stream_max_deliveries: Annotated[int, msgspec.Meta(ge=1)] = 3
+    stream_claim_interval_ms: Annotated[int, msgspec.Meta(ge=10)] = 5_000
+    shutdown_grace_s: Annotated[float, msgspec.Meta(gt=0)] = 25.0
+
+    def consumer(self, service: str) -> str:
+        """This process's consumer name: configured, else the host name (a pod name on Kubernetes)."""
+        return self.consumer_name or f"{socket.gethostname()}-{service}"
+
+    @property
+    def backpressure_threshold(self) -> int:
+        return self.stream_backpressure_threshold or self.stream_maxlen // 2
+
+
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+def _fields(settings_type: type[msgspec.Struct]) -> set[str]:
+    return set(settings_type.__struct_fields__)
+
+
+def load_settings(settings_type: type[S], prefix: str = "", environ: Mapping[str, str] | None = None) -> S:
+    """Build `settings_type` from `PM_*` variables.
+
+    Args:
+        settings_type: a Struct (usually a subclass of `CommonSettings`).
+        prefix: the service's own prefix after `PM_`, e.g. `"GATEWAY_"`; its variables fill the
+            fields that are not common ones.
+        environ: the environment; `os.environ` when omitted.
+    """
+    env = os.environ if environ is None else environ
+    common = _fields(CommonSettings)
+    own = _fields(settings_type) - common
+    raw: dict[str, str] = {}
+    unknown: list[str] = []
+    for name, value in env.items():
+        if not name.startswith("PM_") or name in TOOLING_VARIABLES:
+            continue
+        rest = name[3:]
+        if prefix and rest.startswith(prefix):
+            field = rest[len(prefix) :].lower()
+            if field in own:
+                raw[field] = value
+            else:
+                unknown.append(name)
+        elif rest.lower() in common:
+            if rest.lower() in _fields(settings_type):
+                raw[rest.lower()] = value
+        elif rest.startswith(SERVICE_PREFIXES):
+            continue
+        else:
+            unknown.append(name)
+    if unknown:
+        raise SettingsError(f"unknown configuration variable(s): {', '.join(sorted(unknown))}")
+    try:
+        return msgspec.convert(raw, settings_type, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(_describe(exc, prefix, common)) from exc
+
+
+def _describe(exc: msgspec.ValidationError, prefix: str, common: set[str]) -> str:
+    """Rewrite msgspec's `$.field` path into the variable name the operator has to fix."""
+    text = str(exc)
+    marker = "`$."
+    if marker in text:
+        start = text.index(marker) + len(marker)
+        field = text[start:].split("`", 1)[0]
+        var = f"PM_{field.upper()}" if field in common else f"PM_{prefix}{field.upper()}"
+        return f"{var}: {text[: text.index(' - at')] if ' - at' in text else text}"
+    return text

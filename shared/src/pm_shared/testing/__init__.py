@@ -1,0 +1,1 @@
+"""PM's test kit: pytest fixtures for real Redis and PostgreSQL, and helpers for process tests."""
