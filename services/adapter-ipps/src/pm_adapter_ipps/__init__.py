@@ -1,0 +1,1 @@
+"""pm-adapter-ipps: PromptPay payouts through the IPPS PSP."""

@@ -1,0 +1,3 @@
+from pm_adapter_ipps.main import run
+
+run()

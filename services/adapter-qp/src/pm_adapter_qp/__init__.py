@@ -1,0 +1,1 @@
+"""pm-adapter-qp: SBP top-ups through the QP PSP."""

@@ -1,0 +1,3 @@
+from pm_adapter_qp.main import run
+
+run()

@@ -1,0 +1,1 @@
+"""pm-gateway: the HTTP front door of PM."""

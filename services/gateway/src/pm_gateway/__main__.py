@@ -1,0 +1,3 @@
+from pm_gateway.main import run
+
+run()

@@ -1,0 +1,46 @@
+"""Wiring of pm-gateway: uvicorn serving the app until SIGTERM; `run()` is the console script."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
+import uvicorn
+
+from pm_gateway import settings
+from pm_gateway.app import create_app
+from pm_shared import runtime
+
+SERVICE = "gateway"
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: SIGTERM belongs to the runtime's stop event."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def main(config: settings.Settings, stop: asyncio.Event) -> None:
+    server = _Server(
+        uvicorn.Config(
+            create_app(config),
+            host=config.host,
+            port=config.port,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=int(config.shutdown_grace_s),
+        )
+    )
+    serving = asyncio.create_task(server.serve())
+    await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    server.should_exit = True
+    await serving
+    if not server.started:
+        raise RuntimeError(f"the gateway could not listen on {config.host}:{config.port}")
+
+
+def run() -> None:
+    runtime.run_service(SERVICE, settings.load, main)

@@ -1,0 +1,19 @@
+"""Configuration of pm-gateway: the fleet's common `PM_*` variables plus `PM_GATEWAY_*`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from pm_shared.settings import CommonSettings, Port, load_settings
+
+PREFIX = "GATEWAY_"
+
+
+class Settings(CommonSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: Port = 8080
+
+
+def load(environ: Mapping[str, str] = os.environ) -> Settings:
+    return load_settings(Settings, PREFIX, environ)

@@ -1,0 +1,1 @@
+"""pm-ledger-writer: the single writer of the ledger."""

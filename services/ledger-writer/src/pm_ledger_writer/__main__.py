@@ -1,0 +1,3 @@
+from pm_ledger_writer.main import run
+
+run()

@@ -1,0 +1,1 @@
+"""pm-orchestrator: the saga: takes intents through validation, authorization and settlement."""

@@ -1,0 +1,3 @@
+from pm_orchestrator.main import run
+
+run()

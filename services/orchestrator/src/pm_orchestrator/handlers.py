@@ -1,0 +1,44 @@
+"""What the orchestrator does with each message it reads.
+
+The saga itself (states, routes, fees, limits, ledger legs) is not in this build: every message is
+logged and dead-lettered intact with reason `unhandled`, so `pm dlq replay` can hand it to a build
+that has the saga. Nothing is acknowledged as done that was not done.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import msgspec
+
+from pm_shared.errors import NotImplementedYet
+from pm_shared.messages import IntentSubmitted
+from pm_shared.runtime import Subscription
+from pm_shared.streams import Delivery
+from pm_shared.streams.names import INTENTS, LEDGER_RESULTS, PSP_RESULTS
+
+log = logging.getLogger(__name__)
+
+
+async def on_intent(delivery: Delivery[IntentSubmitted]) -> None:
+    intent = delivery.message
+    log.info("intent %s (%s %d %s) received", intent.intent_id, intent.type, intent.amount, intent.currency)
+    raise NotImplementedYet("the orchestrator cannot run the saga yet")
+
+
+async def on_ledger_result(delivery: Delivery[msgspec.Raw]) -> None:
+    log.info("ledger result %s received", delivery.entry_id)
+    raise NotImplementedYet("the orchestrator cannot apply ledger results yet")
+
+
+async def on_psp_result(delivery: Delivery[msgspec.Raw]) -> None:
+    log.info("PSP result %s received", delivery.entry_id)
+    raise NotImplementedYet("the orchestrator cannot apply PSP results yet")
+
+
+def subscriptions() -> list[Subscription]:
+    return [
+        Subscription(INTENTS.name, msgspec.json.Decoder(IntentSubmitted), handle=on_intent),
+        Subscription(LEDGER_RESULTS.name, msgspec.json.Decoder(msgspec.Raw), handle=on_ledger_result),
+        Subscription(PSP_RESULTS.name, msgspec.json.Decoder(msgspec.Raw), handle=on_psp_result),
+    ]

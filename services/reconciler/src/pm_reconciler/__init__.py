@@ -1,0 +1,1 @@
+"""pm-reconciler: compares the ledger with PostgreSQL and raises alerts."""

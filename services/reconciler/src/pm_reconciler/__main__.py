@@ -1,0 +1,3 @@
+from pm_reconciler.main import run
+
+run()

@@ -1,0 +1,153 @@
+"""How a service process starts and stops: settings, logs, signals, Redis clients, graceful exit.
+
+A service's `main.run()` calls `run_service(...)` with its settings loader and an async body that
+works until a stop event is set. SIGTERM or SIGINT sets the event; the body finishes the batch in
+hand and returns; the process exits 0. A body that does not return within the grace period is
+cancelled and the process exits 1, so an orchestrator never waits forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import msgspec
+from redis.asyncio import Redis
+
+from pm_shared import health, logs
+from pm_shared.health import ReadyCheck
+from pm_shared.settings import CommonSettings, SettingsError
+from pm_shared.streams.connection import connect
+from pm_shared.streams.consumer import BatchHandler, Consumer, MessageHandler
+from pm_shared.streams.provision import provision
+
+log = logging.getLogger(__name__)
+
+S = TypeVar("S", bound=CommonSettings)
+
+EXIT_CONFIG = 2
+
+
+@dataclass(frozen=True)
+class RedisClients:
+    commands: Redis
+    """For ordinary commands; retries transient failures."""
+    reader: Redis
+    """For blocking stream reads; never retries (the consumer recovers instead)."""
+
+
+@asynccontextmanager
+async def redis_clients(settings: CommonSettings, name: str) -> AsyncIterator[RedisClients]:
+    commands = connect(settings.redis_url, name=name)
+    reader = connect(settings.redis_url, blocking_reads=True, name=f"{name}-reader")
+    try:
+        yield RedisClients(commands, reader)
+    finally:
+        await reader.aclose()
+        await commands.aclose()
+
+
+def run_service(
+    service: str, load: Callable[[], S], body: Callable[[S, asyncio.Event], Coroutine[Any, Any, None]]
+) -> None:
+    """Run `body` as the process `service` until SIGTERM/SIGINT; never returns."""
+    try:
+        settings = load()
+    except SettingsError as exc:
+        print(f"pm-{service}: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+    logs.configure(service, settings.log_level, settings.log_format)
+    code = asyncio.run(_main(service, settings, body))
+    raise SystemExit(code)
+
+
+async def _main(
+    service: str, settings: S, body: Callable[[S, asyncio.Event], Coroutine[Any, Any, None]]
+) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, _on_signal, stop, sig)
+    task = asyncio.create_task(body(settings, stop), name=service)
+    log.info("%s started", service)
+    await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    if not task.done():
+        done, _ = await asyncio.wait([task], timeout=settings.shutdown_grace_s)
+        if not done:
+            log.error("%s did not stop within %.0fs; cancelling", service, settings.shutdown_grace_s)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return 1
+    if task.cancelled():
+        return 1
+    exc = task.exception()
+    if exc is not None:
+        log.critical("%s crashed: %s", service, exc, exc_info=exc)
+        return 1
+    if not stop.is_set():
+        log.error("%s stopped on its own", service)
+        return 1
+    log.info("%s stopped cleanly", service)
+    return 0
+
+
+def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
+    if not stop.is_set():
+        log.info("received %s: finishing the batch in hand, then exiting", sig.name)
+    stop.set()
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One stream a service reads: its messages' decoder and the handler (per message or per batch)."""
+
+    stream: str
+    decoder: msgspec.json.Decoder[Any]
+    handle: MessageHandler[Any] | None = None
+    handle_batch: BatchHandler[Any] | None = None
+
+
+async def consume(
+    settings: CommonSettings,
+    clients: RedisClients,
+    *,
+    group: str,
+    consumer: str,
+    subscriptions: list[Subscription],
+    stop: asyncio.Event,
+    host: str,
+    port: int,
+    ready: ReadyCheck | None = None,
+) -> None:
+    """Provision streams, serve health/metrics, and run one consumer per subscription until `stop`."""
+    await provision(clients.commands, settings.stream_partitions)
+    consumers = [
+        Consumer.from_settings(
+            settings,
+            redis=clients.commands,
+            reader=clients.reader,
+            stream=sub.stream,
+            group=group,
+            consumer=consumer,
+            decoder=sub.decoder,
+            handle=sub.handle,
+            handle_batch=sub.handle_batch,
+        )
+        for sub in subscriptions
+    ]
+
+    async def is_ready() -> bool:
+        if not all(c.ready.is_set() for c in consumers) or stop.is_set():
+            return False
+        await clients.commands.ping()
+        return await ready() if ready is not None else True
+
+    async with health.serve(host, port, is_ready), asyncio.TaskGroup() as tasks:
+        for c in consumers:
+            tasks.create_task(c.run(stop))

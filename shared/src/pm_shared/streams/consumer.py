@@ -1,0 +1,615 @@
+"""The consumer every service runs: read a batch, handle it, ack it with one XACK; reclaim, retry, DLQ.
+
+Delivery is at least once. What makes that safe and bounded:
+- on start and after every reconnect the consumer first re-reads its own pending entries (a
+  retried or interrupted XREADGROUP may have delivered entries whose reply never arrived);
+- a background reclaimer takes over entries idle past the lease with XAUTOCLAIM, following its
+  cursor; entries already delivered `max_deliveries` times go to the DLQ instead (counts from
+  XPENDING, because XAUTOCLAIM does not return them);
+- a handler that runs long renews its lease (`XCLAIM … JUSTID` resets idle time, not the count);
+- a failed entry stays pending and becomes claimable again after `retry_delay_ms`; after its
+  last delivery it is moved to the DLQ, acked in the same MULTI;
+- an entry that does not decode is dead-lettered at once: retrying cannot fix it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
+
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError, ResponseError, TimeoutError
+
+from pm_shared import logs
+from pm_shared.errors import PermanentError
+from pm_shared.settings import CommonSettings
+from pm_shared.streams import dlq, metrics
+from pm_shared.streams.connection import as_str as _text
+from pm_shared.streams.names import failures_key, parse_key, stream_key
+from pm_shared.streams.provision import ensure_group
+from pm_shared.streams.publisher import PAYLOAD_FIELD
+from pm_shared.streams.stats import id_ms
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M")
+
+# How many XPENDING/XAUTOCLAIM pages one reclaim pass may walk before yielding to the next pass.
+RECLAIM_PAGE_BUDGET = 50
+# Consumers with nothing pending and idle this long are removed (never one with pending entries:
+# XGROUP DELCONSUMER would drop its pending entries for good).
+STALE_CONSUMER_MS = 10 * 60 * 1000
+
+
+class Delivery(msgspec.Struct, Generic[M], frozen=True, gc=False):
+    """One decoded stream entry handed to a handler."""
+
+    entry_id: str
+    key: str
+    message: M
+    attempt: int
+    """1 on first delivery; the consumer never hands over an entry past `max_deliveries`."""
+
+
+BatchHandler = Callable[[Sequence[Delivery[M]]], Awaitable[Mapping[str, BaseException] | None]]
+"""Handles a whole batch; returns the failures by entry id (None or empty: all succeeded)."""
+MessageHandler = Callable[[Delivery[M]], Awaitable[None]]
+"""Handles one entry; raising marks it failed."""
+
+RawEntry = tuple[bytes, dict[bytes, bytes]]
+
+
+def _entries(reply: Any) -> list[RawEntry]:
+    """Normalise an XREADGROUP reply (RESP2 list or RESP3 map) to one list of entries."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return [entry for batches in reply.values() for batch in batches for entry in batch]
+    return [entry for _, batch in reply for entry in batch]
+
+
+class _Labels:
+    """Metric children for one stream key, resolved once rather than per message."""
+
+    def __init__(self, key: str, group: str) -> None:
+        self.ack = metrics.MESSAGES.labels(key, group, "ack")
+        self.retry = metrics.MESSAGES.labels(key, group, "retry")
+        self.deleted = metrics.MESSAGES.labels(key, group, "deleted")
+        self.stale_ack = metrics.MESSAGES.labels(key, group, "stale_ack")
+        self.handler = metrics.HANDLER_SECONDS.labels(key, group)
+        self.e2e = metrics.E2E_SECONDS.labels(key, group)
+        self.batch = metrics.BATCH_SIZE.labels(key, group)
+        self.inflight = metrics.INFLIGHT.labels(key, group)
+        self.claimed = metrics.CLAIMED.labels(key, group)
+        self.claim_deleted = metrics.CLAIM_DELETED.labels(key, group)
+
+
+class Consumer(Generic[M]):
+    """Reads one logical stream (all its partitions) as one member of a consumer group."""
+
+    def __init__(
+        self,
+        *,
+        redis: Redis,
+        reader: Redis,
+        stream: str,
+        group: str,
+        consumer: str,
+        decoder: msgspec.json.Decoder[M],
+        handle_batch: BatchHandler[M] | None = None,
+        handle: MessageHandler[M] | None = None,
+        partitions: int = 1,
+        count: int = 100,
+        block_ms: int = 2_000,
+        concurrency: int = 100,
+        lease_ms: int = 30_000,
+        retry_delay_ms: int = 1_000,
+        max_deliveries: int = 3,
+        claim_interval_ms: int = 5_000,
+    ) -> None:
+        """
+        Args:
+            redis: client for ordinary commands (it may retry them).
+            reader: client for blocking reads (it must not retry: see `connection.connect`).
+            stream: logical stream name, e.g. `pm:intents`.
+            handle_batch / handle: exactly one of them.
+            concurrency: how many `handle` calls run at once (a batch handler runs one batch at a time).
+        """
+        if (handle_batch is None) == (handle is None):
+            raise ValueError("give exactly one of handle_batch and handle")
+        if not 1 <= block_ms <= 2_000:
+            raise ValueError("block_ms must be between 1 and 2000")
+        self.redis = redis
+        self.reader = reader
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.decoder = decoder
+        self.handle_batch = handle_batch
+        self.handle = handle
+        self.partitions = partitions
+        self.count = count
+        self.block_ms = block_ms
+        self.concurrency = concurrency
+        self.lease_ms = lease_ms
+        self.retry_delay_ms = retry_delay_ms
+        self.max_deliveries = max_deliveries
+        self.claim_interval_ms = claim_interval_ms
+        self.keys = [stream_key(stream, p) for p in range(partitions)]
+        self._labels = {key: _Labels(key, group) for key in self.keys}
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self.ready = asyncio.Event()
+        """Set once every partition has drained its own pending entries and reads new ones."""
+        self._recovered: set[str] = set()
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: CommonSettings,
+        *,
+        redis: Redis,
+        reader: Redis,
+        stream: str,
+        group: str,
+        consumer: str,
+        decoder: msgspec.json.Decoder[M],
+        handle_batch: BatchHandler[M] | None = None,
+        handle: MessageHandler[M] | None = None,
+    ) -> Consumer[M]:
+        return cls(
+            redis=redis,
+            reader=reader,
+            stream=stream,
+            group=group,
+            consumer=consumer,
+            decoder=decoder,
+            handle_batch=handle_batch,
+            handle=handle,
+            partitions=settings.stream_partitions,
+            count=settings.stream_batch_size,
+            block_ms=settings.stream_block_ms,
+            concurrency=settings.stream_concurrency,
+            lease_ms=settings.stream_lease_ms,
+            retry_delay_ms=settings.stream_retry_delay_ms,
+            max_deliveries=settings.stream_max_deliveries,
+            claim_interval_ms=settings.stream_claim_interval_ms,
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set; the batch in hand is finished and acked before returning."""
+        async with asyncio.TaskGroup() as tasks:
+            for key in self.keys:
+                tasks.create_task(self._read_loop(key, stop))
+                tasks.create_task(self._reclaim_loop(key, stop))
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def _read_loop(self, key: str, stop: asyncio.Event) -> None:
+        recovering, cursor, backoff = True, b"0", 0.05
+        while not stop.is_set():
+            try:
+                if recovering:
+                    raw = _entries(
+                        await self.reader.xreadgroup(
+                            self.group, self.consumer, {key: cursor}, count=self.count
+                        )
+                    )
+                    if not raw:
+                        recovering = False
+                        self._mark_recovered(key)
+                        continue
+                    cursor = raw[-1][0]
+                    await self._process(key, raw, await self._attempts(key, [e[0] for e in raw]))
+                else:
+                    raw = _entries(
+                        await self.reader.xreadgroup(
+                            self.group, self.consumer, {key: ">"}, count=self.count, block=self.block_ms
+                        )
+                    )
+                    if raw:
+                        await self._process(key, raw, None)
+                backoff = 0.05
+            except (ConnectionError, TimeoutError) as exc:
+                log.warning(
+                    "redis unavailable while reading %s (%s); will re-read own pending entries", key, exc
+                )
+                recovering, cursor = True, b"0"
+                await _sleep_unless(stop, backoff)
+                backoff = min(backoff * 2, 5.0)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # The stream or group vanished (a Redis restart without persistence): recreate it.
+                log.error("group %s missing on %s; re-provisioning", self.group, key)
+                await ensure_group(self.redis, key, self.group)
+                recovering, cursor = True, b"0"
+
+    def _mark_recovered(self, key: str) -> None:
+        self._recovered.add(key)
+        if len(self._recovered) == len(self.keys):
+            self.ready.set()
+
+    async def _attempts(self, key: str, ids: Sequence[bytes]) -> dict[str, int]:
+        """Delivery counts of this consumer's pending `ids`, from XPENDING."""
+        if not ids:
+            return {}
+        rows = await self.redis.xpending_range(
+            key, self.group, min=ids[0], max=ids[-1], count=len(ids) + 1000, consumername=self.consumer
+        )
+        return {_text(r["message_id"]): int(r["times_delivered"]) for r in rows}
+
+    # -- handling ------------------------------------------------------------------------------
+
+    async def _process(self, key: str, raw: Sequence[RawEntry], attempts: dict[str, int] | None) -> None:
+        labels = self._labels[key]
+        labels.batch.observe(len(raw))
+        deliveries: list[Delivery[M]] = []
+        payloads: dict[str, bytes] = {}
+        dead: list[dlq.DeadLetter] = []
+        exhausted: list[tuple[str, bytes | None, int]] = []
+        decode = self.decoder.decode
+        for entry_id_b, fields in raw:
+            entry_id = entry_id_b.decode()
+            attempt = attempts.get(entry_id, 1) if attempts is not None else 1
+            payload = fields.get(PAYLOAD_FIELD)
+            if not fields:
+                labels.deleted.inc()
+                dead.append(
+                    dlq.DeadLetter(
+                        entry_id,
+                        None,
+                        dlq.REASON_PAYLOAD_DELETED,
+                        "the entry was trimmed or deleted before it was acked",
+                        attempt,
+                    )
+                )
+                continue
+            if payload is None:
+                dead.append(
+                    dlq.DeadLetter(
+                        entry_id,
+                        None,
+                        dlq.REASON_DECODE_ERROR,
+                        "the entry has no 'm' field",
+                        attempt,
+                        extra=_fields_text(fields),
+                    )
+                )
+                continue
+            if attempt > self.max_deliveries:
+                exhausted.append((entry_id, payload, attempt))
+                continue
+            try:
+                message = decode(payload)
+            except msgspec.DecodeError as exc:
+                dead.append(dlq.DeadLetter(entry_id, payload, dlq.REASON_DECODE_ERROR, str(exc), attempt))
+                continue
+            deliveries.append(Delivery(entry_id=entry_id, key=key, message=message, attempt=attempt))
+            payloads[entry_id] = payload
+        if exhausted:
+            dead.extend(await self._exhausted_letters(key, exhausted))
+        if dead:
+            for letter in dead:
+                log.error(
+                    "dead-lettering %s %s: %s (%s)",
+                    key,
+                    letter.entry_id,
+                    letter.reason,
+                    letter.error,
+                    extra={"entry_id": letter.entry_id},
+                )
+            await dlq.move(self.redis, key, self.group, self.consumer, dead)
+        if not deliveries:
+            return
+        failures = await self._run_handler(key, deliveries)
+        ok = [d for d in deliveries if d.entry_id not in failures]
+        if ok:
+            await self._ack(key, ok)
+            labels.e2e.observe(max(0.0, time.time() - id_ms(ok[0].entry_id) / 1000))
+        if failures:
+            await self._on_failures(
+                key, [d for d in deliveries if d.entry_id in failures], failures, payloads
+            )
+
+    async def _run_handler(self, key: str, deliveries: list[Delivery[M]]) -> dict[str, BaseException]:
+        labels = self._labels[key]
+        labels.inflight.inc(len(deliveries))
+        renewal = asyncio.create_task(self._renew_lease(key, [d.entry_id for d in deliveries]))
+        started = time.perf_counter()
+        failures: dict[str, BaseException] = {}
+        try:
+            if self.handle_batch is not None:
+                try:
+                    failures.update(await self.handle_batch(deliveries) or {})
+                except Exception as exc:
+                    failures.update((d.entry_id, exc) for d in deliveries)
+            else:
+                await self._handle_each(deliveries, failures)
+        finally:
+            renewal.cancel()
+            labels.inflight.dec(len(deliveries))
+            labels.handler.observe(time.perf_counter() - started)
+        return failures
+
+    async def _handle_each(self, deliveries: list[Delivery[M]], failures: dict[str, BaseException]) -> None:
+        assert self.handle is not None
+        handle = self.handle
+
+        async def one(delivery: Delivery[M]) -> None:
+            intent_id = getattr(delivery.message, "intent_id", None)
+            with logs.bound(intent_id=intent_id, entry_id=delivery.entry_id, stream=delivery.key):
+                try:
+                    async with self._semaphore:
+                        await handle(delivery)
+                except Exception as exc:
+                    failures[delivery.entry_id] = exc
+
+        if self.concurrency == 1 or len(deliveries) == 1:
+            for delivery in deliveries:
+                await one(delivery)
+        else:
+            await asyncio.gather(*(one(d) for d in deliveries))
+
+    async def _ack(self, key: str, ok: Sequence[Delivery[M]]) -> None:
+        ids = [d.entry_id for d in ok]
+        retried = [d.entry_id for d in ok if d.attempt > 1]
+        if retried:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xack(key, self.group, *ids)
+                pipe.hdel(failures_key(*parse_key(key)), *retried)
+                acked, _ = await pipe.execute()
+        else:
+            acked = await self.redis.xack(key, self.group, *ids)
+        labels = self._labels[key]
+        labels.ack.inc(int(acked))
+        if int(acked) < len(ids):
+            # Someone else acked or claimed them meanwhile (we were slower than the lease): harmless,
+            # because handlers are idempotent, but worth seeing.
+            labels.stale_ack.inc(len(ids) - int(acked))
+
+    async def _on_failures(
+        self,
+        key: str,
+        failed: Sequence[Delivery[M]],
+        failures: Mapping[str, BaseException],
+        payloads: Mapping[str, bytes],
+    ) -> None:
+        errors = {
+            d.entry_id: f"{type(failures[d.entry_id]).__name__}: {failures[d.entry_id]}" for d in failed
+        }
+        for delivery in failed:
+            exc = failures[delivery.entry_id]
+            with logs.bound(
+                intent_id=getattr(delivery.message, "intent_id", None), entry_id=delivery.entry_id
+            ):
+                log.warning(
+                    "handler failed on %s (delivery %d of %d): %s",
+                    key,
+                    delivery.attempt,
+                    self.max_deliveries,
+                    errors[delivery.entry_id],
+                    exc_info=exc,
+                )
+        records = await dlq.record_failures(self.redis, key, errors)
+        permanent = [d for d in failed if isinstance(failures[d.entry_id], PermanentError)]
+        retryable = [d for d in failed if not isinstance(failures[d.entry_id], PermanentError)]
+        last = [d for d in retryable if d.attempt >= self.max_deliveries]
+        again = [d.entry_id for d in retryable if d.attempt < self.max_deliveries]
+        letters = [
+            dlq.DeadLetter(
+                d.entry_id,
+                payloads[d.entry_id],
+                getattr(failures[d.entry_id], "reason", dlq.REASON_UNRECOVERABLE),
+                errors[d.entry_id],
+                d.attempt,
+                records[d.entry_id].first_ms,
+                records[d.entry_id].last_ms,
+            )
+            for d in permanent
+        ]
+        if last or letters:
+            await dlq.move(
+                self.redis,
+                key,
+                self.group,
+                self.consumer,
+                letters
+                + [
+                    dlq.DeadLetter(
+                        d.entry_id,
+                        payloads[d.entry_id],
+                        dlq.REASON_MAX_DELIVERIES,
+                        errors[d.entry_id],
+                        d.attempt,
+                        records[d.entry_id].first_ms,
+                        records[d.entry_id].last_ms,
+                    )
+                    for d in last
+                ],
+            )
+        if again:
+            # Make the entries look idle for (lease - retry delay): the reclaimer takes them again
+            # after the retry delay instead of a whole lease. JUSTID keeps the delivery count.
+            await self.redis.xclaim(
+                key,
+                self.group,
+                self.consumer,
+                0,
+                list[Any](again),
+                idle=max(0, self.lease_ms - self.retry_delay_ms),
+                justid=True,
+            )
+            self._labels[key].retry.inc(len(again))
+
+    async def _exhausted_letters(
+        self, key: str, entries: Sequence[tuple[str, bytes | None, int]]
+    ) -> list[dlq.DeadLetter]:
+        """Letters for entries seen again after their last allowed delivery (`attempt` counts this one)."""
+        records = await dlq.load_failures(self.redis, key, [e[0] for e in entries])
+        letters = []
+        for entry_id, payload, attempt in entries:
+            record = records.get(entry_id)
+            if payload is None:
+                reason, error = (
+                    dlq.REASON_PAYLOAD_DELETED,
+                    "the entry was trimmed or deleted before it was acked",
+                )
+            else:
+                reason = dlq.REASON_MAX_DELIVERIES
+                error = (
+                    record.error
+                    if record
+                    else (f"delivered {attempt - 1} times without an ack (the consumer died or stalled)")
+                )
+            letters.append(
+                dlq.DeadLetter(
+                    entry_id,
+                    payload,
+                    reason,
+                    error,
+                    attempt - 1,
+                    record.first_ms if record else None,
+                    record.last_ms if record else None,
+                )
+            )
+        return letters
+
+    async def _renew_lease(self, key: str, ids: list[str]) -> None:
+        """Keep entries being handled from looking idle, so no peer reclaims healthy work."""
+        interval = self.lease_ms / 3000
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                owned = await self._owned(key, ids)
+                if owned:
+                    await self.redis.xclaim(key, self.group, self.consumer, 0, list[Any](owned), justid=True)
+                if len(owned) < len(ids):
+                    log.warning(
+                        "%d entries of a batch on %s were taken over by another consumer",
+                        len(ids) - len(owned),
+                        key,
+                    )
+                    ids = owned
+            except (ConnectionError, TimeoutError) as exc:
+                log.warning("lease renewal on %s failed: %s", key, exc)
+
+    async def _owned(self, key: str, ids: list[str]) -> list[str]:
+        if not ids:
+            return []
+        rows = await self.redis.xpending_range(
+            key, self.group, min=ids[0], max=ids[-1], count=len(ids) + 1000, consumername=self.consumer
+        )
+        mine = {_text(r["message_id"]) for r in rows}
+        return [i for i in ids if i in mine]
+
+    # -- reclaiming ----------------------------------------------------------------------------
+
+    async def _reclaim_loop(self, key: str, stop: asyncio.Event) -> None:
+        passes = 0
+        while not await _sleep_unless(stop, self.claim_interval_ms / 1000):
+            try:
+                await self.reclaim(key)
+                passes += 1
+                if passes % 60 == 0:
+                    await self._remove_stale_consumers(key)
+            except (ConnectionError, TimeoutError) as exc:
+                log.warning("reclaim on %s skipped: %s", key, exc)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                log.warning("reclaim on %s skipped: the group does not exist (yet)", key)
+
+    async def reclaim(self, key: str) -> int:
+        """One reclaim pass over `key`: dead-letter exhausted idle entries, claim and handle the rest."""
+        await self._dead_letter_exhausted(key)
+        handled = 0
+        cursor: bytes | str = b"0-0"
+        for _ in range(RECLAIM_PAGE_BUDGET):
+            reply = await self.redis.xautoclaim(
+                key, self.group, self.consumer, self.lease_ms, start_id=cursor, count=self.count
+            )
+            cursor, claimed = reply[0], reply[1]
+            deleted = reply[2] if len(reply) > 2 else []
+            labels = self._labels[key]
+            if deleted:
+                # The payload was trimmed away before anyone acked it: a lost message. Redis has
+                # already dropped these ids from the pending list; all we can do is shout.
+                labels.claim_deleted.inc(len(deleted))
+                log.error(
+                    "LOST: %d pending entries of %s were trimmed or deleted before ack: %s",
+                    len(deleted),
+                    key,
+                    [_text(i) for i in deleted][:20],
+                )
+                await self.redis.hdel(failures_key(*parse_key(key)), *[_text(i) for i in deleted])
+            if claimed:
+                labels.claimed.inc(len(claimed))
+                await self._process(key, claimed, await self._attempts(key, [e[0] for e in claimed]))
+                handled += len(claimed)
+            if _text(cursor) == "0-0":
+                break
+        return handled
+
+    async def _dead_letter_exhausted(self, key: str) -> None:
+        """Entries idle past the lease after their last allowed delivery: the handler never finished."""
+        start = "-"
+        for _ in range(RECLAIM_PAGE_BUDGET):
+            rows = await self.redis.xpending_range(
+                key, self.group, min=start, max="+", count=100, idle=self.lease_ms
+            )
+            spent = [
+                (_text(r["message_id"]), int(r["times_delivered"]))
+                for r in rows
+                if int(r["times_delivered"]) >= self.max_deliveries
+            ]
+            if spent:
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for entry_id, _ in spent:
+                        pipe.xrange(key, min=entry_id, max=entry_id)
+                    found = await pipe.execute()
+                entries = [
+                    (entry_id, hits[0][1].get(PAYLOAD_FIELD) if hits else None, count + 1)
+                    for (entry_id, count), hits in zip(spent, found, strict=True)
+                ]
+                letters = await self._exhausted_letters(key, entries)
+                for letter in letters:
+                    log.error(
+                        "dead-lettering %s %s after %d deliveries: %s",
+                        key,
+                        letter.entry_id,
+                        letter.attempts,
+                        letter.error,
+                    )
+                await dlq.move(self.redis, key, self.group, self.consumer, letters)
+            if len(rows) < 100:
+                return
+            start = "(" + _text(rows[-1]["message_id"])
+
+    async def _remove_stale_consumers(self, key: str) -> None:
+        for row in await self.redis.xinfo_consumers(key, self.group):
+            name = _text(row["name"])
+            if name != self.consumer and int(row["pending"]) == 0 and int(row["idle"]) > STALE_CONSUMER_MS:
+                # A live consumer is never this idle: every blocking read (≤ 2 s) resets its idle time.
+                dropped = await self.redis.xgroup_delconsumer(key, self.group, name)
+                log.info("removed idle consumer %s from %s/%s (pending %s)", name, key, self.group, dropped)
+
+
+def _fields_text(fields: dict[bytes, bytes]) -> dict[str, str]:
+    return {
+        f"field_{k.decode(errors='replace')}": v.decode(errors="replace")[:500] for k, v in fields.items()
+    }
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep up to `seconds`; True when `stop` was set (at once or meanwhile)."""
+    if stop.is_set():
+        return True
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True

@@ -1,0 +1,152 @@
+"""Publishing with back-pressure: refuse before the downstream group falls behind, never trim unacked work.
+
+`MAXLEN ~ N` trimming ignores consumer groups, so an entry that is undelivered or unacked would
+be deleted if a stream ever grew past N. The publisher therefore checks, before every dispatch,
+outstanding = lag + pending of the downstream groups (one `XINFO GROUPS`, cached for at most
+100 ms, plus what this process added since that reading) against a threshold of half of N.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import msgspec
+from redis.asyncio import Redis
+
+from pm_shared.messages import Message
+from pm_shared.streams import metrics
+from pm_shared.streams.connection import as_str
+from pm_shared.streams.names import StreamSpec, partition_of, stream_key
+from pm_shared.streams.stats import outstanding
+
+PAYLOAD_FIELD = b"m"
+CACHE_S = 0.1
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(message: Message) -> bytes:
+    return _encoder.encode(message)
+
+
+class BackPressureError(Exception):
+    """The downstream group is too far behind; try again after `retry_after_s`."""
+
+    def __init__(self, stream: str, outstanding: int, threshold: int, retry_after_s: float) -> None:
+        super().__init__(
+            f"{stream}: {outstanding} entries outstanding (threshold {threshold}); "
+            f"retry after {retry_after_s:g}s"
+        )
+        self.stream = stream
+        self.outstanding = outstanding
+        self.threshold = threshold
+        self.retry_after_s = retry_after_s
+
+
+class StreamMissingError(Exception):
+    """The stream does not exist: it was never provisioned (run `pm migrate`/`pm up`), or was deleted."""
+
+
+@dataclass
+class _Reading:
+    outstanding: int
+    at: float
+    added_since: int = 0
+
+
+class Publisher:
+    """XADD with `MAXLEN ~ maxlen` and `NOMKSTREAM`, after a back-pressure check per partition."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        partitions: int = 1,
+        maxlen: int = 10_000,
+        threshold: int | None = None,
+        retry_after_s: float = 1.0,
+    ) -> None:
+        self.redis = redis
+        self.partitions = partitions
+        self.maxlen = maxlen
+        self.threshold = maxlen // 2 if threshold is None else threshold
+        self.retry_after_s = retry_after_s
+        self._readings: dict[str, _Reading] = {}
+        self._refreshing: dict[str, asyncio.Future[_Reading]] = {}
+
+    def key_for(self, stream: StreamSpec | str, intent_id: str) -> str:
+        name = stream if isinstance(stream, str) else stream.name
+        return stream_key(name, partition_of(intent_id, self.partitions))
+
+    async def admit(self, key: str, count: int = 1) -> None:
+        """Reserve room for `count` entries on `key` or raise BackPressureError."""
+        reading = self._readings.get(key)
+        if reading is None or time.monotonic() - reading.at > CACHE_S:
+            reading = await self._refresh(key)
+        estimate = reading.outstanding + reading.added_since
+        if estimate + count > self.threshold:
+            metrics.BACKPRESSURE.labels(key).inc()
+            raise BackPressureError(key, estimate, self.threshold, self.retry_after_s)
+        reading.added_since += count
+
+    async def _refresh(self, key: str) -> _Reading:
+        # One XINFO GROUPS per key at a time, however many coroutines publish concurrently.
+        pending = self._refreshing.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[_Reading] = asyncio.get_running_loop().create_future()
+        self._refreshing[key] = future
+        try:
+            reading = _Reading(await outstanding(self.redis, key, self.threshold), time.monotonic())
+            self._readings[key] = reading
+            future.set_result(reading)
+            return reading
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved here, so a failure nobody else awaited is not reported twice
+            raise
+        finally:
+            del self._refreshing[key]
+
+    async def publish(self, stream: StreamSpec | str, message: Message) -> str:
+        """Add `message` to its intent's partition of `stream`; returns the entry id."""
+        key = self.key_for(stream, message.intent_id)
+        await self.admit(key)
+        return await self.add(key, {PAYLOAD_FIELD: encode(message)})
+
+    async def publish_many(self, stream: StreamSpec | str, messages: Sequence[Message]) -> list[str]:
+        """Add many messages in one pipeline; all are admitted before any is sent."""
+        keys = [self.key_for(stream, m.intent_id) for m in messages]
+        wanted: dict[str, int] = {}
+        for key in keys:
+            wanted[key] = wanted.get(key, 0) + 1
+        for key, count in wanted.items():
+            await self.admit(key, count)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, message in zip(keys, messages, strict=True):
+                pipe.xadd(
+                    key,
+                    {PAYLOAD_FIELD: encode(message)},
+                    maxlen=self.maxlen,
+                    approximate=True,
+                    nomkstream=True,
+                )
+            ids = await pipe.execute()
+        for key, entry_id in zip(keys, ids, strict=True):
+            if entry_id is None:
+                raise StreamMissingError(
+                    f"stream {key} does not exist; provision it first (pm migrate / pm up)"
+                )
+            metrics.PUBLISHED.labels(key).inc()
+        return [as_str(i) for i in ids]
+
+    async def add(self, key: str, fields: dict[bytes, bytes]) -> str:
+        """XADD already-admitted `fields` to `key`."""
+        entry_id = await self.redis.xadd(key, fields, maxlen=self.maxlen, approximate=True, nomkstream=True)  # type: ignore[arg-type]
+        if entry_id is None:
+            raise StreamMissingError(f"stream {key} does not exist; provision it first (pm migrate / pm up)")
+        metrics.PUBLISHED.labels(key).inc()
+        return as_str(entry_id)
