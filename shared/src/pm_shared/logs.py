@@ -68,7 +68,9 @@ def configure(service: str, level: str = "INFO", fmt: str = "json") -> None:
 
 
 @contextmanager
-def bound(*, intent_id: str | None = None, entry_id: str | None = None, stream: str | None = None) -> Iterator[None]:
+def bound(
+    *, intent_id: str | None = None, entry_id: str | None = None, stream: str | None = None
+) -> Iterator[None]:
     """Attach ids to every log record written inside the block (per asyncio task)."""
     tokens = [
         (var, var.set(value))
