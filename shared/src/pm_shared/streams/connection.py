@@ -10,7 +10,8 @@ from __future__ import annotations
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
-from redis.exceptions import ConnectionError, TimeoutError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 # Longer than the longest BLOCK (2 s) plus the reply of a large batch on a busy loop.
 SOCKET_TIMEOUT_S = 10.0
@@ -46,6 +47,6 @@ def connect(url: str, *, blocking_reads: bool = False, name: str | None = None) 
         socket_keepalive=True,
         health_check_interval=HEALTH_CHECK_INTERVAL_S,
         retry=retry,
-        retry_on_error=[ConnectionError, TimeoutError],
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
         client_name=name,
     )

@@ -22,7 +22,9 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError, ResponseError, TimeoutError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pm_shared import logs
 from pm_shared.errors import PermanentError
@@ -213,7 +215,7 @@ class Consumer(Generic[M]):
                     if raw:
                         await self._process(key, raw, None)
                 backoff = 0.05
-            except (ConnectionError, TimeoutError) as exc:
+            except (RedisConnectionError, RedisTimeoutError) as exc:
                 log.warning(
                     "redis unavailable while reading %s (%s); will re-read own pending entries", key, exc
                 )
@@ -494,7 +496,7 @@ class Consumer(Generic[M]):
                         key,
                     )
                     ids = owned
-            except (ConnectionError, TimeoutError) as exc:
+            except (RedisConnectionError, RedisTimeoutError) as exc:
                 log.warning("lease renewal on %s failed: %s", key, exc)
 
     async def _owned(self, key: str, ids: list[str]) -> list[str]:
@@ -516,7 +518,7 @@ class Consumer(Generic[M]):
                 passes += 1
                 if passes % 60 == 0:
                     await self._remove_stale_consumers(key)
-            except (ConnectionError, TimeoutError) as exc:
+            except (RedisConnectionError, RedisTimeoutError) as exc:
                 log.warning("reclaim on %s skipped: %s", key, exc)
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):

@@ -1,0 +1,345 @@
+"""The consumer against a real redis-server: batches, acks, retries, DLQ, reclaim, lease, recovery, stop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import msgspec
+import pytest
+from redis.asyncio import Redis
+
+from pm_shared.errors import NotImplementedYet
+from pm_shared.streams import Consumer, Delivery, Publisher
+from pm_shared.streams import dlq as dlq_ops
+from pm_shared.streams.names import dlq_key, stream_key
+from pm_shared.streams.provision import ensure_group
+from pm_shared.testing.fixtures import eventually
+from pm_shared.testing.worker import Probe, probe
+
+GROUP = "svc"
+
+
+def make_consumer(
+    redis: Redis,
+    reader: Redis,
+    stream: str,
+    *,
+    name: str = "c1",
+    handle: Callable[[Delivery[Probe]], Awaitable[None]] | None = None,
+    handle_batch: Callable[[Sequence[Delivery[Probe]]], Awaitable[Any]] | None = None,
+    **options: Any,
+) -> Consumer[Probe]:
+    settings: dict[str, Any] = {
+        "block_ms": 50,
+        "lease_ms": 1_000,
+        "retry_delay_ms": 900,
+        "claim_interval_ms": 50,
+    }
+    settings.update(options)
+    return Consumer(
+        redis=redis,
+        reader=reader,
+        stream=stream,
+        group=GROUP,
+        consumer=name,
+        decoder=msgspec.json.Decoder(Probe),
+        handle=handle,
+        handle_batch=handle_batch,
+        **settings,
+    )
+
+
+async def run_until(
+    consumer: Consumer[Any], done: Callable[[], Awaitable[bool]], timeout: float = 10
+) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    try:
+        await eventually(done, timeout=timeout)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+@pytest.fixture
+async def key(redis: Redis, stream_name: str) -> str:
+    key = stream_key(stream_name, 0)
+    await ensure_group(redis, key, GROUP)
+    return key
+
+
+async def pending(redis: Redis, key: str) -> int:
+    return int((await redis.xpending(key, GROUP))["pending"])
+
+
+async def test_batch_is_handled_and_acked(redis: Redis, reader: Redis, stream_name: str, key: str) -> None:
+    await Publisher(redis).publish_many(stream_name, [probe(i) for i in range(250)])
+    batches: list[int] = []
+
+    async def handle_batch(batch: Sequence[Delivery[Probe]]) -> None:
+        batches.append(len(batch))
+
+    consumer = make_consumer(redis, reader, stream_name, handle_batch=handle_batch, count=100)
+    await run_until(consumer, lambda: _true(sum(batches) == 250))
+    assert batches == [100, 100, 50]
+    assert await pending(redis, key) == 0
+
+
+async def test_failing_handler_is_delivered_three_times_then_dead_lettered_then_replayed(
+    redis: Redis, reader: Redis, stream_name: str, key: str
+) -> None:
+    message = probe(7)
+    await Publisher(redis).publish(stream_name, message)
+    attempts: list[int] = []
+    fixed = False
+
+    async def handle(delivery: Delivery[Probe]) -> None:
+        attempts.append(delivery.attempt)
+        if not fixed:
+            raise RuntimeError("ledger says no")
+
+    consumer = make_consumer(redis, reader, stream_name, handle=handle, retry_delay_ms=100)
+    await run_until(consumer, lambda: _later(redis.xlen(dlq_key(stream_name, 0)), 1))
+    await asyncio.sleep(0.3)  # nothing more may happen to it
+    assert attempts == [1, 2, 3]
+    assert await pending(redis, key) == 0
+    (letter,) = await dlq_ops.entries(redis, [dlq_key(stream_name, 0)])
+    assert letter.reason == "max_deliveries"
+    assert letter.fields["attempts"] == "3"
+    assert letter.fields["error"] == "RuntimeError: ledger says no"
+    assert letter.fields["original_stream"] == key
+    assert letter.fields["group"] == GROUP
+    assert letter.fields["first_failure_at"] < letter.fields["last_failure_at"]
+    assert msgspec.json.decode(letter.payload or b"", type=Probe) == message
+
+    fixed = True
+    await dlq_ops.replay(redis, Publisher(redis), [letter])
+    assert await redis.xlen(dlq_key(stream_name, 0)) == 0
+    seen: list[Probe] = []
+
+    async def record(delivery: Delivery[Probe]) -> None:
+        seen.append(delivery.message)
+
+    await run_until(make_consumer(redis, reader, stream_name, handle=record), lambda: _true(len(seen) == 1))
+    assert seen[0].message_id == message.message_id  # the idempotency key survived the round trip
+    assert await pending(redis, key) == 0
+
+
+async def test_undecodable_entry_goes_to_the_dlq_at_once(
+    redis: Redis, reader: Redis, stream_name: str, key: str
+) -> None:
+    await redis.xadd(key, {b"m": b'{"kind": "test.probe", "seq": "not a number"}'})
+    await redis.xadd(key, {b"x": b"no payload field"})
+    await Publisher(redis).publish(stream_name, probe(1))
+    handled: list[int] = []
+
+    async def handle(delivery: Delivery[Probe]) -> None:
+        handled.append(delivery.message.seq)
+
+    await run_until(
+        make_consumer(redis, reader, stream_name, handle=handle),
+        lambda: _later(redis.xlen(dlq_key(stream_name, 0)), 2),
+    )
+    letters = await dlq_ops.entries(redis, [dlq_key(stream_name, 0)])
+    assert [(e.reason, e.fields["attempts"]) for e in letters] == [("decode_error", "1")] * 2
+    assert handled == [1]
+    assert await pending(redis, key) == 0
+
+
+async def test_permanent_error_skips_the_retries(
+    redis: Redis, reader: Redis, stream_name: str, key: str
+) -> None:
+    await Publisher(redis).publish(stream_name, probe(1))
+    calls = 0
+
+    async def handle(delivery: Delivery[Probe]) -> None:
+        nonlocal calls
+        calls += 1
+        raise NotImplementedYet("later")
+
+    await run_until(
+        make_consumer(redis, reader, stream_name, handle=handle),
+        lambda: _later(redis.xlen(dlq_key(stream_name, 0)), 1),
+    )
+    (letter,) = await dlq_ops.entries(redis, [dlq_key(stream_name, 0)])
+    assert (calls, letter.reason) == (1, "unhandled")
+
+
+async def test_one_failure_does_not_fail_its_batch_mates(
+    redis: Redis, reader: Redis, stream_name: str, key: str
+) -> None:
+    await Publisher(redis).publish_many(stream_name, [probe(i) for i in range(10)])
+    ok: set[int] = set()
+
+    async def handle(delivery: Delivery[Probe]) -> None:
+        if delivery.message.seq == 4:
+            raise ValueError("poison")
+        ok.add(delivery.message.seq)
+
+    await run_until(
+        make_consumer(redis, reader, stream_name, handle=handle, retry_delay_ms=50),
+        lambda: _later(redis.xlen(dlq_key(stream_name, 0)), 1),
+    )
+    assert ok == set(range(10)) - {4}
+    assert await pending(redis, key) == 0
+
+
+async def test_restarted_consumer_reads_its_own_pending_entries_first(
+    redis: Redis, reader: Redis, stream_name: str, key: str
+) -> None:
+    publisher = Publisher(redis)
+    await publisher.publish_many(stream_name, [probe(i) for i in range(3)])
+    # A previous life of c1 read these and died before acking.
+    await redis.xreadgroup(GROUP, "c1", {key: ">"}, count=10)
+    await publisher.publish_many(stream_name, [probe(i) for i in range(3, 6)])
+    order: list[tuple[int, int]] = []
+
+    async def handle(delivery: Delivery[Probe]) -> None:
+        order.append((delivery.message.seq, delivery.attempt))
+
+    await run_until(make_consumer(redis, reader, stream_name, handle=handle), lambda: _true(len(order) == 6))
+    assert order == [(0, 2), (1, 2), (2, 2), (3, 1), (4, 1), (5, 1)]
+
+
+async def test_entries_of_a_dead_consumer_are_reclaimed_after_the_lease(
+    redis: Redis, reader: Redis, stream_name: str, key: str
+) -> None:
+    await Publisher(redis).publish_many(stream_name, [probe(i) for i in range(5)])
+    await redis.xreadgroup(GROUP, "dead", {key: ">"}, count=10)
+    got: list[tuple[int, int]] = []
+
+    async def handle(delivery: Delivery[Probe]) -> None:
+        got.append((delivery.message.seq, delivery.attempt))
+
+    consumer = make_consumer(redis, reader, stream_name, name="alive", handle=handle, lease_ms=300)
+    await run_until(consumer, lambda: _true(len(got) == 5))
+    assert sorted(got) == [(i, 2) for i in range(5)]
+    assert await pending(redis, key) == 0
+
+
+async def test_entry_whose_consumer_died_on_its_last_delivery_is_dead_lettered_unhandled(
+    redis: Redis, reader: Redis, stream_name: str, key: str
+) -> None:
+    await Publisher(redis).publish(stream_name, probe(1))
+    for _ in range(3):  # three consumers took it and died
+        await redis.xautoclaim(key, GROUP, "dead", 0, "0-0") if await pending(redis, key) else None
+        await redis.xreadgroup(GROUP, "dead", {key: ">"}, count=1)
+    rows = await redis.xpending_range(key, GROUP, "-", "+", 10)
+    assert rows[0]["times_delivered"] == 3
+    handled: list[int] = []
+
+    async def handle(delivery: Delivery[Probe]) -> None:
+        handled.append(delivery.message.seq)
+
+    await run_until(
+        make_consumer(redis, reader, stream_name, handle=handle, lease_ms=200),
+        lambda: _later(redis.xlen(dlq_key(stream_name, 0)), 1),
+    )
+    (letter,) = await dlq_ops.entries(redis, [dlq_key(stream_name, 0)])
+    assert handled == []
+    assert letter.reason == "max_deliveries"
+    assert "without an ack" in letter.fields["error"]
+
+
+async def test_long_handler_keeps_its_lease_and_is_not_reclaimed(
+    redis: Redis, reader: Redis, stream_name: str, key: str
+) -> None:
+    await Publisher(redis).publish(stream_name, probe(1))
+    calls: list[str] = []
+
+    async def slow(delivery: Delivery[Probe]) -> None:
+        calls.append("slow")
+        await asyncio.sleep(1.5)  # five times the lease
+
+    async def peer(delivery: Delivery[Probe]) -> None:
+        calls.append("peer")
+
+    owner = make_consumer(redis, reader, stream_name, name="owner", handle=slow, lease_ms=300)
+    other = make_consumer(redis, reader, stream_name, name="peer", handle=peer, lease_ms=300)
+    stop = asyncio.Event()
+    owner_task = asyncio.create_task(owner.run(stop))
+    await eventually(lambda: _true(calls == ["slow"]))
+    other_task = asyncio.create_task(other.run(stop))
+    await eventually(lambda: _later(pending(redis, key), 0), timeout=5)
+    stop.set()
+    await asyncio.gather(owner_task, other_task)
+    assert calls == ["slow"]
+
+
+async def test_deleted_payload_is_dead_lettered_as_such(
+    redis: Redis, reader: Redis, stream_name: str, key: str
+) -> None:
+    entry_id = await Publisher(redis).publish(stream_name, probe(1))
+    await redis.xreadgroup(GROUP, "c1", {key: ">"}, count=1)
+    await redis.xdel(key, entry_id)
+
+    async def handle(delivery: Delivery[Probe]) -> None:
+        raise AssertionError("nothing to handle")
+
+    await run_until(
+        make_consumer(redis, reader, stream_name, handle=handle),
+        lambda: _later(redis.xlen(dlq_key(stream_name, 0)), 1),
+    )
+    (letter,) = await dlq_ops.entries(redis, [dlq_key(stream_name, 0)])
+    assert letter.reason == "payload_deleted"
+    assert await pending(redis, key) == 0
+
+
+async def test_stop_finishes_the_batch_in_hand_and_acks_it(
+    redis: Redis, reader: Redis, stream_name: str, key: str
+) -> None:
+    await Publisher(redis).publish_many(stream_name, [probe(i) for i in range(20)])
+    stop = asyncio.Event()
+    started = asyncio.Event()
+    finished: list[int] = []
+
+    async def handle_batch(batch: Sequence[Delivery[Probe]]) -> None:
+        started.set()
+        await asyncio.sleep(0.3)
+        finished.extend(d.message.seq for d in batch)
+
+    task = asyncio.create_task(make_consumer(redis, reader, stream_name, handle_batch=handle_batch).run(stop))
+    await started.wait()
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert finished == list(range(20))
+    assert await pending(redis, key) == 0
+
+
+async def test_concurrency_is_bounded(redis: Redis, reader: Redis, stream_name: str, key: str) -> None:
+    await Publisher(redis).publish_many(stream_name, [probe(i) for i in range(40)])
+    running = peak = done = 0
+
+    async def handle(delivery: Delivery[Probe]) -> None:
+        nonlocal running, peak, done
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.01)
+        running -= 1
+        done += 1
+
+    consumer = make_consumer(redis, reader, stream_name, handle=handle, concurrency=4)
+    await run_until(consumer, lambda: _true(done == 40))
+    assert peak == 4
+
+
+async def test_ready_after_own_pending_entries_are_drained(
+    redis: Redis, reader: Redis, stream_name: str, key: str
+) -> None:
+    consumer = make_consumer(redis, reader, stream_name, handle=_noop)
+    assert not consumer.ready.is_set()
+    await run_until(consumer, lambda: _true(consumer.ready.is_set()))
+
+
+async def _noop(delivery: Delivery[Probe]) -> None:
+    return None
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _later(value: Awaitable[int], expected: int) -> bool:
+    return await value == expected

@@ -1,0 +1,109 @@
+"""The publisher refuses before the downstream group falls behind; trimming never eats unacked work."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from pm_shared.streams import BackPressureError, Publisher, StreamMissingError
+from pm_shared.streams.connection import as_str
+from pm_shared.streams.names import stream_key
+from pm_shared.streams.provision import ensure_group, provision
+from pm_shared.streams.stats import groups, outstanding
+from pm_shared.testing.worker import probe
+
+
+async def test_refuses_before_outstanding_reaches_maxlen_and_nothing_unacked_is_trimmed(
+    redis: Redis, stream_name: str
+) -> None:
+    key = stream_key(stream_name, 0)
+    await ensure_group(redis, key, "downstream")
+    maxlen = 200
+    publisher = Publisher(redis, maxlen=maxlen)  # threshold: half of maxlen
+    published: list[str] = []
+    with pytest.raises(BackPressureError) as refused:
+        for seq in range(10 * maxlen):
+            published.append(await publisher.publish(stream_name, probe(seq)))
+            if seq % 37 == 0:
+                # Read some without acking: pending counts as outstanding as much as lag does.
+                await redis.xreadgroup("downstream", "c", {key: ">"}, count=5)
+    assert refused.value.retry_after_s > 0
+    assert len(published) == publisher.threshold
+    info = (await groups(redis, key))[0]
+    assert info.lag is not None
+    assert info.lag + info.pending == len(published) < maxlen
+    # Every entry that is undelivered or unacked is still in the stream: count them one by one.
+    present = {as_str(entry_id) for entry_id, _ in await redis.xrange(key) or []}
+    assert set(published) <= present
+
+
+async def test_acking_makes_room_again(redis: Redis, stream_name: str) -> None:
+    key = stream_key(stream_name, 0)
+    await ensure_group(redis, key, "downstream")
+    publisher = Publisher(redis, maxlen=100, threshold=10)
+    await publisher.publish_many(stream_name, [probe(i) for i in range(10)])
+    with pytest.raises(BackPressureError):
+        await publisher.publish(stream_name, probe(10))
+    reply: Any = await redis.xreadgroup("downstream", "c", {key: ">"}, count=100)
+    await redis.xack(key, "downstream", *[entry_id for entry_id, _ in reply[0][1]])
+    await asyncio.sleep(0.11)  # past the cached reading
+    await publisher.publish(stream_name, probe(11))
+
+
+async def test_unknown_lag_is_counted_not_read_as_zero(redis: Redis, stream_name: str) -> None:
+    key = stream_key(stream_name, 0)
+    await ensure_group(redis, key, "downstream")
+    ids = [await redis.xadd(key, {b"m": b"{}"}) for _ in range(8)]
+    await redis.xdel(key, ids[3])  # deleting an undelivered entry makes Redis report lag as NULL
+    assert (await groups(redis, key))[0].lag is None
+    assert await outstanding(redis, key, limit=100) == 7
+    publisher = Publisher(redis, maxlen=100, threshold=7)
+    with pytest.raises(BackPressureError):
+        await publisher.publish(stream_name, probe(1))
+
+
+async def test_partitions_get_their_own_check(redis: Redis, stream_name: str) -> None:
+    publisher = Publisher(redis, partitions=4, maxlen=100, threshold=3)
+    for p in range(4):
+        await ensure_group(redis, stream_key(stream_name, p), "downstream")
+    sent = 0
+    for i in range(40):
+        try:
+            await publisher.publish(stream_name, probe(i, intent_id=f"intent-{i}"))
+            sent += 1
+        except BackPressureError:
+            pass
+    assert sent == 12  # three per partition
+    for p in range(4):
+        assert await redis.xlen(stream_key(stream_name, p)) == 3
+
+
+async def test_same_intent_always_lands_on_one_partition(redis: Redis, stream_name: str) -> None:
+    publisher = Publisher(redis, partitions=4, maxlen=1000)
+    for p in range(4):
+        await ensure_group(redis, stream_key(stream_name, p), "downstream")
+    for i in range(5):
+        await publisher.publish(stream_name, probe(i, intent_id="intent-one"))
+    lengths = [await redis.xlen(stream_key(stream_name, p)) for p in range(4)]
+    assert sorted(lengths) == [0, 0, 0, 5]
+
+
+async def test_publishing_to_an_unprovisioned_stream_fails_and_creates_nothing(
+    redis: Redis, stream_name: str
+) -> None:
+    publisher = Publisher(redis, maxlen=100)
+    with pytest.raises(StreamMissingError):
+        await publisher.add(stream_key(stream_name, 0), {b"m": b"{}"})
+    assert not await redis.exists(stream_key(stream_name, 0))
+
+
+async def test_provisioning_is_idempotent(redis: Redis, stream_name: str) -> None:
+    from pm_shared.streams.names import StreamSpec
+
+    spec = StreamSpec(stream_name, ("a", "b"), "test")
+    assert await provision(redis, 2, [spec]) == 4
+    assert await provision(redis, 2, [spec]) == 0
+    assert {g.name for g in await groups(redis, stream_key(stream_name, 1))} == {"a", "b"}
