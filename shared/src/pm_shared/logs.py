@@ -67,6 +67,13 @@ def configure(service: str, level: str = "INFO", fmt: str = "json") -> None:
     logging.getLogger("asyncio").setLevel(logging.WARNING)
 
 
+def bind(intent_id: str | None, entry_id: str | None, stream: str | None) -> None:
+    """Attach ids to every later log record of the current context (a task's, or a copied one)."""
+    intent_id_var.set(intent_id)
+    entry_id_var.set(entry_id)
+    stream_var.set(stream)
+
+
 @contextmanager
 def bound(
     *, intent_id: str | None = None, entry_id: str | None = None, stream: str | None = None

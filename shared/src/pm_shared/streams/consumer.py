@@ -15,9 +15,12 @@ Delivery is at least once. What makes that safe and bounded:
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import types
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -90,6 +93,50 @@ class _Labels:
         self.claim_deleted = metrics.CLAIM_DELETED.labels(key, group)
 
 
+class _Limiter:
+    """A semaphore whose uncontended acquire does not wait (handlers are usually far below the limit)."""
+
+    def __init__(self, limit: int) -> None:
+        self.free = limit
+        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    def acquire(self) -> Awaitable[None]:
+        if self.free > 0 and not self._waiters:
+            self.free -= 1
+            return _DONE
+        return self._wait()
+
+    async def _wait(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # we were handed a slot we will not use
+            raise
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes straight to the waiter
+                return
+        self.free += 1
+
+
+class _Done:
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield
+
+
+_DONE = _Done()
+
+
 class Consumer(Generic[M]):
     """Reads one logical stream (all its partitions) as one member of a consumer group."""
 
@@ -143,7 +190,7 @@ class Consumer(Generic[M]):
         self.claim_interval_ms = claim_interval_ms
         self.keys = [stream_key(stream, p) for p in range(partitions)]
         self._labels = {key: _Labels(key, group) for key in self.keys}
-        self._semaphore = asyncio.Semaphore(concurrency)
+        self._limiter = _Limiter(concurrency)
         self.ready = asyncio.Event()
         """Set once every partition has drained its own pending entries and reads new ones."""
         self._recovered: set[str] = set()
@@ -192,28 +239,30 @@ class Consumer(Generic[M]):
 
     async def _read_loop(self, key: str, stop: asyncio.Event) -> None:
         recovering, cursor, backoff = True, b"0", 0.05
+        # Ids handled but not yet acked: their XACK travels with the next read (one round trip).
+        to_ack: list[str] = []
         while not stop.is_set():
             try:
                 if recovering:
-                    raw = _entries(
-                        await self.reader.xreadgroup(
-                            self.group, self.consumer, {key: cursor}, count=self.count
-                        )
+                    if to_ack:
+                        await self._ack_ids(key, to_ack)
+                        to_ack = []
+                    reply = await self.reader.xreadgroup(
+                        self.group, self.consumer, {key: cursor}, count=self.count
                     )
+                    raw = _entries(reply)
                     if not raw:
                         recovering = False
                         self._mark_recovered(key)
                         continue
                     cursor = raw[-1][0]
-                    await self._process(key, raw, await self._attempts(key, [e[0] for e in raw]))
+                    to_ack = await self._process(key, raw, await self._attempts(key, [e[0] for e in raw]))
                 else:
-                    raw = _entries(
-                        await self.reader.xreadgroup(
-                            self.group, self.consumer, {key: ">"}, count=self.count, block=self.block_ms
-                        )
-                    )
+                    reply = await self._ack_and_read(key, to_ack)
+                    to_ack = []
+                    raw = _entries(reply)
                     if raw:
-                        await self._process(key, raw, None)
+                        to_ack = await self._process(key, raw, None)
                 backoff = 0.05
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 log.warning(
@@ -228,7 +277,21 @@ class Consumer(Generic[M]):
                 # The stream or group vanished (a Redis restart without persistence): recreate it.
                 log.error("group %s missing on %s; re-provisioning", self.group, key)
                 await ensure_group(self.redis, key, self.group)
-                recovering, cursor = True, b"0"
+                recovering, cursor, to_ack = True, b"0", []
+        if to_ack:
+            await self._ack_ids(key, to_ack)
+
+    async def _ack_and_read(self, key: str, to_ack: list[str]) -> Any:
+        if not to_ack:
+            return await self.reader.xreadgroup(
+                self.group, self.consumer, {key: ">"}, count=self.count, block=self.block_ms
+            )
+        async with self.reader.pipeline(transaction=False) as pipe:
+            pipe.xack(key, self.group, *to_ack)
+            pipe.xreadgroup(self.group, self.consumer, {key: ">"}, count=self.count, block=self.block_ms)
+            acked, reply = await pipe.execute()
+        self._count_acks(key, len(to_ack), int(acked))
+        return reply
 
     def _mark_recovered(self, key: str) -> None:
         self._recovered.add(key)
@@ -246,7 +309,8 @@ class Consumer(Generic[M]):
 
     # -- handling ------------------------------------------------------------------------------
 
-    async def _process(self, key: str, raw: Sequence[RawEntry], attempts: dict[str, int] | None) -> None:
+    async def _process(self, key: str, raw: Sequence[RawEntry], attempts: dict[str, int] | None) -> list[str]:
+        """Handle a batch; returns the ids to ack (dead letters and failures are settled here)."""
         labels = self._labels[key]
         labels.batch.observe(len(raw))
         deliveries: list[Delivery[M]] = []
@@ -306,21 +370,34 @@ class Consumer(Generic[M]):
                 )
             await dlq.move(self.redis, key, self.group, self.consumer, dead)
         if not deliveries:
-            return
+            return []
         failures = await self._run_handler(key, deliveries)
-        ok = [d for d in deliveries if d.entry_id not in failures]
-        if ok:
-            await self._ack(key, ok)
-            labels.e2e.observe(max(0.0, time.time() - id_ms(ok[0].entry_id) / 1000))
-        if failures:
+        if not failures:
+            ok = deliveries
+        else:
+            ok = [d for d in deliveries if d.entry_id not in failures]
             await self._on_failures(
                 key, [d for d in deliveries if d.entry_id in failures], failures, payloads
             )
+        if ok:
+            labels.e2e.observe(max(0.0, time.time() - id_ms(ok[0].entry_id) / 1000))
+        if attempts is not None:
+            retried = [d.entry_id for d in ok if d.attempt > 1]
+            if retried:
+                await self.redis.hdel(failures_key(*parse_key(key)), *retried)
+        return [d.entry_id for d in ok]
 
     async def _run_handler(self, key: str, deliveries: list[Delivery[M]]) -> dict[str, BaseException]:
         labels = self._labels[key]
         labels.inflight.inc(len(deliveries))
-        renewal = asyncio.create_task(self._renew_lease(key, [d.entry_id for d in deliveries]))
+        # Most batches finish long before a third of the lease: only then is a renewal task started.
+        renewal: list[asyncio.Task[None]] = []
+        timer = asyncio.get_running_loop().call_later(
+            self.lease_ms / 3000,
+            lambda: renewal.append(
+                asyncio.create_task(self._renew_lease(key, [d.entry_id for d in deliveries]))
+            ),
+        )
         started = time.perf_counter()
         failures: dict[str, BaseException] = {}
         try:
@@ -332,46 +409,49 @@ class Consumer(Generic[M]):
             else:
                 await self._handle_each(deliveries, failures)
         finally:
-            renewal.cancel()
+            timer.cancel()
+            for task in renewal:
+                task.cancel()
             labels.inflight.dec(len(deliveries))
             labels.handler.observe(time.perf_counter() - started)
         return failures
 
     async def _handle_each(self, deliveries: list[Delivery[M]], failures: dict[str, BaseException]) -> None:
         assert self.handle is not None
-        handle = self.handle
+        handle, limiter = self.handle, self._limiter
 
         async def one(delivery: Delivery[M]) -> None:
-            intent_id = getattr(delivery.message, "intent_id", None)
-            with logs.bound(intent_id=intent_id, entry_id=delivery.entry_id, stream=delivery.key):
-                try:
-                    async with self._semaphore:
-                        await handle(delivery)
-                except Exception as exc:
-                    failures[delivery.entry_id] = exc
+            # Runs in a context of its own (see _start_eagerly), so the ids need no reset.
+            logs.bind(getattr(delivery.message, "intent_id", None), delivery.entry_id, delivery.key)
+            await limiter.acquire()
+            try:
+                await handle(delivery)
+            except Exception as exc:
+                failures[delivery.entry_id] = exc
+            finally:
+                limiter.release()
 
-        if self.concurrency == 1 or len(deliveries) == 1:
+        if self.concurrency == 1:
             for delivery in deliveries:
-                await one(delivery)
-        else:
-            await asyncio.gather(*(one(d) for d in deliveries))
+                await asyncio.get_running_loop().create_task(
+                    one(delivery), context=contextvars.copy_context()
+                )
+            return
+        waiting = [task for d in deliveries if (task := _start_eagerly(one(d))) is not None]
+        if waiting:
+            await asyncio.gather(*waiting)
 
-    async def _ack(self, key: str, ok: Sequence[Delivery[M]]) -> None:
-        ids = [d.entry_id for d in ok]
-        retried = [d.entry_id for d in ok if d.attempt > 1]
-        if retried:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.xack(key, self.group, *ids)
-                pipe.hdel(failures_key(*parse_key(key)), *retried)
-                acked, _ = await pipe.execute()
-        else:
-            acked = await self.redis.xack(key, self.group, *ids)
+    async def _ack_ids(self, key: str, ids: list[str]) -> None:
+        acked = await self.redis.xack(key, self.group, *ids)
+        self._count_acks(key, len(ids), int(acked))
+
+    def _count_acks(self, key: str, sent: int, acked: int) -> None:
         labels = self._labels[key]
-        labels.ack.inc(int(acked))
-        if int(acked) < len(ids):
+        labels.ack.inc(acked)
+        if acked < sent:
             # Someone else acked or claimed them meanwhile (we were slower than the lease): harmless,
             # because handlers are idempotent, but worth seeing.
-            labels.stale_ack.inc(len(ids) - int(acked))
+            labels.stale_ack.inc(sent - acked)
 
     async def _on_failures(
         self,
@@ -484,7 +564,6 @@ class Consumer(Generic[M]):
         """Keep entries being handled from looking idle, so no peer reclaims healthy work."""
         interval = self.lease_ms / 3000
         while True:
-            await asyncio.sleep(interval)
             try:
                 owned = await self._owned(key, ids)
                 if owned:
@@ -498,6 +577,7 @@ class Consumer(Generic[M]):
                     ids = owned
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 log.warning("lease renewal on %s failed: %s", key, exc)
+            await asyncio.sleep(interval)
 
     async def _owned(self, key: str, ids: list[str]) -> list[str]:
         if not ids:
@@ -550,7 +630,9 @@ class Consumer(Generic[M]):
                 await self.redis.hdel(failures_key(*parse_key(key)), *[_text(i) for i in deleted])
             if claimed:
                 labels.claimed.inc(len(claimed))
-                await self._process(key, claimed, await self._attempts(key, [e[0] for e in claimed]))
+                ids = await self._process(key, claimed, await self._attempts(key, [e[0] for e in claimed]))
+                if ids:
+                    await self._ack_ids(key, ids)
                 handled += len(claimed)
             if _text(cursor) == "0-0":
                 break
@@ -604,6 +686,43 @@ def _fields_text(fields: dict[bytes, bytes]) -> dict[str, str]:
     return {
         f"field_{k.decode(errors='replace')}": v.decode(errors="replace")[:500] for k, v in fields.items()
     }
+
+
+def _start_eagerly(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+    """Run `coro` until it first waits; only then does it become a task (None: it already finished).
+
+    A handler that finishes without waiting (a duplicate seen in a cache, say) then costs no task;
+    this is what Python 3.12's eager tasks do. The coroutine runs in a context of its own from its
+    first step, as it would in a task, so context variables it sets stay its own.
+    """
+    context = contextvars.copy_context()
+    try:
+        blocked_on = context.run(coro.send, None)
+    except StopIteration:
+        return None
+    return asyncio.get_running_loop().create_task(_finish(coro, blocked_on), context=context)
+
+
+async def _finish(coro: Coroutine[Any, Any, None], blocked_on: Any) -> None:
+    await _resume(coro, blocked_on)
+
+
+@types.coroutine
+def _resume(coro: Coroutine[Any, Any, None], blocked_on: Any) -> Generator[Any, Any, None]:
+    """Drive a started coroutine from inside a task: hand the task what it waits on, pass back results."""
+    while True:
+        try:
+            value = yield blocked_on
+        except BaseException as exc:  # cancellation and the like go to the coroutine, as in a task
+            try:
+                blocked_on = coro.throw(exc)
+            except StopIteration:
+                return
+            continue
+        try:
+            blocked_on = coro.send(value)
+        except StopIteration:
+            return
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> bool:

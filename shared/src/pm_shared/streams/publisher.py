@@ -24,6 +24,8 @@ from pm_shared.streams.stats import outstanding
 
 PAYLOAD_FIELD = b"m"
 CACHE_S = 0.1
+# Before refusing on a cached reading, read again if it is older than this.
+RECHECK_S = 0.01
 
 _encoder = msgspec.json.Encoder()
 
@@ -87,6 +89,10 @@ class Publisher:
         if reading is None or time.monotonic() - reading.at > CACHE_S:
             reading = await self._refresh(key)
         estimate = reading.outstanding + reading.added_since
+        if estimate + count > self.threshold and time.monotonic() - reading.at > RECHECK_S:
+            # The estimate only grows between readings; consumers may have drained since.
+            reading = await self._refresh(key)
+            estimate = reading.outstanding + reading.added_since
         if estimate + count > self.threshold:
             metrics.BACKPRESSURE.labels(key).inc()
             raise BackPressureError(key, estimate, self.threshold, self.retry_after_s)

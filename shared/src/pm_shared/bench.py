@@ -1,0 +1,261 @@
+"""Benchmarks of the streams runtime beside raw redis-py doing the same work, measured in the same run.
+
+Consumer: the runtime with a no-op handler against a hand-written loop of batched XREADGROUP and
+one multi-id XACK per batch. Publisher: `Publisher.publish` (back-pressure check on) against a
+bare awaited XADD, and `publish_many` against a raw pipeline of XADDs. Figures are throughput in
+messages per second, best of `repeat` runs; the ratio is runtime / raw (goal ≥ 70 %).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import msgspec
+from redis.asyncio import Redis
+from rich.console import Console
+from rich.table import Table
+
+from pm_shared.streams import Consumer, Delivery, Publisher
+from pm_shared.streams.connection import connect
+from pm_shared.streams.names import stream_key
+from pm_shared.streams.provision import ensure_group
+from pm_shared.streams.publisher import PAYLOAD_FIELD, encode
+from pm_shared.testing.worker import Probe, probe
+
+GOAL = 0.70
+GROUP = "bench"
+ROUND = 4_000  # publishes between drains: below the back-pressure threshold of MAXLEN 10000
+
+
+@dataclass(frozen=True)
+class Result:
+    name: str
+    runtime: float
+    raw: float
+
+    @property
+    def ratio(self) -> float:
+        return self.runtime / self.raw
+
+
+class Bench:
+    def __init__(self, url: str, messages: int, repeat: int) -> None:
+        self.url = url
+        self.messages = messages
+        self.repeat = repeat
+        self.redis = connect(url, name="bench")
+        self.reader = connect(url, blocking_reads=True, name="bench-reader")
+        self.probes = [probe(i) for i in range(messages)]
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self.reader.aclose()
+
+    async def fresh_stream(self, fill: int = 0) -> str:
+        name = f"bench:{uuid.uuid4().hex[:8]}"
+        key = stream_key(name, 0)
+        await ensure_group(self.redis, key, GROUP)
+        payload = encode(self.probes[0])
+        for start in range(0, fill, 1000):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for _ in range(min(1000, fill - start)):
+                    pipe.xadd(key, {PAYLOAD_FIELD: payload})
+                await pipe.execute()
+        return name
+
+    async def drop(self, name: str) -> None:
+        keys = [k async for k in self.redis.scan_iter(match=f"{{{name}:*")]
+        if keys:
+            await self.redis.delete(*keys)
+
+    async def best(self, run: Callable[[], Awaitable[float]]) -> float:
+        rates = [await run() for _ in range(self.repeat)]
+        return max(rates)
+
+    # -- consumer --------------------------------------------------------------------------------
+
+    async def raw_consume(self) -> float:
+        name = await self.fresh_stream(self.messages)
+        key = stream_key(name, 0)
+        started = time.perf_counter()
+        left = self.messages
+        while left:
+            reply = await self.reader.xreadgroup(GROUP, "raw", {key: ">"}, count=100, block=2000)
+            ids = [entry_id for _, batch in reply for entry_id, _ in batch]
+            await self.redis.xack(key, GROUP, *ids)
+            left -= len(ids)
+        rate = self.messages / (time.perf_counter() - started)
+        await self.drop(name)
+        return rate
+
+    async def runtime_consume(self, per_message: bool) -> float:
+        name = await self.fresh_stream(self.messages)
+        seen = 0
+        finished = asyncio.Event()
+
+        async def on_batch(batch: Sequence[Delivery[Probe]]) -> None:
+            nonlocal seen
+            seen += len(batch)
+            if seen >= self.messages:
+                finished.set()
+
+        async def on_message(delivery: Delivery[Probe]) -> None:
+            nonlocal seen
+            seen += 1
+            if seen >= self.messages:
+                finished.set()
+
+        consumer = Consumer(
+            redis=self.redis,
+            reader=self.reader,
+            stream=name,
+            group=GROUP,
+            consumer="runtime",
+            decoder=msgspec.json.Decoder(Probe),
+            handle=on_message if per_message else None,
+            handle_batch=None if per_message else on_batch,
+            count=100,
+            claim_interval_ms=60_000,
+        )
+        stop = asyncio.Event()
+        started = time.perf_counter()
+        task = asyncio.create_task(consumer.run(stop))
+        await finished.wait()
+        elapsed = time.perf_counter() - started
+        stop.set()
+        await task
+        await self.drop(name)
+        return self.messages / elapsed
+
+    # -- publisher -------------------------------------------------------------------------------
+
+    async def publish_rounds(self, send: Callable[[str, list[Probe]], Awaitable[None]]) -> float:
+        name = await self.fresh_stream()
+        key = stream_key(name, 0)
+        elapsed = 0.0
+        for start in range(0, self.messages, ROUND):
+            chunk = self.probes[start : start + ROUND]
+            began = time.perf_counter()
+            await send(name, chunk)
+            elapsed += time.perf_counter() - began
+            # Untimed: the group "consumes" everything, so back-pressure never refuses.
+            await self.redis.xgroup_setid(key, GROUP, "$")
+        await self.drop(name)
+        return self.messages / elapsed
+
+    async def raw_xadd(self, name: str, chunk: list[Probe]) -> None:
+        key = stream_key(name, 0)
+        for message in chunk:
+            await self.redis.xadd(key, {PAYLOAD_FIELD: encode(message)}, maxlen=10_000, approximate=True)
+
+    async def raw_pipeline(self, name: str, chunk: list[Probe]) -> None:
+        key = stream_key(name, 0)
+        for start in range(0, len(chunk), 100):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for message in chunk[start : start + 100]:
+                    pipe.xadd(key, {PAYLOAD_FIELD: encode(message)}, maxlen=10_000, approximate=True)
+                await pipe.execute()
+
+    def publisher(self) -> Publisher:
+        return Publisher(self.redis, maxlen=10_000)
+
+    async def runtime_publish(self, name: str, chunk: list[Probe]) -> None:
+        publisher = self._publisher
+        for message in chunk:
+            await publisher.publish(name, message)
+
+    async def runtime_publish_many(self, name: str, chunk: list[Probe]) -> None:
+        publisher = self._publisher
+        for start in range(0, len(chunk), 100):
+            await publisher.publish_many(name, chunk[start : start + 100])
+
+    async def run(self) -> list[Result]:
+        self._publisher = self.publisher()
+        results = [
+            Result(
+                "consumer, batch handler (msg/s)",
+                await self.best(lambda: self.runtime_consume(False)),
+                raw_consume := await self.best(self.raw_consume),
+            ),
+            Result(
+                "consumer, per-message handler (msg/s)",
+                await self.best(lambda: self.runtime_consume(True)),
+                raw_consume,
+            ),
+        ]
+        raw_single = await self.best(lambda: self.publish_rounds(self.raw_xadd))
+        results.append(
+            Result(
+                "publisher, one XADD per message (msg/s)",
+                await self.best(lambda: self.publish_rounds(self.runtime_publish)),
+                raw_single,
+            )
+        )
+        results.append(
+            Result(
+                "publisher, pipelines of 100 (msg/s)",
+                await self.best(lambda: self.publish_rounds(self.runtime_publish_many)),
+                await self.best(lambda: self.publish_rounds(self.raw_pipeline)),
+            )
+        )
+        return results
+
+
+async def server_version(redis: Redis) -> str:
+    info = await redis.info("server")
+    return str(info["redis_version"])
+
+
+def report(results: list[Result], console: Console, header: str) -> bool:
+    table = Table(title=f"PM streams runtime vs raw redis-py ({header})")
+    table.add_column("benchmark")
+    table.add_column("runtime", justify="right")
+    table.add_column("raw redis-py", justify="right")
+    table.add_column("ratio", justify="right")
+    table.add_column(f"goal ≥ {GOAL:.0%}")
+    ok = True
+    for r in results:
+        met = r.ratio >= GOAL
+        ok &= met
+        table.add_row(
+            r.name, f"{r.runtime:,.0f}", f"{r.raw:,.0f}", f"{r.ratio:.0%}", "met" if met else "MISSED"
+        )
+    console.print(table)
+    return ok
+
+
+async def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pm-bench", description=__doc__)
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
+    parser.add_argument("--messages", type=int, default=40_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    bench = Bench(args.redis_url, args.messages, args.repeat)
+    try:
+        version = await server_version(bench.redis)
+        results = await bench.run()
+    finally:
+        await bench.close()
+    header = (
+        f"{args.messages:,} messages, best of {args.repeat}; Redis {version}; "
+        f"Python {platform.python_version()}; {platform.machine()}"
+    )
+    report(results, Console(), header)
+    print(
+        "ratios:",
+        ", ".join(f"{r.ratio:.2f}" for r in results),
+        "| median",
+        f"{statistics.median(r.ratio for r in results):.2f}",
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
