@@ -115,7 +115,7 @@ async def test_failing_handler_is_delivered_three_times_then_dead_lettered_then_
     assert msgspec.json.decode(letter.payload or b"", type=Probe) == message
 
     fixed = True
-    await dlq_ops.replay(redis, Publisher(redis), [letter])
+    await dlq_ops.replay(redis, Publisher(redis), letter)
     assert await redis.xlen(dlq_key(stream_name, 0)) == 0
     seen: list[Probe] = []
 

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
@@ -87,7 +88,7 @@ class Bench:
         started = time.perf_counter()
         left = self.messages
         while left:
-            reply = await self.reader.xreadgroup(GROUP, "raw", {key: ">"}, count=100, block=2000)
+            reply: Any = await self.reader.xreadgroup(GROUP, "raw", {key: ">"}, count=100, block=2000)
             ids = [entry_id for _, batch in reply for entry_id, _ in batch]
             await self.redis.xack(key, GROUP, *ids)
             left -= len(ids)

@@ -2,9 +2,10 @@
 
 from pm_shared.streams.connection import connect
 from pm_shared.streams.consumer import BatchHandler, Consumer, Delivery, MessageHandler
+from pm_shared.streams.errors import BackPressureError, StreamMissingError
 from pm_shared.streams.names import ALL_STREAMS, StreamSpec, dlq_key, partition_of, stream_key
 from pm_shared.streams.provision import provision
-from pm_shared.streams.publisher import BackPressureError, Publisher, StreamMissingError
+from pm_shared.streams.publisher import Publisher
 
 __all__ = [
     "ALL_STREAMS",

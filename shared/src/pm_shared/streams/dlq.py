@@ -16,6 +16,8 @@ import msgspec
 from redis.asyncio import Redis
 
 from pm_shared.streams import metrics
+from pm_shared.streams.connection import as_str
+from pm_shared.streams.errors import StreamMissingError
 from pm_shared.streams.names import dlq_key, failures_key, parse_key, stream_key
 from pm_shared.streams.publisher import PAYLOAD_FIELD, Publisher
 
@@ -187,30 +189,29 @@ class ReplayError(Exception):
     """A DLQ record cannot be put back (its payload is gone, or its origin is unknown)."""
 
 
-async def replay(
-    redis: Redis, publisher: Publisher, chosen: Sequence[DlqEntry]
-) -> list[tuple[DlqEntry, str]]:
-    """Put each record's original payload back on its original stream and delete it from the DLQ.
+async def replay(redis: Redis, publisher: Publisher, entry: DlqEntry) -> str:
+    """Put a record's original payload back on its original stream and delete it from the DLQ.
 
-    The payload is re-added unchanged, so the message keeps its idempotency key; each move is one
-    MULTI (the stream and its DLQ share a hash slot). Back-pressure applies as for any publish.
+    The payload is re-added unchanged, so the message keeps its idempotency key; the move is one
+    script (the stream and its DLQ share a hash slot). Back-pressure applies as to any publish:
+    BackPressureError leaves the record where it is. Returns the new stream entry id.
     """
-    done: list[tuple[DlqEntry, str]] = []
-    for entry in chosen:
-        if entry.payload is None:
-            raise ReplayError(f"{entry.dlq} {entry.id}: the payload was deleted before it was dead-lettered")
-        name, partition = parse_key(entry.dlq)
-        target = entry.original_stream or stream_key(name, partition)
-        if parse_key(target) != (name, partition):
-            raise ReplayError(f"{entry.dlq} {entry.id}: origin {target!r} is not this DLQ's stream")
+    if entry.payload is None:
+        raise ReplayError(f"{entry.dlq} {entry.id}: the payload was deleted before it was dead-lettered")
+    name, partition = parse_key(entry.dlq)
+    target = entry.original_stream or stream_key(name, partition)
+    if parse_key(target) != (name, partition):
+        raise ReplayError(f"{entry.dlq} {entry.id}: origin {target!r} is not this DLQ's stream")
+    try:
         await publisher.admit(target)
-        new_id = await redis.eval(
-            _REPLAY_SCRIPT, 2, target, entry.dlq, str(publisher.maxlen), entry.payload, entry.id
-        )
-        if not new_id:
-            raise ReplayError(f"{target} does not exist; provision it first (pm up / pm streams provision)")
-        done.append((entry, new_id.decode() if isinstance(new_id, bytes) else str(new_id)))
-    return done
+    except StreamMissingError as exc:
+        raise ReplayError(f"{entry.dlq} {entry.id}: {exc}") from exc
+    new_id = await redis.eval(
+        _REPLAY_SCRIPT, 2, target, entry.dlq, str(publisher.maxlen), entry.payload, entry.id
+    )
+    if not new_id:
+        raise ReplayError(f"{entry.dlq} {entry.id}: {StreamMissingError(target)}")
+    return as_str(new_id)
 
 
 async def purge(redis: Redis, chosen: Sequence[DlqEntry]) -> int:

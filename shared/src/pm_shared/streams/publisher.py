@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from pm_shared.messages import Message
 from pm_shared.streams import metrics
 from pm_shared.streams.connection import as_str
+from pm_shared.streams.errors import BackPressureError, StreamMissingError
 from pm_shared.streams.names import StreamSpec, partition_of, stream_key
 from pm_shared.streams.stats import outstanding
 
@@ -32,24 +33,6 @@ _encoder = msgspec.json.Encoder()
 
 def encode(message: Message) -> bytes:
     return _encoder.encode(message)
-
-
-class BackPressureError(Exception):
-    """The downstream group is too far behind; try again after `retry_after_s`."""
-
-    def __init__(self, stream: str, outstanding: int, threshold: int, retry_after_s: float) -> None:
-        super().__init__(
-            f"{stream}: {outstanding} entries outstanding (threshold {threshold}); "
-            f"retry after {retry_after_s:g}s"
-        )
-        self.stream = stream
-        self.outstanding = outstanding
-        self.threshold = threshold
-        self.retry_after_s = retry_after_s
-
-
-class StreamMissingError(Exception):
-    """The stream does not exist: it was never provisioned (run `pm migrate`/`pm up`), or was deleted."""
 
 
 @dataclass
@@ -153,6 +136,6 @@ class Publisher:
         """XADD already-admitted `fields` to `key`."""
         entry_id = await self.redis.xadd(key, fields, maxlen=self.maxlen, approximate=True, nomkstream=True)  # type: ignore[arg-type]
         if entry_id is None:
-            raise StreamMissingError(f"stream {key} does not exist; provision it first (pm migrate / pm up)")
+            raise StreamMissingError(key)
         metrics.PUBLISHED.labels(key).inc()
         return as_str(entry_id)

@@ -6,8 +6,10 @@ import time
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from pm_shared.streams.connection import as_str as _text
+from pm_shared.streams.errors import StreamMissingError
 from pm_shared.streams.names import dlq_key
 
 
@@ -28,7 +30,12 @@ class GroupInfo:
 
 async def groups(redis: Redis, key: str) -> list[GroupInfo]:
     """One `XINFO GROUPS` for `key`."""
-    raw = await redis.xinfo_groups(key)
+    try:
+        raw = await redis.xinfo_groups(key)
+    except ResponseError as exc:
+        if "no such key" in str(exc):
+            raise StreamMissingError(key) from exc
+        raise
     return [
         GroupInfo(
             name=_text(g["name"]),
