@@ -57,7 +57,7 @@ test: env ## Lint, type-check and run every test against real Redis and PostgreS
 bench: env ## Run the benchmark against real Redis and PostgreSQL; BENCH_ARGS=...
 	@set -a; source "$(ENV_FILE)"; set +a
 	set -x
-	$(RUN) python -m pm_shared.bench $(BENCH_ARGS)
+	$(RUN) pm bench $(BENCH_ARGS)
 
 lint: sync ## ruff check, ruff format --check, mypy
 	@set -x

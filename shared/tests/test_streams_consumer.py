@@ -343,3 +343,33 @@ async def _true(value: bool) -> bool:
 
 async def _later(value: Awaitable[int], expected: int) -> bool:
     return await value == expected
+
+
+async def test_after_a_dropped_connection_the_consumer_re_reads_its_own_pending_entries(
+    redis: Redis, redis_url: str, stream_name: str, key: str
+) -> None:
+    from pm_shared.streams.connection import connect
+
+    reader = connect(redis_url, blocking_reads=True, name=f"reader-{stream_name}")
+    handled: list[tuple[int, int]] = []
+
+    async def handle(delivery: Delivery[Probe]) -> None:
+        handled.append((delivery.message.seq, delivery.attempt))
+
+    entry_id = await Publisher(redis).publish(stream_name, probe(1))
+    await redis.xreadgroup(GROUP, "ghost", {key: ">"}, count=1)
+    consumer = make_consumer(redis, reader, stream_name, handle=handle, block_ms=2_000, lease_ms=60_000)
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    try:
+        await consumer.ready.wait()
+        # As if an XREADGROUP's reply was lost: the entry is in c1's pending list, never handed over.
+        await redis.xclaim(key, GROUP, "c1", 0, [entry_id], justid=True)
+        clients = await redis.client_list()
+        (victim,) = [c for c in clients if c.get("name") == f"reader-{stream_name}"]
+        await redis.client_kill_filter(_id=victim["id"])
+        await eventually(lambda: _true(handled == [(1, 2)]), timeout=5)  # long before the 60 s lease
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        await reader.aclose()

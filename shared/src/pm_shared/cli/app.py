@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import typer
 
-from pm_shared.cli import dev_cmd, dlq_cmd, migrate_cmd, streams_cmd, up_cmd
+from pm_shared.cli import bench_cmd, dev_cmd, dlq_cmd, migrate_cmd, streams_cmd, up_cmd
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Payment Manager operations.")
 app.command("migrate")(migrate_cmd.migrate)
 app.command("up")(up_cmd.up)
 app.command("streams")(streams_cmd.streams)
+app.command("bench")(bench_cmd.bench)
 app.add_typer(dlq_cmd.app, name="dlq")
 app.add_typer(dev_cmd.app, name="dev")
 
