@@ -23,6 +23,7 @@ from redis.asyncio import Redis
 from pm_shared import health, logs
 from pm_shared.health import ReadyCheck
 from pm_shared.settings import CommonSettings, SettingsError
+from pm_shared.streams import monitor
 from pm_shared.streams.connection import connect
 from pm_shared.streams.consumer import BatchHandler, Consumer, MessageHandler
 from pm_shared.streams.provision import provision
@@ -151,3 +152,4 @@ async def consume(
     async with health.serve(host, port, is_ready), asyncio.TaskGroup() as tasks:
         for c in consumers:
             tasks.create_task(c.run(stop))
+        tasks.create_task(monitor.poll(clients.commands, [k for c in consumers for k in c.keys], stop))
