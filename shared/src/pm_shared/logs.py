@@ -17,7 +17,13 @@ stream_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("stream"
 
 _encoder = msgspec.json.Encoder()
 # LogRecord attributes that are not user-supplied `extra` fields.
-_RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
+# (`color_message` is uvicorn's copy of the message with terminal colour codes.)
+_RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 
 class JsonFormatter(logging.Formatter):

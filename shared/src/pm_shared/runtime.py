@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pm_shared import health, logs
 from pm_shared.health import ReadyCheck
@@ -126,8 +128,7 @@ async def consume(
     port: int,
     ready: ReadyCheck | None = None,
 ) -> None:
-    """Provision streams, serve health/metrics, and run one consumer per subscription until `stop`."""
-    await provision(clients.commands, settings.stream_partitions)
+    """Serve health/metrics, provision streams, and run one consumer per subscription until `stop`."""
     consumers = [
         Consumer.from_settings(
             settings,
@@ -149,7 +150,26 @@ async def consume(
         await clients.commands.ping()
         return await ready() if ready is not None else True
 
-    async with health.serve(host, port, is_ready), asyncio.TaskGroup() as tasks:
-        for c in consumers:
-            tasks.create_task(c.run(stop))
-        tasks.create_task(monitor.poll(clients.commands, [k for c in consumers for k in c.keys], stop))
+    async with health.serve(host, port, is_ready):
+        if not await _provision(clients.commands, settings.stream_partitions, stop):
+            return
+        async with asyncio.TaskGroup() as tasks:
+            for c in consumers:
+                tasks.create_task(c.run(stop))
+            tasks.create_task(monitor.poll(clients.commands, [k for c in consumers for k in c.keys], stop))
+
+
+async def _provision(redis: Redis, partitions: int, stop: asyncio.Event) -> bool:
+    """Provision streams, waiting for Redis to come up (not ready meanwhile); False when stopped first."""
+    backoff = 0.5
+    while not stop.is_set():
+        try:
+            await provision(redis, partitions)
+            return True
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            log.warning("Redis unreachable (%s); provisioning again in %.1fs", exc, backoff)
+            try:
+                await asyncio.wait_for(stop.wait(), backoff)
+            except TimeoutError:
+                backoff = min(backoff * 2, 10.0)
+    return False

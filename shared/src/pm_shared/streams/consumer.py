@@ -468,14 +468,32 @@ class Consumer(Generic[M]):
             with logs.bound(
                 intent_id=getattr(delivery.message, "intent_id", None), entry_id=delivery.entry_id
             ):
-                log.warning(
-                    "handler failed on %s (delivery %d of %d): %s",
-                    key,
-                    delivery.attempt,
-                    self.max_deliveries,
-                    errors[delivery.entry_id],
-                    exc_info=exc,
-                )
+                if isinstance(exc, PermanentError):
+                    log.warning(
+                        "dead-lettering %s %s (reason %s): %s",
+                        key,
+                        delivery.entry_id,
+                        exc.reason,
+                        errors[delivery.entry_id],
+                    )
+                elif delivery.attempt >= self.max_deliveries:
+                    log.error(
+                        "dead-lettering %s %s after %d deliveries: %s",
+                        key,
+                        delivery.entry_id,
+                        delivery.attempt,
+                        errors[delivery.entry_id],
+                        exc_info=exc,
+                    )
+                else:
+                    log.warning(
+                        "handler failed on %s (delivery %d of %d, will retry): %s",
+                        key,
+                        delivery.attempt,
+                        self.max_deliveries,
+                        errors[delivery.entry_id],
+                        exc_info=exc,
+                    )
         records = await dlq.record_failures(self.redis, key, errors)
         permanent = [d for d in failed if isinstance(failures[d.entry_id], PermanentError)]
         retryable = [d for d in failed if not isinstance(failures[d.entry_id], PermanentError)]

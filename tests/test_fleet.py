@@ -1,0 +1,505 @@
+"""Cross-service tests: every service started as a real process, probed over HTTP, Redis and its logs.
+
+Each process gets a free port, the test Redis database (9), a unique consumer name and JSON logs on
+stderr (captured to a file). The services provision and consume the fleet's real stream names, so a
+test that inspects a stream first deletes that stream's keys (`{pm:<name>:*`) in database 9 and then
+checks only counts it controls. Every process is killed in the fixture's finalizer, pass or fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from pm_shared.messages import IntentStateChanged, IntentSubmitted, Party, new_message_id, now
+from pm_shared.streams import Publisher
+from pm_shared.streams.connection import as_str
+from pm_shared.streams.dlq import entries
+from pm_shared.testing.fixtures import eventually
+
+pytestmark = pytest.mark.slow
+
+READY_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What the tests know about a service from the design: its module, variables, group and streams."""
+
+    name: str
+    module: str
+    prefix: str
+    group: str | None = None
+    streams: tuple[str, ...] = ()
+
+
+SPECS: dict[str, ServiceSpec] = {
+    s.name: s
+    for s in (
+        ServiceSpec("gateway", "pm_gateway", "GATEWAY_"),
+        ServiceSpec(
+            "orchestrator",
+            "pm_orchestrator",
+            "ORCHESTRATOR_",
+            "orchestrator",
+            ("pm:intents", "pm:ledger:results", "pm:psp:results"),
+        ),
+        ServiceSpec(
+            "ledger-writer", "pm_ledger_writer", "LEDGER_WRITER_", "ledger-writer", ("pm:ledger:commands",)
+        ),
+        ServiceSpec(
+            "adapter-ipps", "pm_adapter_ipps", "ADAPTER_IPPS_", "adapter-ipps", ("pm:psp:ipps:jobs",)
+        ),
+        ServiceSpec("adapter-qp", "pm_adapter_qp", "ADAPTER_QP_", "adapter-qp", ("pm:psp:qp:jobs",)),
+        ServiceSpec("reconciler", "pm_reconciler", "RECONCILER_", "reconciler", ("pm:events",)),
+    )
+}
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (bound to 0, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode(errors="replace")
+
+
+def _get(url: str, timeout: float) -> Reply | None:
+    """GET `url`; None when nothing answers (refused, reset, timed out)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return Reply(resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read())
+    except urllib.error.HTTPError as exc:
+        return Reply(exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read())
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+async def get(url: str, timeout: float = 3.0) -> Reply | None:
+    return await asyncio.to_thread(_get, url, timeout)
+
+
+@dataclass
+class Proc:
+    spec: ServiceSpec
+    popen: subprocess.Popen[bytes]
+    port: int
+    consumer: str
+    stderr_path: Path
+    stdout_path: Path
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every stderr line as a JSON object; fails the test on a line that is not one."""
+        out: list[dict[str, Any]] = []
+        for number, line in enumerate(self.stderr().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                pytest.fail(f"{self.spec.name} stderr line {number} is not JSON: {line[:300]!r}")
+            assert isinstance(record, dict), line
+            out.append(record)
+        return out
+
+    def tail(self, lines: int = 20) -> str:
+        return "\n".join(self.stderr().splitlines()[-lines:])
+
+    async def wait_exit(self, timeout: float) -> int:
+        try:
+            return await asyncio.to_thread(self.popen.wait, timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{self.spec.name} still running after {timeout}s; log tail:\n{self.tail()}")
+
+    async def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
+        """Poll /readyz until 200; fail if the process exits or the deadline passes."""
+        deadline = time.monotonic() + timeout
+        last: Reply | None = None
+        while time.monotonic() < deadline:
+            code = self.popen.poll()
+            if code is not None:
+                pytest.fail(f"{self.spec.name} exited with {code} before it was ready:\n{self.tail()}")
+            last = await get(self.url("/readyz"), timeout=2.0)
+            if last is not None and last.status == 200:
+                return
+            await asyncio.sleep(0.1)
+        answer = f"{last.status} {last.text!r}" if last else "no answer"
+        pytest.fail(f"{self.spec.name} not ready after {timeout}s (last: {answer}):\n{self.tail()}")
+
+
+@dataclass
+class Fleet:
+    redis_url: str
+    workdir: Path
+    procs: list[Proc] = field(default_factory=list)
+
+    def start(self, name: str, *, redis_url: str | None = None, env: dict[str, str] | None = None) -> Proc:
+        """Start service `name` as `python -m pm_<name>` with a clean `PM_*` environment."""
+        spec = SPECS[name]
+        port = free_port()
+        consumer = f"fleet-test-{name}-{uuid.uuid4().hex[:8]}"
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("PM_")}
+        environ.update(
+            {
+                "PM_REDIS_URL": redis_url or self.redis_url,
+                "PM_CONSUMER_NAME": consumer,
+                "PM_LOG_FORMAT": "json",
+                f"PM_{spec.prefix}HOST": "127.0.0.1",
+                f"PM_{spec.prefix}PORT": str(port),
+            }
+        )
+        environ.update(env or {})
+        tag = f"{name}-{len(self.procs)}"
+        stderr_path = self.workdir / f"{tag}.stderr"
+        stdout_path = self.workdir / f"{tag}.stdout"
+        with stderr_path.open("wb") as err, stdout_path.open("wb") as out:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", spec.module],
+                env=environ,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+            )
+        proc = Proc(spec, popen, port, consumer, stderr_path, stdout_path)
+        self.procs.append(proc)
+        return proc
+
+    def kill_all(self) -> None:
+        for proc in self.procs:
+            if proc.popen.poll() is None:
+                proc.popen.kill()
+        for proc in self.procs:
+            try:
+                proc.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+
+    async def forget_consumers(self, redis: Redis) -> None:
+        """Remove this test's consumers from their groups when they hold nothing pending."""
+        for proc in self.procs:
+            if proc.spec.group is None:
+                continue
+            for stream in proc.spec.streams:
+                key = f"{{{stream}:0}}"
+                try:
+                    rows = await redis.xinfo_consumers(key, proc.spec.group)
+                except ResponseError:
+                    continue  # no such stream or group
+                for row in rows:
+                    if as_str(row["name"]) == proc.consumer and int(row["pending"]) == 0:
+                        await redis.xgroup_delconsumer(key, proc.spec.group, proc.consumer)
+
+
+@pytest.fixture
+async def fleet(redis_url: str, redis: Redis, tmp_path: Path) -> AsyncIterator[Fleet]:
+    f = Fleet(redis_url, tmp_path)
+    try:
+        yield f
+    finally:
+        f.kill_all()
+        await f.forget_consumers(redis)
+
+
+async def delete_streams(redis: Redis, *streams: str) -> None:
+    """Delete every key of these logical streams (partitions, DLQs, failure records) in the test database."""
+    for stream in streams:
+        keys = [k async for k in redis.scan_iter(match=f"{{{stream}:*")]
+        if keys:
+            await redis.delete(*keys)
+
+
+def samples(exposition: str) -> list[tuple[str, dict[str, str], float]]:
+    """The samples of a Prometheus text exposition: (name, labels, value)."""
+    return [
+        (sample.name, dict(sample.labels), sample.value)
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+    ]
+
+
+def sample_value(exposition: str, name: str, **labels: str) -> float | None:
+    """The value of the sample `name` with exactly `labels`; None when there is none."""
+    for sample_name, sample_labels, value in samples(exposition):
+        if sample_name == name and sample_labels == labels:
+            return value
+    return None
+
+
+# -- every service: start, probes, metrics, SIGTERM, logs ------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+async def test_service_starts_serves_probes_and_stops_cleanly_on_sigterm(
+    name: str, fleet: Fleet, redis: Redis
+) -> None:
+    spec = SPECS[name]
+    await delete_streams(redis, *spec.streams)
+    proc = fleet.start(name)
+    await proc.wait_ready()
+
+    healthz = await get(proc.url("/healthz"))
+    assert healthz is not None and healthz.status == 200, healthz
+    readyz = await get(proc.url("/readyz"))
+    assert readyz is not None and readyz.status == 200, readyz
+
+    metrics = await get(proc.url("/metrics"))
+    assert metrics is not None and metrics.status == 200, metrics
+    assert metrics.headers["content-type"].startswith("text/plain"), metrics.headers
+    if spec.group is None:
+        # The gateway consumes no stream; it exports the default process metrics.
+        assert "process_resident_memory_bytes" in metrics.text
+        assert "python_info" in metrics.text
+    else:
+        assert "# TYPE pm_stream_messages_total counter" in metrics.text
+        for stream in spec.streams:
+            key = f"{{{stream}:0}}"
+            assert sample_value(metrics.text, "pm_stream_inflight", stream=key, group=spec.group) == 0, key
+            acks = sample_value(
+                metrics.text, "pm_stream_messages_total", stream=key, group=spec.group, outcome="ack"
+            )
+            assert acks == 0, key
+        # Its group exists on every stream it reads, and this process is a member of it.
+        for stream in spec.streams:
+            consumers = await redis.xinfo_consumers(f"{{{stream}:0}}", spec.group)
+            assert proc.consumer in {as_str(c["name"]) for c in consumers}, stream
+
+    started = time.monotonic()
+    proc.popen.send_signal(signal.SIGTERM)
+    assert await proc.wait_exit(STOP_TIMEOUT_S) == 0, proc.tail()
+    assert time.monotonic() - started < STOP_TIMEOUT_S
+
+    records = proc.records()
+    assert records, "no log lines"
+    assert all(r.get("service") == name for r in records), [r for r in records if r.get("service") != name]
+    assert all({"ts", "level", "msg"} <= r.keys() for r in records)
+    assert any(r["msg"] == f"{name} started" for r in records)
+    assert any("SIGTERM" in r["msg"] for r in records)
+    assert records[-1]["msg"] == f"{name} stopped cleanly", records[-1]
+    assert not [r for r in records if r["level"] in ("ERROR", "CRITICAL")]
+    assert proc.stdout_path.read_bytes() == b""
+
+
+# -- configuration errors --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+async def test_misspelt_variable_is_a_configuration_error_naming_it(name: str, fleet: Fleet) -> None:
+    proc = fleet.start(name, env={"PM_REDIS_ULR": "x"})
+    assert await proc.wait_exit(STOP_TIMEOUT_S) == 2
+    stderr = proc.stderr()
+    assert "PM_REDIS_ULR" in stderr, stderr
+    assert "Traceback" not in stderr, stderr
+
+
+@pytest.mark.parametrize("name", list(SPECS))
+async def test_invalid_port_is_a_configuration_error_naming_the_variable(name: str, fleet: Fleet) -> None:
+    variable = f"PM_{SPECS[name].prefix}PORT"
+    proc = fleet.start(name, env={variable: "eighty"})
+    assert await proc.wait_exit(STOP_TIMEOUT_S) == 2
+    stderr = proc.stderr()
+    assert variable in stderr, stderr
+    assert "Traceback" not in stderr, stderr
+
+
+# -- hand-offs over Redis --------------------------------------------------------------------------
+
+
+def intent_submitted() -> IntentSubmitted:
+    return IntentSubmitted(
+        intent_id=f"int_{uuid.uuid4().hex}",
+        message_id=new_message_id(),
+        produced_at=now(),
+        type="p2p",
+        amount=12_345,
+        currency="THB",
+        source=Party(kind="user", id="u_alice"),
+        target=Party(kind="user", id="u_bob"),
+        key_id="key_test",
+    )
+
+
+async def test_orchestrator_dead_letters_an_intent_it_cannot_handle_yet(fleet: Fleet, redis: Redis) -> None:
+    key, dlq = "{pm:intents:0}", "{pm:intents:0}:dlq"
+    await delete_streams(redis, "pm:intents")
+    proc = fleet.start("orchestrator")
+    await proc.wait_ready()
+
+    intent = intent_submitted()
+    entry_id = await Publisher(redis).publish("pm:intents", intent)
+
+    async def dead_lettered() -> bool:
+        return len(await entries(redis, [dlq])) >= 1
+
+    await eventually(dead_lettered, timeout=10, what="a record in the intents DLQ")
+
+    async def settled() -> bool:
+        info = await redis.xpending(key, "orchestrator")
+        return int(info["pending"]) == 0
+
+    await eventually(settled, timeout=5, what="nothing pending in the orchestrator group")
+
+    records = await entries(redis, [dlq])
+    assert len(records) == 1, records
+    record = records[0]
+    assert record.reason == "unhandled"
+    assert record.fields["original_stream"] == key
+    assert record.fields["original_id"] == entry_id
+    assert record.fields["group"] == "orchestrator"
+    assert record.fields["consumer"] == proc.consumer
+    assert record.fields["attempts"] == "1"
+    assert "NotImplementedYet" in record.fields["error"]
+    assert record.payload is not None
+    assert msgspec.json.decode(record.payload, type=IntentSubmitted) == intent  # same message_id and all
+    assert await redis.xlen(dlq) == 1
+
+    metrics = await get(proc.url("/metrics"))
+    assert metrics is not None and metrics.status == 200
+    dead = sample_value(
+        metrics.text, "pm_stream_dlq_total", stream=key, group="orchestrator", reason="unhandled"
+    )
+    assert dead == 1, dead
+
+    def logged() -> list[dict[str, Any]]:
+        return [r for r in proc.records() if r.get("intent_id") == intent.intent_id]
+
+    async def has_log() -> bool:
+        return bool(logged())
+
+    await eventually(has_log, timeout=5, what="a log line with the intent id")
+    assert all(r.get("entry_id") == entry_id for r in logged()), logged()
+
+
+async def test_reconciler_acks_a_state_change_and_logs_it(fleet: Fleet, redis: Redis) -> None:
+    key, dlq = "{pm:events:0}", "{pm:events:0}:dlq"
+    await delete_streams(redis, "pm:events")
+    proc = fleet.start("reconciler")
+    await proc.wait_ready()
+
+    event = IntentStateChanged(
+        intent_id=f"int_{uuid.uuid4().hex}",
+        message_id=new_message_id(),
+        produced_at=now(),
+        state="SETTLED",
+        previous="PROCESSING",
+    )
+    entry_id = await Publisher(redis).publish("pm:events", event)
+
+    async def acked() -> bool:
+        groups = {as_str(g["name"]): g for g in await redis.xinfo_groups(key)}
+        group = groups["reconciler"]
+        return as_str(group["last-delivered-id"]) == entry_id and int(group["pending"]) == 0
+
+    await eventually(acked, timeout=10, what="the state change delivered to and acked by the reconciler")
+    assert await redis.exists(dlq) == 0
+
+    async def counted_as_acked() -> bool:
+        # The consumer counts an ack when the pipelined XACK + next XREADGROUP returns (≤ BLOCK later).
+        metrics = await get(proc.url("/metrics"))
+        assert metrics is not None and metrics.status == 200
+        acks = sample_value(
+            metrics.text, "pm_stream_messages_total", stream=key, group="reconciler", outcome="ack"
+        )
+        assert acks in (0, 1), acks
+        return acks == 1
+
+    await eventually(counted_as_acked, timeout=5, what="pm_stream_messages_total{outcome=ack} == 1")
+
+    def logged() -> list[dict[str, Any]]:
+        return [r for r in proc.records() if r.get("intent_id") == event.intent_id]
+
+    async def has_log() -> bool:
+        return bool(logged())
+
+    await eventually(has_log, timeout=5, what="a log line with the intent id")
+    lines = logged()
+    assert any(event.intent_id in r["msg"] and "PROCESSING -> SETTLED" in r["msg"] for r in lines), lines
+    assert all(r.get("entry_id") == entry_id for r in lines), lines
+    assert not [r for r in proc.records() if r["level"] in ("WARNING", "ERROR", "CRITICAL")]
+    assert await redis.exists(dlq) == 0
+
+
+# -- Redis unreachable -----------------------------------------------------------------------------
+
+
+def start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    return subprocess.Popen([*argv, "--dir", str(workdir)], stdout=subprocess.DEVNULL)
+
+
+@pytest.mark.parametrize("name", ["orchestrator", "gateway"])
+async def test_service_waits_for_redis_without_claiming_readiness_then_becomes_ready(
+    name: str, fleet: Fleet, tmp_path: Path
+) -> None:
+    closed = free_port()
+    proc = fleet.start(name, redis_url=f"redis://127.0.0.1:{closed}/9")
+    deadline = time.monotonic() + 3.0
+    answered: list[int] = []
+    while time.monotonic() < deadline:
+        assert proc.popen.poll() is None, f"{name} gave up instead of waiting for Redis"
+        readyz = await get(proc.url("/readyz"), timeout=2.0)
+        if readyz is not None:
+            answered.append(readyz.status)
+        await asyncio.sleep(0.1)
+    # Alive (liveness 200) but not ready (503) all along: an orchestrator must not route to it.
+    assert answered and all(status == 503 for status in answered), answered
+    healthz = await get(proc.url("/healthz"))
+    assert healthz is not None and healthz.status == 200, healthz
+
+    server = start_redis(closed, tmp_path)
+    try:
+        await proc.wait_ready()
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+# -- gateway ---------------------------------------------------------------------------------------
+
+
+async def test_gateway_answers_an_unknown_path_with_a_problem_document(fleet: Fleet) -> None:
+    proc = fleet.start("gateway")
+    await proc.wait_ready()
+    reply = await get(proc.url("/v1/no-such-thing"))
+    assert reply is not None
+    assert reply.status == 404
+    assert reply.headers["content-type"].split(";")[0].strip() == "application/problem+json"
+    body = json.loads(reply.body)
+    assert body["code"] == "NOT_FOUND", body
+    assert body["status"] == 404, body
