@@ -24,7 +24,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pm_shared import health, logs
 from pm_shared.health import ReadyCheck
-from pm_shared.settings import CommonSettings, SettingsError
+from pm_shared.settings import CommonSettings, ServiceSettings, SettingsError
 from pm_shared.streams import monitor
 from pm_shared.streams.connection import connect
 from pm_shared.streams.consumer import BatchHandler, Consumer, MessageHandler
@@ -33,6 +33,7 @@ from pm_shared.streams.provision import provision
 log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=CommonSettings)
+SS = TypeVar("SS", bound=ServiceSettings)
 
 EXIT_CONFIG = 2
 
@@ -104,6 +105,31 @@ def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
     if not stop.is_set():
         log.info("received %s: finishing the batch in hand, then exiting", sig.name)
     stop.set()
+
+
+def run_consumers(
+    service: str,
+    load: Callable[[], SS],
+    *,
+    group: str,
+    subscriptions: Callable[[], list[Subscription]],
+) -> None:
+    """Run a service whose work is consuming streams: `run_service` around `consume`."""
+
+    async def body(config: SS, stop: asyncio.Event) -> None:
+        async with redis_clients(config, service) as clients:
+            await consume(
+                config,
+                clients,
+                group=group,
+                consumer=config.consumer(service),
+                subscriptions=subscriptions(),
+                stop=stop,
+                host=config.host,
+                port=config.port,
+            )
+
+    run_service(service, load, body)
 
 
 @dataclass(frozen=True)

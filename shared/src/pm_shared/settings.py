@@ -70,6 +70,14 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
         return self.stream_backpressure_threshold or self.stream_maxlen // 2
 
 
+class ServiceSettings(CommonSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A service's own settings (`PM_<SERVICE>_HOST`, `PM_<SERVICE>_PORT`) on top of the common ones."""
+
+    host: str = "127.0.0.1"
+    """Interface of the service's HTTP endpoint (health, readiness, metrics; the API for the gateway)."""
+    port: Port = 8080
+
+
 S = TypeVar("S", bound=msgspec.Struct)
 
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-from pm_shared.settings import CommonSettings, Port, load_settings
+from pm_shared.settings import Port, ServiceSettings, load_settings
 
 PREFIX = "LEDGER_WRITER_"
 
 
-class Settings(CommonSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    host: str = "127.0.0.1"
-    """Interface of the health and metrics endpoint."""
+class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
     port: Port = 9102
 
 

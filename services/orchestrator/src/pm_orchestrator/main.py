@@ -1,8 +1,6 @@
-"""Wiring of pm-orchestrator: settings, Redis, consumers, health endpoint; `run()` is the console script."""
+"""Wiring of pm-orchestrator: its consumers, health endpoint and lifecycle; `run()` is the console script."""
 
 from __future__ import annotations
-
-import asyncio
 
 from pm_orchestrator import handlers, settings
 from pm_shared import runtime
@@ -11,19 +9,7 @@ from pm_shared.streams.names import GROUP_ORCHESTRATOR
 SERVICE = "orchestrator"
 
 
-async def main(config: settings.Settings, stop: asyncio.Event) -> None:
-    async with runtime.redis_clients(config, SERVICE) as clients:
-        await runtime.consume(
-            config,
-            clients,
-            group=GROUP_ORCHESTRATOR,
-            consumer=config.consumer(SERVICE),
-            subscriptions=handlers.subscriptions(),
-            stop=stop,
-            host=config.host,
-            port=config.port,
-        )
-
-
 def run() -> None:
-    runtime.run_service(SERVICE, settings.load, main)
+    runtime.run_consumers(
+        SERVICE, settings.load, group=GROUP_ORCHESTRATOR, subscriptions=handlers.subscriptions
+    )
