@@ -15,12 +15,10 @@ Delivery is at least once. What makes that safe and bounded:
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextvars
 import logging
 import time
-import types
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -33,6 +31,7 @@ from pm_shared import logs
 from pm_shared.errors import PermanentError
 from pm_shared.settings import CommonSettings
 from pm_shared.streams import dlq, metrics
+from pm_shared.streams.concurrency import Limiter, sleep_unless, start_eagerly
 from pm_shared.streams.connection import as_str as _text
 from pm_shared.streams.names import failures_key, parse_key, stream_key
 from pm_shared.streams.provision import ensure_group
@@ -93,50 +92,6 @@ class _Labels:
         self.claim_deleted = metrics.CLAIM_DELETED.labels(key, group)
 
 
-class _Limiter:
-    """A semaphore whose uncontended acquire does not wait (handlers are usually far below the limit)."""
-
-    def __init__(self, limit: int) -> None:
-        self.free = limit
-        self._waiters: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    def acquire(self) -> Awaitable[None]:
-        if self.free > 0 and not self._waiters:
-            self.free -= 1
-            return _DONE
-        return self._wait()
-
-    async def _wait(self) -> None:
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        except BaseException:
-            if waiter.done() and not waiter.cancelled():
-                self.release()  # we were handed a slot we will not use
-            raise
-        finally:
-            if waiter in self._waiters:
-                self._waiters.remove(waiter)
-
-    def release(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)  # the slot passes straight to the waiter
-                return
-        self.free += 1
-
-
-class _Done:
-    def __await__(self) -> Generator[Any, None, None]:
-        return
-        yield
-
-
-_DONE = _Done()
-
-
 class Consumer(Generic[M]):
     """Reads one logical stream (all its partitions) as one member of a consumer group."""
 
@@ -190,7 +145,7 @@ class Consumer(Generic[M]):
         self.claim_interval_ms = claim_interval_ms
         self.keys = [stream_key(stream, p) for p in range(partitions)]
         self._labels = {key: _Labels(key, group) for key in self.keys}
-        self._limiter = _Limiter(concurrency)
+        self._limiter = Limiter(concurrency)
         self.ready = asyncio.Event()
         """Set once every partition has drained its own pending entries and reads new ones."""
         self._recovered: set[str] = set()
@@ -269,7 +224,7 @@ class Consumer(Generic[M]):
                     "redis unavailable while reading %s (%s); will re-read own pending entries", key, exc
                 )
                 recovering, cursor = True, b"0"
-                await _sleep_unless(stop, backoff)
+                await sleep_unless(stop, backoff)
                 backoff = min(backoff * 2, 5.0)
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
@@ -437,7 +392,7 @@ class Consumer(Generic[M]):
                     one(delivery), context=contextvars.copy_context()
                 )
             return
-        waiting = [task for d in deliveries if (task := _start_eagerly(one(d))) is not None]
+        waiting = [task for d in deliveries if (task := start_eagerly(one(d))) is not None]
         if waiting:
             await asyncio.gather(*waiting)
 
@@ -610,7 +565,7 @@ class Consumer(Generic[M]):
 
     async def _reclaim_loop(self, key: str, stop: asyncio.Event) -> None:
         passes = 0
-        while not await _sleep_unless(stop, self.claim_interval_ms / 1000):
+        while not await sleep_unless(stop, self.claim_interval_ms / 1000):
             try:
                 await self.reclaim(key)
                 passes += 1
@@ -704,51 +659,3 @@ def _fields_text(fields: dict[bytes, bytes]) -> dict[str, str]:
     return {
         f"field_{k.decode(errors='replace')}": v.decode(errors="replace")[:500] for k, v in fields.items()
     }
-
-
-def _start_eagerly(coro: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
-    """Run `coro` until it first waits; only then does it become a task (None: it already finished).
-
-    A handler that finishes without waiting (a duplicate seen in a cache, say) then costs no task;
-    this is what Python 3.12's eager tasks do. The coroutine runs in a context of its own from its
-    first step, as it would in a task, so context variables it sets stay its own.
-    """
-    context = contextvars.copy_context()
-    try:
-        blocked_on = context.run(coro.send, None)
-    except StopIteration:
-        return None
-    return asyncio.get_running_loop().create_task(_finish(coro, blocked_on), context=context)
-
-
-async def _finish(coro: Coroutine[Any, Any, None], blocked_on: Any) -> None:
-    await _resume(coro, blocked_on)
-
-
-@types.coroutine
-def _resume(coro: Coroutine[Any, Any, None], blocked_on: Any) -> Generator[Any, Any, None]:
-    """Drive a started coroutine from inside a task: hand the task what it waits on, pass back results."""
-    while True:
-        try:
-            value = yield blocked_on
-        except BaseException as exc:  # cancellation and the like go to the coroutine, as in a task
-            try:
-                blocked_on = coro.throw(exc)
-            except StopIteration:
-                return
-            continue
-        try:
-            blocked_on = coro.send(value)
-        except StopIteration:
-            return
-
-
-async def _sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleep up to `seconds`; True when `stop` was set (at once or meanwhile)."""
-    if stop.is_set():
-        return True
-    try:
-        await asyncio.wait_for(stop.wait(), seconds)
-    except TimeoutError:
-        return False
-    return True
