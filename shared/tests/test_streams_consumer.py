@@ -8,10 +8,13 @@ from typing import Any
 
 import msgspec
 import pytest
+import typer
 from redis.asyncio import Redis
+from typer.testing import CliRunner
 
+from pm_shared.cli import dlq_cmd
 from pm_shared.errors import NotImplementedYet
-from pm_shared.streams import Consumer, Delivery, Publisher
+from pm_shared.streams import Consumer, Delivery, Publisher, names
 from pm_shared.streams import dlq as dlq_ops
 from pm_shared.streams.names import dlq_key, stream_key
 from pm_shared.streams.provision import ensure_group
@@ -88,7 +91,7 @@ async def test_batch_is_handled_and_acked(redis: Redis, reader: Redis, stream_na
 
 
 async def test_failing_handler_is_delivered_three_times_then_dead_lettered_then_replayed(
-    redis: Redis, reader: Redis, stream_name: str, key: str
+    redis: Redis, reader: Redis, redis_url: str, stream_name: str, key: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     message = probe(7)
     await Publisher(redis).publish(stream_name, message)
@@ -115,7 +118,13 @@ async def test_failing_handler_is_delivered_three_times_then_dead_lettered_then_
     assert msgspec.json.decode(letter.payload or b"", type=Probe) == message
 
     fixed = True
-    await dlq_ops.replay(redis, Publisher(redis), letter)
+    # The operator's way back: `pm dlq replay` (the test stream is made the only one it knows).
+    monkeypatch.setattr(names, "ALL_STREAMS", (names.StreamSpec(stream_name, (GROUP,), "test"),))
+    app = typer.Typer()
+    app.add_typer(dlq_cmd.app, name="dlq")
+    args = ["dlq", "replay", "--stream", stream_name, "--id", letter.id, "--yes"]
+    result = await asyncio.to_thread(CliRunner().invoke, app, args, env={"PM_REDIS_URL": redis_url})
+    assert result.exit_code == 0, result.output
     assert await redis.xlen(dlq_key(stream_name, 0)) == 0
     seen: list[Probe] = []
 
