@@ -382,3 +382,22 @@ async def test_after_a_dropped_connection_the_consumer_re_reads_its_own_pending_
         stop.set()
         await asyncio.wait_for(task, 5)
         await reader.aclose()
+
+
+async def test_recovery_and_reclaimer_never_handle_one_entry_twice(
+    redis: Redis, reader: Redis, stream_name: str, key: str
+) -> None:
+    await Publisher(redis).publish_many(stream_name, [probe(i) for i in range(8)])
+    await redis.xreadgroup(GROUP, "c1", {key: ">"}, count=10)  # a previous life of c1 died with these
+    await asyncio.sleep(0.15)  # idle past the lease: the reclaimer may take them while c1 re-reads them
+    calls: dict[int, int] = {}
+
+    async def slow(delivery: Delivery[Probe]) -> None:
+        calls[delivery.message.seq] = calls.get(delivery.message.seq, 0) + 1
+        await asyncio.sleep(0.1)
+
+    consumer = make_consumer(
+        redis, reader, stream_name, handle=slow, count=2, concurrency=1, lease_ms=100, claim_interval_ms=20
+    )
+    await run_until(consumer, lambda: _later(pending(redis, key), 0))
+    assert calls == {i: 1 for i in range(8)}

@@ -149,6 +149,9 @@ class Consumer(Generic[M]):
         self.ready = asyncio.Event()
         """Set once every partition has drained its own pending entries and reads new ones."""
         self._recovered: set[str] = set()
+        # Entries the reclaimer is handling: they sit in this consumer's pending list, so a re-read of
+        # that list (after a reconnect) must leave them to the reclaimer.
+        self._reclaiming: set[str] = set()
 
     @classmethod
     def from_settings(
@@ -211,7 +214,10 @@ class Consumer(Generic[M]):
                         self._mark_recovered(key)
                         continue
                     cursor = raw[-1][0]
-                    to_ack = await self._process(key, raw, await self._attempts(key, [e[0] for e in raw]))
+                    raw = [e for e in raw if e[0].decode() not in self._reclaiming]
+                    if raw:
+                        attempts = await self._attempts(key, [e[0] for e in raw])
+                        to_ack = await self._process(key, raw, attempts)
                 else:
                     reply = await self._ack_and_read(key, to_ack)
                     to_ack = []
@@ -234,7 +240,16 @@ class Consumer(Generic[M]):
                 await ensure_group(self.redis, key, self.group)
                 recovering, cursor, to_ack = True, b"0", []
         if to_ack:
-            await self._ack_ids(key, to_ack)
+            try:
+                await self._ack_ids(key, to_ack)
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                log.warning(
+                    "%d handled entries of %s could not be acked at stop (%s); they will be "
+                    "delivered again and recognised by their idempotency keys",
+                    len(to_ack),
+                    key,
+                    exc,
+                )
 
     async def _ack_and_read(self, key: str, to_ack: list[str]) -> Any:
         if not to_ack:
@@ -603,9 +618,16 @@ class Consumer(Generic[M]):
                 await self.redis.hdel(failures_key(*parse_key(key)), *[_text(i) for i in deleted])
             if claimed:
                 labels.claimed.inc(len(claimed))
-                ids = await self._process(key, claimed, await self._attempts(key, [e[0] for e in claimed]))
-                if ids:
-                    await self._ack_ids(key, ids)
+                claimed_ids = {_text(e[0]) for e in claimed}
+                self._reclaiming |= claimed_ids
+                try:
+                    ids = await self._process(
+                        key, claimed, await self._attempts(key, [e[0] for e in claimed])
+                    )
+                    if ids:
+                        await self._ack_ids(key, ids)
+                finally:
+                    self._reclaiming -= claimed_ids
                 handled += len(claimed)
             if _text(cursor) == "0-0":
                 break
