@@ -1,0 +1,66 @@
+"""Find or start the Redis and PostgreSQL a developer's fleet runs against."""
+
+from pm_shared.devenv.common import (
+    POSTGRES_BIN_GLOBS,
+    REDIS_SYSTEM_MARKERS,
+    DevEnvError,
+    Endpoint,
+    Search,
+    Strategy,
+    default_home,
+    free_port,
+    port_open,
+    redact,
+    run,
+    tail,
+    wait_until,
+)
+from pm_shared.devenv.common import _pid_alive as _pid_alive
+from pm_shared.devenv.ensure import DevEnv, ensure, stop_private
+from pm_shared.devenv.postgres_server import (
+    DATABASE_NAME,
+    MIN_POSTGRES,
+    POSTGRES_INSTALL_HINT,
+    PrivatePostgres,
+    find_postgres,
+    postgres_problem,
+)
+from pm_shared.devenv.postgres_server import _with_database as _with_database
+from pm_shared.devenv.redis_server import (
+    MIN_REDIS,
+    REDIS_INSTALL_HINT,
+    PrivateRedis,
+    find_redis,
+    redis_problem,
+)
+
+# The public API; the tests also reach `_pid_alive` and `_with_database`, re-exported `as` themselves above.
+__all__ = [
+    "DATABASE_NAME",
+    "MIN_POSTGRES",
+    "MIN_REDIS",
+    "POSTGRES_BIN_GLOBS",
+    "POSTGRES_INSTALL_HINT",
+    "REDIS_INSTALL_HINT",
+    "REDIS_SYSTEM_MARKERS",
+    "DevEnv",
+    "DevEnvError",
+    "Endpoint",
+    "PrivatePostgres",
+    "PrivateRedis",
+    "Search",
+    "Strategy",
+    "default_home",
+    "ensure",
+    "find_postgres",
+    "find_redis",
+    "free_port",
+    "port_open",
+    "postgres_problem",
+    "redact",
+    "redis_problem",
+    "run",
+    "stop_private",
+    "tail",
+    "wait_until",
+]
