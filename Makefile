@@ -51,7 +51,7 @@ test: env ## Lint, type-check and run every test against real Redis and PostgreS
 	set -x
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
-	$(RUN) mypy shared/src services/*/src shared/tests tests
+	$(RUN) mypy shared/src services/*/src shared/tests $(wildcard services/*/tests/*.py) tests
 	$(RUN) pytest $(PYTEST_ARGS)
 
 bench: env ## Run the benchmark against real Redis and PostgreSQL; BENCH_ARGS=...
@@ -63,7 +63,7 @@ lint: sync ## ruff check, ruff format --check, mypy
 	@set -x
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
-	$(RUN) mypy shared/src services/*/src shared/tests tests
+	$(RUN) mypy shared/src services/*/src shared/tests $(wildcard services/*/tests/*.py) tests
 
 fmt: sync ## Format and auto-fix with ruff
 	@set -x

@@ -76,4 +76,67 @@ class IntentStateChanged(Message, frozen=True, kw_only=True, tag="intent.state_c
     reason: str | None = None
 
 
-AnyMessage: TypeAlias = IntentSubmitted | IntentStateChanged
+class LedgerAccount(msgspec.Struct, frozen=True, kw_only=True):
+    """A TigerBeetle account to open, field for field (u128 fields are JSON integers)."""
+
+    id: int
+    ledger: int
+    code: int
+    flags: int = 0
+    user_data_128: int = 0
+    user_data_64: int = 0
+    user_data_32: int = 0
+
+
+class LedgerTransfer(msgspec.Struct, frozen=True, kw_only=True):
+    """A TigerBeetle transfer, field for field (u128 fields are JSON integers)."""
+
+    id: int
+    debit_account_id: int = 0
+    credit_account_id: int = 0
+    amount: int = 0
+    pending_id: int = 0
+    user_data_128: int = 0
+    user_data_64: int = 0
+    user_data_32: int = 0
+    timeout: int = 0
+    ledger: int = 0
+    code: int = 0
+    flags: int = 0
+
+
+class LedgerCommand(Message, frozen=True, kw_only=True, tag="ledger.command"):
+    """One intent step's ledger work (`pm:ledger:commands`): accounts to open, then transfers.
+
+    The transfers are either independent or one linked chain; the writer never splits a command
+    across ledger requests, so a chain is always applied whole or not at all.
+    """
+
+    step: str
+    accounts: list[LedgerAccount] = []
+    transfers: list[LedgerTransfer] = []
+
+
+class LedgerEventResult(msgspec.Struct, frozen=True, kw_only=True):
+    """The ledger's answer to one event: its status name (`CREATED`, `EXCEEDS_CREDITS`, …)."""
+
+    id: int
+    status: str
+    timestamp: int
+
+
+class LedgerResult(Message, frozen=True, kw_only=True, tag="ledger.result"):
+    """The ledger's answer to one command (`pm:ledger:results`), in the command's event order."""
+
+    command_id: str
+    """The command's message id."""
+    step: str
+    ok: bool
+    """Every event was created, or already existed exactly as sent (a retry)."""
+    accounts: list[LedgerEventResult] = []
+    transfers: list[LedgerEventResult] = []
+    error: str | None = None
+    """Why the command could not be submitted at all (it breaks the rules of a command)."""
+
+
+AnyMessage: TypeAlias = IntentSubmitted | IntentStateChanged | LedgerCommand | LedgerResult

@@ -1,0 +1,173 @@
+"""Packing commands into ledger requests, and reading each command's outcome back out of the results.
+
+A command is never split across requests, so its linked chain is applied whole or not at all. A
+command that breaks the rules (an open chain, a field out of range, too many events) is refused on
+its own before packing, so it can never fail the commands it would have shared a request with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import tigerbeetle as tb
+
+from pm_shared.ledger.api import BATCH_MAX
+from pm_shared.messages import LedgerAccount, LedgerCommand, LedgerTransfer
+
+U128 = 2**128 - 1
+U64 = 2**64 - 1
+U32 = 2**32 - 1
+U16 = 2**16 - 1
+
+_TRANSFER_WIDTHS = {
+    "id": U128,
+    "debit_account_id": U128,
+    "credit_account_id": U128,
+    "amount": U128,
+    "pending_id": U128,
+    "user_data_128": U128,
+    "user_data_64": U64,
+    "user_data_32": U32,
+    "timeout": U32,
+    "ledger": U32,
+    "code": U16,
+    "flags": U16,
+}
+_ACCOUNT_WIDTHS = {
+    "id": U128,
+    "user_data_128": U128,
+    "user_data_64": U64,
+    "user_data_32": U32,
+    "ledger": U32,
+    "code": U16,
+    "flags": U16,
+}
+
+
+class CommandError(ValueError):
+    """The command cannot be submitted as it is; the ledger is not asked."""
+
+
+def _check_fields(
+    kind: str, index: int, event: LedgerAccount | LedgerTransfer, widths: dict[str, int]
+) -> None:
+    for name, top in widths.items():
+        value = getattr(event, name)
+        if not 0 <= value <= top:
+            raise CommandError(f"{kind} {index}: {name} = {value} is outside 0..{top}")
+
+
+def _check_chain(kind: str, flags: Sequence[int], linked: int) -> None:
+    """Events are either all independent or one chain: every event linked but the last."""
+    links = [bool(f & linked) for f in flags]
+    if not any(links):
+        return
+    if links[-1]:
+        raise CommandError(f"the {kind} chain is left open: its last event is linked")
+    if not all(links[:-1]):
+        raise CommandError(f"the {kind} must be one linked chain or independent events, not a mix")
+
+
+def check(command: LedgerCommand, batch_max: int = BATCH_MAX) -> None:
+    """Raise CommandError when `command` breaks the rules of a command."""
+    if not command.accounts and not command.transfers:
+        raise CommandError("the command has no accounts and no transfers")
+    if len(command.accounts) > batch_max or len(command.transfers) > batch_max:
+        raise CommandError(f"a command holds at most {batch_max} accounts and {batch_max} transfers")
+    for i, account in enumerate(command.accounts):
+        _check_fields("account", i, account, _ACCOUNT_WIDTHS)
+    for i, transfer in enumerate(command.transfers):
+        _check_fields("transfer", i, transfer, _TRANSFER_WIDTHS)
+    if command.accounts:
+        _check_chain("accounts", [a.flags for a in command.accounts], tb.AccountFlags.LINKED)
+    if command.transfers:
+        _check_chain("transfers", [t.flags for t in command.transfers], tb.TransferFlags.LINKED)
+
+
+def to_account(a: LedgerAccount) -> tb.Account:
+    return tb.Account(
+        id=a.id,
+        user_data_128=a.user_data_128,
+        user_data_64=a.user_data_64,
+        user_data_32=a.user_data_32,
+        ledger=a.ledger,
+        code=a.code,
+        flags=tb.AccountFlags(a.flags),
+    )
+
+
+def to_transfer(t: LedgerTransfer) -> tb.Transfer:
+    return tb.Transfer(
+        id=t.id,
+        debit_account_id=t.debit_account_id,
+        credit_account_id=t.credit_account_id,
+        amount=t.amount,
+        pending_id=t.pending_id,
+        user_data_128=t.user_data_128,
+        user_data_64=t.user_data_64,
+        user_data_32=t.user_data_32,
+        timeout=t.timeout,
+        ledger=t.ledger,
+        code=t.code,
+        flags=tb.TransferFlags(t.flags),
+    )
+
+
+@dataclass
+class Batch:
+    """One `create_accounts` and one `create_transfers` request, and whose events are where."""
+
+    commands: list[LedgerCommand] = field(default_factory=list)
+    accounts: list[tb.Account] = field(default_factory=list)
+    transfers: list[tb.Transfer] = field(default_factory=list)
+    # Per command: where its accounts and transfers start in the two requests.
+    account_offsets: list[int] = field(default_factory=list)
+    transfer_offsets: list[int] = field(default_factory=list)
+
+    def fits(self, command: LedgerCommand, batch_max: int) -> bool:
+        return (
+            len(self.accounts) + len(command.accounts) <= batch_max
+            and len(self.transfers) + len(command.transfers) <= batch_max
+        )
+
+    def add(self, command: LedgerCommand) -> None:
+        self.commands.append(command)
+        self.account_offsets.append(len(self.accounts))
+        self.transfer_offsets.append(len(self.transfers))
+        self.accounts.extend(to_account(a) for a in command.accounts)
+        self.transfers.extend(to_transfer(t) for t in command.transfers)
+
+
+def pack(commands: Sequence[LedgerCommand], batch_max: int = BATCH_MAX) -> list[Batch]:
+    """Fill requests in order, each up to `batch_max` events per operation; a command stays whole."""
+    batches: list[Batch] = []
+    current = Batch()
+    for command in commands:
+        if not current.fits(command, batch_max):
+            batches.append(current)
+            current = Batch()
+        current.add(command)
+    if current.commands:
+        batches.append(current)
+    return batches
+
+
+# A retried command whose chain was already committed answers [EXISTS, LINKED_EVENT_FAILED, …]
+# (reference §1.6): the head exists, so the chain is tested with a lookup rather than trusted.
+_EXISTS = "EXISTS"
+_LINKED_FAILED = "LINKED_EVENT_FAILED"
+_SUCCESS = frozenset({"CREATED", _EXISTS})
+
+
+def result_message_id(command: LedgerCommand) -> str:
+    """The same for every retry of `command`, so the orchestrator sees one result however often it is sent."""
+    return f"{command.message_id}:result"
+
+
+def is_committed_chain_retry(statuses: Sequence[str]) -> bool:
+    return len(statuses) > 1 and statuses[0] == _EXISTS and all(s == _LINKED_FAILED for s in statuses[1:])
+
+
+def all_succeeded(statuses: Sequence[str]) -> bool:
+    return all(s in _SUCCESS for s in statuses)
