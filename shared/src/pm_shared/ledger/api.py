@@ -7,7 +7,7 @@ written against one runs unchanged against the other.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol, Self
 
 import tigerbeetle as tb
 
@@ -41,3 +41,5 @@ class LedgerSync(Protocol):
     def query_accounts(self, filter: tb.QueryFilter) -> list[tb.Account]: ...  # noqa: A002
     def query_transfers(self, filter: tb.QueryFilter) -> list[tb.Transfer]: ...  # noqa: A002
     def close(self) -> None: ...
+    def __enter__(self) -> Self: ...
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None: ...

@@ -36,6 +36,13 @@ def probe(seq: int, intent_id: str | None = None) -> Probe:
     )
 
 
+_RECORD = """
+local outcome = redis.call('SET', KEYS[1], ARGV[1], 'NX') and 'new' or 'dup'
+redis.call('RPUSH', KEYS[2], ARGV[1] .. ' ' .. ARGV[2] .. ' ' .. outcome .. ' ' .. ARGV[3])
+return outcome
+"""
+
+
 def log_key(stream: str) -> str:
     return f"{{{stream}:0}}:log"
 
@@ -61,11 +68,10 @@ async def main(args: argparse.Namespace) -> int:
             await asyncio.sleep(args.delay_ms / 1000)
         if args.fail:
             raise RuntimeError(f"probe {message.seq} refused")
-        fresh = await redis.set(seen_key(args.stream, message.message_id), args.consumer, nx=True)
-        outcome = "new" if fresh else "dup"
-        await redis.rpush(
-            log_key(args.stream), f"{args.consumer} {message.message_id} {outcome} {delivery.attempt}"
-        )
+        # The idempotency record and its log line in one step, as a real handler commits its effect
+        # and its record in one transaction: a SIGKILL cannot fall between them.
+        keys_and_args = (seen_key(args.stream, message.message_id), log_key(args.stream))
+        await redis.eval(_RECORD, 2, *keys_and_args, args.consumer, message.message_id, str(delivery.attempt))
 
     for partition in range(args.partitions):
         await ensure_group(redis, stream_key(args.stream, partition), args.group)

@@ -1,0 +1,7 @@
+"""The embedded ledger engine: TigerBeetle 0.17.9 semantics on PostgreSQL (DESIGN §6)."""
+
+from __future__ import annotations
+
+from pm_shared.ledger.embedded.ledger import EmbeddedLedger, ReadOnlyLedgerError
+
+__all__ = ["EmbeddedLedger", "ReadOnlyLedgerError"]

@@ -1,0 +1,338 @@
+"""SQL of the embedded ledger engine (schema `ledger`, migration 0002). Parameters are positional.
+
+u128 values travel as `uuid` (a binary codec maps them to Python ints, see store.py); u128 amounts as
+numeric. Optional filters follow TigerBeetle: a zero value means "no filter" (§6.2, §6.4).
+"""
+
+from __future__ import annotations
+
+# pg_advisory_xact_lock key of the ledger writer ("pm_ldg" in ASCII). Sent with BEGIN in one simple-
+# protocol round trip; the lock is held until COMMIT/ROLLBACK, so two writers can never interleave.
+BEGIN_WRITE = "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(123615054685287)"
+COMMIT = "COMMIT"
+ROLLBACK = "ROLLBACK"
+
+SELECT_LAST_TIMESTAMP = "SELECT last_timestamp FROM ledger.engine_state WHERE singleton"
+UPDATE_LAST_TIMESTAMP = "UPDATE ledger.engine_state SET last_timestamp = $1 WHERE singleton"
+
+SELECT_ACCOUNTS = """
+SELECT id, debits_pending, debits_posted, credits_pending, credits_posted, user_data_128, user_data_64,
+       user_data_32, ledger, code, flags, timestamp
+FROM ledger.accounts
+WHERE id = ANY($1::uuid[])
+"""
+
+# The transfers a create_transfers batch can meet: those with one of its ids or pending ids ($1), and
+# the pending transfers of existing posts/voids among them (needed by the §4.4 comparison). Two index
+# lookups (an OR of both would plan as a sequential scan); duplicates are dropped by the caller's dict.
+SELECT_TRANSFERS_FOR_BATCH = """
+SELECT id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64, user_data_32,
+       timeout, ledger, code, flags, timestamp, pending_status, expires_at
+FROM ledger.transfers
+WHERE id = ANY($1::uuid[])
+UNION ALL
+SELECT p.id, p.debit_account_id, p.credit_account_id, p.amount, p.pending_id, p.user_data_128,
+       p.user_data_64, p.user_data_32, p.timeout, p.ledger, p.code, p.flags, p.timestamp,
+       p.pending_status, p.expires_at
+FROM ledger.transfers AS e
+JOIN ledger.transfers AS p ON p.id = e.pending_id
+WHERE e.id = ANY($1::uuid[]) AND e.pending_id <> '00000000-0000-0000-0000-000000000000'::uuid
+"""
+
+SELECT_BURNED = "SELECT id FROM ledger.failed_transfers WHERE id = ANY($1::uuid[])"
+
+# §4.9: due reservations, in (expires_at, timestamp) order.
+SELECT_DUE_PENDINGS = """
+SELECT id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64, user_data_32,
+       timeout, ledger, code, flags, timestamp, pending_status, expires_at
+FROM ledger.transfers
+WHERE pending_status = 1 AND expires_at IS NOT NULL AND expires_at <= $1
+ORDER BY expires_at, timestamp
+"""
+
+SELECT_NEXT_EXPIRY = """
+SELECT min(expires_at) FROM ledger.transfers WHERE pending_status = 1 AND expires_at IS NOT NULL
+"""
+
+# §4.11: what imported events are checked against.
+SELECT_MAX_ACCOUNT_TIMESTAMP = "SELECT coalesce(max(timestamp), 0) FROM ledger.accounts"
+SELECT_MAX_TRANSFER_TIMESTAMP = "SELECT coalesce(max(timestamp), 0) FROM ledger.transfers"
+SELECT_ACCOUNT_TIMESTAMPS = "SELECT timestamp FROM ledger.accounts WHERE timestamp = ANY($1::bigint[])"
+SELECT_TRANSFER_TIMESTAMPS = "SELECT timestamp FROM ledger.transfers WHERE timestamp = ANY($1::bigint[])"
+
+ACCOUNT_COLUMNS: tuple[str, ...] = (
+    "id",
+    "debits_pending",
+    "debits_posted",
+    "credits_pending",
+    "credits_posted",
+    "user_data_128",
+    "user_data_64",
+    "user_data_32",
+    "ledger",
+    "code",
+    "flags",
+    "timestamp",
+)
+TRANSFER_COLUMNS: tuple[str, ...] = (
+    "id",
+    "debit_account_id",
+    "credit_account_id",
+    "amount",
+    "pending_id",
+    "user_data_128",
+    "user_data_64",
+    "user_data_32",
+    "timeout",
+    "ledger",
+    "code",
+    "flags",
+    "timestamp",
+    "pending_status",
+    "expires_at",
+    "dr_debits_pending",
+    "dr_debits_posted",
+    "dr_credits_pending",
+    "dr_credits_posted",
+    "cr_debits_pending",
+    "cr_debits_posted",
+    "cr_credits_pending",
+    "cr_credits_posted",
+)
+
+UPDATE_ACCOUNT_BALANCES = """
+UPDATE ledger.accounts AS a
+SET debits_pending = u.dp, debits_posted = u.dpo, credits_pending = u.cp, credits_posted = u.cpo,
+    flags = u.flags
+FROM unnest($1::uuid[], $2::numeric[], $3::numeric[], $4::numeric[], $5::numeric[], $6::integer[])
+     AS u(id, dp, dpo, cp, cpo, flags)
+WHERE a.id = u.id
+"""
+
+UPDATE_PENDING_STATUS = """
+UPDATE ledger.transfers AS t
+SET pending_status = u.status
+FROM unnest($1::uuid[], $2::smallint[]) AS u(id, status)
+WHERE t.id = u.id
+"""
+
+INSERT_BURNED = """
+INSERT INTO ledger.failed_transfers (id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING
+"""
+
+# Reads (§6.1): the caller restores request order and repeats duplicates.
+LOOKUP_ACCOUNTS = SELECT_ACCOUNTS
+
+LOOKUP_TRANSFERS = """
+SELECT id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64, user_data_32,
+       timeout, ledger, code, flags, timestamp
+FROM ledger.transfers
+WHERE id = ANY($1::uuid[])
+"""
+
+# §6.2/§6.3: one account's transfers with both sides' balance snapshots; $1 account, $2-$5
+# user_data_128/64/32 and code (0 = any), $6/$7 inclusive timestamp bounds, $8 limit. Both sides are two
+# ordered index scans merged (an OR would walk the timestamp index across every account's transfers);
+# no transfer has the same account on both sides (§4.2 accounts_must_be_different).
+
+ACCOUNT_TRANSFERS_DEBITS = """
+SELECT id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64, user_data_32,
+       timeout, ledger, code, flags, timestamp,
+       dr_debits_pending, dr_debits_posted, dr_credits_pending, dr_credits_posted,
+       cr_debits_pending, cr_debits_posted, cr_credits_pending, cr_credits_posted
+FROM ledger.transfers
+WHERE debit_account_id = $1
+  AND ($2::uuid = '00000000-0000-0000-0000-000000000000'::uuid OR user_data_128 = $2)
+  AND ($3::numeric = 0 OR user_data_64 = $3)
+  AND ($4::bigint = 0 OR user_data_32 = $4)
+  AND ($5::integer = 0 OR code = $5)
+  AND timestamp >= $6 AND timestamp <= $7
+ORDER BY timestamp ASC
+LIMIT $8
+"""
+
+ACCOUNT_TRANSFERS_DEBITS_REVERSED = """
+SELECT id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64, user_data_32,
+       timeout, ledger, code, flags, timestamp,
+       dr_debits_pending, dr_debits_posted, dr_credits_pending, dr_credits_posted,
+       cr_debits_pending, cr_debits_posted, cr_credits_pending, cr_credits_posted
+FROM ledger.transfers
+WHERE debit_account_id = $1
+  AND ($2::uuid = '00000000-0000-0000-0000-000000000000'::uuid OR user_data_128 = $2)
+  AND ($3::numeric = 0 OR user_data_64 = $3)
+  AND ($4::bigint = 0 OR user_data_32 = $4)
+  AND ($5::integer = 0 OR code = $5)
+  AND timestamp >= $6 AND timestamp <= $7
+ORDER BY timestamp DESC
+LIMIT $8
+"""
+
+ACCOUNT_TRANSFERS_CREDITS = """
+SELECT id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64, user_data_32,
+       timeout, ledger, code, flags, timestamp,
+       dr_debits_pending, dr_debits_posted, dr_credits_pending, dr_credits_posted,
+       cr_debits_pending, cr_debits_posted, cr_credits_pending, cr_credits_posted
+FROM ledger.transfers
+WHERE credit_account_id = $1
+  AND ($2::uuid = '00000000-0000-0000-0000-000000000000'::uuid OR user_data_128 = $2)
+  AND ($3::numeric = 0 OR user_data_64 = $3)
+  AND ($4::bigint = 0 OR user_data_32 = $4)
+  AND ($5::integer = 0 OR code = $5)
+  AND timestamp >= $6 AND timestamp <= $7
+ORDER BY timestamp ASC
+LIMIT $8
+"""
+
+ACCOUNT_TRANSFERS_CREDITS_REVERSED = """
+SELECT id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64, user_data_32,
+       timeout, ledger, code, flags, timestamp,
+       dr_debits_pending, dr_debits_posted, dr_credits_pending, dr_credits_posted,
+       cr_debits_pending, cr_debits_posted, cr_credits_pending, cr_credits_posted
+FROM ledger.transfers
+WHERE credit_account_id = $1
+  AND ($2::uuid = '00000000-0000-0000-0000-000000000000'::uuid OR user_data_128 = $2)
+  AND ($3::numeric = 0 OR user_data_64 = $3)
+  AND ($4::bigint = 0 OR user_data_32 = $4)
+  AND ($5::integer = 0 OR code = $5)
+  AND timestamp >= $6 AND timestamp <= $7
+ORDER BY timestamp DESC
+LIMIT $8
+"""
+
+ACCOUNT_TRANSFERS_BOTH = """
+SELECT * FROM (
+  (
+    SELECT id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64,
+           user_data_32, timeout, ledger, code, flags, timestamp,
+           dr_debits_pending, dr_debits_posted, dr_credits_pending, dr_credits_posted,
+           cr_debits_pending, cr_debits_posted, cr_credits_pending, cr_credits_posted
+    FROM ledger.transfers
+    WHERE debit_account_id = $1
+      AND ($2::uuid = '00000000-0000-0000-0000-000000000000'::uuid OR user_data_128 = $2)
+      AND ($3::numeric = 0 OR user_data_64 = $3)
+      AND ($4::bigint = 0 OR user_data_32 = $4)
+      AND ($5::integer = 0 OR code = $5)
+      AND timestamp >= $6 AND timestamp <= $7
+    ORDER BY timestamp ASC
+    LIMIT $8
+  )
+  UNION ALL
+  (
+    SELECT id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64,
+           user_data_32, timeout, ledger, code, flags, timestamp,
+           dr_debits_pending, dr_debits_posted, dr_credits_pending, dr_credits_posted,
+           cr_debits_pending, cr_debits_posted, cr_credits_pending, cr_credits_posted
+    FROM ledger.transfers
+    WHERE credit_account_id = $1
+      AND ($2::uuid = '00000000-0000-0000-0000-000000000000'::uuid OR user_data_128 = $2)
+      AND ($3::numeric = 0 OR user_data_64 = $3)
+      AND ($4::bigint = 0 OR user_data_32 = $4)
+      AND ($5::integer = 0 OR code = $5)
+      AND timestamp >= $6 AND timestamp <= $7
+    ORDER BY timestamp ASC
+    LIMIT $8
+  )
+) AS both_sides
+ORDER BY timestamp ASC
+LIMIT $8
+"""
+
+ACCOUNT_TRANSFERS_BOTH_REVERSED = """
+SELECT * FROM (
+  (
+    SELECT id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64,
+           user_data_32, timeout, ledger, code, flags, timestamp,
+           dr_debits_pending, dr_debits_posted, dr_credits_pending, dr_credits_posted,
+           cr_debits_pending, cr_debits_posted, cr_credits_pending, cr_credits_posted
+    FROM ledger.transfers
+    WHERE debit_account_id = $1
+      AND ($2::uuid = '00000000-0000-0000-0000-000000000000'::uuid OR user_data_128 = $2)
+      AND ($3::numeric = 0 OR user_data_64 = $3)
+      AND ($4::bigint = 0 OR user_data_32 = $4)
+      AND ($5::integer = 0 OR code = $5)
+      AND timestamp >= $6 AND timestamp <= $7
+    ORDER BY timestamp DESC
+    LIMIT $8
+  )
+  UNION ALL
+  (
+    SELECT id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64,
+           user_data_32, timeout, ledger, code, flags, timestamp,
+           dr_debits_pending, dr_debits_posted, dr_credits_pending, dr_credits_posted,
+           cr_debits_pending, cr_debits_posted, cr_credits_pending, cr_credits_posted
+    FROM ledger.transfers
+    WHERE credit_account_id = $1
+      AND ($2::uuid = '00000000-0000-0000-0000-000000000000'::uuid OR user_data_128 = $2)
+      AND ($3::numeric = 0 OR user_data_64 = $3)
+      AND ($4::bigint = 0 OR user_data_32 = $4)
+      AND ($5::integer = 0 OR code = $5)
+      AND timestamp >= $6 AND timestamp <= $7
+    ORDER BY timestamp DESC
+    LIMIT $8
+  )
+) AS both_sides
+ORDER BY timestamp DESC
+LIMIT $8
+"""
+
+# §6.4: $1-$3 user_data_128/64/32, $4 ledger, $5 code (0 = any), $6/$7 timestamp bounds, $8 limit.
+
+QUERY_ACCOUNTS = """
+SELECT id, debits_pending, debits_posted, credits_pending, credits_posted, user_data_128, user_data_64,
+       user_data_32, ledger, code, flags, timestamp
+FROM ledger.accounts
+WHERE true
+  AND ($1::uuid = '00000000-0000-0000-0000-000000000000'::uuid OR user_data_128 = $1)
+  AND ($2::numeric = 0 OR user_data_64 = $2)
+  AND ($3::bigint = 0 OR user_data_32 = $3)
+  AND ($4::bigint = 0 OR ledger = $4)
+  AND ($5::integer = 0 OR code = $5)
+  AND timestamp >= $6 AND timestamp <= $7
+ORDER BY timestamp ASC
+LIMIT $8
+"""
+
+QUERY_ACCOUNTS_REVERSED = """
+SELECT id, debits_pending, debits_posted, credits_pending, credits_posted, user_data_128, user_data_64,
+       user_data_32, ledger, code, flags, timestamp
+FROM ledger.accounts
+WHERE true
+  AND ($1::uuid = '00000000-0000-0000-0000-000000000000'::uuid OR user_data_128 = $1)
+  AND ($2::numeric = 0 OR user_data_64 = $2)
+  AND ($3::bigint = 0 OR user_data_32 = $3)
+  AND ($4::bigint = 0 OR ledger = $4)
+  AND ($5::integer = 0 OR code = $5)
+  AND timestamp >= $6 AND timestamp <= $7
+ORDER BY timestamp DESC
+LIMIT $8
+"""
+
+QUERY_TRANSFERS = """
+SELECT id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64, user_data_32,
+       timeout, ledger, code, flags, timestamp
+FROM ledger.transfers
+WHERE true
+  AND ($1::uuid = '00000000-0000-0000-0000-000000000000'::uuid OR user_data_128 = $1)
+  AND ($2::numeric = 0 OR user_data_64 = $2)
+  AND ($3::bigint = 0 OR user_data_32 = $3)
+  AND ($4::bigint = 0 OR ledger = $4)
+  AND ($5::integer = 0 OR code = $5)
+  AND timestamp >= $6 AND timestamp <= $7
+ORDER BY timestamp ASC
+LIMIT $8
+"""
+
+QUERY_TRANSFERS_REVERSED = """
+SELECT id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64, user_data_32,
+       timeout, ledger, code, flags, timestamp
+FROM ledger.transfers
+WHERE true
+  AND ($1::uuid = '00000000-0000-0000-0000-000000000000'::uuid OR user_data_128 = $1)
+  AND ($2::numeric = 0 OR user_data_64 = $2)
+  AND ($3::bigint = 0 OR user_data_32 = $3)
+  AND ($4::bigint = 0 OR ledger = $4)
+  AND ($5::integer = 0 OR code = $5)
+  AND timestamp >= $6 AND timestamp <= $7
+ORDER BY timestamp DESC
+LIMIT $8
+"""
