@@ -1,15 +1,162 @@
-"""Wiring of pm-ledger-writer: its consumers, health endpoint and lifecycle; `run()` is the console script."""
+"""Wiring of pm-ledger-writer: ledger, lease, consumer and health endpoint; `run()` is the console script.
+
+The process loops: wait as a standby until the lease is ours, then consume `pm:ledger:commands`
+until SIGTERM or until the lease is lost, then (if not stopping) wait again. The health endpoint
+stays up throughout; `/readyz` is ready only while this process is the active writer and its
+consumer reads new entries.
+"""
 
 from __future__ import annotations
 
-from pm_ledger_writer import handlers, settings
-from pm_shared import runtime
+import asyncio
+import logging
+
+from redis.exceptions import RedisError
+
+from pm_ledger_writer import handlers
+from pm_ledger_writer.lease import Lease
+from pm_ledger_writer.settings import Settings, load
+from pm_ledger_writer.writer import Writer
+from pm_shared import db, health
+from pm_shared.ledger import Ledger, open_ledger
+from pm_shared.ledger.urls import EmbeddedUrl, parse
+from pm_shared.messages import LedgerCommand
+from pm_shared.runtime import RedisClients, redis_clients, run_service
+from pm_shared.streams import Consumer, Publisher, monitor, provision
 from pm_shared.streams.names import GROUP_LEDGER_WRITER
+
+log = logging.getLogger(__name__)
 
 SERVICE = "ledger-writer"
 
 
 def run() -> None:
-    runtime.run_consumers(
-        SERVICE, settings.load, group=GROUP_LEDGER_WRITER, subscriptions=handlers.subscriptions
-    )
+    run_service(SERVICE, load, serve)
+
+
+async def serve(config: Settings, stop: asyncio.Event) -> None:
+    async with redis_clients(config, SERVICE) as clients:
+        lease = Lease(clients.commands, config.lease_key, config.lease_ms)
+        active: list[Consumer[LedgerCommand]] = []
+
+        async def is_ready() -> bool:
+            # Ready = the active writer, reading new commands; a standby is alive (healthz) but not ready.
+            if stop.is_set() or not lease.held or not active or not all(c.ready.is_set() for c in active):
+                return False
+            await clients.commands.ping()
+            return True
+
+        async with health.serve(config.host, config.port, is_ready):
+            ledger = await _open_ledger(config, stop)
+            if ledger is None:
+                return
+            try:
+                publisher = Publisher(
+                    clients.commands,
+                    partitions=config.stream_partitions,
+                    maxlen=config.stream_maxlen,
+                    threshold=config.backpressure_threshold,
+                )
+                writer = Writer(ledger, publisher, is_active=lambda: lease.held)
+                while await lease.acquire(stop):
+                    await _write_while_held(config, clients, writer, lease, stop, active)
+            finally:
+                await ledger.close()
+
+
+async def _write_while_held(
+    config: Settings,
+    clients: RedisClients,
+    writer: Writer,
+    lease: Lease,
+    stop: asyncio.Event,
+    active: list[Consumer[LedgerCommand]],
+) -> None:
+    """Consume until SIGTERM (release the lease for the standby) or until the lease is lost."""
+    halt = asyncio.Event()  # set by SIGTERM or by a lost lease: either way, stop consuming now
+    consumers = [
+        Consumer.from_settings(
+            config,
+            redis=clients.commands,
+            reader=clients.reader,
+            stream=sub.stream,
+            group=GROUP_LEDGER_WRITER,
+            consumer=config.consumer(SERVICE),
+            decoder=sub.decoder,
+            handle_batch=sub.handle_batch,
+        )
+        for sub in handlers.subscriptions(writer)
+    ]
+    active[:] = consumers
+    keeper = asyncio.create_task(lease.keep(halt))
+    relay = asyncio.create_task(_set_when(stop, halt))
+    try:
+        if await _provision(clients, config.stream_partitions, halt):
+            async with asyncio.TaskGroup() as tasks:
+                for consumer in consumers:
+                    tasks.create_task(consumer.run(halt))
+                tasks.create_task(
+                    monitor.poll(clients.commands, [k for c in consumers for k in c.keys], halt)
+                )
+    finally:
+        active.clear()
+        keeper.cancel()
+        relay.cancel()
+        await asyncio.gather(keeper, relay, return_exceptions=True)
+        if lease.held:
+            # Stopping (or crashing) with the batch in hand finished and acked: hand over at once.
+            try:
+                await lease.release()
+                log.info("lease %s released", lease.key)
+            except RedisError as exc:
+                log.warning(
+                    "lease %s not released (%s); it expires in %d ms", lease.key, exc, config.lease_ms
+                )
+    if not stop.is_set():
+        log.warning("no longer the active writer; waiting as a standby")
+
+
+async def _set_when(source: asyncio.Event, target: asyncio.Event) -> None:
+    await source.wait()
+    target.set()
+
+
+async def _provision(clients: RedisClients, partitions: int, halt: asyncio.Event) -> bool:
+    """Create the streams and groups (idempotent), waiting for Redis; False when halted first."""
+    backoff = 0.5
+    while not halt.is_set():
+        try:
+            await provision(clients.commands, partitions)
+            return True
+        except RedisError as exc:
+            log.warning("Redis unreachable (%s); provisioning again in %.1fs", exc, backoff)
+            try:
+                await asyncio.wait_for(halt.wait(), backoff)
+            except TimeoutError:
+                backoff = min(backoff * 2, 10.0)
+    return False
+
+
+async def _open_ledger(config: Settings, stop: asyncio.Event) -> Ledger | None:
+    """Open the ledger, waiting (not ready) while its database is unreachable; None when stopped first."""
+    url = config.ledger()
+    target = parse(url)
+    backoff = 0.5
+    while not stop.is_set():
+        try:
+            if isinstance(target, EmbeddedUrl) and config.migrate_on_start:
+                # The writer is the embedded engine's only writer, so it brings schema `ledger` up to date.
+                await db.ensure_database(target.dsn)
+                applied = await db.migrate(target.dsn)
+                if applied:
+                    log.info("applied migrations %s", [m.version for m in applied])
+            ledger = await open_ledger(url)
+            log.info("ledger open: %s", url.partition("://")[0])
+            return ledger
+        except Exception as exc:
+            log.warning("ledger unavailable (%r); trying again in %.1fs", exc, backoff)
+            try:
+                await asyncio.wait_for(stop.wait(), backoff)
+            except TimeoutError:
+                backoff = min(backoff * 2, 10.0)
+    return None

@@ -4,15 +4,35 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Annotated
 
-from pm_shared.settings import Port, ServiceSettings, load_settings
+import msgspec
+
+from pm_shared.ledger.urls import LedgerUrlError, parse
+from pm_shared.settings import Port, ServiceSettings, SettingsError, load_settings
 
 PREFIX = "LEDGER_WRITER_"
 
 
 class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
     port: Port = 9102
+    lease_ms: Annotated[int, msgspec.Meta(ge=300)] = 10_000
+    """How long the active writer's Redis lease lives without renewal; a standby takes over within it."""
+    lease_key: str = "pm:ledger-writer:lease"
+    """One lease per ledger: writers of the same ledger must share it."""
+    migrate_on_start: bool = True
+    """Embedded ledger only: apply pending migrations (schema `ledger`) before opening it."""
+
+    def ledger(self) -> str:
+        """The ledger URL: `PM_LEDGER_URL`, else the embedded engine in the fleet's database."""
+        return self.ledger_url or "embedded+" + self.database_url
 
 
 def load(environ: Mapping[str, str] = os.environ) -> Settings:
-    return load_settings(Settings, PREFIX, environ)
+    settings = load_settings(Settings, PREFIX, environ)
+    try:
+        parse(settings.ledger())
+    except LedgerUrlError as exc:
+        # A configuration error (exit 2 naming the variable), not a crash after start.
+        raise SettingsError(f"PM_LEDGER_URL: {exc}") from None
+    return settings

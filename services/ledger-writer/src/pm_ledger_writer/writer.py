@@ -1,0 +1,113 @@
+"""The single writer's batch handler: commands in, one ledger request per packed batch, results out.
+
+A batch read from `pm:ledger:commands` is acked only after the ledger answered every command and
+the results were published; anything else leaves the whole batch pending for a retry. Retrying is
+safe because ids are deterministic: the ledger answers a repeated event with `EXISTS` (see
+`outcomes`), and a result's message id is derived from its command's, so the orchestrator sees
+one result however often a command is handled.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+from prometheus_client import Histogram
+
+from pm_ledger_writer.outcomes import outcomes, result
+from pm_ledger_writer.packing import Batch, CommandError, check, pack
+from pm_shared.ledger import BATCH_MAX, Ledger
+from pm_shared.messages import LedgerCommand, LedgerResult
+from pm_shared.streams import Delivery, Publisher
+from pm_shared.streams.names import LEDGER_RESULTS
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E")
+R = TypeVar("R")
+
+REQUEST_SECONDS = Histogram(
+    "pm_ledger_request_seconds",
+    "Time of one ledger request sent by the writer.",
+    ["operation"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+REQUEST_EVENTS = Histogram(
+    "pm_ledger_request_events",
+    "Events per ledger request sent by the writer.",
+    ["operation"],
+    buckets=(1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 8189),
+)
+
+
+class LeaseLostError(RuntimeError):
+    """This process is no longer certainly the active writer; the batch is left for the one that is."""
+
+
+class Writer:
+    def __init__(
+        self,
+        ledger: Ledger,
+        publisher: Publisher,
+        *,
+        is_active: Callable[[], bool] = lambda: True,
+        batch_max: int = BATCH_MAX,
+    ) -> None:
+        self.ledger = ledger
+        self.publisher = publisher
+        self.is_active = is_active
+        self.batch_max = batch_max
+
+    async def handle_batch(self, deliveries: Sequence[Delivery[LedgerCommand]]) -> dict[str, BaseException]:
+        """The consumer's batch handler: no failures, or every delivery failed (all retried together)."""
+        try:
+            results = await self.write([d.message for d in deliveries])
+            await self.publisher.publish_many(LEDGER_RESULTS, results)
+        except Exception as exc:
+            # Ledger unreachable, results refused under back-pressure, lease lost: nothing is acked,
+            # and re-running the batch later is safe (the ledger work is idempotent).
+            log.warning("batch of %d commands left pending for a retry: %r", len(deliveries), exc)
+            return {d.entry_id: exc for d in deliveries}
+        return {}
+
+    async def write(self, commands: Sequence[LedgerCommand]) -> list[LedgerResult]:
+        """Apply `commands` to the ledger; one result per command, in their order."""
+        answers: list[LedgerResult | None] = [None] * len(commands)
+        valid: list[int] = []
+        for index, command in enumerate(commands):
+            try:
+                check(command, self.batch_max)
+                valid.append(index)
+            except CommandError as exc:
+                # Refused on its own, before packing: it can never fail the commands beside it.
+                log.warning("command %s of intent %s refused: %s", command.message_id, command.intent_id, exc)
+                answers[index] = result(command, ok=False, error=str(exc))
+        positions = iter(valid)
+        for batch in pack([commands[i] for i in valid], self.batch_max):
+            for answer in await self._apply(batch):
+                answers[next(positions)] = answer
+        done = [a for a in answers if a is not None]
+        assert len(done) == len(commands)
+        return done
+
+    async def _apply(self, batch: Batch) -> list[LedgerResult]:
+        # Accounts first: a command's transfers may move money on the accounts it opens.
+        accounts = await self._send("create_accounts", self.ledger.create_accounts, batch.accounts)
+        transfers = await self._send("create_transfers", self.ledger.create_transfers, batch.transfers)
+        return await outcomes(self.ledger, batch, accounts, transfers)
+
+    async def _send(
+        self, operation: str, request: Callable[[list[E]], Awaitable[list[R]]], events: list[E]
+    ) -> list[R]:
+        if not events:
+            return []
+        if not self.is_active():
+            # Checked before every request: a writer that may have lost its lease never writes.
+            raise LeaseLostError("the writer lease is not held; leaving the batch to the active writer")
+        started = time.perf_counter()
+        answer = await request(events)
+        REQUEST_SECONDS.labels(operation).observe(time.perf_counter() - started)
+        REQUEST_EVENTS.labels(operation).observe(len(events))
+        return answer
