@@ -167,6 +167,7 @@ class Proc:
 @dataclass
 class Fleet:
     redis_url: str
+    database_url: str
     workdir: Path
     procs: list[Proc] = field(default_factory=list)
 
@@ -179,6 +180,7 @@ class Fleet:
         environ.update(
             {
                 "PM_REDIS_URL": redis_url or self.redis_url,
+                "PM_DATABASE_URL": self.database_url,
                 "PM_CONSUMER_NAME": consumer,
                 "PM_LOG_FORMAT": "json",
                 f"PM_{spec.prefix}HOST": "127.0.0.1",
@@ -228,8 +230,9 @@ class Fleet:
 
 
 @pytest.fixture
-async def fleet(redis_url: str, redis: Redis, tmp_path: Path) -> AsyncIterator[Fleet]:
-    f = Fleet(redis_url, tmp_path)
+async def fleet(redis_url: str, redis: Redis, database_url: str, tmp_path: Path) -> AsyncIterator[Fleet]:
+    # A migrated throw-away database: services never migrate on their own (`pm migrate` does).
+    f = Fleet(redis_url, database_url, tmp_path)
     try:
         yield f
     finally:

@@ -18,7 +18,7 @@ from pm_ledger_writer.lease import Lease
 from pm_ledger_writer.settings import Settings, load
 from pm_ledger_writer.writer import Writer
 from pm_shared import db, health
-from pm_shared.ledger import Ledger, open_ledger
+from pm_shared.ledger import Ledger, accounts, chart, open_ledger
 from pm_shared.ledger.urls import EmbeddedUrl, parse
 from pm_shared.messages import LedgerCommand
 from pm_shared.runtime import RedisClients, redis_clients, run_service
@@ -59,9 +59,30 @@ async def serve(config: Settings, stop: asyncio.Event) -> None:
                 )
                 writer = Writer(ledger, publisher, is_active=lambda: lease.held)
                 while await lease.acquire(stop):
+                    await _prepare_accounts(config, ledger)
                     await _write_while_held(config, clients, writer, lease, stop, active)
             finally:
                 await ledger.close()
+
+
+class ChartOfAccountsError(RuntimeError):
+    """Mapped accounts disagree with the ledger: the writer refuses to move money until that is fixed."""
+
+
+async def _prepare_accounts(config: Settings, ledger: Ledger) -> None:
+    """As the new active writer: open the operator accounts on every ledger, then verify every mapped
+    account (exists, with the expected ledger, code and flags) — the same check as `pm ledger verify`."""
+    conn = await db.connect(config.database_url)
+    try:
+        await accounts.open_operator_accounts(ledger, conn)
+        problems = await accounts.verify(ledger, conn, operator_currencies=chart.LEDGERS)
+    finally:
+        await conn.close()
+    for problem in problems:
+        log.error("account check: %s %s", problem.kind, problem.detail)
+    if problems:
+        raise ChartOfAccountsError(f"{len(problems)} account problem(s); see `pm ledger verify`")
+    log.info("operator accounts open on %s; every mapped account verified", ", ".join(chart.LEDGERS))
 
 
 async def _write_while_held(

@@ -20,8 +20,9 @@ class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields
     """How long the active writer's Redis lease lives without renewal; a standby takes over within it."""
     lease_key: str = "pm:ledger-writer:lease"
     """One lease per ledger: writers of the same ledger must share it."""
-    migrate_on_start: bool = True
-    """Embedded ledger only: apply pending migrations (schema `ledger`) before opening it."""
+    migrate_on_start: bool = False
+    """Embedded ledger only: apply pending migrations (schema `ledger`) before opening it. Off by
+    default: migrations are a deployment step (`pm migrate`, which `pm up` runs), not a side effect."""
 
     def ledger(self) -> str:
         """The ledger URL: `PM_LEDGER_URL`, else the embedded engine in the fleet's database."""
