@@ -135,204 +135,65 @@ WHERE id = ANY($1::uuid[])
 # ordered index scans merged (an OR would walk the timestamp index across every account's transfers);
 # no transfer has the same account on both sides (§4.2 accounts_must_be_different).
 
-ACCOUNT_TRANSFERS_DEBITS = """
+# Built once from constant fragments (the six variants differ only in side and direction); every
+# value is still a $n parameter.
+_ONE_SIDE = """
 SELECT id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64, user_data_32,
        timeout, ledger, code, flags, timestamp,
        dr_debits_pending, dr_debits_posted, dr_credits_pending, dr_credits_posted,
        cr_debits_pending, cr_debits_posted, cr_credits_pending, cr_credits_posted
 FROM ledger.transfers
-WHERE debit_account_id = $1
+WHERE {side}_account_id = $1
   AND ($2::uuid = '00000000-0000-0000-0000-000000000000'::uuid OR user_data_128 = $2)
   AND ($3::numeric = 0 OR user_data_64 = $3)
   AND ($4::bigint = 0 OR user_data_32 = $4)
   AND ($5::integer = 0 OR code = $5)
   AND timestamp >= $6 AND timestamp <= $7
-ORDER BY timestamp ASC
+ORDER BY timestamp {order}
+LIMIT $8
+"""
+_BOTH_SIDES = """
+SELECT * FROM (({debits}) UNION ALL ({credits})) AS both_sides
+ORDER BY timestamp {order}
 LIMIT $8
 """
 
-ACCOUNT_TRANSFERS_DEBITS_REVERSED = """
-SELECT id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64, user_data_32,
-       timeout, ledger, code, flags, timestamp,
-       dr_debits_pending, dr_debits_posted, dr_credits_pending, dr_credits_posted,
-       cr_debits_pending, cr_debits_posted, cr_credits_pending, cr_credits_posted
-FROM ledger.transfers
-WHERE debit_account_id = $1
-  AND ($2::uuid = '00000000-0000-0000-0000-000000000000'::uuid OR user_data_128 = $2)
-  AND ($3::numeric = 0 OR user_data_64 = $3)
-  AND ($4::bigint = 0 OR user_data_32 = $4)
-  AND ($5::integer = 0 OR code = $5)
-  AND timestamp >= $6 AND timestamp <= $7
-ORDER BY timestamp DESC
-LIMIT $8
-"""
 
-ACCOUNT_TRANSFERS_CREDITS = """
-SELECT id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64, user_data_32,
-       timeout, ledger, code, flags, timestamp,
-       dr_debits_pending, dr_debits_posted, dr_credits_pending, dr_credits_posted,
-       cr_debits_pending, cr_debits_posted, cr_credits_pending, cr_credits_posted
-FROM ledger.transfers
-WHERE credit_account_id = $1
-  AND ($2::uuid = '00000000-0000-0000-0000-000000000000'::uuid OR user_data_128 = $2)
-  AND ($3::numeric = 0 OR user_data_64 = $3)
-  AND ($4::bigint = 0 OR user_data_32 = $4)
-  AND ($5::integer = 0 OR code = $5)
-  AND timestamp >= $6 AND timestamp <= $7
-ORDER BY timestamp ASC
-LIMIT $8
-"""
+def _both(order: str) -> str:
+    return _BOTH_SIDES.format(
+        debits=_ONE_SIDE.format(side="debit", order=order),
+        credits=_ONE_SIDE.format(side="credit", order=order),
+        order=order,
+    )
 
-ACCOUNT_TRANSFERS_CREDITS_REVERSED = """
-SELECT id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64, user_data_32,
-       timeout, ledger, code, flags, timestamp,
-       dr_debits_pending, dr_debits_posted, dr_credits_pending, dr_credits_posted,
-       cr_debits_pending, cr_debits_posted, cr_credits_pending, cr_credits_posted
-FROM ledger.transfers
-WHERE credit_account_id = $1
-  AND ($2::uuid = '00000000-0000-0000-0000-000000000000'::uuid OR user_data_128 = $2)
-  AND ($3::numeric = 0 OR user_data_64 = $3)
-  AND ($4::bigint = 0 OR user_data_32 = $4)
-  AND ($5::integer = 0 OR code = $5)
-  AND timestamp >= $6 AND timestamp <= $7
-ORDER BY timestamp DESC
-LIMIT $8
-"""
 
-ACCOUNT_TRANSFERS_BOTH = """
-SELECT * FROM (
-  (
-    SELECT id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64,
-           user_data_32, timeout, ledger, code, flags, timestamp,
-           dr_debits_pending, dr_debits_posted, dr_credits_pending, dr_credits_posted,
-           cr_debits_pending, cr_debits_posted, cr_credits_pending, cr_credits_posted
-    FROM ledger.transfers
-    WHERE debit_account_id = $1
-      AND ($2::uuid = '00000000-0000-0000-0000-000000000000'::uuid OR user_data_128 = $2)
-      AND ($3::numeric = 0 OR user_data_64 = $3)
-      AND ($4::bigint = 0 OR user_data_32 = $4)
-      AND ($5::integer = 0 OR code = $5)
-      AND timestamp >= $6 AND timestamp <= $7
-    ORDER BY timestamp ASC
-    LIMIT $8
-  )
-  UNION ALL
-  (
-    SELECT id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64,
-           user_data_32, timeout, ledger, code, flags, timestamp,
-           dr_debits_pending, dr_debits_posted, dr_credits_pending, dr_credits_posted,
-           cr_debits_pending, cr_debits_posted, cr_credits_pending, cr_credits_posted
-    FROM ledger.transfers
-    WHERE credit_account_id = $1
-      AND ($2::uuid = '00000000-0000-0000-0000-000000000000'::uuid OR user_data_128 = $2)
-      AND ($3::numeric = 0 OR user_data_64 = $3)
-      AND ($4::bigint = 0 OR user_data_32 = $4)
-      AND ($5::integer = 0 OR code = $5)
-      AND timestamp >= $6 AND timestamp <= $7
-    ORDER BY timestamp ASC
-    LIMIT $8
-  )
-) AS both_sides
-ORDER BY timestamp ASC
-LIMIT $8
-"""
-
-ACCOUNT_TRANSFERS_BOTH_REVERSED = """
-SELECT * FROM (
-  (
-    SELECT id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64,
-           user_data_32, timeout, ledger, code, flags, timestamp,
-           dr_debits_pending, dr_debits_posted, dr_credits_pending, dr_credits_posted,
-           cr_debits_pending, cr_debits_posted, cr_credits_pending, cr_credits_posted
-    FROM ledger.transfers
-    WHERE debit_account_id = $1
-      AND ($2::uuid = '00000000-0000-0000-0000-000000000000'::uuid OR user_data_128 = $2)
-      AND ($3::numeric = 0 OR user_data_64 = $3)
-      AND ($4::bigint = 0 OR user_data_32 = $4)
-      AND ($5::integer = 0 OR code = $5)
-      AND timestamp >= $6 AND timestamp <= $7
-    ORDER BY timestamp DESC
-    LIMIT $8
-  )
-  UNION ALL
-  (
-    SELECT id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64,
-           user_data_32, timeout, ledger, code, flags, timestamp,
-           dr_debits_pending, dr_debits_posted, dr_credits_pending, dr_credits_posted,
-           cr_debits_pending, cr_debits_posted, cr_credits_pending, cr_credits_posted
-    FROM ledger.transfers
-    WHERE credit_account_id = $1
-      AND ($2::uuid = '00000000-0000-0000-0000-000000000000'::uuid OR user_data_128 = $2)
-      AND ($3::numeric = 0 OR user_data_64 = $3)
-      AND ($4::bigint = 0 OR user_data_32 = $4)
-      AND ($5::integer = 0 OR code = $5)
-      AND timestamp >= $6 AND timestamp <= $7
-    ORDER BY timestamp DESC
-    LIMIT $8
-  )
-) AS both_sides
-ORDER BY timestamp DESC
-LIMIT $8
-"""
+ACCOUNT_TRANSFERS_DEBITS = _ONE_SIDE.format(side="debit", order="ASC")
+ACCOUNT_TRANSFERS_DEBITS_REVERSED = _ONE_SIDE.format(side="debit", order="DESC")
+ACCOUNT_TRANSFERS_CREDITS = _ONE_SIDE.format(side="credit", order="ASC")
+ACCOUNT_TRANSFERS_CREDITS_REVERSED = _ONE_SIDE.format(side="credit", order="DESC")
+ACCOUNT_TRANSFERS_BOTH = _both("ASC")
+ACCOUNT_TRANSFERS_BOTH_REVERSED = _both("DESC")
 
 # §6.4: $1-$3 user_data_128/64/32, $4 ledger, $5 code (0 = any), $6/$7 timestamp bounds, $8 limit.
 
-QUERY_ACCOUNTS = """
-SELECT id, debits_pending, debits_posted, credits_pending, credits_posted, user_data_128, user_data_64,
-       user_data_32, ledger, code, flags, timestamp
-FROM ledger.accounts
-WHERE true
-  AND ($1::uuid = '00000000-0000-0000-0000-000000000000'::uuid OR user_data_128 = $1)
+_QUERY = """
+SELECT {columns}
+FROM ledger.{table}
+WHERE ($1::uuid = '00000000-0000-0000-0000-000000000000'::uuid OR user_data_128 = $1)
   AND ($2::numeric = 0 OR user_data_64 = $2)
   AND ($3::bigint = 0 OR user_data_32 = $3)
   AND ($4::bigint = 0 OR ledger = $4)
   AND ($5::integer = 0 OR code = $5)
   AND timestamp >= $6 AND timestamp <= $7
-ORDER BY timestamp ASC
+ORDER BY timestamp {order}
 LIMIT $8
 """
+_ACCOUNT_COLUMNS = """id, debits_pending, debits_posted, credits_pending, credits_posted, user_data_128, user_data_64,
+       user_data_32, ledger, code, flags, timestamp"""
+_TRANSFER_COLUMNS = """id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64,
+       user_data_32, timeout, ledger, code, flags, timestamp"""
 
-QUERY_ACCOUNTS_REVERSED = """
-SELECT id, debits_pending, debits_posted, credits_pending, credits_posted, user_data_128, user_data_64,
-       user_data_32, ledger, code, flags, timestamp
-FROM ledger.accounts
-WHERE true
-  AND ($1::uuid = '00000000-0000-0000-0000-000000000000'::uuid OR user_data_128 = $1)
-  AND ($2::numeric = 0 OR user_data_64 = $2)
-  AND ($3::bigint = 0 OR user_data_32 = $3)
-  AND ($4::bigint = 0 OR ledger = $4)
-  AND ($5::integer = 0 OR code = $5)
-  AND timestamp >= $6 AND timestamp <= $7
-ORDER BY timestamp DESC
-LIMIT $8
-"""
-
-QUERY_TRANSFERS = """
-SELECT id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64, user_data_32,
-       timeout, ledger, code, flags, timestamp
-FROM ledger.transfers
-WHERE true
-  AND ($1::uuid = '00000000-0000-0000-0000-000000000000'::uuid OR user_data_128 = $1)
-  AND ($2::numeric = 0 OR user_data_64 = $2)
-  AND ($3::bigint = 0 OR user_data_32 = $3)
-  AND ($4::bigint = 0 OR ledger = $4)
-  AND ($5::integer = 0 OR code = $5)
-  AND timestamp >= $6 AND timestamp <= $7
-ORDER BY timestamp ASC
-LIMIT $8
-"""
-
-QUERY_TRANSFERS_REVERSED = """
-SELECT id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64, user_data_32,
-       timeout, ledger, code, flags, timestamp
-FROM ledger.transfers
-WHERE true
-  AND ($1::uuid = '00000000-0000-0000-0000-000000000000'::uuid OR user_data_128 = $1)
-  AND ($2::numeric = 0 OR user_data_64 = $2)
-  AND ($3::bigint = 0 OR user_data_32 = $3)
-  AND ($4::bigint = 0 OR ledger = $4)
-  AND ($5::integer = 0 OR code = $5)
-  AND timestamp >= $6 AND timestamp <= $7
-ORDER BY timestamp DESC
-LIMIT $8
-"""
+QUERY_ACCOUNTS = _QUERY.format(columns=_ACCOUNT_COLUMNS, table="accounts", order="ASC")
+QUERY_ACCOUNTS_REVERSED = _QUERY.format(columns=_ACCOUNT_COLUMNS, table="accounts", order="DESC")
+QUERY_TRANSFERS = _QUERY.format(columns=_TRANSFER_COLUMNS, table="transfers", order="ASC")
+QUERY_TRANSFERS_REVERSED = _QUERY.format(columns=_TRANSFER_COLUMNS, table="transfers", order="DESC")
