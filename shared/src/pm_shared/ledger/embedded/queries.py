@@ -188,9 +188,11 @@ WHERE ($1::uuid = '00000000-0000-0000-0000-000000000000'::uuid OR user_data_128 
 ORDER BY timestamp {order}
 LIMIT $8
 """
-_ACCOUNT_COLUMNS = """id, debits_pending, debits_posted, credits_pending, credits_posted, user_data_128, user_data_64,
+_ACCOUNT_COLUMNS = """
+       id, debits_pending, debits_posted, credits_pending, credits_posted, user_data_128, user_data_64,
        user_data_32, ledger, code, flags, timestamp"""
-_TRANSFER_COLUMNS = """id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64,
+_TRANSFER_COLUMNS = """
+       id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64,
        user_data_32, timeout, ledger, code, flags, timestamp"""
 
 QUERY_ACCOUNTS = _QUERY.format(columns=_ACCOUNT_COLUMNS, table="accounts", order="ASC")
