@@ -1,37 +1,104 @@
-"""Benchmark of the embedded ledger engine alone: full-batch `create_transfers`, in a throw-away database.
+"""Benchmark of the ledger: the bare embedded engine, and the real ledger-writer that drives it.
 
-Commands of 1, 2 (one linked chain) and 10 transfers are packed the way the ledger-writer packs
-them, into requests of up to 8189 events, and submitted back to back; the figure is transfers per
-second over the whole run (goal on a 2-core machine: ≥ 20,000/s).
+Both run in one throw-away database, migrated for the occasion and dropped afterwards.
+
+- Bare: commands of 1, 2 (one linked chain) and 10 transfers are packed the way the ledger-writer
+  packs them, into requests of up to 8189 events, and submitted back to back with full-batch
+  `create_transfers` (goal on a 2-core machine: ≥ 20,000 transfers/s).
+- Through the writer: `python -m pm_ledger_writer` runs as a real process on that database and on
+  Redis database 14 of the given server (reserved for this benchmark; only its `{pm:ledger:*` keys
+  are deleted, before and after). The benchmark publishes the same kinds of commands on
+  `pm:ledger:commands` in chunks (waiting out back-pressure) and, as the orchestrator would, reads
+  and acks the results on `pm:ledger:results`; every result must be `ok`. The figure is transfers
+  per second from the first publish to the last result (goal: ≥ 60 % of the bare engine).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import os
 import secrets
+import signal
+import socket
+import sys
+import tempfile
 import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
+from typing import IO
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import msgspec
 import tigerbeetle as tb
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
+from pm_shared import messages
 from pm_shared.db import drop_database, ensure_database, migrate
 from pm_shared.db.pool import with_database
-from pm_shared.ledger import BATCH_MAX, open_ledger
+from pm_shared.ledger import BATCH_MAX, Ledger, open_ledger
+from pm_shared.settings import CommonSettings
+from pm_shared.streams import BackPressureError, Publisher, connect, stream_key
+from pm_shared.streams.names import GROUP_ORCHESTRATOR, LEDGER_COMMANDS, LEDGER_RESULTS
+from pm_shared.streams.publisher import PAYLOAD_FIELD
 
 GOAL = 20_000
+WRITER_GOAL = 0.60
 ACCOUNTS = 1_000
+SIZES = (1, 2, 10)
+THB = 764
+
+REDIS_DB = 14
+"""The Redis logical database reserved for the benchmark's ledger-writer."""
+LEASE_KEY = "pm:bench:ledger-writer:lease"
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+RESULTS_TIMEOUT_S = 60.0
+"""Longest wait without a single new result before the run is declared stuck."""
+PUBLISH_CHUNK = 1_000
+BACKPRESSURE_SLEEP_S = 0.002
+READ_COUNT = 2_000
+
+_results = msgspec.json.Decoder(messages.LedgerResult)
 
 
 @dataclass(frozen=True)
-class LedgerResult:
-    name: str
+class Throughput:
     transfers: int
     seconds: float
 
     @property
     def rate(self) -> float:
         return self.transfers / self.seconds
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One command size: the bare engine and, when it ran, the ledger-writer driving it."""
+
+    per_command: int
+    bare: Throughput
+    writer: Throughput | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        return None if self.writer is None else self.writer.rate / self.bare.rate
+
+
+# --- bare engine --------------------------------------------------------------------------------
+
+
+def _legs(accounts: list[int], per_command: int, n: int) -> Iterator[tuple[int, int, bool]]:
+    """(debit, credit, linked) of each transfer of the command starting at transfer number `n`."""
+    for leg in range(per_command):
+        debit, credit = accounts[(n + leg) % len(accounts)], accounts[(n + leg + 1) % len(accounts)]
+        yield debit, credit, leg < per_command - 1
 
 
 def _requests(accounts: list[int], per_command: int, total: int) -> list[list[tb.Transfer]]:
@@ -41,25 +108,249 @@ def _requests(accounts: list[int], per_command: int, total: int) -> list[list[tb
     while n < total:
         if len(requests[-1]) + per_command > BATCH_MAX:
             requests.append([])
-        for leg in range(per_command):
-            debit, credit = accounts[(n + leg) % len(accounts)], accounts[(n + leg + 1) % len(accounts)]
-            linked = tb.TransferFlags.LINKED if leg < per_command - 1 else tb.TransferFlags.NONE
+        for debit, credit, linked in _legs(accounts, per_command, n):
             requests[-1].append(
                 tb.Transfer(
                     id=tb.id(),
                     debit_account_id=debit,
                     credit_account_id=credit,
                     amount=1,
-                    ledger=764,
+                    ledger=THB,
                     code=1,
-                    flags=linked,
+                    flags=tb.TransferFlags.LINKED if linked else tb.TransferFlags.NONE,
                 )
             )
         n += per_command
     return requests
 
 
-async def run(server_dsn: str, transfers: int) -> list[LedgerResult]:
+async def _bare(ledger: Ledger, accounts: list[int], per_command: int, total: int) -> Throughput:
+    requests = _requests(accounts, per_command, total)
+    started = time.perf_counter()
+    for request in requests:
+        statuses = {r.status for r in await ledger.create_transfers(request)}
+        if statuses != {tb.CreateTransferStatus.CREATED}:
+            raise RuntimeError(f"benchmark transfers failed: {statuses}")
+    elapsed = time.perf_counter() - started
+    return Throughput(sum(len(r) for r in requests), elapsed)
+
+
+# --- through the ledger-writer ------------------------------------------------------------------
+
+
+def bench_redis_url(url: str) -> str:
+    """The server of `url`, database `REDIS_DB`."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "db"]
+    if parts.scheme == "unix":
+        return urlunsplit(parts._replace(query=urlencode([*query, ("db", str(REDIS_DB))])))
+    return urlunsplit(parts._replace(path=f"/{REDIS_DB}", query=urlencode(query)))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+async def _delete_ledger_streams(redis: Redis) -> None:
+    keys = [k async for k in redis.scan_iter(match="{pm:ledger:*")]
+    if keys:
+        await redis.delete(*keys)
+
+
+def _tail(log: IO[bytes], lines: int = 20) -> str:
+    log.flush()
+    log.seek(0)
+    return "\n".join(log.read().decode(errors="replace").splitlines()[-lines:])
+
+
+@contextlib.asynccontextmanager
+async def _writer_process(
+    database_url: str, redis_url: str, extra_env: Mapping[str, str]
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A real ledger-writer, ready (the active writer, consuming); SIGTERM (else SIGKILL) on exit."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PM_")}
+    env.update(
+        {
+            "PM_REDIS_URL": redis_url,
+            "PM_DATABASE_URL": database_url,
+            "PM_CONSUMER_NAME": f"pm-bench-{secrets.token_hex(4)}",
+            "PM_LOG_LEVEL": "WARNING",
+            "PM_LEDGER_WRITER_PORT": str(port),
+            "PM_LEDGER_WRITER_LEASE_KEY": LEASE_KEY,
+            **extra_env,
+        }
+    )
+    with tempfile.TemporaryFile() as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "pm_ledger_writer",
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=log,
+        )
+        try:
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while await asyncio.to_thread(_status, f"http://127.0.0.1:{port}/readyz") != 200:
+                if process.returncode is not None:
+                    raise RuntimeError(f"the ledger-writer exited with {process.returncode}:\n{_tail(log)}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the ledger-writer not ready after {READY_TIMEOUT_S:g}s:\n{_tail(log)}"
+                    )
+                await asyncio.sleep(0.05)
+            yield process
+        finally:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+                except TimeoutError:
+                    process.kill()
+                    await process.wait()
+
+
+def _commands(accounts: list[int], per_command: int, total: int) -> list[messages.LedgerCommand]:
+    commands = []
+    produced_at = messages.now()
+    for n in range(0, total, per_command):
+        transfers = [
+            messages.LedgerTransfer(
+                id=tb.id(),
+                debit_account_id=debit,
+                credit_account_id=credit,
+                amount=1,
+                ledger=THB,
+                code=1,
+                flags=int(tb.TransferFlags.LINKED) if linked else 0,
+            )
+            for debit, credit, linked in _legs(accounts, per_command, n)
+        ]
+        commands.append(
+            messages.LedgerCommand(
+                intent_id=f"bench_{n}",
+                message_id=messages.new_message_id(),
+                produced_at=produced_at,
+                step="bench",
+                transfers=transfers,
+            )
+        )
+    return commands
+
+
+async def _publish(publisher: Publisher, commands: list[messages.LedgerCommand]) -> None:
+    for start in range(0, len(commands), PUBLISH_CHUNK):
+        chunk = commands[start : start + PUBLISH_CHUNK]
+        while True:
+            try:
+                await publisher.publish_many(LEDGER_COMMANDS, chunk)
+                break
+            except BackPressureError:
+                await asyncio.sleep(BACKPRESSURE_SLEEP_S)
+
+
+async def _collect(reader: Redis, expected: set[str], writer: asyncio.subprocess.Process) -> None:
+    """Read and ack results as the orchestrator would, until every command in `expected` has one."""
+    key = stream_key(LEDGER_RESULTS.name, 0)
+    consumer = f"pm-bench-{secrets.token_hex(4)}"
+    missing = set(expected)
+    last_progress = time.monotonic()
+    while missing:
+        reply: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None = await reader.xreadgroup(  # type: ignore[assignment]
+            GROUP_ORCHESTRATOR, consumer, {key: ">"}, count=READ_COUNT, block=500
+        )
+        entries = [entry for _, stream_entries in reply or [] for entry in stream_entries]
+        if not entries:
+            if writer.returncode is not None:
+                raise RuntimeError(f"the ledger-writer exited with {writer.returncode} during the run")
+            if time.monotonic() - last_progress > RESULTS_TIMEOUT_S:
+                raise RuntimeError(f"{len(missing)} of {len(expected)} results did not arrive")
+            continue
+        last_progress = time.monotonic()
+        for _, fields in entries:
+            result = _results.decode(fields[PAYLOAD_FIELD])
+            if result.command_id not in expected:
+                continue  # a late repeat of an earlier run's result
+            if not result.ok:
+                raise RuntimeError(f"benchmark command failed through the writer: {result}")
+            missing.discard(result.command_id)
+        await reader.xack(key, GROUP_ORCHESTRATOR, *[entry_id for entry_id, _ in entries])
+
+
+async def _through_writer(
+    publisher: Publisher,
+    reader: Redis,
+    writer: asyncio.subprocess.Process,
+    accounts: list[int],
+    per_command: int,
+    total: int,
+) -> Throughput:
+    commands = _commands(accounts, per_command, total)
+    collector = asyncio.create_task(_collect(reader, {c.message_id for c in commands}, writer))
+    started = time.perf_counter()
+    try:
+        await _publish(publisher, commands)
+        await collector
+    finally:
+        collector.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await collector
+    elapsed = time.perf_counter() - started
+    return Throughput(sum(len(c.transfers) for c in commands), elapsed)
+
+
+async def _writer_runs(
+    database_url: str, redis_url: str, accounts: list[int], transfers: int, extra_env: Mapping[str, str]
+) -> list[Throughput]:
+    url = bench_redis_url(redis_url)
+    redis = connect(url, name="pm-bench")
+    reader = connect(url, blocking_reads=True, name="pm-bench-reader")
+    try:
+        await _delete_ledger_streams(redis)
+        try:
+            async with _writer_process(database_url, url, extra_env) as writer:
+                # The writer provisioned the streams and groups when it became active.
+                publisher = Publisher(redis)
+                return [
+                    await _through_writer(publisher, reader, writer, accounts, per_command, transfers)
+                    for per_command in SIZES
+                ]
+        finally:
+            with contextlib.suppress(ResponseError):
+                await _delete_ledger_streams(redis)
+    finally:
+        await reader.aclose()
+        await redis.aclose()
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+async def run(
+    server_dsn: str,
+    transfers: int,
+    redis_url: str | None = None,
+    writer_env: Mapping[str, str] | None = None,
+) -> list[LedgerRow]:
+    """Bare figures for commands of 1, 2 and 10 transfers; with `redis_url`, through the writer too.
+
+    `writer_env`: extra `PM_*` variables for the writer (it gets none from this environment).
+    """
     dsn = with_database(server_dsn, f"pm_bench_{secrets.token_hex(4)}")
     await ensure_database(dsn)
     try:
@@ -69,35 +360,61 @@ async def run(server_dsn: str, transfers: int) -> list[LedgerResult]:
             accounts = [tb.id() for _ in range(ACCOUNTS)]
             for start in range(0, ACCOUNTS, BATCH_MAX):
                 chunk = accounts[start : start + BATCH_MAX]
-                await ledger.create_accounts([tb.Account(id=i, ledger=764, code=1) for i in chunk])
-            results = []
-            for per_command in (1, 2, 10):
-                requests = _requests(accounts, per_command, transfers)
-                started = time.perf_counter()
-                for request in requests:
-                    statuses = {r.status for r in await ledger.create_transfers(request)}
-                    if statuses != {tb.CreateTransferStatus.CREATED}:
-                        raise RuntimeError(f"benchmark transfers failed: {statuses}")
-                elapsed = time.perf_counter() - started
-                count = sum(len(r) for r in requests)
-                results.append(LedgerResult(f"embedded engine, commands of {per_command}", count, elapsed))
-            return results
+                await ledger.create_accounts([tb.Account(id=i, ledger=THB, code=1) for i in chunk])
+            bare = [await _bare(ledger, accounts, per_command, transfers) for per_command in SIZES]
         finally:
+            # The writer must be the ledger's only writer while it runs.
             await ledger.close()
+        if redis_url is None:
+            return [LedgerRow(size, b) for size, b in zip(SIZES, bare, strict=True)]
+        through = await _writer_runs(dsn, redis_url, accounts, transfers, writer_env or {})
+        return [LedgerRow(size, b, w) for size, b, w in zip(SIZES, bare, through, strict=True)]
     finally:
         await drop_database(dsn)
 
 
-def report(results: list[LedgerResult], console: Console) -> bool:
-    table = Table(title=f"Embedded ledger engine, bare create_transfers (requests of ≤ {BATCH_MAX} events)")
-    table.add_column("benchmark")
-    table.add_column("transfers", justify="right")
-    table.add_column("transfers/s", justify="right")
-    table.add_column(f"goal ≥ {GOAL:,}/s")
-    ok = True
-    for r in results:
-        met = r.rate >= GOAL
-        ok &= met
-        table.add_row(r.name, f"{r.transfers:,}", f"{r.rate:,.0f}", "met" if met else "MISSED")
-    console.print(table)
-    return ok
+def goals_met(rows: list[LedgerRow]) -> bool:
+    return all(row.bare.rate >= GOAL and (row.ratio is None or row.ratio >= WRITER_GOAL) for row in rows)
+
+
+def table(rows: list[LedgerRow]) -> Table:
+    """Per command size: bare transfers/s, through the writer, and the ratio, each against its goal."""
+    batch = CommonSettings().stream_batch_size
+    result = Table(
+        title="Ledger: bare embedded engine beside the ledger-writer driving it (transfers/s)",
+        caption=Text(
+            f"bare: full-batch create_transfers, requests of ≤ {BATCH_MAX} events; writer: the real "
+            f"process with default settings (reads of {batch} commands), commands in on "
+            f"{LEDGER_COMMANDS.name}, results out on {LEDGER_RESULTS.name}, first publish to last result"
+        ),  # Text: no markup or emoji codes (`pm:ledger:` is not an emoji)
+    )
+    result.add_column("transfers per command")
+    result.add_column("transfers", justify="right")
+    result.add_column("bare", justify="right")
+    result.add_column(f"goal ≥ {GOAL:,}/s")
+    result.add_column("through the writer", justify="right")
+    result.add_column("writer / bare", justify="right")
+    result.add_column(f"goal ≥ {WRITER_GOAL:.0%}")
+    for row in rows:
+        cells = [
+            f"{row.per_command}" + (" (linked)" if row.per_command > 1 else ""),
+            f"{row.bare.transfers:,}",
+            f"{row.bare.rate:,.0f}",
+            "met" if row.bare.rate >= GOAL else "MISSED",
+        ]
+        if row.writer is None or row.ratio is None:
+            cells += ["—", "—", "—"]
+        else:
+            cells += [
+                f"{row.writer.rate:,.0f}",
+                f"{row.ratio:.0%}",
+                "met" if row.ratio >= WRITER_GOAL else "MISSED",
+            ]
+        result.add_row(*cells)
+    return result
+
+
+def report(rows: list[LedgerRow], console: Console) -> bool:
+    """Print the table on `console`; True when every goal was met."""
+    console.print(table(rows))
+    return goals_met(rows)
