@@ -43,7 +43,6 @@ from pm_shared import messages
 from pm_shared.db import drop_database, ensure_database, migrate
 from pm_shared.db.pool import with_database
 from pm_shared.ledger import BATCH_MAX, Ledger, open_ledger
-from pm_shared.settings import CommonSettings
 from pm_shared.streams import BackPressureError, Publisher, connect, stream_key
 from pm_shared.streams.names import GROUP_ORCHESTRATOR, LEDGER_COMMANDS, LEDGER_RESULTS
 from pm_shared.streams.publisher import PAYLOAD_FIELD
@@ -379,12 +378,11 @@ def goals_met(rows: list[LedgerRow]) -> bool:
 
 def table(rows: list[LedgerRow]) -> Table:
     """Per command size: bare transfers/s, through the writer, and the ratio, each against its goal."""
-    batch = CommonSettings().stream_batch_size
     result = Table(
         title="Ledger: bare embedded engine beside the ledger-writer driving it (transfers/s)",
         caption=Text(
             f"bare: full-batch create_transfers, requests of ≤ {BATCH_MAX} events; writer: the real "
-            f"process with default settings (reads of {batch} commands), commands in on "
+            "process with its default settings, commands in on "
             f"{LEDGER_COMMANDS.name}, results out on {LEDGER_RESULTS.name}, first publish to last result"
         ),  # Text: no markup or emoji codes (`pm:ledger:` is not an emoji)
     )

@@ -16,6 +16,9 @@ PREFIX = "LEDGER_WRITER_"
 
 class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
     port: Port = 9102
+    # The writer's throughput comes from large ledger requests: read up to this many commands at once
+    # (BLOCK still returns as soon as one is there, so a quiet stream costs no latency).
+    stream_batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 2_000
     lease_ms: Annotated[int, msgspec.Meta(ge=300)] = 10_000
     """How long the active writer's Redis lease lives without renewal; a standby takes over within it."""
     lease_key: str = "pm:ledger-writer:lease"
