@@ -126,10 +126,9 @@ class Publisher:
             ids = await pipe.execute()
         for key, entry_id in zip(keys, ids, strict=True):
             if entry_id is None:
-                raise StreamMissingError(
-                    f"stream {key} does not exist; provision it first (pm migrate / pm up)"
-                )
-            metrics.PUBLISHED.labels(key).inc()
+                raise StreamMissingError(key)
+        for key, count in wanted.items():
+            metrics.PUBLISHED.labels(key).inc(count)
         return [as_str(i) for i in ids]
 
     async def add(self, key: str, fields: dict[bytes, bytes]) -> str:
