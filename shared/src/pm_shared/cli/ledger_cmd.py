@@ -105,13 +105,8 @@ def _targets(database_url: str | None, ledger_url: str | None) -> _Targets:
 
 
 async def _open_ledger(url: str, *, write: bool) -> Ledger:
-    target = urls.parse(url)
-    if isinstance(target, urls.EmbeddedUrl) and not write:
-        # Read-only: only the ledger-writer writes, and a read must not run the expiry pulse.
-        from pm_shared.ledger.embedded import EmbeddedLedger
-
-        return await EmbeddedLedger.open(target.dsn, max_size=1, readonly=True)
-    return await open_ledger(url)
+    # Read-only unless writing: only the ledger-writer writes, and a read must not run the expiry pulse.
+    return await open_ledger(url, readonly=not write)
 
 
 def _ledger_unreachable(targets: _Targets, exc: BaseException) -> _Unreachable:

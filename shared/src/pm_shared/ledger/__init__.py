@@ -16,24 +16,29 @@ from pm_shared.ledger.urls import EmbeddedUrl, LedgerUrlError, TigerBeetleUrl, p
 __all__ = ["BATCH_MAX", "Ledger", "LedgerSync", "LedgerUrlError", "open_ledger", "open_ledger_sync"]
 
 
-async def open_ledger(url: str) -> Ledger:
-    """The async ledger at `url`; close it with `await ledger.close()`."""
+async def open_ledger(url: str, *, readonly: bool = False) -> Ledger:
+    """The async ledger at `url`; close it with `await ledger.close()`.
+
+    `readonly`: for everything but the ledger writer (DESIGN §6). The embedded engine then refuses
+    writes and never runs its expiry pulse; a TigerBeetle client is unaffected (the cluster itself
+    serialises writers).
+    """
     target = parse(url)
     if isinstance(target, TigerBeetleUrl):
         return tb.ClientAsync(cluster_id=target.cluster_id, replica_addresses=target.addresses)
-    return await _open_embedded(target)
+    return await _open_embedded(target, readonly)
 
 
-def open_ledger_sync(url: str) -> LedgerSync:
+def open_ledger_sync(url: str, *, readonly: bool = False) -> LedgerSync:
     """The synchronous ledger at `url` (a context manager; or call `close()`)."""
     target = parse(url)
     if isinstance(target, TigerBeetleUrl):
         return tb.ClientSync(cluster_id=target.cluster_id, replica_addresses=target.addresses)
-    return SyncLedger(lambda: _open_embedded(target))
+    return SyncLedger(lambda: _open_embedded(target, readonly))
 
 
-async def _open_embedded(target: EmbeddedUrl) -> Ledger:
+async def _open_embedded(target: EmbeddedUrl, readonly: bool) -> Ledger:
     # Imported here: the engine pulls in asyncpg machinery a TigerBeetle deployment never needs.
     from pm_shared.ledger.embedded import EmbeddedLedger
 
-    return await EmbeddedLedger.open(target.dsn)
+    return await EmbeddedLedger.open(target.dsn, readonly=readonly)
