@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
 import pytest
 from redis.asyncio import Redis
 
@@ -13,7 +14,7 @@ from pm_shared.streams.connection import as_str
 from pm_shared.streams.names import stream_key
 from pm_shared.streams.provision import ensure_group, provision
 from pm_shared.streams.stats import groups, outstanding
-from pm_shared.testing.worker import probe
+from pm_shared.testing.worker import Probe, probe
 
 
 async def test_refuses_before_outstanding_reaches_maxlen_and_nothing_unacked_is_trimmed(
@@ -107,3 +108,25 @@ async def test_provisioning_is_idempotent(redis: Redis, stream_name: str) -> Non
     assert await provision(redis, 2, [spec]) == 4
     assert await provision(redis, 2, [spec]) == 0
     assert {g.name for g in await groups(redis, stream_key(stream_name, 1))} == {"a", "b"}
+
+
+async def test_publish_many_keeps_the_callers_order_across_partitions(redis: Redis, stream_name: str) -> None:
+    publisher = Publisher(redis, partitions=3, maxlen=10_000)
+    for p in range(3):
+        await ensure_group(redis, stream_key(stream_name, p), "downstream")
+    messages = [probe(i, intent_id=f"intent-{i}") for i in range(2_500)]  # more than one script call per key
+    ids = await publisher.publish_many(stream_name, messages)
+    for message, entry_id in zip(messages, ids, strict=True):
+        key = publisher.key_for(stream_name, message.intent_id)
+        found: Any = await redis.xrange(key, min=entry_id, max=entry_id)
+        ((_, fields),) = found
+        assert msgspec.json.decode(fields[b"m"], type=Probe) == message
+
+
+async def test_publish_many_to_an_unprovisioned_stream_fails_and_creates_nothing(
+    redis: Redis, stream_name: str
+) -> None:
+    publisher = Publisher(redis, maxlen=100)
+    with pytest.raises(StreamMissingError):
+        await publisher.publish_many(stream_name, [probe(1), probe(2)])
+    assert not await redis.exists(stream_key(stream_name, 0))

@@ -218,7 +218,7 @@ class Bench:
         )
         results.append(
             Result(
-                "publisher, pipelines of 100 (msg/s)",
+                "publisher, batches of 100 (publish_many: one script call) vs a raw pipeline (msg/s)",
                 await self.best(lambda: self.publish_rounds(self.runtime_publish_many)),
                 await self.best(lambda: self.publish_rounds(self.raw_pipeline)),
             )

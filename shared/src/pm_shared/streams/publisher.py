@@ -30,6 +30,18 @@ RECHECK_S = 0.01
 
 _encoder = msgspec.json.Encoder()
 
+# XADD of many payloads to one stream in one call (NOMKSTREAM for all: nothing when the stream is
+# missing). Entries per call are bounded so one call never holds Redis for long.
+_ADD_MANY = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local ids = {}
+for i = 2, #ARGV do
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[i])
+end
+return ids
+"""
+SCRIPT_CHUNK = 1_000
+
 
 def encode(message: Message) -> bytes:
     return _encoder.encode(message)
@@ -61,6 +73,7 @@ class Publisher:
         self.retry_after_s = retry_after_s
         self._readings: dict[str, _Reading] = {}
         self._refreshing: dict[str, asyncio.Future[_Reading]] = {}
+        self._add_many = redis.register_script(_ADD_MANY)
 
     def key_for(self, stream: StreamSpec | str, intent_id: str) -> str:
         name = stream if isinstance(stream, str) else stream.name
@@ -107,29 +120,29 @@ class Publisher:
         return await self.add(key, {PAYLOAD_FIELD: encode(message)})
 
     async def publish_many(self, stream: StreamSpec | str, messages: Sequence[Message]) -> list[str]:
-        """Add many messages in one pipeline; all are admitted before any is sent."""
-        keys = [self.key_for(stream, m.intent_id) for m in messages]
-        wanted: dict[str, int] = {}
-        for key in keys:
-            wanted[key] = wanted.get(key, 0) + 1
-        for key, count in wanted.items():
-            await self.admit(key, count)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for key, message in zip(keys, messages, strict=True):
-                pipe.xadd(
-                    key,
-                    {PAYLOAD_FIELD: encode(message)},
-                    maxlen=self.maxlen,
-                    approximate=True,
-                    nomkstream=True,
+        """Add many messages, one script call per partition and chunk; all are admitted before any is sent.
+
+        A script rather than a pipeline of XADDs: redis-py packs every pipelined command on its own,
+        which costs about 13 µs per entry against about 3 µs for one call carrying all payloads.
+        """
+        by_key: dict[str, list[int]] = {}
+        for index, message in enumerate(messages):
+            by_key.setdefault(self.key_for(stream, message.intent_id), []).append(index)
+        for key, indexes in by_key.items():
+            await self.admit(key, len(indexes))
+        ids: list[str] = [""] * len(messages)
+        for key, indexes in by_key.items():
+            for start in range(0, len(indexes), SCRIPT_CHUNK):
+                chunk = indexes[start : start + SCRIPT_CHUNK]
+                added = await self._add_many(
+                    keys=[key], args=[self.maxlen, *(encode(messages[i]) for i in chunk)]
                 )
-            ids = await pipe.execute()
-        for key, entry_id in zip(keys, ids, strict=True):
-            if entry_id is None:
-                raise StreamMissingError(key)
-        for key, count in wanted.items():
-            metrics.PUBLISHED.labels(key).inc(count)
-        return [as_str(i) for i in ids]
+                if not added:
+                    raise StreamMissingError(key)
+                for index, entry_id in zip(chunk, added, strict=True):
+                    ids[index] = as_str(entry_id)
+            metrics.PUBLISHED.labels(key).inc(len(indexes))
+        return ids
 
     async def add(self, key: str, fields: dict[bytes, bytes]) -> str:
         """XADD already-admitted `fields` to `key`."""
