@@ -155,7 +155,28 @@ async def consume(
     ready: ReadyCheck | None = None,
 ) -> None:
     """Serve health/metrics, provision streams, and run one consumer per subscription until `stop`."""
-    consumers = [
+    consumers = consumers_for(settings, clients, group=group, consumer=consumer, subscriptions=subscriptions)
+
+    async def is_ready() -> bool:
+        if not all(c.ready.is_set() for c in consumers) or stop.is_set():
+            return False
+        await clients.commands.ping()
+        return await ready() if ready is not None else True
+
+    async with health.serve(host, port, is_ready):
+        await run_consumers_until(settings, clients, consumers, stop)
+
+
+def consumers_for(
+    settings: CommonSettings,
+    clients: RedisClients,
+    *,
+    group: str,
+    consumer: str,
+    subscriptions: list[Subscription],
+) -> list[Consumer[Any]]:
+    """One consumer per subscription, configured from the settings."""
+    return [
         Consumer.from_settings(
             settings,
             redis=clients.commands,
@@ -170,19 +191,17 @@ async def consume(
         for sub in subscriptions
     ]
 
-    async def is_ready() -> bool:
-        if not all(c.ready.is_set() for c in consumers) or stop.is_set():
-            return False
-        await clients.commands.ping()
-        return await ready() if ready is not None else True
 
-    async with health.serve(host, port, is_ready):
-        if not await _provision(clients.commands, settings.stream_partitions, stop):
-            return
-        async with asyncio.TaskGroup() as tasks:
-            for c in consumers:
-                tasks.create_task(c.run(stop))
-            tasks.create_task(monitor.poll(clients.commands, [k for c in consumers for k in c.keys], stop))
+async def run_consumers_until(
+    settings: CommonSettings, clients: RedisClients, consumers: list[Consumer[Any]], stop: asyncio.Event
+) -> None:
+    """Provision the streams (waiting for Redis), then run `consumers` and the stream gauges until `stop`."""
+    if not await _provision(clients.commands, settings.stream_partitions, stop):
+        return
+    async with asyncio.TaskGroup() as tasks:
+        for c in consumers:
+            tasks.create_task(c.run(stop))
+        tasks.create_task(monitor.poll(clients.commands, [k for c in consumers for k in c.keys], stop))
 
 
 async def _provision(redis: Redis, partitions: int, stop: asyncio.Event) -> bool:

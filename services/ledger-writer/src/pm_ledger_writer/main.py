@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -20,9 +21,8 @@ from pm_ledger_writer.writer import Writer
 from pm_shared import db, health
 from pm_shared.ledger import Ledger, accounts, chart, open_ledger
 from pm_shared.ledger.urls import EmbeddedUrl, parse
-from pm_shared.messages import LedgerCommand
-from pm_shared.runtime import RedisClients, redis_clients, run_service
-from pm_shared.streams import Consumer, Publisher, monitor, provision
+from pm_shared.runtime import RedisClients, consumers_for, redis_clients, run_consumers_until, run_service
+from pm_shared.streams import Consumer, Publisher
 from pm_shared.streams.names import GROUP_LEDGER_WRITER
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def run() -> None:
 async def serve(config: Settings, stop: asyncio.Event) -> None:
     async with redis_clients(config, SERVICE) as clients:
         lease = Lease(clients.commands, config.lease_key, config.lease_ms)
-        active: list[Consumer[LedgerCommand]] = []
+        active: list[Consumer[Any]] = []
 
         async def is_ready() -> bool:
             # Ready = the active writer, reading new commands; a standby is alive (healthz) but not ready.
@@ -91,34 +91,22 @@ async def _write_while_held(
     writer: Writer,
     lease: Lease,
     stop: asyncio.Event,
-    active: list[Consumer[LedgerCommand]],
+    active: list[Consumer[Any]],
 ) -> None:
     """Consume until SIGTERM (release the lease for the standby) or until the lease is lost."""
     halt = asyncio.Event()  # set by SIGTERM or by a lost lease: either way, stop consuming now
-    consumers = [
-        Consumer.from_settings(
-            config,
-            redis=clients.commands,
-            reader=clients.reader,
-            stream=sub.stream,
-            group=GROUP_LEDGER_WRITER,
-            consumer=config.consumer(SERVICE),
-            decoder=sub.decoder,
-            handle_batch=sub.handle_batch,
-        )
-        for sub in handlers.subscriptions(writer)
-    ]
+    consumers = consumers_for(
+        config,
+        clients,
+        group=GROUP_LEDGER_WRITER,
+        consumer=config.consumer(SERVICE),
+        subscriptions=handlers.subscriptions(writer),
+    )
     active[:] = consumers
     keeper = asyncio.create_task(lease.keep(halt))
     relay = asyncio.create_task(_set_when(stop, halt))
     try:
-        if await _provision(clients, config.stream_partitions, halt):
-            async with asyncio.TaskGroup() as tasks:
-                for consumer in consumers:
-                    tasks.create_task(consumer.run(halt))
-                tasks.create_task(
-                    monitor.poll(clients.commands, [k for c in consumers for k in c.keys], halt)
-                )
+        await run_consumers_until(config, clients, consumers, halt)
     finally:
         active.clear()
         keeper.cancel()
@@ -140,22 +128,6 @@ async def _write_while_held(
 async def _set_when(source: asyncio.Event, target: asyncio.Event) -> None:
     await source.wait()
     target.set()
-
-
-async def _provision(clients: RedisClients, partitions: int, halt: asyncio.Event) -> bool:
-    """Create the streams and groups (idempotent), waiting for Redis; False when halted first."""
-    backoff = 0.5
-    while not halt.is_set():
-        try:
-            await provision(clients.commands, partitions)
-            return True
-        except RedisError as exc:
-            log.warning("Redis unreachable (%s); provisioning again in %.1fs", exc, backoff)
-            try:
-                await asyncio.wait_for(halt.wait(), backoff)
-            except TimeoutError:
-                backoff = min(backoff * 2, 10.0)
-    return False
 
 
 async def _open_ledger(config: Settings, stop: asyncio.Event) -> Ledger | None:
