@@ -317,6 +317,79 @@ async def test_stop_finishes_the_batch_in_hand_and_acks_it(
     assert await pending(redis, key) == 0
 
 
+async def test_batches_in_flight_overlap_and_each_is_acked_when_done(
+    redis: Redis, reader: Redis, stream_name: str, key: str
+) -> None:
+    await Publisher(redis).publish_many(stream_name, [probe(i) for i in range(30)])
+    release = asyncio.Event()
+    running = peak = 0
+    handled: list[int] = []
+
+    async def handle_batch(batch: Sequence[Delivery[Probe]]) -> None:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        if batch[0].message.seq == 0:
+            await release.wait()  # the first batch is held until the ones after it were handed over
+        handled.extend(d.message.seq for d in batch)
+        running -= 1
+
+    consumer = make_consumer(
+        redis, reader, stream_name, handle_batch=handle_batch, count=10, batches_in_flight=2
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    try:
+        # The batches after the first were read, handled and acked while it was still in hand.
+        await eventually(lambda: _true(sorted(handled) == list(range(10, 30))))
+        await eventually(lambda: _later(pending(redis, key), 10))
+        assert peak == 2
+        release.set()
+        await eventually(lambda: _true(len(handled) == 30))
+        await eventually(lambda: _later(pending(redis, key), 0))
+    finally:
+        release.set()
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    assert sorted(handled) == list(range(30))
+    assert peak == 2
+
+
+async def test_stop_finishes_every_batch_in_flight(
+    redis: Redis, reader: Redis, stream_name: str, key: str
+) -> None:
+    await Publisher(redis).publish_many(stream_name, [probe(i) for i in range(20)])
+    stop = asyncio.Event()
+    started: list[int] = []
+    finished: list[int] = []
+
+    async def handle_batch(batch: Sequence[Delivery[Probe]]) -> None:
+        started.append(batch[0].message.seq)
+        await asyncio.sleep(0.3)
+        finished.extend(d.message.seq for d in batch)
+
+    consumer = make_consumer(
+        redis, reader, stream_name, handle_batch=handle_batch, count=10, batches_in_flight=2
+    )
+    task = asyncio.create_task(consumer.run(stop))
+    await eventually(lambda: _true(len(started) == 2))
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    assert sorted(finished) == list(range(20))
+    assert await pending(redis, key) == 0
+
+
+def test_batches_in_flight_needs_a_batch_handler(redis: Redis, reader: Redis, stream_name: str) -> None:
+    with pytest.raises(ValueError, match="batches_in_flight"):
+        make_consumer(redis, reader, stream_name, handle=_noop, batches_in_flight=2)
+    with pytest.raises(ValueError, match="batches_in_flight"):
+        make_consumer(redis, reader, stream_name, handle_batch=_noop_batch, batches_in_flight=0)
+
+
+async def _noop_batch(batch: Sequence[Delivery[Probe]]) -> None:
+    pass
+
+
 async def test_concurrency_is_bounded(redis: Redis, reader: Redis, stream_name: str, key: str) -> None:
     await Publisher(redis).publish_many(stream_name, [probe(i) for i in range(40)])
     running = peak = done = 0

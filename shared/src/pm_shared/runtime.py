@@ -9,6 +9,7 @@ cancelled and the process exits 1, so an orchestrator never waits forever.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import sys
@@ -57,6 +58,24 @@ async def redis_clients(settings: CommonSettings, name: str) -> AsyncIterator[Re
         await commands.aclose()
 
 
+GC_THRESHOLDS = (100_000, 50, 100)
+"""Generation thresholds for the cyclic garbage collector in every service (Python's are 700, 10, 10).
+
+A batch of thousands of decoded messages and results is thousands of container allocations, which
+at the default thresholds set off a young collection every few hundred messages and a full one
+(walking every live object, the ledger's account cache included) every few batches: about a
+fifth of the ledger-writer's time. Nearly all of these objects die by reference counting, so
+collecting rarely costs little memory.
+"""
+
+
+def tune_gc() -> None:
+    """Collect rarely (GC_THRESHOLDS), and leave everything alive at start-up out of collections."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def run_service(
     service: str, load: Callable[[], S], body: Callable[[S, asyncio.Event], Coroutine[Any, Any, None]]
 ) -> None:
@@ -67,6 +86,7 @@ def run_service(
         print(f"pm-{service}: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
     logs.configure(service, settings.log_level, settings.log_format)
+    tune_gc()
     code = asyncio.run(_main(service, settings, body))
     raise SystemExit(code)
 

@@ -3,19 +3,33 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import tigerbeetle as tb
 
 from pm_ledger_writer.packing import Batch, all_succeeded, is_committed_chain_retry, result_message_id
 from pm_shared.ledger.api import Ledger
-from pm_shared.messages import LedgerCommand, LedgerEventResult, LedgerResult, now
+from pm_shared.messages import (
+    LedgerAccount,
+    LedgerCommand,
+    LedgerEventResult,
+    LedgerResult,
+    LedgerTransfer,
+    now,
+)
+
+# Status names looked up once: `.name` on an enum member is a descriptor call, per event.
+_ACCOUNT_NAMES = {int(s): s.name for s in tb.CreateAccountStatus}
+_TRANSFER_NAMES = {int(s): s.name for s in tb.CreateTransferStatus}
 
 
 def _events(
-    ids: Sequence[int], results: Sequence[tb.CreateAccountResult | tb.CreateTransferResult]
+    ids: Sequence[int],
+    results: Sequence[tb.CreateAccountResult | tb.CreateTransferResult],
+    names: dict[int, str],
 ) -> list[LedgerEventResult]:
     return [
-        LedgerEventResult(id=i, status=r.status.name, timestamp=r.timestamp)
+        LedgerEventResult(id=i, status=names[r.status], timestamp=r.timestamp)
         for i, r in zip(ids, results, strict=True)
     ]
 
@@ -40,25 +54,43 @@ async def outcomes(
 ) -> list[LedgerResult]:
     """One LedgerResult per command of `batch`, in order."""
     results = []
-    for index, command in enumerate(batch.commands):
-        a0, t0 = batch.account_offsets[index], batch.transfer_offsets[index]
-        accounts = _events([a.id for a in command.accounts], account_results[a0 : a0 + len(command.accounts)])
-        transfers = _events(
-            [t.id for t in command.transfers], transfer_results[t0 : t0 + len(command.transfers)]
-        )
-        if is_committed_chain_retry([e.status for e in accounts]):
+    produced_at = now()
+    for command, a0, t0 in zip(batch.commands, batch.account_offsets, batch.transfer_offsets, strict=True):
+        accounts = _command_events(command.accounts, account_results, a0, _ACCOUNT_NAMES)
+        if len(accounts) > 1 and is_committed_chain_retry([e.status for e in accounts]):
             accounts = await _confirm_chain(ledger, "accounts", accounts)
-        if is_committed_chain_retry([e.status for e in transfers]):
+        transfers = _command_events(command.transfers, transfer_results, t0, _TRANSFER_NAMES)
+        if len(transfers) > 1 and is_committed_chain_retry([e.status for e in transfers]):
             transfers = await _confirm_chain(ledger, "transfers", transfers)
         results.append(
-            result(
-                command,
+            LedgerResult(
+                intent_id=command.intent_id,
+                message_id=result_message_id(command),
+                produced_at=produced_at,
+                command_id=command.message_id,
+                step=command.step,
+                ok=all_succeeded([e.status for e in accounts])
+                and all_succeeded([e.status for e in transfers]),
                 accounts=accounts,
                 transfers=transfers,
-                ok=all_succeeded([e.status for e in accounts + transfers]),
             )
         )
     return results
+
+
+def _command_events(
+    events: Sequence[LedgerAccount | LedgerTransfer],
+    results: Sequence[tb.CreateAccountResult | tb.CreateTransferResult],
+    start: int,
+    names: dict[int, str],
+) -> list[LedgerEventResult]:
+    if not events:
+        return []
+    if len(events) == 1:
+        # The common case (one transfer), without the slicing and zipping.
+        r = results[start]
+        return [LedgerEventResult(id=events[0].id, status=names[r.status], timestamp=r.timestamp)]
+    return _events([e.id for e in events], results[start : start + len(events)], names)
 
 
 def result(
@@ -68,11 +100,12 @@ def result(
     accounts: list[LedgerEventResult] | None = None,
     transfers: list[LedgerEventResult] | None = None,
     error: str | None = None,
+    produced_at: datetime | None = None,
 ) -> LedgerResult:
     return LedgerResult(
         intent_id=command.intent_id,
         message_id=result_message_id(command),
-        produced_at=now(),
+        produced_at=produced_at or now(),
         command_id=command.message_id,
         step=command.step,
         ok=ok,

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import msgspec
 
+from pm_shared.ledger.api import BATCH_MAX
 from pm_shared.ledger.urls import LedgerUrlError, parse
 from pm_shared.settings import Port, ServiceSettings, SettingsError, load_settings
 
@@ -16,9 +17,12 @@ PREFIX = "LEDGER_WRITER_"
 
 class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
     port: Port = 9102
-    # The writer's throughput comes from large ledger requests: read up to this many commands at once
-    # (BLOCK still returns as soon as one is there, so a quiet stream costs no latency).
-    stream_batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 2_000
+    # The writer's throughput comes from large ledger requests: read up to a full request of commands
+    # at once (BLOCK still returns as soon as one is there, so a quiet stream costs no latency).
+    stream_batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = BATCH_MAX
+    # While one batch waits on PostgreSQL and on Redis, the next is read, decoded and packed. The
+    # ledger applies requests one at a time, in order, whatever this is.
+    stream_batches_in_flight: Annotated[int, msgspec.Meta(ge=1, le=8)] = 2
     lease_ms: Annotated[int, msgspec.Meta(ge=300)] = 10_000
     """How long the active writer's Redis lease lives without renewal; a standby takes over within it."""
     lease_key: str = "pm:ledger-writer:lease"

@@ -5,10 +5,15 @@ the results were published; anything else leaves the whole batch pending for a r
 safe because ids are deterministic: the ledger answers a repeated event with `EXISTS` (see
 `outcomes`), and a result's message id is derived from its command's, so the orchestrator sees
 one result however often a command is handled.
+
+The consumer may hand over the next batch while one is still being handled (batches in flight):
+the checking and packing of one batch and the publishing of another's results then overlap with
+the ledger's work, but the ledger requests themselves go out one batch at a time, in order.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -59,6 +64,9 @@ class Writer:
         self.publisher = publisher
         self.is_active = is_active
         self.batch_max = batch_max
+        # One batch's requests at a time: a batch's transfers may use the accounts it opens, and a
+        # later batch must not slip its requests in between.
+        self._turn = asyncio.Lock()
 
     async def handle_batch(self, deliveries: Sequence[Delivery[LedgerCommand]]) -> dict[str, BaseException]:
         """The consumer's batch handler: no failures, or every delivery failed (all retried together)."""
@@ -93,9 +101,10 @@ class Writer:
         return done
 
     async def _apply(self, batch: Batch) -> list[LedgerResult]:
-        # Accounts first: a command's transfers may move money on the accounts it opens.
-        accounts = await self._send("create_accounts", self.ledger.create_accounts, batch.accounts)
-        transfers = await self._send("create_transfers", self.ledger.create_transfers, batch.transfers)
+        async with self._turn:
+            # Accounts first: a command's transfers may move money on the accounts it opens.
+            accounts = await self._send("create_accounts", self.ledger.create_accounts, batch.accounts)
+            transfers = await self._send("create_transfers", self.ledger.create_transfers, batch.transfers)
         return await outcomes(self.ledger, batch, accounts, transfers)
 
     async def _send(

@@ -10,6 +10,12 @@ Delivery is at least once. What makes that safe and bounded:
 - a failed entry stays pending and becomes claimable again after `retry_delay_ms`; after its
   last delivery it is moved to the DLQ, acked in the same MULTI;
 - an entry that does not decode is dead-lettered at once: retrying cannot fix it.
+
+With `batches_in_flight` > 1 (batch handlers only) the next batch is read and handed over while
+the previous ones are still being handled, so a handler that waits on another server (the ledger
+writer waits on PostgreSQL, then on Redis) overlaps that wait with the next batch's work. Each
+batch is acked when it is done; all in-flight batches are finished before a re-read of the pending
+list and before stopping.
 """
 
 from __future__ import annotations
@@ -76,6 +82,19 @@ def _entries(reply: Any) -> list[RawEntry]:
     return [entry for _, batch in reply for entry in batch]
 
 
+def _collect(in_flight: set[asyncio.Task[list[str]]], to_ack: list[str]) -> None:
+    """Move the finished batches out of `in_flight`, their ids into `to_ack`; then re-raise the first
+    error of a batch that raised (the read loop treats it as if it had been handling it itself)."""
+    done = [task for task in in_flight if task.done()]
+    in_flight.difference_update(done)
+    errors = [exc for task in done if (exc := task.exception()) is not None]
+    for task in done:
+        if task.exception() is None:
+            to_ack += task.result()
+    if errors:
+        raise errors[0]
+
+
 class _Labels:
     """Metric children for one stream key, resolved once rather than per message."""
 
@@ -114,6 +133,7 @@ class Consumer(Generic[M]):
         retry_delay_ms: int = 1_000,
         max_deliveries: int = 3,
         claim_interval_ms: int = 5_000,
+        batches_in_flight: int = 1,
     ) -> None:
         """
         Args:
@@ -121,10 +141,14 @@ class Consumer(Generic[M]):
             reader: client for blocking reads (it must not retry: see `connection.connect`).
             stream: logical stream name, e.g. `pm:intents`.
             handle_batch / handle: exactly one of them.
-            concurrency: how many `handle` calls run at once (a batch handler runs one batch at a time).
+            concurrency: how many `handle` calls run at once.
+            batches_in_flight: how many batches a batch handler may be handling at once (per
+                partition); it must then be safe to call concurrently.
         """
         if (handle_batch is None) == (handle is None):
             raise ValueError("give exactly one of handle_batch and handle")
+        if batches_in_flight < 1 or (batches_in_flight > 1 and handle_batch is None):
+            raise ValueError("batches_in_flight is at least 1, and above 1 only with handle_batch")
         if not 1 <= block_ms <= 2_000:
             raise ValueError("block_ms must be between 1 and 2000")
         self.redis = redis
@@ -143,6 +167,7 @@ class Consumer(Generic[M]):
         self.retry_delay_ms = retry_delay_ms
         self.max_deliveries = max_deliveries
         self.claim_interval_ms = claim_interval_ms
+        self.batches_in_flight = batches_in_flight
         self.keys = [stream_key(stream, p) for p in range(partitions)]
         self._labels = {key: _Labels(key, group) for key in self.keys}
         self._limiter = Limiter(concurrency)
@@ -184,6 +209,7 @@ class Consumer(Generic[M]):
             retry_delay_ms=settings.stream_retry_delay_ms,
             max_deliveries=settings.stream_max_deliveries,
             claim_interval_ms=settings.stream_claim_interval_ms,
+            batches_in_flight=settings.stream_batches_in_flight if handle_batch is not None else 1,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -199,9 +225,13 @@ class Consumer(Generic[M]):
         recovering, cursor, backoff = True, b"0", 0.05
         # Ids handled but not yet acked: their XACK travels with the next read (one round trip).
         to_ack: list[str] = []
+        # Batches being handled while the next is read (only with batches_in_flight > 1).
+        in_flight: set[asyncio.Task[list[str]]] = set()
         while not stop.is_set():
             try:
                 if recovering:
+                    # The pending list is about to be re-read: nothing of it may still be in hand.
+                    to_ack += await self._finish(key, in_flight)
                     if to_ack:
                         await self._ack_ids(key, to_ack)
                         to_ack = []
@@ -218,12 +248,24 @@ class Consumer(Generic[M]):
                     if raw:
                         attempts = await self._attempts(key, [e[0] for e in raw])
                         to_ack = await self._process(key, raw, attempts)
-                else:
+                elif self.batches_in_flight == 1:
                     reply = await self._ack_and_read(key, to_ack)
                     to_ack = []
                     raw = _entries(reply)
                     if raw:
                         to_ack = await self._process(key, raw, None)
+                else:
+                    _collect(in_flight, to_ack)
+                    # Block on Redis only with nothing in hand; otherwise a finished batch would wait
+                    # up to block_ms for its ack.
+                    reply = await self._ack_and_read(key, to_ack, block=not in_flight)
+                    to_ack = []
+                    raw = _entries(reply)
+                    if raw:
+                        in_flight.add(asyncio.create_task(self._process(key, raw, None)))
+                    if in_flight and (len(in_flight) >= self.batches_in_flight or not raw):
+                        await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                        _collect(in_flight, to_ack)
                 backoff = 0.05
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 log.warning(
@@ -237,8 +279,10 @@ class Consumer(Generic[M]):
                     raise
                 # The stream or group vanished (a Redis restart without persistence): recreate it.
                 log.error("group %s missing on %s; re-provisioning", self.group, key)
+                await self._finish(key, in_flight)
                 await ensure_group(self.redis, key, self.group)
                 recovering, cursor, to_ack = True, b"0", []
+        to_ack += await self._finish(key, in_flight)
         if to_ack:
             try:
                 await self._ack_ids(key, to_ack)
@@ -251,14 +295,30 @@ class Consumer(Generic[M]):
                     exc,
                 )
 
-    async def _ack_and_read(self, key: str, to_ack: list[str]) -> Any:
+    async def _finish(self, key: str, in_flight: set[asyncio.Task[list[str]]]) -> list[str]:
+        """Wait for every batch in flight; the ids to ack of those that completed."""
+        if not in_flight:
+            return []
+        await asyncio.wait(in_flight)
+        done: list[str] = []
+        for task in in_flight:
+            if task.exception() is None:
+                done += task.result()
+            else:
+                # Its entries stay pending: the re-read of the pending list or the reclaimer retries them.
+                log.warning("a batch on %s was not settled: %r", key, task.exception())
+        in_flight.clear()
+        return done
+
+    async def _ack_and_read(self, key: str, to_ack: list[str], *, block: bool = True) -> Any:
+        block_ms = self.block_ms if block else None
         if not to_ack:
             return await self.reader.xreadgroup(
-                self.group, self.consumer, {key: ">"}, count=self.count, block=self.block_ms
+                self.group, self.consumer, {key: ">"}, count=self.count, block=block_ms
             )
         async with self.reader.pipeline(transaction=False) as pipe:
             pipe.xack(key, self.group, *to_ack)
-            pipe.xreadgroup(self.group, self.consumer, {key: ">"}, count=self.count, block=self.block_ms)
+            pipe.xreadgroup(self.group, self.consumer, {key: ">"}, count=self.count, block=block_ms)
             acked, reply = await pipe.execute()
         self._count_acks(key, len(to_ack), int(acked))
         return reply

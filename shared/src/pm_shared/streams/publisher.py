@@ -9,6 +9,7 @@ outstanding = lag + pending of the downstream groups (one `XINFO GROUPS`, cached
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,15 +32,21 @@ RECHECK_S = 0.01
 _encoder = msgspec.json.Encoder()
 
 # XADD of many payloads to one stream in one call (NOMKSTREAM for all: nothing when the stream is
-# missing). Entries per call are bounded so one call never holds Redis for long.
+# missing). The payloads travel as one argument, each behind its 4-byte big-endian length: redis-py
+# packs every argument in Python, so one argument instead of one per entry is most of the saving.
+# Entries per call are bounded so one call never holds Redis for long.
 _ADD_MANY = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-local ids = {}
-for i = 2, #ARGV do
-  ids[#ids + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', ARGV[i])
+local data, ids, pos = ARGV[2], {}, 1
+while pos <= #data do
+  local size, start = struct.unpack('>I4', data, pos)
+  pos = start + size
+  local payload = string.sub(data, start, pos - 1)
+  ids[#ids + 1] = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 'm', payload)
 end
 return ids
 """
+_LENGTH = struct.Struct(">I")
 SCRIPT_CHUNK = 1_000
 
 
@@ -123,7 +130,8 @@ class Publisher:
         """Add many messages, one script call per partition and chunk; all are admitted before any is sent.
 
         A script rather than a pipeline of XADDs: redis-py packs every pipelined command on its own,
-        which costs about 13 µs per entry against about 3 µs for one call carrying all payloads.
+        which costs about 13 µs per entry against about 1 µs for one call carrying all payloads in one
+        argument.
         """
         by_key: dict[str, list[int]] = {}
         for index, message in enumerate(messages):
@@ -134,9 +142,12 @@ class Publisher:
         for key, indexes in by_key.items():
             for start in range(0, len(indexes), SCRIPT_CHUNK):
                 chunk = indexes[start : start + SCRIPT_CHUNK]
-                added = await self._add_many(
-                    keys=[key], args=[self.maxlen, *(encode(messages[i]) for i in chunk)]
-                )
+                frames = []
+                for i in chunk:
+                    payload = encode(messages[i])
+                    frames.append(_LENGTH.pack(len(payload)))
+                    frames.append(payload)
+                added = await self._add_many(keys=[key], args=[self.maxlen, b"".join(frames)])
                 if not added:
                     raise StreamMissingError(key)
                 for index, entry_id in zip(chunk, added, strict=True):

@@ -15,31 +15,38 @@ ROLLBACK = "ROLLBACK"
 SELECT_LAST_TIMESTAMP = "SELECT last_timestamp FROM ledger.engine_state WHERE singleton"
 UPDATE_LAST_TIMESTAMP = "UPDATE ledger.engine_state SET last_timestamp = $1 WHERE singleton"
 
-SELECT_ACCOUNTS = """
-SELECT id, debits_pending, debits_posted, credits_pending, credits_posted, user_data_128, user_data_64,
-       user_data_32, ledger, code, flags, timestamp
-FROM ledger.accounts
-WHERE id = ANY($1::uuid[])
+# Lookups by id lists are nested loops over the primary key, one probe per id: a subquery with
+# LIMIT is never flattened into a join, so the planner cannot trade the probes for a sequential scan
+# (which it does for a long `id = ANY($1)` once the table is a few hundred thousand rows, making every
+# request slower as the ledger grows).
+_BY_IDS = """
+SELECT r.* FROM unnest($1::uuid[]) AS wanted(id)
+CROSS JOIN LATERAL (SELECT {columns} FROM ledger.{table} WHERE id = wanted.id LIMIT 1) AS r
 """
+
+SELECT_ACCOUNTS = _BY_IDS.format(
+    columns="""id, debits_pending, debits_posted, credits_pending, credits_posted, user_data_128,
+    user_data_64, user_data_32, ledger, code, flags, timestamp""",
+    table="accounts",
+)
 
 # The transfers a create_transfers batch can meet: those with one of its ids or pending ids ($1), and
-# the pending transfers of existing posts/voids among them (needed by the §4.4 comparison). Two index
-# lookups (an OR of both would plan as a sequential scan); duplicates are dropped by the caller's dict.
-SELECT_TRANSFERS_FOR_BATCH = """
-SELECT id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64, user_data_32,
-       timeout, ledger, code, flags, timestamp, pending_status, expires_at
-FROM ledger.transfers
-WHERE id = ANY($1::uuid[])
+# the pending transfers of existing posts/voids among them (needed by the §4.4 comparison). Duplicates
+# are dropped by the caller's dict.
+_BATCH_COLUMNS = """id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64,
+    user_data_32, timeout, ledger, code, flags, timestamp, pending_status, expires_at"""
+SELECT_TRANSFERS_FOR_BATCH = f"""
+WITH found AS MATERIALIZED ({_BY_IDS.format(columns=_BATCH_COLUMNS, table="transfers")})
+SELECT * FROM found
 UNION ALL
-SELECT p.id, p.debit_account_id, p.credit_account_id, p.amount, p.pending_id, p.user_data_128,
-       p.user_data_64, p.user_data_32, p.timeout, p.ledger, p.code, p.flags, p.timestamp,
-       p.pending_status, p.expires_at
-FROM ledger.transfers AS e
-JOIN ledger.transfers AS p ON p.id = e.pending_id
-WHERE e.id = ANY($1::uuid[]) AND e.pending_id <> '00000000-0000-0000-0000-000000000000'::uuid
+SELECT p.* FROM found
+CROSS JOIN LATERAL (
+    SELECT {_BATCH_COLUMNS} FROM ledger.transfers WHERE id = found.pending_id LIMIT 1
+) AS p
+WHERE found.pending_id <> '00000000-0000-0000-0000-000000000000'::uuid
 """
 
-SELECT_BURNED = "SELECT id FROM ledger.failed_transfers WHERE id = ANY($1::uuid[])"
+SELECT_BURNED = _BY_IDS.format(columns="id", table="failed_transfers")
 
 # §4.9: due reservations, in (expires_at, timestamp) order.
 SELECT_DUE_PENDINGS = """
@@ -123,12 +130,11 @@ INSERT INTO ledger.failed_transfers (id) SELECT unnest($1::uuid[]) ON CONFLICT D
 # Reads (§6.1): the caller restores request order and repeats duplicates.
 LOOKUP_ACCOUNTS = SELECT_ACCOUNTS
 
-LOOKUP_TRANSFERS = """
-SELECT id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64, user_data_32,
-       timeout, ledger, code, flags, timestamp
-FROM ledger.transfers
-WHERE id = ANY($1::uuid[])
-"""
+LOOKUP_TRANSFERS = _BY_IDS.format(
+    columns="""id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64,
+    user_data_32, timeout, ledger, code, flags, timestamp""",
+    table="transfers",
+)
 
 # §6.2/§6.3: one account's transfers with both sides' balance snapshots; $1 account, $2-$5
 # user_data_128/64/32 and code (0 = any), $6/$7 inclusive timestamp bounds, $8 limit. Both sides are two
