@@ -17,6 +17,7 @@ from pm_shared.messages import (
     LedgerTransfer,
     now,
 )
+from pm_shared.streams.concurrency import take_turns
 
 # Status names looked up once: `.name` on an enum member is a descriptor call, per event.
 _ACCOUNT_NAMES = {int(s): s.name for s in tb.CreateAccountStatus}
@@ -55,7 +56,9 @@ async def outcomes(
     """One LedgerResult per command of `batch`, in order."""
     results = []
     produced_at = now()
-    for command, a0, t0 in zip(batch.commands, batch.account_offsets, batch.transfer_offsets, strict=True):
+    offsets = zip(batch.account_offsets, batch.transfer_offsets, strict=True)
+    for index, (command, (a0, t0)) in enumerate(zip(batch.commands, offsets, strict=True)):
+        await take_turns(index)
         accounts = _command_events(command.accounts, account_results, a0, _ACCOUNT_NAMES)
         if len(accounts) > 1 and is_committed_chain_retry([e.status for e in accounts]):
             accounts = await _confirm_chain(ledger, "accounts", accounts)
@@ -69,8 +72,7 @@ async def outcomes(
                 produced_at=produced_at,
                 command_id=command.message_id,
                 step=command.step,
-                ok=all_succeeded([e.status for e in accounts])
-                and all_succeeded([e.status for e in transfers]),
+                ok=all_succeeded(accounts) and all_succeeded(transfers),
                 accounts=accounts,
                 transfers=transfers,
             )

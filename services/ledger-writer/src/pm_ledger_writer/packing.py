@@ -7,6 +7,7 @@ its own before packing, so it can never fail the commands it would have shared a
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import le
@@ -15,7 +16,7 @@ import tigerbeetle as tb
 from msgspec.structs import astuple
 
 from pm_shared.ledger.api import BATCH_MAX
-from pm_shared.messages import LedgerAccount, LedgerCommand, LedgerTransfer
+from pm_shared.messages import LedgerAccount, LedgerCommand, LedgerEventResult, LedgerTransfer
 
 U128 = 2**128 - 1
 U64 = 2**64 - 1
@@ -76,31 +77,33 @@ def _check_fields(
             raise CommandError(f"{kind} {index}: {name} = {value} is outside 0..{top}")
 
 
-def _check_chain(kind: str, flags: Sequence[int], linked: int) -> None:
+def _check_chain(kind: str, events: Sequence[LedgerAccount | LedgerTransfer], linked: int) -> None:
     """Events are either all independent or one chain: every event linked but the last."""
-    links = [bool(f & linked) for f in flags]
-    if not any(links):
-        return
-    if links[-1]:
+    last = len(events) - 1
+    if events[last].flags & linked:
         raise CommandError(f"the {kind} chain is left open: its last event is linked")
-    if not all(links[:-1]):
+    if last == 0:
+        return
+    links = [bool(e.flags & linked) for e in events[:last]]
+    if any(links) and not all(links):
         raise CommandError(f"the {kind} must be one linked chain or independent events, not a mix")
 
 
 def check(command: LedgerCommand, batch_max: int = BATCH_MAX) -> None:
     """Raise CommandError when `command` breaks the rules of a command."""
-    if not command.accounts and not command.transfers:
+    accounts, transfers = command.accounts, command.transfers
+    if not accounts and not transfers:
         raise CommandError("the command has no accounts and no transfers")
-    if len(command.accounts) > batch_max or len(command.transfers) > batch_max:
+    if len(accounts) > batch_max or len(transfers) > batch_max:
         raise CommandError(f"a command holds at most {batch_max} accounts and {batch_max} transfers")
-    for i, account in enumerate(command.accounts):
+    for i, account in enumerate(accounts):
         _check_fields("account", i, account, _ACCOUNT_TOPS)
-    for i, transfer in enumerate(command.transfers):
+    for i, transfer in enumerate(transfers):
         _check_fields("transfer", i, transfer, _TRANSFER_TOPS)
-    if command.accounts:
-        _check_chain("accounts", [a.flags for a in command.accounts], _ACCOUNT_LINKED)
-    if command.transfers:
-        _check_chain("transfers", [t.flags for t in command.transfers], _TRANSFER_LINKED)
+    if accounts:
+        _check_chain("accounts", accounts, _ACCOUNT_LINKED)
+    if transfers:
+        _check_chain("transfers", transfers, _TRANSFER_LINKED)
 
 
 # Flag values seen so far: an enum call per event is a measurable share of the writer's time.
@@ -135,20 +138,27 @@ def to_account(a: LedgerAccount) -> tb.Account:
 
 
 def to_transfer(t: LedgerTransfer) -> tb.Transfer:
+    # Positional: both types list the same fields in the same order (checked below), and building
+    # the client's Transfer is done once per transfer the writer handles.
+    ident, debit, credit, amount, pending, ud128, ud64, ud32, timeout, ledger, code, flags = astuple(t)
     return tb.Transfer(
-        id=t.id,
-        debit_account_id=t.debit_account_id,
-        credit_account_id=t.credit_account_id,
-        amount=t.amount,
-        pending_id=t.pending_id,
-        user_data_128=t.user_data_128,
-        user_data_64=t.user_data_64,
-        user_data_32=t.user_data_32,
-        timeout=t.timeout,
-        ledger=t.ledger,
-        code=t.code,
-        flags=_transfer_flags(t.flags),
+        ident,
+        debit,
+        credit,
+        amount,
+        pending,
+        ud128,
+        ud64,
+        ud32,
+        timeout,
+        ledger,
+        code,
+        _transfer_flags(flags),
     )
+
+
+if LedgerTransfer.__struct_fields__ != tuple(f.name for f in dataclasses.fields(tb.Transfer))[:-1]:
+    raise ImportError("LedgerTransfer no longer lists tigerbeetle.Transfer's fields in its order")
 
 
 @dataclass
@@ -177,18 +187,32 @@ class Batch:
         self.transfers.extend([to_transfer(t) for t in command.transfers])
 
 
+class Packer:
+    """Fills requests in order, each up to `batch_max` events per operation; a command stays whole."""
+
+    def __init__(self, batch_max: int = BATCH_MAX) -> None:
+        self.batch_max = batch_max
+        self.batches: list[Batch] = []
+        self._current = Batch()
+
+    def add(self, command: LedgerCommand) -> None:
+        if not self._current.fits(command, self.batch_max):
+            self.batches.append(self._current)
+            self._current = Batch()
+        self._current.add(command)
+
+    def finish(self) -> list[Batch]:
+        if self._current.commands:
+            self.batches.append(self._current)
+            self._current = Batch()
+        return self.batches
+
+
 def pack(commands: Sequence[LedgerCommand], batch_max: int = BATCH_MAX) -> list[Batch]:
-    """Fill requests in order, each up to `batch_max` events per operation; a command stays whole."""
-    batches: list[Batch] = []
-    current = Batch()
+    packer = Packer(batch_max)
     for command in commands:
-        if not current.fits(command, batch_max):
-            batches.append(current)
-            current = Batch()
-        current.add(command)
-    if current.commands:
-        batches.append(current)
-    return batches
+        packer.add(command)
+    return packer.finish()
 
 
 # A retried command whose chain was already committed answers [EXISTS, LINKED_EVENT_FAILED, …]
@@ -207,5 +231,8 @@ def is_committed_chain_retry(statuses: Sequence[str]) -> bool:
     return len(statuses) > 1 and statuses[0] == _EXISTS and all(s == _LINKED_FAILED for s in statuses[1:])
 
 
-def all_succeeded(statuses: Sequence[str]) -> bool:
-    return all(s in _SUCCESS for s in statuses)
+def all_succeeded(events: Sequence[LedgerEventResult]) -> bool:
+    for event in events:  # noqa: SIM110 (a plain loop: it runs for every command; a generator costs more)
+        if event.status not in _SUCCESS:
+            return False
+    return True

@@ -22,10 +22,11 @@ from typing import TypeVar
 from prometheus_client import Histogram
 
 from pm_ledger_writer.outcomes import outcomes, result
-from pm_ledger_writer.packing import Batch, CommandError, check, pack
+from pm_ledger_writer.packing import Batch, CommandError, Packer, check
 from pm_shared.ledger import BATCH_MAX, Ledger
 from pm_shared.messages import LedgerCommand, LedgerResult
 from pm_shared.streams import Delivery, Publisher
+from pm_shared.streams.concurrency import take_turns
 from pm_shared.streams.names import LEDGER_RESULTS
 
 log = logging.getLogger(__name__)
@@ -84,16 +85,20 @@ class Writer:
         """Apply `commands` to the ledger; one result per command, in their order."""
         answers: list[LedgerResult | None] = [None] * len(commands)
         valid: list[int] = []
+        packer = Packer(self.batch_max)
         for index, command in enumerate(commands):
+            await take_turns(index)
             try:
                 check(command, self.batch_max)
-                valid.append(index)
             except CommandError as exc:
                 # Refused on its own, before packing: it can never fail the commands beside it.
                 log.warning("command %s of intent %s refused: %s", command.message_id, command.intent_id, exc)
                 answers[index] = result(command, ok=False, error=str(exc))
+                continue
+            valid.append(index)
+            packer.add(command)
         positions = iter(valid)
-        for batch in pack([commands[i] for i in valid], self.batch_max):
+        for batch in packer.finish():
             for answer in await self._apply(batch):
                 answers[next(positions)] = answer
         done = [a for a in answers if a is not None]

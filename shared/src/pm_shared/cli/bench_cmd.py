@@ -23,7 +23,7 @@ def bench(
     ] = True,
     transfers: Annotated[
         int, typer.Option(min=BATCH_MIN, help="Transfers per command size, bare and through the writer.")
-    ] = 50_000,
+    ] = 100_000,
     database_url: Annotated[
         str | None, typer.Option("--database-url", envvar="PM_DATABASE_URL", help="PostgreSQL server to use.")
     ] = None,
@@ -42,6 +42,8 @@ def bench(
     argv = ["--redis-url", url, "--messages", str(messages), "--repeat", str(repeat)]
     code = common.run(benchmarks.main(argv), url)
     if ledger:
-        rows = common.run(ledger_bench.run(database_url or config.database_url, transfers, url), url)
+        rows = common.run(
+            ledger_bench.run(database_url or config.database_url, transfers, url, repeat=repeat), url
+        )
         common.print_table(ledger_bench.table(rows))
     raise typer.Exit(code)

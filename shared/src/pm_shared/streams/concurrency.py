@@ -100,3 +100,18 @@ async def sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+YIELD_EVERY = 1024
+"""Items a long loop over a batch handles between two turns of the event loop (see `take_turns`)."""
+
+
+async def take_turns(index: int) -> None:
+    """Every `YIELD_EVERY` items, let other tasks run.
+
+    A loop over thousands of entries otherwise holds the event loop for tens of milliseconds, and a
+    task whose database or Redis reply has arrived meanwhile (the ledger writer's request in flight,
+    say) waits that long to go on.
+    """
+    if index % YIELD_EVERY == YIELD_EVERY - 1:
+        await asyncio.sleep(0)

@@ -37,7 +37,7 @@ from pm_shared import logs
 from pm_shared.errors import PermanentError
 from pm_shared.settings import CommonSettings
 from pm_shared.streams import dlq, metrics
-from pm_shared.streams.concurrency import Limiter, sleep_unless, start_eagerly
+from pm_shared.streams.concurrency import Limiter, sleep_unless, start_eagerly, take_turns
 from pm_shared.streams.connection import as_str as _text
 from pm_shared.streams.names import failures_key, parse_key, stream_key
 from pm_shared.streams.provision import ensure_group
@@ -348,7 +348,8 @@ class Consumer(Generic[M]):
         dead: list[dlq.DeadLetter] = []
         exhausted: list[tuple[str, bytes | None, int]] = []
         decode = self.decoder.decode
-        for entry_id_b, fields in raw:
+        for index, (entry_id_b, fields) in enumerate(raw):
+            await take_turns(index)
             entry_id = entry_id_b.decode()
             attempt = attempts.get(entry_id, 1) if attempts is not None else 1
             payload = fields.get(PAYLOAD_FIELD)
