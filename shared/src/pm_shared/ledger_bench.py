@@ -495,7 +495,7 @@ def table(rows: list[LedgerRow]) -> Table:
         else:
             cells += [
                 f"{row.writer.backlog.rate:,.0f}",
-                f"{row.ratio:.0%}",
+                f"{row.ratio:.1%}",
                 "met" if row.ratio >= WRITER_GOAL else "MISSED",
                 f"{row.writer.live.rate:,.0f}",
             ]
