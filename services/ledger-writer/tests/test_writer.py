@@ -357,3 +357,49 @@ async def test_a_writer_without_the_lease_never_writes(rig: Rig) -> None:
     assert set(failures) == {"1-0"}
     assert await rig.results() == []
     assert (await rig.balances(alice))[alice] == (0, 0)
+
+
+async def test_an_outage_is_waited_out_in_place_and_the_batch_then_goes_through(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    equity, (alice, _) = await open_accounts(rig)
+    real = rig.ledger.create_transfers
+    calls = 0
+
+    async def down_twice(transfers: list[tb.Transfer]) -> list[tb.CreateTransferResult]:
+        nonlocal calls
+        calls += 1
+        if calls <= 2:
+            raise ConnectionRefusedError("PostgreSQL is restarting")
+        return await real(transfers)
+
+    monkeypatch.setattr(rig.ledger, "create_transfers", down_twice)
+    writer = Writer(rig.ledger, rig.publisher, stop=asyncio.Event(), retry_first_s=0.01)
+    # No failure reaches the consumer, so no delivery is spent on the outage.
+    assert await writer.handle_batch(deliveries(command(transfers=[transfer(equity, alice, 5)]))) == {}
+    assert calls == 3
+    (result,) = await rig.results()
+    assert result.ok and statuses(result) == ["CREATED"]
+    assert (await rig.balances(alice))[alice] == (0, 5)
+
+
+async def test_stopping_during_an_outage_leaves_the_batch_pending(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    equity, (alice, _) = await open_accounts(rig)
+
+    async def down(transfers: list[tb.Transfer]) -> list[tb.CreateTransferResult]:
+        raise ConnectionRefusedError("PostgreSQL is down")
+
+    monkeypatch.setattr(rig.ledger, "create_transfers", down)
+    stop = asyncio.Event()
+    writer = Writer(rig.ledger, rig.publisher, stop=stop, retry_first_s=5)
+    handling = asyncio.create_task(
+        writer.handle_batch(deliveries(command(transfers=[transfer(equity, alice, 5)])))
+    )
+    await asyncio.sleep(0.1)
+    assert not handling.done()  # waiting the outage out
+    stop.set()
+    failures = await asyncio.wait_for(handling, 1)  # at once, not after the 5 s backoff
+    assert set(failures) == {"1-0"}
+    assert await rig.results() == []

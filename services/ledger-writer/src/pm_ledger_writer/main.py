@@ -57,7 +57,7 @@ async def serve(config: Settings, stop: asyncio.Event) -> None:
                     maxlen=config.stream_maxlen,
                     threshold=config.backpressure_threshold,
                 )
-                writer = Writer(ledger, publisher, is_active=lambda: lease.held)
+                writer = Writer(ledger, publisher, is_active=lambda: lease.held, stop=stop)
                 while await lease.acquire(stop):
                     await _prepare_accounts(config, ledger)
                     await _write_while_held(config, clients, writer, lease, stop, active)

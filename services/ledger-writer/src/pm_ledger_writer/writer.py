@@ -20,13 +20,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from prometheus_client import Histogram
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pm_ledger_writer.outcomes import outcomes, result
 from pm_ledger_writer.packing import Batch, CommandError, Packer, check
 from pm_shared.ledger import BATCH_MAX, Ledger
+from pm_shared.ledger.errors import UNAVAILABLE
 from pm_shared.messages import LedgerCommand, LedgerResult
-from pm_shared.streams import Delivery, Publisher
-from pm_shared.streams.concurrency import take_turns
+from pm_shared.streams import BackPressureError, Delivery, Publisher
+from pm_shared.streams.concurrency import sleep_unless, take_turns
 from pm_shared.streams.names import LEDGER_RESULTS
 
 log = logging.getLogger(__name__)
@@ -48,8 +51,30 @@ REQUEST_EVENTS = Histogram(
 )
 
 
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 10.0
+
+
 class LeaseLostError(RuntimeError):
     """This process is no longer certainly the active writer; the batch is left for the one that is."""
+
+
+# Worth waiting for: nothing was applied (ledger) or the results can be published again (Redis).
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    *UNAVAILABLE,
+    RedisConnectionError,
+    RedisTimeoutError,
+    BackPressureError,
+)
+
+
+def _left_pending(
+    deliveries: Sequence[Delivery[LedgerCommand]], exc: BaseException
+) -> dict[str, BaseException]:
+    # Ledger unreachable at stop, results refused, lease lost, a bug: nothing is acked, and running
+    # the batch again later is safe (the ledger work is idempotent).
+    log.warning("batch of %d commands left pending for a retry: %r", len(deliveries), exc)
+    return {d.entry_id: exc for d in deliveries}
 
 
 class Writer:
@@ -60,26 +85,56 @@ class Writer:
         *,
         is_active: Callable[[], bool] = lambda: True,
         batch_max: int = BATCH_MAX,
+        stop: asyncio.Event | None = None,
+        retry_first_s: float = RETRY_FIRST_S,
     ) -> None:
+        """
+        Args:
+            stop: set when the process stops. With it, a ledger or Redis that cannot be reached is
+                waited out in place (backoff from `retry_first_s` to 10 s) for as long as this is the
+                active writer; without it, the batch fails at once and the consumer retries it.
+        """
         self.ledger = ledger
         self.publisher = publisher
         self.is_active = is_active
         self.batch_max = batch_max
+        self.stop = stop
+        self.retry_first_s = retry_first_s
         # One batch's requests at a time: a batch's transfers may use the accounts it opens, and a
         # later batch must not slip its requests in between.
         self._turn = asyncio.Lock()
 
     async def handle_batch(self, deliveries: Sequence[Delivery[LedgerCommand]]) -> dict[str, BaseException]:
-        """The consumer's batch handler: no failures, or every delivery failed (all retried together)."""
-        try:
-            results = await self.write([d.message for d in deliveries])
-            await self.publisher.publish_many(LEDGER_RESULTS, results)
-        except Exception as exc:
-            # Ledger unreachable, results refused under back-pressure, lease lost: nothing is acked,
-            # and re-running the batch later is safe (the ledger work is idempotent).
-            log.warning("batch of %d commands left pending for a retry: %r", len(deliveries), exc)
-            return {d.entry_id: exc for d in deliveries}
-        return {}
+        """The consumer's batch handler: no failures, or every delivery failed (all retried together).
+
+        An outage is waited out here rather than failing the batch: a failed batch counts as a
+        delivery, and three of them would dead-letter commands whose only fault was arriving while
+        PostgreSQL restarted.
+        """
+        results: list[LedgerResult] | None = None
+        backoff = self.retry_first_s
+        while True:
+            try:
+                if results is None:
+                    results = await self.write([d.message for d in deliveries])
+                # Only the publishing is repeated once the ledger has answered.
+                await self.publisher.publish_many(LEDGER_RESULTS, results)
+                return {}
+            except _TRANSIENT as exc:
+                if self.stop is None or self.stop.is_set() or not self.is_active():
+                    return _left_pending(deliveries, exc)
+                log.warning(
+                    "%s unavailable (%r); trying the batch of %d commands again in %.1fs",
+                    "Redis" if results is not None else "the ledger",
+                    exc,
+                    len(deliveries),
+                    backoff,
+                )
+                if await sleep_unless(self.stop, backoff):
+                    return _left_pending(deliveries, exc)
+                backoff = min(backoff * 2, RETRY_MAX_S)
+            except Exception as exc:
+                return _left_pending(deliveries, exc)
 
     async def write(self, commands: Sequence[LedgerCommand]) -> list[LedgerResult]:
         """Apply `commands` to the ledger; one result per command, in their order."""
