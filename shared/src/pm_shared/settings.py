@@ -43,6 +43,9 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     database_url: str = "postgresql://postgres@127.0.0.1:5432/pm"
+    # 32 random bytes, base64: encrypts service-key secrets at rest (pm_shared.keys.crypto). Needed by
+    # the gateway and `pm keys`; never logged.
+    key_encryption_key: str = ""
     ledger_url: str = ""
     log_level: str = "INFO"
     log_format: str = "json"

@@ -1,0 +1,220 @@
+"""The gateway's HTTP contract (DESIGN §8): every request and response body, as msgspec Structs.
+
+One definition serves the gateway (decoding and validating requests, encoding responses), the
+client (`pm_shared.client`) and `GET /openapi.json`, which is generated from these types. JSON is
+camelCase; amounts are integers in minor units. Fields may be added (with defaults); the ones here
+may not change meaning.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+# --- shared pieces ------------------------------------------------------------------------------
+
+AMOUNT_MAX = 10**12
+"""The largest amount accepted in one intent, in minor units (10,000,000,000.00 THB)."""
+
+Amount = Annotated[
+    int,
+    msgspec.Meta(gt=0, le=AMOUNT_MAX, description="Minor units (satang, cents, kopecks): an integer."),
+]
+Currency = Annotated[
+    Literal["THB", "USD", "RUB"],
+    msgspec.Meta(description="ISO 4217 code of a currency PM keeps a ledger for."),
+]
+OwnerId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+DisplayName = Annotated[str, msgspec.Meta(max_length=100)]
+Comment = Annotated[str, msgspec.Meta(max_length=500)]
+MetadataKey = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+MetadataValue = Annotated[str, msgspec.Meta(max_length=256)]
+Metadata = Annotated[dict[MetadataKey, MetadataValue], msgspec.Meta(max_length=20)]
+
+IntentType = Literal["P2P", "PROMPTPAY_WITHDRAWAL", "SBP_TOPUP", "ADJUSTMENT"]
+INTENT_TYPES: tuple[str, ...] = ("P2P", "PROMPTPAY_WITHDRAWAL", "SBP_TOPUP", "ADJUSTMENT")
+IntentState = Literal["CREATED", "VALIDATED", "AUTHORIZED", "SETTLED", "FAILED"]
+TERMINAL_STATES = frozenset({"SETTLED", "FAILED"})
+
+
+class Struct(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
+    """Base of request bodies: camelCase, and an unknown field is an error, not silently dropped."""
+
+
+class Out(msgspec.Struct, kw_only=True, rename="camel"):
+    """Base of response bodies: camelCase; clients must ignore fields they do not know."""
+
+
+# --- parties ------------------------------------------------------------------------------------
+
+
+class UserParty(Struct, kw_only=True, tag="user", tag_field="kind"):
+    id: OwnerId
+
+
+class OperatorParty(Struct, kw_only=True, tag="operator", tag_field="kind"):
+    """The operator's own accounts (equity): one side of an ADJUSTMENT."""
+
+
+class SbpParty(Struct, kw_only=True, tag="sbp", tag_field="kind"):
+    """The payer of an SBP top-up: whoever pays the QR the intent answers with."""
+
+
+class PromptPayParty(Struct, kw_only=True, tag="promptpay", tag_field="kind"):
+    """A PromptPay payee: a credit-transfer proxy (Tag 29) or a biller (Tag 30, with references)."""
+
+    proxy_type: Literal["MSISDN", "NATID", "EWALLET", "BILLER"]
+    proxy_value: Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[0-9A-Za-z]+$")]
+    ref1: Annotated[str, msgspec.Meta(max_length=20)] | None = None
+    ref2: Annotated[str, msgspec.Meta(max_length=20)] | None = None
+
+
+class ThaiQrParty(Struct, kw_only=True, tag="thaiqr", tag_field="kind"):
+    """A scanned Thai QR (EMVCo) string."""
+
+    payload: Annotated[str, msgspec.Meta(min_length=20, max_length=512)]
+
+
+Party = UserParty | OperatorParty | SbpParty | PromptPayParty | ThaiQrParty
+
+
+# --- intents ------------------------------------------------------------------------------------
+
+
+class CreateIntent(Struct, kw_only=True):
+    """`POST /v1/intents` (with an `Idempotency-Key` header)."""
+
+    type: IntentType
+    amount: Amount
+    currency: Currency
+    from_: Party = msgspec.field(name="from")
+    to: Party
+    from_name: DisplayName | None = None
+    to_name: DisplayName | None = None
+    comment: Comment | None = None
+    requires_monitoring: bool = False
+    metadata: Metadata = {}
+
+
+class Fee(Out, kw_only=True):
+    rule_id: str
+    rule_version: int
+    amount: int
+    currency: str
+    timing: Literal["PRE", "POST"]
+
+
+class Leg(Out, kw_only=True):
+    """One ledger transfer of the intent."""
+
+    name: str
+    transfer_id: str
+    amount: int
+    state: str
+
+
+class TimelineEntry(Out, kw_only=True):
+    at: datetime
+    state: str
+    previous: str | None = None
+    reason: str | None = None
+
+
+class Links(Out, kw_only=True):
+    self_: str = msgspec.field(name="self")
+
+
+class Intent(Out, kw_only=True):
+    """An intent as the API shows it (`POST` answers with it; `GET` adds legs and the timeline)."""
+
+    id: str
+    status: IntentState
+    type: str
+    amount: int
+    currency: str
+    from_: Party = msgspec.field(name="from")
+    to: Party
+    fees: list[Fee] = []
+    failure_code: str | None = None
+    from_name: str | None = None
+    to_name: str | None = None
+    comment: str | None = None
+    requires_monitoring: bool = False
+    metadata: dict[str, str] = {}
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    legs: list[Leg] = []
+    timeline: list[TimelineEntry] = []
+    links: Links
+
+
+class IntentPage(Out, kw_only=True):
+    items: list[Intent]
+    next_cursor: str | None = None
+
+
+# --- wallets ------------------------------------------------------------------------------------
+
+
+class OpenWallet(Struct, kw_only=True):
+    """`POST /v1/wallets`."""
+
+    owner_kind: Literal["user"]
+    owner_id: OwnerId
+    currency: Currency
+
+
+class Balance(Out, kw_only=True):
+    currency: str
+    available: int
+    """What the owner can spend: posted credits less posted and pending debits."""
+    pending: int
+    """Debits reserved by intents in flight (authorized, not yet settled)."""
+    posted: int
+    """Posted credits less posted debits."""
+
+
+class Wallet(Out, kw_only=True):
+    owner_id: str
+    balances: list[Balance]
+
+
+class HistoryEntry(Out, kw_only=True):
+    intent_id: str
+    type: str
+    direction: Literal["in", "out"]
+    amount: int
+    currency: str
+    fee: int = 0
+    counterparty_name: str | None = None
+    comment: str | None = None
+    requires_monitoring: bool = False
+    at: datetime
+
+
+class HistoryPage(Out, kw_only=True):
+    items: list[HistoryEntry]
+    next_cursor: str | None = None
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+class FieldError(Out, kw_only=True):
+    path: str
+    message: str
+
+
+class Problem(Out, kw_only=True):
+    """`application/problem+json` (RFC 9457) with PM's stable `code`."""
+
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str | None = None
+    instance: str | None = None
+    request_id: str | None = None
+    errors: list[FieldError] = []
