@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import json
 import os
@@ -16,7 +17,7 @@ from typing import Any
 import asyncpg
 import pytest
 import redis.asyncio as aioredis
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from pm_shared import devenv
 from pm_shared.cli import dev_cmd
@@ -270,7 +271,37 @@ def test_cli_ensure_writes_the_env_file(home: Path) -> None:
 
     assert result.exit_code == 0, result.output
     lines = [line for line in env_file.read_text().splitlines() if not line.startswith("#")]
-    assert lines == [f"PM_REDIS_URL={GOOD_REDIS_URL}", f"PM_DATABASE_URL={GOOD_DATABASE_URL}"]
+    assert lines[:2] == [f"PM_REDIS_URL={GOOD_REDIS_URL}", f"PM_DATABASE_URL={GOOD_DATABASE_URL}"]
+    (key_line,) = lines[2:]
+    name, _, value = key_line.partition("=")
+    assert name == "PM_KEY_ENCRYPTION_KEY"
+    assert len(base64.b64decode(value, validate=True)) == 32
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+
+
+def test_cli_ensure_keeps_the_key_encryption_key_already_in_the_env_file(home: Path) -> None:
+    env_file = home.parent / "out" / "env"
+    environ = {"PM_HOME": str(home), "PM_REDIS_URL": GOOD_REDIS_URL, "PM_DATABASE_URL": GOOD_DATABASE_URL}
+
+    def invoke() -> Result:
+        return CliRunner().invoke(dev_cmd.app, ["ensure", "--env-file", str(env_file)], env=environ)
+
+    assert invoke().exit_code == 0
+    first = devenv.read_env_file(env_file)["PM_KEY_ENCRYPTION_KEY"]
+    assert invoke().exit_code == 0
+    assert devenv.read_env_file(env_file)["PM_KEY_ENCRYPTION_KEY"] == first
+
+    kept = base64.b64encode(bytes(range(32))).decode()
+    env_file.write_text(f"PM_REDIS_URL=redis://old\nPM_KEY_ENCRYPTION_KEY='{kept}'\n")
+    assert invoke().exit_code == 0
+    written = devenv.read_env_file(env_file)
+    assert written["PM_KEY_ENCRYPTION_KEY"] == kept
+    assert written["PM_REDIS_URL"] == GOOD_REDIS_URL
+
+    other = home.parent / "other" / "env"
+    result = CliRunner().invoke(dev_cmd.app, ["ensure", "--env-file", str(other)], env=environ)
+    assert result.exit_code == 0
+    assert devenv.read_env_file(other)["PM_KEY_ENCRYPTION_KEY"] != first
 
 
 def test_cli_ensure_exits_1_with_the_reason(home: Path) -> None:

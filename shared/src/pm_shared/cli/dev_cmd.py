@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -39,11 +38,7 @@ def ensure(
         raise typer.Exit(1) from None
     console.print(infrastructure_table(env))
     path = env_file or search.home / "env"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"{name}={shlex.quote(value)}" for name, value in env.env().items()]
-    path.write_text(
-        "# Written by `pm dev ensure`: this checkout's Redis and PostgreSQL.\n" + "\n".join(lines) + "\n"
-    )
+    devenv.write_env_file(path, env.env())
     console.print(f"wrote {path}", soft_wrap=True)
 
 

@@ -17,6 +17,7 @@ from pm_shared.devenv.common import (
 )
 from pm_shared.devenv.common import _pid_alive as _pid_alive
 from pm_shared.devenv.ensure import DevEnv, ensure, stop_private
+from pm_shared.devenv.envfile import KEY_VARIABLE, key_encryption_key, read_env_file, write_env_file
 from pm_shared.devenv.postgres_server import (
     DATABASE_NAME,
     MIN_POSTGRES,
@@ -37,6 +38,7 @@ from pm_shared.devenv.redis_server import (
 # The public API; the tests also reach `_pid_alive` and `_with_database`, re-exported `as` themselves above.
 __all__ = [
     "DATABASE_NAME",
+    "KEY_VARIABLE",
     "MIN_POSTGRES",
     "MIN_REDIS",
     "POSTGRES_BIN_GLOBS",
@@ -55,12 +57,15 @@ __all__ = [
     "find_postgres",
     "find_redis",
     "free_port",
+    "key_encryption_key",
     "port_open",
     "postgres_problem",
+    "read_env_file",
     "redact",
     "redis_problem",
     "run",
     "stop_private",
     "tail",
     "wait_until",
+    "write_env_file",
 ]
