@@ -9,8 +9,10 @@ checks only counts it controls. Every process is killed in the fixture's finaliz
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -37,6 +39,8 @@ from pm_shared.streams.dlq import entries
 from pm_shared.testing.fixtures import eventually
 
 pytestmark = pytest.mark.slow
+
+KEY_ENCRYPTION_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
 
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
@@ -183,6 +187,7 @@ class Fleet:
                 "PM_DATABASE_URL": self.database_url,
                 "PM_CONSUMER_NAME": consumer,
                 "PM_LOG_FORMAT": "json",
+                "PM_KEY_ENCRYPTION_KEY": KEY_ENCRYPTION_KEY,
                 f"PM_{spec.prefix}HOST": "127.0.0.1",
                 f"PM_{spec.prefix}PORT": str(port),
             }
@@ -504,5 +509,5 @@ async def test_gateway_answers_an_unknown_path_with_a_problem_document(fleet: Fl
     assert reply.status == 404
     assert reply.headers["content-type"].split(";")[0].strip() == "application/problem+json"
     body = json.loads(reply.body)
-    assert body["code"] == "NOT_FOUND", body
+    assert body["code"] == "not_found", body
     assert body["status"] == 404, body

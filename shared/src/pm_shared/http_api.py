@@ -218,3 +218,48 @@ class Problem(Out, kw_only=True):
     instance: str | None = None
     request_id: str | None = None
     errors: list[FieldError] = []
+
+
+# --- admin: service keys --------------------------------------------------------------------------
+
+
+class KeyPermissions(Out, kw_only=True):
+    operations: list[str]
+    owners: list[str] | None = None
+    """None: the key may act for any owner."""
+    admin: bool = False
+
+
+class CreateKey(Struct, kw_only=True):
+    """`POST /v1/admin/keys`."""
+
+    operations: Annotated[list[IntentType | Literal["*"]], msgspec.Meta(min_length=1)]
+    owners: Annotated[list[OwnerId], msgspec.Meta(max_length=1000)] | None = None
+    admin: bool = False
+    description: Annotated[str, msgspec.Meta(max_length=200)] = ""
+
+
+class RotateKey(Struct, kw_only=True):
+    """`POST /v1/admin/keys/{keyId}/rotate`: the previous secret stays valid for `graceSeconds`."""
+
+    grace_seconds: Annotated[int, msgspec.Meta(ge=0, le=30 * 86_400)] = 86_400
+
+
+class ServiceKeyInfo(Out, kw_only=True):
+    key_id: str
+    status: str
+    permissions: KeyPermissions
+    description: str = ""
+    created_at: datetime
+    rotated_at: datetime | None = None
+    deactivated_at: datetime | None = None
+    last_used_at: datetime | None = None
+    previous_valid_until: datetime | None = None
+
+
+class ServiceKeySecret(Out, kw_only=True):
+    """The only answer that carries a secret: store it now, it is never shown again."""
+
+    key_id: str
+    secret: str
+    key: ServiceKeyInfo

@@ -1,17 +1,22 @@
-"""The gateway's Starlette application: health, readiness and metrics.
+"""The gateway's Starlette application: the API of DESIGN §8, health, readiness and metrics.
 
-The intake, read and admin APIs are not in this build; every other path answers 404 as a
-problem document, so no client is led to believe a request was accepted.
+Every API handler runs inside `_endpoint`, which gives the request an id (echoed in
+`X-Request-Id`), turns `ProblemError` (and anything unexpected, as a 500) into a problem document,
+counts and times the request by route template and writes the access log.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+import re
+import secrets
+import time
 from collections.abc import AsyncIterator
 from typing import TypedDict
 
-import msgspec
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -19,20 +24,76 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
+from pm_gateway import openapi, problems, routes
+from pm_gateway.auth import Authenticator
+from pm_gateway.deps import Deps, OutboxMarks
+from pm_gateway.events import EventWaiters
+from pm_gateway.problems import ProblemError
 from pm_gateway.settings import Settings
+from pm_shared import db
+from pm_shared.keys.crypto import Cipher
+from pm_shared.ledger import open_ledger
+from pm_shared.streams import Publisher
 from pm_shared.streams.connection import connect
+
+log = logging.getLogger(__name__)
+access = logging.getLogger("pm_gateway.access")
+
+REQUESTS = Counter(
+    "pm_gateway_requests_total", "API requests by route and status.", ["method", "route", "status"]
+)
+LATENCY = Histogram(
+    "pm_gateway_request_seconds",
+    "API request latency by route.",
+    ["method", "route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+REQUEST_ID_HEADER = "X-Request-Id"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
 class State(TypedDict):
+    deps: Deps
     redis: Redis
 
 
-def problem(status: int, code: str, title: str, detail: str | None = None) -> Response:
-    """An RFC 9457 problem document with PM's stable `code`."""
-    body = {"type": "about:blank", "title": title, "status": status, "code": code}
-    if detail:
-        body["detail"] = detail
-    return Response(msgspec.json.encode(body), status_code=status, media_type="application/problem+json")
+def _request_id(request: Request) -> str:
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    return given if _REQUEST_ID.match(given) else secrets.token_hex(12)
+
+
+def _endpoint(endpoint: routes.Endpoint) -> routes.Handler:
+    method, template = endpoint.method, endpoint.path
+
+    async def handle(request: Request) -> Response:
+        started = time.perf_counter()
+        request_id = _request_id(request)
+        try:
+            response = await endpoint.handler(request)
+        except ProblemError as exc:
+            response = problems.response(exc, request_id=request_id, instance=request.url.path)
+        except Exception:
+            log.exception("unexpected error in %s %s (request %s)", method, template, request_id)
+            response = problems.response(
+                ProblemError(500, "internal_error", "an unexpected error; nothing was accepted"),
+                request_id=request_id,
+                instance=request.url.path,
+            )
+        response.headers[REQUEST_ID_HEADER] = request_id
+        elapsed = time.perf_counter() - started
+        REQUESTS.labels(method, template, str(response.status_code)).inc()
+        LATENCY.labels(method, template).observe(elapsed)
+        access.info(
+            "%s %s %d %.1fms",
+            method,
+            request.url.path,
+            response.status_code,
+            elapsed * 1000,
+            extra={"request_id": request_id, "key_id": request.headers.get("x-pm-key")},
+        )
+        return response
+
+    return handle
 
 
 async def healthz(request: Request) -> Response:
@@ -43,8 +104,10 @@ async def readyz(request: Request) -> Response:
     redis: Redis = request.state.redis
     try:
         await redis.ping()
+        async with request.state.deps.pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
     except Exception as exc:
-        return problem(503, "NOT_READY", "Service Unavailable", f"redis: {exc}")
+        return problems.response(ProblemError(503, "not_ready", f"{type(exc).__name__}: {exc}"))
     return PlainTextResponse("ready\n")
 
 
@@ -52,26 +115,65 @@ async def metrics(request: Request) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
+async def openapi_json(request: Request) -> Response:
+    return Response(openapi.encoded(), media_type="application/json")
+
+
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(exc.status_code, "HTTP_ERROR")
-    return problem(exc.status_code, code, str(exc.detail))
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+    return problems.response(ProblemError(exc.status_code, code, str(exc.detail)), instance=request.url.path)
 
 
 def create_app(settings: Settings) -> Starlette:
+    cipher = Cipher.from_setting(settings.key_encryption_key)  # a configuration error stops the start
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         redis = connect(settings.redis_url, name="gateway")
+        reader = connect(settings.redis_url, blocking_reads=True, name="gateway-events")
+        pool = await db.create_pool(settings.database_url, max_size=settings.pool_max_size)
+        ledger = await open_ledger(settings.ledger(), readonly=True)
+        stop = asyncio.Event()
+        deps = Deps(
+            settings=settings,
+            pool=pool,
+            redis=redis,
+            publisher=Publisher(
+                redis,
+                partitions=settings.stream_partitions,
+                maxlen=settings.stream_maxlen,
+                threshold=settings.backpressure_threshold,
+            ),
+            auth=Authenticator(pool, redis, cipher, cache_s=settings.key_cache_s),
+            waiters=EventWaiters(reader, settings.stream_partitions),
+            ledger=ledger,
+            marks=OutboxMarks(pool),
+        )
+        background = [
+            asyncio.create_task(deps.waiters.run(stop)),
+            asyncio.create_task(deps.marks.run(stop)),
+        ]
         try:
-            yield {"redis": redis}
+            yield {"deps": deps, "redis": redis}
         finally:
+            stop.set()
+            deps.marks.wake()
+            background[0].cancel()  # the events follower only reads; its blocking read need not finish
+            await asyncio.gather(*background, return_exceptions=True)
+            await ledger.close()
+            await pool.close()
+            await reader.aclose()
             await redis.aclose()
 
+    api = [Route(e.path, _endpoint(e), methods=[e.method]) for e in routes.ENDPOINTS]
     return Starlette(
         routes=[
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics, methods=["GET"]),
+            Route("/openapi.json", openapi_json, methods=["GET"]),
+            *api,
         ],
         exception_handlers={HTTPException: http_error},
         lifespan=lifespan,

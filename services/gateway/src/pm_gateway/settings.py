@@ -4,15 +4,40 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Annotated
 
-from pm_shared.settings import Port, ServiceSettings, load_settings
+import msgspec
+
+from pm_shared.keys.crypto import Cipher, KeyConfigError
+from pm_shared.settings import Port, ServiceSettings, SettingsError, load_settings
 
 PREFIX = "GATEWAY_"
 
 
 class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
     port: Port = 8080
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1_048_576)] = 65_536
+    """Larger request bodies are refused (413) before they are read in full."""
+    key_cache_s: Annotated[float, msgspec.Meta(ge=0, le=60)] = 2.0
+    """How long a service key (status, permissions, secrets) is trusted from memory: a deactivation or
+    rotation takes effect on every gateway within this time."""
+    max_wait_s: Annotated[int, msgspec.Meta(ge=0, le=30)] = 30
+    """The largest `Prefer: wait=N` honoured."""
+    wallet_open_wait_s: Annotated[float, msgspec.Meta(ge=0, le=30)] = 5.0
+    """How long `POST /v1/wallets` waits for the ledger-writer to open the account before answering
+    202 (opening continues; the request can be repeated)."""
+    pool_max_size: Annotated[int, msgspec.Meta(ge=1, le=200)] = 20
+
+    def ledger(self) -> str:
+        """The ledger URL (read-only here): `PM_LEDGER_URL`, else the embedded engine in the database."""
+        return self.ledger_url or "embedded+" + self.database_url
 
 
 def load(environ: Mapping[str, str] = os.environ) -> Settings:
-    return load_settings(Settings, PREFIX, environ)
+    settings = load_settings(Settings, PREFIX, environ)
+    try:
+        Cipher.from_setting(settings.key_encryption_key)
+    except KeyConfigError as exc:
+        # A configuration error (exit 2 naming the variable), not a crash after start.
+        raise SettingsError(str(exc)) from None
+    return settings

@@ -155,6 +155,18 @@ async def open_accounts(
         listed = "; ".join(f"{_describe(spec)}: {status}" for spec, status in failures)
         raise AccountOpenError(f"the ledger refused {len(failures)} account(s): {listed}", failures)
 
+    return await record_opened(conn, unique)
+
+
+async def record_opened(conn: Conn, specs: Iterable[chart.AccountSpec]) -> list[MappedAccount]:
+    """Record accounts the ledger already has in `pm.tb_account_map` (idempotent).
+
+    For callers that had the ledger-writer open them. Raises `AccountOpenError` when a stored row
+    disagrees. Returns the map rows of `specs`, in their order (duplicates collapsed).
+    """
+    unique = list(dict.fromkeys(specs))
+    accounts = [spec_account(spec) for spec in unique]
+    failures: list[tuple[chart.AccountSpec, str]] = []
     async with conn.transaction():
         await conn.execute(
             q.INSERT_MAP_ROWS,

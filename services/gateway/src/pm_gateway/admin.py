@@ -1,0 +1,99 @@
+"""Admin routes (admin keys only): service keys. Fee rules, limit rules and routes come with the
+orchestrator, which owns those tables."""
+
+from __future__ import annotations
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from pm_gateway import web
+from pm_gateway.auth import require_admin
+from pm_gateway.problems import ProblemError
+from pm_shared.http_api import CreateKey, KeyPermissions, RotateKey, ServiceKeyInfo, ServiceKeySecret
+from pm_shared.keys.store import (
+    KeyNotFoundError,
+    Permissions,
+    ServiceKey,
+    create_key,
+    deactivate_key,
+    list_keys,
+    rotate_key,
+)
+
+_create = msgspec.json.Decoder(CreateKey)
+_rotate = msgspec.json.Decoder(RotateKey)
+
+
+def info(key: ServiceKey) -> ServiceKeyInfo:
+    p = key.permissions
+    return ServiceKeyInfo(
+        key_id=key.key_id,
+        status=key.status,
+        permissions=KeyPermissions(
+            operations=sorted(p.operations),
+            owners=sorted(p.owners) if p.owners is not None else None,
+            admin=p.admin,
+        ),
+        description=key.description,
+        created_at=key.created_at,
+        rotated_at=key.rotated_at,
+        deactivated_at=key.deactivated_at,
+        last_used_at=key.last_used_at,
+        previous_valid_until=key.previous_valid_until,
+    )
+
+
+async def keys(request: Request) -> Response:
+    d = web.deps(request)
+    require_admin(await web.caller(request, await web.body(request, d.settings.max_body_bytes)))
+    async with d.pool.acquire() as conn:
+        found = await list_keys(conn)
+    return web.json([info(k) for k in found])
+
+
+async def create(request: Request) -> Response:
+    d = web.deps(request)
+    payload = await web.body(request, d.settings.max_body_bytes)
+    require_admin(await web.caller(request, payload))
+    wanted: CreateKey = web.decode(payload, _create)
+    if {"ADJUSTMENT", "*"} & set(wanted.operations) and not wanted.admin:
+        raise ProblemError(422, "validation_failed", "ADJUSTMENT (and so '*') is for admin keys only")
+    permissions = Permissions(
+        operations=frozenset(wanted.operations),
+        owners=frozenset(wanted.owners) if wanted.owners is not None else None,
+        admin=wanted.admin,
+    )
+    async with d.pool.acquire() as conn:
+        key, secret = await create_key(
+            conn, d.auth.cipher, permissions=permissions, description=wanted.description
+        )
+    return web.json(ServiceKeySecret(key_id=key.key_id, secret=secret, key=info(key)), 201)
+
+
+async def rotate(request: Request) -> Response:
+    d = web.deps(request)
+    payload = await web.body(request, d.settings.max_body_bytes)
+    require_admin(await web.caller(request, payload))
+    wanted: RotateKey = web.decode(payload, _rotate) if payload else RotateKey()
+    key_id = request.path_params["key_id"]
+    try:
+        async with d.pool.acquire() as conn:
+            key, secret = await rotate_key(conn, d.auth.cipher, key_id, grace_s=wanted.grace_seconds)
+    except KeyNotFoundError:
+        raise ProblemError(404, "key_not_found", "no such service key") from None
+    d.auth.forget(key_id)
+    return web.json(ServiceKeySecret(key_id=key.key_id, secret=secret, key=info(key)))
+
+
+async def deactivate(request: Request) -> Response:
+    d = web.deps(request)
+    require_admin(await web.caller(request, await web.body(request, d.settings.max_body_bytes)))
+    key_id = request.path_params["key_id"]
+    try:
+        async with d.pool.acquire() as conn:
+            key = await deactivate_key(conn, key_id)
+    except KeyNotFoundError:
+        raise ProblemError(404, "key_not_found", "no such service key") from None
+    d.auth.forget(key_id)
+    return web.json(info(key))

@@ -1,0 +1,272 @@
+"""`POST /v1/intents` (intake), `GET /v1/intents/{id}` and `GET /v1/intents` (DESIGN §8).
+
+Intake: authenticate, decode and check the request, check the key's permissions, refuse under
+back-pressure, then write the intent (CREATED), its first timeline entry and its `pm:intents`
+message in one statement; only after that commits is the message published and 202 sent. A crash
+after the commit loses nothing: the outbox row is published by a repeat of the request or by the
+relay, and the orchestrator resumes intents left in CREATED.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import logging
+import re
+import uuid
+from datetime import datetime
+
+import asyncpg
+import msgspec
+from prometheus_client import Counter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from pm_gateway import queries as q
+from pm_gateway import shapes, views, web
+from pm_gateway.auth import Caller, require_operation, require_owner
+from pm_gateway.ids import uuid7
+from pm_gateway.problems import ProblemError
+from pm_shared import messages
+from pm_shared.http_api import TERMINAL_STATES, CreateIntent, Intent, IntentPage, Party
+from pm_shared.streams import BackPressureError
+from pm_shared.streams.names import INTENTS
+from pm_shared.streams.publisher import PAYLOAD_FIELD, encode
+
+log = logging.getLogger(__name__)
+
+BACKPRESSURE = Counter("pm_gateway_backpressure_total", "Intake requests refused under back-pressure.")
+
+IDEMPOTENCY_HEADER = "idempotency-key"
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
+_request = msgspec.json.Decoder(CreateIntent)
+_canonical = msgspec.json.Encoder(order="deterministic")
+LIST_LIMIT_MAX = 200
+
+
+def _wait_seconds(request: Request, cap: int) -> int:
+    match = _PREFER_WAIT.search(request.headers.get("prefer", ""))
+    return min(int(match.group(1)), cap) if match else 0
+
+
+def _message_party(party: Party) -> messages.Party:
+    fields = msgspec.structs.asdict(party)
+    return messages.Party(kind=type(party).__struct_config__.tag, **fields)  # type: ignore[arg-type]
+
+
+async def create(request: Request) -> Response:
+    d = web.deps(request)
+    payload = await web.body(request, d.settings.max_body_bytes)
+    caller = await web.caller(request, payload)
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if not key:
+        raise ProblemError(400, "idempotency_key_missing", "the Idempotency-Key header is required")
+    if len(key) > 255:
+        raise ProblemError(
+            400, "idempotency_key_invalid", "the Idempotency-Key may be at most 255 characters"
+        )
+    intent_request: CreateIntent = web.decode(payload, _request)
+    shapes.check(intent_request)
+    require_operation(caller, intent_request.type)
+    require_owner(caller, shapes.acting_owner(intent_request))
+    request_hash = hashlib.sha256(_canonical.encode(intent_request)).digest()
+    wait = _wait_seconds(request, d.settings.max_wait_s)
+
+    async with d.pool.acquire() as conn:
+        existing = await conn.fetchrow(q.SELECT_BY_IDEMPOTENCY_KEY, caller.key_id, key)
+    if existing is None:
+        intent_id = uuid7()
+        stream_key = d.publisher.key_for(INTENTS, str(intent_id))
+        try:
+            await d.publisher.admit(stream_key)
+        except BackPressureError as exc:
+            BACKPRESSURE.inc()
+            retry = max(1, round(exc.retry_after_s))
+            raise ProblemError(
+                503,
+                "backpressure",
+                "too many intents in flight; retry later",
+                headers={"Retry-After": str(retry)},
+            ) from None
+        inserted = await _insert(d.pool, caller, key, request_hash, intent_id, intent_request)
+        if inserted is not None:
+            message_id, message = inserted
+            await _publish(request, stream_key, message_id, message)
+        else:
+            async with d.pool.acquire() as conn:  # a concurrent twin won the insert: answer as a replay
+                existing = await conn.fetchrow(q.SELECT_BY_IDEMPOTENCY_KEY, caller.key_id, key)
+            assert existing is not None
+    if existing is not None:
+        if bytes(existing["request_hash"]) != request_hash:
+            raise ProblemError(
+                409, "idempotency_key_reused", "this Idempotency-Key was used with another body"
+            )
+        intent_id = existing["id"]
+        await _publish_leftovers(request, str(intent_id))
+    answer = await _read(request, intent_id, wait)
+    headers = {"Location": answer.links.self_}
+    if existing is not None:
+        headers["Idempotent-Replayed"] = "true"
+    if wait:
+        headers["Preference-Applied"] = f"wait={wait}"
+    return web.json(answer, 202, headers)
+
+
+async def _insert(
+    pool: asyncpg.Pool[asyncpg.Record],
+    caller: Caller,
+    key: str,
+    request_hash: bytes,
+    intent_id: uuid.UUID,
+    r: CreateIntent,
+) -> tuple[str, bytes] | None:
+    message = messages.IntentSubmitted(
+        intent_id=str(intent_id),
+        message_id=f"{intent_id}:submitted",
+        produced_at=messages.now(),
+        type=r.type,
+        amount=r.amount,
+        currency=r.currency,
+        source=_message_party(r.from_),
+        target=_message_party(r.to),
+        key_id=caller.key_id,
+        from_name=r.from_name,
+        to_name=r.to_name,
+        comment=r.comment,
+        requires_monitoring=r.requires_monitoring,
+        metadata=r.metadata,
+    )
+    payload = encode(message)
+    async with pool.acquire() as conn:
+        row = await conn.fetchrow(
+            q.INSERT_INTENT,
+            intent_id,
+            caller.key_id,
+            key,
+            request_hash,
+            r.type,
+            r.amount,
+            r.currency,
+            msgspec.json.encode(r.from_).decode(),
+            msgspec.json.encode(r.to).decode(),
+            r.from_name,
+            r.to_name,
+            r.comment,
+            r.requires_monitoring,
+            msgspec.json.encode(r.metadata).decode(),
+            INTENTS.name,
+            message.message_id,
+            payload,
+        )
+    return None if row is None else (message.message_id, payload)
+
+
+async def _publish(request: Request, stream_key: str, message_id: str, payload: bytes) -> None:
+    d = web.deps(request)
+    try:
+        await d.publisher.add(stream_key, {PAYLOAD_FIELD: payload})
+    except Exception as exc:
+        # Committed already: the 202 stands, and the outbox row is published later (a repeat of
+        # this request, or the relay).
+        log.warning("intent message %s committed but not published yet: %r", message_id, exc)
+        return
+    d.marks.add(message_id)
+
+
+async def _publish_leftovers(request: Request, intent_id: str) -> None:
+    d = web.deps(request)
+    async with d.pool.acquire() as conn:
+        rows = await conn.fetch(q.SELECT_UNPUBLISHED, intent_id)
+    for row in rows:
+        await _publish(
+            request, d.publisher.key_for(row["stream"], intent_id), row["message_id"], bytes(row["payload"])
+        )
+
+
+async def _read(request: Request, intent_id: uuid.UUID, wait: int) -> Intent:
+    d = web.deps(request)
+    with d.waiters.waiting_for(str(intent_id)) as terminal:
+        answer = await _load(request, intent_id)
+        if answer is None:
+            raise ProblemError(404, "intent_not_found", "no such intent")
+        if wait and answer.status not in TERMINAL_STATES:
+            try:
+                await asyncio.wait_for(asyncio.shield(terminal), wait)
+            except TimeoutError:
+                return answer
+            answer = await _load(request, intent_id) or answer
+    return answer
+
+
+async def _load(request: Request, intent_id: uuid.UUID) -> Intent | None:
+    d = web.deps(request)
+    async with d.pool.acquire() as conn:
+        row = await conn.fetchrow(q.SELECT_INTENT, intent_id)
+        if row is None:
+            return None
+        timeline = await conn.fetch(q.SELECT_TIMELINE, intent_id)
+    return views.intent(row, timeline)
+
+
+def _intent_id(request: Request) -> uuid.UUID:
+    try:
+        return uuid.UUID(request.path_params["intent_id"])
+    except ValueError:
+        raise ProblemError(404, "intent_not_found", "no such intent") from None
+
+
+async def get(request: Request) -> Response:
+    d = web.deps(request)
+    caller = await web.caller(request, await web.body(request, d.settings.max_body_bytes))
+    intent_id = _intent_id(request)
+    async with d.pool.acquire() as conn:
+        row = await conn.fetchrow(q.SELECT_INTENT, intent_id)
+    # Another key's intent is reported as missing, not forbidden: ids do not leak across keys.
+    if row is None or (row["key_id"] != caller.key_id and not caller.permissions.admin):
+        raise ProblemError(404, "intent_not_found", "no such intent")
+    wait = _wait_seconds(request, d.settings.max_wait_s)
+    answer = await _read(request, intent_id, wait)
+    return web.json(answer, 200, {"Preference-Applied": f"wait={wait}"} if wait else None)
+
+
+def _cursor(value: str | None) -> tuple[datetime | None, uuid.UUID | None]:
+    if not value:
+        return None, None
+    try:
+        at, _, ident = base64.urlsafe_b64decode(value.encode() + b"==").decode().partition("|")
+        return datetime.fromisoformat(at), uuid.UUID(ident)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ProblemError(400, "cursor_invalid", "the cursor is not one this API returned") from None
+
+
+def _next_cursor(intent: Intent) -> str:
+    assert intent.created_at is not None
+    raw = f"{intent.created_at.isoformat()}|{intent.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def limit(request: Request) -> int:
+    raw = request.query_params.get("limit", "50")
+    if not raw.isdigit() or not 1 <= int(raw) <= LIST_LIMIT_MAX:
+        raise ProblemError(400, "limit_invalid", f"limit must be an integer from 1 to {LIST_LIMIT_MAX}")
+    return int(raw)
+
+
+async def list_(request: Request) -> Response:
+    d = web.deps(request)
+    caller = await web.caller(request, await web.body(request, d.settings.max_body_bytes))
+    count = limit(request)
+    after_at, after_id = _cursor(request.query_params.get("cursor"))
+    async with d.pool.acquire() as conn:
+        rows = await conn.fetch(
+            q.LIST_INTENTS,
+            None if caller.permissions.admin else caller.key_id,
+            after_at,
+            after_id,
+            count + 1,
+        )
+    items = [views.intent(row) for row in rows[:count]]
+    more = len(rows) > count
+    return web.json(IntentPage(items=items, next_cursor=_next_cursor(items[-1]) if more else None))

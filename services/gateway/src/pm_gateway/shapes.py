@@ -1,0 +1,67 @@
+"""Which parties each intent type takes (DESIGN §7), and whose money a request moves."""
+
+from __future__ import annotations
+
+from pm_gateway.problems import ProblemError
+from pm_shared.http_api import (
+    CreateIntent,
+    FieldError,
+    OperatorParty,
+    Party,
+    PromptPayParty,
+    SbpParty,
+    ThaiQrParty,
+    UserParty,
+)
+
+_ALLOWED: dict[str, tuple[tuple[type[Party], ...], tuple[type[Party], ...]]] = {
+    "P2P": ((UserParty,), (UserParty,)),
+    "PROMPTPAY_WITHDRAWAL": ((UserParty,), (PromptPayParty, ThaiQrParty)),
+    "SBP_TOPUP": ((SbpParty,), (UserParty,)),
+    "ADJUSTMENT": ((OperatorParty, UserParty), (UserParty, OperatorParty)),
+}
+
+
+def _kinds(types: tuple[type[Party], ...]) -> str:
+    return " or ".join(repr(t.__struct_config__.tag) for t in types)
+
+
+def check(request: CreateIntent) -> None:
+    """Raise a 422 problem when the parties do not fit the intent type."""
+    sources, targets = _ALLOWED[request.type]
+    errors: list[FieldError] = []
+    if not isinstance(request.from_, sources):
+        errors.append(FieldError(path="$.from.kind", message=f"{request.type} takes {_kinds(sources)}"))
+    if not isinstance(request.to, targets):
+        errors.append(FieldError(path="$.to.kind", message=f"{request.type} takes {_kinds(targets)}"))
+    if not errors:
+        errors += _pair_errors(request)
+    if errors:
+        raise ProblemError(422, "invalid_parties", "the parties do not fit the intent type", errors=errors)
+
+
+def _pair_errors(request: CreateIntent) -> list[FieldError]:
+    source, target = request.from_, request.to
+    if isinstance(source, UserParty) and isinstance(target, UserParty) and source.id == target.id:
+        return [FieldError(path="$.to.id", message="a user cannot pay themselves")]
+    if request.type == "ADJUSTMENT" and isinstance(source, OperatorParty) == isinstance(
+        target, OperatorParty
+    ):
+        return [FieldError(path="$", message="an ADJUSTMENT moves money between the operator and one user")]
+    if isinstance(target, PromptPayParty):
+        if target.proxy_type == "BILLER" and not target.ref1:
+            return [FieldError(path="$.to.ref1", message="a biller payment needs ref1")]
+        if target.proxy_type != "BILLER" and (target.ref1 or target.ref2):
+            return [FieldError(path="$.to.ref1", message="references are for BILLER targets only")]
+    return []
+
+
+def acting_owner(request: CreateIntent) -> str:
+    """The user the caller acts for: the payer, or for a top-up (and an operator credit) the payee.
+
+    A key with an owner scope may only act for the owners in it; whom they pay is not restricted.
+    """
+    for party in (request.from_, request.to):
+        if isinstance(party, UserParty):
+            return party.id
+    raise AssertionError("every intent type has a user on one side (checked before)")

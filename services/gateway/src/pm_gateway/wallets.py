@@ -1,0 +1,147 @@
+"""`POST /v1/wallets`, `GET /v1/wallets/{ownerId}` and its history (DESIGN §8).
+
+A wallet is opened by the ledger-writer, like every other write to the ledger: the gateway sends a
+command with the account (its id is deterministic, so a repeat is harmless), waits a little for
+the account to appear, and then records it in `pm.tb_account_map`. Balances are read from the
+ledger; the history from `pm.tx_history`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import time
+from datetime import datetime
+
+import msgspec
+import tigerbeetle as tb
+from starlette.requests import Request
+from starlette.responses import Response
+
+from pm_gateway import queries as q
+from pm_gateway import web
+from pm_gateway.auth import require_owner
+from pm_gateway.intents import limit
+from pm_gateway.problems import ProblemError
+from pm_shared import messages
+from pm_shared.http_api import Balance, HistoryEntry, HistoryPage, OpenWallet, Wallet
+from pm_shared.ledger import accounts, chart
+from pm_shared.streams import BackPressureError
+from pm_shared.streams.names import LEDGER_COMMANDS
+
+POLL_S = 0.05
+_open = msgspec.json.Decoder(OpenWallet)
+
+
+def _balance(currency: str, account: tb.Account) -> Balance:
+    posted = account.credits_posted - account.debits_posted
+    return Balance(
+        currency=currency,
+        available=posted - account.debits_pending,
+        pending=account.debits_pending,
+        posted=posted,
+    )
+
+
+async def open_wallet(request: Request) -> Response:
+    d = web.deps(request)
+    payload = await web.body(request, d.settings.max_body_bytes)
+    caller = await web.caller(request, payload)
+    wanted: OpenWallet = web.decode(payload, _open)
+    require_owner(caller, wanted.owner_id)
+    spec = chart.AccountSpec(wanted.owner_kind, wanted.owner_id, wanted.currency, chart.Code.USER_WALLET)
+    account = accounts.spec_account(spec)
+    found = await d.ledger.lookup_accounts([account.id])
+    if not found:
+        command = messages.LedgerCommand(
+            intent_id=f"wallet:{account.id:032x}",
+            message_id=f"open-wallet:{account.id:032x}",
+            produced_at=messages.now(),
+            step="open_wallet",
+            accounts=[
+                messages.LedgerAccount(
+                    id=account.id, ledger=account.ledger, code=account.code, flags=int(account.flags)
+                )
+            ],
+        )
+        try:
+            await d.publisher.publish(LEDGER_COMMANDS, command)
+        except BackPressureError as exc:
+            retry = str(max(1, round(exc.retry_after_s)))
+            raise ProblemError(
+                503, "backpressure", "the ledger is busy; retry later", headers={"Retry-After": retry}
+            ) from None
+        deadline = time.monotonic() + d.settings.wallet_open_wait_s
+        while not found and time.monotonic() < deadline:
+            await asyncio.sleep(POLL_S)
+            found = await d.ledger.lookup_accounts([account.id])
+    if not found:
+        # The command is on its way; a repeat of this request answers once the writer has opened it.
+        wallet = Wallet(owner_id=wanted.owner_id, balances=[])
+        return web.json(wallet, 202, {"Retry-After": "1"})
+    async with d.pool.acquire() as conn:
+        await accounts.record_opened(conn, [spec])
+    return web.json(Wallet(owner_id=wanted.owner_id, balances=[_balance(wanted.currency, found[0])]), 201)
+
+
+async def get_wallet(request: Request) -> Response:
+    d = web.deps(request)
+    caller = await web.caller(request, await web.body(request, d.settings.max_body_bytes))
+    owner_id = request.path_params["owner_id"]
+    require_owner(caller, owner_id)
+    async with d.pool.acquire() as conn:
+        rows = await conn.fetch(q.SELECT_WALLET_ACCOUNTS, "user", owner_id, int(chart.Code.USER_WALLET))
+    if not rows:
+        raise ProblemError(404, "wallet_not_found", f"{owner_id} has no wallet")
+    ids = [row["account_id"].int for row in rows]
+    by_id = {a.id: a for a in await d.ledger.lookup_accounts(ids)}
+    balances = [
+        _balance(row["currency"], by_id[row["account_id"].int])
+        for row in rows
+        if row["account_id"].int in by_id
+    ]
+    return web.json(Wallet(owner_id=owner_id, balances=balances))
+
+
+def _cursor(value: str | None) -> tuple[datetime | None, int | None]:
+    if not value:
+        return None, None
+    try:
+        at, _, ident = base64.urlsafe_b64decode(value.encode() + b"==").decode().partition("|")
+        return datetime.fromisoformat(at), int(ident)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ProblemError(400, "cursor_invalid", "the cursor is not one this API returned") from None
+
+
+async def history(request: Request) -> Response:
+    d = web.deps(request)
+    caller = await web.caller(request, await web.body(request, d.settings.max_body_bytes))
+    owner_id = request.path_params["owner_id"]
+    require_owner(caller, owner_id)
+    count = limit(request)
+    after_at, after_id = _cursor(request.query_params.get("cursor"))
+    async with d.pool.acquire() as conn:
+        rows = await conn.fetch(q.LIST_HISTORY, "user", owner_id, after_at, after_id, count + 1)
+    items = [
+        HistoryEntry(
+            intent_id=str(r["intent_id"]),
+            type=r["type"],
+            direction=r["direction"],
+            amount=r["amount"],
+            currency=r["currency"],
+            fee=r["fee"],
+            counterparty_name=r["counterparty_name"],
+            comment=r["comment"],
+            requires_monitoring=r["requires_monitoring"],
+            at=r["at"],
+        )
+        for r in rows[:count]
+    ]
+    cursor = None
+    if len(rows) > count:
+        last = rows[count - 1]
+        cursor = (
+            base64.urlsafe_b64encode(f"{last['at'].isoformat()}|{last['id']}".encode()).decode().rstrip("=")
+        )
+    return web.json(HistoryPage(items=items, next_cursor=cursor))

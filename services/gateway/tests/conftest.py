@@ -1,0 +1,3 @@
+from pm_gateway.testing import gateway
+
+__all__ = ["gateway"]
