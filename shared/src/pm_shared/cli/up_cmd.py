@@ -11,6 +11,7 @@ import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -20,6 +21,9 @@ from rich.text import Text
 
 from pm_shared import db, devenv, streams
 from pm_shared.cli.dev_cmd import infrastructure_table, wide_console
+from pm_shared.devenv.envfile import KEY_VARIABLE
+from pm_shared.keys.crypto import Cipher
+from pm_shared.keys.demo import demo_key
 from pm_shared.settings import CommonSettings, SettingsError, load_settings
 from pm_shared.streams.connection import connect
 
@@ -166,17 +170,37 @@ async def _up(children: Sequence[Child], *, json_logs: bool, grace: float, max_r
             finally:
                 await redis.aclose()
             console.print(f"streams: provisioned ({created} new consumer groups)", markup=False)
+            home = devenv.default_home()
+            key_encryption_key = os.environ.get(KEY_VARIABLE) or _kept_key(home / "env", infra)
+            conn = await db.connect(infra.database_url)
+            try:
+                demo = await demo_key(conn, Cipher.from_setting(key_encryption_key), home / "demo-key.json")
+            finally:
+                await conn.close()
         except Exception as exc:
             # Whatever failed here, the fleet cannot start; say what, then still stop what this run started.
             return fail(f"setting up failed: {type(exc).__name__}: {exc}")
 
         env = _child_env(infra, json_logs=json_logs)
+        env[KEY_VARIABLE] = key_encryption_key
         fleet = Fleet(children, env, console, grace=grace, max_restarts=max_restarts)
         console.print(fleet.table())
+        console.print(
+            f"demo key (admin; also in {home / 'demo-key.json'}): {demo.key_id} secret {demo.secret}",
+            markup=False,
+            soft_wrap=True,
+        )
         return await fleet.run()
     finally:
         for what in await infra.stop():
             console.print(f"stopped {what}", markup=False, soft_wrap=True)
+
+
+def _kept_key(env_file: Path, infra: devenv.DevEnv) -> str:
+    """This checkout's key-encryption key: from the env file, else new and written there to keep."""
+    if KEY_VARIABLE not in devenv.read_env_file(env_file):
+        devenv.write_env_file(env_file, infra.env())
+    return devenv.key_encryption_key(env_file)
 
 
 def _child_env(infra: devenv.DevEnv, *, json_logs: bool) -> dict[str, str]:
