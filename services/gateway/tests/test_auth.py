@@ -89,7 +89,9 @@ async def test_the_previous_secret_works_within_the_grace_period_only(gateway: G
     assert (await gateway.send("GET", "/v1/intents", key=new)).status_code == 200
     await asyncio.sleep(1.2)
     response = await gateway.send("GET", "/v1/intents", key=old)
-    assert (response.status_code, code(response)) == (401, "auth_bad_signature")
+    assert (response.status_code, code(response)) == (401, "auth_expired_secret")
+    wrong = await gateway.send("GET", "/v1/intents", key=Key(key.key_id, "never-issued"))
+    assert (wrong.status_code, code(wrong)) == (401, "auth_bad_signature")
     assert (await gateway.send("GET", "/v1/intents", key=new)).status_code == 200
 
 

@@ -20,7 +20,7 @@ from pm_gateway.problems import ProblemError
 from pm_shared import signing
 from pm_shared.db import Pool
 from pm_shared.keys.crypto import Cipher
-from pm_shared.keys.store import Permissions, ServiceKey, touch, verification_secrets
+from pm_shared.keys.store import Permissions, ServiceKey, signing_secrets, touch
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ def refuse(status: int, code: str, detail: str) -> ProblemError:
 class _Cached:
     key: ServiceKey | None
     secrets: list[str]
+    retired: str | None
     until: float
 
 
@@ -76,7 +77,7 @@ class Authenticator:
             raise refuse(401, "auth_missing_header", f"missing {', '.join(missing)}")
         if len(nonce) > 128 or len(key_id) > 64:
             raise refuse(401, "auth_malformed_header", "X-PM-Key or X-PM-Nonce is too long")
-        key, secrets = await self._secrets(key_id)
+        key, secrets, retired = await self._secrets(key_id)
         if key is None:
             raise refuse(401, "auth_unknown_key", "no such service key")
         if key.status != "active":
@@ -91,6 +92,8 @@ class Authenticator:
             )
         message = signing.string_to_sign(timestamp, nonce, method, target, body)
         if not signing.matches(secrets, signature, message):
+            if retired is not None and signing.matches([retired], signature, message):
+                raise refuse(401, "auth_expired_secret", "signed with a secret whose grace period is over")
             raise refuse(401, "auth_bad_signature", "the signature does not match the request")
         fresh = await self.redis.set(f"pm:nonce:{key_id}:{nonce}", b"1", nx=True, ex=signing.NONCE_TTL_S)
         if not fresh:
@@ -98,18 +101,21 @@ class Authenticator:
         self._touch(key_id)
         return Caller(key_id, key.permissions)
 
-    async def _secrets(self, key_id: str) -> tuple[ServiceKey | None, list[str]]:
+    async def _secrets(self, key_id: str) -> tuple[ServiceKey | None, list[str], str | None]:
         now = time.monotonic()
         cached = self._cache.get(key_id)
         if cached is None or cached.until < now:
             async with self.pool.acquire() as conn:
-                found = await verification_secrets(conn, self.cipher, key_id)
-            key, secrets = found if found is not None else (None, [])
-            cached = self._cache[key_id] = _Cached(key, secrets, now + self.cache_s)
+                found = await signing_secrets(conn, self.cipher, key_id)
+            if found is None:
+                cached = _Cached(None, [], None, now + self.cache_s)
+            else:
+                cached = _Cached(found.key, found.valid, found.retired, now + self.cache_s)
+            self._cache[key_id] = cached
             if len(self._cache) > 10_000:
                 # Unknown ids are cached too (so a flood of them does not reach PostgreSQL), but bounded.
                 self._cache = {k: v for k, v in self._cache.items() if v.until >= now}
-        return cached.key, cached.secrets
+        return cached.key, cached.secrets, cached.retired
 
     def forget(self, key_id: str) -> None:
         """Drop a cached key (this gateway changed it); others see the change within `cache_s`."""

@@ -46,11 +46,13 @@ FROM pm.service_key
 WHERE key_id = $1
 """
 
-# The previous secret only while it is still inside its grace period, by the database's clock.
+# The previous secret as valid only while it is inside its grace period, by the database's clock;
+# after that as retired (a request signed with it is refused, and told why).
 SELECT_SECRETS = f"""
 SELECT {_COLUMNS},
     secret_encrypted,
-    CASE WHEN previous_valid_until > now() THEN previous_encrypted END AS previous_encrypted
+    CASE WHEN previous_valid_until > now() THEN previous_encrypted END AS previous_encrypted,
+    CASE WHEN previous_valid_until <= now() THEN previous_encrypted END AS retired_encrypted
 FROM pm.service_key
 WHERE key_id = $1
 """

@@ -166,16 +166,31 @@ async def verification_secrets(
     """The key and the secrets a request signed with it may use: the current one, plus the previous one
     while its grace period lasts (by the database's clock). An inactive key has none; no key gives None.
     """
+    found = await signing_secrets(conn, cipher, key_id)
+    return None if found is None else (found.key, found.valid)
+
+
+@dataclass(frozen=True)
+class SigningSecrets:
+    key: ServiceKey
+    valid: list[str]
+    """What a request may be signed with (none for an inactive key)."""
+    retired: str | None
+    """The previous secret once its grace period is over, kept to tell a client why it is refused."""
+
+
+async def signing_secrets(conn: Conn, cipher: Cipher, key_id: str) -> SigningSecrets | None:
     row = await conn.fetchrow(queries.SELECT_SECRETS, key_id)
     if row is None:
         return None
     key = _key(row)
     if not key.active:
-        return key, []
-    found = [cipher.decrypt(row["secret_encrypted"], key_id=key_id)]
+        return SigningSecrets(key, [], None)
+    valid = [cipher.decrypt(row["secret_encrypted"], key_id=key_id)]
     if row["previous_encrypted"] is not None:
-        found.append(cipher.decrypt(row["previous_encrypted"], key_id=key_id))
-    return key, found
+        valid.append(cipher.decrypt(row["previous_encrypted"], key_id=key_id))
+    retired = row["retired_encrypted"]
+    return SigningSecrets(key, valid, None if retired is None else cipher.decrypt(retired, key_id=key_id))
 
 
 async def touch(conn: Conn, key_id: str) -> None:
