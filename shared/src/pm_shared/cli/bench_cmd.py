@@ -1,4 +1,5 @@
-"""`pm bench`: the streams runtime beside raw redis-py; the ledger, bare and through the ledger-writer."""
+"""`pm bench`: the streams runtime beside raw redis-py; the ledger, bare and through the ledger-writer;
+the gateway's signed intake beside a bare endpoint doing the same XADD."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Annotated
 import typer
 
 from pm_shared import bench as benchmarks
-from pm_shared import ledger_bench
+from pm_shared import gateway_bench, ledger_bench
 from pm_shared.cli import common
 
 BATCH_MIN = 1_000
@@ -24,6 +25,17 @@ def bench(
     transfers: Annotated[
         int, typer.Option(min=BATCH_MIN, help="Transfers per command size, bare and through the writer.")
     ] = 100_000,
+    gateway: Annotated[
+        bool,
+        typer.Option(help="Also measure signed POST /v1/intents through the gateway beside a bare endpoint."),
+    ] = True,
+    concurrency: Annotated[
+        int,
+        typer.Option(min=1, max=1_000, help="Concurrent requests offered to the gateway and bare endpoint."),
+    ] = 32,
+    seconds: Annotated[
+        float, typer.Option(min=0.1, help="Timed seconds per gateway/bare run (after a 1 s warm-up).")
+    ] = 5.0,
     database_url: Annotated[
         str | None, typer.Option("--database-url", envvar="PM_DATABASE_URL", help="PostgreSQL server to use.")
     ] = None,
@@ -36,6 +48,11 @@ def bench(
     The benchmark works on streams of its own (`bench:*`), a throw-away database, and Redis
     database 14 of the same server for the ledger-writer (only its `{pm:ledger:*` keys are
     deleted, before and after); it deletes them afterwards.
+
+    Then the gateway: signed `POST /v1/intents` requests/s, p50 and p99 beside an unsigned bare
+    Starlette endpoint doing the same XADD (goal: ≥ 50 % of the bare endpoint), both real processes,
+    on another throw-away database and Redis database 14 (only its `{pm:intents:*` and
+    `{pm:events:*` keys are deleted, before and after).
     """
     config = common.settings()
     url = common.redis_url(redis_url, config)
@@ -46,4 +63,16 @@ def bench(
             ledger_bench.run(database_url or config.database_url, transfers, url, repeat=repeat), url
         )
         common.print_table(ledger_bench.table(rows))
+    if gateway:
+        result = common.run(
+            gateway_bench.run(
+                database_url or config.database_url,
+                url,
+                concurrency=concurrency,
+                duration_s=seconds,
+                repeat=repeat,
+            ),
+            url,
+        )
+        common.print_table(gateway_bench.table(result))
     raise typer.Exit(code)
