@@ -263,3 +263,105 @@ class ServiceKeySecret(Out, kw_only=True):
     key_id: str
     secret: str
     key: ServiceKeyInfo
+
+
+# --- admin: fee rules, limit rules, routes; fee dry-run --------------------------------------------
+
+RuleId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
+Expression = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+
+
+class FeeRuleIn(Struct, kw_only=True):
+    """`POST /v1/admin/fee-rules`: a new rule, or the next version of an existing `ruleId`."""
+
+    rule_id: RuleId
+    operation_type: IntentType
+    condition: Expression = "true"
+    amount: Expression
+    timing: Literal["PRE", "POST"]
+    payer: Literal["source", "target"] = "source"
+    fee_account_code: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 10
+    priority: Annotated[int, msgspec.Meta(ge=-1_000_000, le=1_000_000)] = 100
+    max_fee: Amount
+    active_from: datetime | None = None
+    active_until: datetime | None = None
+    description: Annotated[str, msgspec.Meta(max_length=200)] = ""
+
+
+class FeeRuleOut(Out, kw_only=True):
+    rule_id: str
+    version: int
+    operation_type: str
+    condition: str
+    amount: str
+    timing: str
+    payer: str
+    fee_account_code: int
+    priority: int
+    max_fee: int
+    active_from: datetime
+    active_until: datetime | None = None
+    status: str
+    description: str = ""
+
+
+class LimitRuleIn(Struct, kw_only=True):
+    """`POST /v1/admin/limit-rules`: a cap per user or tier, operation and Bangkok day or month."""
+
+    rule_id: RuleId
+    subject_kind: Literal["user", "tier"]
+    subject: OwnerId
+    operation_type: IntentType
+    currency: Currency
+    period: Literal["day", "month"]
+    max_amount: Amount | None = None
+    max_count: Annotated[int, msgspec.Meta(gt=0, le=1_000_000)] | None = None
+
+
+class LimitRuleOut(Out, kw_only=True):
+    rule_id: str
+    version: int
+    subject_kind: str
+    subject: str
+    operation_type: str
+    currency: str
+    period: str
+    max_amount: int | None = None
+    max_count: int | None = None
+    status: str
+
+
+StepName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,40}$")]
+
+
+class RouteIn(Struct, kw_only=True):
+    """`PUT /v1/admin/routes/{operationType}/{channel}`."""
+
+    steps: Annotated[list[StepName], msgspec.Meta(min_length=1, max_length=20)]
+    enabled: bool = True
+
+
+class RouteOut(Out, kw_only=True):
+    operation_type: str
+    channel: str
+    steps: list[str]
+    enabled: bool
+    updated_at: datetime
+
+
+class FeeQuote(Struct, kw_only=True):
+    """`POST /v1/fees/dry-run`: what an intent would be charged, without creating it."""
+
+    type: IntentType
+    amount: Amount
+    currency: Currency
+    from_: Party = msgspec.field(name="from")
+    to: Party
+    requires_monitoring: bool = False
+    metadata: Metadata = {}
+
+
+class FeeBreakdown(Out, kw_only=True):
+    fees: list[Fee]
+    total: int
+    currency: str

@@ -74,3 +74,65 @@ WHERE owner_kind = $1 AND owner_id = $2
 ORDER BY at DESC, id DESC
 LIMIT $5
 """
+
+# --- admin: rules and routes ---------------------------------------------------------------------
+
+_FEE_RULE_COLUMNS = """
+    rule_id, version, operation_type, condition, amount, timing, payer, fee_account_code, priority,
+    max_fee, active_from, active_until, status, description"""
+
+# The newest version of every fee rule, retired ones included (the admin sees everything).
+LIST_FEE_RULES = f"""
+SELECT DISTINCT ON (rule_id) {_FEE_RULE_COLUMNS}
+FROM pm.fee_rule
+ORDER BY rule_id, version DESC
+"""
+
+LATEST_FEE_RULE = f"""
+SELECT {_FEE_RULE_COLUMNS} FROM pm.fee_rule WHERE rule_id = $1 ORDER BY version DESC LIMIT 1
+"""
+
+# A new version of a rule; concurrent writers of one rule id are serialised by the primary key (the
+# loser's insert fails and is retried by the caller).
+INSERT_FEE_RULE_VERSION = f"""
+INSERT INTO pm.fee_rule (rule_id, version, operation_type, condition, amount, timing, payer,
+                         fee_account_code, priority, max_fee, active_from, active_until, status, description)
+SELECT $1, coalesce(max(version), 0) + 1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10, now()), $11, $12, $13
+FROM pm.fee_rule WHERE rule_id = $1
+RETURNING {_FEE_RULE_COLUMNS}
+"""
+
+_LIMIT_RULE_COLUMNS = """
+    rule_id, version, subject_kind, subject, operation_type, currency, period, max_amount, max_count,
+    status"""
+
+LIST_LIMIT_RULES = f"""
+SELECT DISTINCT ON (rule_id) {_LIMIT_RULE_COLUMNS}
+FROM pm.limit_rule
+ORDER BY rule_id, version DESC
+"""
+
+LATEST_LIMIT_RULE = f"""
+SELECT {_LIMIT_RULE_COLUMNS} FROM pm.limit_rule WHERE rule_id = $1 ORDER BY version DESC LIMIT 1
+"""
+
+INSERT_LIMIT_RULE_VERSION = f"""
+INSERT INTO pm.limit_rule (rule_id, version, subject_kind, subject, operation_type, currency, period,
+                           max_amount, max_count, status)
+SELECT $1, coalesce(max(version), 0) + 1, $2, $3, $4, $5, $6, $7, $8, $9
+FROM pm.limit_rule WHERE rule_id = $1
+RETURNING {_LIMIT_RULE_COLUMNS}
+"""
+
+LIST_ROUTES = """
+SELECT operation_type, channel, steps, enabled, updated_at FROM pm.payment_route
+ORDER BY operation_type, channel
+"""
+
+UPSERT_ROUTE = """
+INSERT INTO pm.payment_route (operation_type, channel, steps, enabled, updated_at)
+VALUES ($1, $2, $3, $4, now())
+ON CONFLICT (operation_type, channel)
+DO UPDATE SET steps = excluded.steps, enabled = excluded.enabled, updated_at = now()
+RETURNING operation_type, channel, steps, enabled, updated_at
+"""
