@@ -70,6 +70,7 @@ async def test_an_intent_is_accepted_recorded_and_published(gateway: Gateway, re
     intent = msgspec.json.decode(got.content)
     assert intent["status"] == "CREATED"
     assert [t["state"] for t in intent["timeline"]] == ["CREATED"]
+    assert intent == body  # the 202 was built without reading the row back: it must say the same
 
 
 async def test_the_same_key_and_body_is_the_same_intent(gateway: Gateway, redis: Redis) -> None:

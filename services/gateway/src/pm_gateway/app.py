@@ -132,7 +132,14 @@ def create_app(settings: Settings) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         redis = connect(settings.redis_url, name="gateway")
         reader = connect(settings.redis_url, blocking_reads=True, name="gateway-events")
-        pool = await db.create_pool(settings.database_url, max_size=settings.pool_max_size)
+        # The gateway leaves no session state on a connection (single statements; transactions only as
+        # context managers), so released connections skip asyncpg's reset round trip.
+        pool = await db.create_pool(
+            settings.database_url,
+            max_size=settings.pool_max_size,
+            application_name="pm-gateway",
+            reset_on_release=False,
+        )
         ledger = await open_ledger(settings.ledger(), readonly=True)
         stop = asyncio.Event()
         deps = Deps(

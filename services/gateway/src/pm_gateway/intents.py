@@ -18,7 +18,6 @@ import re
 import uuid
 from datetime import datetime
 
-import asyncpg
 import msgspec
 from prometheus_client import Counter
 from starlette.requests import Request
@@ -30,6 +29,7 @@ from pm_gateway.auth import Caller, require_operation, require_owner
 from pm_gateway.ids import uuid7
 from pm_gateway.problems import ProblemError
 from pm_shared import messages
+from pm_shared.db import Conn
 from pm_shared.http_api import TERMINAL_STATES, CreateIntent, Intent, IntentPage, Party
 from pm_shared.streams import BackPressureError
 from pm_shared.streams.names import INTENTS
@@ -74,38 +74,46 @@ async def create(request: Request) -> Response:
     request_hash = hashlib.sha256(_canonical.encode(intent_request)).digest()
     wait = _wait_seconds(request, d.settings.max_wait_s)
 
+    # Refused under back-pressure before anything is written (a replay too: it can come back later).
+    intent_id = uuid7()
+    stream_key = d.publisher.key_for(INTENTS, str(intent_id))
+    try:
+        await d.publisher.admit(stream_key)
+    except BackPressureError as exc:
+        BACKPRESSURE.inc()
+        retry = max(1, round(exc.retry_after_s))
+        raise ProblemError(
+            503,
+            "backpressure",
+            "too many intents in flight; retry later",
+            headers={"Retry-After": str(retry)},
+        ) from None
+    # Insert first: a new intent costs one statement; a replay (or a concurrent twin) finds the row
+    # that is already there.
+    message = _message(caller, intent_id, intent_request)
+    payload = encode(message)
     async with d.pool.acquire() as conn:
-        existing = await conn.fetchrow(q.SELECT_BY_IDEMPOTENCY_KEY, caller.key_id, key)
-    if existing is None:
-        intent_id = uuid7()
-        stream_key = d.publisher.key_for(INTENTS, str(intent_id))
-        try:
-            await d.publisher.admit(stream_key)
-        except BackPressureError as exc:
-            BACKPRESSURE.inc()
-            retry = max(1, round(exc.retry_after_s))
-            raise ProblemError(
-                503,
-                "backpressure",
-                "too many intents in flight; retry later",
-                headers={"Retry-After": str(retry)},
-            ) from None
-        inserted = await _insert(d.pool, caller, key, request_hash, intent_id, intent_request)
-        if inserted is not None:
-            message_id, message = inserted
-            await _publish(request, stream_key, message_id, message)
-        else:
-            async with d.pool.acquire() as conn:  # a concurrent twin won the insert: answer as a replay
-                existing = await conn.fetchrow(q.SELECT_BY_IDEMPOTENCY_KEY, caller.key_id, key)
+        created_at = await _insert(
+            conn, caller, key, request_hash, intent_id, intent_request, message, payload
+        )
+        existing = None
+        if created_at is None:
+            existing = await conn.fetchrow(q.SELECT_BY_IDEMPOTENCY_KEY, caller.key_id, key)
             assert existing is not None
-    if existing is not None:
+    if existing is None:
+        assert created_at is not None
+        await _publish(request, stream_key, message.message_id, payload)
+        answer = views.new_intent(str(intent_id), intent_request, created_at)
+        if wait:
+            answer = await _read(request, intent_id, wait)
+    else:
         if bytes(existing["request_hash"]) != request_hash:
             raise ProblemError(
                 409, "idempotency_key_reused", "this Idempotency-Key was used with another body"
             )
         intent_id = existing["id"]
         await _publish_leftovers(request, str(intent_id))
-    answer = await _read(request, intent_id, wait)
+        answer = await _read(request, intent_id, wait)
     headers = {"Location": answer.links.self_}
     if existing is not None:
         headers["Idempotent-Replayed"] = "true"
@@ -114,15 +122,8 @@ async def create(request: Request) -> Response:
     return web.json(answer, 202, headers)
 
 
-async def _insert(
-    pool: asyncpg.Pool[asyncpg.Record],
-    caller: Caller,
-    key: str,
-    request_hash: bytes,
-    intent_id: uuid.UUID,
-    r: CreateIntent,
-) -> tuple[str, bytes] | None:
-    message = messages.IntentSubmitted(
+def _message(caller: Caller, intent_id: uuid.UUID, r: CreateIntent) -> messages.IntentSubmitted:
+    return messages.IntentSubmitted(
         intent_id=str(intent_id),
         message_id=f"{intent_id}:submitted",
         produced_at=messages.now(),
@@ -138,29 +139,40 @@ async def _insert(
         requires_monitoring=r.requires_monitoring,
         metadata=r.metadata,
     )
-    payload = encode(message)
-    async with pool.acquire() as conn:
-        row = await conn.fetchrow(
-            q.INSERT_INTENT,
-            intent_id,
-            caller.key_id,
-            key,
-            request_hash,
-            r.type,
-            r.amount,
-            r.currency,
-            msgspec.json.encode(r.from_).decode(),
-            msgspec.json.encode(r.to).decode(),
-            r.from_name,
-            r.to_name,
-            r.comment,
-            r.requires_monitoring,
-            msgspec.json.encode(r.metadata).decode(),
-            INTENTS.name,
-            message.message_id,
-            payload,
-        )
-    return None if row is None else (message.message_id, payload)
+
+
+async def _insert(
+    conn: Conn,
+    caller: Caller,
+    key: str,
+    request_hash: bytes,
+    intent_id: uuid.UUID,
+    r: CreateIntent,
+    message: messages.IntentSubmitted,
+    payload: bytes,
+) -> datetime | None:
+    """The intent's creation time, or None when (key, Idempotency-Key) was taken already."""
+    row = await conn.fetchrow(
+        q.INSERT_INTENT,
+        intent_id,
+        caller.key_id,
+        key,
+        request_hash,
+        r.type,
+        r.amount,
+        r.currency,
+        msgspec.json.encode(r.from_).decode(),
+        msgspec.json.encode(r.to).decode(),
+        r.from_name,
+        r.to_name,
+        r.comment,
+        r.requires_monitoring,
+        msgspec.json.encode(r.metadata).decode(),
+        INTENTS.name,
+        message.message_id,
+        payload,
+    )
+    return None if row is None else row["created_at"]
 
 
 async def _publish(request: Request, stream_key: str, message_id: str, payload: bytes) -> None:

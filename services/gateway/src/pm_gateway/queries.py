@@ -14,7 +14,7 @@ WITH intent AS (
     RETURNING id, created_at
 ), event AS (
     INSERT INTO pm.intent_event (intent_id, to_state, reason, at)
-    SELECT id, 'CREATED', 'accepted by the gateway', created_at FROM intent
+    SELECT id, 'CREATED', 'accepted by the gateway', created_at FROM intent  -- views.ACCEPTED
 ), outbox AS (
     INSERT INTO pm.outbox (stream, intent_id, message_id, payload)
     SELECT $15, id::text, $16, $17 FROM intent

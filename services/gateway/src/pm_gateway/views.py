@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 import msgspec
 
-from pm_shared.http_api import Fee, Intent, Leg, Links, Party, TimelineEntry
+from pm_shared.http_api import CreateIntent, Fee, Intent, Leg, Links, Party, TimelineEntry
+
+ACCEPTED = "accepted by the gateway"
+"""The reason of every intent's first timeline entry (written by queries.INSERT_INTENT)."""
 
 _party = msgspec.json.Decoder(Party)
 _fees = msgspec.json.Decoder(list[Fee])
@@ -45,5 +49,27 @@ def intent(row: asyncpg.Record, timeline: Sequence[asyncpg.Record] = ()) -> Inte
             TimelineEntry(at=t["at"], state=t["to_state"], previous=t["from_state"], reason=t["reason"])
             for t in timeline
         ],
+        links=Links(self_=f"/v1/intents/{intent_id}"),
+    )
+
+
+def new_intent(intent_id: str, r: CreateIntent, created_at: datetime) -> Intent:
+    """A just-inserted intent, as `intent()` would read it back (no second round trip)."""
+    return Intent(
+        id=intent_id,
+        status="CREATED",
+        type=r.type,
+        amount=r.amount,
+        currency=r.currency,
+        from_=r.from_,
+        to=r.to,
+        from_name=r.from_name,
+        to_name=r.to_name,
+        comment=r.comment,
+        requires_monitoring=r.requires_monitoring,
+        metadata=dict(r.metadata),
+        created_at=created_at,
+        updated_at=created_at,
+        timeline=[TimelineEntry(at=created_at, state="CREATED", reason=ACCEPTED)],
         links=Links(self_=f"/v1/intents/{intent_id}"),
     )

@@ -98,6 +98,7 @@ async def create_pool(
     max_cached_statement_lifetime_s: int = 300,
     max_inactive_connection_lifetime_s: float = 300.0,
     application_name: str = "pm",
+    reset_on_release: bool = True,
 ) -> Pool:
     """Open a pool whose connections use schema `pm` first and UTC.
 
@@ -105,6 +106,9 @@ async def create_pool(
         command_timeout_s: per-statement client-side timeout; None waits forever.
         statement_cache_size: prepared statements kept per connection; 0 behind PgBouncer in
             transaction mode, where a prepared statement may not exist on the next server connection.
+        reset_on_release: asyncpg resets every released connection (advisory locks, cursors,
+            LISTEN, session settings) with one more round trip. A caller that never leaves such
+            state behind (single statements, transactions only as context managers) may skip it.
     """
     try:
         pool: Pool = await asyncpg.create_pool(
@@ -117,10 +121,15 @@ async def create_pool(
             max_cached_statement_lifetime=max_cached_statement_lifetime_s,
             max_inactive_connection_lifetime=max_inactive_connection_lifetime_s,
             server_settings={**SESSION_SETTINGS, "application_name": application_name},
+            reset=None if reset_on_release else _keep,
         )
     except _UNAVAILABLE_ERRORS as exc:
         raise _unavailable(dsn, exc) from exc
     return pool
+
+
+async def _keep(conn: asyncpg.Connection[asyncpg.Record]) -> None:
+    """A release without the reset round trip (see `reset_on_release`)."""
 
 
 async def connect(
