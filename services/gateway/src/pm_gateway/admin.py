@@ -10,11 +10,11 @@ from starlette.responses import Response
 from pm_gateway import web
 from pm_gateway.auth import require_admin
 from pm_gateway.problems import ProblemError
-from pm_shared.http_api import CreateKey, KeyPermissions, RotateKey, ServiceKeyInfo, ServiceKeySecret
+from pm_shared.http_api import CreateKey, RotateKey
+from pm_shared.keys import views
 from pm_shared.keys.store import (
     KeyNotFoundError,
     Permissions,
-    ServiceKey,
     create_key,
     deactivate_key,
     list_keys,
@@ -25,31 +25,12 @@ _create = msgspec.json.Decoder(CreateKey)
 _rotate = msgspec.json.Decoder(RotateKey)
 
 
-def info(key: ServiceKey) -> ServiceKeyInfo:
-    p = key.permissions
-    return ServiceKeyInfo(
-        key_id=key.key_id,
-        status=key.status,
-        permissions=KeyPermissions(
-            operations=sorted(p.operations),
-            owners=sorted(p.owners) if p.owners is not None else None,
-            admin=p.admin,
-        ),
-        description=key.description,
-        created_at=key.created_at,
-        rotated_at=key.rotated_at,
-        deactivated_at=key.deactivated_at,
-        last_used_at=key.last_used_at,
-        previous_valid_until=key.previous_valid_until,
-    )
-
-
 async def keys(request: Request) -> Response:
     d = web.deps(request)
     require_admin(await web.caller(request, await web.body(request, d.settings.max_body_bytes)))
     async with d.pool.acquire() as conn:
         found = await list_keys(conn)
-    return web.json([info(k) for k in found])
+    return web.json([views.info(k) for k in found])
 
 
 async def create(request: Request) -> Response:
@@ -68,7 +49,7 @@ async def create(request: Request) -> Response:
         key, secret = await create_key(
             conn, d.auth.cipher, permissions=permissions, description=wanted.description
         )
-    return web.json(ServiceKeySecret(key_id=key.key_id, secret=secret, key=info(key)), 201)
+    return web.json(views.with_secret(key, secret), 201)
 
 
 async def rotate(request: Request) -> Response:
@@ -83,7 +64,7 @@ async def rotate(request: Request) -> Response:
     except KeyNotFoundError:
         raise ProblemError(404, "key_not_found", "no such service key") from None
     d.auth.forget(key_id)
-    return web.json(ServiceKeySecret(key_id=key.key_id, secret=secret, key=info(key)))
+    return web.json(views.with_secret(key, secret))
 
 
 async def deactivate(request: Request) -> Response:
@@ -96,4 +77,4 @@ async def deactivate(request: Request) -> Response:
     except KeyNotFoundError:
         raise ProblemError(404, "key_not_found", "no such service key") from None
     d.auth.forget(key_id)
-    return web.json(info(key))
+    return web.json(views.info(key))

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from pm_shared import db
 from pm_shared.cli import common
-from pm_shared.keys import store
+from pm_shared.keys import store, views
 from pm_shared.keys.crypto import Cipher, DecryptionError, KeyConfigError
 
 T = TypeVar("T")
@@ -54,53 +54,6 @@ _UNREACHABLE: tuple[type[BaseException], ...] = (
     asyncpg.InvalidPasswordError,
 )
 _UNMIGRATED: tuple[type[BaseException], ...] = (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError)
-
-
-class PermissionsOut(msgspec.Struct, kw_only=True, rename="camel"):
-    operations: list[str]
-    owners: list[str] | None
-    admin: bool
-
-
-class KeyOut(msgspec.Struct, kw_only=True, rename="camel"):
-    """A key as `--json` prints it (never its secret)."""
-
-    key_id: str
-    status: str
-    permissions: PermissionsOut
-    description: str
-    created_at: datetime
-    rotated_at: datetime | None
-    deactivated_at: datetime | None
-    last_used_at: datetime | None
-    previous_valid_until: datetime | None
-
-
-class SecretOut(msgspec.Struct, kw_only=True, rename="camel"):
-    """`create` and `rotate` with `--json`: the key id, its new secret (shown this once) and the key."""
-
-    key_id: str
-    secret: str
-    key: KeyOut
-
-
-def key_out(key: store.ServiceKey) -> KeyOut:
-    p = key.permissions
-    return KeyOut(
-        key_id=key.key_id,
-        status=key.status,
-        permissions=PermissionsOut(
-            operations=sorted(p.operations),
-            owners=sorted(p.owners) if p.owners is not None else None,
-            admin=p.admin,
-        ),
-        description=key.description,
-        created_at=key.created_at,
-        rotated_at=key.rotated_at,
-        deactivated_at=key.deactivated_at,
-        last_used_at=key.last_used_at,
-        previous_valid_until=key.previous_valid_until,
-    )
 
 
 def _print_json(value: object) -> None:
@@ -262,7 +215,7 @@ def create_command(
 
     key, secret = _run(url, work)
     if json_out:
-        _print_json(SecretOut(key_id=key.key_id, secret=secret, key=key_out(key)))
+        _print_json(views.with_secret(key, secret))
         return
     common.print_table(_key_table(key, f"Created service key {key.key_id}"))
     _print_secret(key.key_id, secret)
@@ -292,7 +245,7 @@ def rotate_command(
 
     key, secret = _run(url, work)
     if json_out:
-        _print_json(SecretOut(key_id=key.key_id, secret=secret, key=key_out(key)))
+        _print_json(views.with_secret(key, secret))
         return
     common.print_table(_key_table(key, f"Rotated service key {key.key_id}"))
     if key.previous_valid_until is None:
@@ -318,7 +271,7 @@ def deactivate_command(
 
     key = _run(url, work)
     if json_out:
-        _print_json(key_out(key))
+        _print_json(views.info(key))
         return
     common.out.print(f"deactivated {key.key_id} at {_when(key.deactivated_at)}", markup=False)
 
@@ -329,7 +282,7 @@ def list_command(json_out: JsonOption = False, database_url: DatabaseUrlOption =
     url = _database_url(database_url)
     keys = _run(url, store.list_keys)
     if json_out:
-        _print_json([key_out(k) for k in keys])
+        _print_json([views.info(k) for k in keys])
         return
     if not keys:
         common.out.print("no service keys (create one with `pm keys create`)", markup=False)
