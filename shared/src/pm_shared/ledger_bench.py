@@ -1,6 +1,7 @@
 """Benchmark of the ledger: the bare embedded engine, and the real ledger-writer that drives it.
 
-Both run in one throw-away database, migrated for the occasion and dropped afterwards.
+Each side runs in a throw-away database of its own, migrated for the occasion (the same accounts in
+both) and dropped afterwards, so both start from an empty ledger.
 
 - Bare: commands of 1, 2 (one linked chain) and 10 transfers are packed the way the ledger-writer
   packs them, into requests of up to 8189 events, and submitted back to back with full-batch
@@ -438,26 +439,39 @@ async def run(
     `writer_env`: extra `PM_*` variables for the writer (it gets none from this environment).
     """
     tune_gc()
-    dsn = with_database(server_dsn, f"pm_bench_{secrets.token_hex(4)}")
-    await ensure_database(dsn)
+    # Two databases, so the writer starts from an empty ledger as the bare engine does: a ledger
+    # that already holds the bare runs' transfers is slower to write to, and that would be charged
+    # to the writer.
+    bare_dsn, writer_dsn = (
+        with_database(server_dsn, f"pm_bench_{role}_{secrets.token_hex(4)}") for role in ("bare", "writer")
+    )
+    accounts = [tb.id() for _ in range(ACCOUNTS)]
     try:
-        await migrate(dsn)
-        ledger = await open_ledger("embedded+" + dsn)
+        ledger = await _fresh_ledger(bare_dsn, accounts)
         try:
-            accounts = [tb.id() for _ in range(ACCOUNTS)]
-            for start in range(0, ACCOUNTS, BATCH_MAX):
-                chunk = accounts[start : start + BATCH_MAX]
-                await ledger.create_accounts([tb.Account(id=i, ledger=THB, code=1) for i in chunk])
             bare = [await _bare(ledger, accounts, per_command, transfers, repeat) for per_command in SIZES]
         finally:
-            # The writer must be the ledger's only writer while it runs.
             await ledger.close()
         if redis_url is None:
             return [LedgerRow(size, b) for size, b in zip(SIZES, bare, strict=True)]
-        through = await _writer_runs(dsn, redis_url, accounts, transfers, repeat, writer_env or {})
+        # The writer must be its ledger's only writer while it runs: this one is closed first.
+        await (await _fresh_ledger(writer_dsn, accounts)).close()
+        through = await _writer_runs(writer_dsn, redis_url, accounts, transfers, repeat, writer_env or {})
         return [LedgerRow(size, b, w) for size, b, w in zip(SIZES, bare, through, strict=True)]
     finally:
-        await drop_database(dsn)
+        for dsn in (bare_dsn, writer_dsn):
+            await drop_database(dsn)
+
+
+async def _fresh_ledger(dsn: str, accounts: list[int]) -> Ledger:
+    """A migrated throw-away database holding `accounts` (THB, code 1), its ledger open."""
+    await ensure_database(dsn)
+    await migrate(dsn)
+    ledger = await open_ledger("embedded+" + dsn)
+    for start in range(0, len(accounts), BATCH_MAX):
+        chunk = accounts[start : start + BATCH_MAX]
+        await ledger.create_accounts([tb.Account(id=i, ledger=THB, code=1) for i in chunk])
+    return ledger
 
 
 def goals_met(rows: list[LedgerRow]) -> bool:
