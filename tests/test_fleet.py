@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from pm_shared.messages import IntentStateChanged, IntentSubmitted, Party, new_message_id, now
+from pm_shared.messages import IntentStateChanged, IntentSubmitted, LedgerResult, Party, new_message_id, now
 from pm_shared.streams import Publisher
 from pm_shared.streams.connection import as_str
 from pm_shared.streams.dlq import entries
@@ -361,6 +361,40 @@ def intent_submitted() -> IntentSubmitted:
         target=Party(kind="user", id="u_bob"),
         key_id="key_test",
     )
+
+
+async def test_orchestrator_acknowledges_wallet_openings_and_dead_letters_other_ledger_results(
+    fleet: Fleet, redis: Redis
+) -> None:
+    key, dlq = "{pm:ledger:results:0}", "{pm:ledger:results:0}:dlq"
+    await delete_streams(redis, "pm:ledger:results")
+    proc = fleet.start("orchestrator")
+    await proc.wait_ready()
+    publisher = Publisher(redis)
+
+    def result(step: str) -> LedgerResult:
+        return LedgerResult(
+            intent_id=f"int-{uuid.uuid4().hex[:8]}",
+            message_id=new_message_id(),
+            produced_at=now(),
+            command_id=new_message_id(),
+            step=step,
+            ok=True,
+        )
+
+    await publisher.publish("pm:ledger:results", result("open_wallet"))
+    other = result("authorize")
+    await publisher.publish("pm:ledger:results", other)
+
+    async def settled() -> bool:
+        info = await redis.xpending(key, "orchestrator")
+        return int(info["pending"]) == 0 and len(await entries(redis, [dlq])) >= 1
+
+    await eventually(settled, timeout=10, what="both results settled")
+    (record,) = await entries(redis, [dlq])
+    assert record.reason == "unhandled"
+    assert record.payload is not None
+    assert msgspec.json.decode(record.payload, type=LedgerResult) == other
 
 
 async def test_orchestrator_dead_letters_an_intent_it_cannot_handle_yet(fleet: Fleet, redis: Redis) -> None:

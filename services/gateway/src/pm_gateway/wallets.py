@@ -31,6 +31,8 @@ from pm_shared.streams import BackPressureError
 from pm_shared.streams.names import LEDGER_COMMANDS
 
 POLL_S = 0.05
+OPEN_WALLET_STEP = "open_wallet"
+"""The step of a wallet-opening command; the orchestrator acknowledges its result and does nothing."""
 _open = msgspec.json.Decoder(OpenWallet)
 
 
@@ -58,7 +60,7 @@ async def open_wallet(request: Request) -> Response:
             intent_id=f"wallet:{account.id:032x}",
             message_id=f"open-wallet:{account.id:032x}",
             produced_at=messages.now(),
-            step="open_wallet",
+            step=OPEN_WALLET_STEP,
             accounts=[
                 messages.LedgerAccount(
                     id=account.id, ledger=account.ledger, code=account.code, flags=int(account.flags)
