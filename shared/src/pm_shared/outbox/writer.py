@@ -1,0 +1,86 @@
+"""Writing messages to the outbox inside the caller's transaction, and publishing them after it commits."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import asyncpg
+from redis.exceptions import RedisError
+
+from pm_shared.db import Conn, Pool
+from pm_shared.messages import Message
+from pm_shared.outbox import queries as q
+from pm_shared.streams.errors import BackPressureError, StreamMissingError
+from pm_shared.streams.publisher import Publisher, encode
+
+log = logging.getLogger(__name__)
+
+# What a publish can fail with that the relay repairs later; anything else is a bug and propagates.
+PUBLISH_ERRORS = (BackPressureError, StreamMissingError, RedisError, OSError)
+DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One message to send once the transaction that wrote it commits."""
+
+    stream: str
+    """Logical stream name (`pm:ledger:commands`); the partition follows from the intent id."""
+    message: Message
+
+
+async def enqueue(conn: Conn, items: Sequence[Outgoing]) -> list[Outgoing]:
+    """Write `items` to the outbox in the caller's open transaction (one statement).
+
+    A message id already in the outbox is skipped, as is a repeat within `items`; returns the
+    items that were newly enqueued, in their order: those are the ones to publish after commit.
+    """
+    if not items:
+        return []
+    added = {
+        row["message_id"]
+        for row in await conn.fetch(
+            q.INSERT_MESSAGES,
+            [item.stream for item in items],
+            [item.message.intent_id for item in items],
+            [item.message.message_id for item in items],
+            [encode(item.message) for item in items],
+        )
+    }
+    fresh: list[Outgoing] = []
+    for item in items:
+        if item.message.message_id in added:
+            added.discard(item.message.message_id)
+            fresh.append(item)
+    return fresh
+
+
+async def publish_committed(pool: Pool, publisher: Publisher, items: Sequence[Outgoing]) -> int:
+    """Publish committed outbox `items` (one publish_many per stream), then mark them in one UPDATE.
+
+    Returns how many were published. A refused or failed publish is logged, not raised: the rows
+    stay unpublished and the relay sends them later. Streams published before a failure are still
+    marked, so the relay does not send them again.
+    """
+    by_stream: dict[str, list[Message]] = {}
+    for item in items:
+        by_stream.setdefault(item.stream, []).append(item.message)
+    published: list[str] = []
+    for stream, messages in by_stream.items():
+        try:
+            await publisher.publish_many(stream, messages)
+        except PUBLISH_ERRORS as exc:
+            left = len(items) - len(published)
+            log.warning("%d outbox messages committed, not published (%r); left for the relay", left, exc)
+            break
+        published.extend(message.message_id for message in messages)
+    if published:
+        try:
+            async with pool.acquire() as conn:
+                await conn.execute(q.MARK_PUBLISHED_BY_MESSAGE_ID, published)
+        except DATABASE_ERRORS as exc:
+            # Published already: the relay sends these once more, and consumers deduplicate.
+            log.warning("%d outbox messages published but not marked (%r)", len(published), exc)
+    return len(published)
