@@ -8,6 +8,7 @@ import os
 import re
 from datetime import timedelta
 
+import asyncpg
 import msgspec
 import pytest
 
@@ -228,3 +229,22 @@ async def test_touch_writes_last_used_at_at_most_once_a_minute(db_pool: Pool, ci
         assert later.last_used_at > first.last_used_at
 
         await store.touch(conn, "pk_" + "e" * 24)  # an unknown key is not an error
+
+
+@pytest.mark.parametrize(
+    "permissions",
+    [
+        "{}",
+        '{"operations": "P2P", "admin": false}',
+        '{"operations": [], "admin": "no"}',
+        '{"operations": [], "admin": false, "owners": "u-1"}',
+    ],
+)
+async def test_the_database_refuses_permissions_of_the_wrong_shape(db_conn: Conn, permissions: str) -> None:
+    with pytest.raises(asyncpg.CheckViolationError):
+        await db_conn.execute(
+            "INSERT INTO pm.service_key (key_id, secret_encrypted, permissions) VALUES ($1, $2, $3::jsonb)",
+            store.new_key_id(),
+            b"x",
+            permissions,
+        )

@@ -269,9 +269,10 @@ async def test_lost_counters_are_rebuilt_from_the_intents_in_postgresql(
 ) -> None:
     key_id = f"pk_{secrets.token_hex(12)}"
     await db_pool.execute(
-        "INSERT INTO pm.service_key (key_id, secret_encrypted, permissions) VALUES ($1, $2, '{}'::jsonb)",
+        "INSERT INTO pm.service_key (key_id, secret_encrypted, permissions) VALUES ($1, $2, $3::jsonb)",
         key_id,
         b"dummy",
+        '{"operations": ["P2P"], "owners": null, "admin": false}',
     )
     day = datetime(2026, 11, 24, 1, 0, tzinfo=UTC)
     await insert_intent(db_pool, key_id, user, 300, day, "SETTLED")
