@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import msgspec
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -361,6 +362,42 @@ def intent_submitted() -> IntentSubmitted:
         target=Party(kind="user", id="u_bob"),
         key_id="key_test",
     )
+
+
+async def test_orchestrator_relays_an_outbox_row_left_unpublished(fleet: Fleet, redis: Redis) -> None:
+    # As if a gateway had committed an intent and died before publishing its message.
+    await delete_streams(redis, "pm:intents")
+    intent = intent_submitted()
+    conn = await asyncpg.connect(fleet.database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO pm.outbox (stream, intent_id, message_id, payload, created_at) "
+            "VALUES ('pm:intents', $1, $2, $3, now() - interval '1 minute')",
+            intent.intent_id,
+            intent.message_id,
+            msgspec.json.encode(intent),
+        )
+        proc = fleet.start("orchestrator")
+        await proc.wait_ready()
+
+        async def published() -> bool:
+            at = await conn.fetchval(
+                "SELECT published_at FROM pm.outbox WHERE message_id = $1", intent.message_id
+            )
+            return at is not None
+
+        await eventually(published, timeout=15, what="the outbox row published by the relay")
+    finally:
+        await conn.close()
+
+    # The stub orchestrator then reads it (and, having no saga yet, dead-letters it intact).
+    async def arrived() -> bool:
+        return len(await entries(redis, ["{pm:intents:0}:dlq"])) == 1
+
+    await eventually(arrived, timeout=10, what="the relayed intent read by the orchestrator")
+    (record,) = await entries(redis, ["{pm:intents:0}:dlq"])
+    assert record.payload is not None
+    assert msgspec.json.decode(record.payload, type=IntentSubmitted) == intent
 
 
 async def test_orchestrator_acknowledges_wallet_openings_and_dead_letters_other_ledger_results(
