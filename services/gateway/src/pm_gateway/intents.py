@@ -215,11 +215,7 @@ async def _read(request: Request, intent_id: uuid.UUID, wait: int) -> Intent:
 async def _load(request: Request, intent_id: uuid.UUID) -> Intent | None:
     d = web.deps(request)
     async with d.pool.acquire() as conn:
-        row = await conn.fetchrow(q.SELECT_INTENT, intent_id)
-        if row is None:
-            return None
-        timeline = await conn.fetch(q.SELECT_TIMELINE, intent_id)
-    return views.intent(row, timeline)
+        return await views.load(conn, intent_id)
 
 
 def _intent_id(request: Request) -> uuid.UUID:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pm_shared.intents import queries as intent_queries
+
+SELECT_INTENT = intent_queries.SELECT_INTENT
+
 # The intent, its first timeline entry and its outbox message in one statement: atomic without an
 # explicit transaction, and one round trip. A concurrent request with the same (key, Idempotency-Key)
 # inserts nothing (ON CONFLICT), and the caller then reads the winner.
@@ -22,19 +26,12 @@ WITH intent AS (
 SELECT id, created_at FROM intent
 """
 
-_INTENT_COLUMNS = """
-    id, key_id, request_hash, type, state, failure_code, amount, currency, source, target, from_name,
-    to_name, comment, requires_monitoring, metadata, fees, legs, created_at, updated_at"""
+_INTENT_COLUMNS = intent_queries.INTENT_COLUMNS
 
 SELECT_BY_IDEMPOTENCY_KEY = f"""
 SELECT {_INTENT_COLUMNS} FROM pm.intent WHERE key_id = $1 AND idempotency_key = $2
 """
 
-SELECT_INTENT = f"SELECT {_INTENT_COLUMNS} FROM pm.intent WHERE id = $1"
-
-SELECT_TIMELINE = """
-SELECT at, to_state, from_state, reason FROM pm.intent_event WHERE intent_id = $1 ORDER BY id
-"""
 
 # Newest first; the cursor is the (created_at, id) of the last row of the previous page.
 LIST_INTENTS = f"""

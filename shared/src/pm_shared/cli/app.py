@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from pm_shared.cli import bench_cmd, dev_cmd, dlq_cmd, keys_cmd, ledger_cmd, migrate_cmd, streams_cmd, up_cmd
+from pm_shared.cli import (
+    bench_cmd,
+    dev_cmd,
+    dlq_cmd,
+    intents_cmd,
+    keys_cmd,
+    ledger_cmd,
+    migrate_cmd,
+    streams_cmd,
+    up_cmd,
+)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Payment Manager operations.")
 app.command("migrate")(migrate_cmd.migrate)
@@ -15,6 +25,7 @@ app.add_typer(dlq_cmd.app, name="dlq")
 app.add_typer(dev_cmd.app, name="dev")
 app.add_typer(ledger_cmd.app, name="ledger")
 app.add_typer(keys_cmd.app, name="keys")
+app.add_typer(intents_cmd.app, name="intents")
 
 
 def main() -> None:

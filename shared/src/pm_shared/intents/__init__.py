@@ -1,0 +1,1 @@
+"""Intents as PostgreSQL records them (`pm.intent`, `pm.intent_event`)."""

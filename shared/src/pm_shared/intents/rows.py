@@ -1,0 +1,59 @@
+"""Rows of `pm.intent` (and its timeline) as the API's `Intent`: one reading for the gateway and the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from pm_shared.db import Conn
+from pm_shared.http_api import Fee, Intent, Leg, Links, Party, TimelineEntry
+from pm_shared.intents import queries as q
+
+_party = msgspec.json.Decoder(Party)
+_fees = msgspec.json.Decoder(list[Fee])
+_legs = msgspec.json.Decoder(list[Leg])
+_metadata = msgspec.json.Decoder(dict[str, str])
+
+
+def _json(value: Any) -> bytes:
+    # asyncpg returns jsonb as text unless a codec is set; accept both.
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
+def intent(row: asyncpg.Record, timeline: Sequence[asyncpg.Record] = ()) -> Intent:
+    intent_id = str(row["id"])
+    return Intent(
+        id=intent_id,
+        status=row["state"],
+        type=row["type"],
+        amount=row["amount"],
+        currency=row["currency"],
+        from_=_party.decode(_json(row["source"])),
+        to=_party.decode(_json(row["target"])),
+        fees=_fees.decode(_json(row["fees"])),
+        failure_code=row["failure_code"],
+        from_name=row["from_name"],
+        to_name=row["to_name"],
+        comment=row["comment"],
+        requires_monitoring=row["requires_monitoring"],
+        metadata=_metadata.decode(_json(row["metadata"])),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        legs=_legs.decode(_json(row["legs"])),
+        timeline=[
+            TimelineEntry(at=t["at"], state=t["to_state"], previous=t["from_state"], reason=t["reason"])
+            for t in timeline
+        ],
+        links=Links(self_=f"/v1/intents/{intent_id}"),
+    )
+
+
+async def load(conn: Conn, intent_id: Any) -> Intent | None:
+    """The intent with its timeline, or None."""
+    row = await conn.fetchrow(q.SELECT_INTENT, intent_id)
+    if row is None:
+        return None
+    return intent(row, await conn.fetch(q.SELECT_TIMELINE, intent_id))
