@@ -85,6 +85,14 @@ async def test_a_fee_rule_that_does_not_compile_is_refused(gateway: Gateway) -> 
     assert rule_id not in {r["ruleId"] for r in listed}
 
 
+async def test_rule_times_without_an_offset_are_refused(gateway: Gateway) -> None:
+    for field in ("activeFrom", "activeUntil"):
+        rule = fee_rule(unique("naive"), **{field: "2030-01-01T00:00:00"})
+        response = await gateway.send("POST", "/v1/admin/fee-rules", rule, key=gateway.admin)
+        assert response.status_code == 422, response.text
+        assert decoded(response)["code"] == "validation_failed"
+
+
 async def test_a_fee_that_cannot_be_charged_is_a_clear_error(gateway: Gateway) -> None:
     rule_id = unique("too-much")
     made = await gateway.send(

@@ -267,6 +267,7 @@ class ServiceKeySecret(Out, kw_only=True):
 
 # --- admin: fee rules, limit rules, routes; fee dry-run --------------------------------------------
 
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 with an offset (e.g. Z).")]
 RuleId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
 Expression = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
 
@@ -283,8 +284,8 @@ class FeeRuleIn(Struct, kw_only=True):
     fee_account_code: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 10
     priority: Annotated[int, msgspec.Meta(ge=-1_000_000, le=1_000_000)] = 100
     max_fee: Amount
-    active_from: datetime | None = None
-    active_until: datetime | None = None
+    active_from: AwareDatetime | None = None
+    active_until: AwareDatetime | None = None
     description: Annotated[str, msgspec.Meta(max_length=200)] = ""
 
 

@@ -3,8 +3,8 @@
 Intake: authenticate, decode and check the request, check the key's permissions, refuse under
 back-pressure, then write the intent (CREATED), its first timeline entry and its `pm:intents`
 message in one statement; only after that commits is the message published and 202 sent. A crash
-after the commit loses nothing: the outbox row is published by a repeat of the request or by the
-relay, and the orchestrator resumes intents left in CREATED.
+after the commit loses nothing: the orchestrator's outbox relay publishes the row, and the
+orchestrator resumes intents left in CREATED.
 """
 
 from __future__ import annotations
@@ -112,7 +112,6 @@ async def create(request: Request) -> Response:
                 409, "idempotency_key_reused", "this Idempotency-Key was used with another body"
             )
         intent_id = existing["id"]
-        await _publish_leftovers(request, str(intent_id))
         answer = await _read(request, intent_id, wait)
     headers = {"Location": answer.links.self_}
     if existing is not None:
@@ -180,21 +179,10 @@ async def _publish(request: Request, stream_key: str, message_id: str, payload: 
     try:
         await d.publisher.add(stream_key, {PAYLOAD_FIELD: payload})
     except Exception as exc:
-        # Committed already: the 202 stands, and the outbox row is published later (a repeat of
-        # this request, or the relay).
+        # Committed already: the 202 stands, and the orchestrator's outbox relay publishes the row.
         log.warning("intent message %s committed but not published yet: %r", message_id, exc)
         return
     d.marks.add(message_id)
-
-
-async def _publish_leftovers(request: Request, intent_id: str) -> None:
-    d = web.deps(request)
-    async with d.pool.acquire() as conn:
-        rows = await conn.fetch(q.SELECT_UNPUBLISHED, intent_id)
-    for row in rows:
-        await _publish(
-            request, d.publisher.key_for(row["stream"], intent_id), row["message_id"], bytes(row["payload"])
-        )
 
 
 async def _read(request: Request, intent_id: uuid.UUID, wait: int) -> Intent:

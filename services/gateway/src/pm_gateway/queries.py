@@ -42,15 +42,6 @@ ORDER BY created_at DESC, id DESC
 LIMIT $4
 """
 
-# Rows of an intent still unpublished a while after they were written: the publish after commit
-# failed (or the process died). Younger rows are most likely being published right now, or are
-# published and not yet marked (marks are batched), so a replay leaves them alone.
-SELECT_UNPUBLISHED = """
-SELECT message_id, stream, payload FROM pm.outbox
-WHERE intent_id = $1 AND published_at IS NULL AND created_at < now() - interval '5 seconds'
-ORDER BY id
-"""
-
 MARK_PUBLISHED = """
 UPDATE pm.outbox SET published_at = now(), attempts = attempts + 1
 WHERE message_id = ANY($1::text[]) AND published_at IS NULL

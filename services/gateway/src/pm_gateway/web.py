@@ -54,7 +54,7 @@ def decode(payload: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
     try:
         return decoder.decode(payload)
     except msgspec.ValidationError as exc:
-        path, _, message = _split(str(exc))
+        path, message = _split(str(exc))
         raise ProblemError(
             422, "validation_failed", str(exc), errors=[FieldError(path=path, message=message)]
         ) from None
@@ -62,12 +62,12 @@ def decode(payload: bytes, decoder: msgspec.json.Decoder[Any]) -> Any:
         raise ProblemError(400, "malformed_json", str(exc)) from None
 
 
-def _split(error: str) -> tuple[str, str, str]:
-    # msgspec: "Expected `int`, got `float` - at `$.amount`"
+def _split(error: str) -> tuple[str, str]:
+    """(path, message) of a msgspec error: "Expected `int`, got `float` - at `$.amount`"."""
     message, sep, where = error.rpartition(" - at ")
     if not sep:
-        return "$", "", error
-    return where.strip("`"), "", message
+        return "$", error
+    return where.strip("`"), message
 
 
 def json(value: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
