@@ -1,0 +1,262 @@
+"""A fleet of real service processes for cross-service tests (pytest plugin: the `fleet` fixture).
+
+Each process gets a free port, the test Redis database, a unique consumer name and JSON logs on
+stderr (captured to a file). The services provision and consume the fleet's real stream names, so a
+test that inspects a stream first deletes that stream's keys (`{pm:<name>:*`) and then checks only
+counts it controls. Every process is killed in the fixture's finalizer, pass or fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from pm_shared.streams.connection import as_str
+
+KEY_ENCRYPTION_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
+
+READY_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """What the tests know about a service from the design: its module, variables, group and streams."""
+
+    name: str
+    module: str
+    prefix: str
+    group: str | None = None
+    streams: tuple[str, ...] = ()
+
+
+SPECS: dict[str, ServiceSpec] = {
+    s.name: s
+    for s in (
+        ServiceSpec("gateway", "pm_gateway", "GATEWAY_"),
+        ServiceSpec(
+            "orchestrator",
+            "pm_orchestrator",
+            "ORCHESTRATOR_",
+            "orchestrator",
+            ("pm:intents", "pm:ledger:results", "pm:psp:results"),
+        ),
+        ServiceSpec(
+            "ledger-writer", "pm_ledger_writer", "LEDGER_WRITER_", "ledger-writer", ("pm:ledger:commands",)
+        ),
+        ServiceSpec(
+            "adapter-ipps", "pm_adapter_ipps", "ADAPTER_IPPS_", "adapter-ipps", ("pm:psp:ipps:jobs",)
+        ),
+        ServiceSpec("adapter-qp", "pm_adapter_qp", "ADAPTER_QP_", "adapter-qp", ("pm:psp:qp:jobs",)),
+        ServiceSpec("reconciler", "pm_reconciler", "RECONCILER_", "reconciler", ("pm:events",)),
+    )
+}
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (bound to 0, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode(errors="replace")
+
+
+def _get(url: str, timeout: float) -> Reply | None:
+    """GET `url`; None when nothing answers (refused, reset, timed out)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return Reply(resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read())
+    except urllib.error.HTTPError as exc:
+        return Reply(exc.code, {k.lower(): v for k, v in exc.headers.items()}, exc.read())
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+async def get(url: str, timeout: float = 3.0) -> Reply | None:
+    return await asyncio.to_thread(_get, url, timeout)
+
+
+@dataclass
+class Proc:
+    spec: ServiceSpec
+    popen: subprocess.Popen[bytes]
+    port: int
+    consumer: str
+    stderr_path: Path
+    stdout_path: Path
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every stderr line as a JSON object; fails the test on a line that is not one."""
+        out: list[dict[str, Any]] = []
+        for number, line in enumerate(self.stderr().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                pytest.fail(f"{self.spec.name} stderr line {number} is not JSON: {line[:300]!r}")
+            assert isinstance(record, dict), line
+            out.append(record)
+        return out
+
+    def tail(self, lines: int = 20) -> str:
+        return "\n".join(self.stderr().splitlines()[-lines:])
+
+    async def wait_exit(self, timeout: float) -> int:
+        try:
+            return await asyncio.to_thread(self.popen.wait, timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"{self.spec.name} still running after {timeout}s; log tail:\n{self.tail()}")
+
+    async def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
+        """Poll /readyz until 200; fail if the process exits or the deadline passes."""
+        deadline = time.monotonic() + timeout
+        last: Reply | None = None
+        while time.monotonic() < deadline:
+            code = self.popen.poll()
+            if code is not None:
+                pytest.fail(f"{self.spec.name} exited with {code} before it was ready:\n{self.tail()}")
+            last = await get(self.url("/readyz"), timeout=2.0)
+            if last is not None and last.status == 200:
+                return
+            await asyncio.sleep(0.1)
+        answer = f"{last.status} {last.text!r}" if last else "no answer"
+        pytest.fail(f"{self.spec.name} not ready after {timeout}s (last: {answer}):\n{self.tail()}")
+
+
+@dataclass
+class Fleet:
+    redis_url: str
+    database_url: str
+    workdir: Path
+    procs: list[Proc] = field(default_factory=list)
+
+    def start(self, name: str, *, redis_url: str | None = None, env: dict[str, str] | None = None) -> Proc:
+        """Start service `name` as `python -m pm_<name>` with a clean `PM_*` environment."""
+        spec = SPECS[name]
+        port = free_port()
+        consumer = f"fleet-test-{name}-{uuid.uuid4().hex[:8]}"
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("PM_")}
+        environ.update(
+            {
+                "PM_REDIS_URL": redis_url or self.redis_url,
+                "PM_DATABASE_URL": self.database_url,
+                "PM_CONSUMER_NAME": consumer,
+                "PM_LOG_FORMAT": "json",
+                "PM_KEY_ENCRYPTION_KEY": KEY_ENCRYPTION_KEY,
+                f"PM_{spec.prefix}HOST": "127.0.0.1",
+                f"PM_{spec.prefix}PORT": str(port),
+            }
+        )
+        environ.update(env or {})
+        tag = f"{name}-{len(self.procs)}"
+        stderr_path = self.workdir / f"{tag}.stderr"
+        stdout_path = self.workdir / f"{tag}.stdout"
+        with stderr_path.open("wb") as err, stdout_path.open("wb") as out:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", spec.module],
+                env=environ,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+            )
+        proc = Proc(spec, popen, port, consumer, stderr_path, stdout_path)
+        self.procs.append(proc)
+        return proc
+
+    def kill_all(self) -> None:
+        for proc in self.procs:
+            if proc.popen.poll() is None:
+                proc.popen.kill()
+        for proc in self.procs:
+            try:
+                proc.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+
+    async def forget_consumers(self, redis: Redis) -> None:
+        """Remove this test's consumers from their groups when they hold nothing pending."""
+        for proc in self.procs:
+            if proc.spec.group is None:
+                continue
+            for stream in proc.spec.streams:
+                key = f"{{{stream}:0}}"
+                try:
+                    rows = await redis.xinfo_consumers(key, proc.spec.group)
+                except ResponseError:
+                    continue  # no such stream or group
+                for row in rows:
+                    if as_str(row["name"]) == proc.consumer and int(row["pending"]) == 0:
+                        await redis.xgroup_delconsumer(key, proc.spec.group, proc.consumer)
+
+
+@pytest.fixture
+async def fleet(redis_url: str, redis: Redis, database_url: str, tmp_path: Path) -> AsyncIterator[Fleet]:
+    # A migrated throw-away database: services never migrate on their own (`pm migrate` does).
+    f = Fleet(redis_url, database_url, tmp_path)
+    try:
+        yield f
+    finally:
+        f.kill_all()
+        await f.forget_consumers(redis)
+
+
+async def delete_streams(redis: Redis, *streams: str) -> None:
+    """Delete every key of these logical streams (partitions, DLQs, failure records) in the test database."""
+    for stream in streams:
+        keys = [k async for k in redis.scan_iter(match=f"{{{stream}:*")]
+        if keys:
+            await redis.delete(*keys)
+
+
+def samples(exposition: str) -> list[tuple[str, dict[str, str], float]]:
+    """The samples of a Prometheus text exposition: (name, labels, value)."""
+    return [
+        (sample.name, dict(sample.labels), sample.value)
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+    ]
+
+
+def sample_value(exposition: str, name: str, **labels: str) -> float | None:
+    """The value of the sample `name` with exactly `labels`; None when there is none."""
+    for sample_name, sample_labels, value in samples(exposition):
+        if sample_name == name and sample_labels == labels:
+            return value
+    return None
