@@ -158,7 +158,7 @@ async def test_orchestrator_relays_an_outbox_row_left_unpublished(fleet: Fleet, 
     finally:
         await conn.close()
 
-    # The stub orchestrator then reads it (and, having no saga yet, dead-letters it intact).
+    # The orchestrator then reads it; this message names no intent PM has, so it is dead-lettered intact.
     async def arrived() -> bool:
         return len(await entries(redis, ["{pm:intents:0}:dlq"])) == 1
 
@@ -168,7 +168,7 @@ async def test_orchestrator_relays_an_outbox_row_left_unpublished(fleet: Fleet, 
     assert msgspec.json.decode(record.payload, type=IntentSubmitted) == intent
 
 
-async def test_orchestrator_acknowledges_wallet_openings_and_dead_letters_other_ledger_results(
+async def test_orchestrator_acknowledges_wallet_openings_and_dead_letters_results_of_unknown_intents(
     fleet: Fleet, redis: Redis
 ) -> None:
     key, dlq = "{pm:ledger:results:0}", "{pm:ledger:results:0}:dlq"
@@ -197,12 +197,12 @@ async def test_orchestrator_acknowledges_wallet_openings_and_dead_letters_other_
 
     await eventually(settled, timeout=10, what="both results settled")
     (record,) = await entries(redis, [dlq])
-    assert record.reason == "unhandled"
+    assert record.reason == "unknown_intent"
     assert record.payload is not None
     assert msgspec.json.decode(record.payload, type=LedgerResult) == other
 
 
-async def test_orchestrator_dead_letters_an_intent_it_cannot_handle_yet(fleet: Fleet, redis: Redis) -> None:
+async def test_orchestrator_dead_letters_a_message_naming_no_known_intent(fleet: Fleet, redis: Redis) -> None:
     key, dlq = "{pm:intents:0}", "{pm:intents:0}:dlq"
     await delete_streams(redis, "pm:intents")
     proc = fleet.start("orchestrator")
@@ -225,13 +225,13 @@ async def test_orchestrator_dead_letters_an_intent_it_cannot_handle_yet(fleet: F
     records = await entries(redis, [dlq])
     assert len(records) == 1, records
     record = records[0]
-    assert record.reason == "unhandled"
+    assert record.reason == "unknown_intent"
     assert record.fields["original_stream"] == key
     assert record.fields["original_id"] == entry_id
     assert record.fields["group"] == "orchestrator"
     assert record.fields["consumer"] == proc.consumer
     assert record.fields["attempts"] == "1"
-    assert "NotImplementedYet" in record.fields["error"]
+    assert "UnknownIntentError" in record.fields["error"]
     assert record.payload is not None
     assert msgspec.json.decode(record.payload, type=IntentSubmitted) == intent  # same message_id and all
     assert await redis.xlen(dlq) == 1
@@ -239,7 +239,7 @@ async def test_orchestrator_dead_letters_an_intent_it_cannot_handle_yet(fleet: F
     metrics = await get(proc.url("/metrics"))
     assert metrics is not None and metrics.status == 200
     dead = sample_value(
-        metrics.text, "pm_stream_dlq_total", stream=key, group="orchestrator", reason="unhandled"
+        metrics.text, "pm_stream_dlq_total", stream=key, group="orchestrator", reason="unknown_intent"
     )
     assert dead == 1, dead
 

@@ -1,15 +1,16 @@
-"""Wiring of pm-orchestrator: its consumers, the outbox relay, health endpoint and lifecycle; `run()`
-is the console script.
-
-The relay publishes outbox rows left unpublished (the gateway's intake messages whose publish after
-commit failed, and later the saga's own), so an accepted intent always reaches `pm:intents`.
-"""
+"""Wiring of pm-orchestrator: the saga's consumers, the outbox relay, the resume sweep, health endpoint
+and lifecycle; `run()` is the console script."""
 
 from __future__ import annotations
 
 import asyncio
 
 from pm_orchestrator import handlers, settings
+from pm_orchestrator.plan import Planner
+from pm_orchestrator.resume import Resumer
+from pm_orchestrator.rules import Rules
+from pm_orchestrator.saga import Saga
+from pm_orchestrator.steps import default_registry
 from pm_shared import db, runtime
 from pm_shared.outbox import Relay
 from pm_shared.streams import Publisher
@@ -20,10 +21,14 @@ SERVICE = "orchestrator"
 
 async def serve(config: settings.Settings, stop: asyncio.Event) -> None:
     async with runtime.redis_clients(config, SERVICE) as clients:
-        # min_size 0: no connection is made until the relay's first pass, so a PostgreSQL that is
-        # still starting delays the relay (it backs off) and not the consumers.
+        # min_size 0: no connection is made until first needed, so a PostgreSQL that is still
+        # starting delays the work (handlers retry, the relay backs off), not the start.
         pool = await db.create_pool(
-            config.database_url, min_size=0, max_size=2, application_name="pm-orchestrator"
+            config.database_url,
+            min_size=0,
+            max_size=config.pool_max_size,
+            application_name="pm-orchestrator",
+            reset_on_release=False,
         )
         publisher = Publisher(
             clients.commands,
@@ -31,21 +36,39 @@ async def serve(config: settings.Settings, stop: asyncio.Event) -> None:
             maxlen=config.stream_maxlen,
             threshold=config.backpressure_threshold,
         )
-        relay = asyncio.create_task(Relay(pool, publisher).run(stop))
+        planner = Planner(default_registry(), config.pending_timeout_s, config.resume_after_s)
+        saga = Saga(
+            pool,
+            publisher,
+            Rules(clients.commands, pool, refresh_s=config.rules_refresh_s),
+            planner,
+            config.default_tier,
+        )
+        resumer = Resumer(
+            saga,
+            planner,
+            publisher,
+            resume_after_s=config.resume_after_s,
+            interval_s=config.resume_interval_s,
+        )
+        background = [
+            asyncio.create_task(Relay(pool, publisher).run(stop)),
+            asyncio.create_task(resumer.run(stop)),
+        ]
         try:
             await runtime.consume(
                 config,
                 clients,
                 group=GROUP_ORCHESTRATOR,
                 consumer=config.consumer(SERVICE),
-                subscriptions=handlers.subscriptions(),
+                subscriptions=handlers.subscriptions(saga),
                 stop=stop,
                 host=config.host,
                 port=config.port,
             )
         finally:
             stop.set()
-            await relay
+            await asyncio.gather(*background, return_exceptions=True)
             await pool.close()
 
 

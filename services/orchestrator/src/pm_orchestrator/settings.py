@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Annotated
+
+import msgspec
 
 from pm_shared.settings import Port, ServiceSettings, load_settings
 
@@ -12,6 +15,17 @@ PREFIX = "ORCHESTRATOR_"
 
 class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
     port: Port = 9101
+    pending_timeout_s: Annotated[int, msgspec.Meta(ge=1, le=30 * 86_400)] = 900
+    """Timeout of every pending transfer: the ledger voids an authorization nobody settled by then."""
+    resume_after_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    """An intent that has not moved for this long is resumed (its step's message sent again)."""
+    resume_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    """How often to look for such intents (besides once at start, for every open intent)."""
+    rules_refresh_s: Annotated[float, msgspec.Meta(ge=0)] = 1.0
+    """How often to check whether fee rules, limit rules or routes changed (and reload them)."""
+    default_tier: str = "standard"
+    """The tier every user is in for tier limit rules (PM keeps no per-user tier yet)."""
+    pool_max_size: Annotated[int, msgspec.Meta(ge=2, le=100)] = 8
 
 
 def load(environ: Mapping[str, str] = os.environ) -> Settings:

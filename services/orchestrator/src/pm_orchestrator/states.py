@@ -10,7 +10,7 @@ after the transaction commits; the relay publishes anything a crash left behind.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pm_orchestrator import queries as q
@@ -36,47 +36,95 @@ class IllegalMoveError(ValueError):
 
 @dataclass(frozen=True)
 class Move:
+    """One guarded move, and what the intent row takes with it (None keeps the stored value)."""
+
     intent_id: str
     from_state: str
     to_state: str
     reason: str
     cause_message_id: str | None = None
     failure_code: str | None = None
+    from_step: str | None = None
+    """The step the intent must be awaiting for the move to apply (the guard checks state and step)."""
+    to_step: str | None = None
+    """The step it awaits afterwards (None: none)."""
+    fees: bytes | None = None
+    """JSON for `pm.intent.fees`."""
+    legs: bytes | None = None
+    """JSON for `pm.intent.legs`."""
+    channel: str | None = None
+    route: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.to_state not in NEXT.get(self.from_state, frozenset()):
             raise IllegalMoveError(f"{self.from_state} → {self.to_state} is not a move of the state machine")
         if (self.to_state == FAILED) != (self.failure_code is not None):
             raise IllegalMoveError("a move to FAILED needs a failure code, and only such a move has one")
+        if self.to_state in TERMINAL and self.to_step is not None:
+            raise IllegalMoveError("a terminal intent awaits no step")
+
+    def event(self) -> messages.IntentStateChanged:
+        return messages.IntentStateChanged(
+            intent_id=self.intent_id,
+            message_id=f"{self.intent_id}:state:{self.to_state}",
+            produced_at=messages.now(),
+            state=self.to_state,
+            previous=self.from_state,
+            failure_code=self.failure_code,
+            reason=self.reason,
+        )
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode() if value is not None else None
+
+
+async def move_many(
+    conn: Conn, changes: Sequence[Move], outgoing: Mapping[str, Sequence[Outgoing]] | None = None
+) -> tuple[set[str], list[Outgoing]]:
+    """Apply `changes` (at most one per intent) in the caller's open transaction, in two statements.
+
+    Returns the ids of the intents that moved and the messages to publish after commit: for each of
+    them its state change event on `pm:events` followed by its `outgoing` messages. An intent no
+    longer in its move's `from_state`/`from_step` is left alone (a stale duplicate): nothing of it
+    is written.
+    """
+    if not conn.is_in_transaction():
+        raise RuntimeError("move_many() runs inside the caller's transaction")
+    if not changes:
+        return set(), []
+    if len({c.intent_id for c in changes}) != len(changes):
+        raise IllegalMoveError("one move per intent per transaction")
+    rows = await conn.fetch(
+        q.MOVE_INTENTS,
+        [c.intent_id for c in changes],
+        [c.from_state for c in changes],
+        [c.to_state for c in changes],
+        [c.from_step for c in changes],
+        [c.to_step for c in changes],
+        [c.failure_code for c in changes],
+        [c.reason for c in changes],
+        [c.cause_message_id for c in changes],
+        [_text(c.fees) for c in changes],
+        [_text(c.legs) for c in changes],
+        [c.channel for c in changes],
+        [",".join(c.route) if c.route is not None else None for c in changes],
+    )
+    moved = {str(r["id"]) for r in rows}
+    items: list[Outgoing] = []
+    for change in changes:
+        if change.intent_id in moved:
+            items.append(Outgoing(EVENTS.name, change.event()))
+            items.extend((outgoing or {}).get(change.intent_id, ()))
+    return moved, await enqueue(conn, items)
 
 
 async def move(conn: Conn, change: Move, outgoing: Sequence[Outgoing] = ()) -> list[Outgoing] | None:
-    """Apply `change` in the caller's open transaction.
+    """Apply one `change` in the caller's open transaction (see `move_many`).
 
     Returns the messages to publish after commit (the state change event first), or None when the
     intent was no longer in `change.from_state` — then nothing was written, and the caller treats
     its message as a stale duplicate.
     """
-    if not conn.is_in_transaction():
-        raise RuntimeError("move() runs inside the caller's transaction")
-    moved = await conn.fetchval(
-        q.MOVE_INTENT,
-        change.intent_id,
-        change.from_state,
-        change.to_state,
-        change.failure_code,
-        change.reason,
-        change.cause_message_id,
-    )
-    if not moved:
-        return None
-    event = messages.IntentStateChanged(
-        intent_id=change.intent_id,
-        message_id=f"{change.intent_id}:state:{change.to_state}",
-        produced_at=messages.now(),
-        state=change.to_state,
-        previous=change.from_state,
-        failure_code=change.failure_code,
-        reason=change.reason,
-    )
-    return await enqueue(conn, [Outgoing(EVENTS.name, event), *outgoing])
+    moved, fresh = await move_many(conn, [change], {change.intent_id: outgoing})
+    return fresh if moved else None

@@ -1,0 +1,80 @@
+"""Failure codes an intent can end with (`pm.intent.failure_code`), and how ledger answers map to them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pm_shared.fees import FEE_EXCESSIVE, FEE_INVALID, FEE_RULE_ERROR
+from pm_shared.messages import LedgerResult
+
+ACCOUNT_NOT_FOUND = "ACCOUNT_NOT_FOUND"
+ACCOUNT_CLOSED = "ACCOUNT_CLOSED"
+INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
+AUTHORIZATION_EXPIRED = "AUTHORIZATION_EXPIRED"
+ROUTE_UNAVAILABLE = "ROUTE_UNAVAILABLE"
+LEDGER_REJECTED = "LEDGER_REJECTED"
+INVALID_INTENT = "INVALID_INTENT"
+
+CODES = frozenset(
+    {
+        ACCOUNT_NOT_FOUND,
+        ACCOUNT_CLOSED,
+        INSUFFICIENT_FUNDS,
+        LIMIT_EXCEEDED,
+        AUTHORIZATION_EXPIRED,
+        ROUTE_UNAVAILABLE,
+        LEDGER_REJECTED,
+        INVALID_INTENT,
+        FEE_RULE_ERROR,
+        FEE_INVALID,
+        FEE_EXCESSIVE,
+    }
+)
+
+# Ledger statuses (tigerbeetle CreateTransferStatus names) that say something about the customer's
+# request rather than about PM; everything else is LEDGER_REJECTED (a bug or an operator matter).
+_BY_STATUS = {
+    "EXCEEDS_CREDITS": INSUFFICIENT_FUNDS,
+    "EXCEEDS_DEBITS": INSUFFICIENT_FUNDS,
+    "DEBIT_ACCOUNT_NOT_FOUND": ACCOUNT_NOT_FOUND,
+    "CREDIT_ACCOUNT_NOT_FOUND": ACCOUNT_NOT_FOUND,
+    "DEBIT_ACCOUNT_ALREADY_CLOSED": ACCOUNT_CLOSED,
+    "CREDIT_ACCOUNT_ALREADY_CLOSED": ACCOUNT_CLOSED,
+    "PENDING_TRANSFER_EXPIRED": AUTHORIZATION_EXPIRED,
+    "PENDING_TRANSFER_NOT_FOUND": AUTHORIZATION_EXPIRED,
+}
+
+# Statuses a transfer of a failed chain reports because *another* event of the chain failed.
+_KNOCK_ON = frozenset({"LINKED_EVENT_FAILED", "LINKED_EVENT_CHAIN_OPEN"})
+_SUCCESS = frozenset({"CREATED", "EXISTS"})
+
+ID_ALREADY_FAILED = "ID_ALREADY_FAILED"
+
+
+@dataclass(frozen=True)
+class Failure:
+    code: str
+    reason: str
+
+
+def cause_status(result: LedgerResult) -> str | None:
+    """The status of the event that made the command fail (not one that failed along with it)."""
+    statuses = [e.status for e in (*result.accounts, *result.transfers) if e.status not in _SUCCESS]
+    for status in statuses:
+        if status not in _KNOCK_ON:
+            return status
+    return statuses[0] if statuses else None
+
+
+def from_ledger(result: LedgerResult) -> Failure:
+    """The failure a refused ledger command stands for."""
+    if result.error is not None:
+        return Failure(
+            LEDGER_REJECTED, f"the ledger-writer refused the {result.step} command: {result.error}"
+        )
+    status = cause_status(result)
+    if status is None:
+        return Failure(LEDGER_REJECTED, f"the {result.step} command failed without a failing event")
+    code = _BY_STATUS.get(status, LEDGER_REJECTED)
+    return Failure(code, f"{result.step}: the ledger answered {status}")

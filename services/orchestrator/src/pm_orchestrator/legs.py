@@ -1,0 +1,239 @@
+"""An intent's ledger legs (DESIGN §6): which transfers authorize, settle and void it.
+
+Every id is `ids.transfer_id(intent id, leg name)`, so a step sent twice names the same transfers and
+the ledger answers the repeat with EXISTS. Legs: "principal" and one "fee:<rule id>" per fee. PRE fees
+are reserved with the principal (pending); POST fees are plain transfers made when settling.
+
+- authorize: the principal and the PRE fees, pending, as one linked chain (all or nothing);
+- settle: post each pending leg with its exact amount, then the POST fees, as one linked chain, so a
+  POST fee the payer cannot pay leaves the authorization open (to be voided) rather than half-settled;
+- void: each pending leg on its own (one already voided or expired does not hold up the others).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import msgspec
+import tigerbeetle as tb
+
+from pm_orchestrator.record import IntentRow, Side, StoredFee
+from pm_shared.ledger import chart, ids
+from pm_shared.messages import LedgerTransfer
+
+PRINCIPAL = "principal"
+
+# Transfer codes: what kind of money movement a ledger transfer is (its `code`).
+TRANSFER_CODES: dict[str, int] = {
+    "P2P": 1,
+    "ADJUSTMENT": 2,
+    "PROMPTPAY_WITHDRAWAL": 3,
+    "SBP_TOPUP": 4,
+}
+FEE_TRANSFER_CODE = 10
+
+_LINKED = int(tb.TransferFlags.LINKED)
+_PENDING = int(tb.TransferFlags.PENDING)
+_POST = int(tb.TransferFlags.POST_PENDING_TRANSFER)
+_VOID = int(tb.TransferFlags.VOID_PENDING_TRANSFER)
+
+
+class LegError(ValueError):
+    """The intent cannot be put on the ledger as it stands (a party or fee account PM has no account for)."""
+
+
+@dataclass(frozen=True)
+class Account:
+    """A ledger account a leg touches, with its owner (for `pm.account_balance`)."""
+
+    id: int
+    owner_kind: str
+    owner_id: str
+    currency: str
+    code: int
+
+
+@dataclass(frozen=True)
+class Leg:
+    name: str
+    debit: Account
+    credit: Account
+    amount: int
+    pending: bool
+    """Reserved at authorization (principal and PRE fees), rather than made at settlement."""
+
+    def transfer_id(self, intent_id: str, suffix: str = "") -> int:
+        return ids.transfer_id(intent_id, self.name + suffix)
+
+
+def _account(owner_kind: str, owner_id: str, currency: str, code: chart.Code) -> Account:
+    ledger = chart.ledger_of(currency)
+    return Account(
+        ids.account_id(owner_kind, owner_id, ledger, int(code)), owner_kind, owner_id, currency, code
+    )
+
+
+def wallet(user_id: str, currency: str) -> Account:
+    return _account("user", user_id, currency, chart.Code.USER_WALLET)
+
+
+def operator(code: chart.Code, currency: str) -> Account:
+    return _account("operator", code.name.lower(), currency, code)
+
+
+def party_account(side: Side, currency: str) -> Account:
+    """The account that pays or receives for one side of an intent."""
+    if side.kind == "user" and side.id:
+        return wallet(side.id, currency)
+    if side.kind == "operator":
+        return operator(chart.Code.OPERATOR_EQUITY, currency)
+    if side.kind in ("promptpay", "thaiqr"):
+        return operator(chart.Code.IPPS_CLEARING, currency)
+    if side.kind == "sbp":
+        return operator(chart.Code.QP_CLEARING, currency)
+    raise LegError(f"no ledger account for a {side.kind!r} party")
+
+
+def fee_account(fee: StoredFee, currency: str) -> Account:
+    try:
+        code = chart.Code(fee.fee_account_code)
+    except ValueError:
+        raise LegError(
+            f"fee rule {fee.rule_id!r}: account code {fee.fee_account_code} is not in the chart"
+        ) from None
+    if code not in chart.OPERATOR_CODES:
+        raise LegError(f"fee rule {fee.rule_id!r}: account code {int(code)} is not an operator account")
+    return operator(code, currency)
+
+
+def legs(intent: IntentRow, fees: Sequence[StoredFee] | None = None) -> list[Leg]:
+    """The principal, then each fee in priority order (`fees` defaults to those stamped on the intent)."""
+    source = party_account(intent.source, intent.currency)
+    target = party_account(intent.target, intent.currency)
+    out = [Leg(PRINCIPAL, source, target, intent.amount, pending=True)]
+    for fee in intent.fees if fees is None else fees:
+        payer = source if fee.payer == "source" else target
+        out.append(
+            Leg(
+                f"fee:{fee.rule_id}",
+                payer,
+                fee_account(fee, intent.currency),
+                fee.amount,
+                fee.timing == "PRE",
+            )
+        )
+    return out
+
+
+def _chain(transfers: list[LedgerTransfer]) -> list[LedgerTransfer]:
+    """Link every transfer to the next (the last closes the chain)."""
+    if len(transfers) < 2:
+        return transfers
+    return [
+        msgspec.structs.replace(t, flags=t.flags | _LINKED) if i < len(transfers) - 1 else t
+        for i, t in enumerate(transfers)
+    ]
+
+
+def _user_data(intent: IntentRow) -> int:
+    return uuid.UUID(intent.id).int
+
+
+def _code(intent: IntentRow, leg: Leg) -> int:
+    return TRANSFER_CODES.get(intent.type, 99) if leg.name == PRINCIPAL else FEE_TRANSFER_CODE
+
+
+def authorize(intent: IntentRow, all_legs: Iterable[Leg], *, timeout_s: int) -> list[LedgerTransfer]:
+    ledger = chart.ledger_of(intent.currency)
+    return _chain(
+        [
+            LedgerTransfer(
+                id=leg.transfer_id(intent.id),
+                debit_account_id=leg.debit.id,
+                credit_account_id=leg.credit.id,
+                amount=leg.amount,
+                user_data_128=_user_data(intent),
+                timeout=timeout_s,
+                ledger=ledger,
+                code=_code(intent, leg),
+                flags=_PENDING,
+            )
+            for leg in all_legs
+            if leg.pending
+        ]
+    )
+
+
+def settle(intent: IntentRow, all_legs: Iterable[Leg]) -> list[LedgerTransfer]:
+    ledger = chart.ledger_of(intent.currency)
+    listed = list(all_legs)
+    posts = [
+        LedgerTransfer(
+            id=leg.transfer_id(intent.id, ":post"),
+            pending_id=leg.transfer_id(intent.id),
+            amount=leg.amount,
+            user_data_128=_user_data(intent),
+            ledger=ledger,
+            code=_code(intent, leg),
+            flags=_POST,
+        )
+        for leg in listed
+        if leg.pending
+    ]
+    direct = [
+        LedgerTransfer(
+            id=leg.transfer_id(intent.id),
+            debit_account_id=leg.debit.id,
+            credit_account_id=leg.credit.id,
+            amount=leg.amount,
+            user_data_128=_user_data(intent),
+            ledger=ledger,
+            code=_code(intent, leg),
+        )
+        for leg in listed
+        if not leg.pending
+    ]
+    return _chain(posts + direct)
+
+
+def void(intent: IntentRow, all_legs: Iterable[Leg]) -> list[LedgerTransfer]:
+    ledger = chart.ledger_of(intent.currency)
+    return [
+        LedgerTransfer(
+            id=leg.transfer_id(intent.id, ":void"),
+            pending_id=leg.transfer_id(intent.id),
+            amount=leg.amount,
+            user_data_128=_user_data(intent),
+            ledger=ledger,
+            code=_code(intent, leg),
+            flags=_VOID,
+        )
+        for leg in all_legs
+        if leg.pending
+    ]
+
+
+def display(intent_id: str, all_legs: Iterable[Leg], state: str) -> list[dict[str, object]]:
+    """The legs as `pm.intent.legs` shows them (the API's `Leg`): name, transfer id, amount, state.
+
+    `state` is where the intent stands: "requested" (authorize sent), "pending" (authorized),
+    "posted" (settled), "voided" or "failed".
+    """
+    out: list[dict[str, object]] = []
+    for leg in all_legs:
+        leg_state = state
+        if not leg.pending and state in ("requested", "pending"):
+            leg_state = "planned"  # a POST fee is made only when settling
+        elif not leg.pending and state == "voided":
+            leg_state = "failed"
+        out.append(
+            {
+                "name": leg.name,
+                "transferId": str(leg.transfer_id(intent_id)),
+                "amount": leg.amount,
+                "state": leg_state,
+            }
+        )
+    return out

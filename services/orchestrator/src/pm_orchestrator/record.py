@@ -1,0 +1,111 @@
+"""An intent as the saga reads it from `pm.intent`: the request, and how far it has come."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from pm_shared.fees import AppliedFee
+
+
+class StoredFee(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """A fee as stamped on `pm.intent.fees`: the API's `Fee` plus who pays it and where it goes."""
+
+    rule_id: str
+    rule_version: int
+    amount: int
+    currency: str
+    timing: str
+    payer: str = "source"
+    fee_account_code: int = 10
+
+    @classmethod
+    def of(cls, fee: AppliedFee) -> StoredFee:
+        return cls(
+            rule_id=fee.rule_id,
+            rule_version=fee.rule_version,
+            amount=fee.amount,
+            currency=fee.currency,
+            timing=fee.timing,
+            payer=fee.payer,
+            fee_account_code=fee.fee_account_code,
+        )
+
+
+_fees = msgspec.json.Decoder(list[StoredFee])
+_object = msgspec.json.Decoder(dict[str, Any])
+_metadata = msgspec.json.Decoder(dict[str, str])
+
+
+def _json(value: Any) -> bytes:
+    # asyncpg returns jsonb as text unless a codec is set.
+    return value.encode() if isinstance(value, str) else bytes(value)
+
+
+@dataclass(frozen=True)
+class Side:
+    """One party of an intent: its kind ("user", "operator", "promptpay", …) and, for a user, its id."""
+
+    kind: str
+    id: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IntentRow:
+    id: str
+    type: str
+    state: str
+    step: str | None
+    channel: str | None
+    route: tuple[str, ...] | None
+    amount: int
+    currency: str
+    source: Side
+    target: Side
+    from_name: str | None
+    to_name: str | None
+    comment: str | None
+    requires_monitoring: bool
+    metadata: dict[str, str]
+    fees: tuple[StoredFee, ...]
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def from_record(cls, row: asyncpg.Record) -> IntentRow:
+        route = row["route"]
+        return cls(
+            id=str(row["id"]),
+            type=row["type"],
+            state=row["state"],
+            step=row["step"],
+            channel=row["channel"],
+            route=tuple(route) if route is not None else None,
+            amount=row["amount"],
+            currency=row["currency"].strip(),
+            source=_side(row["source"]),
+            target=_side(row["target"]),
+            from_name=row["from_name"],
+            to_name=row["to_name"],
+            comment=row["comment"],
+            requires_monitoring=row["requires_monitoring"],
+            metadata=_metadata.decode(_json(row["metadata"])),
+            fees=tuple(_fees.decode(_json(row["fees"]))),
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+    def fees_paid_by(self, side: str) -> int:
+        return sum(f.amount for f in self.fees if f.payer == side)
+
+
+def _side(value: Any) -> Side:
+    data = _object.decode(_json(value))
+    kind = str(data.get("kind", ""))
+    owner = data.get("id")
+    return Side(kind=kind, id=str(owner) if owner is not None else None, details=data)

@@ -1,0 +1,121 @@
+"""The startup reconciler and the stalled-intent sweep (DESIGN §7): nothing waits forever.
+
+At start every open intent is resumed from the state it is in; afterwards, every
+`resume_interval_s`, each intent that has not moved for `resume_after_s`. Resuming a CREATED
+intent takes it in again (the guarded move makes a race with its own message harmless); resuming
+one that awaits a ledger step sends that step's command again under a new message id — the
+transfers have the same ids, so the ledger applies them at most once and answers EXISTS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+from prometheus_client import Counter
+
+from pm_orchestrator import plan as planning
+from pm_orchestrator import queries as q
+from pm_orchestrator.record import IntentRow
+from pm_orchestrator.saga import DATABASE_ERRORS, Job, Saga
+from pm_orchestrator.states import CREATED
+from pm_shared.streams import Publisher
+from pm_shared.streams.errors import BackPressureError
+from pm_shared.streams.names import LEDGER_COMMANDS
+
+log = logging.getLogger(__name__)
+
+RESUMED = Counter(
+    "pm_intents_resumed_total", "Stalled intents resumed, by the state they were in.", ["state"]
+)
+
+PAGE = 500
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NIL = uuid.UUID(int=0)
+
+
+class Resumer:
+    def __init__(
+        self,
+        saga: Saga,
+        planner: planning.Planner,
+        publisher: Publisher,
+        *,
+        resume_after_s: float,
+        interval_s: float,
+    ) -> None:
+        self.saga = saga
+        self.planner = planner
+        self.publisher = publisher
+        self.resume_after_s = resume_after_s
+        self.interval_s = interval_s
+        self._resent: dict[str, float] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        first = True
+        while not stop.is_set():
+            before = datetime.now(UTC) - (timedelta(0) if first else timedelta(seconds=self.resume_after_s))
+            try:
+                count = await self.sweep(before, stop)
+            except DATABASE_ERRORS as exc:
+                log.warning("resume sweep interrupted (%r); trying again", exc)
+            else:
+                if count or first:
+                    log.info("resumed %d open intent(s) not moved since %s", count, before.isoformat())
+                first = False
+            try:
+                await asyncio.wait_for(stop.wait(), self.interval_s)
+            except TimeoutError:
+                pass
+
+    async def sweep(self, before: datetime, stop: asyncio.Event | None = None) -> int:
+        """Resume every open intent not moved since `before`; returns how many were resumed."""
+        cursor: tuple[datetime, uuid.UUID] = (_EPOCH, _NIL)
+        resumed = 0
+        now = time.monotonic()
+        self._resent = {k: v for k, v in self._resent.items() if now - v < self.resume_after_s}
+        while stop is None or not stop.is_set():
+            async with self.saga.pool.acquire() as conn:
+                records = await conn.fetch(q.SELECT_STALLED, before, PAGE, *cursor)
+            if not records:
+                break
+            rows = [IntentRow.from_record(r) for r in records]
+            cursor = (records[-1]["updated_at"], records[-1]["id"])
+            resumed += await self._resume(rows)
+            if len(records) < PAGE:
+                break
+        return resumed
+
+    async def _resume(self, rows: list[IntentRow]) -> int:
+        created = [r for r in rows if r.state == CREATED]
+        if created:
+            await self.saga.run([Job(None, r.id, None) for r in created])
+            RESUMED.labels(CREATED).inc(len(created))
+        commands = []
+        for row in rows:
+            if row.state == CREATED or row.id in self._resent:
+                continue
+            command = self.planner.resend(row)
+            if command is None:
+                log.error(
+                    "intent %s is %s awaiting %r: nothing to resume it with", row.id, row.state, row.step
+                )
+                continue
+            commands.append(command)
+            self._resent[row.id] = time.monotonic()
+            RESUMED.labels(row.state).inc()
+        if commands:
+            try:
+                await self.publisher.publish_many(LEDGER_COMMANDS.name, commands)
+            except BackPressureError:
+                # The writer is behind: these intents are not lost, the next sweep tries again.
+                for command in commands:
+                    self._resent.pop(command.intent_id, None)
+                log.warning(
+                    "ledger commands stream is full; %d resends wait for the next sweep", len(commands)
+                )
+                return len(created)
+        return len(created) + len(commands)

@@ -1,0 +1,240 @@
+"""The saga's batch handlers (DESIGN §5, §7): a batch of messages in, one PostgreSQL transaction out.
+
+For a batch the saga loads every intent it names in one query, plans what each message does to its
+intent (`plan`), gives back limit reservations of intents about to fail, then applies every plan in
+one transaction: the guarded moves with their timeline rows, the outbox messages (state changes on
+`pm:events`, commands on `pm:ledger:commands`) and the settlement projections. After commit the
+messages are published at once; the outbox relay sends whatever a crash left behind.
+
+A message that cannot be planned fails alone (the others of its batch go on). If the batch's
+transaction fails, every plan is applied again in a transaction of its own, so one poisoned intent
+never fails its batch-mates.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+from prometheus_client import Counter
+
+from pm_orchestrator import plan as planning
+from pm_orchestrator import projections, states
+from pm_orchestrator import queries as q
+from pm_orchestrator.record import IntentRow
+from pm_orchestrator.rules import Rules
+from pm_orchestrator.states import CREATED
+from pm_orchestrator.steps import Context
+from pm_shared.db import Pool
+from pm_shared.errors import PermanentError
+from pm_shared.messages import IntentSubmitted, LedgerResult
+from pm_shared.outbox import publish_committed
+from pm_shared.streams import Delivery, Publisher
+
+log = logging.getLogger(__name__)
+
+MOVES = Counter(
+    "pm_intent_moves_total",
+    "Intents moved by the saga, by state reached and failure code.",
+    ["to_state", "failure_code"],
+)
+STALE = Counter(
+    "pm_saga_stale_total", "Messages that no longer fitted their intent (duplicates, reordered).", ["kind"]
+)
+
+DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+OPEN_WALLET_STEP = "open_wallet"
+
+
+class UnknownIntentError(PermanentError):
+    """The message names an intent PM has no record of: no retry can change that."""
+
+    reason = "unknown_intent"
+
+
+class BusyIntentError(Exception):
+    """Another message of the same batch moves this intent; this one is retried after that commits."""
+
+
+@dataclass(frozen=True)
+class Job:
+    entry_id: str | None
+    """The stream entry it came from (None: the resume sweep)."""
+    intent_id: str
+    message_id: str | None
+    result: LedgerResult | None = None
+    """None: take the intent in (intake)."""
+
+
+def _uuid(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
+
+
+class Saga:
+    def __init__(
+        self, pool: Pool, publisher: Publisher, rules: Rules, planner: planning.Planner, tier: str
+    ) -> None:
+        self.pool = pool
+        self.publisher = publisher
+        self.rules = rules
+        self.planner = planner
+        self.tier = tier
+
+    async def on_intents(self, deliveries: Sequence[Delivery[IntentSubmitted]]) -> dict[str, BaseException]:
+        jobs = [Job(d.entry_id, d.message.intent_id, d.message.message_id) for d in deliveries]
+        return await self.run(jobs)
+
+    async def on_results(self, deliveries: Sequence[Delivery[LedgerResult]]) -> dict[str, BaseException]:
+        jobs: list[Job] = []
+        for d in deliveries:
+            result = d.message
+            if result.step == OPEN_WALLET_STEP:
+                continue  # the gateway watches the ledger for the wallet itself
+            if result.step == planning.VOID_STEP:
+                _check_void(result)
+                continue
+            jobs.append(Job(d.entry_id, result.intent_id, result.message_id, result))
+        return await self.run(jobs)
+
+    async def run(self, jobs: Sequence[Job]) -> dict[str, BaseException]:
+        """Plan and apply `jobs`; returns the failures by entry id (a job without one raises nothing)."""
+        failed: dict[str, BaseException] = {}
+
+        def fail(job: Job, exc: BaseException) -> None:
+            if job.entry_id is not None:
+                failed[job.entry_id] = exc
+            else:
+                log.warning("resuming intent %s failed: %r", job.intent_id, exc)
+
+        ids: list[uuid.UUID] = []
+        for job in jobs:
+            parsed = _uuid(job.intent_id)
+            if parsed is None:
+                fail(job, UnknownIntentError(f"{job.intent_id!r} is not an intent id"))
+            else:
+                ids.append(parsed)
+        if not ids:
+            return failed
+        async with self.pool.acquire() as conn:
+            await self.rules.refresh(conn)
+            rows = {str(r["id"]): IntentRow.from_record(r) for r in await conn.fetch(q.SELECT_INTENTS, ids)}
+            wanted = {
+                (side.id, row.currency)
+                for job in jobs
+                if job.result is None
+                and (row := rows.get(str(_uuid(job.intent_id)))) is not None
+                and row.state == CREATED
+                for side in (row.source, row.target)
+                if side.kind == "user" and side.id is not None
+            }
+            wallets: set[tuple[str, str]] = set()
+            if wanted:
+                pairs = sorted(wanted)
+                found = await conn.fetch(q.SELECT_WALLETS, [p[0] for p in pairs], [p[1] for p in pairs])
+                wallets = {(r["owner_id"], r["currency"].strip()) for r in found}
+        ctx = Context(self.rules, frozenset(wallets), self.tier)
+
+        plans: dict[str, tuple[planning.Plan, list[Job]]] = {}
+        working = dict(rows)
+        for job in jobs:
+            key = str(_uuid(job.intent_id)) if _uuid(job.intent_id) else None
+            if key is None:
+                continue
+            intent = working.get(key)
+            if intent is None:
+                fail(job, UnknownIntentError(f"intent {job.intent_id} does not exist"))
+                continue
+            try:
+                if job.result is None:
+                    plan = await self.planner.intake(ctx, intent, job.message_id)
+                else:
+                    plan = self.planner.result(intent, job.result)
+            except Exception as exc:
+                log.exception("planning for intent %s failed", key)
+                fail(job, exc)
+                continue
+            if plan is None:
+                STALE.labels("intake" if job.result is None else "ledger_result").inc()
+                continue
+            if key in plans:
+                fail(job, BusyIntentError(f"intent {key} already moves in this batch"))
+                continue
+            plans[key] = (plan, [job])
+            working[key] = planning.applied(intent, plan)
+
+        ready: list[tuple[planning.Plan, list[Job]]] = []
+        for plan, owners in plans.values():
+            if plan.release_limits_of is not None:
+                try:
+                    await self.rules.limits.release(intent_id=plan.intent.id, user=plan.release_limits_of)
+                except Exception as exc:
+                    for job in owners:
+                        fail(job, exc)
+                    continue
+            ready.append((plan, owners))
+        if not ready:
+            return failed
+        try:
+            await self._apply([p for p, _ in ready])
+        except DATABASE_ERRORS as exc:
+            if len(ready) == 1:
+                for job in ready[0][1]:
+                    fail(job, exc)
+                return failed
+            log.warning("batch of %d moves failed (%r); applying them one by one", len(ready), exc)
+            for plan, owners in ready:
+                try:
+                    await self._apply([plan])
+                except DATABASE_ERRORS as one:
+                    for job in owners:
+                        fail(job, one)
+        return failed
+
+    async def _apply(self, plans: Sequence[planning.Plan]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            moved, fresh = await states.move_many(
+                conn, [p.move for p in plans], {p.intent.id: p.outgoing for p in plans}
+            )
+            settled = [
+                (p.intent, p.settled_legs)
+                for p in plans
+                if p.settled_legs is not None and p.intent.id in moved
+            ]
+            await projections.record(conn, settled, datetime.now(UTC))
+        for p in plans:
+            if p.intent.id in moved:
+                MOVES.labels(p.move.to_state, p.move.failure_code or "").inc()
+            else:
+                STALE.labels("race").inc()
+        await publish_committed(self.pool, self.publisher, fresh)
+
+
+# What a void may answer without anything being wrong: the authorization is gone either way.
+_VOID_FINE = frozenset(
+    {
+        "CREATED",
+        "EXISTS",
+        "PENDING_TRANSFER_EXPIRED",
+        "PENDING_TRANSFER_ALREADY_VOIDED",
+        "PENDING_TRANSFER_NOT_FOUND",
+    }
+)
+
+
+def _check_void(result: LedgerResult) -> None:
+    bad = [e.status for e in result.transfers if e.status not in _VOID_FINE]
+    if result.error is not None or bad:
+        # Money may still be held for a failed intent until the pending timeout releases it.
+        log.error(
+            "void of intent %s not applied: %s",
+            result.intent_id,
+            result.error or ", ".join(bad),
+            extra={"intent_id": result.intent_id},
+        )
