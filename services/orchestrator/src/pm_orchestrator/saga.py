@@ -169,14 +169,28 @@ class Saga:
             plans[key] = (plan, [job])
             working[key] = planning.applied(intent, plan)
 
-        ready: list[tuple[planning.Plan, list[Job]]] = []
-        for plan, owners in plans.values():
+        failed.update(await self.apply(list(plans.values())))
+        return failed
+
+    async def apply(self, plans: Sequence[tuple[planning.Plan, Sequence[Job]]]) -> dict[str, BaseException]:
+        """Give back the limits of failing intents, then apply the plans in one transaction — or, if
+        that fails, each in its own, so only the plan at fault fails (its jobs' entries are returned)."""
+        failed: dict[str, BaseException] = {}
+
+        def fail(jobs: Sequence[Job], exc: BaseException) -> None:
+            for job in jobs:
+                if job.entry_id is not None:
+                    failed[job.entry_id] = exc
+                else:
+                    log.warning("resuming intent %s failed: %r", job.intent_id, exc)
+
+        ready: list[tuple[planning.Plan, Sequence[Job]]] = []
+        for plan, owners in plans:
             if plan.release_limits_of is not None:
                 try:
                     await self.rules.limits.release(intent_id=plan.intent.id, user=plan.release_limits_of)
                 except Exception as exc:
-                    for job in owners:
-                        fail(job, exc)
+                    fail(owners, exc)
                     continue
             ready.append((plan, owners))
         if not ready:
@@ -185,16 +199,15 @@ class Saga:
             await self._apply([p for p, _ in ready])
         except DATABASE_ERRORS as exc:
             if len(ready) == 1:
-                for job in ready[0][1]:
-                    fail(job, exc)
+                fail(ready[0][1], exc)
                 return failed
             log.warning("batch of %d moves failed (%r); applying them one by one", len(ready), exc)
             for plan, owners in ready:
                 try:
                     await self._apply([plan])
                 except DATABASE_ERRORS as one:
-                    for job in owners:
-                        fail(job, one)
+                    log.error("intent %s: its move failed on its own: %r", plan.intent.id, one)
+                    fail(owners, one)
         return failed
 
     async def _apply(self, plans: Sequence[planning.Plan]) -> None:
