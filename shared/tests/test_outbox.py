@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
@@ -281,3 +282,26 @@ async def test_run_publishes_until_stopped_and_survives_errors(
         await down.aclose()
     published, attempts, error = (await rows(pool, late))[late[0].message.message_id]
     assert not published and attempts >= 1 and error is not None
+
+
+async def test_prune_deletes_only_rows_published_before_the_retention_period(
+    pool: Pool, redis: Redis, stream: str
+) -> None:
+    tag = uuid.uuid4().hex
+    await pool.execute(
+        "INSERT INTO pm.outbox (stream, intent_id, message_id, payload, published_at) "
+        "SELECT $1, $2, $2 || ':' || n, '\\x00', CASE WHEN n <= 5 THEN now() - interval '2 hours' "
+        "WHEN n <= 8 THEN now() END FROM generate_series(1, 10) AS n",
+        stream,
+        tag,
+    )
+    relay = Relay(pool, Publisher(redis), retention_s=3_600, prune_batch=2)
+    assert await relay.prune() >= 5
+    left = await pool.fetch(
+        "SELECT message_id, published_at IS NULL AS unpublished FROM pm.outbox"
+        " WHERE intent_id = $1 ORDER BY id",
+        tag,
+    )
+    # The recently published (6-8) and the never published (9, 10) stay.
+    assert [r["message_id"].split(":")[-1] for r in left] == ["6", "7", "8", "9", "10"]
+    assert [r["unpublished"] for r in left] == [False, False, False, True, True]

@@ -44,3 +44,15 @@ WHERE published_at IS NULL
 ORDER BY id
 LIMIT 1
 """
+
+# Published rows past the retention period, oldest first, a batch at a time. Walking the primary key
+# from its start meets the oldest rows first; unpublished rows are never deleted.
+PRUNE_PUBLISHED = """
+DELETE FROM pm.outbox
+WHERE id IN (
+    SELECT id FROM pm.outbox
+    WHERE published_at < now() - make_interval(secs => $1)
+    ORDER BY id
+    LIMIT $2
+)
+"""

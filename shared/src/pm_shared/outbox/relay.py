@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 import asyncpg
 from prometheus_client import Counter, Gauge
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 
 RELAYED = Counter("pm_outbox_relayed_total", "Outbox rows published by the relay.")
 RELAY_FAILURES = Counter("pm_outbox_relay_failures_total", "Relay passes stopped by a failed publish.")
+PRUNED = Counter("pm_outbox_pruned_total", "Published outbox rows deleted after the retention period.")
 OLDEST_UNPUBLISHED_AGE = Gauge(
     "pm_outbox_oldest_unpublished_age_seconds", "Age of the oldest unpublished outbox row (0 when none)."
 )
@@ -43,12 +45,32 @@ class Relay:
         min_age_s: float = 5.0,
         batch: int = 500,
         interval_s: float = 1.0,
+        retention_s: float = 3_600.0,
+        prune_interval_s: float = 60.0,
+        prune_batch: int = 10_000,
     ) -> None:
         self.pool = pool
         self.publisher = publisher
         self.min_age_s = min_age_s
         self.batch = batch
         self.interval_s = interval_s
+        self.retention_s = retention_s
+        self.prune_interval_s = prune_interval_s
+        self.prune_batch = prune_batch
+        self._pruned_at = float("-inf")
+
+    async def prune(self, *, max_batches: int = 10) -> int:
+        """Delete published rows past the retention period, up to `max_batches` batches; returns how many."""
+        deleted = 0
+        for _ in range(max_batches):
+            async with self.pool.acquire() as conn:
+                status = await conn.execute(q.PRUNE_PUBLISHED, self.retention_s, self.prune_batch)
+            count = int(status.split()[-1])
+            deleted += count
+            if count < self.prune_batch:
+                break
+        PRUNED.inc(deleted)
+        return deleted
 
     async def run_once(self) -> int:
         """One pass; returns how many rows were published."""
@@ -92,6 +114,9 @@ class Relay:
         while not stop.is_set():
             try:
                 published = await self.run_once()
+                if time.monotonic() - self._pruned_at >= self.prune_interval_s:
+                    self._pruned_at = time.monotonic()
+                    await self.prune()
             except (*PUBLISH_ERRORS, *DATABASE_ERRORS):
                 log.exception("outbox relay pass failed; retrying in %.1fs", backoff)
                 pause, backoff = backoff, min(max(backoff, 0.1) * 2, MAX_BACKOFF_S)
