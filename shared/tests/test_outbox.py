@@ -211,7 +211,7 @@ async def test_two_relays_at_once_publish_each_row_once(pool: Pool, redis: Redis
 
 
 @pytest.mark.parametrize("failure", ["stream_missing", "backpressure"])
-async def test_relay_records_failures_and_stops_the_pass(
+async def test_relay_records_failures_and_goes_on_with_the_other_streams(
     pool: Pool, redis: Redis, stream: str, failure: str
 ) -> None:
     if failure == "stream_missing":
@@ -222,11 +222,11 @@ async def test_relay_records_failures_and_stops_the_pass(
         target = stream
         publisher = Publisher(redis, partitions=1, threshold=0)
         expected_error = "BackPressureError"
-    # Everything goes to partition 0 of each stream, so the failing key's rows come after the
-    # good one's (keys are published in order of their first row).
+    # Everything goes to partition 0 of each stream; the failing key's rows come first (keys are
+    # published in order of their first row), and the good stream's are published all the same.
     await provision(redis, 1, [StreamSpec(f"{stream}:good", (GROUP,), "outbox test")])
-    good = await committed(pool, outgoing(f"{stream}:good", 2))
     bad = await committed(pool, outgoing(target, 3, start=2))
+    good = await committed(pool, outgoing(f"{stream}:good", 2))
     await backdate(pool, good + bad, 60)
     if failure == "backpressure":
         publisher.threshold = 2  # room for the good stream's two rows only
@@ -305,3 +305,20 @@ async def test_prune_deletes_only_rows_published_before_the_retention_period(
     # The recently published (6-8) and the never published (9, 10) stay.
     assert [r["message_id"].split(":")[-1] for r in left] == ["6", "7", "8", "9", "10"]
     assert [r["unpublished"] for r in left] == [False, False, False, True, True]
+
+
+async def test_a_refused_stream_does_not_hold_up_another(pool: Pool, redis: Redis, stream: str) -> None:
+    await provision(redis, 1, [StreamSpec(f"{stream}:full", (GROUP,), "outbox test")])
+    await provision(redis, 1, [StreamSpec(f"{stream}:open", (GROUP,), "outbox test")])
+    try:
+        for _ in range(3):
+            await redis.xadd(stream_key(f"{stream}:full", 0), {PAYLOAD_FIELD: b"{}"})
+        refused = outgoing(f"{stream}:full", 2)
+        accepted = outgoing(f"{stream}:open", 2, start=2)
+        items = await committed(pool, refused + accepted)
+        assert await publish_committed(pool, Publisher(redis, partitions=1, threshold=3), items) == 2
+        state = await rows(pool, items)
+        assert [state[i.message.message_id][0] for i in items] == [False, False, True, True]
+        assert sorted(await entries(redis, f"{stream}:open")) == sorted(encode(i.message) for i in accepted)
+    finally:
+        await redis.delete(stream_key(f"{stream}:full", 0), stream_key(f"{stream}:open", 0))

@@ -12,6 +12,7 @@ are reserved with the principal (pending); POST fees are plain transfers made wh
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -63,11 +64,16 @@ class Leg:
     amount: int
     pending: bool
     """Reserved at authorization (principal and PRE fees), rather than made at settlement."""
+    id: int
+    """Its transfer id: `ids.transfer_id(intent id, name)`."""
 
     def transfer_id(self, intent_id: str, suffix: str = "") -> int:
-        return ids.transfer_id(intent_id, self.name + suffix)
+        return self.id if not suffix else ids.transfer_id(intent_id, self.name + suffix)
 
 
+# Account ids are hashes: the same few thousand wallets and a handful of operator accounts are asked
+# for again and again, so they are remembered.
+@functools.lru_cache(maxsize=65_536)
 def _account(owner_kind: str, owner_id: str, currency: str, code: chart.Code) -> Account:
     ledger = chart.ledger_of(currency)
     return Account(
@@ -112,16 +118,18 @@ def legs(intent: IntentRow, fees: Sequence[StoredFee] | None = None) -> list[Leg
     """The principal, then each fee in priority order (`fees` defaults to those stamped on the intent)."""
     source = party_account(intent.source, intent.currency)
     target = party_account(intent.target, intent.currency)
-    out = [Leg(PRINCIPAL, source, target, intent.amount, pending=True)]
+    out = [Leg(PRINCIPAL, source, target, intent.amount, True, ids.transfer_id(intent.id, PRINCIPAL))]
     for fee in intent.fees if fees is None else fees:
         payer = source if fee.payer == "source" else target
+        name = f"fee:{fee.rule_id}"
         out.append(
             Leg(
-                f"fee:{fee.rule_id}",
+                name,
                 payer,
                 fee_account(fee, intent.currency),
                 fee.amount,
                 fee.timing == "PRE",
+                ids.transfer_id(intent.id, name),
             )
         )
     return out

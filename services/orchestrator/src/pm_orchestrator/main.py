@@ -43,6 +43,7 @@ async def serve(config: settings.Settings, stop: asyncio.Event) -> None:
             Rules(clients.commands, pool, refresh_s=config.rules_refresh_s),
             planner,
             config.default_tier,
+            stop=stop,
         )
         resumer = Resumer(
             saga,

@@ -48,9 +48,15 @@ SELECT (SELECT count(*) FROM pm.fee_rule) AS fee_count,
        (SELECT max(updated_at) FROM pm.payment_route) AS route_newest
 """
 
+# Row locks on a batch's intents, taken in id order before its moves: two transactions that move some
+# of the same intents (a resumed intent and its own message, or two consumers with duplicates) then
+# wait for each other in one order instead of deadlocking.
+LOCK_INTENTS = """
+SELECT id FROM pm.intent WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
+"""
+
 # The guarded moves of a batch: each UPDATE only matches while the intent is still in the expected
-# state and step, and a timeline entry is written for each that did. Rows are taken in id order so two
-# batches touching the same intents lock them in the same order. Returns the ids that moved.
+# state and step, and a timeline entry is written for each that did. Returns the ids that moved.
 MOVE_INTENTS = """
 WITH input AS (
     SELECT *

@@ -13,7 +13,9 @@ never fails its batch-mates.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +36,7 @@ from pm_shared.errors import PermanentError
 from pm_shared.messages import IntentSubmitted, LedgerResult
 from pm_shared.outbox import publish_committed
 from pm_shared.streams import Delivery, Publisher
+from pm_shared.streams.names import LEDGER_COMMANDS
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,10 @@ MOVES = Counter(
     "pm_intent_moves_total",
     "Intents moved by the saga, by state reached and failure code.",
     ["to_state", "failure_code"],
+)
+INTAKE_PAUSED = Counter(
+    "pm_saga_intake_paused_seconds_total",
+    "Time intake waited for the ledger-writer to drain pm:ledger:commands (back-pressure).",
 )
 STALE = Counter(
     "pm_saga_stale_total", "Messages that no longer fitted their intent (duplicates, reordered).", ["kind"]
@@ -79,17 +86,50 @@ def _uuid(text: str) -> uuid.UUID | None:
 
 class Saga:
     def __init__(
-        self, pool: Pool, publisher: Publisher, rules: Rules, planner: planning.Planner, tier: str
+        self,
+        pool: Pool,
+        publisher: Publisher,
+        rules: Rules,
+        planner: planning.Planner,
+        tier: str,
+        *,
+        intake_pause_max_s: float = 10.0,
+        stop: asyncio.Event | None = None,
     ) -> None:
         self.pool = pool
         self.publisher = publisher
         self.rules = rules
         self.planner = planner
         self.tier = tier
+        self.intake_pause_max_s = intake_pause_max_s
+        self.stop = stop
 
     async def on_intents(self, deliveries: Sequence[Delivery[IntentSubmitted]]) -> dict[str, BaseException]:
+        await self.wait_for_ledger_room([d.message.intent_id for d in deliveries])
         jobs = [Job(d.entry_id, d.message.intent_id, d.message.message_id) for d in deliveries]
         return await self.run(jobs)
+
+    async def wait_for_ledger_room(self, intent_ids: Sequence[str]) -> None:
+        """Hold intake while the ledger-writer is behind (DESIGN §4: an internal producer stops reading
+        its input until the downstream drains), so new intents wait in `pm:intents` — where the
+        gateway's back-pressure sees them — rather than as commands the relay must publish later.
+
+        Results keep flowing meanwhile: they finish intents already under way. After
+        `intake_pause_max_s` intake goes on regardless (the relay delivers what the stream refuses),
+        so a stopped writer never wedges the orchestrator's shutdown.
+        """
+        keys = {self.publisher.key_for(LEDGER_COMMANDS.name, intent_id) for intent_id in intent_ids}
+        # A quarter of the stream's room stays for the settle commands of intents under way.
+        reserve = self.publisher.threshold // 4 + len(intent_ids)
+        started = time.monotonic()
+        for key in sorted(keys):
+            while await self.publisher.headroom(key) < reserve:
+                if time.monotonic() - started >= self.intake_pause_max_s or (
+                    self.stop is not None and self.stop.is_set()
+                ):
+                    break
+                await asyncio.sleep(0.05)
+        INTAKE_PAUSED.inc(time.monotonic() - started)
 
     async def on_results(self, deliveries: Sequence[Delivery[LedgerResult]]) -> dict[str, BaseException]:
         jobs: list[Job] = []
@@ -113,23 +153,26 @@ class Saga:
             else:
                 log.warning("resuming intent %s failed: %r", job.intent_id, exc)
 
-        ids: list[uuid.UUID] = []
+        keys: list[str | None] = []  # per job: its intent id in canonical form, None if not a UUID
         for job in jobs:
             parsed = _uuid(job.intent_id)
+            keys.append(str(parsed) if parsed is not None else None)
             if parsed is None:
                 fail(job, UnknownIntentError(f"{job.intent_id!r} is not an intent id"))
-            else:
-                ids.append(parsed)
-        if not ids:
+        wanted_ids = sorted({key for key in keys if key is not None})
+        if not wanted_ids:
             return failed
         async with self.pool.acquire() as conn:
             await self.rules.refresh(conn)
-            rows = {str(r["id"]): IntentRow.from_record(r) for r in await conn.fetch(q.SELECT_INTENTS, ids)}
+            rows = {
+                str(r["id"]): IntentRow.from_record(r) for r in await conn.fetch(q.SELECT_INTENTS, wanted_ids)
+            }
             wanted = {
                 (side.id, row.currency)
-                for job in jobs
+                for job, key in zip(jobs, keys, strict=True)
                 if job.result is None
-                and (row := rows.get(str(_uuid(job.intent_id)))) is not None
+                and key is not None
+                and (row := rows.get(key)) is not None
                 and row.state == CREATED
                 for side in (row.source, row.target)
                 if side.kind == "user" and side.id is not None
@@ -143,8 +186,7 @@ class Saga:
 
         plans: dict[str, tuple[planning.Plan, list[Job]]] = {}
         working = dict(rows)
-        for job in jobs:
-            key = str(_uuid(job.intent_id)) if _uuid(job.intent_id) else None
+        for job, key in zip(jobs, keys, strict=True):
             if key is None:
                 continue
             intent = working.get(key)

@@ -82,7 +82,7 @@ def _text(value: bytes | None) -> str | None:
 async def move_many(
     conn: Conn, changes: Sequence[Move], outgoing: Mapping[str, Sequence[Outgoing]] | None = None
 ) -> tuple[set[str], list[Outgoing]]:
-    """Apply `changes` (at most one per intent) in the caller's open transaction, in two statements.
+    """Apply `changes` (at most one per intent) in the caller's open transaction, in three statements.
 
     Returns the ids of the intents that moved and the messages to publish after commit: for each of
     them its state change event on `pm:events` followed by its `outgoing` messages. An intent no
@@ -95,6 +95,8 @@ async def move_many(
         return set(), []
     if len({c.intent_id for c in changes}) != len(changes):
         raise IllegalMoveError("one move per intent per transaction")
+    if len(changes) > 1:
+        await conn.execute(q.LOCK_INTENTS, [c.intent_id for c in changes])
     rows = await conn.fetch(
         q.MOVE_INTENTS,
         [c.intent_id for c in changes],

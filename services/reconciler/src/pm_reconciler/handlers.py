@@ -1,8 +1,10 @@
 """What the reconciler does with each state change it reads.
 
 The ledger ↔ PostgreSQL comparison and its alerts are not in this build; the reconciler only
-records, in its log, every state change it observes on `pm:events`. The events are notifications
-(their facts live in PostgreSQL), so acknowledging them after logging loses nothing.
+records, in its log, every state change it observes on `pm:events` (terminal ones at INFO, the
+steps in between at DEBUG: three log lines per payment would cost more than the payment). The
+events are notifications (their facts live in PostgreSQL), so acknowledging them after logging
+loses nothing.
 """
 
 from __future__ import annotations
@@ -18,10 +20,13 @@ from pm_shared.streams.names import EVENTS
 
 log = logging.getLogger(__name__)
 
+TERMINAL = frozenset({"SETTLED", "FAILED"})
+
 
 async def on_state_changed(delivery: Delivery[IntentStateChanged]) -> None:
     event = delivery.message
-    log.info(
+    log.log(
+        logging.INFO if event.state in TERMINAL else logging.DEBUG,
         "intent %s: %s -> %s%s",
         event.intent_id,
         event.previous,

@@ -83,29 +83,31 @@ class Relay:
         return published
 
     async def _publish(self, conn: Conn, rows: list[asyncpg.Record]) -> int:
-        # Grouped per partition key in id order, so each intent's messages keep their order.
+        # Grouped per partition key in id order, so each intent's messages keep their order. A key
+        # that fails is left for the next pass from its first unpublished row on; the other keys go on.
         by_key: dict[str, list[asyncpg.Record]] = {}
         for row in rows:
             by_key.setdefault(self.publisher.key_for(row["stream"], row["intent_id"]), []).append(row)
         done: list[int] = []
-        error: BaseException | None = None
+        failed: list[int] = []
+        errors: list[BaseException] = []
         for key, key_rows in by_key.items():
+            sent = 0
             try:
                 await self.publisher.admit(key, len(key_rows))
                 for row in key_rows:
                     await self.publisher.add(key, {PAYLOAD_FIELD: bytes(row["payload"])})
                     done.append(row["id"])
+                    sent += 1
             except PUBLISH_ERRORS as exc:
-                error = exc
-                break
+                errors.append(exc)
+                failed.extend(row["id"] for row in key_rows[sent:])
         if done:
             await conn.execute(q.MARK_PUBLISHED_BY_ID, done)
-        if error is not None:
-            published = set(done)
-            failed = [row["id"] for row in rows if row["id"] not in published]
+        if errors:
             RELAY_FAILURES.inc()
-            log.warning("outbox relay: %d rows not published (%r); next pass retries", len(failed), error)
-            await conn.execute(q.RECORD_FAILURE, failed, repr(error))
+            log.warning("outbox relay: %d rows not published (%r); next pass retries", len(failed), errors[0])
+            await conn.execute(q.RECORD_FAILURE, failed, repr(errors[0]))
         return len(done)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -60,9 +60,10 @@ async def enqueue(conn: Conn, items: Sequence[Outgoing]) -> list[Outgoing]:
 async def publish_committed(pool: Pool, publisher: Publisher, items: Sequence[Outgoing]) -> int:
     """Publish committed outbox `items` (one publish_many per stream), then mark them in one UPDATE.
 
-    Returns how many were published. A refused or failed publish is logged, not raised: the rows
-    stay unpublished and the relay sends them later. Streams published before a failure are still
-    marked, so the relay does not send them again.
+    Returns how many were published. A refused or failed publish is logged, not raised: those rows
+    stay unpublished and the relay sends them later. Each stream is tried on its own, so a stream
+    under back-pressure (say `pm:events` with a slow reader) does not hold up another (the ledger
+    commands); within a stream, messages keep their order.
     """
     by_stream: dict[str, list[Message]] = {}
     for item in items:
@@ -72,9 +73,13 @@ async def publish_committed(pool: Pool, publisher: Publisher, items: Sequence[Ou
         try:
             await publisher.publish_many(stream, messages)
         except PUBLISH_ERRORS as exc:
-            left = len(items) - len(published)
-            log.warning("%d outbox messages committed, not published (%r); left for the relay", left, exc)
-            break
+            log.warning(
+                "%d outbox messages for %s committed, not published (%r); left for the relay",
+                len(messages),
+                stream,
+                exc,
+            )
+            continue
         published.extend(message.message_id for message in messages)
     if published:
         try:

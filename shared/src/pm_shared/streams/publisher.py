@@ -101,6 +101,14 @@ class Publisher:
             raise BackPressureError(key, estimate, self.threshold, self.retry_after_s)
         reading.added_since += count
 
+    async def headroom(self, key: str) -> int:
+        """How many more entries `key` takes before producers are refused (negative when over);
+        reserves nothing. For a producer that holds its own input while the downstream drains."""
+        reading = self._readings.get(key)
+        if reading is None or time.monotonic() - reading.at > CACHE_S:
+            reading = await self._refresh(key)
+        return self.threshold - (reading.outstanding + reading.added_since)
+
     async def _refresh(self, key: str) -> _Reading:
         # One XINFO GROUPS per key at a time, however many coroutines publish concurrently.
         pending = self._refreshing.get(key)
