@@ -130,3 +130,19 @@ async def test_publish_many_to_an_unprovisioned_stream_fails_and_creates_nothing
     with pytest.raises(StreamMissingError):
         await publisher.publish_many(stream_name, [probe(1), probe(2)])
     assert not await redis.exists(stream_key(stream_name, 0))
+
+
+async def test_headroom_reports_room_left_and_reserves_nothing(redis: Redis, stream_name: str) -> None:
+    key = stream_key(stream_name, 0)
+    await ensure_group(redis, key, "downstream")
+    publisher = Publisher(redis, maxlen=100, threshold=10)
+    assert await publisher.headroom(key) == 10
+    await publisher.publish_many(stream_name, [probe(i) for i in range(7)])
+    assert await publisher.headroom(key) == 3
+    assert await publisher.headroom(key) == 3  # asking twice takes nothing
+    await publisher.publish_many(stream_name, [probe(i) for i in range(7, 10)])
+    assert await publisher.headroom(key) == 0
+    reply: Any = await redis.xreadgroup("downstream", "c", {key: ">"}, count=4)
+    await redis.xack(key, "downstream", *[entry_id for entry_id, _ in reply[0][1]])
+    await asyncio.sleep(0.11)  # past the cached reading
+    assert await publisher.headroom(key) == 4

@@ -597,3 +597,25 @@ def test_the_command_id_of_a_step_is_stable_and_its_transfers_deterministic() ->
     assert first is not None and second is not None
     assert first.transfers == second.transfers
     assert first.transfers[0].flags == int(tb.TransferFlags.PENDING)  # one leg: no chain to link
+
+
+async def test_intake_waits_for_room_in_the_ledger_commands_stream(world: World) -> None:
+    payer, payee = (f"u-{secrets.token_hex(4)}" for _ in range(2))
+    await world.wallets(payer, payee)
+    publisher = Publisher(world.redis, threshold=8)
+    saga = Saga(world.pool, publisher, world.saga.rules, world.planner, "standard", intake_pause_max_s=0.5)
+    intent_id = await world.intent(payer, payee)
+
+    # Room enough: no wait.
+    started = asyncio.get_running_loop().time()
+    await saga.wait_for_ledger_room([intent_id])
+    assert asyncio.get_running_loop().time() - started < 0.2
+
+    # Six commands nobody has read leave less than a quarter of the room: intake holds, then goes on.
+    for _ in range(6):
+        await world.redis.xadd("{pm:ledger:commands:0}", {PAYLOAD_FIELD: b"{}"})
+    await asyncio.sleep(0.11)  # past the publisher's cached reading
+    started = asyncio.get_running_loop().time()
+    assert await saga.on_intents([submitted(intent_id)]) == {}
+    assert asyncio.get_running_loop().time() - started >= 0.5
+    assert (await world.row(intent_id)).state == VALIDATED
