@@ -6,6 +6,7 @@ import typer
 
 from pm_shared.cli import (
     bench_cmd,
+    demo_cmd,
     dev_cmd,
     dlq_cmd,
     intents_cmd,
@@ -21,6 +22,7 @@ app.command("migrate")(migrate_cmd.migrate)
 app.command("up")(up_cmd.up)
 app.command("streams")(streams_cmd.streams)
 app.command("bench")(bench_cmd.bench)
+app.command("demo")(demo_cmd.demo_command)
 app.add_typer(dlq_cmd.app, name="dlq")
 app.add_typer(dev_cmd.app, name="dev")
 app.add_typer(ledger_cmd.app, name="ledger")
