@@ -30,13 +30,12 @@ PERMISSIONS = '{"operations": ["P2P"], "owners": null, "admin": false}'
 @pytest.fixture(autouse=True)
 async def no_leftovers(db_pool: Pool) -> AsyncIterator[None]:
     """The session database is shared: outbox rows left unpublished here would be published by the
-    relay of an orchestrator another test starts. Mark this test's rows published when it ends."""
+    relay of an orchestrator another test starts, and intents left half-way (moved without the
+    saga's steps) would be resumed by its sweep. Remove this test's rows when it ends."""
     yield
-    await db_pool.execute(
-        "UPDATE pm.outbox SET published_at = now() "
-        "WHERE published_at IS NULL AND intent_id = ANY($1::text[])",
-        CREATED_HERE,
-    )
+    await db_pool.execute("DELETE FROM pm.outbox WHERE intent_id = ANY($1::text[])", CREATED_HERE)
+    await db_pool.execute("DELETE FROM pm.intent_event WHERE intent_id = ANY($1::uuid[])", CREATED_HERE)
+    await db_pool.execute("DELETE FROM pm.intent WHERE id = ANY($1::uuid[])", CREATED_HERE)
     CREATED_HERE.clear()
 
 
