@@ -146,7 +146,7 @@ async def world(saga_db: str, redis: Redis) -> AsyncIterator[World]:
         key_id,
         '{"operations": ["*"], "owners": null, "admin": true}',
     )
-    planner = Planner(default_registry(), TIMEOUT_S, resume_after_s=30.0)
+    planner = Planner(default_registry(), TIMEOUT_S, already_failed_grace_s=120.0)
     saga = Saga(pool, Publisher(redis), Rules(redis, pool, refresh_s=0), planner, "standard")
     try:
         yield World(pool, redis, saga, planner, key_id)
@@ -517,7 +517,7 @@ async def test_an_authorization_past_its_timeout_fails_as_expired(world: World, 
             ]
         )
         assert funded.status == tb.CreateTransferStatus.CREATED
-        planner = Planner(default_registry(), pending_timeout_s=1, resume_after_s=30)
+        planner = Planner(default_registry(), pending_timeout_s=1, already_failed_grace_s=120)
         intent_id = await world.intent(payer, payee, 1_000)
         await world.saga.on_intents([submitted(intent_id)])
         row = await world.row(intent_id)

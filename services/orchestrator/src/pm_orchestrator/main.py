@@ -36,7 +36,7 @@ async def serve(config: settings.Settings, stop: asyncio.Event) -> None:
             maxlen=config.stream_maxlen,
             threshold=config.backpressure_threshold,
         )
-        planner = Planner(default_registry(), config.pending_timeout_s, config.resume_after_s)
+        planner = Planner(default_registry(), config.pending_timeout_s, config.already_failed_grace_s)
         saga = Saga(
             pool,
             publisher,

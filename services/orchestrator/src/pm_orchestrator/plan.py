@@ -41,7 +41,9 @@ class Plan:
 class Planner:
     registry: StepRegistry
     pending_timeout_s: int
-    resume_after_s: float
+    already_failed_grace_s: float
+    """How long an answer `ID_ALREADY_FAILED` (to a command sent again) is ignored while the first
+    answer, which carries the reason, may still come — e.g. reclaimed from a killed orchestrator."""
 
     def _command(
         self, intent: IntentRow, step: str, all_legs: list[legs.Leg], message_id: str
@@ -165,7 +167,7 @@ class Planner:
         if failures.cause_status(result) == failures.ID_ALREADY_FAILED:
             # A repeat of a command the ledger refused before: that first answer carries the real
             # reason and is on its way, unless it was lost long ago.
-            if time.time() - intent.updated_at.timestamp() < self.resume_after_s:
+            if time.time() - intent.updated_at.timestamp() < self.already_failed_grace_s:
                 return None
             failure = failures.Failure(
                 failures.LEDGER_REJECTED, f"{result.step}: refused earlier by the ledger"

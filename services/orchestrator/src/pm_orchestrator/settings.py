@@ -21,6 +21,8 @@ class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields
     """Timeout of every pending transfer: the ledger voids an authorization nobody settled by then."""
     resume_after_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     """An intent that has not moved for this long is resumed (its step's message sent again)."""
+    already_failed_grace_s: Annotated[float, msgspec.Meta(gt=0)] = 120.0
+    """How long a repeated command's `ID_ALREADY_FAILED` is ignored, waiting for the first answer."""
     resume_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     """How often to look for such intents (besides once at start, for every open intent)."""
     rules_refresh_s: Annotated[float, msgspec.Meta(ge=0)] = 1.0
