@@ -1,5 +1,5 @@
 """`pm bench`: the streams runtime beside raw redis-py; the ledger, bare and through the ledger-writer;
-the gateway's signed intake beside a bare endpoint doing the same XADD."""
+the gateway's signed intake beside a bare endpoint doing the same XADD; the saga end to end."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from pm_shared import bench as benchmarks
-from pm_shared import gateway_bench, ledger_bench
+from pm_shared import gateway_bench, ledger_bench, saga_bench
 from pm_shared.cli import common
 
 BATCH_MIN = 1_000
@@ -34,8 +34,29 @@ def bench(
         typer.Option(min=1, max=1_000, help="Concurrent requests offered to the gateway and bare endpoint."),
     ] = 32,
     seconds: Annotated[
-        float, typer.Option(min=0.1, help="Timed seconds per gateway/bare run (after a 1 s warm-up).")
+        float,
+        typer.Option(
+            min=0.1,
+            help="Timed seconds per gateway/bare run (after a 1 s warm-up), and of the saga's HTTP run.",
+        ),
     ] = 5.0,
+    saga: Annotated[
+        bool,
+        typer.Option(
+            help="Also measure the saga end to end: settled P2P intents/s and accept → SETTLED latency."
+        ),
+    ] = True,
+    intents: Annotated[
+        int,
+        typer.Option(min=1, help="Intents of the saga's pipeline run (published straight to pm:intents)."),
+    ] = 20_000,
+    rate: Annotated[
+        float,
+        typer.Option(min=1.0, help="Intents/s offered open-loop to the gateway in the saga's HTTP run."),
+    ] = 300.0,
+    orchestrators: Annotated[
+        int, typer.Option(min=1, max=16, help="Orchestrator processes in the saga's fleet.")
+    ] = 2,
     database_url: Annotated[
         str | None, typer.Option("--database-url", envvar="PM_DATABASE_URL", help="PostgreSQL server to use.")
     ] = None,
@@ -53,6 +74,13 @@ def bench(
     Starlette endpoint doing the same XADD (goal: ≥ 50 % of the bare endpoint), both real processes,
     on another throw-away database and Redis database 14 (only its `{pm:intents:*` and
     `{pm:events:*` keys are deleted, before and after).
+
+    Then the saga: the whole fleet (ledger-writer, `--orchestrators` orchestrators, reconciler,
+    gateway) on a throw-away database and Redis database 14 (every `{pm:*` key deleted, before and
+    after); settled P2P intents/s and accept → SETTLED p50/p95/p99 pipeline-only (`--intents`
+    published straight to `pm:intents`; goal: ≥ 1,000 settled/s) and through HTTP (`--rate`
+    intents/s offered open-loop for `--seconds`; goal: p99 ≤ 250 ms at 300/s), with the time per
+    stage and the fee engine's time per intent.
     """
     config = common.settings()
     url = common.redis_url(redis_url, config)
@@ -75,4 +103,18 @@ def bench(
             url,
         )
         common.print_table(gateway_bench.table(result))
+    if saga:
+        saga_result = common.run(
+            saga_bench.run(
+                database_url or config.database_url,
+                url,
+                intents=intents,
+                rate=rate,
+                seconds=seconds,
+                orchestrators=orchestrators,
+            ),
+            url,
+        )
+        common.print_table(saga_bench.table(saga_result))
+        common.print_table(saga_bench.stages_table(saga_result))
     raise typer.Exit(code)
