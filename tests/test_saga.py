@@ -1,0 +1,876 @@
+"""The saga end to end: gateway, orchestrator and ledger-writer as real processes (pm_shared.testing.fleet),
+real Redis and PostgreSQL, the embedded ledger, on a database of this module's own.
+
+Every request goes through the gateway, signed. What happened is then read three ways: the API (the
+intent, its fees, legs and timeline, wallets and their history), the intent table, and the ledger
+itself. Each test names its own users (`t<n>-<run>-…`) and fee rules whose conditions match only those
+users, so the rules of one test never price another's payments, whatever order they run in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import msgspec
+import pytest
+from redis.asyncio import Redis
+
+from pm_shared import db, http_api
+from pm_shared.client import PMClient, PMError
+from pm_shared.ledger import ids
+from pm_shared.messages import LedgerResult, new_message_id
+from pm_shared.streams import Publisher
+from pm_shared.streams.connection import connect
+from pm_shared.streams.publisher import PAYLOAD_FIELD
+from pm_shared.testing import fixtures
+from pm_shared.testing.db import new_database_url, run
+from pm_shared.testing.fixtures import eventually
+from pm_shared.testing.fleet import Fleet
+from pm_shared.testing.saga import (
+    CURRENCY,
+    FEE_REVENUE,
+    SagaFleet,
+    accounts,
+    adjustment,
+    admin_post,
+    expected_wallets,
+    fetch,
+    fund,
+    group_state,
+    intent_rows,
+    new_lease_key,
+    open_wallet,
+    p2p,
+    posted,
+    run_intent,
+    start,
+    stop,
+    thb_balance,
+    transfers,
+    wallet_id,
+)
+
+pytestmark = pytest.mark.slow
+
+RESULTS_KEY = "{pm:ledger:results:0}"
+RESULTS_DLQ = "{pm:ledger:results:0}:dlq"
+RULES_SETTLE_S = 2.0
+"""From a rule change to the first intent that must see it: the orchestrator reloads rules every second."""
+
+
+@pytest.fixture(scope="module")
+def saga(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SagaFleet]:
+    """The module's fleet on a fresh migrated database (dropped at the end), with its two keys."""
+    url = new_database_url()
+
+    async def create() -> None:
+        await db.ensure_database(url)
+        await db.migrate(url)
+
+    run(create())
+    fleet = Fleet(fixtures.test_redis_url(), url, Path(tmp_path_factory.mktemp("saga")))
+    lease_key = new_lease_key()
+
+    async def up() -> SagaFleet:
+        redis = connect(fixtures.test_redis_url())
+        try:
+            return await start(fleet, redis, lease_key)
+        finally:
+            await redis.aclose()
+
+    async def down() -> None:
+        redis = connect(fixtures.test_redis_url())
+        try:
+            await stop(fleet, redis, lease_key)
+        finally:
+            await redis.aclose()
+
+    try:
+        yield run(up())
+    finally:
+        run(down())
+        run(db.drop_database(url, force=True))
+
+
+@dataclass
+class Clients:
+    admin: PMClient
+    """Signed with the admin key: ADJUSTMENT intents."""
+    user: PMClient
+    """Signed with the user key: payments."""
+    http: httpx.AsyncClient
+    """Signed with the admin key, for the admin routes the client has no method for."""
+
+
+@pytest.fixture
+async def clients(saga: SagaFleet) -> AsyncIterator[Clients]:
+    async with (
+        saga.client(saga.admin) as admin,
+        saga.client(saga.user) as user,
+        saga.http(saga.admin) as http,
+    ):
+        yield Clients(admin, user, http)
+
+
+def names(test: str) -> str:
+    """A prefix for one test run's users and rules: `t1-3fa9c2`."""
+    return f"{test}-{uuid.uuid4().hex[:6]}"
+
+
+def only_payer(*owner_ids: str) -> str:
+    """CEL: the intent is paid by one of these users."""
+    ids_ = ", ".join(f'"{o}"' for o in owner_ids)
+    return f'intent.source.kind == "user" && intent.source.id in [{ids_}]'
+
+
+async def fee_rule(clients: Clients, **fields: object) -> dict[str, object]:
+    return await admin_post(clients.http, "/v1/admin/fee-rules", http_api.FeeRuleIn(**fields))  # type: ignore[arg-type]
+
+
+async def limit_rule(clients: Clients, **fields: object) -> dict[str, object]:
+    body = http_api.LimitRuleIn(operation_type="P2P", currency=CURRENCY, subject_kind="user", **fields)  # type: ignore[arg-type]
+    return await admin_post(clients.http, "/v1/admin/limit-rules", body)
+
+
+async def settle_rules(since: float) -> None:
+    """Wait until the orchestrator has certainly reloaded rules installed at `since` (monotonic)."""
+    await asyncio.sleep(max(0.0, since + RULES_SETTLE_S - time.monotonic()))
+
+
+async def fee_revenue(saga: SagaFleet) -> int:
+    found = await accounts(saga.database_url, [FEE_REVENUE])
+    return posted(found[FEE_REVENUE]) if FEE_REVENUE in found else 0
+
+
+async def ledger_wallets(saga: SagaFleet, *owner_ids: str) -> dict[str, tuple[int, int, int]]:
+    """(posted, debits_pending, credits_pending) of each user's wallet, straight from the ledger."""
+    found = await accounts(saga.database_url, [wallet_id(o) for o in owner_ids])
+    out: dict[str, tuple[int, int, int]] = {}
+    for owner in owner_ids:
+        account = found[wallet_id(owner)]
+        out[owner] = (posted(account), int(account.debits_pending), int(account.credits_pending))
+    return out
+
+
+async def api_wallets(pm: PMClient, *owner_ids: str) -> dict[str, tuple[int, int, int]]:
+    """(posted, pending, available) of each user's THB balance, through the gateway."""
+    out: dict[str, tuple[int, int, int]] = {}
+    for owner in owner_ids:
+        balance = await thb_balance(pm, owner)
+        out[owner] = (balance.posted, balance.pending, balance.available)
+    return out
+
+
+async def check_balances(saga: SagaFleet, pm: PMClient, expected: dict[str, int]) -> None:
+    """Each wallet holds exactly `expected` (posted), nothing pending: through the API and on the ledger."""
+    assert await api_wallets(pm, *expected) == {o: (v, 0, v) for o, v in expected.items()}
+    assert await ledger_wallets(saga, *expected) == {o: (v, 0, 0) for o, v in expected.items()}
+
+
+async def nothing_posted(saga: SagaFleet, intent: http_api.Intent) -> None:
+    legs = ["principal:post", *(f"fee:{f.rule_id}:post" for f in intent.fees)]
+    legs += [f"fee:{f.rule_id}" for f in intent.fees if f.timing == "POST"]
+    found = await transfers(saga.database_url, [ids.transfer_id(intent.id, leg) for leg in legs])
+    assert found == {}, (intent.id, found)
+
+
+def states(intent: http_api.Intent) -> list[str]:
+    return [e.state for e in intent.timeline]
+
+
+def failed(intent: http_api.Intent, code: str) -> bool:
+    return intent.status == "FAILED" and intent.failure_code == code
+
+
+# -- 1. a payment with a PRE and a POST fee ----------------------------------------------------------
+
+
+async def test_p2p_settles_with_pre_and_post_fees_and_exact_balances(
+    saga: SagaFleet, clients: Clients
+) -> None:
+    run_id = names("t1")
+    payer, payee = f"{run_id}-payer", f"{run_id}-payee"
+    payer2, payee2 = f"{run_id}-payer2", f"{run_id}-payee2"
+    pre = await fee_rule(
+        clients,
+        rule_id=f"{run_id}-pre",
+        operation_type="P2P",
+        condition=only_payer(payer, payer2),
+        amount="intent.amount * 2 / 100",
+        timing="PRE",
+        max_fee=10_000,
+        priority=10,
+    )
+    post = await fee_rule(
+        clients,
+        rule_id=f"{run_id}-post",
+        operation_type="P2P",
+        condition=only_payer(payer),
+        amount="300",
+        timing="POST",
+        max_fee=1_000,
+        priority=20,
+    )
+    # The same kind of fee, paid by the payee: taken from what it just received.
+    post_payee = await fee_rule(
+        clients,
+        rule_id=f"{run_id}-post-payee",
+        operation_type="P2P",
+        condition=only_payer(payer2),
+        amount="125",
+        timing="POST",
+        payer="target",
+        max_fee=1_000,
+        priority=30,
+    )
+    assert [pre["version"], post["version"], post_payee["version"]] == [1, 1, 1]
+    rules_at = time.monotonic()
+    for owner in (payer, payee, payer2, payee2):
+        await open_wallet(clients.admin, owner)
+    funding = await fund(clients.admin, payer, 50_000)
+    await fund(clients.admin, payer2, 50_000)
+    revenue_before = await fee_revenue(saga)
+    await settle_rules(rules_at)
+
+    intent = await run_intent(
+        clients.user,
+        p2p(payer, payee, 12_345, from_name="Somchai Srisuk", to_name="Malee Wongsa", comment="lunch ค่าข้าว"),
+    )
+    assert (intent.status, intent.failure_code) == ("SETTLED", None), (intent, saga.about(intent.id))
+    # 2 % of 12,345 in integer minor units is 246; the POST fee is flat.
+    assert [(f.rule_id, f.rule_version, f.amount, f.currency, f.timing) for f in intent.fees] == [
+        (f"{run_id}-pre", 1, 246, "THB", "PRE"),
+        (f"{run_id}-post", 1, 300, "THB", "POST"),
+    ]
+    assert states(intent) == ["CREATED", "VALIDATED", "AUTHORIZED", "SETTLED"]
+    assert [e.previous for e in intent.timeline] == [None, "CREATED", "VALIDATED", "AUTHORIZED"]
+    legs = {leg.name: leg for leg in intent.legs}
+    assert {n: (leg.amount, leg.state) for n, leg in legs.items()} == {
+        "principal": (12_345, "posted"),
+        f"fee:{run_id}-pre": (246, "posted"),
+        f"fee:{run_id}-post": (300, "posted"),
+    }
+    assert all(leg.transfer_id == str(ids.transfer_id(intent.id, n)) for n, leg in legs.items())
+
+    # The ledger holds the legs: the pendings, their posts and the single-phase POST fee, all with
+    # the intent's UUID in user_data_128.
+    wanted = {
+        "principal": 12_345,
+        "principal:post": 12_345,
+        f"fee:{run_id}-pre": 246,
+        f"fee:{run_id}-pre:post": 246,
+        f"fee:{run_id}-post": 300,
+    }
+    on_ledger = await transfers(saga.database_url, [ids.transfer_id(intent.id, leg) for leg in wanted])
+    assert {leg: int(on_ledger[ids.transfer_id(intent.id, leg)].amount) for leg in wanted} == wanted
+    assert {int(t.user_data_128) for t in on_ledger.values()} == {uuid.UUID(intent.id).int}
+
+    # The second payment: PRE fee from the payer, POST fee from the payee.
+    second = await run_intent(clients.user, p2p(payer2, payee2, 20_000, from_name="Ploy", to_name="Anan"))
+    assert (second.status, second.failure_code) == ("SETTLED", None), (second, saga.about(second.id))
+    assert [(f.rule_id, f.rule_version, f.amount, f.timing) for f in second.fees] == [
+        (f"{run_id}-pre", 1, 400, "PRE"),
+        (f"{run_id}-post-payee", 1, 125, "POST"),
+    ]
+
+    await check_balances(
+        saga,
+        clients.admin,
+        {
+            payer: 50_000 - 12_345 - 246 - 300,
+            payee: 12_345,
+            payer2: 50_000 - 20_000 - 400,
+            payee2: 20_000 - 125,
+        },
+    )
+    assert await fee_revenue(saga) - revenue_before == 246 + 300 + 400 + 125
+
+    # History: one row per party of each payment, with the names, the comment and the fee it paid.
+    def rows(page: http_api.HistoryPage, intent_id: str) -> list[tuple[object, ...]]:
+        return [
+            (h.direction, h.type, h.amount, h.currency, h.fee, h.counterparty_name, h.comment)
+            for h in page.items
+            if h.intent_id == intent_id
+        ]
+
+    payer_history = await clients.admin.wallet_history(payer)
+    assert rows(payer_history, intent.id) == [
+        ("out", "P2P", 12_345, "THB", 546, "Malee Wongsa", "lunch ค่าข้าว")
+    ]
+    assert rows(payer_history, funding.id) == [
+        ("in", "ADJUSTMENT", 50_000, "THB", 0, "PM operator", "saga test funding")
+    ]
+    assert rows(await clients.admin.wallet_history(payee), intent.id) == [
+        ("in", "P2P", 12_345, "THB", 0, "Somchai Srisuk", "lunch ค่าข้าว")
+    ]
+    assert rows(await clients.admin.wallet_history(payer2), second.id) == [
+        ("out", "P2P", 20_000, "THB", 400, "Anan", None)
+    ]
+    assert rows(await clients.admin.wallet_history(payee2), second.id) == [
+        ("in", "P2P", 20_000, "THB", 125, "Ploy", None)
+    ]
+
+
+# -- 2. insufficient funds --------------------------------------------------------------------------
+
+
+async def test_insufficient_funds_fails_posts_nothing_and_releases_limits(
+    saga: SagaFleet, clients: Clients
+) -> None:
+    run_id = names("t2")
+    payer, payee = f"{run_id}-payer", f"{run_id}-payee"
+    await fee_rule(
+        clients,
+        rule_id=f"{run_id}-pre",
+        operation_type="P2P",
+        condition=only_payer(payer),
+        amount="100",
+        timing="PRE",
+        max_fee=1_000,
+    )
+    # One payment a day: the failed one must give its count back, or the next could not be made.
+    await limit_rule(clients, rule_id=f"{run_id}-count", subject=payer, period="day", max_count=1)
+    rules_at = time.monotonic()
+    for owner in (payer, payee):
+        await open_wallet(clients.admin, owner)
+    funding = await fund(clients.admin, payer, 5_000)
+    revenue_before = await fee_revenue(saga)
+    await settle_rules(rules_at)
+
+    # 4,950 + the 100 fee is more than the 5,000 the payer has (the amount alone would fit).
+    short = await run_intent(clients.user, p2p(payer, payee, 4_950))
+    assert failed(short, "INSUFFICIENT_FUNDS"), (short, saga.about(short.id))
+    assert states(short)[0] == "CREATED" and states(short)[-1] == "FAILED", short.timeline
+    assert "SETTLED" not in states(short)
+    await nothing_posted(saga, short)
+    await check_balances(saga, clients.admin, {payer: 5_000, payee: 0})
+
+    paid = await run_intent(clients.user, p2p(payer, payee, 3_000))
+    assert (paid.status, paid.failure_code) == ("SETTLED", None), (paid, saga.about(paid.id))
+    assert [(f.amount, f.timing) for f in paid.fees] == [(100, "PRE")]
+    # The count cap is reached now: the rule was in force all along.
+    capped = await run_intent(clients.user, p2p(payer, payee, 100))
+    assert failed(capped, "LIMIT_EXCEEDED"), (capped, saga.about(capped.id))
+    await nothing_posted(saga, capped)
+
+    await check_balances(saga, clients.admin, {payer: 5_000 - 3_100, payee: 3_000})
+    assert await fee_revenue(saga) - revenue_before == 100
+    history = await clients.admin.wallet_history(payer)
+    assert sorted(h.intent_id for h in history.items) == sorted([funding.id, paid.id])
+
+
+# -- 3. day and month limits ------------------------------------------------------------------------
+
+
+async def test_day_and_month_limits_fail_with_limit_exceeded_and_smaller_intents_still_settle(
+    saga: SagaFleet, clients: Clients
+) -> None:
+    run_id = names("t3")
+    day, month_count, month_amount, payee = (f"{run_id}-{s}" for s in ("day", "mcount", "mamount", "payee"))
+    await limit_rule(clients, rule_id=f"{run_id}-day", subject=day, period="day", max_amount=50_000)
+    # For the month users the day rules are looser than the month ones: the month rule must bind.
+    await limit_rule(clients, rule_id=f"{run_id}-mc-day", subject=month_count, period="day", max_count=10)
+    await limit_rule(clients, rule_id=f"{run_id}-mc", subject=month_count, period="month", max_count=2)
+    await limit_rule(
+        clients, rule_id=f"{run_id}-ma-day", subject=month_amount, period="day", max_amount=100_000
+    )
+    await limit_rule(clients, rule_id=f"{run_id}-ma", subject=month_amount, period="month", max_amount=5_000)
+    rules_at = time.monotonic()
+    for owner in (day, month_count, month_amount, payee):
+        await open_wallet(clients.admin, owner)
+    for owner in (day, month_count, month_amount):
+        await fund(clients.admin, owner, 1_000_000)
+    await settle_rules(rules_at)
+
+    plan = [
+        (day, 30_000, "SETTLED"),
+        (day, 30_000, "LIMIT_EXCEEDED"),  # 60,000 > 50,000 a day
+        (day, 20_000, "SETTLED"),  # 50,000: at the cap, not over it
+        (day, 1, "LIMIT_EXCEEDED"),
+        (month_count, 1_000, "SETTLED"),
+        (month_count, 1_000, "SETTLED"),
+        (month_count, 1_000, "LIMIT_EXCEEDED"),  # a third payment this month
+        (month_amount, 4_000, "SETTLED"),
+        (month_amount, 2_000, "LIMIT_EXCEEDED"),  # 6,000 > 5,000 a month
+        (month_amount, 1_000, "SETTLED"),
+        (month_amount, 1, "LIMIT_EXCEEDED"),
+    ]
+    got: list[tuple[str, int, str]] = []
+    intents: list[http_api.Intent] = []
+    for payer, amount, _ in plan:
+        intent = await run_intent(clients.user, p2p(payer, payee, amount))
+        intents.append(intent)
+        got.append((payer, amount, intent.failure_code or intent.status))
+    assert got == plan, [(i.id, i.status, i.failure_code) for i in intents]
+    for intent in intents:
+        if intent.status == "FAILED":
+            await nothing_posted(saga, intent)
+            assert "VALIDATED" not in states(intent), intent.timeline
+
+    await check_balances(
+        saga,
+        clients.admin,
+        {
+            day: 1_000_000 - 50_000,
+            month_count: 1_000_000 - 2_000,
+            month_amount: 1_000_000 - 5_000,
+            payee: 50_000 + 2_000 + 5_000,
+        },
+    )
+
+
+# -- 4. a fee rule changes without a restart ----------------------------------------------------------
+
+
+async def test_new_fee_rule_version_takes_effect_without_restarting_the_orchestrator(
+    saga: SagaFleet, clients: Clients
+) -> None:
+    run_id = names("t4")
+    payer, payee = f"{run_id}-payer", f"{run_id}-payee"
+    rule_id = f"{run_id}-flat"
+
+    def rule(amount: str) -> dict[str, object]:
+        return {
+            "rule_id": rule_id,
+            "operation_type": "P2P",
+            "condition": only_payer(payer),
+            "amount": amount,
+            "timing": "PRE",
+            "max_fee": 1_000,
+        }
+
+    first = await fee_rule(clients, **rule("150"))
+    rules_at = time.monotonic()
+    for owner in (payer, payee):
+        await open_wallet(clients.admin, owner)
+    await fund(clients.admin, payer, 100_000)
+    revenue_before = await fee_revenue(saga)
+    orchestrator_pid = saga.orchestrator.popen.pid
+    await settle_rules(rules_at)
+
+    before = await run_intent(clients.user, p2p(payer, payee, 10_000))
+    assert before.status == "SETTLED", (before, saga.about(before.id))
+    assert [(f.rule_id, f.rule_version, f.amount) for f in before.fees] == [(rule_id, 1, 150)]
+
+    second = await fee_rule(clients, **rule("275"))
+    assert (first["version"], second["version"]) == (1, 2)
+    await settle_rules(time.monotonic())
+
+    after = await run_intent(clients.user, p2p(payer, payee, 10_000))
+    assert after.status == "SETTLED", (after, saga.about(after.id))
+    assert [(f.rule_id, f.rule_version, f.amount) for f in after.fees] == [(rule_id, 2, 275)]
+    # The same orchestrator process priced both.
+    assert saga.orchestrator.popen.pid == orchestrator_pid and saga.orchestrator.popen.poll() is None
+
+    await check_balances(saga, clients.admin, {payer: 100_000 - 20_000 - 150 - 275, payee: 20_000})
+    assert await fee_revenue(saga) - revenue_before == 425
+    rows = await intent_rows(saga.database_url, [before.id, after.id])
+    assert [(f["ruleVersion"], f["amount"]) for f in rows[before.id].fees] == [(1, 150)]
+    assert [(f["ruleVersion"], f["amount"]) for f in rows[after.id].fees] == [(2, 275)]
+
+
+# -- 5. duplicate and reordered ledger results --------------------------------------------------------
+
+
+def _entry_key(entry_id: str) -> tuple[int, int]:
+    ms, seq = entry_id.split("-")
+    return int(ms), int(seq)
+
+
+async def test_duplicate_and_reordered_ledger_results_change_nothing(
+    saga: SagaFleet, clients: Clients, redis: Redis
+) -> None:
+    run_id = names("t5")
+    payer, payee = f"{run_id}-payer", f"{run_id}-payee"
+    await fee_rule(
+        clients,
+        rule_id=f"{run_id}-post",
+        operation_type="P2P",
+        condition=only_payer(payer),
+        amount="200",
+        timing="POST",
+        max_fee=1_000,
+    )
+    rules_at = time.monotonic()
+    for owner in (payer, payee):
+        await open_wallet(clients.admin, owner)
+    await fund(clients.admin, payer, 40_000)
+    await settle_rules(rules_at)
+    intent = await run_intent(clients.user, p2p(payer, payee, 7_000, comment="once only"))
+    assert intent.status == "SETTLED", (intent, saga.about(intent.id))
+    assert [f.amount for f in intent.fees] == [200]
+
+    async def snapshot() -> tuple[object, ...]:
+        seen = await clients.user.get_intent(intent.id)
+        db_rows = await fetch(
+            saga.database_url,
+            "SELECT (SELECT count(*) FROM pm.intent_event WHERE intent_id = $1::uuid) AS events,"
+            " (SELECT count(*) FROM pm.tx_history WHERE intent_id = $1::uuid) AS history,"
+            " (SELECT coalesce(sum(credits_posted - debits_posted), 0) FROM pm.account_balance"
+            "   WHERE owner_kind = 'user' AND owner_id = ANY($2)) AS projected",
+            intent.id,
+            [payer, payee],
+        )
+        return (
+            seen.status,
+            seen.failure_code,
+            [(e.state, e.previous, e.at) for e in seen.timeline],
+            [(leg.name, leg.state) for leg in seen.legs],
+            await api_wallets(clients.admin, payer, payee),
+            await ledger_wallets(saga, payer, payee),
+            await fee_revenue(saga),
+            db_rows,
+        )
+
+    before = await snapshot()
+    assert before[4] == {payer: (32_800, 0, 32_800), payee: (7_000, 0, 7_000)}
+
+    results = [
+        msgspec.json.decode(fields[PAYLOAD_FIELD], type=LedgerResult)
+        for _, fields in await redis.xrange(RESULTS_KEY) or []
+        if fields and PAYLOAD_FIELD in fields
+    ]
+    mine = [r for r in results if r.intent_id == intent.id]
+    assert {r.step for r in mine} >= {"authorize", "settle"}, mine
+    assert all(r.ok for r in mine), mine
+    # The same results again, newest first (settle before authorize), then copies under new message
+    # ids (as a resent command's results would be), newest first too.
+    again = list(reversed(mine))
+    copies = [msgspec.structs.replace(r, message_id=new_message_id()) for r in reversed(mine)]
+    published = await Publisher(redis).publish_many("pm:ledger:results", again + copies)
+    last = max(published, key=_entry_key)
+
+    async def consumed() -> bool:
+        delivered, pending = await group_state(redis, RESULTS_KEY, "orchestrator")
+        return _entry_key(delivered) >= _entry_key(last) and pending == 0
+
+    await eventually(consumed, timeout=15, what="the republished results read and acknowledged")
+    await asyncio.sleep(0.5)  # whatever the results caused is committed by now
+
+    assert await snapshot() == before
+    assert await redis.xlen(RESULTS_DLQ) == 0, await redis.xrange(RESULTS_DLQ)
+    _, pending = await group_state(redis, RESULTS_KEY, "orchestrator")
+    assert pending == 0
+    errors = [r for r in saga.about(intent.id) if r.get("level") in ("ERROR", "CRITICAL")]
+    assert errors == []
+
+
+# -- a route this build cannot follow ------------------------------------------------------------------
+
+
+async def test_intent_of_a_type_without_a_built_route_fails_route_unavailable(
+    saga: SagaFleet, clients: Clients
+) -> None:
+    run_id = names("t7")
+    payer = f"{run_id}-payer"
+    await open_wallet(clients.admin, payer)
+    await fund(clients.admin, payer, 10_000)
+    body = http_api.CreateIntent(
+        type="PROMPTPAY_WITHDRAWAL",
+        amount=1_000,
+        currency=CURRENCY,
+        from_=http_api.UserParty(id=payer),
+        to=http_api.PromptPayParty(proxy_type="MSISDN", proxy_value="0812345678"),
+    )
+    intent = await run_intent(clients.user, body, timeout=15)
+    assert failed(intent, "ROUTE_UNAVAILABLE"), (intent, saga.about(intent.id))
+    assert states(intent) == ["CREATED", "FAILED"], intent.timeline
+    found = await transfers(saga.database_url, [ids.transfer_id(intent.id, "principal")])
+    assert found == {}
+    await check_balances(saga, clients.admin, {payer: 10_000})
+
+
+# -- 6. SIGKILL of the orchestrator and the writer under load ------------------------------------------
+
+CHAOS_INTENTS = 2_000
+CHAOS_FUNDED = 120
+CHAOS_UNFUNDED = 10
+CHAOS_IN_FLIGHT = 100
+KILL_ORCHESTRATOR_AT = 600
+KILL_WRITER_AT = 1_200
+TERMINAL_WAIT_S = 100.0
+
+
+@dataclass(frozen=True)
+class Planned:
+    key: str
+    body: http_api.CreateIntent
+    admin: bool
+    expected: tuple[str, str | None]
+
+
+def chaos_plan(run_id: str, rng: random.Random) -> tuple[list[str], list[str], list[Planned], dict[str, int]]:
+    """Funded and unfunded users, the intents (in sending order) and each funded user's funding.
+
+    Funded users receive, pay each other and get adjusted both ways; unfunded ones only pay (and
+    never receive), so their payments fail whatever order things happen in, and every funded user
+    is funded with more than it will ever send, so every one of its payments settles.
+    """
+    funded = [f"{run_id}-u{i:03d}" for i in range(CHAOS_FUNDED)]
+    unfunded = [f"{run_id}-empty{i:02d}" for i in range(CHAOS_UNFUNDED)]
+    needs: Counter[str] = Counter()
+    planned: list[Planned] = []
+    for n in range(CHAOS_INTENTS):
+        roll = rng.random()
+        amount = rng.choice((rng.randint(100, 20_000), rng.randint(100, 20_000), rng.randint(50_000, 90_000)))
+        if roll < 0.01:
+            owner = rng.choice(funded)
+            planned.append(Planned(f"{run_id}:{n}", adjustment(owner, amount), True, ("SETTLED", None)))
+        elif roll < 0.02:
+            owner = rng.choice(funded)
+            needs[owner] += amount
+            body = adjustment(owner, amount, credit=False)
+            planned.append(Planned(f"{run_id}:{n}", body, True, ("SETTLED", None)))
+        elif roll < 0.05:
+            payer, payee = rng.choice(unfunded), rng.choice(funded)
+            body = p2p(payer, payee, amount, comment="no money")
+            planned.append(Planned(f"{run_id}:{n}", body, False, ("FAILED", "INSUFFICIENT_FUNDS")))
+        else:
+            payer, payee = rng.sample(funded, 2)
+            needs[payer] += amount + chaos_fees(amount)
+            body = p2p(payer, payee, amount, from_name=payer, to_name=payee, comment=f"payment {n}")
+            planned.append(Planned(f"{run_id}:{n}", body, False, ("SETTLED", None)))
+    funding = {u: needs[u] + rng.randint(1_000, 50_000) for u in funded}
+    return funded, unfunded, planned, funding
+
+
+def chaos_fees(amount: int) -> int:
+    """The chaos rules: 1 % PRE (at most 300), and 200 POST on 50,000 or more."""
+    return min(amount // 100, 300) + (200 if amount >= 50_000 else 0)
+
+
+async def chaos_rules(clients: Clients, run_id: str) -> None:
+    mine = f'intent.source.kind == "user" && intent.source.id.startsWith("{run_id}-")'
+    await fee_rule(
+        clients,
+        rule_id=f"{run_id}-pre",
+        operation_type="P2P",
+        condition=mine,
+        amount="intent.amount / 100 < 300 ? intent.amount / 100 : 300",
+        timing="PRE",
+        max_fee=300,
+        priority=1,
+    )
+    await fee_rule(
+        clients,
+        rule_id=f"{run_id}-post",
+        operation_type="P2P",
+        condition=f"{mine} && intent.amount >= 50000",
+        amount="200",
+        timing="POST",
+        max_fee=200,
+        priority=2,
+    )
+
+
+async def in_parallel(items: list[str], work: Callable[[str], Awaitable[None]], concurrency: int) -> None:
+    queue = list(reversed(items))
+
+    async def worker() -> None:
+        while queue:
+            await work(queue.pop())
+
+    async with asyncio.TaskGroup() as tasks:
+        for _ in range(min(concurrency, len(items))):
+            tasks.create_task(worker())
+
+
+async def wait_terminal(saga: SagaFleet, intent_ids: list[str], timeout: float) -> Counter[tuple[str, str]]:
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = await fetch(
+            saga.database_url,
+            "SELECT state, coalesce(failure_code, '') AS code, count(*) AS n FROM pm.intent"
+            " WHERE id = ANY($1::uuid[]) GROUP BY 1, 2",
+            intent_ids,
+        )
+        counts = Counter({(r["state"], r["code"]): int(r["n"]) for r in rows})
+        if all(state in ("SETTLED", "FAILED") for state, _ in counts):
+            return counts
+        if time.monotonic() > deadline:
+            open_rows = await fetch(
+                saga.database_url,
+                "SELECT id::text, state, step, updated_at FROM pm.intent"
+                " WHERE id = ANY($1::uuid[]) AND state NOT IN ('SETTLED', 'FAILED') LIMIT 5",
+                intent_ids,
+            )
+            about = {r["id"]: saga.about(r["id"])[-6:] for r in open_rows[:2]}
+            pytest.fail(
+                f"not every intent terminal after {timeout}s: {dict(counts)}; e.g. {open_rows}; "
+                f"their logs: {about}; problems logged: {saga.logged('ERROR', 'CRITICAL')[-10:]}"
+            )
+        await asyncio.sleep(0.5)
+
+
+@pytest.mark.timeout(240)
+async def test_sigkill_of_orchestrator_and_writer_under_load_loses_and_doubles_nothing(
+    saga: SagaFleet, clients: Clients
+) -> None:
+    run_id = names("t6")
+    rng = random.Random(20261124)
+    funded, unfunded, planned, funding = chaos_plan(run_id, rng)
+    await chaos_rules(clients, run_id)
+    rules_at = time.monotonic()
+
+    async def open_(owner: str) -> None:
+        await open_wallet(clients.admin, owner)
+
+    async with saga.client(saga.admin, connections=60) as admin:
+
+        async def fund_(owner: str) -> None:
+            await fund(admin, owner, funding[owner])
+
+        await in_parallel(funded + unfunded, open_, 10)
+        await in_parallel(funded, fund_, 50)
+    await settle_rules(rules_at)
+
+    # -- the load, and the kills in the middle of it
+    accepted: dict[str, Planned] = {}
+    refused: list[str] = []
+    kill_orchestrator, kill_writer = asyncio.Event(), asyncio.Event()
+    killed: dict[str, tuple[int, int]] = {}  # name -> (pid, accepted when killed)
+    queue = list(reversed(planned))
+    started = time.monotonic()
+
+    async def chaos() -> None:
+        await kill_orchestrator.wait()
+        old = saga.orchestrator
+        old.popen.kill()  # SIGKILL: no shutdown, no ack, whatever was in flight is lost
+        killed["orchestrator"] = (old.popen.pid, len(accepted))
+        await asyncio.to_thread(old.popen.wait, 10)
+        orchestrator = saga.start_orchestrator()
+        await kill_writer.wait()
+        old_writer = saga.writer
+        old_writer.popen.kill()
+        killed["ledger-writer"] = (old_writer.popen.pid, len(accepted))
+        await asyncio.to_thread(old_writer.popen.wait, 10)
+        writer = saga.start_writer()
+        await orchestrator.wait_ready()
+        await writer.wait_ready(timeout=30)
+
+    transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=CHAOS_IN_FLIGHT + 10))
+    user = PMClient(saga.url, saga.user.key_id, saga.user.secret, timeout=40.0, transport=transport)
+    async with user, saga.client(saga.admin, connections=20) as admin:
+
+        async def worker() -> None:
+            while queue:
+                p = queue.pop()
+                try:
+                    created = await (admin if p.admin else user).create_intent(p.body, idempotency_key=p.key)
+                except (PMError, httpx.HTTPError) as exc:
+                    refused.append(f"{p.key}: {exc!r}")
+                    continue
+                accepted[created.id] = p
+                if len(accepted) >= KILL_ORCHESTRATOR_AT:
+                    kill_orchestrator.set()
+                if len(accepted) >= KILL_WRITER_AT:
+                    kill_writer.set()
+
+        async with asyncio.TaskGroup() as tasks:
+            chaos_task = tasks.create_task(chaos())
+            for _ in range(CHAOS_IN_FLIGHT):
+                tasks.create_task(worker())
+            await asyncio.sleep(0)
+        submitted_s = time.monotonic() - started
+        assert chaos_task.done()
+
+    assert refused == [], refused[:5]
+    assert len(accepted) == CHAOS_INTENTS
+    assert set(killed) == {"orchestrator", "ledger-writer"}, killed
+
+    intent_ids = list(accepted)
+    counts = await wait_terminal(saga, intent_ids, TERMINAL_WAIT_S)
+    done_s = time.monotonic() - started
+
+    # Every intent ended as planned: funded payers always have the money, empty ones never do.
+    rows = await intent_rows(saga.database_url, intent_ids)
+    wrong = [
+        (i, rows[i].state, rows[i].failure_code, p.expected)
+        for i, p in accepted.items()
+        if (rows[i].state, rows[i].failure_code) != p.expected
+    ]
+    assert wrong == [], (len(wrong), wrong[:10], counts)
+    for i, p in accepted.items():
+        if rows[i].state == "SETTLED" and p.body.type == "P2P":
+            assert rows[i].fee_total() == chaos_fees(p.body.amount), (i, rows[i].fees)
+
+    # Every wallet of the module: the ledger says what the settled intents (all of them, every test's)
+    # moved, funding and fees included; PM's own projection says the same.
+    all_rows = await intent_rows(saga.database_url)
+    assert all(r.state in ("SETTLED", "FAILED") for r in all_rows.values())
+    expected = expected_wallets(all_rows.values())
+    mapped = await fetch(
+        saga.database_url,
+        "SELECT owner_id FROM pm.tb_account_map WHERE owner_kind = 'user' AND currency = $1 AND code = 1",
+        CURRENCY,
+    )
+    owners = [r["owner_id"] for r in mapped]
+    assert set(funded + unfunded) <= set(owners)
+    on_ledger = await accounts(saga.database_url, [wallet_id(o) for o in owners])
+    balances = {o: posted(on_ledger[wallet_id(o)]) for o in owners}
+    assert {o: b for o, b in balances.items() if b != expected[o]} == {}, {
+        o: (b, expected[o]) for o, b in balances.items() if b != expected[o]
+    }
+    assert all(balances[u] == 0 for u in unfunded)
+    projected = await fetch(
+        saga.database_url,
+        "SELECT owner_id, credits_posted - debits_posted AS posted FROM pm.account_balance"
+        " WHERE owner_kind = 'user' AND currency = $1 AND code = 1",
+        CURRENCY,
+    )
+    assert {r["owner_id"]: int(r["posted"]) for r in projected} == {
+        o: b for o, b in balances.items() if o in {r["owner_id"] for r in projected}
+    }
+    fees = sum(int(f["amount"]) for r in all_rows.values() if r.state == "SETTLED" for f in r.fees)
+    assert await fee_revenue(saga) == fees
+
+    # Nothing left pending anywhere (a void follows FAILED by a moment), and every ledger balances.
+    async def settled_down() -> bool:
+        pending = await fetch(
+            saga.database_url,
+            "SELECT count(*) AS n FROM ledger.accounts WHERE debits_pending <> 0 OR credits_pending <> 0",
+        )
+        return int(pending[0]["n"]) == 0
+
+    await eventually(settled_down, timeout=15, what="no pending amount on any ledger account")
+    sums = await fetch(
+        saga.database_url,
+        "SELECT ledger, sum(debits_posted) AS debits, sum(credits_posted) AS credits FROM ledger.accounts"
+        " GROUP BY ledger",
+    )
+    assert sums and all(r["debits"] == r["credits"] for r in sums), sums
+
+    # The principal of every settled intent is posted; no failed intent has one.
+    post_ids = {i: ids.transfer_id(i, "principal:post") for i in intent_ids}
+    found = await transfers(saga.database_url, list(post_ids.values()))
+    settled_missing = [i for i in intent_ids if rows[i].state == "SETTLED" and post_ids[i] not in found]
+    failed_posted = [i for i in intent_ids if rows[i].state == "FAILED" and post_ids[i] in found]
+    assert (settled_missing, failed_posted) == ([], [])
+    for i in intent_ids:
+        if rows[i].state == "SETTLED":
+            assert int(found[post_ids[i]].amount) == rows[i].amount, i
+
+    # History: both parties of every settled payment, the user of every settled adjustment, once.
+    history = await fetch(
+        saga.database_url,
+        "SELECT intent_id::text AS id, count(*) AS n FROM pm.tx_history WHERE intent_id = ANY($1::uuid[])"
+        " GROUP BY 1",
+        intent_ids,
+    )
+    per_intent = {r["id"]: int(r["n"]) for r in history}
+    want = {i: 2 if rows[i].type == "P2P" else 1 for i in intent_ids if rows[i].state == "SETTLED"}
+    assert per_intent == want
+
+    assert done_s < 150, f"took {done_s:.0f}s"
+    print(  # the figures of the run, for whoever reads the output (-s)
+        f"chaos: {len(accepted)} intents submitted in {submitted_s:.1f}s, all terminal after {done_s:.1f}s;"
+        f" {dict(counts)}; killed {killed}"
+    )
