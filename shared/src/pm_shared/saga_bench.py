@@ -750,8 +750,10 @@ def table(result: SagaResult) -> Table:
             f"{h.rejected_503:,} answered 503, 202 in p50 {h.answer_p50_ms or 0:.1f} ms / "
             f"p99 {h.answer_p99_ms or 0:.1f} ms, generator late by at most {h.generator_late_ms:.0f} ms, "
             f"using {h.generator_cpu:.0%} of a core). "
-            "Latency: from publish or request to the SETTLED row's `at`; settled/s: settled intents "
-            "over first publish or request to the last SETTLED. "
+            "Latency: from publish or request to the SETTLED row's `at` (pipeline: everything is "
+            "offered at once, so it is mostly the wait behind the intents queued ahead, up to the "
+            "back-pressure threshold); settled/s: settled intents over first publish or request to "
+            "the last SETTLED. "
             f"Intents resumed by the sweep: {p.resumed + h.resumed:,}."
         ),  # Text: no markup or emoji codes
     )
