@@ -44,6 +44,7 @@ async def test_saga_bench_settles_every_intent_and_accounts_for_the_time(redis_u
     assert http.offered_rate == pytest.approx(50, rel=0.01)
     assert http.accepted_rate == pytest.approx(50, rel=0.01)
     assert http.answer_p50_ms is not None and http.answer_p50_ms > 0
+    assert http.intake_mean_ms is not None and http.intake_mean_ms > 0
 
     console = Console(record=True, width=300)
     met = saga_bench.report(result, console)

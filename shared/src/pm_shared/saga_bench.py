@@ -174,6 +174,8 @@ class Run:
     """HTTP: this process's CPU time over the wall time of the offer (1.0: one core, busy throughout)."""
     warmup_s: float = 0.0
     """HTTP: offered before the measured window, at the same rate, and not measured."""
+    intake_mean_ms: float | None = None
+    """HTTP: the gateway's own mean time in `POST /v1/intents` (its histogram; warm-up included)."""
 
     @property
     def settled_rate(self) -> float:
@@ -366,27 +368,38 @@ class _Scrape:
     fee_sum: float = 0.0
     fee_count: float = 0.0
     resumed: float = 0.0
+    intake_sum: float = 0.0
+    """The gateway's own time in `POST /v1/intents` (its request histogram)."""
+    intake_count: float = 0.0
 
     def __sub__(self, other: _Scrape) -> _Scrape:
         return _Scrape(
-            self.fee_sum - other.fee_sum, self.fee_count - other.fee_count, self.resumed - other.resumed
+            *(a - b for a, b in zip(dataclasses.astuple(self), dataclasses.astuple(other), strict=True))
         )
 
 
-async def _scrape(bases: Sequence[str]) -> _Scrape:
-    fee_sum = fee_count = resumed = 0.0
+async def _scrape(fleet: Fleet) -> _Scrape:
+    """The orchestrators' fee-engine and resume figures, and the gateway's intake time, summed."""
+    figures = dict.fromkeys(("fee_sum", "fee_count", "resumed", "intake_sum", "intake_count"), 0.0)
+    names = {
+        "pm_fee_evaluation_seconds_sum": "fee_sum",
+        "pm_fee_evaluation_seconds_count": "fee_count",
+        "pm_intents_resumed_total": "resumed",
+        "pm_gateway_request_seconds_sum": "intake_sum",
+        "pm_gateway_request_seconds_count": "intake_count",
+    }
     async with httpx.AsyncClient(timeout=10, trust_env=False) as client:
-        for base in bases:
+        for base in [*fleet.orchestrators, fleet.gateway]:
             text = (await client.get(base + "/metrics")).text
             for family in text_string_to_metric_families(text):
                 for sample in family.samples:
-                    if sample.name == "pm_fee_evaluation_seconds_sum":
-                        fee_sum += sample.value
-                    elif sample.name == "pm_fee_evaluation_seconds_count":
-                        fee_count += sample.value
-                    elif sample.name == "pm_intents_resumed_total":
-                        resumed += sample.value
-    return _Scrape(fee_sum, fee_count, resumed)
+                    figure = names.get(sample.name)
+                    if figure is None:
+                        continue
+                    if figure.startswith("intake") and sample.labels.get("route") != PATH:
+                        continue
+                    figures[figure] += sample.value
+    return _Scrape(**figures)
 
 
 # --- waiting and reading the outcome ------------------------------------------------------------
@@ -509,7 +522,7 @@ async def _pipeline(
             [p for _, p in pairs[chunk]],
         )
     publisher = Publisher(redis, maxlen=STREAM_MAXLEN)
-    before = await _scrape(fleet.orchestrators)
+    before = await _scrape(fleet)
     published: dict[str, float] = {}
     for start in range(0, len(pairs), PUBLISH_CHUNK):
         batch = [
@@ -527,7 +540,7 @@ async def _pipeline(
                 await asyncio.sleep(BACKPRESSURE_SLEEP_S)
         published.update((m.intent_id, at) for m in batch)
     await _wait_terminal(conn)
-    metrics = await _scrape(fleet.orchestrators) - before
+    metrics = await _scrape(fleet) - before
     return await _outcome(
         conn, "pipeline (XADD to pm:intents)", published, ("published → VALIDATED", None), metrics
     )
@@ -648,12 +661,12 @@ async def _http(
     """Offer `pairs` at `rate`/s; the first `warmup` of them warm the fleet up and are not measured
     (the gateway's first requests open its database connections and fill its key cache: measured,
     that transient doubled the p99 of a 5 s run). Errors and 503s are counted over every request."""
-    before = await _scrape(fleet.orchestrators)
+    before = await _scrape(fleet)
     wall, cpu = time.perf_counter(), time.process_time()
     records = await _offer(fleet.gateway, PMAuth(*key), pairs, rate)
     generator_cpu = (time.process_time() - cpu) / (time.perf_counter() - wall)
     await _wait_terminal(conn)
-    metrics = await _scrape(fleet.orchestrators) - before
+    metrics = await _scrape(fleet) - before
     measured = records[warmup:]
     accepted = [r for r in measured if r.intent_id is not None]
     errors = [r for r in records if r.error is not None]
@@ -678,6 +691,7 @@ async def _http(
         generator_late_ms=max((r.sent - r.scheduled for r in records), default=0.0) * 1000,
         generator_cpu=generator_cpu,
         warmup_s=warmup / rate,
+        intake_mean_ms=metrics.intake_sum / metrics.intake_count * 1000 if metrics.intake_count else None,
     )
 
 
@@ -767,7 +781,8 @@ def table(result: SagaResult) -> Table:
             f"({h.warmup_s:g} s warm-up, then offered {h.offered_rate or 0:,.0f}/s, "
             f"accepted {h.accepted_rate or 0:,.0f}/s, "
             f"{h.rejected_503:,} answered 503, 202 in p50 {h.answer_p50_ms or 0:.1f} ms / "
-            f"p99 {h.answer_p99_ms or 0:.1f} ms, generator late by at most {h.generator_late_ms:.0f} ms, "
+            f"p99 {h.answer_p99_ms or 0:.1f} ms as the client saw it, the gateway's own mean "
+            f"{h.intake_mean_ms or 0:.1f} ms, generator late by at most {h.generator_late_ms:.0f} ms, "
             f"using {h.generator_cpu:.0%} of a core). "
             "Latency: from publish or request to the SETTLED row's `at` (pipeline: everything is "
             "offered at once, so it is mostly the wait behind the intents queued ahead, up to the "
