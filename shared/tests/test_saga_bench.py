@@ -22,6 +22,7 @@ async def test_saga_bench_settles_every_intent_and_accounts_for_the_time(redis_u
     for run in (pipeline, http):
         # Every intent that went in settled (the wallets are funded for all of them), none twice.
         assert run.failures == {} and run.unfinished == 0 and run.errors == 0, run
+        assert run.unfinished_states == {} and run.stall is None
         assert run.settled == run.submitted > 0
         assert run.seconds > 0 and run.settled_rate > 0
         assert 0 < run.p50_ms <= run.p95_ms <= run.p99_ms and math.isfinite(run.p99_ms)

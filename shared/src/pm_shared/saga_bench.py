@@ -72,7 +72,7 @@ from pm_shared.ledger.accounts import open_accounts, open_operator_accounts
 from pm_shared.ledger_bench import _free_port, bench_redis_url
 from pm_shared.runtime import tune_gc
 from pm_shared.streams import BackPressureError, Publisher, connect
-from pm_shared.streams.names import EVENTS, INTENTS, stream_key
+from pm_shared.streams.names import EVENTS, INTENTS, LEDGER_COMMANDS, LEDGER_RESULTS, stream_key
 from pm_shared.streams.provision import provision
 from pm_shared.streams.stats import outstanding
 
@@ -150,6 +150,10 @@ class Run:
     failures: dict[str, int]
     """FAILED intents by failure code."""
     unfinished: int
+    unfinished_states: dict[str, int]
+    """Intents still open after the wait, by state."""
+    stall: str | None
+    """Set when the wait ended because no intent finished for `STALL_S`: what the streams held."""
     seconds: float
     """First publish (or request) to the last SETTLED `at`."""
     p50_ms: float
@@ -183,7 +187,7 @@ class Run:
 
     @property
     def clean(self) -> bool:
-        return not self.failures and not self.unfinished and not self.errors and self.settled > 0
+        return not (self.failures or self.unfinished or self.stall or self.errors) and self.settled > 0
 
 
 @dataclass(frozen=True)
@@ -405,17 +409,26 @@ async def _scrape(fleet: Fleet) -> _Scrape:
 # --- waiting and reading the outcome ------------------------------------------------------------
 
 
-async def _wait_terminal(conn: db.Conn) -> int:
-    """Wait until no intent is open, or none has finished for `STALL_S`; returns how many are open."""
+async def _wait_terminal(conn: db.Conn, redis: Redis) -> str | None:
+    """Wait until no intent is open; None, or (when none finished for `STALL_S`) what the streams
+    held then, to tell a stuck fleet from a slow one."""
     last, progress = -1, time.monotonic()
     while True:
         open_now = int(await conn.fetchval(COUNT_OPEN))
         if open_now == 0:
-            return 0
+            return None
         if open_now != last:
             last, progress = open_now, time.monotonic()
         elif time.monotonic() - progress > STALL_S:
-            return open_now
+            held = [
+                f"{spec.name} {await outstanding(redis, stream_key(spec.name, 0), 1_000_000):,}"
+                for spec in (INTENTS, LEDGER_COMMANDS, LEDGER_RESULTS, EVENTS)
+            ]
+            unpublished = int(await conn.fetchval(COUNT_UNPUBLISHED))
+            return (
+                f"stuck: no intent finished for {STALL_S:g} s; outstanding then: {', '.join(held)}; "
+                f"outbox unpublished {unpublished:,}"
+            )
         await asyncio.sleep(POLL_S)
 
 
@@ -446,6 +459,7 @@ async def _outcome(
     started: Mapping[str, float],
     first_stage: tuple[str, str | None],
     metrics: _Scrape,
+    stall: str | None,
 ) -> Run:
     """The run's figures from the timeline of the intents in `started` (intent id → start, epoch s).
 
@@ -457,14 +471,15 @@ async def _outcome(
     for row in await conn.fetch(SELECT_TIMELINE, id_list):
         timeline.setdefault(row["intent_id"], {})[row["to_state"]] = row["at"].timestamp()
     failures: Counter[str] = Counter()
-    settled = unfinished = 0
+    unfinished: Counter[str] = Counter()
+    settled = 0
     for row in await conn.fetch(SELECT_OUTCOMES, id_list):
         if row["state"] == "SETTLED":
             settled += row["n"]
         elif row["state"] == "FAILED":
             failures[row["failure_code"]] += row["n"]
         else:
-            unfinished += row["n"]
+            unfinished[row["state"]] += row["n"]
 
     first_name, first_state = first_stage
     chain = ([first_state] if first_state else []) + ["VALIDATED", "AUTHORIZED", "SETTLED"]
@@ -490,7 +505,9 @@ async def _outcome(
         submitted=len(started),
         settled=settled,
         failures=dict(failures),
-        unfinished=unfinished,
+        unfinished=sum(unfinished.values()),
+        unfinished_states=dict(unfinished),
+        stall=stall,
         seconds=seconds,
         p50_ms=p50,
         p95_ms=p95,
@@ -539,10 +556,10 @@ async def _pipeline(
             except BackPressureError:
                 await asyncio.sleep(BACKPRESSURE_SLEEP_S)
         published.update((m.intent_id, at) for m in batch)
-    await _wait_terminal(conn)
+    stall = await _wait_terminal(conn, redis)
     metrics = await _scrape(fleet) - before
     return await _outcome(
-        conn, "pipeline (XADD to pm:intents)", published, ("published → VALIDATED", None), metrics
+        conn, "pipeline (XADD to pm:intents)", published, ("published → VALIDATED", None), metrics, stall
     )
 
 
@@ -652,6 +669,7 @@ async def _offer(base: str, auth: PMAuth, pairs: Sequence[tuple[str, str]], rate
 
 async def _http(
     conn: db.Conn,
+    redis: Redis,
     fleet: Fleet,
     key: tuple[str, str],
     pairs: Sequence[tuple[str, str]],
@@ -665,7 +683,7 @@ async def _http(
     wall, cpu = time.perf_counter(), time.process_time()
     records = await _offer(fleet.gateway, PMAuth(*key), pairs, rate)
     generator_cpu = (time.process_time() - cpu) / (time.perf_counter() - wall)
-    await _wait_terminal(conn)
+    stall = await _wait_terminal(conn, redis)
     metrics = await _scrape(fleet) - before
     measured = records[warmup:]
     accepted = [r for r in measured if r.intent_id is not None]
@@ -678,6 +696,7 @@ async def _http(
         {r.intent_id: r.sent for r in accepted if r.intent_id is not None},
         ("request → CREATED (gateway)", "CREATED"),
         metrics,
+        stall,
     )
     return dataclasses.replace(
         outcome,
@@ -732,7 +751,7 @@ async def run(
                     await _quiet(conn, redis)
                     warm = round(rate * warmup_s)
                     offered = _pairs(names, warm + max(1, round(rate * seconds)), rng)
-                    http = await _http(conn, fleet, key, offered, rate, warm)
+                    http = await _http(conn, redis, fleet, key, offered, rate, warm)
                 finally:
                     await conn.close()
         finally:
@@ -759,7 +778,10 @@ def goals_met(result: SagaResult) -> bool:
 def _failures(run: Run) -> str:
     parts = [f"{code} {n:,}" for code, n in sorted(run.failures.items())]
     if run.unfinished:
-        parts.append(f"unfinished {run.unfinished:,}")
+        states = ", ".join(f"{state} {n:,}" for state, n in sorted(run.unfinished_states.items()))
+        parts.append(f"unfinished {run.unfinished:,} ({states})")
+    if run.stall:
+        parts.append(run.stall)
     if run.errors:
         parts.append(f"errors {run.errors:,} (first: {run.first_error})")
     return ", ".join(parts) or "none"
