@@ -403,3 +403,19 @@ async def test_stopping_during_an_outage_leaves_the_batch_pending(
     failures = await asyncio.wait_for(handling, 1)  # at once, not after the 5 s backoff
     assert set(failures) == {"1-0"}
     assert await rig.results() == []
+
+
+async def test_results_refused_by_back_pressure_are_published_again_soon(rig: Rig) -> None:
+    equity, (alice, _) = await open_accounts(rig)
+    refusing = Publisher(rig.redis, threshold=0)  # the results stream counts as full
+    writer = Writer(rig.ledger, refusing, stop=asyncio.Event(), retry_first_s=5)
+    handling = asyncio.create_task(
+        writer.handle_batch(deliveries(command(transfers=[transfer(equity, alice, 5)])))
+    )
+    await asyncio.sleep(0.3)
+    assert not handling.done()  # held in place, the batch not failed
+    refusing.threshold = 10_000  # the orchestrators caught up
+    # Published within the short back-pressure pause, not after the 5 s outage backoff.
+    assert await asyncio.wait_for(handling, 1) == {}
+    (result,) = await rig.results()
+    assert result.ok and statuses(result) == ["CREATED"]

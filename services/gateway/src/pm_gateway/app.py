@@ -16,8 +16,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import TypedDict
 
+import asyncpg
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -57,6 +60,19 @@ class State(TypedDict):
     redis: Redis
 
 
+# Failures of a backing service rather than of the request: answered 503 with Retry-After.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    RedisConnectionError,  # includes redis-py's MaxConnectionsError
+    RedisTimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
 def _request_id(request: Request) -> str:
     given = request.headers.get(REQUEST_ID_HEADER, "")
     return given if _REQUEST_ID.match(given) else secrets.token_hex(12)
@@ -72,6 +88,22 @@ def _endpoint(endpoint: routes.Endpoint) -> routes.Handler:
             response = await endpoint.handler(request)
         except ProblemError as exc:
             response = problems.response(exc, request_id=request_id, instance=request.url.path)
+        except UNAVAILABLE as exc:
+            # Redis or PostgreSQL unreachable or out of connections: nothing was committed that a
+            # retry (with the same Idempotency-Key) would not find, so the client may simply retry.
+            log.warning(
+                "%s %s (request %s): backing service unavailable: %r", method, template, request_id, exc
+            )
+            response = problems.response(
+                ProblemError(
+                    503,
+                    "unavailable",
+                    "a backing service is unavailable or overloaded; retry later",
+                    headers={"Retry-After": "1"},
+                ),
+                request_id=request_id,
+                instance=request.url.path,
+            )
         except Exception:
             log.exception("unexpected error in %s %s (request %s)", method, template, request_id)
             response = problems.response(

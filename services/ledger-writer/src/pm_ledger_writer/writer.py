@@ -53,6 +53,7 @@ REQUEST_EVENTS = Histogram(
 
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 10.0
+BACKPRESSURE_RETRY_S = 0.1
 
 
 class LeaseLostError(RuntimeError):
@@ -123,16 +124,23 @@ class Writer:
             except _TRANSIENT as exc:
                 if self.stop is None or self.stop.is_set() or not self.is_active():
                     return _left_pending(deliveries, exc)
-                log.warning(
-                    "%s unavailable (%r); trying the batch of %d commands again in %.1fs",
-                    "Redis" if results is not None else "the ledger",
-                    exc,
-                    len(deliveries),
-                    backoff,
-                )
-                if await sleep_unless(self.stop, backoff):
+                if isinstance(exc, BackPressureError):
+                    # Not an outage: the orchestrators are behind on the results. Try again soon,
+                    # without the outage backoff (which grew to seconds and became the saga's tail).
+                    pause = min(exc.retry_after_s, BACKPRESSURE_RETRY_S)
+                    log.debug("results refused (%r); publishing again in %.2fs", exc, pause)
+                else:
+                    pause = backoff
+                    backoff = min(backoff * 2, RETRY_MAX_S)
+                    log.warning(
+                        "%s unavailable (%r); trying the batch of %d commands again in %.1fs",
+                        "Redis" if results is not None else "the ledger",
+                        exc,
+                        len(deliveries),
+                        pause,
+                    )
+                if await sleep_unless(self.stop, pause):
                     return _left_pending(deliveries, exc)
-                backoff = min(backoff * 2, RETRY_MAX_S)
             except Exception as exc:
                 return _left_pending(deliveries, exc)
 

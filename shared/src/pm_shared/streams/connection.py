@@ -7,7 +7,7 @@ retries on its own: the consumer reconnects and re-reads its own pending entries
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -19,6 +19,11 @@ CONNECT_TIMEOUT_S = 5.0
 HEALTH_CHECK_INTERVAL_S = 15
 # Commands other than blocking reads are idempotent or guarded (XACK, XADD of a known message id).
 COMMAND_RETRIES = 3
+# Connections per client. When all are busy a command waits up to POOL_WAIT_S for one (redis-py's
+# default pool raises "Too many connections" at once instead, which a burst of requests turns into
+# errors rather than a short queue).
+MAX_CONNECTIONS = 100
+POOL_WAIT_S = 5.0
 
 
 def as_str(value: object) -> str:
@@ -38,8 +43,10 @@ def connect(url: str, *, blocking_reads: bool = False, name: str | None = None) 
         retry = Retry(NoBackoff(), 0)
     else:
         retry = Retry(ExponentialWithJitterBackoff(cap=1.0, base=0.05), COMMAND_RETRIES)
-    return Redis.from_url(
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=POOL_WAIT_S,
         protocol=2,
         decode_responses=False,
         socket_timeout=SOCKET_TIMEOUT_S,
@@ -50,3 +57,5 @@ def connect(url: str, *, blocking_reads: bool = False, name: str | None = None) 
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
         client_name=name,
     )
+    # from_pool: the client owns the pool, so closing the client closes its connections.
+    return Redis.from_pool(pool)
