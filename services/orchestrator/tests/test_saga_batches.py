@@ -15,6 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgspec
 import pytest
@@ -619,3 +620,20 @@ async def test_intake_waits_for_room_in_the_ledger_commands_stream(world: World)
     assert await saga.on_intents([submitted(intent_id)]) == {}
     assert asyncio.get_running_loop().time() - started >= 0.5
     assert (await world.row(intent_id)).state == VALIDATED
+
+
+async def test_batches_handled_at_once_on_a_fresh_start_all_see_the_routes(world: World) -> None:
+    # A fresh orchestrator: nothing loaded yet, and several batches look at the rules together.
+    rules = Rules(world.redis, world.pool, refresh_s=60)
+    conns = [await world.pool.acquire() for _ in range(3)]
+    try:
+
+        async def look(conn: Any) -> set[str]:
+            await rules.refresh(conn)
+            return set(rules.routes)
+
+        seen = await asyncio.gather(*(look(conn) for conn in conns))
+    finally:
+        for conn in conns:
+            await world.pool.release(conn)
+    assert all({"P2P", "ADJUSTMENT"} <= routes for routes in seen), seen

@@ -8,6 +8,7 @@ longer compiles, which the admin API refuses anyway) keeps the previous set and 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -35,16 +36,33 @@ class Rules:
         self._refresh_s = refresh_s
         self._checked = float("-inf")
         self._fingerprint: tuple[tuple[object, object], ...] | None = None
+        # Batches are handled concurrently: one looks, the others wait for the first load and then
+        # keep using the set in force while a later reload runs.
+        self._lock = asyncio.Lock()
         self.fees = fees.FeeEngine([])
         self.limits = limits.Limits(redis, pool, [])
         self.routes: dict[str, Route] = {}
 
     async def refresh(self, conn: Conn, *, force: bool = False) -> None:
-        """Reload whatever changed since the last look, if `refresh_s` has passed (or `force`)."""
-        now = time.monotonic()
-        if not force and now - self._checked < self._refresh_s:
+        """Reload whatever changed since the last look, if `refresh_s` has passed (or `force`).
+
+        Returns only once a first set is loaded; each set is swapped in whole, so a concurrent
+        batch sees the old rules or the new ones, never an empty or half-loaded set.
+        """
+        if not force and self._due_in() > 0:
             return
-        self._checked = now
+        async with self._lock:
+            if not force and self._due_in() > 0:
+                return  # another batch looked while this one waited
+            self._checked = time.monotonic()
+            await self._reload(conn)
+
+    def _due_in(self) -> float:
+        if self._fingerprint is None:
+            return 0.0
+        return self._refresh_s - (time.monotonic() - self._checked)
+
+    async def _reload(self, conn: Conn) -> None:
         row = await conn.fetchrow(q.SELECT_FINGERPRINTS)
         assert row is not None  # scalar subqueries always give one row
         fee_part: tuple[object, object] = (row["fee_count"], row["fee_newest"])
@@ -64,11 +82,12 @@ class Rules:
             self.limits = limits.Limits(self._redis, self._pool, rules)
             log.info("limit rules loaded: %d in force", len(rules))
         if old is None or old[2] != route_part:
-            self.routes = {}
+            routes: dict[str, Route] = {}
             for r in await conn.fetch(q.SELECT_ROUTES):
                 # One enabled channel per type is used: the first by name (rows come ordered).
-                self.routes.setdefault(
+                routes.setdefault(
                     r["operation_type"], Route(r["operation_type"], r["channel"], tuple(r["steps"]))
                 )
-            log.info("payment routes loaded: %s", ", ".join(sorted(self.routes)) or "none")
+            self.routes = routes
+            log.info("payment routes loaded: %s", ", ".join(sorted(routes)) or "none")
         self._fingerprint = (fee_part, limit_part, route_part)
