@@ -7,6 +7,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import msgspec
 import pytest
 
@@ -169,9 +170,17 @@ def test_moves_the_machine_does_not_have(source: str, target: str, code: str | N
         Move("i", source, target, "r", failure_code=code)
 
 
-async def test_a_move_outside_a_transaction_is_refused(db_pool: Pool) -> None:
+async def test_a_move_is_one_statement_that_applies_whole_or_not_at_all(db_pool: Pool) -> None:
     intent_id = await new_intent(db_pool)
     async with db_pool.acquire() as conn:
-        with pytest.raises(RuntimeError, match="transaction"):
-            await move(conn, Move(intent_id, CREATED, VALIDATED, "checked"))
-    assert await state(db_pool, intent_id) == (CREATED, None)
+        # The legs are not JSON: PostgreSQL refuses the statement, and none of its parts is written.
+        with pytest.raises(asyncpg.PostgresError):
+            await move(conn, Move(intent_id, CREATED, VALIDATED, "checked", legs=b"{oops"))
+        assert await state(db_pool, intent_id) == (CREATED, None)
+        assert await timeline(db_pool, intent_id) == []
+        assert await outbox(db_pool, intent_id) == []
+        # Outside any transaction, a good move applies with its timeline row and its message.
+        assert await move(conn, Move(intent_id, CREATED, VALIDATED, "checked")) is not None
+    assert await state(db_pool, intent_id) == (VALIDATED, None)
+    assert len(await timeline(db_pool, intent_id)) == 1
+    assert len(await outbox(db_pool, intent_id)) == 1

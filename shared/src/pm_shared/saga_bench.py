@@ -733,7 +733,7 @@ async def run(
     intents: int = 20_000,
     rate: float = 300.0,
     seconds: float = 5.0,
-    orchestrators: int = 2,
+    orchestrators: int = 1,
     users: int = USERS,
     warmup_s: float = WARMUP_S,
 ) -> SagaResult:

@@ -29,13 +29,14 @@ from starlette.routing import Route
 
 from pm_gateway import openapi, problems, routes
 from pm_gateway.auth import Authenticator
-from pm_gateway.deps import Deps, OutboxMarks
+from pm_gateway.deps import Deps
 from pm_gateway.events import EventWaiters
 from pm_gateway.problems import ProblemError
 from pm_gateway.settings import Settings
 from pm_shared import db
 from pm_shared.keys.crypto import Cipher
 from pm_shared.ledger import open_ledger
+from pm_shared.outbox import Marks
 from pm_shared.streams import Publisher
 from pm_shared.streams.connection import connect
 
@@ -187,7 +188,7 @@ def create_app(settings: Settings) -> Starlette:
             auth=Authenticator(pool, redis, cipher, cache_s=settings.key_cache_s),
             waiters=EventWaiters(reader, settings.stream_partitions),
             ledger=ledger,
-            marks=OutboxMarks(pool),
+            marks=Marks(pool),
         )
         background = [
             asyncio.create_task(deps.waiters.run(stop)),

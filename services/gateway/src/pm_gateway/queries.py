@@ -42,11 +42,6 @@ ORDER BY created_at DESC, id DESC
 LIMIT $4
 """
 
-MARK_PUBLISHED = """
-UPDATE pm.outbox SET published_at = now(), attempts = attempts + 1
-WHERE message_id = ANY($1::text[]) AND published_at IS NULL
-"""
-
 SELECT_WALLET_ACCOUNTS = """
 SELECT currency, account_id FROM pm.tb_account_map
 WHERE owner_kind = $1 AND owner_id = $2 AND code = $3

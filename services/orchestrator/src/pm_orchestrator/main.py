@@ -12,7 +12,7 @@ from pm_orchestrator.rules import Rules
 from pm_orchestrator.saga import Saga
 from pm_orchestrator.steps import default_registry
 from pm_shared import db, runtime
-from pm_shared.outbox import Relay
+from pm_shared.outbox import Marks, Relay
 from pm_shared.streams import Publisher
 from pm_shared.streams.names import GROUP_ORCHESTRATOR
 
@@ -36,6 +36,7 @@ async def serve(config: settings.Settings, stop: asyncio.Event) -> None:
             maxlen=config.stream_maxlen,
             threshold=config.backpressure_threshold,
         )
+        marks = Marks(pool)
         planner = Planner(default_registry(), config.pending_timeout_s, config.already_failed_grace_s)
         saga = Saga(
             pool,
@@ -44,6 +45,7 @@ async def serve(config: settings.Settings, stop: asyncio.Event) -> None:
             planner,
             config.default_tier,
             stop=stop,
+            marks=marks,
         )
         resumer = Resumer(
             saga,
@@ -55,6 +57,7 @@ async def serve(config: settings.Settings, stop: asyncio.Event) -> None:
         background = [
             asyncio.create_task(Relay(pool, publisher).run(stop)),
             asyncio.create_task(resumer.run(stop)),
+            asyncio.create_task(marks.run(stop)),
         ]
         try:
             await runtime.consume(

@@ -1,17 +1,36 @@
 """What a settlement writes besides the intent (DESIGN §5): the wallet history of both parties and the
-posted totals per account. Written in the transaction of the move to SETTLED, for intents that moved
-in it, so each settlement is counted exactly once."""
+posted totals per account. The rows are built here and written by the statement that moves the
+intent to SETTLED (`states.move_many`), only for intents that did move, so each settlement is
+counted exactly once."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from pm_orchestrator import legs as legs_
-from pm_orchestrator import queries as q
 from pm_orchestrator.record import IntentRow
-from pm_shared.db import Conn
+
+
+@dataclass
+class Projections:
+    """Columns for the history rows and the posted legs of a batch's settlements."""
+
+    history: list[tuple[object, ...]] = field(default_factory=list)
+    postings: list[tuple[object, ...]] = field(default_factory=list)
+    """(intent id, account id, owner kind, owner id, currency, code, debit, credit) per leg side."""
+
+    def history_columns(self) -> list[list[object]]:
+        return _columns(self.history, 12)
+
+    def posting_columns(self) -> list[list[object]]:
+        return _columns(self.postings, 8)
+
+
+def _columns(rows: list[tuple[object, ...]], width: int) -> list[list[object]]:
+    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
 def history_rows(intent: IntentRow, at: datetime) -> list[tuple[object, ...]]:
@@ -43,36 +62,30 @@ def history_rows(intent: IntentRow, at: datetime) -> list[tuple[object, ...]]:
     return rows
 
 
-def balance_deltas(settled: Sequence[tuple[IntentRow, Sequence[legs_.Leg]]]) -> list[tuple[object, ...]]:
-    """Debits and credits posted per account over `settled`, one row per account, in account order."""
-    totals: dict[int, list[object]] = {}
-    for intent, legs in settled:
-        for leg in legs:
-            for account, column in ((leg.debit, 5), (leg.credit, 6)):
-                row = totals.setdefault(
-                    account.id,
-                    [
-                        uuid.UUID(int=account.id),
-                        account.owner_kind,
-                        account.owner_id,
-                        account.currency,
-                        account.code,
-                        0,
-                        0,
-                        None,
-                    ],
+def posting_rows(intent: IntentRow, legs: Sequence[legs_.Leg]) -> list[tuple[object, ...]]:
+    """Each leg as a debit of one account and a credit of another."""
+    owner = uuid.UUID(intent.id)
+    rows: list[tuple[object, ...]] = []
+    for leg in legs:
+        for account, debit, credit in ((leg.debit, leg.amount, 0), (leg.credit, 0, leg.amount)):
+            rows.append(
+                (
+                    owner,
+                    uuid.UUID(int=account.id),
+                    account.owner_kind,
+                    account.owner_id,
+                    account.currency,
+                    account.code,
+                    debit,
+                    credit,
                 )
-                row[column] = int(row[column]) + leg.amount  # type: ignore[call-overload]
-                row[7] = uuid.UUID(intent.id)
-    return [tuple(totals[key]) for key in sorted(totals)]
+            )
+    return rows
 
 
-async def record(conn: Conn, settled: Sequence[tuple[IntentRow, Sequence[legs_.Leg]]], at: datetime) -> None:
-    if not settled:
-        return
-    history = [row for intent, _ in settled for row in history_rows(intent, at)]
-    if history:
-        await conn.execute(q.INSERT_HISTORY, *map(list, zip(*history, strict=True)))
-    balances = balance_deltas(settled)
-    if balances:
-        await conn.execute(q.ADD_BALANCES, *map(list, zip(*balances, strict=True)))
+def of(settled: Sequence[tuple[IntentRow, Sequence[legs_.Leg]]], at: datetime) -> Projections:
+    out = Projections()
+    for intent, legs in settled:
+        out.history.extend(history_rows(intent, at))
+        out.postings.extend(posting_rows(intent, legs))
+    return out

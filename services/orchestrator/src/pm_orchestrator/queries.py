@@ -48,15 +48,17 @@ SELECT (SELECT count(*) FROM pm.fee_rule) AS fee_count,
        (SELECT max(updated_at) FROM pm.payment_route) AS route_newest
 """
 
-# Row locks on a batch's intents, taken in id order before its moves: two transactions that move some
-# of the same intents (a resumed intent and its own message, or two consumers with duplicates) then
-# wait for each other in one order instead of deadlocking.
-LOCK_INTENTS = """
-SELECT id FROM pm.intent WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE
-"""
-
-# The guarded moves of a batch: each UPDATE only matches while the intent is still in the expected
-# state and step, and a timeline entry is written for each that did. Returns the ids that moved.
+# A batch's moves and everything that goes with them, as ONE statement (one round trip, atomic without
+# an explicit transaction):
+# - `locked` takes the row locks of the batch's intents in id order first, so two statements that
+#   move some of the same intents (a resumed intent and its own message, duplicates in two batches)
+#   wait for each other in one order instead of deadlocking;
+# - `moved`: each UPDATE only matches while the intent is still in the expected state and awaits the
+#   expected step (a statement that waited for a lock re-checks against the committed row);
+# - the timeline rows, the outbox messages ($13-$17, in their order), the settlement's history rows
+#   ($18-$29) and posted totals ($30-$37, summed per account in account order) are written only for
+#   the intents that moved.
+# Returns ('moved', intent id) and ('sent', message id) rows: the outbox rows actually added.
 MOVE_INTENTS = """
 WITH input AS (
     SELECT *
@@ -65,7 +67,8 @@ WITH input AS (
         $8::text[], $9::jsonb[], $10::jsonb[], $11::text[], $12::text[]
     ) AS t(id, from_state, to_state, from_step, to_step, failure_code, reason, cause, fees, legs,
            channel, route)
-    ORDER BY id
+), locked AS (
+    SELECT i.id FROM pm.intent AS i WHERE i.id = ANY($1::uuid[]) ORDER BY i.id FOR UPDATE
 ), moved AS (
     UPDATE pm.intent AS i
     SET state = input.to_state,
@@ -78,6 +81,7 @@ WITH input AS (
         updated_at = clock_timestamp()
     FROM input
     WHERE i.id = input.id
+      AND i.id IN (SELECT id FROM locked)
       AND i.state = input.from_state
       AND i.step IS NOT DISTINCT FROM input.from_step
     RETURNING i.id, i.updated_at
@@ -85,34 +89,49 @@ WITH input AS (
     INSERT INTO pm.intent_event (intent_id, from_state, to_state, reason, cause_message_id, at)
     SELECT input.id, input.from_state, input.to_state, input.reason, input.cause, moved.updated_at
     FROM input JOIN moved ON moved.id = input.id
+), sent AS (
+    INSERT INTO pm.outbox (stream, intent_id, message_id, payload)
+    SELECT o.stream, o.intent_id, o.message_id, o.payload
+    FROM unnest($13::uuid[], $14::text[], $15::text[], $16::text[], $17::bytea[])
+        WITH ORDINALITY AS o(owner, stream, intent_id, message_id, payload, n)
+    JOIN moved ON moved.id = o.owner
+    ORDER BY o.n
+    ON CONFLICT (message_id) DO NOTHING
+    RETURNING message_id
+), history AS (
+    INSERT INTO pm.tx_history (
+        owner_kind, owner_id, intent_id, type, direction, amount, currency, fee, counterparty_name,
+        comment, requires_monitoring, at
+    )
+    SELECT h.owner_kind, h.owner_id, h.intent_id, h.type, h.direction, h.amount, h.currency, h.fee,
+           h.counterparty_name, h.comment, h.requires_monitoring, h.at
+    FROM unnest(
+        $18::text[], $19::text[], $20::uuid[], $21::text[], $22::text[], $23::bigint[], $24::text[],
+        $25::bigint[], $26::text[], $27::text[], $28::boolean[], $29::timestamptz[]
+    ) AS h(owner_kind, owner_id, intent_id, type, direction, amount, currency, fee,
+           counterparty_name, comment, requires_monitoring, at)
+    JOIN moved ON moved.id = h.intent_id
+    ON CONFLICT (owner_kind, owner_id, intent_id, direction) DO NOTHING
+), balances AS (
+    INSERT INTO pm.account_balance AS b (
+        account_id, owner_kind, owner_id, currency, code, debits_posted, credits_posted, last_intent_id
+    )
+    SELECT l.account_id, min(l.owner_kind), min(l.owner_id), min(l.currency), min(l.code),
+           sum(l.debit)::bigint, sum(l.credit)::bigint, (array_agg(l.intent_id ORDER BY l.n DESC))[1]
+    FROM unnest(
+        $30::uuid[], $31::uuid[], $32::text[], $33::text[], $34::text[], $35::integer[], $36::bigint[],
+        $37::bigint[]
+    ) WITH ORDINALITY AS l(intent_id, account_id, owner_kind, owner_id, currency, code, debit, credit, n)
+    JOIN moved ON moved.id = l.intent_id
+    GROUP BY l.account_id
+    ORDER BY l.account_id
+    ON CONFLICT (account_id) DO UPDATE
+    SET debits_posted = b.debits_posted + excluded.debits_posted,
+        credits_posted = b.credits_posted + excluded.credits_posted,
+        last_intent_id = excluded.last_intent_id,
+        updated_at = now()
 )
-SELECT id FROM moved
-"""
-
-INSERT_HISTORY = """
-INSERT INTO pm.tx_history (
-    owner_kind, owner_id, intent_id, type, direction, amount, currency, fee, counterparty_name,
-    comment, requires_monitoring, at
-)
-SELECT * FROM unnest(
-    $1::text[], $2::text[], $3::uuid[], $4::text[], $5::text[], $6::bigint[], $7::text[], $8::bigint[],
-    $9::text[], $10::text[], $11::boolean[], $12::timestamptz[]
-)
-ON CONFLICT (owner_kind, owner_id, intent_id, direction) DO NOTHING
-"""
-
-# One row per account (the caller sums a batch per account), in account order against deadlocks.
-ADD_BALANCES = """
-INSERT INTO pm.account_balance AS b (
-    account_id, owner_kind, owner_id, currency, code, debits_posted, credits_posted, last_intent_id
-)
-SELECT * FROM unnest(
-    $1::uuid[], $2::text[], $3::text[], $4::text[], $5::integer[], $6::bigint[], $7::bigint[], $8::uuid[]
-)
-ORDER BY 1
-ON CONFLICT (account_id) DO UPDATE
-SET debits_posted = b.debits_posted + excluded.debits_posted,
-    credits_posted = b.credits_posted + excluded.credits_posted,
-    last_intent_id = excluded.last_intent_id,
-    updated_at = now()
+SELECT 'moved' AS kind, id::text AS value FROM moved
+UNION ALL
+SELECT 'sent', message_id FROM sent
 """

@@ -34,7 +34,7 @@ from pm_orchestrator.steps import Context
 from pm_shared.db import Pool
 from pm_shared.errors import PermanentError
 from pm_shared.messages import IntentSubmitted, LedgerResult
-from pm_shared.outbox import publish_committed
+from pm_shared.outbox import Marks, publish_committed
 from pm_shared.streams import Delivery, Publisher
 from pm_shared.streams.names import LEDGER_COMMANDS
 
@@ -95,6 +95,7 @@ class Saga:
         *,
         intake_pause_max_s: float = 10.0,
         stop: asyncio.Event | None = None,
+        marks: Marks | None = None,
     ) -> None:
         self.pool = pool
         self.publisher = publisher
@@ -103,6 +104,8 @@ class Saga:
         self.tier = tier
         self.intake_pause_max_s = intake_pause_max_s
         self.stop = stop
+        self.marks = marks
+        """Marks published outbox rows in batches; None: one UPDATE after each publish."""
 
     async def on_intents(self, deliveries: Sequence[Delivery[IntentSubmitted]]) -> dict[str, BaseException]:
         await self.wait_for_ledger_room([d.message.intent_id for d in deliveries])
@@ -253,22 +256,20 @@ class Saga:
         return failed
 
     async def _apply(self, plans: Sequence[planning.Plan]) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
+        # One statement, so one round trip and no explicit transaction (see states.move_many).
+        settled = projections.of(
+            [(p.intent, p.settled_legs) for p in plans if p.settled_legs is not None], datetime.now(UTC)
+        )
+        async with self.pool.acquire() as conn:
             moved, fresh = await states.move_many(
-                conn, [p.move for p in plans], {p.intent.id: p.outgoing for p in plans}
+                conn, [p.move for p in plans], {p.intent.id: p.outgoing for p in plans}, settled
             )
-            settled = [
-                (p.intent, p.settled_legs)
-                for p in plans
-                if p.settled_legs is not None and p.intent.id in moved
-            ]
-            await projections.record(conn, settled, datetime.now(UTC))
         for p in plans:
             if p.intent.id in moved:
                 MOVES.labels(p.move.to_state, p.move.failure_code or "").inc()
             else:
                 STALE.labels("race").inc()
-        await publish_committed(self.pool, self.publisher, fresh)
+        await publish_committed(self.pool, self.publisher, fresh, self.marks)
 
 
 # What a void may answer without anything being wrong: the authorization is gone either way.

@@ -1,11 +1,12 @@
 """The intent state machine (DESIGN §7): which moves are allowed, and making one durably.
 
 `CREATED → VALIDATED → AUTHORIZED → SETTLED`, or `FAILED` (with a failure code) from any state that
-is not terminal. A move is one transaction: the guarded UPDATE of `pm.intent` (it only applies if the
-intent is still in the state the caller saw, so a duplicate or reordered message can never move an
-intent backwards or twice), its `pm.intent_event` row, and the messages it causes in the outbox — an
-`IntentStateChanged` on `pm:events` always among them. The caller publishes what `move` returns
-after the transaction commits; the relay publishes anything a crash left behind.
+is not terminal. A batch of moves is one SQL statement, hence atomic: the guarded UPDATE of
+`pm.intent` (it only applies if the intent is still in the state and step the caller saw, so a
+duplicate or reordered message can never move an intent backwards or twice), its `pm.intent_event`
+rows, the messages the moves cause in the outbox — an `IntentStateChanged` on `pm:events` always
+among them — and the settlement projections. The caller publishes what `move_many` returns once it
+is committed; the relay publishes anything a crash left behind.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from pm_orchestrator import queries as q
+from pm_orchestrator.projections import Projections
 from pm_shared import messages
 from pm_shared.db import Conn
-from pm_shared.outbox import Outgoing, enqueue
+from pm_shared.outbox import Outgoing
 from pm_shared.streams.names import EVENTS
+from pm_shared.streams.publisher import encode
 
 CREATED, VALIDATED, AUTHORIZED, SETTLED, FAILED = "CREATED", "VALIDATED", "AUTHORIZED", "SETTLED", "FAILED"
 TERMINAL = frozenset({SETTLED, FAILED})
@@ -80,23 +83,29 @@ def _text(value: bytes | None) -> str | None:
 
 
 async def move_many(
-    conn: Conn, changes: Sequence[Move], outgoing: Mapping[str, Sequence[Outgoing]] | None = None
+    conn: Conn,
+    changes: Sequence[Move],
+    outgoing: Mapping[str, Sequence[Outgoing]] | None = None,
+    projections: Projections | None = None,
 ) -> tuple[set[str], list[Outgoing]]:
-    """Apply `changes` (at most one per intent) in the caller's open transaction, in three statements.
+    """Apply `changes` (at most one per intent) in one statement: atomic on its own, or part of the
+    caller's transaction if one is open.
 
-    Returns the ids of the intents that moved and the messages to publish after commit: for each of
-    them its state change event on `pm:events` followed by its `outgoing` messages. An intent no
-    longer in its move's `from_state`/`from_step` is left alone (a stale duplicate): nothing of it
-    is written.
+    Returns the ids of the intents that moved and the messages to publish once committed: for each of
+    them its state change event on `pm:events` followed by its `outgoing` messages (a message id the
+    outbox already holds is not sent again). An intent no longer in its move's `from_state` /
+    `from_step` is left alone (a stale duplicate): nothing of it is written — nor its `projections`
+    rows (history and postings of settlements, keyed by intent id).
     """
-    if not conn.is_in_transaction():
-        raise RuntimeError("move_many() runs inside the caller's transaction")
     if not changes:
         return set(), []
     if len({c.intent_id for c in changes}) != len(changes):
-        raise IllegalMoveError("one move per intent per transaction")
-    if len(changes) > 1:
-        await conn.execute(q.LOCK_INTENTS, [c.intent_id for c in changes])
+        raise IllegalMoveError("one move per intent per statement")
+    items: list[Outgoing] = []
+    for change in changes:
+        items.append(Outgoing(EVENTS.name, change.event()))
+        items.extend((outgoing or {}).get(change.intent_id, ()))
+    found = projections or Projections()
     rows = await conn.fetch(
         q.MOVE_INTENTS,
         [c.intent_id for c in changes],
@@ -111,18 +120,26 @@ async def move_many(
         [_text(c.legs) for c in changes],
         [c.channel for c in changes],
         [",".join(c.route) if c.route is not None else None for c in changes],
+        [item.message.intent_id for item in items],
+        [item.stream for item in items],
+        [item.message.intent_id for item in items],
+        [item.message.message_id for item in items],
+        [encode(item.message) for item in items],
+        *found.history_columns(),
+        *found.posting_columns(),
     )
-    moved = {str(r["id"]) for r in rows}
-    items: list[Outgoing] = []
-    for change in changes:
-        if change.intent_id in moved:
-            items.append(Outgoing(EVENTS.name, change.event()))
-            items.extend((outgoing or {}).get(change.intent_id, ()))
-    return moved, await enqueue(conn, items)
+    moved = {r["value"] for r in rows if r["kind"] == "moved"}
+    sent = {r["value"] for r in rows if r["kind"] == "sent"}
+    fresh: list[Outgoing] = []
+    for item in items:
+        if item.message.message_id in sent:
+            sent.discard(item.message.message_id)
+            fresh.append(item)
+    return moved, fresh
 
 
 async def move(conn: Conn, change: Move, outgoing: Sequence[Outgoing] = ()) -> list[Outgoing] | None:
-    """Apply one `change` in the caller's open transaction (see `move_many`).
+    """Apply one `change` (see `move_many`).
 
     Returns the messages to publish after commit (the state change event first), or None when the
     intent was no longer in `change.from_state` — then nothing was written, and the caller treats

@@ -55,8 +55,14 @@ def bench(
         typer.Option(min=1.0, help="Intents/s offered open-loop to the gateway in the saga's HTTP run."),
     ] = 300.0,
     orchestrators: Annotated[
-        int, typer.Option(min=1, max=16, help="Orchestrator processes in the saga's fleet.")
-    ] = 2,
+        int,
+        typer.Option(
+            min=1,
+            max=16,
+            help="Orchestrator processes in the saga's fleet (one per two cores: on a 2-core machine "
+            "a second one only adds CPU contention).",
+        ),
+    ] = 1,
     database_url: Annotated[
         str | None, typer.Option("--database-url", envvar="PM_DATABASE_URL", help="PostgreSQL server to use.")
     ] = None,

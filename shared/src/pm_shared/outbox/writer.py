@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 from pm_shared.db import Conn, Pool
 from pm_shared.messages import Message
 from pm_shared.outbox import queries as q
+from pm_shared.outbox.marks import Marks
 from pm_shared.streams.errors import BackPressureError, StreamMissingError
 from pm_shared.streams.publisher import Publisher, encode
 
@@ -57,8 +58,11 @@ async def enqueue(conn: Conn, items: Sequence[Outgoing]) -> list[Outgoing]:
     return fresh
 
 
-async def publish_committed(pool: Pool, publisher: Publisher, items: Sequence[Outgoing]) -> int:
-    """Publish committed outbox `items` (one publish_many per stream), then mark them in one UPDATE.
+async def publish_committed(
+    pool: Pool, publisher: Publisher, items: Sequence[Outgoing], marks: Marks | None = None
+) -> int:
+    """Publish committed outbox `items` (one publish_many per stream), then mark them in one UPDATE
+    (or hand them to `marks`, which marks many publishes in one UPDATE later).
 
     Returns how many were published. A refused or failed publish is logged, not raised: those rows
     stay unpublished and the relay sends them later. Each stream is tried on its own, so a stream
@@ -81,7 +85,9 @@ async def publish_committed(pool: Pool, publisher: Publisher, items: Sequence[Ou
             )
             continue
         published.extend(message.message_id for message in messages)
-    if published:
+    if published and marks is not None:
+        marks.extend(published)
+    elif published:
         try:
             async with pool.acquire() as conn:
                 await conn.execute(q.MARK_PUBLISHED_BY_MESSAGE_ID, published)
