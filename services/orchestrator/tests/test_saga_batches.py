@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from pm_orchestrator import failures, legs
 from pm_orchestrator.plan import Plan, Planner
 from pm_orchestrator.record import IntentRow, Side
-from pm_orchestrator.resume import Resumer
+from pm_orchestrator.resume import MAX_RESENDS, Resumer
 from pm_orchestrator.rules import Rules
 from pm_orchestrator.saga import Job, Saga, UnknownIntentError
 from pm_orchestrator.states import AUTHORIZED, CREATED, FAILED, SETTLED, VALIDATED, Move
@@ -637,3 +637,18 @@ async def test_batches_handled_at_once_on_a_fresh_start_all_see_the_routes(world
         for conn in conns:
             await world.pool.release(conn)
     assert all({"P2P", "ADJUSTMENT"} <= routes for routes in seen), seen
+
+
+async def test_a_command_nobody_answers_is_resent_a_bounded_number_of_times(world: World) -> None:
+    payer, payee = (f"u-{secrets.token_hex(4)}" for _ in range(2))
+    await world.wallets(payer, payee)
+    intent_id = await world.intent(payer, payee)
+    await world.saga.on_intents([submitted(intent_id)])
+    # resume_after_s=0: every sweep finds it stalled again, as if each resend were dead-lettered.
+    resumer = Resumer(world.saga, world.planner, world.saga.publisher, resume_after_s=0.0001, interval_s=10)
+    for _ in range(MAX_RESENDS + 3):
+        await asyncio.sleep(0.001)
+        await resumer.sweep(datetime.now(UTC) + timedelta(seconds=1))
+    sent = [c for c in await world.commands() if c.intent_id == intent_id and c.step == "authorize"]
+    assert len(sent) == 1 + MAX_RESENDS  # the first command, then MAX_RESENDS resends, then none
+    assert (await world.row(intent_id)).state == VALIDATED

@@ -31,6 +31,14 @@ log = logging.getLogger(__name__)
 RESUMED = Counter(
     "pm_intents_resumed_total", "Stalled intents resumed, by the state they were in.", ["state"]
 )
+GIVEN_UP = Counter(
+    "pm_intents_resume_given_up_total",
+    "Stalled intents whose command was sent again MAX_RESENDS times without an answer (manual review).",
+)
+
+# A command answered by nothing after this many resends is not a lost message but a command the
+# writer cannot apply (it dead-letters it each time): resending it forever would only grow the DLQ.
+MAX_RESENDS = 5
 
 PAGE = 500
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -53,6 +61,7 @@ class Resumer:
         self.resume_after_s = resume_after_s
         self.interval_s = interval_s
         self._resent: dict[str, float] = {}
+        self._resends: dict[str, int] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         first = True
@@ -98,6 +107,21 @@ class Resumer:
         for row in rows:
             if row.state == CREATED or row.id in self._resent:
                 continue
+            count = self._resends.get(row.id, 0)
+            if count >= MAX_RESENDS:
+                if count == MAX_RESENDS:
+                    self._resends[row.id] = count + 1
+                    GIVEN_UP.inc()
+                    log.error(
+                        "intent %s is %s awaiting %r after %d resends: not resent again; look for its "
+                        "command in pm:ledger:commands:dlq (`pm dlq list`)",
+                        row.id,
+                        row.state,
+                        row.step,
+                        MAX_RESENDS,
+                        extra={"intent_id": row.id},
+                    )
+                continue
             command = self.planner.resend(row)
             if command is None:
                 log.error(
@@ -106,6 +130,7 @@ class Resumer:
                 continue
             commands.append(command)
             self._resent[row.id] = time.monotonic()
+            self._resends[row.id] = count + 1
             RESUMED.labels(row.state).inc()
         if commands:
             try:
@@ -114,6 +139,7 @@ class Resumer:
                 # The writer is behind: these intents are not lost, the next sweep tries again.
                 for command in commands:
                     self._resent.pop(command.intent_id, None)
+                    self._resends[command.intent_id] -= 1
                 log.warning(
                     "ledger commands stream is full; %d resends wait for the next sweep", len(commands)
                 )
