@@ -174,25 +174,30 @@ def authorize(intent: IntentRow, all_legs: Iterable[Leg], *, timeout_s: int) -> 
     )
 
 
-def settle(intent: IntentRow, all_legs: Iterable[Leg]) -> list[LedgerTransfer]:
+def _resolve(intent: IntentRow, all_legs: Iterable[Leg], suffix: str, flags: int) -> list[LedgerTransfer]:
+    """Post (or void) each pending leg with its exact amount (never AMOUNT_MAX: a retry must match)."""
     ledger = chart.ledger_of(intent.currency)
-    listed = list(all_legs)
-    posts = [
+    return [
         LedgerTransfer(
-            id=leg.transfer_id(intent.id, ":post"),
-            pending_id=leg.transfer_id(intent.id),
+            id=leg.transfer_id(intent.id, suffix),
+            pending_id=leg.id,
             amount=leg.amount,
             user_data_128=_user_data(intent),
             ledger=ledger,
             code=_code(intent, leg),
-            flags=_POST,
+            flags=flags,
         )
-        for leg in listed
+        for leg in all_legs
         if leg.pending
     ]
+
+
+def settle(intent: IntentRow, all_legs: Iterable[Leg]) -> list[LedgerTransfer]:
+    ledger = chart.ledger_of(intent.currency)
+    listed = list(all_legs)
     direct = [
         LedgerTransfer(
-            id=leg.transfer_id(intent.id),
+            id=leg.id,
             debit_account_id=leg.debit.id,
             credit_account_id=leg.credit.id,
             amount=leg.amount,
@@ -203,24 +208,11 @@ def settle(intent: IntentRow, all_legs: Iterable[Leg]) -> list[LedgerTransfer]:
         for leg in listed
         if not leg.pending
     ]
-    return _chain(posts + direct)
+    return _chain(_resolve(intent, listed, ":post", _POST) + direct)
 
 
 def void(intent: IntentRow, all_legs: Iterable[Leg]) -> list[LedgerTransfer]:
-    ledger = chart.ledger_of(intent.currency)
-    return [
-        LedgerTransfer(
-            id=leg.transfer_id(intent.id, ":void"),
-            pending_id=leg.transfer_id(intent.id),
-            amount=leg.amount,
-            user_data_128=_user_data(intent),
-            ledger=ledger,
-            code=_code(intent, leg),
-            flags=_VOID,
-        )
-        for leg in all_legs
-        if leg.pending
-    ]
+    return _resolve(intent, all_legs, ":void", _VOID)
 
 
 def display(intent_id: str, all_legs: Iterable[Leg], state: str) -> list[dict[str, object]]:
