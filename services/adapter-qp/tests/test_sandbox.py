@@ -505,6 +505,22 @@ async def test_an_unanswered_callback_is_retried_and_recorded(sandbox: Sandbox) 
     assert attempts == [(1, 500), (2, 200)]
 
 
+async def test_a_receiver_that_is_down_gets_every_attempt_recorded() -> None:
+    async with running(callback_url=f"http://127.0.0.1:{free_port()}/cb", callback_attempts=2) as box:
+        qr = (await box.register("order-down", fault="expire")).json()
+        url = f"{box.url}/v1/sandbox/callbacks"
+
+        async def attempts() -> list[tuple[int, bool]]:
+            listed = (await box.http.get(url)).json()
+            return [(d["attempt"], d["error"] is not None) for d in listed]
+
+        deadline = time.monotonic() + 5
+        while await attempts() != [(1, True), (2, True)]:
+            assert time.monotonic() < deadline, await attempts()
+            await asyncio.sleep(0.05)
+        assert (await box.status(qr["qr_id"])) == "EXPIRED"
+
+
 async def test_auto_pay_makes_the_payer_pay_by_itself() -> None:
     async with running(auto_pay="accept", auto_pay_delay_ms=10) as box:
         qr = (await box.register("order-auto")).json()

@@ -129,7 +129,7 @@ class Notifier:
                 timeout=self.settings.callback_timeout_ms / 1000,
             )
             status = response.status_code
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:  # never kill the sender
             error = f"{type(exc).__name__}: {exc}"
         self.deliveries.append(
             Delivery(
