@@ -340,7 +340,11 @@ async def test_a_server_error_after_commit_leaves_the_transfer(
 ) -> None:
     key, answer = await sandbox.pay(amount, fault)
     assert (answer.status_code, answer.json()["code"]) == (500, "SERVER_ERROR")
-    assert (await sandbox.by_key(key)).json()["status"] == "SUCCESS"
+    transfer = (await sandbox.by_key(key)).json()
+    assert transfer["status"] == "SUCCESS"
+    inquiry = {"inquiry_id": transfer["inquiry_id"], "amount": amount}
+    retried = await sandbox.confirm(inquiry, key, fault)
+    assert (retried.status_code, retried.json()) == (200, transfer)
     assert (await sandbox.ledger())["paid"] == amount
 
 

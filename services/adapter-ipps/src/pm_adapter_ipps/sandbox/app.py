@@ -6,7 +6,8 @@ Routes (JSON bodies, amounts in integer satang; errors are `application/problem+
 - `POST /v1/transfers` `ConfirmRequest` (+ `Idempotency-Key` header) → 201 `Transfer` when created,
   200 with `Idempotent-Replayed: true` when the key was seen: one key, one transfer, one payment
 - `GET /v1/transfers/{transfer_id}` and `GET /v1/transfers?idempotency_key=K` → 200 `Transfer`
-- `GET /healthz`; `GET /_sim/callbacks` (every delivery attempt), `GET /_sim/ledger` (money paid out)
+- `GET /healthz`; `GET /_sim/callbacks` (the last 10,000 delivery attempts); `GET /_sim/ledger`
+  (satang paid out, transfers made)
 
 `faults` describes the faults a request can ask for; `callbacks` and `signing` the signed callbacks.
 """
@@ -168,7 +169,7 @@ async def healthz(request: Request) -> Response:
 
 
 async def sim_callbacks(request: Request) -> Response:
-    return _json(sandbox(request).store.deliveries)
+    return _json(list(sandbox(request).store.deliveries))
 
 
 async def sim_ledger(request: Request) -> Response:

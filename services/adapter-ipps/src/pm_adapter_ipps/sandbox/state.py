@@ -8,6 +8,7 @@ finds the first one's transfer and never pays twice.
 from __future__ import annotations
 
 import secrets
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +25,8 @@ from pm_adapter_ipps.sandbox.models import (
 )
 from pm_adapter_ipps.sandbox.registry import Receiver
 
+# Delivery attempts kept for GET /_sim/callbacks (a benchmark run would otherwise grow without end).
+MAX_DELIVERIES = 10_000
 # The sandbox's flat fee per payout, in satang (a receiver never pays it).
 FEE = 0
 
@@ -76,7 +79,7 @@ class Store:
     inquiries: dict[str, InquiryRecord] = field(default_factory=dict)
     transfers: dict[str, TransferRecord] = field(default_factory=dict)
     by_key: dict[str, TransferRecord] = field(default_factory=dict)
-    deliveries: list[Delivery] = field(default_factory=list)
+    deliveries: deque[Delivery] = field(default_factory=lambda: deque(maxlen=MAX_DELIVERIES))
 
     @property
     def paid(self) -> int:
