@@ -11,7 +11,7 @@ import pytest
 from redis.asyncio import Redis
 
 from pm_gateway.testing import Gateway
-from pm_shared import db
+from pm_shared import db, thaiqr
 from pm_shared.http_api import AMOUNT_MAX
 from pm_shared.messages import IntentStateChanged, IntentSubmitted, Party, new_message_id, now
 from pm_shared.streams import Publisher
@@ -262,3 +262,39 @@ async def test_request_ids_are_echoed(gateway: Gateway) -> None:
     assert response.headers["x-request-id"] == "req-42"
     generated = await gateway.send("GET", "/v1/nowhere")
     assert generated.status_code == 404 and problem(generated)["code"] == "not_found"
+
+
+def withdrawal(payload: str, amount: int = 10_000) -> dict[str, Any]:
+    return {
+        "type": "PROMPTPAY_WITHDRAWAL",
+        "amount": amount,
+        "currency": "THB",
+        "from": {"kind": "user", "id": "u-1001"},
+        "to": {"kind": "thaiqr", "payload": payload},
+    }
+
+
+async def test_a_scanned_thai_qr_is_checked_at_intake(gateway: Gateway, redis: Redis) -> None:
+    good = thaiqr.generate_credit_transfer("mobile", "0812345678", amount=10_000)
+    accepted = await gateway.send(
+        "POST", "/v1/intents", withdrawal(good), headers={"Idempotency-Key": "qr-1"}
+    )
+    assert accepted.status_code == 202, accepted.text
+    assert len(await published(redis)) == 1
+
+    # One character of the CRC changed: refused, nothing recorded or published.
+    bad_crc = good[:-1] + ("0" if good[-1] != "0" else "1")
+    refused = await gateway.send(
+        "POST", "/v1/intents", withdrawal(bad_crc), headers={"Idempotency-Key": "qr-2"}
+    )
+    assert refused.status_code == 422
+    body = problem(refused)
+    assert body["code"] == "invalid_thai_qr"
+    assert body["errors"][0]["path"] == "$.to.payload" and body["errors"][0]["message"].startswith("bad_crc")
+
+    # A QR that asks for another amount than the intent's.
+    other = await gateway.send(
+        "POST", "/v1/intents", withdrawal(good, 9_999), headers={"Idempotency-Key": "qr-3"}
+    )
+    assert other.status_code == 422 and problem(other)["code"] == "qr_amount_mismatch"
+    assert len(await published(redis)) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pm_gateway.problems import ProblemError
+from pm_shared import thaiqr
 from pm_shared.http_api import (
     CreateIntent,
     FieldError,
@@ -38,6 +39,37 @@ def check(request: CreateIntent) -> None:
         errors += _pair_errors(request)
     if errors:
         raise ProblemError(422, "invalid_parties", "the parties do not fit the intent type", errors=errors)
+    if isinstance(request.to, ThaiQrParty):
+        _check_thai_qr(request, request.to)
+
+
+def _check_thai_qr(request: CreateIntent, target: ThaiQrParty) -> None:
+    """A scanned Thai QR must parse (CRC, TLV, a PromptPay AID) and agree with the request."""
+    try:
+        qr = thaiqr.parse(target.payload)
+    except thaiqr.ThaiQrError as exc:
+        raise ProblemError(
+            422,
+            "invalid_thai_qr",
+            f"the Thai QR cannot be used: {exc}",
+            errors=[FieldError(path="$.to.payload", message=f"{exc.code}: {exc}")],
+        ) from None
+    if request.currency != "THB":
+        raise ProblemError(
+            422,
+            "invalid_thai_qr",
+            "a Thai QR pays in THB",
+            errors=[
+                FieldError(path="$.currency", message=f"the QR is in THB, the intent in {request.currency}")
+            ],
+        )
+    if qr.amount is not None and qr.amount != request.amount:
+        raise ProblemError(
+            422,
+            "qr_amount_mismatch",
+            f"the QR asks for {qr.amount} satang, the intent says {request.amount}",
+            errors=[FieldError(path="$.amount", message=f"must equal the QR's amount, {qr.amount}")],
+        )
 
 
 def _pair_errors(request: CreateIntent) -> list[FieldError]:
