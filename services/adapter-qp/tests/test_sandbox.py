@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -581,6 +580,6 @@ async def test_the_sandbox_runs_as_a_process() -> None:
         finally:
             proc.terminate()
             _, stderr = await asyncio.wait_for(proc.communicate(), timeout=10)
-        # uvicorn shuts down cleanly, then re-raises the SIGTERM it caught
-        assert proc.returncode in (0, -signal.SIGTERM), stderr.decode()
+        # A clean stop, not uvicorn's re-raised SIGTERM.
+        assert proc.returncode == 0, stderr.decode()
         assert "Application shutdown complete" in stderr.decode()

@@ -48,6 +48,8 @@ class Child:
     default_port: int | None = None
     # The gateway is the one the developer talks to; the table shows it first, as the API.
     api: bool = False
+    # The services export Prometheus metrics; the PSP sandboxes (stand-ins for outside PSPs) do not.
+    metrics: bool = True
     env: Mapping[str, str] = field(default_factory=dict)
 
     def argv(self) -> list[str]:
@@ -66,7 +68,7 @@ class Child:
             raise typer.BadParameter(f"{self.port_var}={raw!r} is not a port number") from None
 
 
-# Everything `pm up` starts. The PSP sandboxes join by appending `Child(...)` entries here.
+# Everything `pm up` starts: the services, and the PSP sandboxes the adapters talk to.
 FLEET: list[Child] = [
     Child("gateway", "pm_gateway", "PM_GATEWAY_PORT", 8080, api=True),
     Child("orchestrator", "pm_orchestrator", "PM_ORCHESTRATOR_PORT", 9101),
@@ -74,6 +76,8 @@ FLEET: list[Child] = [
     Child("adapter-ipps", "pm_adapter_ipps", "PM_ADAPTER_IPPS_PORT", 9103),
     Child("adapter-qp", "pm_adapter_qp", "PM_ADAPTER_QP_PORT", 9104),
     Child("reconciler", "pm_reconciler", "PM_RECONCILER_PORT", 9105),
+    Child("ipps-sandbox", "pm_adapter_ipps.sandbox", "PM_IPPS_SANDBOX_PORT", 9201, metrics=False),
+    Child("qp-sandbox", "pm_adapter_qp.sandbox", "PM_QP_SANDBOX_PORT", 9202, metrics=False),
 ]
 
 
@@ -247,6 +251,8 @@ class Fleet:
                 where = "(no HTTP port)"
             elif child.api:
                 where = f"API {base}   health {base}/healthz   metrics {base}/metrics"
+            elif not child.metrics:
+                where = f"PSP sandbox {base}   health {base}/healthz"
             else:
                 where = f"health {base}/healthz   metrics {base}/metrics"
             table.add_row(Text(f"{child.name} |", style=self.colours[child.name]), where)
