@@ -139,4 +139,43 @@ class LedgerResult(Message, frozen=True, kw_only=True, tag="ledger.result"):
     """Why the command could not be submitted at all (it breaks the rules of a command)."""
 
 
-AnyMessage: TypeAlias = IntentSubmitted | IntentStateChanged | LedgerCommand | LedgerResult
+class PspJob(Message, frozen=True, kw_only=True, tag="psp.job"):
+    """Work for a PSP adapter (`pm:psp:<psp>:jobs`): move `amount` to `target` through `psp`.
+
+    `idempotency_key` is chosen by the orchestrator before the first attempt and sent unchanged on
+    every retry (and on a DLQ replay): the PSP makes at most one payment per key.
+    """
+
+    psp: str
+    """`ipps` or `qp`."""
+    action: str
+    """`payout` (IPPS) or `collect` (QP)."""
+    amount: MinorUnits
+    currency: CurrencyCode
+    target: Party
+    idempotency_key: str
+
+
+class PspResult(Message, frozen=True, kw_only=True, tag="psp.result"):
+    """An adapter's answer to one job (`pm:psp:results`).
+
+    `SUCCEEDED` and `FAILED` are final (the PSP said so); `UNKNOWN` is not: the PSP may or may not
+    have acted, the adapter keeps polling and a final result for the same job follows. A repeated
+    final result carries the same `message_id`.
+    """
+
+    psp: str
+    job_id: str
+    """The job's message id."""
+    status: str
+    """`SUCCEEDED`, `FAILED` or `UNKNOWN`."""
+    psp_reference: str | None = None
+    """The PSP's id of the transfer, when it made one."""
+    failure_code: str | None = None
+    """The PSP's code on `FAILED` (`INSUFFICIENT_LIQUIDITY`, `PROXY_NOT_FOUND`, …)."""
+    detail: str | None = None
+
+
+AnyMessage: TypeAlias = (
+    IntentSubmitted | IntentStateChanged | LedgerCommand | LedgerResult | PspJob | PspResult
+)

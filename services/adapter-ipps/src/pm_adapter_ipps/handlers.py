@@ -1,28 +1,249 @@
-"""What pm-adapter-ipps does with each message it reads.
+"""What pm-adapter-ipps does with each payout job it reads from `pm:psp:ipps:jobs`.
 
-Calling IPPS is not in this build: every message is logged and dead-lettered intact with reason
-`unhandled`, so `pm dlq replay` can hand it to a build that has it. Nothing is acknowledged as
-done that was not done.
+Per job (psp-protocols §2.5–2.7, §4):
+
+1. record the attempt in `pm.psp_tx_map` (phase `recorded`) before anything is sent to IPPS;
+2. inquiry (no money moves; a 4xx refusal ends the job FAILED with IPPS's code) → phase `inquired`;
+3. phase `confirm_sent`, committed, then confirm under our idempotency key (the job's);
+4. SUCCESS or FAILED → phase `final` and a `PspResult` on `pm:psp:results`. A timeout, connection
+   error, 5xx or a PENDING / UNKNOWN answer means UNKNOWN, never FAILED: the StatusPoller reads the
+   status by key with backoff; still unknown after its bounded reads, an `UNKNOWN` result is published
+   and the row is left in `confirm_sent` for the sweep, which publishes the final result later.
+
+A redelivered job whose row is final republishes the same result (same message id) without calling
+IPPS; one whose row is `confirm_sent` reads the status first and confirms again (same key: IPPS makes
+one payment per key) only when IPPS has no transfer under it. An inquiry that cannot be answered
+(IPPS down) raises, so the job is retried and, after its last delivery, dead-lettered with its row
+in `recorded` / `inquired`: proof that nothing reached IPPS.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
 
+import asyncpg
 import msgspec
 
-from pm_shared.errors import NotImplementedYet
+from pm_adapter_ipps import queries
+from pm_adapter_ipps.client import InvalidTarget, IppsClient, Refused, Transfer, Unavailable
+from pm_adapter_ipps.poller import Polled, StatusPoller
+from pm_shared.db import Pool
+from pm_shared.errors import PermanentError
+from pm_shared.messages import PspJob, PspResult, new_message_id, now
 from pm_shared.runtime import Subscription
-from pm_shared.streams import Delivery
-from pm_shared.streams.names import IPPS_JOBS
+from pm_shared.streams import Delivery, Publisher
+from pm_shared.streams.names import IPPS_JOBS, PSP_RESULTS
 
 log = logging.getLogger(__name__)
 
+PSP = "ipps"
+ACTION = "payout"
 
-async def on_message(delivery: Delivery[msgspec.Raw]) -> None:
-    log.info("message %s received on %s", delivery.entry_id, delivery.key)
-    raise NotImplementedYet("Calling IPPS is not in this build")
+Row = asyncpg.Record
+Publish = Callable[[PspResult], Awaitable[object]]
 
 
-def subscriptions() -> list[Subscription]:
-    return [Subscription(IPPS_JOBS.name, msgspec.json.Decoder(msgspec.Raw), handle=on_message)]
+class WrongJob(PermanentError):
+    """A job for another PSP or action: this adapter must never act on it."""
+
+    reason = "wrong_job"
+
+
+def result_from_row(row: Row) -> PspResult:
+    """The final result a `final` row stands for, identical every time it is published."""
+    produced_at: datetime = row["result_at"]
+    return PspResult(
+        intent_id=row["intent_id"],
+        message_id=row["result_message_id"],
+        produced_at=produced_at,
+        psp=row["psp"],
+        job_id=row["job_message_id"],
+        status=row["status"],
+        psp_reference=row["psp_transfer_id"],
+        failure_code=row["failure_code"],
+        detail=f"trans_ref {row['trans_ref']}" if row["trans_ref"] else None,
+    )
+
+
+@dataclass
+class PayoutAdapter:
+    pool: Pool
+    client: IppsClient
+    poller: StatusPoller
+    publish: Publish
+
+    async def on_job(self, delivery: Delivery[PspJob]) -> None:
+        job = delivery.message
+        if job.psp != PSP or job.action != ACTION:
+            raise WrongJob(f"job {job.message_id} is {job.psp}/{job.action}, not {PSP}/{ACTION}")
+        row = await self._record(job)
+        if row["phase"] == "final":
+            log.info("job %s already final (%s): republishing its result", job.message_id, row["status"])
+            await self.publish(result_from_row(row))
+            return
+        if row["phase"] == "confirm_sent":
+            polled = await self.poller.resolve(job.idempotency_key, wait_first=False)
+            if not polled.absent:
+                await self._settle(row, polled)
+                return
+            log.info("job %s: IPPS has no transfer under its key; confirming again", job.message_id)
+        await self._pay(job, row)
+
+    async def _record(self, job: PspJob) -> Row:
+        row = await self.pool.fetchrow(
+            queries.RECORD_ATTEMPT,
+            job.intent_id,
+            job.psp,
+            job.action,
+            job.idempotency_key,
+            job.message_id,
+            job.amount,
+            job.currency,
+        )
+        assert row is not None
+        if (row["intent_id"], row["amount"]) != (job.intent_id, job.amount):
+            raise PermanentError(f"idempotency key {job.idempotency_key!r} already names another payout")
+        return row
+
+    async def _pay(self, job: PspJob, row: Row) -> None:
+        try:
+            inquiry = await self.client.inquiry(job.amount, job.target)
+        except InvalidTarget as exc:
+            await self._finish(row, "FAILED", None, failure_code="INVALID_TARGET", polls=0, raw=None)
+            log.warning("job %s refused: %s", job.message_id, exc)
+            return
+        except Refused as exc:  # nothing was executed: the PSP says why
+            await self._finish(row, "FAILED", None, failure_code=exc.code, polls=0, raw=None)
+            return
+        # Unavailable propagates: the job is retried; nothing has reached IPPS beyond an inquiry.
+        await self.pool.execute(queries.MARK_INQUIRED, row["id"], inquiry.inquiry_id)
+        await self.pool.execute(queries.MARK_CONFIRM_SENT, row["id"])
+        try:
+            transfer = await self.client.confirm(inquiry.inquiry_id, job.amount, job.idempotency_key)
+        except Refused as exc:
+            if exc.http_status != 409:  # the PSP refused before making a transfer
+                await self._finish(row, "FAILED", None, failure_code=exc.code, polls=0, raw=None)
+                return
+            log.warning("job %s: confirm refused %s; reading the status", job.message_id, exc)
+            transfer = None
+        except Unavailable as exc:
+            log.warning("job %s: confirm outcome unknown (%s); polling", job.message_id, exc)
+            transfer = None
+        if transfer is not None and transfer.status in ("SUCCESS", "FAILED"):
+            await self._settle(row, Polled(transfer, 0, False))
+            return
+        await self._settle(row, await self.poller.resolve(job.idempotency_key))
+
+    async def _settle(self, row: Row, polled: Polled) -> None:
+        """Finish the attempt when `polled` is final; otherwise publish UNKNOWN and leave it for the sweep."""
+        transfer = polled.transfer
+        if transfer is not None and transfer.status == "SUCCESS":
+            await self._finish(
+                row, "SUCCEEDED", transfer, failure_code=None, polls=polled.polls, raw="SUCCESS"
+            )
+        elif transfer is not None and transfer.status == "FAILED":
+            code = transfer.failure_code or "PSP_FAILED"
+            await self._finish(row, "FAILED", transfer, failure_code=code, polls=polled.polls, raw="FAILED")
+        else:
+            await self._unknown(row, transfer, polled.polls)
+
+    async def _finish(
+        self,
+        row: Row,
+        status: str,
+        transfer: Transfer | None,
+        *,
+        failure_code: str | None,
+        polls: int,
+        raw: str | None,
+    ) -> None:
+        final = await self.pool.fetchrow(
+            queries.MARK_FINAL,
+            row["id"],
+            status,
+            raw,
+            transfer.transfer_id if transfer else None,
+            failure_code,
+            transfer.trans_ref if transfer else None,
+            new_message_id(),
+            polls,
+        )
+        if final is None:  # finished meanwhile (the sweep, a concurrent delivery): publish that result
+            final = await self.pool.fetchrow(queries.SELECT_BY_ID, row["id"])
+            assert final is not None
+        result = result_from_row(final)
+        log.info("intent %s: payout %s %s", result.intent_id, result.status, result.failure_code or "")
+        await self.publish(result)
+
+    async def _unknown(self, row: Row, transfer: Transfer | None, polls: int) -> None:
+        await self.pool.execute(
+            queries.MARK_UNKNOWN,
+            row["id"],
+            transfer.status if transfer else None,
+            transfer.transfer_id if transfer else None,
+            polls,
+        )
+        log.warning("intent %s: payout still unknown after %d status reads", row["intent_id"], polls)
+        await self.publish(
+            PspResult(
+                intent_id=row["intent_id"],
+                message_id=new_message_id(),
+                produced_at=now(),
+                psp=PSP,
+                job_id=row["job_message_id"],
+                status="UNKNOWN",
+                psp_reference=transfer.transfer_id if transfer else None,
+                detail="the PSP has not given a final answer yet; polling continues",
+            )
+        )
+
+    async def sweep_once(self, idle_s: float, limit: int = 100) -> int:
+        """Read the status of attempts still unknown and idle `idle_s`; finish those now final."""
+        rows = await self.pool.fetch(queries.SELECT_UNRESOLVED, PSP, idle_s, limit)
+        finished = 0
+        for row in rows:
+            try:
+                transfer = await self.client.status(row["idempotency_key"])
+            except Unavailable as exc:
+                log.info("sweep: status of %s unknown: %s", row["idempotency_key"], exc)
+                continue
+            if transfer is not None and transfer.status in ("SUCCESS", "FAILED"):
+                await self._settle(row, Polled(transfer, 1, False))
+                finished += 1
+            else:
+                await self.pool.execute(
+                    queries.MARK_UNKNOWN,
+                    row["id"],
+                    transfer.status if transfer else None,
+                    transfer.transfer_id if transfer else None,
+                    1,
+                )
+        return finished
+
+    async def sweep(self, interval_s: float, stop: asyncio.Event) -> None:
+        """Until `stop`: every `interval_s`, finish what the PSP has since decided."""
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), interval_s)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await self.sweep_once(interval_s)
+            except Exception:  # the next sweep tries again; a crash here would stop the payouts
+                log.exception("status sweep failed")
+
+
+def subscriptions(adapter: PayoutAdapter) -> list[Subscription]:
+    return [Subscription(IPPS_JOBS.name, msgspec.json.Decoder(PspJob), handle=adapter.on_job)]
+
+
+def publisher_of(publisher: Publisher) -> Publish:
+    async def publish(result: PspResult) -> object:
+        return await publisher.publish(PSP_RESULTS, result)
+
+    return publish

@@ -4,14 +4,36 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from typing import Annotated
+
+import msgspec
 
 from pm_shared.settings import Port, ServiceSettings, load_settings
 
 PREFIX = "ADAPTER_IPPS_"
 
+Millis = Annotated[int, msgspec.Meta(ge=1)]
+
 
 class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
     port: Port = 9103
+    ipps_url: str = "http://127.0.0.1:9201"
+    """The IPPS API (`PM_ADAPTER_IPPS_IPPS_URL`); the sandbox listens there by default."""
+    ipps_auth_secret: str = ""
+    """When set, every request is signed with it (`X-IPPS-Signature`), as IPPS may require."""
+    connect_timeout_ms: Millis = 2_000
+    """A confirm that cannot connect is still treated as UNKNOWN (it is resolved by polling)."""
+    request_timeout_ms: Millis = 10_000
+    """Past this a confirm's outcome is UNKNOWN, never FAILED: the PSP may have committed."""
+    poll_initial_ms: Millis = 200
+    """The first status read after an uncertain confirm waits this long; each next one twice as long…"""
+    poll_max_ms: Millis = 2_000
+    """…up to this."""
+    poll_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 8
+    """Status reads per job delivery before an UNKNOWN result is published and the sweep takes over."""
+    sweep_interval_ms: Millis = 5_000
+    """How often the StatusPoller looks for attempts still unknown, polling those idle this long."""
+    pool_max_size: Annotated[int, msgspec.Meta(ge=1)] = 8
 
 
 def load(environ: Mapping[str, str] = os.environ) -> Settings:

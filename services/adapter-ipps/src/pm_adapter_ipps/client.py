@@ -1,0 +1,143 @@
+"""The IPPS API as the adapter uses it: inquiry, confirm, status; every outcome classified.
+
+psp-protocols §4.3: an answer is either a refusal (a 4xx problem: nothing was executed, or for a
+confirm the PSP names why), a transfer (the PSP's word on it), or `Unavailable` (timeout, connection
+error, 5xx, an unreadable body): the PSP may or may not have acted, so the caller must not conclude.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import httpx
+import msgspec
+
+from pm_adapter_ipps.sandbox import signing
+from pm_shared.messages import Party
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+class Inquiry(msgspec.Struct, frozen=True, kw_only=True):
+    inquiry_id: str
+    amount: int
+    fee: int = 0
+
+
+class Transfer(msgspec.Struct, frozen=True, kw_only=True):
+    transfer_id: str
+    idempotency_key: str
+    status: Literal["PENDING", "SUCCESS", "FAILED", "UNKNOWN"]
+    trans_ref: str | None = None
+    failure_code: str | None = None
+
+
+class Problem(msgspec.Struct, frozen=True, kw_only=True):
+    status: int
+    code: str
+    detail: str = ""
+
+
+class Refused(Exception):
+    """A 4xx problem: the PSP refused the request (and says why in `code`)."""
+
+    def __init__(self, http_status: int, code: str, detail: str) -> None:
+        super().__init__(f"{http_status} {code}: {detail}")
+        self.http_status = http_status
+        self.code = code
+        self.detail = detail
+
+
+class Unavailable(Exception):
+    """No usable answer (timeout, connection error, 5xx, unreadable): the outcome is unknown."""
+
+
+class InvalidTarget(Exception):
+    """The job's target is neither a PromptPay proxy nor a biller: nothing can be sent."""
+
+
+_inquiry = msgspec.json.Decoder(Inquiry)
+_transfer = msgspec.json.Decoder(Transfer)
+_problem = msgspec.json.Decoder(Problem)
+_encoder = msgspec.json.Encoder()
+
+
+def inquiry_body(amount: int, target: Party) -> dict[str, object]:
+    """The inquiry for `target`: a proxy (`proxyType` + `proxyValue`) or a biller (`id` + `ref1`)."""
+    if target.proxy_type and target.proxy_value:
+        return {"amount": amount, "proxy_type": target.proxy_type, "proxy_value": target.proxy_value}
+    if target.kind == "biller" and target.id and target.ref1:
+        body: dict[str, object] = {"amount": amount, "biller_id": target.id, "ref1": target.ref1}
+        if target.ref2:
+            body["ref2"] = target.ref2
+        return body
+    raise InvalidTarget(f"target of kind {target.kind!r} names no PromptPay proxy and no biller")
+
+
+class IppsClient:
+    def __init__(self, http: httpx.AsyncClient, auth_secret: str = "") -> None:
+        self.http = http
+        self.auth_secret = auth_secret
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        content = _encoder.encode(body) if body is not None else b""
+        sent = {"Content-Type": "application/json", **(headers or {})}
+        if self.auth_secret:
+            t = int(time.time())
+            sent[signing.HEADER] = signing.sign(
+                self.auth_secret, t, signing.request_message(t, method, path, content)
+            )
+        try:
+            response = await self.http.request(method, path, content=content or None, headers=sent)
+        except httpx.HTTPError as exc:  # timeouts, refused and reset connections, protocol errors
+            raise Unavailable(f"{method} {path}: {type(exc).__name__} {exc}") from exc
+        if response.status_code >= 500:
+            raise Unavailable(f"{method} {path}: HTTP {response.status_code} {response.text[:200]}")
+        return response
+
+    @staticmethod
+    def _refusal(response: httpx.Response) -> Refused:
+        try:
+            problem = _problem.decode(response.content)
+            return Refused(response.status_code, problem.code, problem.detail)
+        except msgspec.DecodeError:
+            return Refused(response.status_code, f"HTTP_{response.status_code}", response.text[:200])
+
+    async def inquiry(self, amount: int, target: Party) -> Inquiry:
+        response = await self._send("POST", "/v1/inquiry", inquiry_body(amount, target))
+        if response.status_code >= 400:
+            raise self._refusal(response)
+        try:
+            return _inquiry.decode(response.content)
+        except msgspec.DecodeError as exc:
+            raise Unavailable(f"inquiry: unreadable answer: {exc}") from exc
+
+    async def confirm(self, inquiry_id: str, amount: int, key: str) -> Transfer:
+        body: dict[str, object] = {"inquiry_id": inquiry_id, "amount": amount}
+        response = await self._send("POST", "/v1/transfers", body, {IDEMPOTENCY_HEADER: key})
+        if response.status_code >= 400:
+            raise self._refusal(response)
+        try:
+            return _transfer.decode(response.content)
+        except msgspec.DecodeError as exc:  # a 2xx we cannot read may still be a payment
+            raise Unavailable(f"confirm: unreadable answer: {exc}") from exc
+
+    async def status(self, key: str) -> Transfer | None:
+        """The transfer made under `key`, or None when the PSP has none (404)."""
+        path = "/v1/transfers?" + httpx.QueryParams({"idempotency_key": key}).__str__()
+        response = await self._send("GET", path)
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise Unavailable(f"status: HTTP {response.status_code} {response.text[:200]}")
+        try:
+            return _transfer.decode(response.content)
+        except msgspec.DecodeError as exc:
+            raise Unavailable(f"status: unreadable answer: {exc}") from exc
