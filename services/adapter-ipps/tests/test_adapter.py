@@ -36,6 +36,8 @@ AMOUNT_OK = 10_000
 AMOUNT_INSUFFICIENT_LIQUIDITY = 40_001
 AMOUNT_TIMEOUT = 50_004
 AMOUNT_UNKNOWN_3 = 20_003
+AMOUNT_SERVER_ERROR_AFTER_COMMIT = 50_000
+AMOUNT_SERVER_ERROR = 50_003
 
 _result = msgspec.json.Decoder(PspResult)
 
@@ -212,6 +214,35 @@ async def test_a_confirm_that_times_out_after_commit_ends_succeeded_paid_once(
     row = await tx_row(database_url, sent.idempotency_key)
     assert (row["phase"], row["status"]) == ("final", "SUCCEEDED")
     assert row["polls"] >= 1
+
+
+async def test_a_500_after_commit_ends_succeeded_paid_once(
+    stack: Start, redis: Redis, database_url: str
+) -> None:
+    url = await stack()
+    sent = job(AMOUNT_SERVER_ERROR_AFTER_COMMIT)
+    await publish(redis, sent)
+    results = await final_results(redis, sent)
+    assert [r.status for r in results] == ["SUCCEEDED"]
+    assert await ledger(url) == {"paid": AMOUNT_SERVER_ERROR_AFTER_COMMIT, "transfers": 1}
+    assert (await tx_row(database_url, sent.idempotency_key))["phase"] == "final"
+
+
+async def test_a_503_at_confirm_is_unknown_never_failed_and_the_row_shows_a_confirm_was_sent(
+    stack: Start, redis: Redis, database_url: str
+) -> None:
+    url = await stack(PM_ADAPTER_IPPS_POLL_ATTEMPTS="2")
+    sent = job(AMOUNT_SERVER_ERROR)
+    await publish(redis, sent)
+
+    async def unknown() -> bool:
+        return [r.status for r in await results_of(redis, sent.message_id)] == ["UNKNOWN"]
+
+    await eventually(unknown, timeout=15, what="one UNKNOWN result")
+    assert await ledger(url) == {"paid": 0, "transfers": 0}
+    row = await tx_row(database_url, sent.idempotency_key)
+    assert (row["phase"], row["status"]) == ("confirm_sent", "UNKNOWN")
+    assert row["confirm_sent_at"] is not None
 
 
 async def test_unknown_status_reads_end_succeeded_after_polling(
