@@ -392,3 +392,42 @@ def test_sync_client_errors_and_wait() -> None:
     assert caught.value.problem is not None and caught.value.problem.code == "not_found"
     assert intent.status == "FAILED"
     assert [r.headers.get("Prefer") for r in recorder.requests] == [None, "wait=10", "wait=10"]
+
+
+def dropping(times: int, then: httpx.Response) -> Handler:
+    """Drops the connection `times` times (the answer never arrives), then answers `then`."""
+    calls = 0
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls <= times:
+            raise httpx.ReadError("connection reset by peer", request=request)
+        return then
+
+    return handle
+
+
+async def test_a_dropped_connection_is_retried_with_the_same_key_and_a_fresh_nonce() -> None:
+    recorder = Recorder(dropping(2, httpx.Response(202, json=intent_json())))
+    async with client(recorder) as pm:
+        intent = await pm.create_intent(p2p(), idempotency_key="order-7")
+    assert intent.id == "i-1"
+    assert len(recorder.requests) == 3
+    assert {r.headers["Idempotency-Key"] for r in recorder.requests} == {"order-7"}
+    assert len({r.headers[signing.NONCE_HEADER] for r in recorder.requests}) == 3
+
+
+def test_the_sync_client_retries_a_dropped_connection_too() -> None:
+    recorder = Recorder(dropping(1, httpx.Response(200, json=intent_json())))
+    with sync_client(recorder) as pm:
+        assert pm.get_intent("i-1").id == "i-1"
+    assert len(recorder.requests) == 2
+
+
+async def test_a_connection_that_keeps_dropping_is_given_up() -> None:
+    recorder = Recorder(dropping(10, httpx.Response(202, json=intent_json())))
+    async with client(recorder, retries=2) as pm:
+        with pytest.raises(httpx.ReadError):
+            await pm.create_intent(p2p(), idempotency_key="k")
+    assert len(recorder.requests) == 3

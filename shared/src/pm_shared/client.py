@@ -18,8 +18,12 @@
 `SyncPMClient` has the same methods over a blocking `httpx.Client`. Every request is signed by
 `PMAuth`; any 4xx/5xx answer raises `PMError` (with the decoded `http_api.Problem` when the gateway
 sent one). `create_intent` retries a 503 that carries `Retry-After` (back-pressure), which is safe
-because its `Idempotency-Key` makes the retry return the same intent; nothing else is retried.
-Transport failures (connection refused, timeouts) are raised as the httpx exceptions they are.
+because its `Idempotency-Key` makes the retry return the same intent; no other status is retried.
+A connection that drops before the answer is read (the server closing an idle keep-alive connection
+just as a request goes out is the common case) is retried too, up to `retries` times: every call
+of this client is idempotent (reads, `create_intent` by its key, `open_wallet` by owner and
+currency), and each retry is signed anew. Connection refused and timeouts are raised as the httpx
+exceptions they are.
 
 The two clients share everything but the I/O: each method builds a `_Call` (method, path, query,
 headers, body, the decoder of its answer), and `_retry_delay` / `_decode` judge the response.
@@ -208,6 +212,15 @@ def _wallet_history(owner_id: str, cursor: str | None, limit: int) -> _Call[http
     return _Call("GET", path, _HISTORY_PAGE, params=_page(cursor, limit))
 
 
+# Failures after which the request may or may not have reached the server, and the answer was lost.
+_DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+
+
+def _dropped_delay(attempt: int, retries: int) -> float | None:
+    """How long to wait before sending again after a dropped connection, or None to give up."""
+    return None if attempt >= retries else 0.05 * 2**attempt
+
+
 def _retry_delay(call: _Call[T], response: httpx.Response, attempt: int, retries: int) -> float | None:
     """How long to sleep before sending `call` again, or None to take `response` as the answer."""
     if not call.retry_503 or response.status_code != 503 or attempt >= retries:
@@ -267,9 +280,17 @@ class PMClient:
     async def _send(self, call: _Call[T]) -> T:
         attempt = 0
         while True:
-            response = await self._http.request(
-                call.method, call.path, params=call.params, headers=call.headers, content=call.content
-            )
+            try:
+                response = await self._http.request(
+                    call.method, call.path, params=call.params, headers=call.headers, content=call.content
+                )
+            except _DROPPED:
+                pause = _dropped_delay(attempt, self._retries)
+                if pause is None:
+                    raise
+                attempt += 1
+                await asyncio.sleep(pause)
+                continue
             delay = _retry_delay(call, response, attempt, self._retries)
             if delay is None:
                 return _decode(call, response)
@@ -343,9 +364,17 @@ class SyncPMClient:
     def _send(self, call: _Call[T]) -> T:
         attempt = 0
         while True:
-            response = self._http.request(
-                call.method, call.path, params=call.params, headers=call.headers, content=call.content
-            )
+            try:
+                response = self._http.request(
+                    call.method, call.path, params=call.params, headers=call.headers, content=call.content
+                )
+            except _DROPPED:
+                pause = _dropped_delay(attempt, self._retries)
+                if pause is None:
+                    raise
+                attempt += 1
+                time.sleep(pause)
+                continue
             delay = _retry_delay(call, response, attempt, self._retries)
             if delay is None:
                 return _decode(call, response)
