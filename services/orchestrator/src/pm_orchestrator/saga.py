@@ -1,14 +1,15 @@
-"""The saga's batch handlers (DESIGN §5, §7): a batch of messages in, one PostgreSQL transaction out.
+"""The saga's batch handlers (DESIGN §5, §7): a batch of messages in, one atomic SQL statement out.
 
 For a batch the saga loads every intent it names in one query, plans what each message does to its
 intent (`plan`), gives back limit reservations of intents about to fail, then applies every plan in
-one transaction: the guarded moves with their timeline rows, the outbox messages (state changes on
-`pm:events`, commands on `pm:ledger:commands`) and the settlement projections. After commit the
-messages are published at once; the outbox relay sends whatever a crash left behind.
+one statement (`states.move_many`, its own transaction): the guarded moves with their timeline
+rows, the outbox messages (state changes on `pm:events`, commands on `pm:ledger:commands`) and the
+settlement projections. After commit the messages are published at once; the outbox relay sends
+whatever a crash left behind.
 
 A message that cannot be planned fails alone (the others of its batch go on). If the batch's
-transaction fails, every plan is applied again in a transaction of its own, so one poisoned intent
-never fails its batch-mates.
+statement fails, every plan is applied again on its own, so one poisoned intent never fails its
+batch-mates.
 """
 
 from __future__ import annotations
