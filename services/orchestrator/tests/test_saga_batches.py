@@ -652,3 +652,11 @@ async def test_a_command_nobody_answers_is_resent_a_bounded_number_of_times(worl
     sent = [c for c in await world.commands() if c.intent_id == intent_id and c.step == "authorize"]
     assert len(sent) == 1 + MAX_RESENDS  # the first command, then MAX_RESENDS resends, then none
     assert (await world.row(intent_id)).state == VALIDATED
+    assert intent_id in resumer._resends
+    # Once it moves on, a sweep forgets it (the counts do not pile up for the life of the process).
+    await world.pool.execute(
+        "UPDATE pm.intent SET state = 'FAILED', failure_code = 'X', step = NULL WHERE id = $1",
+        uuid.UUID(intent_id),
+    )
+    await resumer.sweep(datetime.now(UTC) + timedelta(seconds=1))
+    assert intent_id not in resumer._resends

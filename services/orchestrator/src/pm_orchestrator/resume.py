@@ -86,16 +86,23 @@ class Resumer:
         resumed = 0
         now = time.monotonic()
         self._resent = {k: v for k, v in self._resent.items() if now - v < self.resume_after_s}
+        stalled: set[str] = set()
+        complete = False
         while stop is None or not stop.is_set():
             async with self.saga.pool.acquire() as conn:
                 records = await conn.fetch(q.SELECT_STALLED, before, PAGE, *cursor)
-            if not records:
-                break
             rows = [IntentRow.from_record(r) for r in records]
-            cursor = (records[-1]["updated_at"], records[-1]["id"])
-            resumed += await self._resume(rows)
+            stalled.update(row.id for row in rows)
+            if rows:
+                cursor = (records[-1]["updated_at"], records[-1]["id"])
+                resumed += await self._resume(rows)
             if len(records) < PAGE:
+                complete = True
                 break
+        if complete:
+            # An intent that moved on is not stalled any more: forget its resends, or the count of
+            # every intent ever resumed would stay in memory for the life of the process.
+            self._resends = {k: v for k, v in self._resends.items() if k in stalled}
         return resumed
 
     async def _resume(self, rows: list[IntentRow]) -> int:
