@@ -142,8 +142,10 @@ class LedgerResult(Message, frozen=True, kw_only=True, tag="ledger.result"):
 class PspJob(Message, frozen=True, kw_only=True, tag="psp.job"):
     """Work for a PSP adapter (`pm:psp:<psp>:jobs`): move `amount` to `target` through `psp`.
 
-    `idempotency_key` is chosen by the orchestrator before the first attempt and sent unchanged on
-    every retry (and on a DLQ replay): the PSP makes at most one payment per key.
+    `idempotency_key` is chosen by the orchestrator before the first attempt (`psp_key`) and sent
+    unchanged on every retry (and on a DLQ replay): the PSP makes at most one payment per key.
+    For a payout `target` is the intent's payee (a PromptPay proxy or biller, or a scanned Thai QR
+    in `payload`); for a collect it is the wallet owner being topped up (the PSP is told the amount).
     """
 
     psp: str
@@ -154,28 +156,72 @@ class PspJob(Message, frozen=True, kw_only=True, tag="psp.job"):
     currency: CurrencyCode
     target: Party
     idempotency_key: str
+    purpose: str | None = None
+    """Free text the PSP may show the payer (a collect's payment purpose)."""
+
+
+def psp_key(intent_id: str, step: str) -> str:
+    """The idempotency key of an intent's PSP step: `<intent id>.<step>`.
+
+    Letters, digits, `-`, `_` and `.` only, at most 64 characters, so every PSP accepts it (QP's
+    `order` allows no more); the intent id can be read back from it (`intent_of_psp_key`).
+    """
+    return f"{intent_id}.{step}"
+
+
+def intent_of_psp_key(key: str) -> str | None:
+    """The intent id a `psp_key` names, or None when `key` is not one."""
+    head, dot, _ = key.partition(".")
+    if not dot:
+        return None
+    try:
+        return str(uuid.UUID(head))
+    except ValueError:
+        return None
 
 
 class PspResult(Message, frozen=True, kw_only=True, tag="psp.result"):
     """An adapter's answer to one job (`pm:psp:results`).
 
     `SUCCEEDED` and `FAILED` are final (the PSP said so); `UNKNOWN` is not: the PSP may or may not
-    have acted, the adapter keeps polling and a final result for the same job follows. A repeated
-    final result carries the same `message_id`.
+    have acted, the adapter keeps polling and a final result for the same job follows. `PENDING`
+    (a collect) says the PSP is waiting for the payer: `payment_link` is what to show them (the SBP
+    `qr.nspk.ru` link), valid until `expires_at`; a final result follows. A repeated final result
+    carries the same `message_id`.
     """
 
     psp: str
     job_id: str
     """The job's message id."""
     status: str
-    """`SUCCEEDED`, `FAILED` or `UNKNOWN`."""
+    """`SUCCEEDED`, `FAILED`, `UNKNOWN` or `PENDING`."""
     psp_reference: str | None = None
-    """The PSP's id of the transfer, when it made one."""
+    """The PSP's id of the transfer (IPPS) or QR (QP), when it made one."""
     failure_code: str | None = None
-    """The PSP's code on `FAILED` (`INSUFFICIENT_LIQUIDITY`, `PROXY_NOT_FOUND`, …)."""
+    """The PSP's code on `FAILED` (`INSUFFICIENT_LIQUIDITY`, `PROXY_NOT_FOUND`, `EXPIRED`, …)."""
     detail: str | None = None
+    payment_link: str | None = None
+    expires_at: datetime | None = None
+
+
+class PspHint(Message, frozen=True, kw_only=True, tag="psp.hint"):
+    """A PSP's callback, verified by the gateway and passed on to the adapter (`pm:psp:<psp>:hints`).
+
+    Only a hint: the adapter reads the PSP's status itself before any final transition, so a forged,
+    stale or reordered callback can at most cause one extra status read. `intent_id` is the one
+    `idempotency_key` names, or empty when the callback names none.
+    """
+
+    psp: str
+    idempotency_key: str | None = None
+    """Our key as the callback echoes it (IPPS `idempotency_key`, QP `order`)."""
+    psp_reference: str | None = None
+    """The PSP's id (IPPS transfer id, QP QR id)."""
+    claimed_status: str | None = None
+    """The status the callback claims (never acted on as such)."""
+    event_id: str | None = None
 
 
 AnyMessage: TypeAlias = (
-    IntentSubmitted | IntentStateChanged | LedgerCommand | LedgerResult | PspJob | PspResult
+    IntentSubmitted | IntentStateChanged | LedgerCommand | LedgerResult | PspJob | PspResult | PspHint
 )

@@ -33,6 +33,8 @@ LEDGER_COMMANDS = StreamSpec("pm:ledger:commands", (GROUP_LEDGER_WRITER,), "one 
 LEDGER_RESULTS = StreamSpec("pm:ledger:results", (GROUP_ORCHESTRATOR,), "the ledger's answer per command")
 IPPS_JOBS = StreamSpec("pm:psp:ipps:jobs", (GROUP_ADAPTER_IPPS,), "PromptPay payouts for the IPPS adapter")
 QP_JOBS = StreamSpec("pm:psp:qp:jobs", (GROUP_ADAPTER_QP,), "SBP top-ups for the QP adapter")
+IPPS_HINTS = StreamSpec("pm:psp:ipps:hints", (GROUP_ADAPTER_IPPS,), "verified IPPS callbacks (hints)")
+QP_HINTS = StreamSpec("pm:psp:qp:hints", (GROUP_ADAPTER_QP,), "verified QP callbacks (hints)")
 PSP_RESULTS = StreamSpec("pm:psp:results", (GROUP_ORCHESTRATOR,), "final PSP outcomes from the adapters")
 EVENTS = StreamSpec("pm:events", (GROUP_RECONCILER,), "every intent state change")
 
@@ -42,6 +44,8 @@ ALL_STREAMS: tuple[StreamSpec, ...] = (
     LEDGER_RESULTS,
     IPPS_JOBS,
     QP_JOBS,
+    IPPS_HINTS,
+    QP_HINTS,
     PSP_RESULTS,
     EVENTS,
 )

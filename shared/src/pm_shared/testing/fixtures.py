@@ -15,12 +15,13 @@ from redis.asyncio import Redis
 from pm_shared.streams.connection import connect
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-# Tests use their own logical database so they never touch a running fleet's streams.
-TEST_REDIS_DB = 9
+# Tests use their own logical database so they never touch a running fleet's streams; two suites run
+# side by side on one machine each take another (`PM_TEST_REDIS_DB`).
+TEST_REDIS_DB = int(os.environ.get("PM_TEST_REDIS_DB", "9"))
 
 
 def test_redis_url() -> str:
-    """The Redis URL tests use: `PM_REDIS_URL`'s server, database 9."""
+    """The Redis URL tests use: `PM_REDIS_URL`'s server, database `TEST_REDIS_DB` (9 by default)."""
     parts = urlsplit(os.environ.get("PM_REDIS_URL", DEFAULT_REDIS_URL))
     return urlunsplit((parts.scheme, parts.netloc, f"/{TEST_REDIS_DB}", parts.query, parts.fragment))
 
