@@ -14,6 +14,7 @@ import httpx
 import msgspec
 
 from pm_adapter_ipps.sandbox import signing
+from pm_adapter_ipps.targets import inquiry_body
 from pm_shared.messages import Party
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -53,26 +54,10 @@ class Unavailable(Exception):
     """No usable answer (timeout, connection error, 5xx, unreadable): the outcome is unknown."""
 
 
-class InvalidTarget(Exception):
-    """The job's target is neither a PromptPay proxy nor a biller: nothing can be sent."""
-
-
 _inquiry = msgspec.json.Decoder(Inquiry)
 _transfer = msgspec.json.Decoder(Transfer)
 _problem = msgspec.json.Decoder(Problem)
 _encoder = msgspec.json.Encoder()
-
-
-def inquiry_body(amount: int, target: Party) -> dict[str, object]:
-    """The inquiry for `target`: a proxy (`proxyType` + `proxyValue`) or a biller (`id` + `ref1`)."""
-    if target.proxy_type and target.proxy_value:
-        return {"amount": amount, "proxy_type": target.proxy_type, "proxy_value": target.proxy_value}
-    if target.kind == "biller" and target.id and target.ref1:
-        body: dict[str, object] = {"amount": amount, "biller_id": target.id, "ref1": target.ref1}
-        if target.ref2:
-            body["ref2"] = target.ref2
-        return body
-    raise InvalidTarget(f"target of kind {target.kind!r} names no PromptPay proxy and no biller")
 
 
 class IppsClient:
@@ -111,6 +96,7 @@ class IppsClient:
             return Refused(response.status_code, f"HTTP_{response.status_code}", response.text[:200])
 
     async def inquiry(self, amount: int, target: Party) -> Inquiry:
+        """Ask IPPS about paying `target`; `targets.InvalidTarget` before any request when it cannot be."""
         response = await self._send("POST", "/v1/inquiry", inquiry_body(amount, target))
         if response.status_code >= 400:
             raise self._refusal(response)

@@ -14,7 +14,12 @@ A redelivered job whose row is final republishes the same result (same message i
 IPPS; one whose row is `confirm_sent` reads the status first and confirms again (same key: IPPS makes
 one payment per key) only when IPPS has no transfer under it. An inquiry that cannot be answered
 (IPPS down) raises, so the job is retried and, after its last delivery, dead-lettered with its row
-in `recorded` / `inquired`: proof that nothing reached IPPS.
+in `recorded` / `inquired`: proof that nothing reached IPPS. The orchestrator then finishes the row
+itself (FAILED, `JOB_DEAD_LETTERED`) unless it has reached `confirm_sent`; once it has, this adapter
+never confirms under that key (`queries.MARK_CONFIRM_SENT`) and publishes the row's result instead.
+
+Hints (`pm:psp:ipps:hints`, IPPS callbacks the gateway verified) are never trusted: an attempt still
+in `confirm_sent` gets a status read of its own, and only IPPS's answer can finish it.
 """
 
 from __future__ import annotations
@@ -29,14 +34,15 @@ import asyncpg
 import msgspec
 
 from pm_adapter_ipps import queries
-from pm_adapter_ipps.client import InvalidTarget, IppsClient, Refused, Transfer, Unavailable
-from pm_adapter_ipps.poller import Polled, StatusPoller
+from pm_adapter_ipps.client import IppsClient, Refused, Transfer, Unavailable
+from pm_adapter_ipps.poller import FINAL, Polled, StatusPoller
+from pm_adapter_ipps.targets import InvalidTarget
 from pm_shared.db import Pool
 from pm_shared.errors import PermanentError
-from pm_shared.messages import PspJob, PspResult, new_message_id, now
+from pm_shared.messages import PspHint, PspJob, PspResult, new_message_id, now
 from pm_shared.runtime import Subscription
 from pm_shared.streams import Delivery, Publisher
-from pm_shared.streams.names import IPPS_JOBS, PSP_RESULTS
+from pm_shared.streams.names import IPPS_HINTS, IPPS_JOBS, PSP_RESULTS
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +89,7 @@ class PayoutAdapter:
         row = await self._record(job)
         if row["phase"] == "final":
             log.info("job %s already final (%s): republishing its result", job.message_id, row["status"])
-            await self.publish(result_from_row(row))
+            await self._publish_final(row)
             return
         if row["phase"] == "confirm_sent":
             polled = await self.poller.resolve(job.idempotency_key, wait_first=False)
@@ -120,8 +126,12 @@ class PayoutAdapter:
             await self._finish(row, "FAILED", None, failure_code=exc.code, polls=0, raw=None)
             return
         # Unavailable propagates: the job is retried; nothing has reached IPPS beyond an inquiry.
-        await self.pool.execute(queries.MARK_INQUIRED, row["id"], inquiry.inquiry_id)
-        await self.pool.execute(queries.MARK_CONFIRM_SENT, row["id"])
+        if await self.pool.fetchval(queries.MARK_INQUIRED, row["id"], inquiry.inquiry_id) is None:
+            await self._finished_meanwhile(row, job)
+            return
+        if await self.pool.fetchval(queries.MARK_CONFIRM_SENT, row["id"]) is None:
+            await self._finished_meanwhile(row, job)
+            return
         try:
             transfer = await self.client.confirm(inquiry.inquiry_id, job.amount, job.idempotency_key)
         except Refused as exc:
@@ -137,6 +147,25 @@ class PayoutAdapter:
             await self._settle(row, Polled(transfer, 0, False))
             return
         await self._settle(row, await self.poller.resolve(job.idempotency_key))
+
+    async def _finished_meanwhile(self, row: Row, job: PspJob) -> None:
+        """The row went final while this delivery worked on it: publish that result, never confirm."""
+        final = await self.pool.fetchrow(queries.SELECT_BY_ID, row["id"])
+        assert final is not None and final["phase"] == "final", "only a final row refuses a phase"
+        log.warning(
+            "job %s: attempt finished meanwhile (%s %s); not confirming",
+            job.message_id,
+            final["status"],
+            final["failure_code"] or "",
+        )
+        await self._publish_final(final)
+
+    async def _publish_final(self, row: Row) -> None:
+        if row["result_message_id"] is None or row["result_at"] is None:
+            stamped = await self.pool.fetchrow(queries.STAMP_RESULT, row["id"], new_message_id())
+            assert stamped is not None
+            row = stamped
+        await self.publish(result_from_row(row))
 
     async def _settle(self, row: Row, polled: Polled) -> None:
         """Finish the attempt when `polled` is final; otherwise publish UNKNOWN and leave it for the sweep."""
@@ -172,9 +201,11 @@ class PayoutAdapter:
             new_message_id(),
             polls,
         )
-        if final is None:  # finished meanwhile (the sweep, a concurrent delivery): publish that result
+        if final is None:  # finished meanwhile (the sweep, a hint, the fence): publish that result
             final = await self.pool.fetchrow(queries.SELECT_BY_ID, row["id"])
             assert final is not None
+            await self._publish_final(final)
+            return
         result = result_from_row(final)
         log.info("intent %s: payout %s %s", result.intent_id, result.status, result.failure_code or "")
         await self.publish(result)
@@ -200,6 +231,65 @@ class PayoutAdapter:
                 detail="the PSP has not given a final answer yet; polling continues",
             )
         )
+
+    async def on_hint(self, delivery: Delivery[PspHint]) -> None:
+        """A callback said something happened: read the status ourselves, finish the attempt if final.
+
+        The hint's claim is only logged. Whatever it names, at most one status read follows, and an
+        attempt that is not in `confirm_sent` is left alone (final rows keep their result; rows before
+        the confirm have nothing at IPPS to read).
+        """
+        hint = delivery.message
+        if hint.psp != PSP:
+            log.warning("hint %s is for psp %r, not %r: ignored", hint.message_id, hint.psp, PSP)
+            return
+        row = await self._hinted_row(hint)
+        if row is None:
+            log.info(
+                "hint %s (key %r, transfer %r) names no attempt awaiting IPPS: ignored",
+                hint.message_id,
+                hint.idempotency_key,
+                hint.psp_reference,
+            )
+            return
+        if row["psp"] != PSP or row["phase"] != "confirm_sent":
+            log.debug(
+                "hint %s: attempt %s is %s, nothing to resolve", hint.message_id, row["id"], row["phase"]
+            )
+            return
+        try:
+            transfer = await self.client.status(row["idempotency_key"])
+        except Unavailable as exc:  # the sweep reads it later; a hint is not worth a retry
+            log.info("hint %s: status of %s unknown: %s", hint.message_id, row["idempotency_key"], exc)
+            return
+        if transfer is None or transfer.status not in FINAL:
+            await self.pool.execute(
+                queries.RECORD_POLL,
+                row["id"],
+                transfer.status if transfer else None,
+                transfer.transfer_id if transfer else None,
+            )
+            log.info(
+                "hint %s claimed %s for %s; IPPS says %s",
+                hint.message_id,
+                hint.claimed_status,
+                row["idempotency_key"],
+                transfer.status if transfer else "no transfer",
+            )
+            return
+        await self._settle(row, Polled(transfer, 1, False))
+
+    async def _hinted_row(self, hint: PspHint) -> Row | None:
+        if hint.idempotency_key:
+            row: Row | None = await self.pool.fetchrow(queries.SELECT_BY_KEY, hint.idempotency_key)
+            if row is not None:
+                return row
+        if hint.psp_reference:
+            found: Row | None = await self.pool.fetchrow(
+                queries.SELECT_UNRESOLVED_BY_TRANSFER_ID, PSP, hint.psp_reference
+            )
+            return found
+        return None
 
     async def sweep_once(self, idle_s: float, limit: int = 100) -> int:
         """Read the status of attempts still unknown and idle `idle_s`; finish those now final."""
@@ -239,7 +329,10 @@ class PayoutAdapter:
 
 
 def subscriptions(adapter: PayoutAdapter) -> list[Subscription]:
-    return [Subscription(IPPS_JOBS.name, msgspec.json.Decoder(PspJob), handle=adapter.on_job)]
+    return [
+        Subscription(IPPS_JOBS.name, msgspec.json.Decoder(PspJob), handle=adapter.on_job),
+        Subscription(IPPS_HINTS.name, msgspec.json.Decoder(PspHint), handle=adapter.on_hint),
+    ]
 
 
 def publisher_of(publisher: Publisher) -> Publish:

@@ -11,19 +11,28 @@ ON CONFLICT (idempotency_key) DO UPDATE SET attempts = m.attempts + 1, updated_a
 RETURNING *
 """
 
-# Never moves a phase back: a confirm sent earlier (found absent at IPPS) keeps `confirm_sent`.
+# Never moves a phase back: a confirm sent earlier (found absent at IPPS) keeps `confirm_sent`, and a
+# final row (finished meanwhile, or fenced by the orchestrator for a dead-lettered job) is not touched:
+# no row comes back, and the caller publishes that final result instead of going on.
 MARK_INQUIRED = """
 UPDATE pm.psp_tx_map
 SET phase = CASE WHEN phase = 'recorded' THEN 'inquired' ELSE phase END,
     psp_inquiry_id = $2, updated_at = now()
 WHERE id = $1 AND phase <> 'final'
+RETURNING id
 """
 
 # Written (and committed) before the confirm request leaves: from here on the PSP may have paid.
+# The fence of DESIGN §4: the orchestrator, handling a dead-lettered job, finishes the row itself
+# (`final`, FAILED, JOB_DEAD_LETTERED) with `... WHERE phase IN ('recorded', 'inquired')`. Row locks
+# make the two updates take turns, so exactly one wins: when this one updates nothing the confirm
+# must not be sent (the intent may already be failed and its money released). `confirm_sent` itself
+# matches: a redelivered job confirms again when IPPS has no transfer under the key.
 MARK_CONFIRM_SENT = """
 UPDATE pm.psp_tx_map
 SET phase = 'confirm_sent', confirm_sent_at = coalesce(confirm_sent_at, now()), updated_at = now()
-WHERE id = $1 AND phase <> 'final'
+WHERE id = $1 AND phase IN ('recorded', 'inquired', 'confirm_sent')
+RETURNING id
 """
 
 # Still unknown after polling: remembered, the row stays in `confirm_sent` for the sweep.
@@ -44,7 +53,34 @@ WHERE id = $1 AND phase <> 'final'
 RETURNING *
 """
 
+# A status read that found no final answer (a hint's): remembered, but `updated_at` is left alone so
+# that hints, which anyone able to reach the gateway may cause, cannot keep postponing the sweep.
+RECORD_POLL = """
+UPDATE pm.psp_tx_map
+SET psp_status = coalesce($2, psp_status), psp_transfer_id = coalesce($3, psp_transfer_id),
+    polls = polls + 1
+WHERE id = $1 AND phase = 'confirm_sent'
+"""
+
 SELECT_BY_ID = "SELECT * FROM pm.psp_tx_map WHERE id = $1"
+
+# A final row someone else wrote without a result (the orchestrator's fence may): it gets one now, so
+# that every later delivery of the job republishes the same result (same message id and time).
+STAMP_RESULT = """
+UPDATE pm.psp_tx_map
+SET result_message_id = coalesce(result_message_id, $2), result_at = coalesce(result_at, now())
+WHERE id = $1 AND phase = 'final'
+RETURNING *
+"""
+
+SELECT_BY_KEY = "SELECT * FROM pm.psp_tx_map WHERE idempotency_key = $1"
+
+# A hint that names only IPPS's transfer id. Only unresolved attempts can use it, and they are few:
+# the partial index on (psp, updated_at) WHERE phase = 'confirm_sent' bounds the scan.
+SELECT_UNRESOLVED_BY_TRANSFER_ID = """
+SELECT * FROM pm.psp_tx_map
+WHERE psp = $1 AND phase = 'confirm_sent' AND psp_transfer_id = $2
+"""
 
 # Attempts whose outcome is still unknown and that nobody touched for a while: the sweep's work.
 SELECT_UNRESOLVED = """
