@@ -573,15 +573,28 @@ async def test_intent_of_a_type_without_a_built_route_fails_route_unavailable(
     payer = f"{run_id}-payer"
     await open_wallet(clients.admin, payer)
     await fund(clients.admin, payer, 10_000)
-    body = http_api.CreateIntent(
-        type="PROMPTPAY_WITHDRAWAL",
-        amount=1_000,
-        currency=CURRENCY,
-        from_=http_api.UserParty(id=payer),
-        to=http_api.PromptPayParty(proxy_type="MSISDN", proxy_value="0812345678"),
+    # A route naming a step this build does not have (an operator's typo, or a newer build's step).
+    route = (
+        "UPDATE pm.payment_route SET steps = $1, updated_at = now()"
+        " WHERE operation_type = 'PROMPTPAY_WITHDRAWAL' RETURNING 1"
     )
-    intent = await run_intent(clients.user, body, timeout=15)
+    changed_at = time.monotonic()
+    await fetch(saga.database_url, route, ["validate", "manual_review", "authorize", "psp_payout", "settle"])
+    try:
+        await settle_rules(changed_at)
+        body = http_api.CreateIntent(
+            type="PROMPTPAY_WITHDRAWAL",
+            amount=1_000,
+            currency=CURRENCY,
+            from_=http_api.UserParty(id=payer),
+            to=http_api.PromptPayParty(proxy_type="MSISDN", proxy_value="0812345678"),
+        )
+        intent = await run_intent(clients.user, body, timeout=15)
+    finally:
+        default = ["validate", "price", "reserve_limits", "authorize", "psp_payout", "settle"]
+        await fetch(saga.database_url, route, default)
     assert failed(intent, "ROUTE_UNAVAILABLE"), (intent, saga.about(intent.id))
+    assert "manual_review" in (intent.timeline[-1].reason or ""), intent.timeline
     assert states(intent) == ["CREATED", "FAILED"], intent.timeline
     found = await transfers(saga.database_url, [ids.transfer_id(intent.id, "principal")])
     assert found == {}

@@ -110,7 +110,7 @@ class World:
     async def row(self, intent_id: str) -> IntentRow:
         record = await self.pool.fetchrow(
             "SELECT id, type, state, step, channel, route, amount, currency, source, target, from_name,"
-            " to_name, comment, requires_monitoring, metadata, fees, created_at, updated_at"
+            " to_name, comment, requires_monitoring, metadata, fees, created_at, updated_at, payment"
             " FROM pm.intent WHERE id = $1",
             uuid.UUID(intent_id),
         )
@@ -276,7 +276,13 @@ async def test_a_batch_of_intents_is_validated_priced_and_authorized_in_one_go(w
 async def test_an_unbuilt_route_fails_at_intake_without_touching_money(world: World) -> None:
     payer = f"u-{secrets.token_hex(4)}"
     await world.wallets(payer)
-    intent_id = await world.intent(payer, None, type_="PROMPTPAY_WITHDRAWAL")
+    kind = f"GIFT_{secrets.token_hex(3).upper()}"  # its own type: the module's tests share one database
+    await world.pool.execute(
+        "INSERT INTO pm.payment_route (operation_type, channel, steps) VALUES ($1, 'INTERNAL', $2)",
+        kind,
+        ["validate", "wrap_gift", "authorize"],
+    )
+    intent_id = await world.intent(payer, None, type_=kind)
     assert await world.saga.on_intents([submitted(intent_id)]) == {}
     row = await world.row(intent_id)
     assert row.state == FAILED
@@ -285,7 +291,7 @@ async def test_an_unbuilt_route_fails_at_intake_without_touching_money(world: Wo
         " ORDER BY id DESC LIMIT 1) FROM pm.intent i WHERE id = $1",
         uuid.UUID(intent_id),
     )
-    assert reason.startswith("ROUTE_UNAVAILABLE: route PROMPTPAY_WITHDRAWAL/IPPS needs step(s) psp_payout")
+    assert reason.startswith(f"ROUTE_UNAVAILABLE: route {kind}/INTERNAL needs step(s) wrap_gift")
     assert not [c for c in await world.commands() if c.intent_id == intent_id]
 
 
@@ -596,8 +602,10 @@ def test_the_command_id_of_a_step_is_stable_and_its_transfers_deterministic() ->
     first = Planner(default_registry(), 60, 30).resend(row)
     second = Planner(default_registry(), 60, 30).resend(row)
     assert first is not None and second is not None
-    assert first.transfers == second.transfers
-    assert first.transfers[0].flags == int(tb.TransferFlags.PENDING)  # one leg: no chain to link
+    assert isinstance(first.message, LedgerCommand) and isinstance(second.message, LedgerCommand)
+    assert first.stream == second.stream == "pm:ledger:commands"
+    assert first.message.transfers == second.message.transfers
+    assert first.message.transfers[0].flags == int(tb.TransferFlags.PENDING)  # one leg: no chain
 
 
 async def test_intake_waits_for_room_in_the_ledger_commands_stream(world: World) -> None:

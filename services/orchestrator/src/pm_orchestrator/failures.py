@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pm_shared.fees import FEE_EXCESSIVE, FEE_INVALID, FEE_RULE_ERROR
-from pm_shared.messages import LedgerResult
+from pm_shared.messages import LedgerResult, PspResult
 
 ACCOUNT_NOT_FOUND = "ACCOUNT_NOT_FOUND"
 ACCOUNT_CLOSED = "ACCOUNT_CLOSED"
@@ -15,6 +15,12 @@ AUTHORIZATION_EXPIRED = "AUTHORIZATION_EXPIRED"
 ROUTE_UNAVAILABLE = "ROUTE_UNAVAILABLE"
 LEDGER_REJECTED = "LEDGER_REJECTED"
 INVALID_INTENT = "INVALID_INTENT"
+# A PSP's final "no" (the PSP's own code is kept in the reason).
+PAYEE_INVALID = "PAYEE_INVALID"
+PSP_DECLINED = "PSP_DECLINED"
+PSP_UNREACHABLE = "PSP_UNREACHABLE"
+PAYMENT_REJECTED = "PAYMENT_REJECTED"
+PAYMENT_EXPIRED = "PAYMENT_EXPIRED"
 
 CODES = frozenset(
     {
@@ -26,6 +32,11 @@ CODES = frozenset(
         ROUTE_UNAVAILABLE,
         LEDGER_REJECTED,
         INVALID_INTENT,
+        PAYEE_INVALID,
+        PSP_DECLINED,
+        PSP_UNREACHABLE,
+        PAYMENT_REJECTED,
+        PAYMENT_EXPIRED,
         FEE_RULE_ERROR,
         FEE_INVALID,
         FEE_EXCESSIVE,
@@ -78,3 +89,28 @@ def from_ledger(result: LedgerResult) -> Failure:
         return Failure(LEDGER_REJECTED, f"the {result.step} command failed without a failing event")
     code = _BY_STATUS.get(status, LEDGER_REJECTED)
     return Failure(code, f"{result.step}: the ledger answered {status}")
+
+
+# PSP codes (psp-protocols; the adapters pass them on) that say the payee cannot be paid as given, or
+# what the payer did; any other final "no" is PSP_DECLINED. `JOB_DEAD_LETTERED` is PM's own: the job
+# never reached the PSP (DESIGN §4), so nothing was paid.
+_BY_PSP_CODE = {
+    "INVALID_TARGET": PAYEE_INVALID,
+    "INVALID_PROXY": PAYEE_INVALID,
+    "PROXY_NOT_FOUND": PAYEE_INVALID,
+    "ACCOUNT_CLOSED": PAYEE_INVALID,
+    "BANK_UNSUPPORTED": PAYEE_INVALID,
+    "RECEIVER_REJECTED": PAYEE_INVALID,
+    "REJECTED": PAYMENT_REJECTED,
+    "EXPIRED": PAYMENT_EXPIRED,
+    "JOB_DEAD_LETTERED": PSP_UNREACHABLE,
+}
+
+
+def from_psp(result: PspResult) -> Failure:
+    """The failure a PSP's final FAILED result means for its intent."""
+    code = result.failure_code or "UNSPECIFIED"
+    reason = f"{result.psp}: {code}"
+    if result.detail:
+        reason += f" ({result.detail})"
+    return Failure(_BY_PSP_CODE.get(code, PSP_DECLINED), reason)

@@ -4,7 +4,8 @@ Every id is `ids.transfer_id(intent id, leg name)`, so a step sent twice names t
 the ledger answers the repeat with EXISTS. Legs: "principal" and one "fee:<rule id>" per fee. PRE fees
 are reserved with the principal (pending); POST fees are plain transfers made when settling.
 
-- authorize: the principal and the PRE fees, pending, as one linked chain (all or nothing);
+- authorize: the principal and the PRE fees, pending, as one linked chain (all or nothing); a route
+  without `authorize` (a top-up) holds nothing, so all its legs are made when it settles;
 - settle: post each pending leg with its exact amount, then the POST fees, as one linked chain, so a
   POST fee the payer cannot pay leaves the authorization open (to be voided) rather than half-settled;
 - void: each pending leg on its own (one already voided or expired does not hold up the others).
@@ -114,11 +115,18 @@ def fee_account(fee: StoredFee, currency: str) -> Account:
     return operator(code, currency)
 
 
+def holds(intent: IntentRow) -> bool:
+    """Whether the intent's route authorizes (holds money pending) before it settles. A top-up does
+    not: the money arrives through the PSP, so its legs are made outright when it settles."""
+    return intent.route is None or "authorize" in intent.route
+
+
 def legs(intent: IntentRow, fees: Sequence[StoredFee] | None = None) -> list[Leg]:
     """The principal, then each fee in priority order (`fees` defaults to those stamped on the intent)."""
     source = party_account(intent.source, intent.currency)
     target = party_account(intent.target, intent.currency)
-    out = [Leg(PRINCIPAL, source, target, intent.amount, True, ids.transfer_id(intent.id, PRINCIPAL))]
+    held = holds(intent)
+    out = [Leg(PRINCIPAL, source, target, intent.amount, held, ids.transfer_id(intent.id, PRINCIPAL))]
     for fee in intent.fees if fees is None else fees:
         payer = source if fee.payer == "source" else target
         name = f"fee:{fee.rule_id}"
@@ -128,7 +136,7 @@ def legs(intent: IntentRow, fees: Sequence[StoredFee] | None = None) -> list[Leg
                 payer,
                 fee_account(fee, intent.currency),
                 fee.amount,
-                fee.timing == "PRE",
+                held and fee.timing == "PRE",
                 ids.transfer_id(intent.id, name),
             )
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 from pm_orchestrator import handlers, settings
+from pm_orchestrator.dead_letters import DeadLetters
 from pm_orchestrator.plan import Planner
 from pm_orchestrator.resume import Resumer
 from pm_orchestrator.rules import Rules
@@ -58,6 +59,11 @@ async def serve(config: settings.Settings, stop: asyncio.Event) -> None:
             asyncio.create_task(Relay(pool, publisher).run(stop)),
             asyncio.create_task(resumer.run(stop)),
             asyncio.create_task(marks.run(stop)),
+            asyncio.create_task(
+                DeadLetters(
+                    pool, clients.commands, publisher, config.stream_partitions, config.dead_letter_review_s
+                ).run(stop)
+            ),
         ]
         try:
             await runtime.consume(

@@ -3,11 +3,16 @@
 Planning reads the intent as loaded for the batch and never writes; `saga` applies the plans of a
 batch in one transaction. A message that no longer fits the intent (it is in another state, or
 awaits another step) plans nothing: it is a stale duplicate or arrived out of order.
+
+After a step succeeds the next step of the route is sent: a ledger command or a PSP job. A PSP's
+final FAILED voids what is authorized and fails the intent; its SUCCEEDED sends `settle`; UNKNOWN and
+PENDING (the payer has a QR to pay) keep the intent where it is, on the record.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from dataclasses import dataclass, field
 
@@ -17,11 +22,21 @@ from pm_orchestrator import failures, legs
 from pm_orchestrator.record import IntentRow, StoredFee
 from pm_orchestrator.states import AUTHORIZED, CREATED, FAILED, SETTLED, TERMINAL, VALIDATED, Move
 from pm_orchestrator.steps import Context, Draft, StepFailed, StepRegistry
-from pm_shared.messages import LedgerCommand, LedgerResult, now
+from pm_shared.errors import PermanentError
+from pm_shared.messages import LedgerCommand, LedgerResult, PspResult, now
 from pm_shared.outbox import Outgoing
 from pm_shared.streams.names import LEDGER_COMMANDS
 
 VOID_STEP = "void"
+
+log = logging.getLogger(__name__)
+
+
+class UnknownPspStatusError(PermanentError):
+    """A PSP result with a status this build does not know: no retry can change that."""
+
+    reason = "unknown_psp_status"
+
 
 _encode = msgspec.json.encode
 
@@ -35,6 +50,16 @@ class Plan:
     """For a move to SETTLED: the legs posted, for the projections."""
     release_limits_of: str | None = None
     """The user whose limit reservation this failure gives back (done before the move commits)."""
+    alert: Alert | None = None
+    """Something an operator must look at (raised before the move commits)."""
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A `pm.reconciliation_alert` row: PM could not settle something on its own."""
+
+    kind: str
+    detail: dict[str, object]
 
 
 @dataclass(frozen=True)
@@ -52,6 +77,21 @@ class Planner:
         return LedgerCommand(
             intent_id=intent.id, message_id=message_id, produced_at=now(), step=step, transfers=transfers
         )
+
+    def _send(self, intent: IntentRow, step: str, all_legs: list[legs.Leg], message_id: str) -> Outgoing:
+        """The message that starts `step`: a ledger command or a PSP job."""
+        if step in self.registry.ledger:
+            return Outgoing(LEDGER_COMMANDS.name, self._command(intent, step, all_legs, message_id))
+        psp = self.registry.psp.get(step)
+        if psp is None:
+            raise RuntimeError(f"step {step!r} is neither a ledger nor a PSP step of this build")
+        return Outgoing(psp.stream, psp.job(intent, message_id))
+
+    def _after(self, intent: IntentRow, step: str) -> str | None:
+        """The step of the intent's route that follows `step` (None: it was the last)."""
+        route = intent.route or ()
+        following = route[route.index(step) + 1 :] if step in route else ()
+        return following[0] if following else None
 
     async def intake(self, ctx: Context, intent: IntentRow, cause: str | None) -> Plan | None:
         """Take a CREATED intent through its local steps and send its first ledger step."""
@@ -93,15 +133,17 @@ class Planner:
                 plan = _fail(intent, failures.ROUTE_UNAVAILABLE, str(exc), cause)
                 plan.release_limits_of = draft.reserved_for
                 return plan
-            command = self._command(priced, name, all_legs, f"{intent.id}:{name}")
+            first = self._send(priced, name, all_legs, f"{intent.id}:{name}")
             done = ", ".join(passed) if passed else "nothing to check"
+            psp = self.registry.psp.get(name)
+            where = f"the {psp.psp} adapter" if psp is not None else "the ledger"
             return Plan(
                 intent,
                 Move(
                     intent.id,
                     CREATED,
                     VALIDATED,
-                    f"{done}; {name} sent to the ledger",
+                    f"{done}; {name} sent to {where}",
                     cause_message_id=cause,
                     to_step=name,
                     fees=_encode(draft.fees),
@@ -109,7 +151,7 @@ class Planner:
                     channel=route.channel,
                     route=route.steps,
                 ),
-                [Outgoing(LEDGER_COMMANDS.name, command)],
+                [first],
             )
         return _fail(
             intent, failures.ROUTE_UNAVAILABLE, f"route {route.operation_type} moves no money", cause
@@ -123,9 +165,8 @@ class Planner:
         all_legs = legs.legs(intent)
         cause = result.message_id
         if result.ok:
-            route = intent.route or ()
-            following = route[route.index(step.name) + 1 :] if step.name in route else ()
-            if not following:
+            upcoming = self._after(intent, step.name)
+            if upcoming is None:
                 return Plan(
                     intent,
                     Move(
@@ -143,12 +184,6 @@ class Planner:
                     ),
                     settled_legs=all_legs if step.reaches == SETTLED else None,
                 )
-            upcoming = following[0]
-            if upcoming not in self.registry.ledger:
-                raise RuntimeError(
-                    f"step {upcoming!r} after {step.name!r} is not a ledger step of this build"
-                )
-            command = self._command(intent, upcoming, all_legs, f"{intent.id}:{upcoming}")
             return Plan(
                 intent,
                 Move(
@@ -161,7 +196,7 @@ class Planner:
                     to_step=upcoming,
                     legs=_encode(legs.display(intent.id, all_legs, "pending")),
                 ),
-                [Outgoing(LEDGER_COMMANDS.name, command)],
+                [self._send(intent, upcoming, all_legs, f"{intent.id}:{upcoming}")],
             )
         failure = failures.from_ledger(result)
         if failures.cause_status(result) == failures.ID_ALREADY_FAILED:
@@ -172,6 +207,36 @@ class Planner:
             failure = failures.Failure(
                 failures.LEDGER_REJECTED, f"{result.step}: refused earlier by the ledger"
             )
+        plan = self._fail_step(intent, failure, cause, step.name, all_legs)
+        route = intent.route or ()
+        at = route.index(step.name) if step.name in route else 0
+        psp_before = [name for name in route[:at] if name in self.registry.psp]
+        if psp_before:
+            # The PSP has moved the money already (its step succeeded before this one was sent), but
+            # the ledger refuses to record it: only an operator can put that right.
+            plan.alert = Alert(
+                "ledger_refused_after_psp",
+                {"step": step.name, "failure_code": failure.code, "reason": failure.reason},
+            )
+            log.error(
+                "intent %s: %s refused by the ledger after %s succeeded: %s",
+                intent.id,
+                step.name,
+                ", ".join(psp_before),
+                failure.reason,
+                extra={"intent_id": intent.id},
+            )
+        return plan
+
+    def _fail_step(
+        self,
+        intent: IntentRow,
+        failure: failures.Failure,
+        cause: str | None,
+        from_step: str | None,
+        all_legs: list[legs.Leg],
+    ) -> Plan:
+        """FAILED with `failure`, voiding what the intent holds and giving back its limits."""
         outgoing: list[Outgoing] = []
         shown = "failed"
         if intent.state == AUTHORIZED:
@@ -194,7 +259,7 @@ class Planner:
                 failure.reason,
                 cause_message_id=cause,
                 failure_code=failure.code,
-                from_step=step.name,
+                from_step=from_step,
                 legs=_encode(legs.display(intent.id, all_legs, shown)),
             ),
             outgoing,
@@ -203,13 +268,82 @@ class Planner:
             plan.release_limits_of = intent.source.id
         return plan
 
-    def resend(self, intent: IntentRow) -> LedgerCommand | None:
-        """The command of the ledger step a stalled intent awaits, under a new message id (the same
-        transfers: the ledger answers those already applied with EXISTS)."""
-        if intent.state not in (VALIDATED, AUTHORIZED) or intent.step not in self.registry.ledger:
+    def psp_result(self, intent: IntentRow, result: PspResult) -> Plan | None:
+        """Apply a PSP adapter's answer to the PSP step the intent awaits."""
+        step = self.registry.psp.get(intent.step or "")
+        if step is None or intent.state in TERMINAL or step.psp != result.psp:
             return None
-        message_id = f"{intent.id}:{intent.step}:resend:{time.time_ns() // 1_000_000}"
-        return self._command(intent, intent.step, legs.legs(intent), message_id)
+        cause = result.message_id
+        reference = f" (reference {result.psp_reference})" if result.psp_reference else ""
+        if result.status == "SUCCEEDED":
+            upcoming = self._after(intent, step.name)
+            if upcoming is None:
+                raise RuntimeError(f"the route of {intent.type} ends with {step.name!r}: nothing records it")
+            all_legs = legs.legs(intent)
+            return Plan(
+                intent,
+                Move(
+                    intent.id,
+                    intent.state,
+                    intent.state,
+                    f"{step.psp} {step.action} succeeded{reference}; {upcoming} sent",
+                    cause_message_id=cause,
+                    from_step=step.name,
+                    to_step=upcoming,
+                ),
+                [self._send(intent, upcoming, all_legs, f"{intent.id}:{upcoming}")],
+            )
+        if result.status == "FAILED":
+            return self._fail_step(intent, failures.from_psp(result), cause, step.name, legs.legs(intent))
+        if result.status == "PENDING":
+            if result.payment_link is None:
+                return None
+            payment: dict[str, object] = {"kind": f"{step.psp}_qr", "link": result.payment_link}
+            if result.expires_at is not None:
+                payment["expiresAt"] = result.expires_at.isoformat()
+            if result.psp_reference is not None:
+                payment["pspReference"] = result.psp_reference
+            if intent.payment == payment:
+                return None  # a redelivered job's PENDING: the payer was shown this already
+            return Plan(
+                intent,
+                Move(
+                    intent.id,
+                    intent.state,
+                    intent.state,
+                    f"{step.psp}: the payer can pay{reference}; waiting for the payment",
+                    cause_message_id=cause,
+                    from_step=step.name,
+                    to_step=step.name,
+                    payment=_encode(payment),
+                ),
+            )
+        if result.status == "UNKNOWN":
+            return Plan(
+                intent,
+                Move(
+                    intent.id,
+                    intent.state,
+                    intent.state,
+                    f"{step.psp} {step.action}: outcome not known yet{reference}; the adapter keeps asking",
+                    cause_message_id=cause,
+                    from_step=step.name,
+                    to_step=step.name,
+                ),
+            )
+        raise UnknownPspStatusError(f"PSP result {result.message_id} has status {result.status!r}")
+
+    def resend(self, intent: IntentRow) -> Outgoing | None:
+        """The message of the step a stalled intent awaits, under a new message id: the same
+        transfers (the ledger answers those already applied with EXISTS), or the same PSP job (same
+        idempotency key: the adapter answers with what it knows, the PSP pays at most once)."""
+        step = intent.step
+        if intent.state not in (VALIDATED, AUTHORIZED) or step is None:
+            return None
+        if step not in self.registry.ledger and step not in self.registry.psp:
+            return None
+        message_id = f"{intent.id}:{step}:resend:{time.time_ns() // 1_000_000}"
+        return self._send(intent, step, legs.legs(intent), message_id)
 
 
 def _fail(intent: IntentRow, code: str, reason: str, cause: str | None) -> Plan:
@@ -224,6 +358,9 @@ def applied(intent: IntentRow, plan: Plan) -> IntentRow:
     fees = intent.fees
     if move.fees is not None:
         fees = tuple(msgspec.json.decode(move.fees, type=list[StoredFee]))
+    payment = intent.payment
+    if move.payment is not None:
+        payment = msgspec.json.decode(move.payment)
     return dataclasses.replace(
         intent,
         state=move.to_state,
@@ -231,4 +368,5 @@ def applied(intent: IntentRow, plan: Plan) -> IntentRow:
         fees=fees,
         channel=move.channel or intent.channel,
         route=move.route or intent.route,
+        payment=payment,
     )

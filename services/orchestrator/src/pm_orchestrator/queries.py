@@ -4,7 +4,7 @@ from __future__ import annotations
 
 _INTENT_COLUMNS = """
     id, type, state, step, channel, route, amount, currency, source, target, from_name, to_name,
-    comment, requires_monitoring, metadata, fees, created_at, updated_at
+    comment, requires_monitoring, metadata, fees, created_at, updated_at, payment
 """
 
 SELECT_INTENTS = f"""
@@ -53,6 +53,7 @@ SELECT (SELECT count(*) FROM pm.fee_rule) AS fee_count,
 # - `locked` takes the row locks of the batch's intents in id order first, so two statements that
 #   move some of the same intents (a resumed intent and its own message, duplicates in two batches)
 #   wait for each other in one order instead of deadlocking;
+# - the input ($1-$12, $38) has one row per move;
 # - `moved`: each UPDATE only matches while the intent is still in the expected state and awaits the
 #   expected step (a statement that waited for a lock re-checks against the committed row);
 # - the timeline rows, the outbox messages ($13-$17, in their order), the settlement's history rows
@@ -64,9 +65,9 @@ WITH input AS (
     SELECT *
     FROM unnest(
         $1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-        $8::text[], $9::jsonb[], $10::jsonb[], $11::text[], $12::text[]
+        $8::text[], $9::jsonb[], $10::jsonb[], $11::text[], $12::text[], $38::jsonb[]
     ) AS t(id, from_state, to_state, from_step, to_step, failure_code, reason, cause, fees, legs,
-           channel, route)
+           channel, route, payment)
 ), locked AS (
     SELECT i.id FROM pm.intent AS i WHERE i.id = ANY($1::uuid[]) ORDER BY i.id FOR UPDATE
 ), moved AS (
@@ -78,6 +79,7 @@ WITH input AS (
         legs = coalesce(input.legs, i.legs),
         channel = coalesce(input.channel, i.channel),
         route = coalesce(string_to_array(input.route, ','), i.route),
+        payment = coalesce(input.payment, i.payment),
         updated_at = clock_timestamp()
     FROM input
     WHERE i.id = input.id
@@ -134,4 +136,42 @@ WITH input AS (
 SELECT 'moved' AS kind, id::text AS value FROM moved
 UNION ALL
 SELECT 'sent', message_id FROM sent
+"""
+
+# Raised before the move that causes it commits; raising it again (a retried batch) adds nothing.
+INSERT_ALERT = """
+INSERT INTO pm.reconciliation_alert (kind, intent_id, stream, entry_id, detail)
+VALUES ($1, $2, $3, $4, $5::jsonb)
+ON CONFLICT (kind, stream, entry_id) DO NOTHING
+RETURNING id
+"""
+
+# How far the PSP attempts of these idempotency keys got (a missing key: none was recorded).
+SELECT_PSP_PHASES = """
+SELECT idempotency_key, phase FROM pm.psp_tx_map WHERE idempotency_key = ANY($1::text[])
+"""
+
+# The fence of a dead-lettered PSP job (DESIGN §4): its attempt is finished FAILED JOB_DEAD_LETTERED
+# only while nothing can have reached the PSP (no row, or `recorded` / `inquired`); the adapters never
+# confirm past a final row. Returns the row as it now stands: fenced, final already, or `confirm_sent`.
+FENCE_DEAD_JOB = """
+WITH fenced AS (
+    INSERT INTO pm.psp_tx_map AS m (
+        intent_id, psp, action, idempotency_key, job_message_id, amount, currency, phase, status,
+        failure_code, result_message_id, result_at, attempts
+    )
+    VALUES ($1, $2, $3, $4, $5, $6, $7, 'final', 'FAILED', 'JOB_DEAD_LETTERED', $8, $9, 0)
+    ON CONFLICT (idempotency_key) DO UPDATE
+    SET phase = 'final', status = 'FAILED', failure_code = 'JOB_DEAD_LETTERED',
+        result_message_id = excluded.result_message_id, result_at = excluded.result_at, updated_at = now()
+    WHERE m.phase IN ('recorded', 'inquired')
+    RETURNING m.intent_id, m.psp, m.phase, m.status, m.failure_code, m.result_message_id, m.result_at,
+              m.job_message_id, m.psp_transfer_id
+)
+SELECT * FROM fenced
+UNION ALL
+SELECT intent_id, psp, phase, status, failure_code, result_message_id, result_at, job_message_id,
+       psp_transfer_id
+FROM pm.psp_tx_map
+WHERE idempotency_key = $4 AND NOT EXISTS (SELECT 1 FROM fenced)
 """

@@ -75,6 +75,8 @@ class IntentRow:
     fees: tuple[StoredFee, ...]
     created_at: datetime
     updated_at: datetime
+    payment: dict[str, Any] | None = None
+    """What the payer is shown (`pm.intent.payment`: an SBP QR link), once a PSP gave it."""
 
     @classmethod
     def from_record(cls, row: asyncpg.Record) -> IntentRow:
@@ -98,6 +100,7 @@ class IntentRow:
             fees=tuple(_fees.decode(_json(row["fees"]))),
             created_at=row["created_at"],
             updated_at=row["updated_at"],
+            payment=_object.decode(_json(row["payment"])) if row["payment"] is not None else None,
         )
 
     def fees_paid_by(self, side: str) -> int:

@@ -5,6 +5,11 @@ At start every open intent is resumed from the state it is in; afterwards, every
 intent takes it in again (the guarded move makes a race with its own message harmless); resuming
 one that awaits a ledger step sends that step's command again under a new message id — the
 transfers have the same ids, so the ledger applies them at most once and answers EXISTS.
+
+An intent awaiting a PSP step is the adapter's while `pm.psp_tx_map` shows its attempt under way (a
+payer has ten minutes to pay a QR; an UNKNOWN payout is polled until the PSP decides): it is not
+resent then. Its job is sent again (same idempotency key) only when no attempt is recorded — the job
+was never read — or the attempt is final and its result did not arrive.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ from pm_orchestrator import queries as q
 from pm_orchestrator.record import IntentRow
 from pm_orchestrator.saga import DATABASE_ERRORS, Job, Saga
 from pm_orchestrator.states import CREATED
+from pm_shared.messages import psp_key
+from pm_shared.outbox import Outgoing
 from pm_shared.streams import Publisher
 from pm_shared.streams.errors import BackPressureError
-from pm_shared.streams.names import LEDGER_COMMANDS
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +116,19 @@ class Resumer:
         if created:
             await self.saga.run([Job(None, r.id, None) for r in created])
             RESUMED.labels(CREATED).inc(len(created))
-        commands = []
+        psp_rows = [r for r in rows if r.step in self.planner.registry.psp]
+        busy: set[str] = set()
+        if psp_rows:
+            keys = [psp_key(r.id, r.step or "") for r in psp_rows]
+            async with self.saga.pool.acquire() as conn:
+                found = await conn.fetch(q.SELECT_PSP_PHASES, keys)
+            phases = {rec["idempotency_key"]: rec["phase"] for rec in found}
+            busy = {
+                r.id for r, key in zip(psp_rows, keys, strict=True) if phases.get(key, "final") != "final"
+            }
+        commands: list[Outgoing] = []
         for row in rows:
-            if row.state == CREATED or row.id in self._resent:
+            if row.state == CREATED or row.id in self._resent or row.id in busy:
                 continue
             count = self._resends.get(row.id, 0)
             if count >= MAX_RESENDS:
@@ -121,7 +137,7 @@ class Resumer:
                     GIVEN_UP.inc()
                     log.error(
                         "intent %s is %s awaiting %r after %d resends: not resent again; look for its "
-                        "command in pm:ledger:commands:dlq (`pm dlq list`)",
+                        "message in the DLQs (`pm dlq list`)",
                         row.id,
                         row.state,
                         row.step,
@@ -139,16 +155,17 @@ class Resumer:
             self._resent[row.id] = time.monotonic()
             self._resends[row.id] = count + 1
             RESUMED.labels(row.state).inc()
-        if commands:
+        sent = 0
+        for stream in sorted({c.stream for c in commands}):
+            messages = [c.message for c in commands if c.stream == stream]
             try:
-                await self.publisher.publish_many(LEDGER_COMMANDS.name, commands)
+                await self.publisher.publish_many(stream, messages)
             except BackPressureError:
-                # The writer is behind: these intents are not lost, the next sweep tries again.
-                for command in commands:
-                    self._resent.pop(command.intent_id, None)
-                    self._resends[command.intent_id] -= 1
-                log.warning(
-                    "ledger commands stream is full; %d resends wait for the next sweep", len(commands)
-                )
-                return len(created)
-        return len(created) + len(commands)
+                # The consumer is behind: these intents are not lost, the next sweep tries again.
+                for message in messages:
+                    self._resent.pop(message.intent_id, None)
+                    self._resends[message.intent_id] -= 1
+                log.warning("%s is full; %d resends wait for the next sweep", stream, len(messages))
+                continue
+            sent += len(messages)
+        return len(created) + sent

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
+import msgspec
 from prometheus_client import Counter
 
 from pm_orchestrator import plan as planning
@@ -34,7 +35,7 @@ from pm_orchestrator.states import CREATED
 from pm_orchestrator.steps import Context
 from pm_shared.db import Pool
 from pm_shared.errors import PermanentError
-from pm_shared.messages import IntentSubmitted, LedgerResult
+from pm_shared.messages import IntentSubmitted, LedgerResult, PspResult
 from pm_shared.outbox import Marks, publish_committed
 from pm_shared.streams import Delivery, Publisher
 from pm_shared.streams.names import LEDGER_COMMANDS
@@ -52,6 +53,12 @@ INTAKE_PAUSED = Counter(
 )
 STALE = Counter(
     "pm_saga_stale_total", "Messages that no longer fitted their intent (duplicates, reordered).", ["kind"]
+)
+
+ALERTS = Counter(
+    "pm_reconciliation_alerts_total",
+    "Alerts raised for an operator (pm.reconciliation_alert rows), by kind.",
+    ["kind"],
 )
 
 DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
@@ -75,7 +82,8 @@ class Job:
     intent_id: str
     message_id: str | None
     result: LedgerResult | None = None
-    """None: take the intent in (intake)."""
+    """None (and no `psp`): take the intent in (intake)."""
+    psp: PspResult | None = None
 
 
 def _uuid(text: str) -> uuid.UUID | None:
@@ -147,6 +155,10 @@ class Saga:
             jobs.append(Job(d.entry_id, result.intent_id, result.message_id, result))
         return await self.run(jobs)
 
+    async def on_psp_results(self, deliveries: Sequence[Delivery[PspResult]]) -> dict[str, BaseException]:
+        jobs = [Job(d.entry_id, d.message.intent_id, d.message.message_id, psp=d.message) for d in deliveries]
+        return await self.run(jobs)
+
     async def run(self, jobs: Sequence[Job]) -> dict[str, BaseException]:
         """Plan and apply `jobs`; returns the failures by entry id (a job without one raises nothing)."""
         failed: dict[str, BaseException] = {}
@@ -175,6 +187,7 @@ class Saga:
                 (side.id, row.currency)
                 for job, key in zip(jobs, keys, strict=True)
                 if job.result is None
+                and job.psp is None
                 and key is not None
                 and (row := rows.get(key)) is not None
                 and row.state == CREATED
@@ -198,16 +211,23 @@ class Saga:
                 fail(job, UnknownIntentError(f"intent {job.intent_id} does not exist"))
                 continue
             try:
-                if job.result is None:
+                if job.psp is not None:
+                    plan = self.planner.psp_result(intent, job.psp)
+                elif job.result is None:
                     plan = await self.planner.intake(ctx, intent, job.message_id)
                 else:
                     plan = self.planner.result(intent, job.result)
+            except PermanentError as exc:
+                log.error("intent %s: %s", key, exc)
+                fail(job, exc)
+                continue
             except Exception as exc:
                 log.exception("planning for intent %s failed", key)
                 fail(job, exc)
                 continue
             if plan is None:
-                STALE.labels("intake" if job.result is None else "ledger_result").inc()
+                kind = "psp_result" if job.psp else "intake" if job.result is None else "ledger_result"
+                STALE.labels(kind).inc()
                 continue
             if key in plans:
                 fail(job, BusyIntentError(f"intent {key} already moves in this batch"))
@@ -232,6 +252,12 @@ class Saga:
 
         ready: list[tuple[planning.Plan, Sequence[Job]]] = []
         for plan, owners in plans:
+            if plan.alert is not None:
+                try:
+                    await self.raise_alert(plan.intent.id, plan.alert)
+                except DATABASE_ERRORS as exc:
+                    fail(owners, exc)
+                    continue
             if plan.release_limits_of is not None:
                 try:
                     await self.rules.limits.release(intent_id=plan.intent.id, user=plan.release_limits_of)
@@ -255,6 +281,14 @@ class Saga:
                     log.error("intent %s: its move failed on its own: %r", plan.intent.id, one)
                     fail(owners, one)
         return failed
+
+    async def raise_alert(self, intent_id: str, alert: planning.Alert) -> None:
+        # Keyed by the intent: raising it again (the batch retried) adds nothing.
+        async with self.pool.acquire() as conn:
+            detail = msgspec.json.encode(alert.detail).decode()
+            added = await conn.fetchval(q.INSERT_ALERT, alert.kind, intent_id, "intent", intent_id, detail)
+        if added is not None:
+            ALERTS.labels(alert.kind).inc()
 
     async def _apply(self, plans: Sequence[planning.Plan]) -> None:
         # One statement, so one round trip and no explicit transaction (see states.move_many).

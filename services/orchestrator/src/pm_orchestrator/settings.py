@@ -29,6 +29,8 @@ class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields
     """How often to check whether fee rules, limit rules or routes changed (and reload them)."""
     default_tier: str = "standard"
     """The tier every user is in for tier limit rules (PM keeps no per-user tier yet)."""
+    dead_letter_review_s: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    """How often the PSP DLQs are looked at (a dead job fails its intent, a dead result is an alert)."""
     pool_max_size: Annotated[int, msgspec.Meta(ge=2, le=100)] = 8
 
 

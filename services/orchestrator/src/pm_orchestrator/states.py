@@ -1,7 +1,12 @@
 """The intent state machine (DESIGN §7): which moves are allowed, and making one durably.
 
 `CREATED → VALIDATED → AUTHORIZED → SETTLED`, or `FAILED` (with a failure code) from any state that
-is not terminal. A batch of moves is one SQL statement, hence atomic: the guarded UPDATE of
+is not terminal; a route that authorizes nothing (a top-up: the money arrives through the PSP) goes
+`VALIDATED → SETTLED`. An intent may also stay in its state while it moves on to another step (a PSP
+paid out: the authorized intent now awaits `settle`) or records what a step reported (the payer's QR
+is ready): such a move is guarded, timed and recorded like any other.
+
+A batch of moves is one SQL statement, hence atomic: the guarded UPDATE of
 `pm.intent` (it only applies if the intent is still in the state and step the caller saw, so a
 duplicate or reordered message can never move an intent backwards or twice), its `pm.intent_event`
 rows, the messages the moves cause in the outbox — an `IntentStateChanged` on `pm:events` always
@@ -26,7 +31,7 @@ CREATED, VALIDATED, AUTHORIZED, SETTLED, FAILED = "CREATED", "VALIDATED", "AUTHO
 TERMINAL = frozenset({SETTLED, FAILED})
 NEXT: dict[str, frozenset[str]] = {
     CREATED: frozenset({VALIDATED, FAILED}),
-    VALIDATED: frozenset({AUTHORIZED, FAILED}),
+    VALIDATED: frozenset({AUTHORIZED, SETTLED, FAILED}),
     AUTHORIZED: frozenset({SETTLED, FAILED}),
     SETTLED: frozenset(),
     FAILED: frozenset(),
@@ -57,9 +62,19 @@ class Move:
     """JSON for `pm.intent.legs`."""
     channel: str | None = None
     route: tuple[str, ...] | None = None
+    payment: bytes | None = None
+    """JSON for `pm.intent.payment` (what the payer is shown)."""
+
+    @property
+    def stays(self) -> bool:
+        """The intent keeps its state (it moves to another step, or records a step's news)."""
+        return self.from_state == self.to_state
 
     def __post_init__(self) -> None:
-        if self.to_state not in NEXT.get(self.from_state, frozenset()):
+        if self.stays:
+            if self.from_state in TERMINAL or self.from_state not in NEXT:
+                raise IllegalMoveError(f"a {self.from_state} intent cannot move")
+        elif self.to_state not in NEXT.get(self.from_state, frozenset()):
             raise IllegalMoveError(f"{self.from_state} → {self.to_state} is not a move of the state machine")
         if (self.to_state == FAILED) != (self.failure_code is not None):
             raise IllegalMoveError("a move to FAILED needs a failure code, and only such a move has one")
@@ -67,9 +82,15 @@ class Move:
             raise IllegalMoveError("a terminal intent awaits no step")
 
     def event(self) -> messages.IntentStateChanged:
+        # A state is reached once, so its event has one id; a stay is named by what caused it.
+        message_id = (
+            f"{self.intent_id}:{self.to_step or 'stay'}:{self.cause_message_id}"
+            if self.stays
+            else f"{self.intent_id}:state:{self.to_state}"
+        )
         return messages.IntentStateChanged(
             intent_id=self.intent_id,
-            message_id=f"{self.intent_id}:state:{self.to_state}",
+            message_id=message_id,
             produced_at=messages.now(),
             state=self.to_state,
             previous=self.from_state,
@@ -127,6 +148,7 @@ async def move_many(
         [encode(item.message) for item in items],
         *found.history_columns(),
         *found.posting_columns(),
+        [_text(c.payment) for c in changes],
     )
     moved = {r["value"] for r in rows if r["kind"] == "moved"}
     sent = {r["value"] for r in rows if r["kind"] == "sent"}

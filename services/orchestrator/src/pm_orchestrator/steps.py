@@ -4,9 +4,12 @@ Two kinds of step:
 - local steps run inside the orchestrator when an intent is taken in (`validate`, `price`,
   `reserve_limits`); each either passes or fails the intent with a code;
 - ledger steps send one command to the ledger-writer and wait for its result (`authorize`,
-  `settle`); `reaches` is the state the intent is in once the ledger has applied the command.
+  `settle`); `reaches` is the state the intent is in once the ledger has applied the command;
+- PSP steps send one job to a PSP adapter and wait for its final result (`psp_payout` through IPPS,
+  `psp_collect` through QP); the intent keeps its state meanwhile. The job's idempotency key is
+  `psp_key(intent, step)`, the same on every resend, so the PSP moves the money at most once.
 A route naming a step the registry does not have fails its intents at intake with
-ROUTE_UNAVAILABLE, before any money moves (the PSP steps arrive with their adapters).
+ROUTE_UNAVAILABLE, before any money moves.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+import msgspec
 from prometheus_client import Histogram
 
 from pm_orchestrator import failures, legs
@@ -22,7 +26,8 @@ from pm_orchestrator.record import IntentRow, StoredFee
 from pm_orchestrator.rules import Rules
 from pm_orchestrator.states import AUTHORIZED, SETTLED
 from pm_shared import fees, ledger
-from pm_shared.messages import LedgerTransfer
+from pm_shared.messages import LedgerTransfer, Party, PspJob, now, psp_key
+from pm_shared.streams.names import IPPS_JOBS, QP_JOBS
 
 FEE_SECONDS = Histogram(
     "pm_fee_evaluation_seconds",
@@ -69,6 +74,42 @@ class LedgerStep:
     reaches: str
     build: Callable[[IntentRow, list[legs.Leg], int], list[LedgerTransfer]]
     """(intent, its legs, pending timeout in seconds) → the command's transfers."""
+
+
+@dataclass(frozen=True)
+class PspStep:
+    name: str
+    psp: str
+    """The adapter that does it (`ipps`, `qp`): the results it sends name it."""
+    action: str
+    stream: str
+    """Where its jobs go (`pm:psp:<psp>:jobs`)."""
+
+    def job(self, intent: IntentRow, message_id: str) -> PspJob:
+        """The job for `intent`: always the same key, amount and target, whatever `message_id`."""
+        if self.action == "payout":
+            # The payee exactly as the API took it (a PromptPay proxy or biller, or a scanned QR).
+            target = msgspec.convert(intent.target.details, Party)
+            purpose = intent.comment
+        else:
+            target = Party(kind=intent.target.kind, id=intent.target.id)
+            purpose = intent.comment or f"Top-up {intent.id}"
+        return PspJob(
+            intent_id=intent.id,
+            message_id=message_id,
+            produced_at=now(),
+            psp=self.psp,
+            action=self.action,
+            amount=intent.amount,
+            currency=intent.currency,
+            target=target,
+            idempotency_key=psp_key(intent.id, self.name),
+            purpose=purpose,
+        )
+
+
+PSP_PAYOUT = PspStep("psp_payout", "ipps", "payout", IPPS_JOBS.name)
+PSP_COLLECT = PspStep("psp_collect", "qp", "collect", QP_JOBS.name)
 
 
 async def validate(ctx: Context, draft: Draft) -> None:
@@ -161,16 +202,23 @@ def _settle(intent: IntentRow, all_legs: list[legs.Leg], timeout_s: int) -> list
 
 
 class StepRegistry:
-    def __init__(self, local: Mapping[str, LocalStep], ledger_steps: Iterable[LedgerStep]) -> None:
+    def __init__(
+        self,
+        local: Mapping[str, LocalStep],
+        ledger_steps: Iterable[LedgerStep],
+        psp_steps: Iterable[PspStep] = (),
+    ) -> None:
         self.local = dict(local)
         self.ledger = {step.name: step for step in ledger_steps}
+        self.psp = {step.name: step for step in psp_steps}
 
     def missing(self, steps: Iterable[str]) -> list[str]:
-        return [s for s in steps if s not in self.local and s not in self.ledger]
+        return [s for s in steps if s not in self.local and s not in self.ledger and s not in self.psp]
 
 
 def default_registry() -> StepRegistry:
     return StepRegistry(
         {"validate": validate, "price": price, "reserve_limits": reserve_limits},
         [LedgerStep("authorize", AUTHORIZED, _authorize), LedgerStep("settle", SETTLED, _settle)],
+        [PSP_PAYOUT, PSP_COLLECT],
     )
