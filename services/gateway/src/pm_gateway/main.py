@@ -31,6 +31,9 @@ async def main(config: settings.Settings, stop: asyncio.Event) -> None:
             port=config.port,
             log_config=None,
             access_log=False,
+            # The socket peer stays the client: uvicorn would otherwise believe X-Forwarded-For from any
+            # local process, letting it pass a PSP callback allowlist (pm_gateway.sources decides instead).
+            proxy_headers=False,
             timeout_graceful_shutdown=int(config.shutdown_grace_s),
         )
     )

@@ -34,7 +34,8 @@ def document() -> dict[str, Any]:
                 "{", ""
             ).replace("}", ""),
             "tags": [endpoint.tag],
-            "security": [{"serviceKey": []}],
+            # An empty list: no PM service key (a PSP's callback carries the PSP's own signature).
+            "security": [{"serviceKey": []}] if endpoint.signed else [],
             "parameters": [
                 {
                     "name": p.name,
@@ -70,7 +71,8 @@ def document() -> dict[str, Any]:
             "title": "PM gateway",
             "version": VERSION,
             "description": (
-                "Payment Manager's API. Every request is signed with a service key: "
+                "Payment Manager's API. Every request (but the PSPs' callbacks under /v1/webhooks, "
+                "which carry the PSP's own signature) is signed with a service key: "
                 f"{signing.KEY_HEADER}, {signing.TIMESTAMP_HEADER}, {signing.NONCE_HEADER} and "
                 f"{signing.SIGNATURE_HEADER} = hex HMAC-SHA256(secret, "
                 "timestamp\\nnonce\\nMETHOD\\npath?query\\nhex sha256(body)). Amounts are integers in "

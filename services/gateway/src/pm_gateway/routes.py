@@ -9,7 +9,14 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pm_gateway import admin, intents, rules, wallets
+from pm_gateway import admin, intents, rules, wallets, webhooks
+from pm_gateway.psp_callbacks import (
+    IPPS_SIGNATURE_HEADER,
+    QP_SIGNATURE_HEADER,
+    QP_TIMESTAMP_HEADER,
+    IppsCallback,
+    QpCallback,
+)
 from pm_shared.http_api import (
     CreateIntent,
     CreateKey,
@@ -53,6 +60,8 @@ class Endpoint:
     responses: dict[int, type | None] = field(default_factory=dict)
     params: tuple[Param, ...] = ()
     tag: str = "intents"
+    signed: bool = True
+    """Signed with a PM service key; False for the PSPs' callbacks, which carry their own signature."""
 
 
 _IDEMPOTENCY = Param("Idempotency-Key", "header", "Same key and body: the same intent. ≤ 255 chars.", True)
@@ -241,5 +250,30 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             Param("channel", "path", "The channel.", True),
         ),
         tag="admin",
+    ),
+    Endpoint(
+        "POST",
+        "/v1/webhooks/ipps",
+        webhooks.ipps,
+        "An IPPS callback (its own signature, from an allowlisted address), passed on as a hint.",
+        IppsCallback,
+        {200: webhooks.WebhookAck, 400: None, 401: None, 403: None, 413: None, 422: None, 503: None},
+        (Param(IPPS_SIGNATURE_HEADER, "header", "`t=<unix>,v1=<hex HMAC-SHA256(secret, t.body)>`.", True),),
+        tag="webhooks",
+        signed=False,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/webhooks/qp",
+        webhooks.qp,
+        "A QP callback (its own signature, from an allowlisted address), passed on as a hint.",
+        QpCallback,
+        {200: webhooks.WebhookAck, 400: None, 401: None, 403: None, 413: None, 422: None, 503: None},
+        (
+            Param(QP_TIMESTAMP_HEADER, "header", "Unix seconds.", True),
+            Param(QP_SIGNATURE_HEADER, "header", "Hex HMAC-SHA256(secret, timestamp.body).", True),
+        ),
+        tag="webhooks",
+        signed=False,
     ),
 )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import os
 from collections.abc import Mapping
 from typing import Annotated
@@ -12,6 +14,8 @@ from pm_shared.keys.crypto import Cipher, KeyConfigError
 from pm_shared.settings import Port, ServiceSettings, SettingsError, load_settings
 
 PREFIX = "GATEWAY_"
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -27,6 +31,19 @@ class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields
     """How long `POST /v1/wallets` waits for the ledger-writer to open the account before answering
     202 (opening continues; the request can be repeated)."""
     pool_max_size: Annotated[int, msgspec.Meta(ge=1, le=200)] = 20
+    # Inbound PSP callbacks (pm_gateway.webhooks). The secrets default to the sandboxes' own defaults,
+    # so a local fleet works unconfigured; production sets the PSPs' real ones.
+    ipps_callback_secret: str = "ipps-sandbox-callback-secret"
+    """HMAC-SHA256 key of IPPS's `X-IPPS-Signature` (the IPPS sandbox's `PM_IPPS_SANDBOX_CALLBACK_SECRET`)."""
+    qp_callback_secret: str = "qp-sandbox-secret"
+    """HMAC-SHA256 key of QP's `X-QP-Signature` (the QP sandbox's `PM_QP_SANDBOX_SECRET`)."""
+    ipps_callback_allowlist: str = "127.0.0.1/32,::1/128"
+    """Comma-separated CIDRs an IPPS callback may come from (the socket peer; see trusted proxies)."""
+    qp_callback_allowlist: str = "127.0.0.1/32,::1/128"
+    callback_trusted_proxies: str = ""
+    """Comma-separated CIDRs of reverse proxies whose `X-Forwarded-For` is believed; none by default."""
+    callback_dedupe_ttl_s: Annotated[int, msgspec.Meta(ge=60)] = 7 * 86_400
+    """How long a callback's id is remembered: a redelivery within it is acknowledged, not passed on."""
 
     def ledger(self) -> str:
         """The ledger URL (read-only here): `PM_LEDGER_URL`, else the embedded engine in the database."""
@@ -40,4 +57,17 @@ def load(environ: Mapping[str, str] = os.environ) -> Settings:
     except KeyConfigError as exc:
         # A configuration error (exit 2 naming the variable), not a crash after start.
         raise SettingsError(str(exc)) from None
+    for field in ("ipps_callback_allowlist", "qp_callback_allowlist", "callback_trusted_proxies"):
+        try:
+            networks(getattr(settings, field))
+        except ValueError as exc:
+            raise SettingsError(f"PM_{PREFIX}{field.upper()}: {exc}") from None
     return settings
+
+
+@functools.cache
+def networks(cidrs: str) -> tuple[IPNetwork, ...]:
+    """The networks of a comma-separated CIDR list (a bare address is a /32 or /128)."""
+    return tuple(
+        ipaddress.ip_network(part.strip(), strict=False) for part in cidrs.split(",") if part.strip()
+    )

@@ -1,0 +1,208 @@
+"""`POST /v1/webhooks/ipps` and `POST /v1/webhooks/qp`: the PSPs' callbacks, passed on as hints.
+
+Not signed with a PM service key (a PSP has none): each PSP signs with its own shared secret
+(`psp_callbacks`). Checks, in this order, each refusal changing nothing: the source address is on
+the PSP's allowlist (403 `forbidden_source`), the signature is valid and fresh (401
+`invalid_signature`), the body is a callback (400/422). Then the callback is deduplicated on its
+event id and published as a `PspHint` on `pm:psp:<psp>:hints`.
+
+A callback is only a hint: the adapter reads the PSP's status itself before any final transition,
+so reordered or stale callbacks are passed on as they come. The dedupe mark is set only after the
+hint is published: a crash in between re-publishes a hint (harmless, hints are idempotent and carry
+the same message id), never loses one. A redelivery is answered 200 so the PSP stops retrying; a
+full or unreachable Redis is a 503 with Retry-After, so it retries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from prometheus_client import Counter
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from pm_gateway import psp_callbacks, sources, web
+from pm_gateway.problems import ProblemError
+from pm_gateway.settings import Settings, networks
+from pm_shared import messages
+from pm_shared.streams import BackPressureError
+from pm_shared.streams.errors import StreamMissingError
+from pm_shared.streams.names import IPPS_HINTS, QP_HINTS, StreamSpec
+
+CALLBACKS = Counter(
+    "pm_webhook_callbacks_total", "Inbound PSP callbacks by PSP and outcome.", ["psp", "outcome"]
+)
+SEEN_PREFIX = "pm:webhooks:seen:"
+# Problem codes that are the sender's fault, by the outcome they are counted as.
+_OUTCOMES = {
+    "forbidden_source": "forbidden_source",
+    "invalid_signature": "invalid_signature",
+    "backpressure": "unavailable",
+    "unavailable": "unavailable",
+}
+
+
+class WebhookAck(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to an accepted callback; `duplicate` when it had been passed on before."""
+
+    accepted: bool
+    duplicate: bool
+
+
+@dataclass(frozen=True)
+class Hint:
+    """What a callback says, whichever PSP sent it."""
+
+    event_id: str
+    idempotency_key: str
+    psp_reference: str
+    claimed_status: str
+
+
+@dataclass(frozen=True)
+class Psp:
+    name: str
+    stream: StreamSpec
+    allowlist: Callable[[Settings], str]
+    verify: Callable[[Settings, Request, bytes, float], bool]
+    parse: Callable[[Any], Hint]
+    decoder: msgspec.json.Decoder[Any]
+
+
+def _verify_ipps(settings: Settings, request: Request, body: bytes, now: float) -> bool:
+    header = request.headers.get(psp_callbacks.IPPS_SIGNATURE_HEADER)
+    return psp_callbacks.verify_ipps(settings.ipps_callback_secret, header, body, now)
+
+
+def _verify_qp(settings: Settings, request: Request, body: bytes, now: float) -> bool:
+    return psp_callbacks.verify_qp(
+        settings.qp_callback_secret,
+        request.headers.get(psp_callbacks.QP_TIMESTAMP_HEADER),
+        request.headers.get(psp_callbacks.QP_SIGNATURE_HEADER),
+        body,
+        now,
+    )
+
+
+def _ipps_hint(callback: psp_callbacks.IppsCallback) -> Hint:
+    transfer = callback.transfer
+    return Hint(
+        # IPPS has no event id: a transfer's event at a sequence number is one event.
+        event_id=f"{transfer.transfer_id}:{callback.event}:{callback.sequence}",
+        idempotency_key=transfer.idempotency_key,
+        psp_reference=transfer.transfer_id,
+        claimed_status=transfer.status,
+    )
+
+
+def _qp_hint(callback: psp_callbacks.QpCallback) -> Hint:
+    return Hint(
+        event_id=callback.event_id,
+        idempotency_key=callback.order,
+        psp_reference=callback.qr_id,
+        claimed_status=callback.status,
+    )
+
+
+IPPS = Psp(
+    "ipps",
+    IPPS_HINTS,
+    lambda s: s.ipps_callback_allowlist,
+    _verify_ipps,
+    _ipps_hint,
+    msgspec.json.Decoder(psp_callbacks.IppsCallback),
+)
+QP = Psp(
+    "qp",
+    QP_HINTS,
+    lambda s: s.qp_callback_allowlist,
+    _verify_qp,
+    _qp_hint,
+    msgspec.json.Decoder(psp_callbacks.QpCallback),
+)
+
+
+def seen_key(psp: str, event_id: str) -> str:
+    return f"{SEEN_PREFIX}{psp}:{event_id}"
+
+
+def message_id(psp: str, event_id: str) -> str:
+    """The hint's message id: the same for every delivery of one event, so a re-publish is recognisable."""
+    return hashlib.blake2b(f"psp-hint\0{psp}\0{event_id}".encode(), digest_size=16).hexdigest()
+
+
+def _message(psp: str, hint: Hint) -> messages.PspHint:
+    return messages.PspHint(
+        intent_id=messages.intent_of_psp_key(hint.idempotency_key) or "",
+        message_id=message_id(psp, hint.event_id),
+        produced_at=messages.now(),
+        psp=psp,
+        idempotency_key=hint.idempotency_key,
+        psp_reference=hint.psp_reference,
+        claimed_status=hint.claimed_status,
+        event_id=hint.event_id,
+    )
+
+
+async def _receive(request: Request, psp: Psp) -> Response:
+    d = web.deps(request)
+    settings = d.settings
+    trusted = networks(settings.callback_trusted_proxies)
+    if not sources.allowed(request, networks(psp.allowlist(settings)), trusted):
+        raise ProblemError(403, "forbidden_source", f"callbacks from {psp.name} come from elsewhere")
+    body = await web.body(request, settings.max_body_bytes)
+    if not psp.verify(settings, request, body, time.time()):
+        raise ProblemError(401, "invalid_signature", "missing, stale or wrong signature")
+    hint = psp.parse(web.decode(body, psp.decoder))
+    key = seen_key(psp.name, hint.event_id)
+    if await d.redis.exists(key):
+        CALLBACKS.labels(psp.name, "duplicate").inc()
+        return web.json(WebhookAck(accepted=True, duplicate=True))
+    try:
+        await d.publisher.publish(psp.stream, _message(psp.name, hint))
+    except BackPressureError as exc:
+        raise ProblemError(
+            503,
+            "backpressure",
+            "too many hints waiting for the adapter; retry later",
+            headers={"Retry-After": str(max(1, round(exc.retry_after_s)))},
+        ) from None
+    except StreamMissingError:
+        raise ProblemError(
+            503,
+            "unavailable",
+            "the hints stream is not provisioned; retry later",
+            headers={"Retry-After": "5"},
+        ) from None
+    await d.redis.set(key, b"1", nx=True, ex=settings.callback_dedupe_ttl_s)
+    CALLBACKS.labels(psp.name, "accepted").inc()
+    return web.json(WebhookAck(accepted=True, duplicate=False))
+
+
+async def _counted(request: Request, psp: Psp) -> Response:
+    try:
+        return await _receive(request, psp)
+    except ProblemError as exc:
+        CALLBACKS.labels(psp.name, _OUTCOMES.get(exc.code, "malformed")).inc()
+        raise
+    except (RedisError, OSError):
+        # Redis unreachable or timing out: the app answers 503 with Retry-After; the PSP will retry.
+        CALLBACKS.labels(psp.name, "unavailable").inc()
+        raise
+    except Exception:
+        CALLBACKS.labels(psp.name, "error").inc()
+        raise
+
+
+async def ipps(request: Request) -> Response:
+    return await _counted(request, IPPS)
+
+
+async def qp(request: Request) -> Response:
+    return await _counted(request, QP)

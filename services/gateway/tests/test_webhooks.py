@@ -1,0 +1,635 @@
+"""PSP callbacks on the gateway: verified, allowlisted, deduplicated, passed on as `PspHint`s.
+
+The gateway runs for real (uvicorn, real Redis database `PM_TEST_REDIS_DB`, the session's PostgreSQL);
+callbacks are signed here as the PSPs' wire formats say, and in the last tests by the sandboxes
+themselves, running as processes that deliver their callbacks to the gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from prometheus_client import REGISTRY
+from redis.asyncio import Redis
+
+from pm_gateway import openapi
+from pm_gateway.main import main
+from pm_gateway.settings import Settings, load
+from pm_gateway.testing import delete_streams, key_encryption_key
+from pm_shared.messages import PspHint, psp_key
+from pm_shared.settings import SettingsError, load_settings
+from pm_shared.streams.names import IPPS_HINTS, QP_HINTS
+from pm_shared.streams.provision import provision
+from pm_shared.testing.fixtures import eventually
+from pm_shared.testing.fleet import free_port
+
+IPPS_SECRET = "ipps-test-secret"
+QP_SECRET = "qp-test-secret"
+IPPS_KEY = "{pm:psp:ipps:hints:0}"
+QP_KEY = "{pm:psp:qp:hints:0}"
+_hint = msgspec.json.Decoder(PspHint)
+
+
+# --- the gateway, its streams, what it wrote ------------------------------------------------------
+
+
+@pytest.fixture
+async def clean(redis: Redis) -> AsyncIterator[Redis]:
+    """The hints streams provisioned and empty, no dedupe marks; the same left behind."""
+
+    async def wipe() -> None:
+        await delete_streams(redis, IPPS_HINTS.name, QP_HINTS.name)
+        marks = [k async for k in redis.scan_iter(match="pm:webhooks:seen:*")]
+        if marks:
+            await redis.delete(*marks)
+
+    await wipe()
+    await provision(redis, 1, [IPPS_HINTS, QP_HINTS])
+    yield redis
+    await wipe()
+
+
+def gateway_settings(redis_url: str, database_url: str, **env: str) -> Settings:
+    """Settings with the test secrets; `env` adds variables by name (`PM_…`)."""
+    return load_settings(
+        Settings,
+        "GATEWAY_",
+        {
+            "PM_REDIS_URL": redis_url,
+            "PM_DATABASE_URL": database_url,
+            "PM_KEY_ENCRYPTION_KEY": key_encryption_key(),
+            "PM_GATEWAY_IPPS_CALLBACK_SECRET": IPPS_SECRET,
+            "PM_GATEWAY_QP_CALLBACK_SECRET": QP_SECRET,
+            **env,
+        },
+    )
+
+
+@contextlib.asynccontextmanager
+async def serve(settings: Settings) -> AsyncIterator[str]:
+    """The gateway as `pm-gateway` serves it (`pm_gateway.main`), on a free port in this event loop."""
+    settings = msgspec.structs.replace(settings, host="127.0.0.1", port=free_port())
+    stop = asyncio.Event()
+    serving = asyncio.create_task(main(settings, stop))
+    url = f"http://127.0.0.1:{settings.port}"
+
+    async def listening() -> bool:
+        if serving.done():
+            serving.result()
+        try:
+            async with httpx.AsyncClient() as http:
+                return (await http.get(url + "/healthz")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        await eventually(listening, what="the gateway answers /healthz")
+        yield url
+    finally:
+        stop.set()
+        await serving
+
+
+@pytest.fixture
+async def gw(clean: Redis, redis_url: str, database_url: str) -> AsyncIterator[str]:
+    async with serve(gateway_settings(redis_url, database_url)) as url:
+        yield url
+
+
+async def hints(redis: Redis, key: str) -> list[PspHint]:
+    entries: Any = await redis.xrange(key)
+    return [_hint.decode(fields[b"m"]) for _, fields in entries]
+
+
+async def marks(redis: Redis) -> list[bytes]:
+    return [k async for k in redis.scan_iter(match="pm:webhooks:seen:*")]
+
+
+async def assert_nothing_written(redis: Redis) -> None:
+    assert await redis.xlen(IPPS_KEY) == 0
+    assert await redis.xlen(QP_KEY) == 0
+    assert await marks(redis) == []
+
+
+def counted(psp: str, outcome: str) -> float:
+    return REGISTRY.get_sample_value("pm_webhook_callbacks_total", {"psp": psp, "outcome": outcome}) or 0.0
+
+
+# --- callbacks signed as the wire formats say -----------------------------------------------------
+
+
+def _hex(secret: str, message: bytes) -> str:
+    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+def ipps_body(
+    key: str, *, event: str = "transfer.succeeded", sequence: int = 2, status: str = "SUCCESS"
+) -> bytes:
+    transfer = {
+        "transfer_id": "trf_" + hashlib.sha256(key.encode()).hexdigest()[:20],
+        "idempotency_key": key,
+        "inquiry_id": "inq_1",
+        "amount": 10_000,
+        "fee": 0,
+        "status": status,
+        "trans_ref": "0002123123121200011" if status == "SUCCESS" else None,
+        "failure_code": None,
+        "created_at": "2026-11-24T20:00:00Z",
+        "updated_at": "2026-11-24T20:00:01Z",
+    }
+    return msgspec.json.encode({"event": event, "sequence": sequence, "transfer": transfer})
+
+
+def ipps_headers(body: bytes, *, secret: str = IPPS_SECRET, at: int | None = None) -> dict[str, str]:
+    t = int(time.time()) if at is None else at
+    return {
+        "Content-Type": "application/json",
+        "X-IPPS-Signature": f"t={t},v1={_hex(secret, f'{t}.'.encode() + body)}",
+    }
+
+
+def qp_body(order: str, *, seq: int = 3, status: str = "ACCEPTED", event_id: str | None = None) -> bytes:
+    qr_id = "AD" + hashlib.sha256(order.encode()).hexdigest()[:30].upper()
+    return msgspec.json.encode(
+        {
+            "event_id": event_id or f"{qr_id}-{seq}",
+            "seq": seq,
+            "qr_id": qr_id,
+            "order": order,
+            "status": status,
+            "amount": 10_000,
+            "currency": "RUB",
+            "merchant_id": "MA0000000552",
+            "transaction_id": "T1" if status == "ACCEPTED" else None,
+            "occurred_at": "2026-11-24T20:00:00Z",
+        }
+    )
+
+
+def qp_headers(body: bytes, *, secret: str = QP_SECRET, at: int | None = None) -> dict[str, str]:
+    ts = str(int(time.time()) if at is None else at)
+    return {
+        "Content-Type": "application/json",
+        "X-QP-Timestamp": ts,
+        "X-QP-Signature": _hex(secret, ts.encode() + b"." + body),
+    }
+
+
+async def post(url: str, body: bytes, headers: Mapping[str, str | bytes]) -> httpx.Response:
+    raw = [(k.encode(), v if isinstance(v, bytes) else v.encode()) for k, v in headers.items()]
+    async with httpx.AsyncClient(timeout=30) as http:
+        return await http.post(url, content=body, headers=raw)
+
+
+# --- accepted ------------------------------------------------------------------------------------
+
+
+async def test_a_valid_ipps_callback_becomes_exactly_one_hint(gw: str, clean: Redis) -> None:
+    intent_id = str(uuid.uuid4())
+    key = psp_key(intent_id, "payout")
+    body = ipps_body(key)
+    before = counted("ipps", "accepted")
+
+    # No X-PM-* headers at all: PSPs have no service key.
+    response = await post(gw + "/v1/webhooks/ipps", body, ipps_headers(body))
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"accepted": True, "duplicate": False}
+    [hint] = await hints(clean, IPPS_KEY)
+    transfer_id = msgspec.json.decode(body)["transfer"]["transfer_id"]
+    assert (hint.psp, hint.intent_id, hint.idempotency_key) == ("ipps", intent_id, key)
+    assert (hint.psp_reference, hint.claimed_status) == (transfer_id, "SUCCESS")
+    assert hint.event_id == f"{transfer_id}:transfer.succeeded:2"
+    assert await clean.xlen(QP_KEY) == 0
+    mark = f"pm:webhooks:seen:ipps:{transfer_id}:transfer.succeeded:2"
+    assert await clean.exists(mark)
+    assert 7 * 86_400 - 60 < await clean.ttl(mark) <= 7 * 86_400
+    assert counted("ipps", "accepted") == before + 1
+
+
+async def test_a_valid_qp_callback_becomes_exactly_one_hint(gw: str, clean: Redis) -> None:
+    intent_id = str(uuid.uuid4())
+    order = psp_key(intent_id, "collect")
+    body = qp_body(order, seq=3, status="ACCEPTED")
+    sent = msgspec.json.decode(body)
+
+    response = await post(gw + "/v1/webhooks/qp", body, qp_headers(body))
+
+    assert response.status_code == 200, response.text
+    assert response.json() == {"accepted": True, "duplicate": False}
+    [hint] = await hints(clean, QP_KEY)
+    assert (hint.psp, hint.intent_id, hint.idempotency_key) == ("qp", intent_id, order)
+    assert (hint.psp_reference, hint.claimed_status, hint.event_id) == (
+        sent["qr_id"],
+        "ACCEPTED",
+        sent["event_id"],
+    )
+    assert await clean.xlen(IPPS_KEY) == 0
+    assert await marks(clean) == [f"pm:webhooks:seen:qp:{sent['event_id']}".encode()]
+
+
+async def test_a_key_that_names_no_intent_gives_a_hint_with_an_empty_intent_id(gw: str, clean: Redis) -> None:
+    body = qp_body("merchant-order-77")
+    response = await post(gw + "/v1/webhooks/qp", body, qp_headers(body))
+    assert response.status_code == 200, response.text
+    [hint] = await hints(clean, QP_KEY)
+    assert (hint.intent_id, hint.idempotency_key) == ("", "merchant-order-77")
+
+
+async def test_the_same_callback_twice_is_acknowledged_twice_and_passed_on_once(
+    gw: str, clean: Redis
+) -> None:
+    ipps = ipps_body(psp_key(str(uuid.uuid4()), "payout"))
+    qp = qp_body(psp_key(str(uuid.uuid4()), "collect"))
+    before = counted("ipps", "duplicate")
+
+    first = await post(gw + "/v1/webhooks/ipps", ipps, ipps_headers(ipps))
+    # A redelivery is signed anew (another timestamp): still the same event.
+    again = await post(gw + "/v1/webhooks/ipps", ipps, ipps_headers(ipps, at=int(time.time()) - 5))
+    qp_first = await post(gw + "/v1/webhooks/qp", qp, qp_headers(qp))
+    qp_again = await post(gw + "/v1/webhooks/qp", qp, qp_headers(qp))
+
+    assert [r.status_code for r in (first, again, qp_first, qp_again)] == [200, 200, 200, 200]
+    assert [r.json()["duplicate"] for r in (first, again, qp_first, qp_again)] == [False, True, False, True]
+    assert len(await hints(clean, IPPS_KEY)) == 1
+    assert len(await hints(clean, QP_KEY)) == 1
+    assert counted("ipps", "duplicate") == before + 1
+
+
+async def test_out_of_order_callbacks_are_all_passed_on_in_arrival_order(gw: str, clean: Redis) -> None:
+    key = psp_key(str(uuid.uuid4()), "payout")
+    final = ipps_body(key, event="transfer.succeeded", sequence=2, status="SUCCESS")
+    stale = ipps_body(key, event="transfer.pending", sequence=1, status="PENDING")
+    order = psp_key(str(uuid.uuid4()), "collect")
+    qp_final = qp_body(order, seq=3, status="ACCEPTED")
+    qp_stale = qp_body(order, seq=2, status="IN_PROGRESS")
+
+    for url, body, headers in (
+        ("/v1/webhooks/ipps", final, ipps_headers(final)),
+        ("/v1/webhooks/ipps", stale, ipps_headers(stale)),
+        ("/v1/webhooks/qp", qp_final, qp_headers(qp_final)),
+        ("/v1/webhooks/qp", qp_stale, qp_headers(qp_stale)),
+    ):
+        response = await post(gw + url, body, headers)
+        assert response.json() == {"accepted": True, "duplicate": False}, response.text
+
+    assert [h.claimed_status for h in await hints(clean, IPPS_KEY)] == ["SUCCESS", "PENDING"]
+    assert [h.claimed_status for h in await hints(clean, QP_KEY)] == ["ACCEPTED", "IN_PROGRESS"]
+    ids = [h.message_id for h in await hints(clean, IPPS_KEY)]
+    assert len(set(ids)) == 2
+
+
+# --- refused: nothing changes --------------------------------------------------------------------
+
+
+def _ipps_refusals(body: bytes) -> dict[str, Mapping[str, str | bytes]]:
+    good = ipps_headers(body)
+    t = int(time.time())
+    mac = good["X-IPPS-Signature"].split("v1=")[1]
+    return {
+        "wrong secret": ipps_headers(body, secret="forged"),
+        "stale timestamp": ipps_headers(body, at=t - 301),
+        "future timestamp": ipps_headers(body, at=t + 301),
+        "missing header": {"Content-Type": "application/json"},
+        "empty header": {**good, "X-IPPS-Signature": ""},
+        "no v1": {**good, "X-IPPS-Signature": f"t={t}"},
+        "no t": {**good, "X-IPPS-Signature": f"v1={mac}"},
+        "t replaced": {**good, "X-IPPS-Signature": f"t={t - 1},v1={mac}"},
+        "non-ascii v1": {**good, "X-IPPS-Signature": f"t={t},v1={mac[:-1]}\u00e9".encode("latin-1")},
+        "signed another body": ipps_headers(body.replace(b"SUCCESS", b"FAILED")),
+    }
+
+
+def _qp_refusals(body: bytes) -> dict[str, Mapping[str, str | bytes]]:
+    good = qp_headers(body)
+    t = int(time.time())
+    return {
+        "wrong secret": qp_headers(body, secret="forged"),
+        "stale timestamp": qp_headers(body, at=t - 301),
+        "missing signature": {k: v for k, v in good.items() if k != "X-QP-Signature"},
+        "missing timestamp": {k: v for k, v in good.items() if k != "X-QP-Timestamp"},
+        "timestamp replaced": {**good, "X-QP-Timestamp": str(t - 1)},
+        "timestamp not a number": {**good, "X-QP-Timestamp": "+" + good["X-QP-Timestamp"]},
+        "signed another body": qp_headers(body.replace(b"ACCEPTED", b"REJECTED")),
+    }
+
+
+async def test_a_forged_or_stale_callback_is_401_and_changes_nothing(gw: str, clean: Redis) -> None:
+    ipps = ipps_body(psp_key(str(uuid.uuid4()), "payout"))
+    qp = qp_body(psp_key(str(uuid.uuid4()), "collect"))
+    before = counted("ipps", "invalid_signature") + counted("qp", "invalid_signature")
+    cases = [("/v1/webhooks/ipps", ipps, name, h) for name, h in _ipps_refusals(ipps).items()]
+    cases += [("/v1/webhooks/qp", qp, name, h) for name, h in _qp_refusals(qp).items()]
+
+    for path, body, name, headers in cases:
+        response = await post(gw + path, body, headers)
+        assert response.status_code == 401, (path, name, response.text)
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.json()["code"] == "invalid_signature", (path, name)
+
+    await assert_nothing_written(clean)
+    after = counted("ipps", "invalid_signature") + counted("qp", "invalid_signature")
+    assert after == before + len(cases)
+    # The same bodies, signed properly, are accepted: the refusals were about the signatures.
+    assert (await post(gw + "/v1/webhooks/ipps", ipps, ipps_headers(ipps))).status_code == 200
+    assert (await post(gw + "/v1/webhooks/qp", qp, qp_headers(qp))).status_code == 200
+
+
+async def test_a_callback_from_off_the_allowlist_is_403_and_changes_nothing(
+    clean: Redis, redis_url: str, database_url: str
+) -> None:
+    settings = gateway_settings(
+        redis_url,
+        database_url,
+        PM_GATEWAY_IPPS_CALLBACK_ALLOWLIST="10.0.0.0/8",
+        PM_GATEWAY_QP_CALLBACK_ALLOWLIST="192.0.2.1,::2",
+    )
+    ipps = ipps_body(psp_key(str(uuid.uuid4()), "payout"))
+    qp = qp_body(psp_key(str(uuid.uuid4()), "collect"))
+    before = counted("qp", "forbidden_source")
+    async with serve(settings) as url:
+        # Validly signed, and claiming an allowed address: the header is not believed from an untrusted peer.
+        first = await post(
+            url + "/v1/webhooks/ipps", ipps, {**ipps_headers(ipps), "X-Forwarded-For": "10.1.2.3"}
+        )
+        second = await post(url + "/v1/webhooks/qp", qp, {**qp_headers(qp), "X-Forwarded-For": "192.0.2.1"})
+        forged = await post(url + "/v1/webhooks/qp", qp, qp_headers(qp, secret="forged"))
+    for response in (first, second, forged):
+        assert response.status_code == 403, response.text
+        assert response.json()["code"] == "forbidden_source"
+    await assert_nothing_written(clean)
+    assert counted("qp", "forbidden_source") == before + 2
+
+
+async def test_x_forwarded_for_counts_only_through_trusted_proxies(
+    clean: Redis, redis_url: str, database_url: str
+) -> None:
+    settings = gateway_settings(
+        redis_url,
+        database_url,
+        PM_GATEWAY_IPPS_CALLBACK_ALLOWLIST="10.1.2.3/32",
+        PM_GATEWAY_CALLBACK_TRUSTED_PROXIES="127.0.0.0/8, 10.9.0.0/16",
+    )
+    key = psp_key(str(uuid.uuid4()), "payout")
+    body = ipps_body(key)
+    async with serve(settings) as url:
+        # The caller wrote an allowed address left of where our proxy saw it coming from: not believed.
+        spoofed = await post(
+            url + "/v1/webhooks/ipps", body, {**ipps_headers(body), "X-Forwarded-For": "10.1.2.3, 192.0.2.7"}
+        )
+        garbage = await post(
+            url + "/v1/webhooks/ipps", body, {**ipps_headers(body), "X-Forwarded-For": "nonsense"}
+        )
+        direct = await post(url + "/v1/webhooks/ipps", body, ipps_headers(body))
+        assert [spoofed.status_code, garbage.status_code, direct.status_code] == [403, 403, 403]
+        await assert_nothing_written(clean)
+        # The caller, then one more of our proxies, then the peer (also ours).
+        through = await post(
+            url + "/v1/webhooks/ipps", body, {**ipps_headers(body), "X-Forwarded-For": "10.1.2.3, 10.9.0.4"}
+        )
+    assert through.status_code == 200, through.text
+    assert len(await hints(clean, IPPS_KEY)) == 1
+
+
+async def test_a_malformed_callback_is_4xx_and_changes_nothing(gw: str, clean: Redis) -> None:
+    before = counted("ipps", "malformed")
+    good = msgspec.json.decode(ipps_body("k"))
+    missing_key = msgspec.json.encode({**good, "transfer": {**good["transfer"], "idempotency_key": None}})
+    cases = {
+        b"{not json": (400, "malformed_json"),
+        b"": (400, "body_missing"),
+        b"[]": (422, "validation_failed"),
+        b'{"event": "transfer.succeeded", "sequence": 2}': (422, "validation_failed"),
+        missing_key: (422, "validation_failed"),
+        msgspec.json.encode({**good, "sequence": "2"}): (422, "validation_failed"),
+        msgspec.json.encode({**good, "event": "x" * 129}): (422, "validation_failed"),
+    }
+    for body, (status, code) in cases.items():
+        response = await post(gw + "/v1/webhooks/ipps", body, ipps_headers(body))
+        assert (response.status_code, response.json()["code"]) == (status, code), body
+    qp = msgspec.json.encode({"event_id": "e1", "seq": 1, "qr_id": "AD1", "status": "ACCEPTED"})  # no order
+    response = await post(gw + "/v1/webhooks/qp", qp, qp_headers(qp))
+    assert (response.status_code, response.json()["code"]) == (422, "validation_failed")
+    await assert_nothing_written(clean)
+    assert counted("ipps", "malformed") == before + len(cases)
+
+
+# --- Redis full or away: 503, so the PSP retries -------------------------------------------------
+
+
+async def test_hints_over_the_threshold_are_503_backpressure_and_nothing_is_marked(
+    clean: Redis, redis_url: str, database_url: str
+) -> None:
+    settings = gateway_settings(redis_url, database_url, PM_STREAM_BACKPRESSURE_THRESHOLD="1")
+    # One hint nobody has read yet: the adapter's group is at the threshold.
+    await clean.xadd(QP_KEY, {b"m": b"{}"})
+    body = qp_body(psp_key(str(uuid.uuid4()), "collect"))
+    async with serve(settings) as url:
+        response = await post(url + "/v1/webhooks/qp", body, qp_headers(body))
+        assert response.status_code == 503, response.text
+        assert response.json()["code"] == "backpressure"
+        assert int(response.headers["retry-after"]) >= 1
+        assert await clean.xlen(QP_KEY) == 1
+        assert await marks(clean) == []
+        # Once the adapter has read and acked it, the PSP's retry goes through.
+        read: Any = await clean.xreadgroup("adapter-qp", "test", {QP_KEY: ">"}, count=10)
+        await clean.xack(QP_KEY, "adapter-qp", *[entry_id for entry_id, _ in read[0][1]])
+        await asyncio.sleep(0.15)  # past the publisher's cached reading
+        retried = await post(url + "/v1/webhooks/qp", body, qp_headers(body))
+    assert retried.status_code == 200, retried.text
+    assert await clean.xlen(QP_KEY) == 2
+
+
+async def test_an_unprovisioned_hints_stream_is_503_and_nothing_is_marked(gw: str, clean: Redis) -> None:
+    await delete_streams(clean, IPPS_HINTS.name)
+    body = ipps_body(psp_key(str(uuid.uuid4()), "payout"))
+    response = await post(gw + "/v1/webhooks/ipps", body, ipps_headers(body))
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "unavailable" and response.headers["retry-after"]
+    assert await marks(clean) == []
+
+
+async def test_an_unreachable_redis_is_503_unavailable(database_url: str) -> None:
+    settings = gateway_settings(f"redis://127.0.0.1:{free_port()}/0", database_url)
+    body = qp_body(psp_key(str(uuid.uuid4()), "collect"))
+    before = counted("qp", "unavailable")
+    async with serve(settings) as url:
+        response = await post(url + "/v1/webhooks/qp", body, qp_headers(body))
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "unavailable"
+    assert response.headers["retry-after"] == "1"
+    assert counted("qp", "unavailable") == before + 1
+
+
+# --- configuration and documentation -------------------------------------------------------------
+
+
+def test_the_callback_secrets_default_to_the_sandboxes_defaults() -> None:
+    from pm_adapter_ipps.sandbox.settings import Settings as IppsSandbox
+    from pm_adapter_qp.sandbox.settings import Settings as QpSandbox
+
+    defaults = Settings()
+    assert defaults.ipps_callback_secret == IppsSandbox().callback_secret
+    assert defaults.qp_callback_secret == QpSandbox().secret
+    assert defaults.ipps_callback_allowlist == defaults.qp_callback_allowlist == "127.0.0.1/32,::1/128"
+    assert defaults.callback_trusted_proxies == ""
+    assert defaults.callback_dedupe_ttl_s == 7 * 86_400
+
+
+def test_a_malformed_allowlist_stops_the_start_naming_the_variable() -> None:
+    env = {"PM_KEY_ENCRYPTION_KEY": key_encryption_key(), "PM_GATEWAY_QP_CALLBACK_ALLOWLIST": "10.0.0.0/33"}
+    with pytest.raises(SettingsError, match="PM_GATEWAY_QP_CALLBACK_ALLOWLIST"):
+        load(env)
+    assert load({**env, "PM_GATEWAY_QP_CALLBACK_ALLOWLIST": "10.0.0.0/8, ::1"}).qp_callback_allowlist
+
+
+def test_the_webhooks_are_documented_without_a_service_key() -> None:
+    paths = openapi.document()["paths"]
+    for path, headers in (
+        ("/v1/webhooks/ipps", {"X-IPPS-Signature"}),
+        ("/v1/webhooks/qp", {"X-QP-Timestamp", "X-QP-Signature"}),
+    ):
+        operation = paths[path]["post"]
+        assert operation["security"] == []
+        assert {p["name"] for p in operation["parameters"]} == headers
+        assert set(operation["responses"]) >= {"200", "401", "403", "503"}
+    assert paths["/v1/intents"]["post"]["security"] == [{"serviceKey": []}]
+
+
+# --- the sandboxes' own callbacks, delivered by the sandboxes as processes -------------------------
+
+
+@contextlib.contextmanager
+def sandbox(module: str, env: dict[str, str], stderr: Path) -> Any:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PM_")}
+    environ.update(env)
+    with stderr.open("wb") as err:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", module], env=environ, stdin=subprocess.DEVNULL, stdout=err, stderr=err
+        )
+    try:
+        yield popen
+    finally:
+        popen.kill()
+        popen.wait(10)
+
+
+async def wait_healthy(url: str) -> None:
+    async def up() -> bool:
+        try:
+            async with httpx.AsyncClient() as http:
+                return (await http.get(url + "/healthz")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    await eventually(up, timeout=15, what=f"{url} answers /healthz")
+
+
+@pytest.mark.slow
+async def test_the_ipps_sandbox_callbacks_are_verified_deduplicated_and_passed_on(
+    clean: Redis, redis_url: str, database_url: str, tmp_path: Path
+) -> None:
+    # Both sides on their defaults: the default secrets match, which is what `pm up` relies on.
+    settings = gateway_settings(redis_url, database_url)
+    settings = msgspec.structs.replace(settings, ipps_callback_secret=Settings().ipps_callback_secret)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    key = psp_key(str(uuid.uuid4()), "payout")
+    async with serve(settings) as url:
+        env = {"PM_IPPS_SANDBOX_PORT": str(port), "PM_IPPS_SANDBOX_CALLBACK_URL": url + "/v1/webhooks/ipps"}
+        with sandbox("pm_adapter_ipps.sandbox", env, tmp_path / "ipps.log"):
+            await wait_healthy(base)
+            async with httpx.AsyncClient(base_url=base, timeout=10) as http:
+                inquiry = await http.post(
+                    "/v1/inquiry",
+                    json={"amount": 10_000, "proxy_type": "MSISDN", "proxy_value": "0812345678"},
+                )
+                assert inquiry.status_code == 200, inquiry.text
+                confirmed = await http.post(
+                    "/v1/transfers",
+                    json={
+                        "inquiry_id": inquiry.json()["inquiry_id"],
+                        "amount": 10_000,
+                        "idempotency_key": key,
+                    },
+                    headers={"X-Sandbox-Fault": "duplicate-callbacks,out-of-order-callbacks"},
+                )
+                assert confirmed.status_code == 201, confirmed.text
+                transfer_id = confirmed.json()["transfer_id"]
+
+                async def delivered() -> bool:
+                    return len((await http.get("/_sim/callbacks")).json()) >= 4
+
+                await eventually(delivered, what="four callback deliveries")
+                deliveries = (await http.get("/_sim/callbacks")).json()
+
+    # Final, final again, stale pending, stale pending again: every one acknowledged on its first attempt.
+    assert [(d["event"], d["attempt"], d["status_code"]) for d in deliveries] == [
+        ("transfer.succeeded", 1, 200),
+        ("transfer.succeeded", 1, 200),
+        ("transfer.pending", 1, 200),
+        ("transfer.pending", 1, 200),
+    ]
+    passed_on = await hints(clean, IPPS_KEY)
+    assert [(h.event_id, h.claimed_status) for h in passed_on] == [
+        (f"{transfer_id}:transfer.succeeded:2", "SUCCESS"),
+        (f"{transfer_id}:transfer.pending:1", "PENDING"),
+    ]
+    assert all(h.idempotency_key == key and h.psp_reference == transfer_id for h in passed_on)
+
+
+@pytest.mark.slow
+async def test_the_qp_sandbox_callbacks_are_verified_deduplicated_and_passed_on(
+    clean: Redis, redis_url: str, database_url: str, tmp_path: Path
+) -> None:
+    settings = gateway_settings(redis_url, database_url)
+    settings = msgspec.structs.replace(settings, qp_callback_secret=Settings().qp_callback_secret)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    order = psp_key(str(uuid.uuid4()), "collect")
+    auth = {"Authorization": f"Bearer {Settings().qp_callback_secret}"}
+    async with serve(settings) as url:
+        env = {"PM_QP_SANDBOX_PORT": str(port), "PM_QP_SANDBOX_CALLBACK_URL": url + "/v1/webhooks/qp"}
+        with sandbox("pm_adapter_qp.sandbox", env, tmp_path / "qp.log"):
+            await wait_healthy(base)
+            async with httpx.AsyncClient(base_url=base, timeout=10, headers=auth) as http:
+                registered = await http.post(
+                    "/v1/qrs",
+                    json={"order": order, "amount": 10_000},
+                    headers={"X-Sandbox-Fault": "duplicate-callbacks"},
+                )
+                assert registered.status_code == 201, registered.text
+                qr_id = registered.json()["qr_id"]
+                paid = await http.post(f"/v1/sandbox/qrs/{qr_id}/pay")
+                assert paid.status_code == 200, paid.text
+
+                async def final_delivered() -> bool:
+                    found: list[dict[str, Any]] = (
+                        await http.get("/v1/sandbox/callbacks", params={"qr_id": qr_id})
+                    ).json()
+                    return sum(1 for d in found if d["status"] == "ACCEPTED") >= 2
+
+                await eventually(final_delivered, what="the ACCEPTED callback delivered twice")
+                deliveries = (await http.get("/v1/sandbox/callbacks", params={"qr_id": qr_id})).json()
+
+    assert deliveries and all((d["attempt"], d["http_status"]) == (1, 200) for d in deliveries), deliveries
+    event_ids = list(dict.fromkeys(d["event_id"] for d in deliveries))
+    assert len(deliveries) == 2 * len(event_ids)  # every event twice
+    passed_on = await hints(clean, QP_KEY)
+    assert [h.event_id for h in passed_on] == event_ids
+    assert passed_on[-1].claimed_status == "ACCEPTED"
+    assert all(h.idempotency_key == order and h.psp_reference == qr_id for h in passed_on)
