@@ -80,6 +80,43 @@ FLEET: list[Child] = [
     Child("qp-sandbox", "pm_adapter_qp.sandbox", "PM_QP_SANDBOX_PORT", 9202, metrics=False),
 ]
 
+# The sandboxes' callbacks go to the gateway this run starts: (sandbox URL variable, gateway route,
+# sandbox secret variable, gateway secret variable). Both sides default to the same secret.
+CALLBACKS: tuple[tuple[str, str, str, str], ...] = (
+    (
+        "PM_IPPS_SANDBOX_CALLBACK_URL",
+        "/v1/webhooks/ipps",
+        "PM_IPPS_SANDBOX_CALLBACK_SECRET",
+        "PM_GATEWAY_IPPS_CALLBACK_SECRET",
+    ),
+    (
+        "PM_QP_SANDBOX_CALLBACK_URL",
+        "/v1/webhooks/qp",
+        "PM_QP_SANDBOX_SECRET",
+        "PM_GATEWAY_QP_CALLBACK_SECRET",
+    ),
+)
+
+
+def callback_wiring(children: Sequence[Child], environ: Mapping[str, str]) -> dict[str, str]:
+    """Variables pointing the sandboxes' callbacks at the gateway, signed with the secret it checks.
+
+    What the environment sets already is kept: a callback URL elsewhere, or two different secrets
+    (to watch the gateway refuse forged callbacks). A secret set on one side only is given to the other.
+    """
+    gateway = next((child for child in children if child.name == "gateway"), None)
+    if gateway is None:
+        return {}  # nothing would answer: the sandboxes send no callbacks
+    wiring: dict[str, str] = {}
+    for url_var, route, sandbox_secret, gateway_secret in CALLBACKS:
+        if not environ.get(url_var):
+            wiring[url_var] = f"http://{HOST}:{gateway.port(environ)}{route}"
+        shared = environ.get(sandbox_secret) or environ.get(gateway_secret)
+        for var in (sandbox_secret, gateway_secret):
+            if shared and not environ.get(var):
+                wiring[var] = shared
+    return wiring
+
 
 def up(
     only: Annotated[
@@ -187,6 +224,7 @@ async def _up(children: Sequence[Child], *, json_logs: bool, grace: float, max_r
 
         env = _child_env(infra, json_logs=json_logs)
         env[KEY_VARIABLE] = key_encryption_key
+        env.update(callback_wiring(children, env))
         fleet = Fleet(children, env, console, grace=grace, max_restarts=max_restarts)
         console.print(fleet.table())
         console.print(
