@@ -122,6 +122,8 @@ class CollectAdapter:
     poller: OrderPoller
     publish: Publish
     qr_ttl_s: int
+    job_budget_s: float = 60.0
+    """How long one delivery of a job may take to register its QR (a timeout, then the lookups)."""
 
     # --- jobs ------------------------------------------------------------------------------------
 
@@ -334,7 +336,7 @@ class CollectAdapter:
 
     async def sweep_once(self, base_s: float, max_s: float, limit: int, concurrency: int) -> int:
         """Read the QRs waiting for their payer that are due; finish those QP decided (how many)."""
-        rows = await self.pool.fetch(queries.SELECT_DUE, PSP, base_s, max_s, limit)
+        rows = await self.pool.fetch(queries.SELECT_DUE, PSP, base_s, max_s, limit, self.job_budget_s)
         gate = asyncio.Semaphore(concurrency)
 
         async def one(row: Row) -> bool:

@@ -42,8 +42,15 @@ async def serve(config: Settings, stop: asyncio.Event) -> None:
                     maxlen=config.stream_maxlen,
                     threshold=config.backpressure_threshold,
                 )
+                request_s = config.request_timeout_ms / 1000
                 adapter = handlers.CollectAdapter(
-                    pool, client, poller, handlers.publisher_of(publisher), config.qr_ttl_s
+                    pool,
+                    client,
+                    poller,
+                    handlers.publisher_of(publisher),
+                    config.qr_ttl_s,
+                    # a registration, then each lookup after its wait
+                    job_budget_s=request_s + config.poll_attempts * (request_s + config.poll_max_ms / 1000),
                 )
                 consumers = consumers_for(
                     config,

@@ -72,11 +72,14 @@ SELECT * FROM pm.psp_tx_map WHERE psp = $1 AND psp_transfer_id = $2 ORDER BY id 
 """
 
 # QRs waiting for their payer, due for a read: one untouched for `$2` seconds, doubled per read made
-# (polls), up to `$3` seconds; oldest first. The partial index psp_tx_map_unresolved_idx serves it.
+# (polls), up to `$3` seconds; oldest first. A row with no QR id yet is its job's while the job may
+# still be registering (`$5` seconds): after that its job was retried away or dead-lettered, and the
+# sweep looks the order up. The partial index psp_tx_map_unresolved_idx serves it.
 SELECT_DUE = """
 SELECT * FROM pm.psp_tx_map
 WHERE psp = $1 AND phase = 'confirm_sent'
   AND updated_at < now() - make_interval(secs => least($3::float8, $2::float8 * power(2, least(polls, 30))))
+  AND (psp_transfer_id IS NOT NULL OR updated_at < now() - make_interval(secs => $5::float8))
 ORDER BY updated_at
 LIMIT $4
 """
