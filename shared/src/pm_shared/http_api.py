@@ -126,6 +126,16 @@ class Links(Out, kw_only=True):
     self_: str = msgspec.field(name="self")
 
 
+class Payment(Out, kw_only=True):
+    """What the payer must do for the intent to go on: for an SBP top-up, pay the QR behind `link`."""
+
+    kind: str
+    """`qp_qr`: an SBP QR (`link` is its `qr.nspk.ru` URL, to show as a QR code or open on a phone)."""
+    link: str
+    expires_at: datetime | None = None
+    psp_reference: str | None = None
+
+
 class Intent(Out, kw_only=True):
     """An intent as the API shows it (`POST` answers with it; `GET` adds legs and the timeline)."""
 
@@ -146,6 +156,8 @@ class Intent(Out, kw_only=True):
     created_at: datetime | None = None
     updated_at: datetime | None = None
     legs: list[Leg] = []
+    payment: Payment | None = None
+    """Set once a PSP says what the payer must do (an SBP top-up's QR link); null otherwise."""
     timeline: list[TimelineEntry] = []
     links: Links
 

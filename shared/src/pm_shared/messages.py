@@ -74,6 +74,8 @@ class IntentStateChanged(Message, frozen=True, kw_only=True, tag="intent.state_c
     previous: str | None = None
     failure_code: str | None = None
     reason: str | None = None
+    awaits_payer: bool = False
+    """The intent now waits for its payer, who has something to do (`Intent.payment`: pay a QR)."""
 
 
 class LedgerAccount(msgspec.Struct, frozen=True, kw_only=True):

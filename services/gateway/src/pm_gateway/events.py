@@ -1,9 +1,10 @@
-"""`Prefer: wait`: requests parked until their intent is terminal, woken from `pm:events`.
+"""`Prefer: wait`: requests parked until their intent is terminal (or waits for its payer, who has a QR
+to pay), woken from `pm:events`.
 
 Every gateway process reads every partition of `pm:events` with a plain `XREAD` from the moment it
 started (no consumer group: each instance must see every event, DESIGN §8) and resolves the futures
-of the intents that became terminal. A waiter registers before it reads the intent's state from
-PostgreSQL, so an event arriving in between is never missed.
+of the intents that became terminal or now await their payer. A waiter registers before it reads the
+intent's state from PostgreSQL, so an event arriving in between is never missed.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ class EventWaiters:
 
     @contextlib.contextmanager
     def waiting_for(self, intent_id: str) -> Iterator[asyncio.Future[str]]:
-        """A future resolved with the terminal state of `intent_id` (register, then read the state)."""
+        """A future resolved with the state of `intent_id` once it is terminal or awaits its payer
+        (register, then read the state)."""
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._waiting[intent_id].add(future)
         try:
@@ -92,7 +94,7 @@ class EventWaiters:
             event = _decoder.decode(payload)
         except msgspec.DecodeError:
             return  # not ours to judge here: the reconciler dead-letters what it cannot read
-        if event.state not in TERMINAL_STATES:
+        if event.state not in TERMINAL_STATES and not event.awaits_payer:
             return
         for future in self._waiting.get(event.intent_id, ()):
             if not future.done():

@@ -191,6 +191,8 @@ async def _read(request: Request, intent_id: uuid.UUID, wait: int) -> Intent:
         answer = await _load(request, intent_id)
         if answer is None:
             raise ProblemError(404, "intent_not_found", "no such intent")
+        # Woken when terminal, or when the payer gets a QR to pay (the caller must show it): a
+        # caller that has the QR already waits for the end, as the QR's event has passed.
         if wait and answer.status not in TERMINAL_STATES:
             try:
                 await asyncio.wait_for(asyncio.shield(terminal), wait)

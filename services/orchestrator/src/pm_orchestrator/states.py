@@ -96,6 +96,7 @@ class Move:
             previous=self.from_state,
             failure_code=self.failure_code,
             reason=self.reason,
+            awaits_payer=self.payment is not None,
         )
 
 

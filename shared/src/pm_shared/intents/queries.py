@@ -4,7 +4,7 @@ from __future__ import annotations
 
 INTENT_COLUMNS = """
     id, key_id, request_hash, type, state, failure_code, amount, currency, source, target, from_name,
-    to_name, comment, requires_monitoring, metadata, fees, legs, created_at, updated_at"""
+    to_name, comment, requires_monitoring, metadata, fees, legs, created_at, updated_at, payment"""
 
 SELECT_INTENT = f"SELECT {INTENT_COLUMNS} FROM pm.intent WHERE id = $1"
 

@@ -9,13 +9,14 @@ import asyncpg
 import msgspec
 
 from pm_shared.db import Conn
-from pm_shared.http_api import Fee, Intent, Leg, Links, Party, TimelineEntry
+from pm_shared.http_api import Fee, Intent, Leg, Links, Party, Payment, TimelineEntry
 from pm_shared.intents import queries as q
 
 _party = msgspec.json.Decoder(Party)
 _fees = msgspec.json.Decoder(list[Fee])
 _legs = msgspec.json.Decoder(list[Leg])
 _metadata = msgspec.json.Decoder(dict[str, str])
+_payment = msgspec.json.Decoder(Payment)
 
 
 def _json(value: Any) -> bytes:
@@ -43,6 +44,7 @@ def intent(row: asyncpg.Record, timeline: Sequence[asyncpg.Record] = ()) -> Inte
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         legs=_legs.decode(_json(row["legs"])),
+        payment=_payment.decode(_json(row["payment"])) if row["payment"] is not None else None,
         timeline=[
             TimelineEntry(at=t["at"], state=t["to_state"], previous=t["from_state"], reason=t["reason"])
             for t in timeline
