@@ -9,8 +9,9 @@ event id and published as a `PspHint` on `pm:psp:<psp>:hints`.
 A callback is only a hint: the adapter reads the PSP's status itself before any final transition,
 so reordered or stale callbacks are passed on as they come. The dedupe mark is set only after the
 hint is published: a crash in between re-publishes a hint (harmless, hints are idempotent and carry
-the same message id), never loses one. A redelivery is answered 200 so the PSP stops retrying; a
-full or unreachable Redis is a 503 with Retry-After, so it retries.
+the same message id), never loses one; so may two deliveries of one event arriving at the same
+moment. A redelivery is answered 200 so the PSP stops retrying; a full or unreachable Redis is a 503
+with Retry-After, so it retries.
 """
 
 from __future__ import annotations
