@@ -445,6 +445,40 @@ async def test_a_refused_registration_fails_with_qps_code(
     assert (row["phase"], row["failure_code"]) == ("final", "REGISTRATION_REJECTED")
 
 
+async def test_the_sweep_finds_the_qr_of_a_job_that_gave_up_announces_it_pending_and_finishes_it(
+    stack: Start, redis: Redis, database_url: str
+) -> None:
+    # One delivery's budget here: 0.2 s registration + 1 lookup of 0.2 s after 0.2 s = 0.6 s.
+    s = await stack(PM_ADAPTER_QP_POLL_ATTEMPTS="1", PM_ADAPTER_QP_REQUEST_TIMEOUT_MS="200")
+    sent = job()
+    conn = await db.connect(database_url)
+    try:  # a job whose registration answer was lost, dead-lettered before QP showed the QR
+        await conn.execute(
+            """
+            INSERT INTO pm.psp_tx_map (intent_id, psp, action, idempotency_key, job_message_id, amount,
+                                       currency, phase, confirm_sent_at, attempts)
+            VALUES ($1, 'qp', 'collect', $2, $3, $4, 'RUB', 'confirm_sent', now(), 3)
+            """,
+            sent.intent_id,
+            sent.idempotency_key,
+            sent.message_id,
+            sent.amount,
+        )
+    finally:
+        await conn.close()
+    async with httpx.AsyncClient(base_url=s.url, headers=AUTH) as http:
+        body = {"order": sent.idempotency_key, "amount": sent.amount, "purpose": "top-up", "ttl_s": 600}
+        assert (await http.post("/v1/qrs", json=body)).status_code == 201  # the lost registration
+    (pending,) = await wait_results(redis, sent, pending=1)
+    qr_id = assert_pending(pending, sent)
+    await payer(s.url, qr_id, "pay")
+    results = await wait_results(redis, sent, final=1)
+    assert [(r.status, r.psp_reference) for r in results] == [("PENDING", qr_id), ("SUCCEEDED", qr_id)]
+    assert await registrations(s.adapter) == 0  # the sweep only reads
+    row = await tx_row(database_url, sent.idempotency_key)
+    assert (row["phase"], row["status"], row["psp_transfer_id"]) == ("final", "SUCCEEDED", qr_id)
+
+
 # --- hints -----------------------------------------------------------------------------------------
 
 
