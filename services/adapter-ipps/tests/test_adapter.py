@@ -23,14 +23,14 @@ import pytest
 from redis.asyncio import Redis
 
 from pm_adapter_ipps import queries
-from pm_adapter_ipps.client import Inquiry, IppsClient, Transfer
-from pm_adapter_ipps.handlers import PayoutAdapter
+from pm_adapter_ipps.client import Inquiry, IppsClient, Transfer, Unavailable
+from pm_adapter_ipps.handlers import ConfirmNotTaken, PayoutAdapter
 from pm_adapter_ipps.poller import StatusPoller
 from pm_shared import db
 from pm_shared.messages import Party, PspHint, PspJob, PspResult, new_message_id, now
 from pm_shared.streams import Delivery, Publisher
 from pm_shared.streams.connection import as_str
-from pm_shared.streams.names import IPPS_HINTS, IPPS_JOBS
+from pm_shared.streams.names import IPPS_HINTS, IPPS_JOBS, dlq_key
 from pm_shared.testing.fixtures import eventually
 from pm_shared.testing.fleet import Fleet, delete_streams, free_port
 
@@ -240,20 +240,22 @@ async def test_a_500_after_commit_ends_succeeded_paid_once(
     assert (await tx_row(database_url, sent.idempotency_key))["phase"] == "final"
 
 
-async def test_a_503_at_confirm_is_unknown_never_failed_and_the_row_shows_a_confirm_was_sent(
+async def test_a_503_at_confirm_is_never_failed_and_is_confirmed_again_until_dead_lettered(
     stack: Start, redis: Redis, database_url: str
 ) -> None:
-    url = await stack(PM_ADAPTER_IPPS_POLL_ATTEMPTS="2")
-    sent = job(AMOUNT_SERVER_ERROR)
+    url = await stack(PM_ADAPTER_IPPS_POLL_ATTEMPTS="2", PM_STREAM_CLAIM_INTERVAL_MS="100")
+    sent = job(AMOUNT_SERVER_ERROR)  # every confirm answers 503 and commits nothing
     await publish(redis, sent)
 
-    async def unknown() -> bool:
-        return [r.status for r in await results_of(redis, sent.message_id)] == ["UNKNOWN"]
+    async def dead_lettered() -> bool:
+        return int(await redis.xlen(dlq_key(IPPS_JOBS.name, 0))) == 1
 
-    await eventually(unknown, timeout=15, what="one UNKNOWN result")
+    await eventually(dead_lettered, timeout=20, what="the job dead-lettered after its last delivery")
+    assert await results_of(redis, sent.message_id) == []  # never FAILED: the PSP may yet say more
     assert await ledger(url) == {"paid": 0, "transfers": 0}
     row = await tx_row(database_url, sent.idempotency_key)
-    assert (row["phase"], row["status"]) == ("confirm_sent", "UNKNOWN")
+    # `confirm_sent`: the orchestrator must not fence it (a confirm went out), it raises an alert.
+    assert (row["phase"], row["status"], row["attempts"]) == ("confirm_sent", "UNKNOWN", 3)
     assert row["confirm_sent_at"] is not None
 
 
@@ -443,6 +445,48 @@ async def test_a_fence_between_inquiry_and_confirm_stops_the_confirm(db_pool: db
     )
     assert row is not None and (row["phase"], row["confirm_sent_at"]) == ("final", None)
     assert row["result_message_id"] == published[0].message_id
+
+
+class FlakyClient(RecordingClient):
+    """The first confirm gets no answer and never reaches IPPS; the status shows what was confirmed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.paid: dict[str, Transfer] = {}
+
+    async def confirm(self, inquiry_id: str, amount: int, key: str) -> Transfer:
+        self.confirms.append(key)
+        if len(self.confirms) == 1:
+            raise Unavailable("POST /v1/transfers: ConnectError")
+        return self.paid.setdefault(
+            key, Transfer(transfer_id=f"trf_{uuid.uuid4().hex}", idempotency_key=key, status="SUCCESS")
+        )
+
+    async def status(self, key: str) -> Transfer | None:
+        return self.paid.get(key)
+
+
+async def test_a_confirm_that_never_reached_ipps_is_sent_again_by_the_redelivery(db_pool: db.Pool) -> None:
+    sent = job(AMOUNT_OK)
+    client = FlakyClient()
+    published: list[PspResult] = []
+
+    async def publish_result(result: PspResult) -> None:
+        published.append(result)
+
+    adapter = PayoutAdapter(db_pool, client, StatusPoller(client, 0.01, 0.01, 2), publish_result)
+    with pytest.raises(ConfirmNotTaken):
+        await adapter.on_job(Delivery(entry_id="1-0", key=IPPS_JOBS.name, message=sent, attempt=1))
+    assert published == []
+    await adapter.on_job(Delivery(entry_id="1-0", key=IPPS_JOBS.name, message=sent, attempt=2))
+    assert client.confirms == [sent.idempotency_key] * 2  # the same key both times: one payment at most
+    assert [(r.status, r.psp_reference) for r in published] == [
+        ("SUCCEEDED", client.paid[sent.idempotency_key].transfer_id)
+    ]
+    row = await db_pool.fetchrow(
+        "SELECT * FROM pm.psp_tx_map WHERE idempotency_key = $1", sent.idempotency_key
+    )
+    assert row is not None and (row["phase"], row["status"], row["attempts"]) == ("final", "SUCCEEDED", 2)
 
 
 # ---- hints (verified IPPS callbacks, never trusted) ------------------------------------------------

@@ -17,6 +17,8 @@ one payment per key) only when IPPS has no transfer under it. An inquiry that ca
 in `recorded` / `inquired`: proof that nothing reached IPPS. The orchestrator then finishes the row
 itself (FAILED, `JOB_DEAD_LETTERED`) unless it has reached `confirm_sent`; once it has, this adapter
 never confirms under that key (`queries.MARK_CONFIRM_SENT`) and publishes the row's result instead.
+A confirm that got no answer, after which IPPS shows no transfer under the key, raises too: the
+redelivery confirms again.
 
 Hints (`pm:psp:ipps:hints`, IPPS callbacks the gateway verified) are never trusted: an attempt still
 in `confirm_sent` gets a status read of its own, and only IPPS's answer can finish it.
@@ -73,6 +75,10 @@ def result_from_row(row: Row) -> PspResult:
         failure_code=row["failure_code"],
         detail=f"trans_ref {row['trans_ref']}" if row["trans_ref"] else None,
     )
+
+
+class ConfirmNotTaken(Exception):
+    """A confirm got no answer and IPPS shows no transfer under its key: retry the job to send it again."""
 
 
 @dataclass
@@ -146,7 +152,16 @@ class PayoutAdapter:
         if transfer is not None and transfer.status in ("SUCCESS", "FAILED"):
             await self._settle(row, Polled(transfer, 0, False))
             return
-        await self._settle(row, await self.poller.resolve(job.idempotency_key))
+        polled = await self.poller.resolve(job.idempotency_key)
+        if polled.absent:
+            # IPPS answered every read and has no transfer under our key: the confirm never took. Left
+            # UNKNOWN the row would be polled for ever (the sweep cannot confirm: it has no target), so
+            # the job is retried; its redelivery finds the key absent and confirms again (same key: one
+            # payment at most, psp-protocols §4.2). After its last delivery the job is dead-lettered in
+            # `confirm_sent`: the orchestrator raises an alert rather than failing the intent.
+            await self.pool.execute(queries.MARK_UNKNOWN, row["id"], None, None, polled.polls)
+            raise ConfirmNotTaken(f"IPPS has no transfer under {job.idempotency_key!r} after its confirm")
+        await self._settle(row, polled)
 
     async def _finished_meanwhile(self, row: Row, job: PspJob) -> None:
         """The row went final while this delivery worked on it: publish that result, never confirm."""
