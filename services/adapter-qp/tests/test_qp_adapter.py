@@ -250,7 +250,7 @@ def assert_pending(result: PspResult, sent: PspJob) -> str:
     assert result.payment_link.startswith(f"https://qr.nspk.ru/{result.psp_reference}?")
     assert result.expires_at is not None
     ttl = result.expires_at - datetime.now(UTC)
-    assert timedelta(seconds=590) < ttl <= timedelta(seconds=600)  # qr_ttl_s, 600 by default
+    assert timedelta(seconds=500) < ttl <= timedelta(seconds=600)  # qr_ttl_s, 600 by default
     return result.psp_reference
 
 
