@@ -587,6 +587,41 @@ async def test_forged_hints_finish_nothing(stack: Start, redis: Redis, database_
 # ---- throughput --------------------------------------------------------------------------------------
 
 
+async def test_a_pending_transfer_does_not_hold_up_the_jobs_read_after_it(
+    stack: Start, redis: Redis, database_url: str
+) -> None:
+    url = await stack(
+        {"PM_IPPS_SANDBOX_PENDING_MS": "4000"},  # IPPS decides 4 s after the confirm
+        PM_ADAPTER_IPPS_POLL_ATTEMPTS="100",  # enough reads to see it decide, at most 200 ms apart
+    )
+    pending = job(AMOUNT_PENDING)
+    await publish(redis, pending)
+
+    async def confirmed() -> bool:
+        conn = await db.connect(database_url)
+        try:
+            phase: str | None = await conn.fetchval(
+                "SELECT phase FROM pm.psp_tx_map WHERE idempotency_key = $1", pending.idempotency_key
+            )
+        finally:
+            await conn.close()
+        return phase == "confirm_sent"
+
+    await eventually(confirmed, timeout=10, what="the first job confirmed, IPPS still deciding")
+    behind = [job(AMOUNT_OK + 200 + n) for n in range(20)]
+    for sent in behind:
+        await publish(redis, sent)
+    outcomes = await asyncio.gather(*(final_results(redis, sent) for sent in behind))
+    assert all([r.status for r in results] == ["SUCCEEDED"] for results in outcomes)
+    # Only now, with every job behind it paid, does IPPS decide the first one.
+    assert await results_of(redis, pending.message_id) == []
+    assert [r.status for r in await final_results(redis, pending)] == ["SUCCEEDED"]
+    assert await ledger(url) == {
+        "paid": AMOUNT_PENDING + sum(s.amount for s in behind),
+        "transfers": 1 + len(behind),
+    }
+
+
 async def test_jobs_overlap_their_ipps_calls(stack: Start, redis: Redis) -> None:
     latency_s = 0.05
     await stack({"PM_IPPS_SANDBOX_LATENCY_MS": str(int(latency_s * 1000))})

@@ -8,7 +8,9 @@ Per job (psp-protocols §2.5–2.7, §4):
 4. SUCCESS or FAILED → phase `final` and a `PspResult` on `pm:psp:results`. A timeout, connection
    error, 5xx or a PENDING / UNKNOWN answer means UNKNOWN, never FAILED: the StatusPoller reads the
    status by key with backoff; still unknown after its bounded reads, an `UNKNOWN` result is published
-   and the row is left in `confirm_sent` for the sweep, which publishes the final result later.
+   and the row is left in `confirm_sent` for the sweep, which publishes the final result later. When
+   IPPS answered the confirm with a transfer still PENDING, that polling runs in the background and
+   the job is acked at once, so that one slow transfer does not hold up the jobs read after it.
 
 A redelivered job whose row is final republishes the same result (same message id) without calling
 IPPS; one whose row is `confirm_sent` reads the status first and confirms again (same key: IPPS makes
@@ -28,9 +30,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -87,6 +90,9 @@ class PayoutAdapter:
     client: IppsClient
     poller: StatusPoller
     publish: Publish
+    max_detached: int = 1_000
+    """Transfers IPPS holds PENDING that are polled in the background at once; past it a job waits."""
+    detached: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def on_job(self, delivery: Delivery[PspJob]) -> None:
         job = delivery.message
@@ -149,8 +155,16 @@ class PayoutAdapter:
         except Unavailable as exc:
             log.warning("job %s: confirm outcome unknown (%s); polling", job.message_id, exc)
             transfer = None
-        if transfer is not None and transfer.status in ("SUCCESS", "FAILED"):
+        if transfer is not None and transfer.status in FINAL:
             await self._settle(row, Polled(transfer, 0, False))
+            return
+        if transfer is not None and len(self.detached) < self.max_detached:
+            # IPPS holds the transfer and has not decided yet. Waiting for it here would hold up every
+            # job behind this one (the consumer reads the next batch only when the whole batch is
+            # done), so the polls go on in the background and the job is acked: should this process
+            # die, the row (`confirm_sent`) is the sweep's, and a final result that never went out is
+            # asked for again by the orchestrator, which re-sends the job.
+            self._detach(self._resolve_detached(row, job.idempotency_key))
             return
         polled = await self.poller.resolve(job.idempotency_key)
         if polled.absent:
@@ -162,6 +176,23 @@ class PayoutAdapter:
             await self.pool.execute(queries.MARK_UNKNOWN, row["id"], None, None, polled.polls)
             raise ConfirmNotTaken(f"IPPS has no transfer under {job.idempotency_key!r} after its confirm")
         await self._settle(row, polled)
+
+    def _detach(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self.detached.add(task)
+        task.add_done_callback(self.detached.discard)
+
+    async def _resolve_detached(self, row: Row, key: str) -> None:
+        try:
+            await self._settle(row, await self.poller.resolve(key))
+        except Exception:  # the sweep finishes it; nothing else is waiting on this task
+            log.exception("polling the status of %s failed", key)
+
+    async def aclose(self) -> None:
+        """Stop the background polls; their rows stay `confirm_sent` for the next sweep."""
+        for task in list(self.detached):
+            task.cancel()
+        await asyncio.gather(*self.detached, return_exceptions=True)
 
     async def _finished_meanwhile(self, row: Row, job: PspJob) -> None:
         """The row went final while this delivery worked on it: publish that result, never confirm."""

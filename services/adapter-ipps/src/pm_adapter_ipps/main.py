@@ -42,7 +42,9 @@ async def serve(config: Settings, stop: asyncio.Event) -> None:
                     maxlen=config.stream_maxlen,
                     threshold=config.backpressure_threshold,
                 )
-                adapter = handlers.PayoutAdapter(pool, client, poller, handlers.publisher_of(publisher))
+                adapter = handlers.PayoutAdapter(
+                    pool, client, poller, handlers.publisher_of(publisher), config.detached_polls_max
+                )
                 consumers = consumers_for(
                     config,
                     clients,
@@ -57,8 +59,11 @@ async def serve(config: Settings, stop: asyncio.Event) -> None:
                     await clients.commands.ping()
                     return True
 
-                async with health.serve(config.host, config.port, is_ready), asyncio.TaskGroup() as tasks:
-                    tasks.create_task(adapter.sweep(config.sweep_interval_ms / 1000, stop))
-                    tasks.create_task(run_consumers_until(config, clients, consumers, stop))
+                try:
+                    async with health.serve(config.host, config.port, is_ready), asyncio.TaskGroup() as tasks:
+                        tasks.create_task(adapter.sweep(config.sweep_interval_ms / 1000, stop))
+                        tasks.create_task(run_consumers_until(config, clients, consumers, stop))
+                finally:
+                    await adapter.aclose()
         finally:
             await pool.close()

@@ -34,6 +34,8 @@ class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields
     sweep_interval_ms: Millis = 5_000
     """How often the StatusPoller looks for attempts still unknown, polling those idle this long."""
     pool_max_size: Annotated[int, msgspec.Meta(ge=1)] = 8
+    detached_polls_max: Annotated[int, msgspec.Meta(ge=0)] = 1_000
+    """PENDING transfers polled in the background at once (0: every job polls before it is acked)."""
 
 
 def load(environ: Mapping[str, str] = os.environ) -> Settings:
