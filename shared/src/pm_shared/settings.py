@@ -32,7 +32,7 @@ SERVICE_PREFIXES: tuple[str, ...] = (
 
 # Read by tooling rather than by a service Struct (test suites, the CLI); known, so never "unknown".
 TOOLING_VARIABLES: frozenset[str] = frozenset(
-    {"PM_TB_ADDRESSES", "PM_TEST_DATABASE_URL", "PM_HOME", "PM_GATEWAY_URL"}
+    {"PM_TB_ADDRESSES", "PM_TEST_DATABASE_URL", "PM_TEST_REDIS_DB", "PM_HOME", "PM_GATEWAY_URL"}
 )
 
 
