@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import typer
 
-from pm_shared.cli.up_cmd import FLEET, callback_wiring, select
+from pm_shared.cli.up_cmd import FLEET, callback_wiring, qp_token_wiring, select
 
 SANDBOXES_ONLY = select(FLEET, "ipps-sandbox,qp-sandbox")
 
@@ -45,6 +45,13 @@ def test_what_the_environment_sets_is_kept() -> None:
     assert callback_wiring(FLEET, environ) == {
         "PM_QP_SANDBOX_CALLBACK_URL": "http://127.0.0.1:8080/v1/webhooks/qp"
     }
+
+
+def test_the_qp_sandbox_and_adapter_qp_share_one_secret() -> None:
+    assert qp_token_wiring({"PM_QP_SANDBOX_SECRET": "s"}) == {"PM_ADAPTER_QP_QP_SECRET": "s"}
+    assert qp_token_wiring({"PM_ADAPTER_QP_QP_SECRET": "t"}) == {"PM_QP_SANDBOX_SECRET": "t"}
+    assert qp_token_wiring({"PM_ADAPTER_QP_QP_SECRET": "t", "PM_QP_SANDBOX_SECRET": "u"}) == {}
+    assert qp_token_wiring({}) == {}
 
 
 def test_without_the_gateway_the_sandboxes_send_no_callbacks() -> None:

@@ -118,6 +118,17 @@ def callback_wiring(children: Sequence[Child], environ: Mapping[str, str]) -> di
     return wiring
 
 
+def qp_token_wiring(environ: Mapping[str, str]) -> dict[str, str]:
+    """The QP sandbox's secret is also the bearer token adapter-qp must send: one set without the
+    other is given to the other, or every top-up would be refused (401) and dead-lettered."""
+    sandbox, adapter = "PM_QP_SANDBOX_SECRET", "PM_ADAPTER_QP_QP_SECRET"
+    if environ.get(sandbox) and not environ.get(adapter):
+        return {adapter: environ[sandbox]}
+    if environ.get(adapter) and not environ.get(sandbox):
+        return {sandbox: environ[adapter]}
+    return {}
+
+
 def up(
     only: Annotated[
         str | None,
@@ -224,6 +235,7 @@ async def _up(children: Sequence[Child], *, json_logs: bool, grace: float, max_r
 
         env = _child_env(infra, json_logs=json_logs)
         env[KEY_VARIABLE] = key_encryption_key
+        env.update(qp_token_wiring(env))
         env.update(callback_wiring(children, env))
         fleet = Fleet(children, env, console, grace=grace, max_restarts=max_restarts)
         console.print(fleet.table())
