@@ -64,9 +64,15 @@ SPECS: dict[str, ServiceSpec] = {
             "ledger-writer", "pm_ledger_writer", "LEDGER_WRITER_", "ledger-writer", ("pm:ledger:commands",)
         ),
         ServiceSpec(
-            "adapter-ipps", "pm_adapter_ipps", "ADAPTER_IPPS_", "adapter-ipps", ("pm:psp:ipps:jobs",)
+            "adapter-ipps",
+            "pm_adapter_ipps",
+            "ADAPTER_IPPS_",
+            "adapter-ipps",
+            ("pm:psp:ipps:jobs", "pm:psp:ipps:hints"),
         ),
-        ServiceSpec("adapter-qp", "pm_adapter_qp", "ADAPTER_QP_", "adapter-qp", ("pm:psp:qp:jobs",)),
+        ServiceSpec(
+            "adapter-qp", "pm_adapter_qp", "ADAPTER_QP_", "adapter-qp", ("pm:psp:qp:jobs", "pm:psp:qp:hints")
+        ),
         ServiceSpec("reconciler", "pm_reconciler", "RECONCILER_", "reconciler", ("pm:events",)),
     )
 }
