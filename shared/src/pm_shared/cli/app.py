@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from pm_shared.cli import (
+    alerts_cmd,
     bench_cmd,
     demo_cmd,
     dev_cmd,
@@ -28,6 +29,7 @@ app.add_typer(dev_cmd.app, name="dev")
 app.add_typer(ledger_cmd.app, name="ledger")
 app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(intents_cmd.app, name="intents")
+app.add_typer(alerts_cmd.app, name="alerts")
 
 
 def main() -> None:

@@ -58,6 +58,11 @@ def _tables(intent: Intent) -> list[Table]:
         )
     for leg in intent.legs:
         summary.add_row(f"leg {leg.name}", f"{format_amount(leg.amount, intent.currency)} {leg.state}")
+    if intent.payment is not None:
+        until = (
+            f" (until {intent.payment.expires_at:%Y-%m-%d %H:%M:%S} UTC)" if intent.payment.expires_at else ""
+        )
+        summary.add_row("payer pays", f"{intent.payment.kind} {intent.payment.link}{until}")
     timeline = Table(title="Timeline")
     for column in ("at (UTC)", "from", "to", "reason"):
         timeline.add_column(column)

@@ -1,0 +1,1 @@
+"""Reconciliation alerts (`pm.reconciliation_alert`): what PM could not settle on its own."""

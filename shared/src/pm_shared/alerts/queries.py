@@ -1,0 +1,21 @@
+"""SQL of `pm.reconciliation_alert` for operators (migration 0009). Parameters are positional."""
+
+from __future__ import annotations
+
+# Newest first; $1: also resolved ones, $2: at most this many.
+SELECT_ALERTS = """
+SELECT id, kind, intent_id, stream, entry_id, detail, created_at, resolved_at
+FROM pm.reconciliation_alert
+WHERE $1 OR resolved_at IS NULL
+ORDER BY id DESC
+LIMIT $2
+"""
+
+# Only open ones: resolving twice keeps the first time. Returns the ids resolved now.
+RESOLVE_ALERTS = """
+UPDATE pm.reconciliation_alert SET resolved_at = now()
+WHERE id = ANY($1::bigint[]) AND resolved_at IS NULL
+RETURNING id
+"""
+
+SELECT_KNOWN_IDS = "SELECT id FROM pm.reconciliation_alert WHERE id = ANY($1::bigint[])"
