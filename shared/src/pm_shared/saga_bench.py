@@ -73,7 +73,14 @@ from pm_shared.ledger_bench import _free_port, bench_redis_url
 from pm_shared.runtime import tune_gc
 from pm_shared.streams import BackPressureError, Publisher, connect
 from pm_shared.streams.errors import StreamMissingError
-from pm_shared.streams.names import EVENTS, INTENTS, LEDGER_COMMANDS, LEDGER_RESULTS, stream_key
+from pm_shared.streams.names import (
+    EVENTS,
+    INTENTS,
+    LEDGER_COMMANDS,
+    LEDGER_RESULTS,
+    StreamSpec,
+    stream_key,
+)
 from pm_shared.streams.provision import provision
 from pm_shared.streams.stats import outstanding
 
@@ -104,6 +111,10 @@ CLIENTS = 32
 WARMUP_S = 2.0
 """HTTP: offered at the same rate, just before the measured seconds, and not measured."""
 TERMINAL = ("SETTLED", "FAILED")
+CHAIN = ("VALIDATED", "AUTHORIZED", "SETTLED")
+"""The timeline states a P2P intent passes after its start, in order."""
+WATCHED = (INTENTS, LEDGER_COMMANDS, LEDGER_RESULTS, EVENTS)
+"""The streams whose outstanding entries a stalled run reports."""
 
 INSERT_INTENTS = """
 INSERT INTO pm.intent (id, key_id, idempotency_key, request_hash, type, state, amount, currency,
@@ -268,8 +279,10 @@ def _users(count: int) -> list[str]:
     return [f"u-bench-{n:05d}" for n in range(count)]
 
 
-async def _set_up(dsn: str, cipher: Cipher, users: Sequence[str]) -> tuple[str, str]:
-    """Open and fund the wallets, install the fee rules, make a P2P key: (key id, secret).
+async def _set_up(
+    dsn: str, cipher: Cipher, users: Sequence[str], operations: frozenset[str] = frozenset({"P2P"})
+) -> tuple[str, str]:
+    """Open and fund the wallets, install the fee rules, make a key for `operations`: (key id, secret).
 
     The ledger is written directly, before any service starts (the ledger-writer must be its only
     writer once it runs); its handle is closed on return.
@@ -303,7 +316,7 @@ async def _set_up(dsn: str, cipher: Cipher, users: Sequence[str]) -> tuple[str, 
         made, secret = await create_key(
             conn,
             cipher,
-            permissions=Permissions(operations=frozenset({"P2P"}), owners=None),
+            permissions=Permissions(operations=operations, owners=None),
             description="pm bench (saga)",
         )
     finally:
@@ -410,8 +423,8 @@ async def _scrape(fleet: Fleet) -> _Scrape:
 # --- waiting and reading the outcome ------------------------------------------------------------
 
 
-async def _wait_terminal(conn: db.Conn, redis: Redis) -> str | None:
-    """Wait until no intent is open; None, or (when none finished for `STALL_S`) what the streams
+async def _wait_terminal(conn: db.Conn, redis: Redis, streams: Sequence[StreamSpec] = WATCHED) -> str | None:
+    """Wait until no intent is open; None, or (when none finished for `STALL_S`) what `streams`
     held then, to tell a stuck fleet from a slow one."""
     last, progress = -1, time.monotonic()
     while True:
@@ -421,10 +434,7 @@ async def _wait_terminal(conn: db.Conn, redis: Redis) -> str | None:
         if open_now != last:
             last, progress = open_now, time.monotonic()
         elif time.monotonic() - progress > STALL_S:
-            held = [
-                f"{spec.name} {await _held(redis, spec.name)}"
-                for spec in (INTENTS, LEDGER_COMMANDS, LEDGER_RESULTS, EVENTS)
-            ]
+            held = [f"{spec.name} {await _held(redis, spec.name)}" for spec in streams]
             unpublished = int(await conn.fetchval(COUNT_UNPUBLISHED))
             return (
                 f"stuck: no intent finished for {STALL_S:g} s; outstanding then: {', '.join(held)}; "
@@ -469,15 +479,19 @@ async def _outcome(
     first_stage: tuple[str, str | None],
     metrics: _Scrape,
     stall: str | None,
+    chain: Sequence[str] = CHAIN,
+    timeline_sql: str = SELECT_TIMELINE,
 ) -> Run:
     """The run's figures from the timeline of the intents in `started` (intent id → start, epoch s).
 
-    `first_stage`: the first stage's name and the timeline state it ends at (None: VALIDATED is the
-    first state the timeline records after the start).
+    `first_stage`: the first stage's name and the timeline state it ends at (None: `chain[0]` is the
+    first state the timeline records after the start). `chain`: the states every intent passes after
+    that, ending with SETTLED; `timeline_sql` reads (intent_id, to_state, at) rows of the intents
+    named by its one parameter (a state written twice: the row read last counts).
     """
     id_list = list(started)
     timeline: dict[str, dict[str, float]] = {}
-    for row in await conn.fetch(SELECT_TIMELINE, id_list):
+    for row in await conn.fetch(timeline_sql, id_list):
         timeline.setdefault(row["intent_id"], {})[row["to_state"]] = row["at"].timestamp()
     failures: Counter[str] = Counter()
     unfinished: Counter[str] = Counter()
@@ -491,7 +505,7 @@ async def _outcome(
             unfinished[row["state"]] += row["n"]
 
     first_name, first_state = first_stage
-    chain = ([first_state] if first_state else []) + ["VALIDATED", "AUTHORIZED", "SETTLED"]
+    chain = ([first_state] if first_state else []) + list(chain)
     names = [first_name] + [f"{a} → {b}" for a, b in zip(chain, chain[1:], strict=False)]
     spans: list[list[float]] = [[] for _ in names]
     totals: list[float] = []
@@ -547,16 +561,28 @@ async def _pipeline(
             [p for p, _ in pairs[chunk]],
             [p for _, p in pairs[chunk]],
         )
-    publisher = Publisher(redis, maxlen=STREAM_MAXLEN)
     before = await _scrape(fleet)
-    published: dict[str, float] = {}
-    for start in range(0, len(pairs), PUBLISH_CHUNK):
-        batch = [
+    published = await _publish(
+        redis,
+        [
             _submitted(str(intent_id), key_id, payer, payee)
-            for intent_id, (payer, payee) in zip(
-                intent_ids[start : start + PUBLISH_CHUNK], pairs[start : start + PUBLISH_CHUNK], strict=True
-            )
-        ]
+            for intent_id, (payer, payee) in zip(intent_ids, pairs, strict=True)
+        ],
+    )
+    stall = await _wait_terminal(conn, redis)
+    metrics = await _scrape(fleet) - before
+    return await _outcome(
+        conn, "pipeline (XADD to pm:intents)", published, ("published → VALIDATED", None), metrics, stall
+    )
+
+
+async def _publish(redis: Redis, submitted: Sequence[messages.IntentSubmitted]) -> dict[str, float]:
+    """Publish `submitted` onto `pm:intents` in order, `PUBLISH_CHUNK` at a time, as fast as
+    back-pressure admits: intent id → when its chunk was published (epoch s)."""
+    publisher = Publisher(redis, maxlen=STREAM_MAXLEN)
+    published: dict[str, float] = {}
+    for start in range(0, len(submitted), PUBLISH_CHUNK):
+        batch = submitted[start : start + PUBLISH_CHUNK]
         while True:
             at = time.time()
             try:
@@ -565,11 +591,7 @@ async def _pipeline(
             except BackPressureError:
                 await asyncio.sleep(BACKPRESSURE_SLEEP_S)
         published.update((m.intent_id, at) for m in batch)
-    stall = await _wait_terminal(conn, redis)
-    metrics = await _scrape(fleet) - before
-    return await _outcome(
-        conn, "pipeline (XADD to pm:intents)", published, ("published → VALIDATED", None), metrics, stall
-    )
+    return published
 
 
 def _submitted(intent_id: str, key_id: str, payer: str, payee: str) -> messages.IntentSubmitted:

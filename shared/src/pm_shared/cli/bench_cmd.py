@@ -1,5 +1,6 @@
 """`pm bench`: the streams runtime beside raw redis-py; the ledger, bare and through the ledger-writer;
-the gateway's signed intake beside a bare endpoint doing the same XADD; the saga end to end."""
+the gateway's signed intake beside a bare endpoint doing the same XADD; the saga end to end; PromptPay
+withdrawals beside P2P against the IPPS sandbox."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Annotated
 import typer
 
 from pm_shared import bench as benchmarks
-from pm_shared import gateway_bench, ledger_bench, saga_bench
+from pm_shared import gateway_bench, ledger_bench, psp_bench, saga_bench
 from pm_shared.cli import common
 
 BATCH_MIN = 1_000
@@ -59,10 +60,25 @@ def bench(
         typer.Option(
             min=1,
             max=16,
-            help="Orchestrator processes in the saga's fleet (one per two cores: on a 2-core machine "
-            "a second one only adds CPU contention).",
+            help="Orchestrator processes in the saga's and the PSP run's fleets (one per two cores: on a "
+            "2-core machine a second one only adds CPU contention).",
         ),
     ] = 1,
+    psp: Annotated[
+        bool,
+        typer.Option(
+            help="Also measure PromptPay withdrawals/s beside P2P/s in one run, against the IPPS sandbox "
+            "with simulated latency (is the PSP's latency overlapped?)."
+        ),
+    ] = True,
+    psp_intents: Annotated[
+        int,
+        typer.Option(min=2, help="Intents of the PSP run, half P2P and half PromptPay withdrawals."),
+    ] = psp_bench.INTENTS_DEFAULT,
+    psp_latency_ms: Annotated[
+        int,
+        typer.Option(min=0, max=10_000, help="The IPPS sandbox's latency, added to each of its answers."),
+    ] = psp_bench.LATENCY_MS,
     database_url: Annotated[
         str | None, typer.Option("--database-url", envvar="PM_DATABASE_URL", help="PostgreSQL server to use.")
     ] = None,
@@ -87,6 +103,13 @@ def bench(
     published straight to `pm:intents`; goal: ≥ 1,000 settled/s) and through HTTP (`--rate`
     intents/s offered open-loop for `--seconds`; goal: p99 ≤ 250 ms at 300/s), with the time per
     stage and the fee engine's time per intent.
+
+    Then PromptPay withdrawals (`--psp`): the same fleet plus adapter-ipps and the IPPS sandbox
+    answering each call after `--psp-latency-ms`, on a throw-away database and Redis database 14;
+    `--psp-intents` published straight to `pm:intents`, P2P and withdrawals interleaved. Per type:
+    settled/s, publish → SETTLED p50/p95/p99 and the time per stage (a withdrawal's PSP stage
+    apart); withdrawals/s ÷ P2P/s, against the serialized ceiling (one payout at a time:
+    1 / (2 × latency)), and the payouts in flight at the adapter.
     """
     config = common.settings()
     url = common.redis_url(redis_url, config)
@@ -123,4 +146,18 @@ def bench(
         )
         common.print_table(saga_bench.table(saga_result))
         common.print_table(saga_bench.stages_table(saga_result))
+    if psp:
+        psp_result = common.run(
+            psp_bench.run(
+                database_url or config.database_url,
+                url,
+                intents=psp_intents,
+                latency_ms=psp_latency_ms,
+                orchestrators=orchestrators,
+            ),
+            url,
+        )
+        common.print_table(psp_bench.table(psp_result))
+        common.print_table(psp_bench.overlap_table(psp_result))
+        common.print_table(psp_bench.stages_table(psp_result))
     raise typer.Exit(code)
