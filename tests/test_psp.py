@@ -71,6 +71,7 @@ ADAPTER_IPPS_ENV = {
     "PM_ADAPTER_IPPS_POLL_MAX_MS": "400",
     "PM_ADAPTER_IPPS_POLL_ATTEMPTS": "4",
     "PM_ADAPTER_IPPS_SWEEP_INTERVAL_MS": "500",
+    "PM_ADAPTER_IPPS_NOT_EXECUTED_AFTER_S": "0.5",
 }
 ADAPTER_QP_ENV = {**RECOVERY_ENV, "PM_ADAPTER_QP_SWEEP_INTERVAL_MS": "300"}
 
@@ -174,6 +175,7 @@ def psp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Psp]:
                 "PM_IPPS_SANDBOX_CALLBACK_SECRET": IPPS_CALLBACK_SECRET,
                 "PM_IPPS_SANDBOX_HANG_S": str(HANG_S),
                 "PM_IPPS_SANDBOX_PENDING_MS": "300",
+                "PM_IPPS_SANDBOX_INQUIRY_TTL_S": "2",  # a confirm that never took is concluded soon
             },
             workdir / "ipps-sandbox.stderr",
         )
@@ -333,6 +335,7 @@ FAULTS = [
     ("receiver_rejected", 40_002, MOBILE, "FAILED", "PAYEE_INVALID", False),
     ("proxy_not_found_at_inquiry", 10_000, "0812345404", "FAILED", "PAYEE_INVALID", False),
     ("account_closed_at_inquiry", 10_000, "0812345410", "FAILED", "PAYEE_INVALID", False),
+    ("server_error_at_every_confirm", 50_003, MOBILE, "FAILED", "PSP_UNREACHABLE", False),
     ("timeout_after_commit", 50_004, MOBILE, "SETTLED", None, True),
     ("server_error_after_commit", 50_000, MOBILE, "SETTLED", None, True),
     ("unknown_three_times_then_success", 20_003, MOBILE, "SETTLED", None, True),

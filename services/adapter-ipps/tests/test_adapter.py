@@ -259,6 +259,38 @@ async def test_a_503_at_confirm_is_never_failed_and_is_confirmed_again_until_dea
     assert row["confirm_sent_at"] is not None
 
 
+async def test_a_confirm_that_never_took_ends_failed_not_executed_once_its_inquiry_expired(
+    stack: Start, redis: Redis, database_url: str
+) -> None:
+    url = await stack(
+        {"PM_IPPS_SANDBOX_INQUIRY_TTL_S": "1"},
+        PM_ADAPTER_IPPS_POLL_ATTEMPTS="2",
+        PM_STREAM_CLAIM_INTERVAL_MS="100",
+        PM_ADAPTER_IPPS_SWEEP_INTERVAL_MS="300",
+        PM_ADAPTER_IPPS_NOT_EXECUTED_AFTER_S="0.5",
+    )
+    sent = job(AMOUNT_SERVER_ERROR)  # every confirm answers 503 and commits nothing
+    await publish(redis, sent)
+    [result] = [r for r in await final_results(redis, sent, timeout=30) if r.status != "UNKNOWN"]
+    assert (result.status, result.failure_code) == ("FAILED", "NOT_EXECUTED")
+    assert await ledger(url) == {"paid": 0, "transfers": 0}
+    row = await tx_row(database_url, sent.idempotency_key)
+    assert (row["phase"], row["status"], row["failure_code"]) == ("final", "FAILED", "NOT_EXECUTED")
+    assert row["inquiry_expires_at"] is not None and row["result_message_id"] == result.message_id
+    # Final: a replay of the job (`pm dlq replay`) republishes the same result and confirms nothing.
+    await publish(redis, sent)
+    await eventually(
+        lambda: _count_finals(redis, sent, 2), timeout=10, what="the replayed job's result republished"
+    )
+    finals = [r for r in await results_of(redis, sent.message_id) if r.status != "UNKNOWN"]
+    assert {r.message_id for r in finals} == {result.message_id}
+    assert await ledger(url) == {"paid": 0, "transfers": 0}
+
+
+async def _count_finals(redis: Redis, sent: PspJob, count: int) -> bool:
+    return len([r for r in await results_of(redis, sent.message_id) if r.status != "UNKNOWN"]) >= count
+
+
 async def test_unknown_status_reads_end_succeeded_after_polling(
     stack: Start, redis: Redis, database_url: str
 ) -> None:

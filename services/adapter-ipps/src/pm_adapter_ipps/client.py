@@ -8,6 +8,7 @@ error, 5xx, an unreadable body): the PSP may or may not have acted, so the calle
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from typing import Literal
 
 import httpx
@@ -24,6 +25,8 @@ class Inquiry(msgspec.Struct, frozen=True, kw_only=True):
     inquiry_id: str
     amount: int
     fee: int = 0
+    expires_at: datetime | None = None
+    """After this IPPS refuses to confirm the inquiry."""
 
 
 class Transfer(msgspec.Struct, frozen=True, kw_only=True):

@@ -20,7 +20,10 @@ in `recorded` / `inquired`: proof that nothing reached IPPS. The orchestrator th
 itself (FAILED, `JOB_DEAD_LETTERED`) unless it has reached `confirm_sent`; once it has, this adapter
 never confirms under that key (`queries.MARK_CONFIRM_SENT`) and publishes the row's result instead.
 A confirm that got no answer, after which IPPS shows no transfer under the key, raises too: the
-redelivery confirms again.
+redelivery confirms again. Should none of them take (IPPS keeps failing, the job is dead-lettered in
+`confirm_sent`), the sweep concludes NOT_EXECUTED once IPPS still has no transfer after the last
+inquiry expired (plus `not_executed_grace_s`): a confirm of an expired inquiry cannot take, and a new
+one needs a new inquiry, which the now final row forbids. So every payout ends.
 
 Hints (`pm:psp:ipps:hints`, IPPS callbacks the gateway verified) are never trusted: an attempt still
 in `confirm_sent` gets a status read of its own, and only IPPS's answer can finish it.
@@ -32,7 +35,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -92,6 +95,9 @@ class PayoutAdapter:
     publish: Publish
     max_detached: int = 1_000
     """Transfers IPPS holds PENDING that are polled in the background at once; past it a job waits."""
+    not_executed_grace_s: float = 60.0
+    """How long after its last inquiry expired a confirm IPPS has no transfer for is concluded never
+    executed (room for IPPS's clock and a confirm still on its way)."""
     detached: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def on_job(self, delivery: Delivery[PspJob]) -> None:
@@ -138,7 +144,10 @@ class PayoutAdapter:
             await self._finish(row, "FAILED", None, failure_code=exc.code, polls=0, raw=None)
             return
         # Unavailable propagates: the job is retried; nothing has reached IPPS beyond an inquiry.
-        if await self.pool.fetchval(queries.MARK_INQUIRED, row["id"], inquiry.inquiry_id) is None:
+        marked = await self.pool.fetchval(
+            queries.MARK_INQUIRED, row["id"], inquiry.inquiry_id, inquiry.expires_at
+        )
+        if marked is None:
             await self._finished_meanwhile(row, job)
             return
         if await self.pool.fetchval(queries.MARK_CONFIRM_SENT, row["id"]) is None:
@@ -342,6 +351,7 @@ class PayoutAdapter:
         rows = await self.pool.fetch(queries.SELECT_UNRESOLVED, PSP, idle_s, limit)
         finished = 0
         for row in rows:
+            asked_at = datetime.now(UTC)
             try:
                 transfer = await self.client.status(row["idempotency_key"])
             except Unavailable as exc:
@@ -349,6 +359,8 @@ class PayoutAdapter:
                 continue
             if transfer is not None and transfer.status in ("SUCCESS", "FAILED"):
                 await self._settle(row, Polled(transfer, 1, False))
+                finished += 1
+            elif transfer is None and await self._not_executed(row, asked_at):
                 finished += 1
             else:
                 await self.pool.execute(
@@ -359,6 +371,23 @@ class PayoutAdapter:
                     1,
                 )
         return finished
+
+    async def _not_executed(self, row: Row, asked_at: datetime) -> bool:
+        """Finish FAILED `NOT_EXECUTED` an attempt IPPS has no transfer for, read after its last
+        inquiry expired: no confirm of it can take any more, and none can be sent past a final row.
+        Otherwise (the inquiry still valid, or renewed meanwhile by a redelivery) nothing happens."""
+        before = asked_at - timedelta(seconds=self.not_executed_grace_s)
+        final = await self.pool.fetchrow(queries.FINISH_NOT_EXECUTED, row["id"], before, new_message_id())
+        if final is None:
+            return False
+        log.warning(
+            "intent %s: IPPS never executed the payout under %s (no transfer after its inquiry expired)",
+            row["intent_id"],
+            row["idempotency_key"],
+            extra={"intent_id": row["intent_id"]},
+        )
+        await self.publish(result_from_row(final))
+        return True
 
     async def sweep(self, interval_s: float, stop: asyncio.Event) -> None:
         """Until `stop`: every `interval_s`, finish what the PSP has since decided."""

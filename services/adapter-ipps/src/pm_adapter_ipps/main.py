@@ -43,7 +43,12 @@ async def serve(config: Settings, stop: asyncio.Event) -> None:
                     threshold=config.backpressure_threshold,
                 )
                 adapter = handlers.PayoutAdapter(
-                    pool, client, poller, handlers.publisher_of(publisher), config.detached_polls_max
+                    pool,
+                    client,
+                    poller,
+                    handlers.publisher_of(publisher),
+                    config.detached_polls_max,
+                    not_executed_grace_s=config.not_executed_after_s,
                 )
                 consumers = consumers_for(
                     config,

@@ -17,7 +17,7 @@ RETURNING *
 MARK_INQUIRED = """
 UPDATE pm.psp_tx_map
 SET phase = CASE WHEN phase = 'recorded' THEN 'inquired' ELSE phase END,
-    psp_inquiry_id = $2, updated_at = now()
+    psp_inquiry_id = $2, inquiry_expires_at = $3, updated_at = now()
 WHERE id = $1 AND phase <> 'final'
 RETURNING id
 """
@@ -88,4 +88,16 @@ SELECT * FROM pm.psp_tx_map
 WHERE psp = $1 AND phase = 'confirm_sent' AND updated_at < now() - make_interval(secs => $2)
 ORDER BY updated_at
 LIMIT $3
+"""
+
+# A confirm that never took (DESIGN §10: every intent ends): IPPS has no transfer under the key, read
+# after the row's last inquiry expired ($2: that read's start minus a grace for IPPS's clock and a
+# confirm still in flight). A guarded final FAILED: a redelivery inquiring again meanwhile moved the
+# expiry on (and then this matches nothing); after it, no confirm can be sent past the final row.
+FINISH_NOT_EXECUTED = """
+UPDATE pm.psp_tx_map
+SET phase = 'final', status = 'FAILED', failure_code = 'NOT_EXECUTED', psp_status = NULL,
+    result_message_id = coalesce(result_message_id, $3), result_at = now(), updated_at = now()
+WHERE id = $1 AND phase = 'confirm_sent' AND inquiry_expires_at < $2
+RETURNING *
 """

@@ -33,6 +33,9 @@ class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields
     """Status reads per job delivery before an UNKNOWN result is published and the sweep takes over."""
     sweep_interval_ms: Millis = 5_000
     """How often the StatusPoller looks for attempts still unknown, polling those idle this long."""
+    not_executed_after_s: Annotated[float, msgspec.Meta(ge=0)] = 60.0
+    """A confirm IPPS has no transfer for, this long after its last inquiry expired, was never
+    executed: the sweep fails it (`NOT_EXECUTED`) rather than asking for ever."""
     pool_max_size: Annotated[int, msgspec.Meta(ge=1)] = 8
     detached_polls_max: Annotated[int, msgspec.Meta(ge=0)] = 1_000
     """PENDING transfers polled in the background at once (0: every job polls before it is acked)."""

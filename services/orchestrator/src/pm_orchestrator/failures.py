@@ -92,8 +92,8 @@ def from_ledger(result: LedgerResult) -> Failure:
 
 
 # PSP codes (psp-protocols; the adapters pass them on) that say the payee cannot be paid as given, or
-# what the payer did; any other final "no" is PSP_DECLINED. `JOB_DEAD_LETTERED` is PM's own: the job
-# never reached the PSP (DESIGN §4), so nothing was paid.
+# what the payer did; any other final "no" is PSP_DECLINED. `JOB_DEAD_LETTERED` and `NOT_EXECUTED`
+# are PM's own: the job never reached the PSP (DESIGN §4), or its confirm never took there.
 _BY_PSP_CODE = {
     "INVALID_TARGET": PAYEE_INVALID,
     "INVALID_PROXY": PAYEE_INVALID,
@@ -104,6 +104,7 @@ _BY_PSP_CODE = {
     "REJECTED": PAYMENT_REJECTED,
     "EXPIRED": PAYMENT_EXPIRED,
     "JOB_DEAD_LETTERED": PSP_UNREACHABLE,
+    "NOT_EXECUTED": PSP_UNREACHABLE,
 }
 
 
