@@ -48,6 +48,7 @@ from pm_adapter_ipps.targets import InvalidTarget
 from pm_shared.db import Pool
 from pm_shared.errors import PermanentError
 from pm_shared.messages import PspHint, PspJob, PspResult, new_message_id, now
+from pm_shared.psp_results import result_from_row
 from pm_shared.runtime import Subscription
 from pm_shared.streams import Delivery, Publisher
 from pm_shared.streams.names import IPPS_HINTS, IPPS_JOBS, PSP_RESULTS
@@ -65,22 +66,6 @@ class WrongJob(PermanentError):
     """A job for another PSP or action: this adapter must never act on it."""
 
     reason = "wrong_job"
-
-
-def result_from_row(row: Row) -> PspResult:
-    """The final result a `final` row stands for, identical every time it is published."""
-    produced_at: datetime = row["result_at"]
-    return PspResult(
-        intent_id=row["intent_id"],
-        message_id=row["result_message_id"],
-        produced_at=produced_at,
-        psp=row["psp"],
-        job_id=row["job_message_id"],
-        status=row["status"],
-        psp_reference=row["psp_transfer_id"],
-        failure_code=row["failure_code"],
-        detail=f"trans_ref {row['trans_ref']}" if row["trans_ref"] else None,
-    )
 
 
 class ConfirmNotTaken(Exception):

@@ -26,7 +26,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 
 import asyncpg
 import msgspec
@@ -39,6 +38,7 @@ from pm_adapter_qp.sandbox import links
 from pm_shared.db import Pool
 from pm_shared.errors import PermanentError
 from pm_shared.messages import PspHint, PspJob, PspResult, new_message_id, now
+from pm_shared.psp_results import result_from_row
 from pm_shared.runtime import Subscription
 from pm_shared.streams import Delivery, Publisher
 from pm_shared.streams.names import PSP_RESULTS, QP_HINTS, QP_JOBS
@@ -69,22 +69,6 @@ class QrMismatch(PermanentError):
     """Under our order QP shows a QR for another amount or order, or a bad link: a person must look."""
 
     reason = "psp_mismatch"
-
-
-def result_from_row(row: Row) -> PspResult:
-    """The final result a `final` row stands for, identical every time it is published."""
-    produced_at: datetime = row["result_at"]
-    return PspResult(
-        intent_id=row["intent_id"],
-        message_id=row["result_message_id"],
-        produced_at=produced_at,
-        psp=row["psp"],
-        job_id=row["job_message_id"],
-        status=row["status"],
-        psp_reference=row["psp_transfer_id"],
-        failure_code=row["failure_code"],
-        detail=f"transaction {row['trans_ref']}" if row["trans_ref"] else None,
-    )
 
 
 def pending_result(row: Row, qr: Qr) -> PspResult:

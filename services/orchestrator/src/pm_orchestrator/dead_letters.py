@@ -19,7 +19,6 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-import asyncpg
 import msgspec
 from prometheus_client import Counter
 from redis.asyncio import Redis
@@ -28,6 +27,7 @@ from pm_orchestrator import queries as q
 from pm_orchestrator.saga import ALERTS, DATABASE_ERRORS
 from pm_shared.db import Pool
 from pm_shared.messages import PspJob, PspResult, now
+from pm_shared.psp_results import result_from_row
 from pm_shared.streams import Publisher, dlq
 from pm_shared.streams.names import IPPS_JOBS, PSP_RESULTS, QP_JOBS
 
@@ -42,20 +42,6 @@ DEAD_LETTERS = Counter(
 JOB_DEAD_LETTERED = "JOB_DEAD_LETTERED"
 _job = msgspec.json.Decoder(PspJob)
 _result = msgspec.json.Decoder(PspResult)
-
-
-def result_of(row: asyncpg.Record) -> PspResult:
-    """The final result a `final` psp_tx_map row stands for (same message id as the adapter's)."""
-    return PspResult(
-        intent_id=row["intent_id"],
-        message_id=row["result_message_id"],
-        produced_at=row["result_at"],
-        psp=row["psp"],
-        job_id=row["job_message_id"],
-        status=row["status"],
-        psp_reference=row["psp_transfer_id"],
-        failure_code=row["failure_code"],
-    )
 
 
 @dataclass
@@ -156,7 +142,7 @@ class DeadLetters:
                 extra={"intent_id": job.intent_id},
             )
         # Final either way: publish the outcome (the saga ignores it if the intent has moved on).
-        await self.publisher.publish(PSP_RESULTS, result_of(row))
+        await self.publisher.publish(PSP_RESULTS, result_from_row(row))
         DEAD_LETTERS.labels(entry.original_stream, "failed" if fenced else "republished").inc()
 
     async def _result(self, entry: dlq.DlqEntry) -> None:

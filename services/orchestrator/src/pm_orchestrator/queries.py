@@ -166,12 +166,12 @@ WITH fenced AS (
         result_message_id = excluded.result_message_id, result_at = excluded.result_at, updated_at = now()
     WHERE m.phase IN ('recorded', 'inquired')
     RETURNING m.intent_id, m.psp, m.phase, m.status, m.failure_code, m.result_message_id, m.result_at,
-              m.job_message_id, m.psp_transfer_id
+              m.job_message_id, m.psp_transfer_id, m.trans_ref
 )
 SELECT * FROM fenced
 UNION ALL
 SELECT intent_id, psp, phase, status, failure_code, result_message_id, result_at, job_message_id,
-       psp_transfer_id
+       psp_transfer_id, trans_ref
 FROM pm.psp_tx_map
 WHERE idempotency_key = $4 AND NOT EXISTS (SELECT 1 FROM fenced)
 """
