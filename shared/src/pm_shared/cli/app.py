@@ -7,6 +7,7 @@ import typer
 from pm_shared.cli import (
     alerts_cmd,
     bench_cmd,
+    chaos_cmd,
     demo_cmd,
     dev_cmd,
     dlq_cmd,
@@ -24,6 +25,7 @@ app.command("up")(up_cmd.up)
 app.command("streams")(streams_cmd.streams)
 app.command("bench")(bench_cmd.bench)
 app.command("demo")(demo_cmd.demo_command)
+app.command("chaos")(chaos_cmd.chaos)
 app.add_typer(dlq_cmd.app, name="dlq")
 app.add_typer(dev_cmd.app, name="dev")
 app.add_typer(ledger_cmd.app, name="ledger")
