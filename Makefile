@@ -22,7 +22,7 @@ UV := $(shell command -v uv 2>/dev/null || { test -x "$$HOME/.local/bin/uv" && e
 # The environment is synced (and checked against uv.lock) once per target; `uv run` must not re-lock.
 RUN := $(UV) run --no-sync
 
-.PHONY: help uv sync env up test bench lint fmt clean
+.PHONY: help uv sync env up test bench chaos lint fmt clean
 
 help: ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-6s %s\n", $$1, $$2}'
@@ -58,6 +58,12 @@ bench: env ## Run the benchmark against real Redis and PostgreSQL; BENCH_ARGS=..
 	@set -a; source "$(ENV_FILE)"; set +a
 	set -x
 	$(RUN) pm bench $(BENCH_ARGS)
+
+chaos: sync ## Chaos runs on private Redis/PostgreSQL, three seeds in a row (a few minutes)
+	@set -x
+	$(RUN) pm chaos --seed 1 --intents 1000 --kills 9 --rate 20
+	$(RUN) pm chaos --seed 2 --intents 1000 --kills 9 --rate 20
+	$(RUN) pm chaos --seed 3 --intents 1000 --kills 9 --rate 20
 
 lint: sync ## ruff check, ruff format --check, mypy
 	@set -x
