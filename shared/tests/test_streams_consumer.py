@@ -379,11 +379,39 @@ async def test_stop_finishes_every_batch_in_flight(
     assert await pending(redis, key) == 0
 
 
-def test_batches_in_flight_needs_a_batch_handler(redis: Redis, reader: Redis, stream_name: str) -> None:
+def test_batches_in_flight_is_at_least_one(redis: Redis, reader: Redis, stream_name: str) -> None:
     with pytest.raises(ValueError, match="batches_in_flight"):
-        make_consumer(redis, reader, stream_name, handle=_noop, batches_in_flight=2)
+        make_consumer(redis, reader, stream_name, handle=_noop, batches_in_flight=0)
     with pytest.raises(ValueError, match="batches_in_flight"):
         make_consumer(redis, reader, stream_name, handle_batch=_noop_batch, batches_in_flight=0)
+
+
+async def test_a_slow_message_does_not_hold_up_the_batches_read_after_it(
+    redis: Redis, reader: Redis, stream_name: str, key: str
+) -> None:
+    await Publisher(redis).publish_many(stream_name, [probe(i) for i in range(30)])
+    release = asyncio.Event()
+    handled: list[int] = []
+
+    async def handle(delivery: Delivery[Probe]) -> None:
+        if delivery.message.seq == 0:
+            await release.wait()  # a PSP that takes its time over one payout
+        handled.append(delivery.message.seq)
+
+    consumer = make_consumer(redis, reader, stream_name, handle=handle, count=10, batches_in_flight=2)
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    try:
+        # With one batch in hand at a time, nothing after the first batch would be read.
+        await eventually(lambda: _true(sorted(handled) == list(range(1, 30))))
+        await eventually(lambda: _later(pending(redis, key), 10))  # the held batch stays unacked
+        release.set()
+        await eventually(lambda: _later(pending(redis, key), 0))
+    finally:
+        release.set()
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    assert sorted(handled) == list(range(30))
 
 
 async def _noop_batch(batch: Sequence[Delivery[Probe]]) -> None:

@@ -60,7 +60,7 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     stream_batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
     stream_block_ms: Annotated[int, msgspec.Meta(ge=1, le=2_000)] = 2_000
     stream_concurrency: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
-    # Batch handlers only: batches handled at once per partition (see pm_shared.streams.consumer).
+    # Batches in hand at once per partition (see pm_shared.streams.consumer).
     stream_batches_in_flight: Annotated[int, msgspec.Meta(ge=1, le=8)] = 1
     stream_lease_ms: Annotated[int, msgspec.Meta(ge=100)] = 30_000
     stream_retry_delay_ms: Annotated[int, msgspec.Meta(ge=0)] = 1_000

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import httpx
 
@@ -29,10 +30,18 @@ async def serve(config: Settings, stop: asyncio.Event) -> None:
     async with redis_clients(config, SERVICE) as clients:
         pool = await db.create_pool(config.database_url, min_size=1, max_size=config.pool_max_size)
         timeout = httpx.Timeout(config.request_timeout_ms / 1000, connect=config.connect_timeout_ms / 1000)
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+        # Every connection kept alive (one closed after each use is a new TCP handshake next time).
+        per_pool = -(-config.http_connections // config.http_pools)
+        limits = httpx.Limits(max_connections=per_pool, max_keepalive_connections=per_pool)
         try:
-            async with httpx.AsyncClient(base_url=config.ipps_url, timeout=timeout, limits=limits) as http:
-                client = IppsClient(http, config.ipps_auth_secret)
+            async with contextlib.AsyncExitStack() as stack:
+                pools = [
+                    await stack.enter_async_context(
+                        httpx.AsyncClient(base_url=config.ipps_url, timeout=timeout, limits=limits)
+                    )
+                    for _ in range(config.http_pools)
+                ]
+                client = IppsClient(pools, config.ipps_auth_secret)
                 poller = StatusPoller(
                     client, config.poll_initial_ms / 1000, config.poll_max_ms / 1000, config.poll_attempts
                 )

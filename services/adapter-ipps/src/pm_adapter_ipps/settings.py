@@ -17,6 +17,9 @@ Millis = Annotated[int, msgspec.Meta(ge=1)]
 
 class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
     port: Port = 9103
+    stream_batches_in_flight: Annotated[int, msgspec.Meta(ge=1, le=8)] = 4
+    """Batches in hand at once: the next jobs are read while earlier ones wait on the PSP (one slow
+    payout must not hold up the rest); `PM_STREAM_CONCURRENCY` still bounds the calls in flight."""
     ipps_url: str = "http://127.0.0.1:9201"
     """The IPPS API (`PM_ADAPTER_IPPS_IPPS_URL`); the sandbox listens there by default."""
     ipps_auth_secret: str = ""
@@ -36,6 +39,11 @@ class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields
     not_executed_after_s: Annotated[float, msgspec.Meta(ge=0)] = 60.0
     """A confirm IPPS has no transfer for, this long after its last inquiry expired, was never
     executed: the sweep fails it (`NOT_EXECUTED`) rather than asking for ever."""
+    http_connections: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 200
+    """Connections to IPPS at most (calls in flight beyond it wait for one)."""
+    http_pools: Annotated[int, msgspec.Meta(ge=1, le=64)] = 8
+    """…spread over this many connection pools, used in turn (httpx's cost per request grows with the
+    connections of its pool)."""
     pool_max_size: Annotated[int, msgspec.Meta(ge=1)] = 8
     detached_polls_max: Annotated[int, msgspec.Meta(ge=0)] = 1_000
     """PENDING transfers polled in the background at once (0: every job polls before it is acked)."""

@@ -17,6 +17,9 @@ Millis = Annotated[int, msgspec.Meta(ge=1)]
 
 class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
     port: Port = 9104
+    stream_batches_in_flight: Annotated[int, msgspec.Meta(ge=1, le=8)] = 4
+    """Batches in hand at once: the next jobs are read while earlier ones wait on the PSP (one slow
+    payout must not hold up the rest); `PM_STREAM_CONCURRENCY` still bounds the calls in flight."""
     qp_url: str = "http://127.0.0.1:9202"
     """The QP API (`PM_ADAPTER_QP_QP_URL`); the sandbox listens there by default."""
     qp_secret: str = "qp-sandbox-secret"

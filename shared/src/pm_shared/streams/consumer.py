@@ -11,11 +11,12 @@ Delivery is at least once. What makes that safe and bounded:
   last delivery it is moved to the DLQ, acked in the same MULTI;
 - an entry that does not decode is dead-lettered at once: retrying cannot fix it.
 
-With `batches_in_flight` > 1 (batch handlers only) the next batch is read and handed over while
-the previous ones are still being handled, so a handler that waits on another server (the ledger
-writer waits on PostgreSQL, then on Redis) overlaps that wait with the next batch's work. Each
-batch is acked when it is done; all in-flight batches are finished before a re-read of the pending
-list and before stopping.
+With `batches_in_flight` > 1 the next batch is read and handed over while the previous ones are
+still being handled, so a handler that waits on another server (the ledger writer waits on
+PostgreSQL, then on Redis; a PSP adapter on the PSP) overlaps that wait with the next batch's work,
+and one slow message no longer holds up the messages read after it. Per-message handlers of every
+batch share the one `concurrency` limit. Each batch is acked when it is done; all in-flight batches
+are finished before a re-read of the pending list and before stopping.
 """
 
 from __future__ import annotations
@@ -142,13 +143,13 @@ class Consumer(Generic[M]):
             stream: logical stream name, e.g. `pm:intents`.
             handle_batch / handle: exactly one of them.
             concurrency: how many `handle` calls run at once.
-            batches_in_flight: how many batches a batch handler may be handling at once (per
-                partition); it must then be safe to call concurrently.
+            batches_in_flight: how many batches may be in hand at once (per partition); a batch
+                handler must then be safe to call concurrently.
         """
         if (handle_batch is None) == (handle is None):
             raise ValueError("give exactly one of handle_batch and handle")
-        if batches_in_flight < 1 or (batches_in_flight > 1 and handle_batch is None):
-            raise ValueError("batches_in_flight is at least 1, and above 1 only with handle_batch")
+        if batches_in_flight < 1:
+            raise ValueError("batches_in_flight is at least 1")
         if not 1 <= block_ms <= 2_000:
             raise ValueError("block_ms must be between 1 and 2000")
         self.redis = redis
@@ -209,7 +210,7 @@ class Consumer(Generic[M]):
             retry_delay_ms=settings.stream_retry_delay_ms,
             max_deliveries=settings.stream_max_deliveries,
             claim_interval_ms=settings.stream_claim_interval_ms,
-            batches_in_flight=settings.stream_batches_in_flight if handle_batch is not None else 1,
+            batches_in_flight=settings.stream_batches_in_flight,
         )
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -225,7 +226,7 @@ class Consumer(Generic[M]):
         recovering, cursor, backoff = True, b"0", 0.05
         # Ids handled but not yet acked: their XACK travels with the next read (one round trip).
         to_ack: list[str] = []
-        # Batches being handled while the next is read (only with batches_in_flight > 1).
+        # Batches being handled while the next is read (with batches_in_flight > 1).
         in_flight: set[asyncio.Task[list[str]]] = set()
         while not stop.is_set():
             try:
