@@ -344,6 +344,9 @@ def test_pods_run_unprivileged_with_limits(name: str) -> None:
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     assert pod.get("automountServiceAccountToken") is False
+    # Service links would inject `<SERVICE>_PORT`-style variables: a Service named `pm` would give
+    # every pod PM_PORT, PM_SERVICE_HOST…, unknown PM_* variables that stop the services at start.
+    assert pod.get("enableServiceLinks") is False
     container = _container(deployment)
     security = container["securityContext"]
     assert security["readOnlyRootFilesystem"] is True
@@ -412,11 +415,24 @@ def test_migration_job_runs_migrate_then_provision_before_the_deployments() -> N
         obj = _one(kind, name)
         assert obj["metadata"]["labels"].get("pm-stage") == "pre-deploy", f"{kind}/{name} not pre-deploy"
         if kind != "Job":
-            wave = int(obj["metadata"].get("annotations", {}).get("argocd.argoproj.io/sync-wave", "0"))
-            assert wave < job_wave, f"{kind}/{name} must sync before the Job"
+            assert _wave(obj) < job_wave, f"{kind}/{name} must sync before the Job"
     for deployment in _all("Deployment"):
-        wave = int(deployment["metadata"].get("annotations", {}).get("argocd.argoproj.io/sync-wave", "0"))
+        wave = _wave(deployment)
         assert wave > job_wave, f"{_id(deployment)} must sync after the Job"
+        container = _container(deployment)
+        refs = [("ConfigMap", s["configMapRef"]["name"]) for s in container["envFrom"] if "configMapRef" in s]
+        refs += [("Secret", s["secretRef"]["name"]) for s in container["envFrom"] if "secretRef" in s]
+        refs += [
+            ("Secret", v["valueFrom"]["secretKeyRef"]["name"])
+            for v in container["env"]
+            if "secretKeyRef" in v.get("valueFrom", {})
+        ]
+        for kind, name in refs:
+            assert _wave(_one(kind, name)) < wave, f"{kind}/{name} must sync before {_id(deployment)}"
+
+
+def _wave(obj: Obj) -> int:
+    return int(obj["metadata"].get("annotations", {}).get("argocd.argoproj.io/sync-wave", "0"))
 
 
 # ------------------------------------------------------------------------------- (c) KEDA semantics
