@@ -470,6 +470,9 @@ def test_the_ledger_url_reaches_the_tigerbeetle_service() -> None:
     listen = next(a.split("=", 1)[1] for a in command(tb) if a.startswith("--addresses="))
     port = int(listen.rsplit(":", 1)[1])
     address = tb["networks"]["pm"]["ipv4_address"]
+    # Its health check looks for a socket listening on that port in /proc/net/tcp (hex, upper case).
+    probe = re.search(r":([0-9A-F]{4}) 00000000:0000 0A", " ".join(tb["healthcheck"]["test"]))
+    assert probe is not None and int(probe[1], 16) == port, tb["healthcheck"]["test"]
     subnet = ipaddress.ip_network(compose()["networks"]["pm"]["ipam"]["config"][0]["subnet"])
     assert ipaddress.ip_address(address) in subnet
     cluster = re.search(r"--cluster=(\d+)", " ".join(command(services()["tigerbeetle-format"])))
