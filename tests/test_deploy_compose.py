@@ -292,6 +292,25 @@ def test_one_shot_jobs_are_waited_for_and_the_rest_restart() -> None:
     assert one_shots <= waited, f"one-shot jobs nobody waits for: {sorted(one_shots - waited)}"
 
 
+def _seconds(duration: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", duration)
+    assert parts and "".join(n + u for n, u in parts) == duration, duration
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+def test_services_get_longer_to_stop_than_their_shutdown_grace() -> None:
+    # SIGTERM: a service finishes and acks the batch in hand within PM_SHUTDOWN_GRACE_S; compose must
+    # not SIGKILL it before (its default is 10 s).
+    for name, process in pm_services().items():
+        svc = services()[name]
+        if is_one_shot(svc) or not issubclass(process.settings_type, CommonSettings):
+            continue
+        grace = setting(process.load(environment(svc)), "shutdown_grace_s")
+        stop = _seconds(str(svc.get("stop_grace_period", "10s")))
+        assert stop > grace, f"{name}: stop_grace_period {stop}s, PM_SHUTDOWN_GRACE_S {grace}s"
+
+
 def test_every_dependency_exists_and_its_condition_can_be_met() -> None:
     problems = []
     for name, svc in services().items():
@@ -895,6 +914,17 @@ def problems_in(expr: str) -> list[str]:
     return problems
 
 
+def unknown_jobs(expr: str) -> list[str]:
+    """`job` values an expression selects that no Prometheus scrape job has."""
+    jobs = {job["job_name"] for job in prometheus_config()["scrape_configs"]}
+    unknown = []
+    for _, matchers in parse_promql(expr).selectors:
+        value = matchers.get("job")
+        if value is not None and "$" not in value:
+            unknown += [v for v in value.split("|") if v not in jobs]
+    return unknown
+
+
 def test_the_promql_reader_finds_metrics_and_labels() -> None:
     q = parse_promql(
         "sum by (stream, le) (rate(pm_stream_e2e_latency_seconds_bucket"
@@ -937,6 +967,7 @@ def test_the_dashboard_uses_only_exported_metrics() -> None:
             assert m.group(2) in series_names().get(m.group(1).split("{")[0], frozenset()), text
     assert len(exprs) >= 20
     problems = [p for e in exprs for p in problems_in(e)]
+    problems += [f"no scrape job {job!r} in {e!r}" for e in exprs for job in unknown_jobs(e)]
     assert not problems, "\n".join(problems)
     # What the issue asks the dashboard to show.
     used = {name for e in exprs for name, _ in parse_promql(e).selectors}
@@ -987,6 +1018,7 @@ def test_alert_rules_are_complete_and_use_exported_metrics() -> None:
             if not str(annotations.get(field, "")).strip():
                 problems.append(f"{name}: no annotations.{field}")
         problems += [f"{name}: {p}" for p in problems_in(str(rule.get("expr", "")))]
+        problems += [f"{name}: no scrape job {job!r}" for job in unknown_jobs(str(rule.get("expr", "")))]
     assert not problems, "\n".join(problems)
 
 
