@@ -1032,7 +1032,7 @@ def test_alert_rules_cover_what_the_operators_need() -> None:
         "pm_stream_e2e_latency_seconds_bucket": "lag time over SLO",
         "pm_intent_moves_total": "intents stuck past their timeout",
         "pm_intents_resume_given_up_total": "intents stuck past their timeout",
-        "pm_ledger_request_events_count": "ledger-writer without a lease holder",
+        "pm_ledger_writer_active": "ledger-writer without a lease holder",
         "pm_reconciliation_alerts_total": "reconciliation alerts raised",
         "pm_stream_dlq_total": "PSP results dead-lettered",
     }.items():

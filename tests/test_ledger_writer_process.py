@@ -36,6 +36,7 @@ from pm_shared.streams import Publisher
 from pm_shared.streams.names import GROUP_LEDGER_WRITER, LEDGER_COMMANDS, LEDGER_RESULTS, stream_key
 from pm_shared.streams.publisher import PAYLOAD_FIELD, encode
 from pm_shared.testing.fixtures import eventually
+from pm_shared.testing.fleet import sample_value
 
 pytestmark = pytest.mark.slow
 
@@ -72,6 +73,15 @@ class Writer:
 
     async def status(self, path: str) -> int | None:
         return await asyncio.to_thread(_status, f"http://127.0.0.1:{self.port}{path}")
+
+    async def active_gauge(self) -> float | None:
+        """`pm_ledger_writer_active` as this writer's /metrics reports it."""
+
+        def read() -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as answer:
+                return str(answer.read().decode())
+
+        return sample_value(await asyncio.to_thread(read), "pm_ledger_writer_active")
 
     def records(self) -> list[dict[str, Any]]:
         lines = self.stderr_path.read_text(errors="replace").splitlines()
@@ -227,6 +237,8 @@ async def test_a_standby_waits_and_takes_over_within_the_lease_when_the_active_w
     await eventually(standing_by, timeout=20, what=f"the second writer standing by:\n{standby.tail()}")
     assert await standby.status("/readyz") == 503
     assert await active.status("/readyz") == 200
+    # What the alert "no ledger-writer holds the lease" reads: one writer reports 1, the standby 0.
+    assert (await active.active_gauge(), await standby.active_gauge()) == (1.0, 0.0)
     assert active.logged("acquired")
     assert not standby.logged("acquired")
     # Only the active writer reads the commands stream.
@@ -243,6 +255,7 @@ async def test_a_standby_waits_and_takes_over_within_the_lease_when_the_active_w
 
     await standby.wait_ready(timeout=LEASE_MS / 1000 + 5)
     took_over = time.monotonic() - killed
+    assert await standby.active_gauge() == 1.0
     # The lease expires at most LEASE_MS after the kill; add a standby poll and the consumer's start.
     assert took_over < LEASE_MS / 1000 + 1.0, took_over
     assert standby.logged("acquired")

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from typing import Any
 
+from prometheus_client import Gauge
 from redis.exceptions import RedisError
 
 from pm_ledger_writer import handlers
@@ -26,6 +27,11 @@ from pm_shared.streams import Consumer, Publisher
 from pm_shared.streams.names import GROUP_LEDGER_WRITER
 
 log = logging.getLogger(__name__)
+
+ACTIVE = Gauge(
+    "pm_ledger_writer_active",
+    "1 while this process holds the writer lease and writes the ledger; 0 while it waits as a standby.",
+)
 
 SERVICE = "ledger-writer"
 
@@ -103,12 +109,14 @@ async def _write_while_held(
         subscriptions=handlers.subscriptions(writer),
     )
     active[:] = consumers
+    ACTIVE.set(1)
     keeper = asyncio.create_task(lease.keep(halt))
     relay = asyncio.create_task(_set_when(stop, halt))
     try:
         await run_consumers_until(config, clients, consumers, halt)
     finally:
         active.clear()
+        ACTIVE.set(0)
         keeper.cancel()
         relay.cancel()
         await asyncio.gather(keeper, relay, return_exceptions=True)
