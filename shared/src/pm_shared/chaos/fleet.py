@@ -32,7 +32,12 @@ HOST = "127.0.0.1"
 READY_TIMEOUT_S = 60.0
 
 # The counters of the streams runtime the report adds up, over every process that ever ran.
-SCRAPED = ("pm_stream_claimed_total", "pm_stream_dlq_total", "pm_stream_backpressure_rejections_total")
+SCRAPED = (
+    "pm_stream_claimed_total",
+    "pm_stream_claim_deleted_total",
+    "pm_stream_dlq_total",
+    "pm_stream_backpressure_rejections_total",
+)
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,7 @@ class Running:
         return self.popen is not None and self.popen.poll() is None
 
 
-def _die_with_parent() -> Callable[[], None] | None:
+def die_with_parent() -> Callable[[], None] | None:
     """On Linux a child gets SIGKILL when the run itself dies, instead of holding its port."""
     if not sys.platform.startswith("linux"):
         return None
@@ -134,7 +139,7 @@ class Fleet:
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent(),
+                preexec_fn=die_with_parent(),
             )
         r.started_at = time.monotonic()
         r.starts += 1

@@ -119,6 +119,8 @@ class Report:
         figures.add_row("crashes (exits nobody asked for)", str(len(self.crashes)))
         dlq = ", ".join(f"{k} {r} ×{n}" for (k, r), n in sorted(self.dlq.items())) or "none"
         figures.add_row("DLQ moves", f"{sum(self.dlq.values())}: {dlq}")
+        for record, why in list(self.dlq_explained.items())[:SHOWN_OFFENDERS]:
+            figures.add_row(f"  {record}", f"explained: {why}")
         reclaims = ", ".join(f"{k} ×{n}" for k, n in sorted(self.reclaims.items()) if n) or "none"
         figures.add_row("reclaims", f"{sum(self.reclaims.values())}: {reclaims}")
         figures.add_row("back-pressure refusals (503 to the load)", str(self.backpressure))

@@ -66,12 +66,12 @@ FINAL_REVIEW_S = 2.5
 @dataclass
 class ChaosOptions:
     seed: int = 1
-    intents: int = 600
-    kills: int = 7
+    intents: int = 1_000
+    kills: int = 9
     redis_restarts: int = 1
     postgres_restarts: int = 1
     concurrency: int = 16
-    rate: float = 25.0
+    rate: float = 20.0
     """New intents offered per second (open loop), so the chaos spans the load."""
     quiesce_timeout_s: float = 120.0
     keep: bool = False
@@ -321,8 +321,11 @@ class ChaosRun:
             if why is not None:
                 r.dlq_explained[f"{letter.dlq} {letter.entry_id}"] = why
         counters = await self.fleet.counters()
+        lost: dict[str, str] = {}
         for (name, stream), value in counters.items():
-            if name == "pm_stream_claimed_total":
+            if name == "pm_stream_claim_deleted_total" and value:
+                lost[stream] = f"{value} pending entries trimmed or deleted before they were acked"
+            elif name == "pm_stream_claimed_total":
                 r.reclaims[stream] += value
             elif name == "pm_stream_backpressure_rejections_total":
                 r.backpressure_internal += value
@@ -344,6 +347,7 @@ class ChaosRun:
         r.invariants = check_all(facts, lease_ms=LEASE_MS, killed=killed)
         missing = accepted_ids - set(facts.intents)
         r.invariants["every accepted intent in the database"] = {i: "answered 202, no row" for i in missing}
+        r.invariants["no entry trimmed before its ack"] = lost
         r.invariants["every planned intent accepted"] = {
             line.split(" ", 1)[0]: line for line in self.stats.refused
         }

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pm_shared.chaos.fleet import die_with_parent
 from pm_shared.devenv import (
     DATABASE_NAME,
     PrivatePostgres,
@@ -67,7 +68,12 @@ class ChaosRedis:
         argv += ["--appendonly", "yes", "--appendfsync", "always", "--logfile", "redis.log"]
         argv += ["--daemonize", "no", "--protected-mode", "no"]
         self.popen = subprocess.Popen(  # noqa: ASYNC220 - starts at once, never waited on here
-            argv, cwd=self.dir, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            argv,
+            cwd=self.dir,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent(),
         )
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:

@@ -21,14 +21,14 @@ def chaos(
     seed: Annotated[int, typer.Option("--seed", help="Seed of the traffic and of the chaos schedule.")] = 1,
     intents: Annotated[
         int, typer.Option("--intents", min=20, help="Intents to send (funding included).")
-    ] = 600,
-    kills: Annotated[int, typer.Option("--kills", min=0, help="Processes to SIGKILL (and restart).")] = 7,
+    ] = 1_000,
+    kills: Annotated[int, typer.Option("--kills", min=0, help="Processes to SIGKILL (and restart).")] = 9,
     concurrency: Annotated[
         int, typer.Option("--concurrency", min=1, max=256, help="Requests in flight.")
     ] = 16,
     rate: Annotated[
         float, typer.Option("--rate", min=1.0, help="New intents offered per second (open loop).")
-    ] = 25.0,
+    ] = 20.0,
     quiesce_timeout: Annotated[
         float, typer.Option("--quiesce-timeout", min=1.0, help="Seconds to wait for every intent to end.")
     ] = 120.0,
