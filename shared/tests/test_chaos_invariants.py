@@ -227,6 +227,33 @@ def test_failed_legs_wrong_catches_a_posted_leg_and_an_open_hold() -> None:
     assert list(inv.failed_legs_wrong(by_id(never_held), [outright])) == [never_held.id]
 
 
+def test_payouts_wrong_catches_a_settled_withdrawal_unpaid_a_failed_one_paid_and_a_total_off() -> None:
+    def withdrawal(state: str, amount: int) -> IntentFact:
+        code = "PSP_DECLINED" if state == "FAILED" else None
+        return IntentFact(
+            _id(), "PROMPTPAY_WITHDRAWAL", state, code, amount, "THB", {"kind": "user", "id": "a"}, {}
+        )
+
+    paid, declined, never_sent = (
+        withdrawal("SETTLED", 10_000),
+        withdrawal("FAILED", 40_001),
+        withdrawal("FAILED", 5),
+    )
+    intents = by_id(paid, declined, never_sent)
+    payouts: dict[str, tuple[str, int] | None] = {
+        paid.id: ("SUCCESS", 10_000),
+        declined.id: ("FAILED", 40_001),
+        never_sent.id: None,
+    }
+    assert inv.payouts_wrong(intents, payouts, 10_000) == {}
+    assert list(inv.payouts_wrong(intents, {**payouts, paid.id: None}, 10_000)) == [paid.id]
+    assert list(inv.payouts_wrong(intents, {**payouts, paid.id: ("SUCCESS", 9_999)}, 10_000)) == [paid.id]
+    assert list(inv.payouts_wrong(intents, {**payouts, declined.id: ("SUCCESS", 40_001)}, 10_000)) == [
+        declined.id
+    ]
+    assert list(inv.payouts_wrong(intents, payouts, 20_000)) == ["ipps"]  # paid twice, under another key
+
+
 # -- nothing pending beyond the lease -----------------------------------------------------------------
 
 

@@ -3,9 +3,11 @@ attempts, alerts) and Redis (pending lists, dead letters). The invariants judge 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
+import httpx
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
@@ -22,6 +24,7 @@ from pm_shared.chaos.invariants import (
     intent_of_payload,
     wallet_account,
 )
+from pm_shared.messages import psp_key
 from pm_shared.streams import dlq
 from pm_shared.streams.connection import as_str
 from pm_shared.streams.names import ALL_STREAMS, dlq_key, parse_key, stream_key
@@ -170,9 +173,37 @@ async def dead_letters(redis: Redis, partitions: int = 1) -> list[DeadLetterFact
     return out
 
 
-async def read_all(database_url: str, redis: Redis) -> Facts:
+async def read_ipps(ipps_url: str, facts: Facts, concurrency: int = 16) -> None:
+    """What the IPPS sandbox holds under each withdrawal's payout key, and what it paid in all."""
+    withdrawals = [i.id for i in facts.intents.values() if i.type == "PROMPTPAY_WITHDRAWAL"]
+    async with httpx.AsyncClient(base_url=ipps_url, timeout=10.0) as http:
+
+        async def one(intent_id: str) -> None:
+            response = await http.get(
+                "/v1/transfers", params={"idempotency_key": psp_key(intent_id, "psp_payout")}
+            )
+            if response.status_code == 404:
+                facts.payouts[intent_id] = None
+            else:
+                response.raise_for_status()
+                body = response.json()
+                facts.payouts[intent_id] = (str(body["status"]), int(body["amount"]))
+
+        queue = list(withdrawals)
+
+        async def worker() -> None:
+            while queue:
+                await one(queue.pop())
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        facts.ipps_paid = int((await http.get("/_sim/ledger")).json()["paid"])
+
+
+async def read_all(database_url: str, redis: Redis, ipps_url: str | None = None) -> Facts:
     facts = Facts()
     await read_database(database_url, facts)
+    if ipps_url is not None:
+        await read_ipps(ipps_url, facts)
     facts.pending = await pending_entries(redis)
     facts.dead_letters = await dead_letters(redis)
     return facts

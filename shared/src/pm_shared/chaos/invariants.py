@@ -12,6 +12,8 @@ entries); empty means it holds. They take plain rows, so the unit tests feed the
   the amounts on the intent — and nothing else (no void) (§10.3).
 - `failed_legs_wrong`: a FAILED intent has no posted leg and no pending one left open (§10.3).
 - `orphan_transfers`: every ledger transfer belongs to an intent (§10.2).
+- `payouts_wrong`: the IPPS sandbox paid every SETTLED withdrawal once, with its amount, and nothing
+  for a FAILED one; what it paid in all is what the SETTLED withdrawals add up to (§10.2).
 - `stuck_entries`: nothing pending in any consumer group longer than the lease (§10.4).
 - `unexplained_dead_letters`: every DLQ record has a reason the run expects (see the function).
 """
@@ -149,6 +151,10 @@ class Facts:
     dead_letters: list[DeadLetterFact] = field(default_factory=list)
     alerts: list[AlertFact] = field(default_factory=list)
     psp: list[PspFact] = field(default_factory=list)
+    payouts: dict[str, tuple[str, int] | None] = field(default_factory=dict)
+    """Withdrawal intent id → what the IPPS sandbox holds under its payout key: (status, amount) or None."""
+    ipps_paid: int | None = None
+    """What the IPPS sandbox paid out in all (None: not read)."""
 
 
 def tid(intent_id: str, leg: str) -> str:
@@ -335,6 +341,28 @@ def failed_legs_wrong(intents: Mapping[str, IntentFact], transfers: Iterable[Tra
     return out
 
 
+def payouts_wrong(
+    intents: Mapping[str, IntentFact], payouts: Mapping[str, tuple[str, int] | None], paid: int | None
+) -> dict[str, str]:
+    out: dict[str, str] = {}
+    settled = 0
+    for intent in intents.values():
+        if intent.type != "PROMPTPAY_WITHDRAWAL" or intent.state not in TERMINAL:
+            continue
+        found = payouts.get(intent.id)
+        if intent.state == "SETTLED":
+            settled += intent.amount
+            if found != ("SUCCESS", intent.amount):
+                out[intent.id] = (
+                    f"SETTLED, but IPPS holds {found} under its key, not a SUCCESS of {intent.amount}"
+                )
+        elif found is not None and found[0] == "SUCCESS":
+            out[intent.id] = f"FAILED {intent.failure_code}, but IPPS paid {found[1]} under its key"
+    if paid is not None and paid != settled:
+        out["ipps"] = f"IPPS paid {paid} in all; the SETTLED withdrawals add up to {settled}"
+    return out
+
+
 # -- §10.4 --------------------------------------------------------------------------------------------
 
 
@@ -453,6 +481,9 @@ def check_all(facts: Facts, *, lease_ms: int, killed: Iterable[str]) -> dict[str
         "SETTLED has exactly its posted legs": settled_legs_wrong(facts.intents, facts.transfers),
         "FAILED has none posted, none pending": failed_legs_wrong(facts.intents, facts.transfers),
         "every transfer belongs to an intent": orphan_transfers(facts.intents, facts.transfers),
+        "IPPS paid exactly the SETTLED withdrawals": payouts_wrong(
+            facts.intents, facts.payouts, facts.ipps_paid
+        ),
         "nothing pending beyond the lease": stuck_entries(facts.pending, lease_ms),
         "every DLQ record explained": unexplained_dead_letters(
             facts.dead_letters, facts.intents, facts.alerts, facts.psp, killed

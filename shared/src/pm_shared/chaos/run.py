@@ -301,7 +301,7 @@ class ChaosRun:
 
     async def judge(self) -> None:
         assert self.postgres is not None and self.redis is not None and self.fleet is not None
-        facts: Facts = await read.read_all(self.postgres.url, self.redis)
+        facts: Facts = await read.read_all(self.postgres.url, self.redis, self.fleet.url("ipps-sandbox"))
         r = self.report
         killed = set(r.kills) | {
             m.member.service for m in self.fleet.running.values() if m.crashes and not m.member.sandbox
