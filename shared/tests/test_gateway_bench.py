@@ -35,3 +35,9 @@ async def test_gateway_bench_measures_both_endpoints_and_every_intent_lands(redi
     assert f"{result.gateway.rate:,.0f}" in text and f"{result.ratio:.1%}" in text
     assert ("met" if met else "MISSED") in text
     assert f"{result.landed:,} of {result.accepted:,} accepted intents" in text
+
+    # The figure for `pm bench`'s report: the gateway beside the bare endpoint of the same run.
+    (row,) = gateway_bench.section(result).benchmarks
+    assert (row.throughput, row.baseline, row.ratio) == (result.gateway.rate, result.bare.rate, result.ratio)
+    assert row.p99_ms == result.gateway.p99_ms and row.goal_met == met
+    assert row.extra["bare p99 ms"] == result.bare.p99_ms

@@ -61,3 +61,16 @@ async def test_psp_bench_settles_both_types_pays_each_withdrawal_once_and_report
     assert f"max {adapter.max_in_flight:,}" in text and "20 transfers" in text
     assert "where the time goes" in text and "AUTHORIZED → AUTHORIZED(paid)" in text
     assert met == psp_bench.goals_met(result)
+
+    # The figures for `pm bench`'s report: withdrawals beside P2P and beside the ceiling; the stages.
+    section = psp_bench.section(result)
+    p2p_row, withdrawal_row, ceiling_row = section.benchmarks
+    assert p2p_row.throughput == p2p.settled_rate and withdrawal_row.baseline == p2p.settled_rate
+    assert withdrawal_row.ratio == result.ratio and withdrawal_row.p99_ms == withdrawals.p99_ms
+    assert withdrawal_row.extra["payouts in flight, max"] == adapter.max_in_flight
+    assert ceiling_row.baseline == pytest.approx(50.0) and ceiling_row.ratio == result.over_ceiling
+    assert ceiling_row.goal_met == met == section.goals_met
+    assert [[t.name for t in s.stages] for s in section.stages] == [
+        [s.name for s in p2p.stages],
+        [s.name for s in withdrawals.stages],
+    ]

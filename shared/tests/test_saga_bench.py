@@ -15,11 +15,25 @@ pytestmark = pytest.mark.slow
 
 async def test_saga_bench_settles_every_intent_and_accounts_for_the_time(redis_url: str) -> None:
     result = await saga_bench.run(
-        server_url(), redis_url, intents=300, rate=50, seconds=2, orchestrators=2, users=50, warmup_s=0.5
+        server_url(),
+        redis_url,
+        intents=300,
+        rates=[30, 50],
+        seconds=2,
+        orchestrators=2,
+        users=50,
+        warmup_s=0.5,
     )
 
     pipeline, http = result.pipeline, result.http
-    for run in (pipeline, http):
+    # A load sweep: one HTTP run per offered rate, in order; `http` is the last (none is at 300/s).
+    assert len(result.http_runs) == 2 and result.http_runs[1] is http
+    assert [r.offered_rate for r in result.http_runs] == [
+        pytest.approx(30, rel=0.01),
+        pytest.approx(50, rel=0.01),
+    ]
+    assert result.http_runs[0].submitted == 60
+    for run in (pipeline, *result.http_runs):
         # Every intent that went in settled (the wallets are funded for all of them), none twice.
         assert run.failures == {} and run.unfinished == 0 and run.errors == 0, run
         assert run.unfinished_states == {} and run.stall is None
@@ -54,3 +68,18 @@ async def test_saga_bench_settles_every_intent_and_accounts_for_the_time(redis_u
     assert f"{pipeline.settled_rate:,.0f}" in text and f"{http.p99_ms:,.0f} ms" in text
     assert "where the time goes" in text and "AUTHORIZED → SETTLED" in text
     assert met == saga_bench.goals_met(result)
+    assert "HTTP 30/s" in text and "HTTP 50/s" in text
+
+    # The figures for `pm bench`'s report: the pipeline and each HTTP run, the sweep, the stages.
+    section = saga_bench.section(result)
+    assert [b.throughput for b in section.benchmarks] == [
+        r.settled_rate for r in (pipeline, *result.http_runs)
+    ]
+    assert section.benchmarks[2].baseline == http.offered_rate and section.benchmarks[2].p99_ms == http.p99_ms
+    (sweep,) = section.sweeps
+    assert [(p.offered, p.achieved, p.p99_ms) for p in sweep.points] == [
+        (r.offered_rate, r.settled_rate, r.p99_ms) for r in result.http_runs
+    ]
+    assert [s.name for s in section.stages] == ["saga pipeline (P2P)", "HTTP 30/s", "HTTP 50/s"]
+    assert section.stages[2].total.mean_ms == pytest.approx(http.mean_ms)
+    assert section.goals_met == met

@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 from rich.console import Console
 from rich.table import Table
 
+from pm_shared import bench_model
 from pm_shared.streams import Consumer, Delivery, Publisher
 from pm_shared.streams.connection import connect
 from pm_shared.streams.names import stream_key
@@ -249,29 +250,86 @@ def report(results: list[Result], console: Console, header: str) -> bool:
     return ok
 
 
+LABELS = (
+    ("consumer, no-op batch handler", "batched XREADGROUP + one multi-id XACK"),
+    ("consumer, no-op per-message handler (bounded concurrency)", "batched XREADGROUP + one multi-id XACK"),
+    (
+        "consumer, no-op batch handler, vs raw with the XACK in the next read's round trip",
+        "batched XREADGROUP, each XACK in the next read's round trip",
+    ),
+    ("publisher, one awaited XADD per message, back-pressure check on", "one awaited XADD per message"),
+    (
+        "publisher, batches of 100 (publish_many, one script call per partition)",
+        "a pipeline of 100 XADDs",
+    ),
+)
+"""(name, raw redis-py baseline) of each of `Bench.run`'s results, in order."""
+
+
+async def run(url: str, messages: int, repeat: int) -> tuple[list[Result], str]:
+    """Every figure of `Bench.run`, and the Redis server's version."""
+    bench = Bench(url, messages, repeat)
+    try:
+        version = await server_version(bench.redis)
+        results = await bench.run()
+    finally:
+        await bench.close()
+    return results, version
+
+
+def print_report(results: list[Result], messages: int, repeat: int, version: str, console: Console) -> bool:
+    """The table and the ratios line on `console`; True when every ratio met the goal."""
+    header = (
+        f"{messages:,} messages, best of {repeat}; Redis {version}; "
+        f"Python {platform.python_version()}; {platform.machine()}"
+    )
+    ok = report(results, console, header)
+    console.print(
+        "ratios:",
+        ", ".join(f"{r.ratio:.2f}" for r in results),
+        "| median",
+        f"{statistics.median(r.ratio for r in results):.2f}",
+    )
+    return ok
+
+
+def section(results: list[Result], messages: int, repeat: int) -> bench_model.Section:
+    """The figures for `pm bench`'s report: each runtime figure beside its raw redis-py loop."""
+    labels: Sequence[tuple[str, str]] = (
+        LABELS if len(LABELS) == len(results) else [(r.name, "") for r in results]
+    )
+    benchmarks = [
+        bench_model.Benchmark(
+            name=name,
+            unit="msg/s",
+            throughput=r.runtime,
+            baseline_name=f"raw redis-py: {baseline}" if baseline else "raw redis-py",
+            baseline=r.raw,
+            ratio=r.ratio,
+            goal=f"≥ {GOAL:.0%} of raw",
+            goal_met=r.ratio >= GOAL,
+        )
+        for r, (name, baseline) in zip(results, labels, strict=True)
+    ]
+    return bench_model.Section(
+        name="streams runtime",
+        description=(
+            f"The streams runtime (consumer with a no-op handler, publisher) beside raw redis-py doing "
+            f"the same work; {messages:,} messages per run, best of {repeat}."
+        ),
+        benchmarks=benchmarks,
+        goals_met=all(b.goal_met for b in benchmarks),
+    )
+
+
 async def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pm-bench", description=__doc__)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--messages", type=int, default=40_000)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args(argv)
-    bench = Bench(args.redis_url, args.messages, args.repeat)
-    try:
-        version = await server_version(bench.redis)
-        results = await bench.run()
-    finally:
-        await bench.close()
-    header = (
-        f"{args.messages:,} messages, best of {args.repeat}; Redis {version}; "
-        f"Python {platform.python_version()}; {platform.machine()}"
-    )
-    report(results, Console(), header)
-    print(
-        "ratios:",
-        ", ".join(f"{r.ratio:.2f}" for r in results),
-        "| median",
-        f"{statistics.median(r.ratio for r in results):.2f}",
-    )
+    results, version = await run(args.redis_url, args.messages, args.repeat)
+    print_report(results, args.messages, args.repeat, version, Console())
     return 0
 
 

@@ -49,7 +49,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pm_shared import db, signing
+from pm_shared import bench_model, db, signing
 from pm_shared.db import drop_database, ensure_database, migrate
 from pm_shared.db.pool import with_database
 from pm_shared.keys.crypto import Cipher
@@ -406,3 +406,47 @@ def report(result: GatewayResult, console: Console) -> bool:
     """Print the table on `console`; True when the goal was met with no errors."""
     console.print(table(result))
     return goals_met(result)
+
+
+def section(result: GatewayResult) -> bench_model.Section:
+    """The figures for `pm bench`'s report: the gateway beside the bare endpoint of the same run."""
+    bare, gateway = result.bare, result.gateway
+    clean = "" if result.clean else "; NOT clean: errors, or accepted intents missing from the stream"
+    benchmarks = [
+        bench_model.Benchmark(
+            name=f"gateway, signed POST {PATH} (durable)",
+            unit="requests/s",
+            throughput=gateway.rate,
+            p50_ms=bench_model.finite(gateway.p50_ms),
+            p99_ms=bench_model.finite(gateway.p99_ms),
+            baseline_name="bare endpoint (unsigned, XADD only)",
+            baseline=bare.rate,
+            ratio=result.ratio,
+            goal=f"≥ {GOAL:.0%} of bare",
+            goal_met=goals_met(result),
+            note=(
+                f"bare: p50 {bare.p50_ms:.1f} ms, p99 {bare.p99_ms:.1f} ms; load generator at "
+                f"{bare.generator_cpu:.0%} of a core against the bare endpoint{clean}"
+            ),
+            extra=bench_model.known(
+                {
+                    "bare p50 ms": bare.p50_ms,
+                    "bare p99 ms": bare.p99_ms,
+                    "generator CPU, bare (cores)": bare.generator_cpu,
+                    "generator CPU, gateway (cores)": gateway.generator_cpu,
+                    "errors": float(bare.errors + gateway.errors),
+                    "accepted intents missing from the stream": float(result.accepted - result.landed),
+                }
+            ),
+        )
+    ]
+    return bench_model.Section(
+        name="gateway",
+        description=(
+            f"Signed POST {PATH} through the real gateway beside a bare unsigned endpoint doing the "
+            f"same XADD; {result.concurrency} concurrent keep-alive connections, {result.warmup_s:g} s "
+            f"warm-up then {result.duration_s:g} s, best of {result.repeat}."
+        ),
+        benchmarks=benchmarks,
+        goals_met=goals_met(result),
+    )

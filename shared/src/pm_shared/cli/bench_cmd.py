@@ -4,18 +4,45 @@ withdrawals beside P2P against the IPPS sandbox."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
+from rich.console import Console
 
 from pm_shared import bench as benchmarks
-from pm_shared import gateway_bench, ledger_bench, psp_bench, saga_bench
+from pm_shared import bench_model, bench_report, gateway_bench, ledger_bench, psp_bench, saga_bench
 from pm_shared.cli import common
 
 BATCH_MIN = 1_000
+RATES_DEFAULT = ",".join(f"{offered:g}" for offered in saga_bench.RATES)
+QUICK = {
+    "messages": 10_000,
+    "repeat": 1,
+    "transfers": 20_000,
+    "seconds": 2.0,
+    "intents": 5_000,
+    "rates": "100,300",
+    "psp_intents": 500,
+}
+"""`--quick`: what each option not given on the command line becomes (about a minute and a half in all)."""
+
+
+def parse_rates(text: str) -> list[float]:
+    """`100,200,300` → [100.0, 200.0, 300.0]; each positive."""
+    try:
+        rates = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"not a comma-separated list of numbers: {text!r}") from None
+    if not rates or any(rate < 1 for rate in rates):
+        raise typer.BadParameter(f"give one or more rates of at least 1/s: {text!r}")
+    return rates
 
 
 def bench(
+    ctx: typer.Context,
     redis_url: common.RedisUrlOption = None,
     messages: Annotated[int, typer.Option(min=1_000, help="Messages per run.")] = 40_000,
     repeat: Annotated[int, typer.Option(min=1, help="Runs per figure; the best is reported.")] = 3,
@@ -51,10 +78,13 @@ def bench(
         int,
         typer.Option(min=1, help="Intents of the saga's pipeline run (published straight to pm:intents)."),
     ] = 20_000,
-    rate: Annotated[
-        float,
-        typer.Option(min=1.0, help="Intents/s offered open-loop to the gateway in the saga's HTTP run."),
-    ] = 300.0,
+    rates: Annotated[
+        str,
+        typer.Option(
+            help="Intents/s offered open-loop to the gateway in the saga's HTTP runs, comma-separated: "
+            "one run per rate, in that order, on the same fleet (the load sweep)."
+        ),
+    ] = RATES_DEFAULT,
     orchestrators: Annotated[
         int,
         typer.Option(
@@ -82,6 +112,27 @@ def bench(
     database_url: Annotated[
         str | None, typer.Option("--database-url", envvar="PM_DATABASE_URL", help="PostgreSQL server to use.")
     ] = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick",
+            help="A short run: every option not given becomes smaller ("
+            + ", ".join(f"{name.replace('_', '-')} {value}" for name, value in QUICK.items())
+            + ").",
+        ),
+    ] = False,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            file_okay=False,
+            help="Directory of the report: <YYYY-MM-DD>-<commit>.json, .md and -throughput, -latency "
+            "and -stages .png.",
+        ),
+    ] = bench_report.OUT_DIR,
+    report: Annotated[
+        bool, typer.Option("--report/--no-report", help="Write the report files (the tables print anyway).")
+    ] = True,
 ) -> None:
     """Consumer and publisher throughput against raw redis-py (goal: ≥ 70 % of raw).
 
@@ -111,19 +162,46 @@ def bench(
     apart); withdrawals/s ÷ P2P/s, against the serialized ceiling (one payout at a time:
     1 / (2 × latency)), and the payouts in flight at the adapter.
     """
+    if quick:
+        given: dict[str, Any] = {
+            "messages": messages,
+            "repeat": repeat,
+            "transfers": transfers,
+            "seconds": seconds,
+            "intents": intents,
+            "rates": rates,
+            "psp_intents": psp_intents,
+        }
+        for name, value in QUICK.items():
+            source = ctx.get_parameter_source(name)
+            if source is None or source.name == "DEFAULT":
+                given[name] = value
+        messages, repeat, transfers = given["messages"], given["repeat"], given["transfers"]
+        seconds, intents, rates, psp_intents = (
+            given["seconds"],
+            given["intents"],
+            given["rates"],
+            given["psp_intents"],
+        )
+    offered_rates = parse_rates(rates)
     config = common.settings()
     url = common.redis_url(redis_url, config)
-    argv = ["--redis-url", url, "--messages", str(messages), "--repeat", str(repeat)]
-    code = common.run(benchmarks.main(argv), url)
+    dsn = database_url or config.database_url
+    started, clock = datetime.now(UTC), time.perf_counter()
+    commit = bench_report.commit_label()
+    sections: list[bench_model.Section] = []
+
+    results, version = common.run(benchmarks.run(url, messages, repeat), url)
+    benchmarks.print_report(results, messages, repeat, version, Console())
+    sections.append(benchmarks.section(results, messages, repeat))
     if ledger:
-        rows = common.run(
-            ledger_bench.run(database_url or config.database_url, transfers, url, repeat=repeat), url
-        )
+        rows = common.run(ledger_bench.run(dsn, transfers, url, repeat=repeat), url)
         common.print_table(ledger_bench.table(rows))
+        sections.append(ledger_bench.section(rows, repeat))
     if gateway:
         result = common.run(
             gateway_bench.run(
-                database_url or config.database_url,
+                dsn,
                 url,
                 concurrency=concurrency,
                 duration_s=seconds,
@@ -132,13 +210,14 @@ def bench(
             url,
         )
         common.print_table(gateway_bench.table(result))
+        sections.append(gateway_bench.section(result))
     if saga:
         saga_result = common.run(
             saga_bench.run(
-                database_url or config.database_url,
+                dsn,
                 url,
                 intents=intents,
-                rate=rate,
+                rates=offered_rates,
                 seconds=seconds,
                 orchestrators=orchestrators,
             ),
@@ -146,10 +225,11 @@ def bench(
         )
         common.print_table(saga_bench.table(saga_result))
         common.print_table(saga_bench.stages_table(saga_result))
+        sections.append(saga_bench.section(saga_result))
     if psp:
         psp_result = common.run(
             psp_bench.run(
-                database_url or config.database_url,
+                dsn,
                 url,
                 intents=psp_intents,
                 latency_ms=psp_latency_ms,
@@ -160,4 +240,28 @@ def bench(
         common.print_table(psp_bench.table(psp_result))
         common.print_table(psp_bench.overlap_table(psp_result))
         common.print_table(psp_bench.stages_table(psp_result))
-    raise typer.Exit(code)
+        sections.append(psp_bench.section(psp_result))
+    if report:
+        run = bench_model.BenchRun(
+            date=started,
+            commit=commit,
+            machine=common.run(bench_report.machine(url, dsn), url),
+            settings={
+                "messages": messages,
+                "repeat": repeat,
+                "transfers": transfers if ledger else 0,
+                "concurrency": concurrency,
+                "seconds": seconds,
+                "intents": intents if saga else 0,
+                "rates": ",".join(f"{rate:g}" for rate in offered_rates) if saga else "",
+                "orchestrators": orchestrators,
+                "psp_intents": psp_intents if psp else 0,
+                "psp_latency_ms": psp_latency_ms,
+                "quick": quick,
+            },
+            seconds=time.perf_counter() - clock,
+            sections=sections,
+        )
+        written = bench_report.write(run, out)
+        common.out.print("report: " + ", ".join(str(path) for path in written.values()), soft_wrap=True)
+    raise typer.Exit(0)
