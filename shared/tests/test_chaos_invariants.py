@@ -3,6 +3,7 @@ consistent picture and catches the violation it exists for, naming the offender.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections import Counter
 
@@ -384,3 +385,32 @@ def test_pm_chaos_exits_2_with_a_clear_message_without_redis_server(monkeypatch:
     result = CliRunner().invoke(app, ["chaos", "--seed", "1"])
     assert result.exit_code == 2, result.output
     assert "redis-server is not installed" in result.output
+
+
+def test_pm_chaos_exits_1_naming_the_offenders_and_prints_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pm_shared.cli import chaos_cmd
+    from pm_shared.cli.app import app
+
+    stuck = "01a20f63-c299-75be-bc0b-3804dcbf5ce5"
+
+    async def failing(options: object) -> Report:
+        report = Report(seed=9, planned=2, accepted=2, intents_in_db=2)
+        report.by_state = Counter({("P2P", "SETTLED", ""): 1, ("P2P", "AUTHORIZED", ""): 1})
+        report.invariants = {"every accepted intent terminal": {stuck: "still AUTHORIZED"}, "other": {}}
+        return report
+
+    monkeypatch.setattr(chaos_cmd, "run_chaos", failing)
+    result = CliRunner().invoke(app, ["chaos", "--seed", "9"])
+    assert result.exit_code == 1, result.output
+    assert stuck in result.output and "1 invariant(s) failed" in result.output
+
+    result = CliRunner().invoke(app, ["chaos", "--seed", "9", "--json"])
+    assert result.exit_code == 1
+    body = result.stdout[: result.stdout.rindex("}") + 1]
+    decoded = json.loads(body)
+    assert decoded["ok"] is False and decoded["seed"] == 9
+    assert decoded["invariants"][0] == {
+        "name": "every accepted intent terminal",
+        "holds": False,
+        "offenders": {stuck: "still AUTHORIZED"},
+    }
