@@ -368,8 +368,13 @@ class ChaosRun:
 
     async def run(self) -> Report:
         try:
-            await self.start_servers()
-            gateway, key_id, secret = await self.start_fleet()
+            try:
+                await self.start_servers()
+                gateway, key_id, secret = await self.start_fleet()
+            except ServersUnavailable:
+                raise
+            except Exception as exc:
+                raise ServersUnavailable(f"the fleet could not start: {type(exc).__name__}: {exc}") from exc
             await self.load_and_chaos(gateway, key_id, secret)
             await self.quiesce()
             await self.judge()

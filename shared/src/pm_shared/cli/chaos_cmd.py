@@ -1,8 +1,9 @@
 """`pm chaos`: the fleet under load while processes die and servers restart; then every invariant.
 
 Exit codes: 0 every invariant holds; 1 an invariant failed (the offending ids are printed on
-stderr); 2 the run could not start (no redis-server or PostgreSQL programs, a server that would not
-start). The work is `pm_shared.chaos`; this module reads options and prints.
+stderr), or the run broke off; 2 the run could not start (no redis-server or PostgreSQL programs, a
+server or a service that would not start). The work is `pm_shared.chaos`; this module reads options
+and prints.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def chaos(
         report = asyncio.run(run_chaos(options))
     except ServersUnavailable as exc:
         common.fail(str(exc), common.EXIT_USAGE)
+    except Exception as exc:  # the run broke off (everything it started is stopped): not a verdict
+        common.fail(f"the chaos run broke off: {type(exc).__name__}: {exc}", common.EXIT_FAILED)
     if json_output:
         typer.echo(msgspec.json.format(msgspec.json.encode(report.to_json()), indent=2).decode())
     else:
