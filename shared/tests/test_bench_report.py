@@ -10,7 +10,10 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
+import matplotlib.colors
+import matplotlib.image
 import msgspec
+import numpy as np
 import pytest
 import typer
 
@@ -178,6 +181,13 @@ def _png_size(path: Path) -> tuple[int, int]:
     return width, height
 
 
+def _pixels(path: Path, colour: str) -> int:
+    """How many pixels of the PNG at `path` are `colour` (#rrggbb), give or take antialiasing."""
+    image = matplotlib.image.imread(path)
+    target = np.array(matplotlib.colors.to_rgb(colour))
+    return int((np.abs(image[:, :, :3] - target).max(axis=2) < 0.02).sum())
+
+
 def test_the_report_round_trips_its_json_has_every_row_and_draws_three_pngs(tmp_path: Path) -> None:
     run = fabricated_run()
 
@@ -232,9 +242,15 @@ def test_the_report_round_trips_its_json_has_every_row_and_draws_three_pngs(tmp_
         path = written[kind]
         width, height = _png_size(path)
         assert width >= 600 and height >= 400, (kind, width, height)
-        assert path.stat().st_size > 15_000, (kind, path.stat().st_size)
+        assert path.stat().st_size > 30_000, (kind, path.stat().st_size)  # empty axes and a title: 26 kB
         sizes[kind] = path.read_bytes()
     assert len(set(sizes.values())) == 3  # three different pictures
+    # What is drawn, by its colours: the achieved and accepted lines; p50, p99 and the red goal line;
+    # the stacked bars (large areas of the first stages' colours, one colour per stage name).
+    assert _pixels(written["throughput"], "#1f77b4") > 300 and _pixels(written["throughput"], "#ff7f0e") > 300
+    assert _pixels(written["latency"], "#1f77b4") > 300 and _pixels(written["latency"], "#2ca02c") > 300
+    assert _pixels(written["latency"], "#ff0000") > 300
+    assert all(_pixels(written["stages"], colour) > 5_000 for colour in ("#1f77b4", "#ff7f0e", "#d62728"))
     assert not list((tmp_path / "results").glob("*.tmp"))
 
 

@@ -17,6 +17,7 @@ import os
 import platform
 import re
 import subprocess
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -154,7 +155,7 @@ def describe(m: Machine) -> str:
 def _number(value: float | None) -> str:
     if value is None:
         return ""
-    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:,.1f}"
+    return f"{value:,.0f}" if abs(value) >= 100 or float(value).is_integer() else f"{value:,.1f}"
 
 
 def _rate(value: float | None, unit: str) -> str:
@@ -387,7 +388,7 @@ def plot_latency(run: BenchRun, path: Path) -> None:
                         ax.annotate(_ms(y), (x, y), textcoords="offset points", xytext=(0, 7), ha="center")
         goal = sweep.p99_goal_ms if sweep.p99_goal_ms is not None else goal
     if goal is not None:
-        ax.axhline(goal, color="red", linestyle="--", linewidth=1, label=f"goal: p99 ≤ {goal:,.0f} ms")
+        ax.axhline(goal, color="red", linestyle="--", linewidth=2, label=f"goal: p99 ≤ {goal:,.0f} ms")
     sweeps = run.sweeps()
     ax.set_xlabel(f"offered load ({sweeps[0].unit if sweeps else ''})")
     ax.set_ylabel(f"latency, ms ({sweeps[0].latency if sweeps else ''})")
@@ -414,7 +415,7 @@ def plot_stages(run: BenchRun, path: Path) -> None:
     colours: dict[str, str] = {}
     palette = [f"C{n}" for n in range(10)]
     for ax, (group, stage_sets) in zip(axes, groups.items(), strict=False):
-        names = [s.name for s in stage_sets]
+        names = [textwrap.fill(s.name, 18) for s in stage_sets]
         bottoms = [0.0] * len(stage_sets)
         handles: dict[str, object] = {}
         stage_names = list(dict.fromkeys(stage.name for s in stage_sets for stage in s.stages))
@@ -429,7 +430,7 @@ def plot_stages(run: BenchRun, path: Path) -> None:
             ax.annotate(label, (x, total), textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)
         ax.set_title(group, fontsize="small", wrap=True)
         ax.set_ylabel("mean time per settled intent (ms)")
-        ax.tick_params(axis="x", labelrotation=20, labelsize=8)
+        ax.tick_params(axis="x", labelsize=8)
         ax.set_ylim(0, max(bottoms, default=0.0) * 1.1 or 1)
         ax.grid(True, axis="y", alpha=0.3)
         ax.legend(fontsize="x-small", loc="upper center", bbox_to_anchor=(0.5, -0.18))

@@ -634,8 +634,8 @@ def section(result: PspBenchResult) -> bench_model.Section:
         ),
         benchmarks=benchmarks,
         stages=[
-            saga_bench.stage_set(saga_bench.PIPELINE_GROUP, f"PSP run, {P2P}", p),
-            saga_bench.stage_set(saga_bench.PIPELINE_GROUP, f"PSP run, {WITHDRAWAL}", w),
+            saga_bench.stage_set(saga_bench.PIPELINE_GROUP, f"PSP run: {P2P}", p),
+            saga_bench.stage_set(saga_bench.PIPELINE_GROUP, f"PSP run: {WITHDRAWAL}", w),
         ],
         goals_met=met,
     )
