@@ -8,7 +8,9 @@ QR by itself; some ask for `sandbox-fault=expire` in their comment and expire).
 
 Every request is signed and carries its own Idempotency-Key; a 503 or a connection error is sent
 again with the SAME key (so a request that committed before its answer was lost is recognised, not
-doubled), until a deadline. 503 `backpressure` answers are counted as back-pressure refusals.
+doubled), until a deadline. 503 `backpressure` answers are counted as back-pressure refusals. A 500,
+or a 401 calling our single-use nonce replayed, is sent again too (the same key makes that safe) and
+kept as a finding: a backing service that is away must be a 503, and a valid request is not refused.
 """
 
 from __future__ import annotations
@@ -239,6 +241,10 @@ class LoadStats:
     """Planned intents the gateway refused outright (a 4xx or 500), or never accepted by the deadline."""
     retried: int = 0
     """Intents accepted only after more than one attempt."""
+    server_errors: list[str] = field(default_factory=list)
+    """Spurious refusals of a valid request: a 500 (or another 5xx but 503; the gateway promises 503
+    when a backing service is away), or 401 `auth_replayed_nonce` for a nonce sent once. Each is sent
+    again with the same key, as a careful client would, and kept as a finding."""
 
 
 _ENCODER = msgspec.json.Encoder()
@@ -294,6 +300,19 @@ async def submit(
             else:
                 stats.unavailable += 1
             await asyncio.sleep(_retry_after(response) * (0.5 + rng.random()))
+            continue
+        spurious = response.status_code >= 500 or (
+            response.status_code == 401 and _problem_code(response) == "auth_replayed_nonce"
+        )
+        if spurious:
+            # A 500, or a nonce we used once called replayed (the gateway's SET NX of it retried after
+            # a lost reply): nothing was accepted, and the same key makes sending again safe.
+            request_id = response.headers.get("X-Request-Id", "?")
+            stats.server_errors.append(
+                f"{p.key} ({p.scenario}): HTTP {response.status_code} request {request_id} at "
+                f"{time.strftime('%H:%M:%S')}: {response.text[:200]}"
+            )
+            await asyncio.sleep(0.3 + rng.random() * 0.3)
             continue
         stats.refused.append(f"{p.key} ({p.scenario}): HTTP {response.status_code} {response.text[:300]}")
         return None

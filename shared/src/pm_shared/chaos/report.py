@@ -33,6 +33,7 @@ class Report:
     connection_errors: int = 0
     retried: int = 0
     refused: list[str] = field(default_factory=list)
+    server_errors: list[str] = field(default_factory=list)
     longest_to_terminal_s: float | None = None
     longest_intent: str | None = None
     p50_to_terminal_s: float | None = None
@@ -81,6 +82,7 @@ class Report:
             "connectionErrors": self.connection_errors,
             "retriedRequests": self.retried,
             "refused": self.refused,
+            "serverErrors": self.server_errors,
             "longestToTerminalS": self.longest_to_terminal_s,
             "longestIntent": self.longest_intent,
             "p50ToTerminalS": self.p50_to_terminal_s,
@@ -125,6 +127,7 @@ class Report:
         figures.add_row("reclaims", f"{sum(self.reclaims.values())}: {reclaims}")
         figures.add_row("back-pressure refusals (503 to the load)", str(self.backpressure))
         figures.add_row("back-pressure inside the fleet", str(self.backpressure_internal))
+        figures.add_row("spurious 500 / 401 answers (resent; findings)", str(len(self.server_errors)))
         figures.add_row(
             "503 unavailable / no answer (resent, same key)", f"{self.unavailable} / {self.connection_errors}"
         )

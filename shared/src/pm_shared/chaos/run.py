@@ -348,6 +348,10 @@ class ChaosRun:
         missing = accepted_ids - set(facts.intents)
         r.invariants["every accepted intent in the database"] = {i: "answered 202, no row" for i in missing}
         r.invariants["no entry trimmed before its ack"] = lost
+        r.server_errors = list(self.stats.server_errors)
+        r.invariants["no valid request refused (500, nonce called replayed)"] = {
+            line.split(" ", 1)[0]: line for line in self.stats.server_errors
+        }
         r.invariants["every planned intent accepted"] = {
             line.split(" ", 1)[0]: line for line in self.stats.refused
         }
