@@ -409,7 +409,10 @@ def explain_dead_letter(
             a.kind == "psp_job_dead_lettered" and (a.stream, a.entry_id) == (letter.dlq, letter.entry_id)
             for a in alerts
         ):
-            return "PSP job dead-lettered after its confirm: alert raised, settled by status polling"
+            return (
+                "PSP job dead-lettered after a confirm that may have reached the PSP: alert raised, "
+                "the adapter's status reads decided"
+            )
     if (
         letter.stream == "pm:psp:results"
         and terminal
