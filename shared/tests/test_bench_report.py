@@ -131,7 +131,7 @@ def fabricated_run() -> BenchRun:
                 latency="request sent → SETTLED",
                 points=[
                     LoadPoint(
-                        offered=100.0, accepted=100.0, achieved=98.5, p50_ms=41.0, p95_ms=60.0, p99_ms=75.0
+                        offered=99.99999, accepted=100.0, achieved=98.5, p50_ms=41.0, p95_ms=60.0, p99_ms=75.0
                     ),
                     LoadPoint(
                         offered=200.0, accepted=200.0, achieved=195.0, p50_ms=51.0, p95_ms=90.0, p99_ms=130.0
@@ -167,6 +167,8 @@ def fabricated_run() -> BenchRun:
         settings={"messages": 40_000, "rates": "100,200,300", "quick": False},
         seconds=312.0,
         sections=[streams, saga],
+        load_start=[2.99, 3.43, 2.65],
+        load_end=[5.25, 4.7, 3.375],
     )
 
 
@@ -215,6 +217,7 @@ def test_the_report_round_trips_its_json_has_every_row_and_draws_three_pngs(tmp_
     assert md.startswith("# `pm bench`, 2026-11-24 21:30 UTC, commit abc1234-dirty\n")
     assert "2 × Made-up CPU @ 2.00GHz (2 CPUs), 8.0 GiB memory" in md
     assert "Redis 7.0.15; PostgreSQL 16.4" in md and "5 min 12 s" in md and "some MISSED" in md
+    assert "at the start 2.99 / 3.43 / 2.65, at the end 5.25 / 4.70 / 3.38" in md
     # The summary: a row per benchmark, beside its baseline, with the ratio and the verdict.
     assert (
         "| consumer, no-op batch handler | 183,229 msg/s | 189,226 msg/s (raw redis-py: batched XREADGROUP) "
@@ -227,6 +230,7 @@ def test_the_report_round_trips_its_json_has_every_row_and_draws_three_pngs(tmp_
     assert "| **streams runtime** |" in md and "| **saga** |" in md
     assert "fee engine µs per intent 144" in md
     # The load sweep: a row per offered rate.
+    assert "| 99.99 |" not in md and "| 100.0 |" not in md
     assert "| 100 | 100 | 98.5 | 98.5 % | 41 ms | 60 ms | 75 ms | 0 | 0 |" in md
     assert "| 300 | 290 | 281 | 93.7 % | 83 ms | 180 ms | 262 ms | 30 | 1 |" in md
     # The stages: each stage of each run, and its total.

@@ -137,6 +137,10 @@ class BenchRun(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     seconds: float
     """Wall time of the whole run."""
     sections: list[Section]
+    load_start: list[float] | None = None
+    """The machine's load average (1, 5, 15 min) when the run started: other work sharing the cores."""
+    load_end: list[float] | None = None
+    """The same when it ended."""
 
     @property
     def goals_met(self) -> bool:

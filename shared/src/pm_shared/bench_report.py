@@ -140,6 +140,18 @@ async def machine(redis_url: str, database_url: str) -> Machine:
     )
 
 
+def load_average() -> list[float] | None:
+    """The load average over 1, 5 and 15 minutes, where the system tells it."""
+    try:
+        return [round(load, 2) for load in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+def _load(load: list[float] | None) -> str:
+    return " / ".join(f"{x:.2f}" for x in load) if load else "unknown"
+
+
 def describe(m: Machine) -> str:
     cpus = f"{m.cpu_count} × {m.cpu_model}" if m.cpu_count and m.cpu_model else (m.cpu_model or "?")
     memory = f"{m.memory_bytes / 2**30:,.1f} GiB memory" if m.memory_bytes else "memory unknown"
@@ -155,7 +167,8 @@ def describe(m: Machine) -> str:
 def _number(value: float | None) -> str:
     if value is None:
         return ""
-    return f"{value:,.0f}" if abs(value) >= 100 or float(value).is_integer() else f"{value:,.1f}"
+    shown = round(value, 1)
+    return f"{shown:,.0f}" if abs(shown) >= 100 or float(shown).is_integer() else f"{shown:,.1f}"
 
 
 def _rate(value: float | None, unit: str) -> str:
@@ -284,7 +297,9 @@ def markdown(run: BenchRun, plots: Mapping[str, str] | None = None) -> str:
         f"# `pm bench`, {date:%Y-%m-%d %H:%M} UTC, commit {run.commit}",
         "",
         f"Machine: {describe(run.machine)}. One run, {_duration(run.seconds)} in all; "
-        f"goals: {'all met' if run.goals_met else 'some MISSED'}. Settings: {settings}.",
+        f"goals: {'all met' if run.goals_met else 'some MISSED'}. Load average (1 / 5 / 15 min) at the "
+        f"start {_load(run.load_start)}, at the end {_load(run.load_end)} (above the CPU count: other "
+        f"work shared the cores). Settings: {settings}.",
         "",
         "## Summary",
         "",

@@ -188,7 +188,7 @@ def bench(
     url = common.redis_url(redis_url, config)
     dsn = database_url or config.database_url
     started, clock = datetime.now(UTC), time.perf_counter()
-    commit = bench_report.commit_label()
+    commit, load_start = bench_report.commit_label(), bench_report.load_average()
     sections: list[bench_model.Section] = []
 
     results, version = common.run(benchmarks.run(url, messages, repeat), url)
@@ -261,6 +261,8 @@ def bench(
             },
             seconds=time.perf_counter() - clock,
             sections=sections,
+            load_start=load_start,
+            load_end=bench_report.load_average(),
         )
         written = bench_report.write(run, out)
         common.out.print("report: " + ", ".join(str(path) for path in written.values()), soft_wrap=True)
