@@ -293,6 +293,11 @@ def test_a_dead_psp_job_is_explained_by_its_fence_or_its_alert_and_only_once_ter
     assert inv.unexplained_dead_letters([job], by_id(failed), [], fenced, []) == {}
     alert = [AlertFact("psp_job_dead_lettered", failed.id, job.dlq, job.entry_id)]
     assert inv.unexplained_dead_letters([job], by_id(failed), alert, [], []) == {}
+    # Final already when the review looked (the sweep concluded NOT_EXECUTED): its result republished.
+    concluded = [PspFact(failed.id, "final", "FAILED", "NOT_EXECUTED")]
+    assert inv.unexplained_dead_letters([job], by_id(failed), [], concluded, []) == {}
+    still_confirming = [PspFact(failed.id, "confirm_sent", None, None)]
+    assert list(inv.unexplained_dead_letters([job], by_id(failed), [], still_confirming, []))
     # Neither fence nor alert: a finding; and a job whose intent is still open is one too.
     assert list(inv.unexplained_dead_letters([job], by_id(failed), [], [], [])) == [f"{job.dlq} 5-0"]
     still_open = IntentFact(**{**failed.__dict__, "state": "AUTHORIZED", "failure_code": None})

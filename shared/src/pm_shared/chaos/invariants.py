@@ -393,7 +393,9 @@ def explain_dead_letter(
 
     - a PSP job whose intent is terminal and that the orchestrator's DLQ review dealt with: fenced
       (its `pm.psp_tx_map` row FAILED `JOB_DEAD_LETTERED`, the intent failed and its hold voided),
-      or a `psp_job_dead_lettered` alert while the adapter's polling decided (DESIGN §4);
+      found final already (e.g. the IPPS adapter's sweep concluded NOT_EXECUTED while IPPS kept
+      failing: the result republished), or a `psp_job_dead_lettered` alert while the adapter's
+      status reads decided (DESIGN §4);
     - a PSP result with its `psp_result_dead_lettered` alert, whose intent still ended terminal;
     - an entry dead-lettered after being delivered to consumers that were SIGKILLed before they
       acked it (`max_deliveries`, no handler error recorded), of a service the run killed, whose
@@ -405,6 +407,10 @@ def explain_dead_letter(
     if letter.stream in ("pm:psp:ipps:jobs", "pm:psp:qp:jobs") and terminal:
         if any(p.intent_id == letter.intent_id and p.failure_code == "JOB_DEAD_LETTERED" for p in psp):
             return "PSP job dead-lettered before it reached the PSP: fenced, intent failed"
+        final = [p for p in psp if p.intent_id == letter.intent_id and p.phase == "final"]
+        if final:
+            outcome = " ".join(filter(None, (final[0].status, final[0].failure_code)))
+            return f"PSP job dead-lettered after its attempt was final ({outcome}): its result republished"
         if any(
             a.kind == "psp_job_dead_lettered" and (a.stream, a.entry_id) == (letter.dlq, letter.entry_id)
             for a in alerts
