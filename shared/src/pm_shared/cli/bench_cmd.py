@@ -151,9 +151,9 @@ def bench(
     Then the saga: the whole fleet (ledger-writer, `--orchestrators` orchestrators, reconciler,
     gateway) on a throw-away database and Redis database 14 (every `{pm:*` key deleted, before and
     after); settled P2P intents/s and accept → SETTLED p50/p95/p99 pipeline-only (`--intents`
-    published straight to `pm:intents`; goal: ≥ 1,000 settled/s) and through HTTP (`--rate`
-    intents/s offered open-loop for `--seconds`; goal: p99 ≤ 250 ms at 300/s), with the time per
-    stage and the fee engine's time per intent.
+    published straight to `pm:intents`; goal: ≥ 1,000 settled/s) and through HTTP, a load sweep
+    (each of `--rates` intents/s offered open-loop for `--seconds`, in turn; goal: p99 ≤ 250 ms at
+    300/s and below), with the time per stage and the fee engine's time per intent.
 
     Then PromptPay withdrawals (`--psp`): the same fleet plus adapter-ipps and the IPPS sandbox
     answering each call after `--psp-latency-ms`, on a throw-away database and Redis database 14;
@@ -161,6 +161,9 @@ def bench(
     settled/s, publish → SETTLED p50/p95/p99 and the time per stage (a withdrawal's PSP stage
     apart); withdrawals/s ÷ P2P/s, against the serialized ceiling (one payout at a time:
     1 / (2 × latency)), and the payouts in flight at the adapter.
+
+    Last, unless `--no-report`, the report in `--out`: <YYYY-MM-DD>-<commit>.json (every figure,
+    the settings, the machine), .md (the tables) and -throughput, -latency and -stages .png plots.
     """
     if quick:
         given: dict[str, Any] = {
