@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any
 
 import msgspec
 import pytest
 from redis.asyncio import Redis
 
+from pm_gateway.auth import claim_nonce
 from pm_gateway.testing import ALL_TYPES, Gateway, Key
 from pm_shared import db, signing
 from pm_shared.keys.store import Permissions, deactivate_key, rotate_key
@@ -110,6 +112,21 @@ async def test_a_timestamp_out_of_the_window(gateway: Gateway, redis: Redis, off
     response = await gateway.send("POST", "/v1/intents", body, sign=False, headers=headers)
     assert (response.status_code, code(response)) == (401, "auth_timestamp_skew")
     assert await nothing_published(redis)
+
+
+async def test_a_nonce_set_resent_after_a_lost_reply_is_still_fresh(redis: Redis) -> None:
+    # redis-py sends a command again when the connection drops before its reply (a Redis restart):
+    # the SET took the first time, and the same request must not then be refused as a replay.
+    key = f"pm:nonce:test:{uuid.uuid4().hex}"
+    mine, theirs = b"token-of-this-request", b"token-of-another-request"
+    try:
+        assert await claim_nonce(redis, key, mine)
+        assert await claim_nonce(redis, key, mine)  # the resent SET finds its own token
+        assert not await claim_nonce(redis, key, theirs)  # another request with the nonce: a replay
+        assert await redis.get(key) == mine
+        assert 0 < await redis.ttl(key) <= signing.NONCE_TTL_S
+    finally:
+        await redis.delete(key)
 
 
 async def test_a_replayed_nonce(gateway: Gateway, redis: Redis) -> None:

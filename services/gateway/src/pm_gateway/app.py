@@ -68,6 +68,8 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.PostgresConnectionError,
     asyncpg.TooManyConnectionsError,
     asyncpg.CannotConnectNowError,
+    # A query in flight when PostgreSQL shuts down or restarts (admin_shutdown, crash_shutdown).
+    asyncpg.OperatorInterventionError,
     asyncpg.InterfaceError,
     ConnectionError,
     TimeoutError,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets as secrets_module
 import time
 from dataclasses import dataclass
 
@@ -27,6 +28,17 @@ log = logging.getLogger(__name__)
 AUTH_FAILURES = Counter("pm_gateway_auth_failures_total", "Requests refused by authentication.", ["reason"])
 
 TOUCH_EVERY_S = 60.0
+
+
+async def claim_nonce(redis: Redis, key: str, token: bytes) -> bool:
+    """Mark a nonce used; True when this request is the first to use it.
+
+    The key is set to a token of this request's own (`SET … NX GET`), so a SET that Redis applied but
+    whose reply was lost — a reconnect, a Redis restart — and that the client sends again finds its
+    own token and still counts as fresh; only another request's token makes a replay.
+    """
+    previous = await redis.set(key, token, nx=True, ex=signing.NONCE_TTL_S, get=True)
+    return previous is None or previous == token
 
 
 @dataclass(frozen=True)
@@ -95,8 +107,7 @@ class Authenticator:
             if retired is not None and signing.matches([retired], signature, message):
                 raise refuse(401, "auth_expired_secret", "signed with a secret whose grace period is over")
             raise refuse(401, "auth_bad_signature", "the signature does not match the request")
-        fresh = await self.redis.set(f"pm:nonce:{key_id}:{nonce}", b"1", nx=True, ex=signing.NONCE_TTL_S)
-        if not fresh:
+        if not await claim_nonce(self.redis, f"pm:nonce:{key_id}:{nonce}", secrets_module.token_bytes(16)):
             raise refuse(401, "auth_replayed_nonce", "this nonce was used in the last 10 minutes")
         self._touch(key_id)
         return Caller(key_id, key.permissions)
