@@ -598,9 +598,9 @@ def topup(payee: str, amount: int) -> http_api.CreateIntent:
     )
 
 
-async def shown_qr(admin: PMClient, payee: str, amount: int) -> http_api.Intent:
+async def shown_qr(admin: PMClient, payee: str, amount: int, key: str | None = None) -> http_api.Intent:
     """A top-up created with `Prefer: wait`: it answers once the payer has a QR to pay."""
-    intent = await admin.create_intent(topup(payee, amount), idempotency_key=uuid.uuid4().hex, wait=20)
+    intent = await admin.create_intent(topup(payee, amount), idempotency_key=key or uuid.uuid4().hex, wait=20)
     if intent.payment is None:  # created before the waiter could register: wait on the GET
         intent = await admin.get_intent(intent.id, wait=20)
     assert intent.status == "VALIDATED" and intent.payment is not None, intent
@@ -610,8 +610,13 @@ async def shown_qr(admin: PMClient, payee: str, amount: int) -> http_api.Intent:
 async def test_an_sbp_topup_shows_its_qr_and_credits_the_wallet_once_paid(psp: Psp, admin: PMClient) -> None:
     payee = _user("sbp")
     await rub_wallet(admin, payee)
-    intent = await shown_qr(admin, payee, 75_000)
+    key = uuid.uuid4().hex
+    intent = await shown_qr(admin, payee, 75_000, key)
     payment = intent.payment
+    # The same POST again (its answer was lost): the QR is there, so `Prefer: wait` answers at once.
+    asked = time.monotonic()
+    again = await admin.create_intent(topup(payee, 75_000), idempotency_key=key, wait=20)
+    assert (again.id, again.payment) == (intent.id, payment) and time.monotonic() - asked < 5
     assert payment is not None and payment.kind == "qp_qr"
     assert (
         payment.link.startswith("https://qr.nspk.ru/")

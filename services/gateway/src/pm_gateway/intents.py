@@ -105,14 +105,14 @@ async def create(request: Request) -> Response:
         await _publish(request, stream_key, message.message_id, payload)
         answer = views.new_intent(str(intent_id), intent_request, created_at)
         if wait:
-            answer = await _read(request, intent_id, wait)
+            answer = await _read(request, intent_id, wait, payment_answers=True)
     else:
         if bytes(existing["request_hash"]) != request_hash:
             raise ProblemError(
                 409, "idempotency_key_reused", "this Idempotency-Key was used with another body"
             )
         intent_id = existing["id"]
-        answer = await _read(request, intent_id, wait)
+        answer = await _read(request, intent_id, wait, payment_answers=True)
     headers = {"Location": answer.links.self_}
     if existing is not None:
         headers["Idempotent-Replayed"] = "true"
@@ -185,15 +185,21 @@ async def _publish(request: Request, stream_key: str, message_id: str, payload: 
     d.marks.add(message_id)
 
 
-async def _read(request: Request, intent_id: uuid.UUID, wait: int) -> Intent:
+async def _read(
+    request: Request, intent_id: uuid.UUID, wait: int, *, payment_answers: bool = False
+) -> Intent:
+    """The intent, after waiting up to `wait` s until it is terminal or its payer gets a QR to pay.
+
+    `payment_answers`: a QR already there answers at once (a POST: its caller has not seen the QR
+    yet). A GET waits for the end then, as its caller may have shown the QR already — and the QR's
+    event, which wakes a waiter, has passed.
+    """
     d = web.deps(request)
     with d.waiters.waiting_for(str(intent_id)) as terminal:
         answer = await _load(request, intent_id)
         if answer is None:
             raise ProblemError(404, "intent_not_found", "no such intent")
-        # Woken when terminal, or when the payer gets a QR to pay (the caller must show it): a
-        # caller that has the QR already waits for the end, as the QR's event has passed.
-        if wait and answer.status not in TERMINAL_STATES:
+        if wait and answer.status not in TERMINAL_STATES and not (payment_answers and answer.payment):
             try:
                 await asyncio.wait_for(asyncio.shield(terminal), wait)
             except TimeoutError:
