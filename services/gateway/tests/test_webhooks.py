@@ -302,8 +302,8 @@ def _ipps_refusals(body: bytes) -> dict[str, Mapping[str, str | bytes]]:
     mac = good["X-IPPS-Signature"].split("v1=")[1]
     return {
         "wrong secret": ipps_headers(body, secret="forged"),
-        "stale timestamp": ipps_headers(body, at=t - 301),
-        "future timestamp": ipps_headers(body, at=t + 301),
+        "stale timestamp": ipps_headers(body, at=t - 330),
+        "future timestamp": ipps_headers(body, at=t + 330),
         "missing header": {"Content-Type": "application/json"},
         "empty header": {**good, "X-IPPS-Signature": ""},
         "no v1": {**good, "X-IPPS-Signature": f"t={t}"},
@@ -319,7 +319,7 @@ def _qp_refusals(body: bytes) -> dict[str, Mapping[str, str | bytes]]:
     t = int(time.time())
     return {
         "wrong secret": qp_headers(body, secret="forged"),
-        "stale timestamp": qp_headers(body, at=t - 301),
+        "stale timestamp": qp_headers(body, at=t - 330),
         "missing signature": {k: v for k, v in good.items() if k != "X-QP-Signature"},
         "missing timestamp": {k: v for k, v in good.items() if k != "X-QP-Timestamp"},
         "timestamp replaced": {**good, "X-QP-Timestamp": str(t - 1)},
