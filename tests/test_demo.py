@@ -1,5 +1,6 @@
-"""`pm demo` against a real fleet: gateway, orchestrator and ledger-writer as processes, on a database of
-this module's own (so the fee revenue account and the intent table hold only what these tests did).
+"""`pm demo` against a real fleet: gateway, orchestrator, ledger-writer, adapter-ipps and the IPPS
+sandbox as processes, on a database of this module's own (so the fee revenue account and the intent
+table hold only what these tests did).
 
 The demo checks itself (it compares each outcome with its scenario and each wallet with what the
 settled intents moved); these tests check it again from outside: the intent table, the embedded
@@ -9,6 +10,7 @@ ledger's accounts and the transaction history, read directly.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -29,11 +31,19 @@ from pm_shared.keys.crypto import Cipher
 from pm_shared.keys.store import ALL_OPERATIONS, Permissions, create_key
 from pm_shared.ledger import chart, ids, open_ledger
 from pm_shared.testing.db import new_database_url, run
+from pm_shared.testing.fixtures import eventually
 from pm_shared.testing.fleet import KEY_ENCRYPTION_KEY, Fleet, delete_streams, free_port
 
 pytestmark = pytest.mark.slow
 
-STREAMS = ("pm:intents", "pm:events", "pm:ledger:commands", "pm:ledger:results", "pm:psp:results")
+STREAMS = (
+    "pm:intents",
+    "pm:events",
+    "pm:ledger:commands",
+    "pm:ledger:results",
+    "pm:psp:results",
+    "pm:psp:ipps:jobs",
+)
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +70,43 @@ class Running:
     database_url: str
 
 
+async def _ipps_sandbox(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The IPPS sandbox as a process on a free port (withdrawals are paid out through it)."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PM_")}
+    env["PM_IPPS_SANDBOX_PORT"] = str(port)
+    with (tmp_path / "ipps-sandbox.stderr").open("wb") as err:
+        popen = subprocess.Popen(  # noqa: ASYNC220 - starts at once, never waited on here
+            [sys.executable, "-m", "pm_adapter_ipps.sandbox"],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+    url = f"http://127.0.0.1:{port}"
+
+    async def healthy() -> bool:
+        assert popen.poll() is None, "the IPPS sandbox exited"
+        try:
+            async with httpx.AsyncClient(timeout=2.0) as http:
+                return (await http.get(f"{url}/healthz")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    await eventually(healthy, timeout=20, what="the IPPS sandbox answers /healthz")
+    return popen, url
+
+
 @pytest.fixture
-async def running(fleet: Fleet, redis: Redis) -> AsyncIterator[Running]:
+async def running(fleet: Fleet, redis: Redis, tmp_path: Path) -> AsyncIterator[Running]:
     await delete_streams(redis, *STREAMS)
     lease = f"test:demo:ledger-writer:lease:{uuid.uuid4().hex[:8]}"
+    sandbox, sandbox_url = await _ipps_sandbox(tmp_path)
     procs = [
         fleet.start("ledger-writer", env={"PM_LEDGER_WRITER_LEASE_KEY": lease}),
         fleet.start("orchestrator"),
         fleet.start("gateway"),
+        fleet.start("adapter-ipps", env={"PM_ADAPTER_IPPS_IPPS_URL": sandbox_url}),
     ]
     for proc in procs:
         await proc.wait_ready()
@@ -85,6 +124,8 @@ async def running(fleet: Fleet, redis: Redis) -> AsyncIterator[Running]:
         yield Running(procs[2].url(""), key.key_id, secret, fleet.database_url)
     finally:
         await redis.delete(lease)
+        sandbox.kill()
+        sandbox.wait(10)
 
 
 # -- reading what happened, without the demo ---------------------------------------------------------
@@ -184,6 +225,7 @@ async def test_demo_settles_funded_payments_fails_the_others_and_the_ledger_agre
     for o in summary.outcomes:
         if o.state == "SETTLED":
             p = o.planned
+            assert p.payee is not None  # this run sends no withdrawals
             expected[p.payee.id] += p.amount
             if p.payer is not None:
                 expected[p.payer.id] -= p.amount + sum(demo.demo_fees(p.amount).values())
@@ -193,7 +235,11 @@ async def test_demo_settles_funded_payments_fails_the_others_and_the_ledger_agre
     assert [w.posted for w in summary.wallets if not w.funded] == [0, 0]
     assert all(w.posted is not None and w.posted > 0 for w in summary.wallets if w.funded)
     # The payee that never had a wallet still has none.
-    (ghost,) = {o.planned.payee.id for o in summary.outcomes if o.planned.scenario == "no-payee-wallet"}
+    (ghost,) = {
+        o.planned.payee.id
+        for o in summary.outcomes
+        if o.planned.scenario == "no-payee-wallet" and o.planned.payee is not None
+    }
     assert await ledger_posted(running.database_url, [("user", ghost, 1)], "THB") == [None]
 
     # The fees went to the operator's fee revenue account.
@@ -213,6 +259,34 @@ async def test_demo_settles_funded_payments_fails_the_others_and_the_ledger_agre
     assert summary.throughput() > 0
     report = summary.to_json()
     assert report["ok"] is True and report["feesTotal"] == revenue_after - revenue_before
+
+
+async def test_demo_withdrawals_pay_out_through_promptpay_and_the_wallets_add_up(running: Running) -> None:
+    options = demo.DemoOptions(users=5, payments=6, concurrency=4, seed=7, withdrawals=9)
+    summary = await demo.run_demo(running.url, running.key_id, running.secret, options)
+
+    assert summary.problems == [] and summary.ok
+    assert {k: v for k, v in summary.by_scenario().items() if k[0] in ("withdrawal", "refused-payee")} == {
+        ("withdrawal", "SETTLED", ""): 8,
+        ("refused-payee", "FAILED", "PAYEE_INVALID"): 1,
+    }
+    withdrawn = [o for o in summary.outcomes if o.planned.type == "PROMPTPAY_WITHDRAWAL"]
+    assert all(o.planned.amount % 100 == 0 and o.planned.amount != 50_000 for o in withdrawn)
+    rows = await intent_rows(running.database_url, [o.intent.id for o in withdrawn if o.intent is not None])
+    assert sorted((r["state"], r["failure_code"]) for r in rows.values()) == sorted(
+        demo.EXPECTED[o.planned.scenario] for o in withdrawn
+    )
+    # What the wallets lost to withdrawals is what settled; nothing stays held for the refused one.
+    assert summary.moved("PROMPTPAY_WITHDRAWAL") == sum(
+        o.planned.amount for o in withdrawn if o.state == "SETTLED"
+    )
+    assert all(w.ok and w.pending == 0 for w in summary.wallets)
+
+
+def test_withdrawals_are_thb_only() -> None:
+    with pytest.raises(demo.DemoError, match="PromptPay withdrawals pay THB") as refused:
+        demo.DemoOptions(currency="USD", withdrawals=1).check()
+    assert refused.value.exit_code == 2
 
 
 async def test_demo_reports_a_payment_that_ends_otherwise_than_expected(running: Running) -> None:
@@ -292,7 +366,11 @@ async def test_pm_demo_command_prints_the_summary_as_json_and_exits_0(running: R
         ("P2P", "SETTLED", None): 10,
         ("P2P", "FAILED", "INSUFFICIENT_FUNDS"): 1,
         ("P2P", "FAILED", "ACCOUNT_NOT_FOUND"): 1,
+        # The command's default in THB: ten withdrawals, one to a number PromptPay does not know.
+        ("PROMPTPAY_WITHDRAWAL", "SETTLED", None): 9,
+        ("PROMPTPAY_WITHDRAWAL", "FAILED", "PAYEE_INVALID"): 1,
     }
+    assert report["moved"]["PROMPTPAY_WITHDRAWAL"] > 0
     assert len(report["wallets"]) == 5 and all(w["ok"] for w in report["wallets"])
 
 

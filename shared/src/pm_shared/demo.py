@@ -11,7 +11,10 @@ One run, over signed HTTP only:
    settle; some come from an unfunded wallet (INSUFFICIENT_FUNDS) or go to a wallet that was never
    opened (ACCOUNT_NOT_FOUND). Unfunded wallets never receive, so their failures do not depend on
    the order payments happen in;
-4. reads every wallet back and compares it with what the settled intents moved.
+4. with `withdrawals`, sends PromptPay withdrawals from funded wallets to mobile numbers through
+   adapter-ipps and its sandbox: they must settle, but for about one in eight to a number PromptPay
+   does not know (PAYEE_INVALID, the hold given back);
+5. reads every wallet back and compares it with what the settled intents moved.
 
 Whatever did not go as its scenario says (a payment that should have settled and did not, fees other
 than the demo rules', an intent still open, a balance that does not add up) is a `problem`: the
@@ -52,14 +55,21 @@ _DEMO_PAYER = f'intent.source.kind == "user" && intent.source.id.startsWith("{DE
 _DEMO_PAYEE = f'intent.target.kind == "user" && intent.target.id.startsWith("{DEMO_PREFIX}")'
 _DEMO_ONLY = f"{_DEMO_PAYER} && {_DEMO_PAYEE}"
 
-Scenario = Literal["funding", "settles", "unfunded-payer", "no-payee-wallet"]
+Scenario = Literal["funding", "settles", "unfunded-payer", "no-payee-wallet", "withdrawal", "refused-payee"]
 # What each scenario must end as: (state, failure code).
 EXPECTED: dict[str, tuple[str, str | None]] = {
     "funding": ("SETTLED", None),
     "settles": ("SETTLED", None),
     "unfunded-payer": ("FAILED", "INSUFFICIENT_FUNDS"),
     "no-payee-wallet": ("FAILED", "ACCOUNT_NOT_FOUND"),
+    # PromptPay withdrawals through adapter-ipps and the IPPS sandbox; a mobile number ending in 404
+    # is one the sandbox's registry does not know (psp-protocols, the simulator's magic values).
+    "withdrawal": ("SETTLED", None),
+    "refused-payee": ("FAILED", "PAYEE_INVALID"),
 }
+UNKNOWN_PROXY = "0812345404"
+# Mobile numbers the IPPS sandbox refuses at inquiry: a demo payee must not end so by chance.
+_REFUSING_SUFFIXES = ("404", "410", "501")
 
 _FIRST_NAMES = (
     "Somchai", "Malee", "Anan", "Ploy", "Kittisak", "Nok", "Arthit", "Pim", "Chai", "Dao",
@@ -106,6 +116,9 @@ class DemoOptions:
     `PM_ORCHESTRATOR_RULES_REFRESH_S` (1 s by default), and a payment priced before would pay none."""
     run_id: str | None = None
     """Names this run's wallets and idempotency keys; random when None."""
+    withdrawals: int = 0
+    """PromptPay withdrawals from funded wallets (THB only; they need adapter-ipps and its sandbox,
+    which `pm up` runs); about one in eight goes to a mobile number PromptPay does not know."""
 
     def check(self) -> None:
         """Raise DemoError (exit 2) for options the demo cannot run with."""
@@ -119,6 +132,10 @@ class DemoOptions:
             raise DemoError("--concurrency must be at least 1", 2)
         if self.currency not in CURRENCIES:
             raise DemoError(f"unknown currency {self.currency!r} (known: {', '.join(CURRENCIES)})", 2)
+        if self.withdrawals < 0:
+            raise DemoError("--withdrawals must be 0 or more", 2)
+        if self.withdrawals and self.currency != "THB":
+            raise DemoError("PromptPay withdrawals pay THB: use --currency THB or --withdrawals 0", 2)
 
 
 @dataclass(frozen=True)
@@ -135,11 +152,12 @@ class Planned:
     key: str
     """Its idempotency key."""
     scenario: Scenario
-    type: Literal["P2P", "ADJUSTMENT"]
+    type: Literal["P2P", "ADJUSTMENT", "PROMPTPAY_WITHDRAWAL"]
     amount: int
     payer: User | None  # None: the operator (funding)
-    payee: User
+    payee: User | None  # None: a PromptPay mobile number (`proxy`)
     comment: str = ""
+    proxy: str | None = None
 
     @property
     def expected(self) -> tuple[str, str | None]:
@@ -258,7 +276,11 @@ class DemoSummary:
             ],
             "feesCollected": self.fees_collected(),
             "feesTotal": sum(self.fees_collected().values()),
-            "moved": {"P2P": self.moved("P2P"), "ADJUSTMENT": self.moved("ADJUSTMENT")},
+            "moved": {
+                "P2P": self.moved("P2P"),
+                "ADJUSTMENT": self.moved("ADJUSTMENT"),
+                "PROMPTPAY_WITHDRAWAL": self.moved("PROMPTPAY_WITHDRAWAL"),
+            },
             "payments": len(self.payments()),
             "paymentsSeconds": round(self.payments_s, 3),
             "throughputPerSecond": round(self.throughput(), 1),
@@ -384,7 +406,38 @@ def plan(options: DemoOptions, run_id: str, rng: random.Random) -> tuple[list[Us
                 comment=rng.choice(_COMMENTS),
             )
         )
+    payments += withdrawals(options, run_id, rng, funded)
     return users, payments, ghost
+
+
+def withdrawals(
+    options: DemoOptions, run_id: str, rng: random.Random, funded: Sequence[User]
+) -> list[Planned]:
+    """PromptPay withdrawals from funded wallets to mobile numbers, one in eight to an unknown one."""
+    n = options.withdrawals
+    refused = max(1, n // 8) if n >= 2 else 0
+    planned: list[Planned] = []
+    for k in range(n):
+        scenario: Scenario = "refused-payee" if k < refused else "withdrawal"
+        proxy = UNKNOWN_PROXY
+        while scenario == "withdrawal" and proxy.endswith(_REFUSING_SUFFIXES):
+            proxy = f"0{rng.choice('689')}{rng.randint(10_000_000, 99_999_999)}"
+        planned.append(
+            Planned(
+                key=f"{run_id}:withdraw:{k}",
+                scenario=scenario,
+                type="PROMPTPAY_WITHDRAWAL",
+                # Whole baht and never 500.00: amounts with satang (40,001, 20,003 …) and 50,000 are
+                # the IPPS sandbox's fault triggers.
+                amount=rng.choice([b for b in range(100, 3_001, 50) if b != 500]) * 100,
+                payer=rng.choice(list(funded)),
+                payee=None,
+                comment="cash out",
+                proxy=proxy,
+            )
+        )
+    rng.shuffle(planned)
+    return planned
 
 
 def funding(
@@ -394,7 +447,9 @@ def funding(
     needs: Counter[str] = Counter()
     for p in payments:
         if p.payer is not None and p.payer.funded:
-            needs[p.payer.id] += p.amount + sum(demo_fees(p.amount).values())
+            # The demo's fee rules price P2P payments only.
+            fees = sum(demo_fees(p.amount).values()) if p.type == "P2P" else 0
+            needs[p.payer.id] += p.amount + fees
     return [
         Planned(
             key=f"{run_id}:fund:{u.id}",
@@ -414,14 +469,23 @@ def _body(p: Planned, currency: str) -> http_api.CreateIntent:
     source: http_api.Party = (
         http_api.OperatorParty() if p.payer is None else http_api.UserParty(id=p.payer.id)
     )
+    target: http_api.Party
+    if p.payee is not None:
+        target, to_name = http_api.UserParty(id=p.payee.id), p.payee.name
+    else:
+        assert p.proxy is not None, "a withdrawal names its PromptPay number"
+        target, to_name = (
+            http_api.PromptPayParty(proxy_type="MSISDN", proxy_value=p.proxy),
+            f"PromptPay {p.proxy}",
+        )
     return http_api.CreateIntent(
         type=p.type,
         amount=p.amount,
         currency=cast(http_api.Currency, currency),  # one of CURRENCIES: DemoOptions.check
         from_=source,
-        to=http_api.UserParty(id=p.payee.id),
+        to=target,
         from_name=p.payer.name if p.payer is not None else "PM operator",
-        to_name=p.payee.name,
+        to_name=to_name,
         comment=p.comment or None,
         metadata={"demo": "pm demo"},
     )
@@ -575,7 +639,7 @@ def expected_balances(users: Sequence[User], outcomes: Sequence[Outcome]) -> dic
         if o.state != "SETTLED":
             continue
         p = o.planned
-        if p.payee.id in balances:
+        if p.payee is not None and p.payee.id in balances:
             balances[p.payee.id] += p.amount
         if p.payer is not None and p.payer.id in balances:
             balances[p.payer.id] -= p.amount

@@ -24,6 +24,7 @@ from pm_shared.keys.demo import DemoKey
 DEFAULT_GATEWAY_PORT = 8080
 SHOWN_WALLETS = 6
 SHOWN_PROBLEMS = 20
+DEFAULT_WITHDRAWALS = 10
 
 
 def default_gateway(environ: dict[str, str] | None = None) -> str:
@@ -77,6 +78,9 @@ def _tables(summary: demo.DemoSummary) -> list[Table]:
     figures.add_row("fees collected (total)", format_amount(sum(fees.values()), money))
     figures.add_row("moved by payments (settled P2P)", format_amount(summary.moved("P2P"), money))
     figures.add_row("funded (settled ADJUSTMENT)", format_amount(summary.moved("ADJUSTMENT"), money))
+    withdrawn = summary.moved("PROMPTPAY_WITHDRAWAL")
+    if withdrawn or any(o.planned.type == "PROMPTPAY_WITHDRAWAL" for o in summary.outcomes):
+        figures.add_row("paid out by PromptPay (settled withdrawals)", format_amount(withdrawn, money))
     figures.add_row("payments sent", str(len(summary.payments())))
     figures.add_row("payment phase", f"{summary.payments_s:.2f} s")
     figures.add_row("throughput", f"{summary.throughput():.1f} payments/s")
@@ -146,9 +150,20 @@ def demo_command(
             "--seed", show_default=False, help="Seed of amounts, names and pairs (default: random)."
         ),
     ] = None,
+    withdrawals: Annotated[
+        int | None,
+        typer.Option(
+            "--withdrawals",
+            min=0,
+            show_default=False,
+            help="PromptPay withdrawals to send (THB only; default 10 in THB, else 0; need adapter-ipps "
+            "and its sandbox, which `pm up` runs).",
+        ),
+    ] = None,
     json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
-    """Open wallets, fund them, install demo fee rules and send P2P payments (some bound to fail).
+    """Open wallets, fund them, install demo fee rules and send P2P payments (some bound to fail),
+    and PromptPay withdrawals (one in eight to a number PromptPay does not know).
 
     Every intent goes through the gateway over signed HTTP and is followed to its terminal state;
     then the summary: intents by outcome, fees, money moved, throughput, latency and some balances.
@@ -157,8 +172,16 @@ def demo_command(
     """
     key = _key(key_file, key_id, secret)
     url = (gateway or default_gateway()).rstrip("/")
+    money = currency.upper()
     options = demo.DemoOptions(
-        users=users, payments=payments, currency=currency.upper(), concurrency=concurrency, seed=seed
+        users=users,
+        payments=payments,
+        currency=money,
+        concurrency=concurrency,
+        seed=seed,
+        withdrawals=withdrawals
+        if withdrawals is not None
+        else (DEFAULT_WITHDRAWALS if money == "THB" else 0),
     )
     try:
         summary = asyncio.run(demo.run_demo(url, key.key_id, key.secret, options))
