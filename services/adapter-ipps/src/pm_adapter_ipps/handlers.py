@@ -48,7 +48,7 @@ from pm_adapter_ipps.targets import InvalidTarget
 from pm_shared.db import Pool
 from pm_shared.errors import PermanentError
 from pm_shared.messages import PspHint, PspJob, PspResult, new_message_id, now
-from pm_shared.psp_results import result_from_row
+from pm_shared.psp_attempts import record_attempt, result_from_row
 from pm_shared.runtime import Subscription
 from pm_shared.streams import Delivery, Publisher
 from pm_shared.streams.names import IPPS_HINTS, IPPS_JOBS, PSP_RESULTS
@@ -103,19 +103,7 @@ class PayoutAdapter:
         await self._pay(job, row)
 
     async def _record(self, job: PspJob) -> Row:
-        row = await self.pool.fetchrow(
-            queries.RECORD_ATTEMPT,
-            job.intent_id,
-            job.psp,
-            job.action,
-            job.idempotency_key,
-            job.message_id,
-            job.amount,
-            job.currency,
-        )
-        assert row is not None
-        if (row["intent_id"], row["amount"]) != (job.intent_id, job.amount):
-            raise PermanentError(f"idempotency key {job.idempotency_key!r} already names another payout")
+        row: Row = await record_attempt(self.pool, job)
         return row
 
     async def _pay(self, job: PspJob, row: Row) -> None:

@@ -2,15 +2,6 @@
 
 from __future__ import annotations
 
-# A delivery of a job: the row is created in phase `recorded` before anything is sent to the PSP, or,
-# for a redelivery, found again (its attempts counted). The job's fields never change a row.
-RECORD_ATTEMPT = """
-INSERT INTO pm.psp_tx_map AS m (intent_id, psp, action, idempotency_key, job_message_id, amount, currency)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-ON CONFLICT (idempotency_key) DO UPDATE SET attempts = m.attempts + 1, updated_at = now()
-RETURNING *
-"""
-
 # Never moves a phase back: a confirm sent earlier (found absent at IPPS) keeps `confirm_sent`, and a
 # final row (finished meanwhile, or fenced by the orchestrator for a dead-lettered job) is not touched:
 # no row comes back, and the caller publishes that final result instead of going on.

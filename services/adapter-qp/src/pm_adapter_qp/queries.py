@@ -7,15 +7,6 @@ can pay) → `final`. `psp_transfer_id` is the QR's id, `psp_status` QP's last s
 
 from __future__ import annotations
 
-# A delivery of a job: the row is created in phase `recorded` before anything is sent to QP, or, for
-# a redelivery, found again (its attempts counted). The job's fields never change a row.
-RECORD_ATTEMPT = """
-INSERT INTO pm.psp_tx_map AS m (intent_id, psp, action, idempotency_key, job_message_id, amount, currency)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
-ON CONFLICT (idempotency_key) DO UPDATE SET attempts = m.attempts + 1, updated_at = now()
-RETURNING *
-"""
-
 # Committed before the registration leaves: from here on a payer may pay. Guarded on the phases
 # before it, so a row the orchestrator fenced `final` meanwhile (a dead-lettered job failed) is never
 # registered: no row back means do not call QP.
