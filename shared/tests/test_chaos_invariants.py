@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -25,6 +26,7 @@ from pm_shared.chaos.invariants import (
 )
 from pm_shared.chaos.load import IPPS_FAULT_AMOUNTS, plan
 from pm_shared.chaos.report import Report
+from pm_shared.chaos.run import gateway_error
 from pm_shared.chaos.schedule import KILLABLE, schedule
 from pm_shared.ledger import chart
 
@@ -419,3 +421,23 @@ def test_pm_chaos_exits_1_naming_the_offenders_and_prints_json(monkeypatch: pyte
         "holds": False,
         "offenders": {stuck: "still AUTHORIZED"},
     }
+
+
+def test_a_spurious_answer_is_reported_with_the_exception_the_gateway_logged(tmp_path: Path) -> None:
+    logged = {
+        "level": "ERROR",
+        "msg": "unexpected error in POST /v1/intents (request 71f522031fb23d0db5dd985a)",
+        "exc": "Traceback (most recent call last):\n  File ...\n"
+        "asyncpg.exceptions._base.InternalClientError: cannot switch to state 12",
+    }
+    (tmp_path / "gateway.log").write_text(
+        "not json (request 71f522031fb23d0db5dd985a)\n"
+        + json.dumps({"msg": "POST /v1/intents 500 (request 0000000000000000)", "exc": "Other: no"})
+        + "\n"
+        + json.dumps(logged)
+        + "\n"
+    )
+    assert gateway_error(tmp_path, "71f522031fb23d0db5dd985a") == (
+        "asyncpg.exceptions._base.InternalClientError: cannot switch to state 12"
+    )
+    assert gateway_error(tmp_path, "ffffffffffffffff") is None

@@ -65,14 +65,9 @@ class State(TypedDict):
 UNAVAILABLE: tuple[type[BaseException], ...] = (
     RedisConnectionError,  # includes redis-py's MaxConnectionsError
     RedisTimeoutError,
-    asyncpg.PostgresConnectionError,
+    *db.CONNECTION_LOST,  # PostgreSQL shutting down, restarting, unreachable (OSError included)
     asyncpg.TooManyConnectionsError,
-    asyncpg.CannotConnectNowError,
-    # A query in flight when PostgreSQL shuts down or restarts (admin_shutdown, crash_shutdown).
-    asyncpg.OperatorInterventionError,
     asyncpg.InterfaceError,
-    ConnectionError,
-    TimeoutError,
 )
 
 

@@ -24,8 +24,8 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from pm_orchestrator import queries as q
-from pm_orchestrator.saga import ALERTS, DATABASE_ERRORS
-from pm_shared.db import Pool
+from pm_orchestrator.saga import ALERTS
+from pm_shared.db import DATABASE_ERRORS, Pool
 from pm_shared.messages import PspJob, PspResult, now
 from pm_shared.psp_attempts import result_from_row
 from pm_shared.streams import Publisher, dlq

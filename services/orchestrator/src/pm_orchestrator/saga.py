@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import asyncpg
 import msgspec
 from prometheus_client import Counter
 
@@ -33,7 +32,7 @@ from pm_orchestrator.record import IntentRow
 from pm_orchestrator.rules import Rules
 from pm_orchestrator.states import CREATED
 from pm_orchestrator.steps import Context
-from pm_shared.db import Pool
+from pm_shared.db import DATABASE_ERRORS, Pool
 from pm_shared.errors import PermanentError
 from pm_shared.messages import IntentSubmitted, LedgerResult, PspResult
 from pm_shared.outbox import Marks, publish_committed
@@ -61,7 +60,6 @@ ALERTS = Counter(
     ["kind"],
 )
 
-DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 OPEN_WALLET_STEP = "open_wallet"
 
 

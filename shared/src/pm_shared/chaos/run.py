@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
+import re
 import secrets
 import shutil
 import statistics
@@ -348,14 +350,23 @@ class ChaosRun:
         missing = accepted_ids - set(facts.intents)
         r.invariants["every accepted intent in the database"] = {i: "answered 202, no row" for i in missing}
         r.invariants["no entry trimmed before its ack"] = lost
-        r.server_errors = list(self.stats.server_errors)
+        r.server_errors = [self.with_cause(line) for line in self.stats.server_errors]
         r.invariants["no valid request refused (500, nonce called replayed)"] = {
-            line.split(" ", 1)[0]: line for line in self.stats.server_errors
+            line.split(" ", 1)[0]: line for line in r.server_errors
         }
         r.invariants["every planned intent accepted"] = {
             line.split(" ", 1)[0]: line for line in self.stats.refused
         }
         r.invariants["the fleet recovered from every chaos action"] = dict(self.incidents)
+
+    def with_cause(self, line: str) -> str:
+        """`line` (a spurious answer) followed by the exception the gateway logged for that request,
+        so a failed run says why without its directory (which is removed)."""
+        found = re.search(r"request ([0-9a-f]{8,})", line)
+        if found is None:
+            return line
+        cause = gateway_error(self.workdir, found.group(1))
+        return line if cause is None else f"{line} — gateway: {cause}"
 
     async def close(self) -> None:
         if self.fleet is not None:
@@ -394,3 +405,21 @@ async def run_chaos(options: ChaosOptions) -> Report:
 
 
 __all__ = ["ChaosOptions", "Report", "ServersUnavailable", "run_chaos"]
+
+
+def gateway_error(workdir: Path, request_id: str) -> str | None:
+    """The last line of the exception the gateway logged for `request_id`, if it logged one."""
+    marker = f"(request {request_id})"
+    for log_file in sorted(workdir.glob("gateway*.log")):
+        with log_file.open(encoding="utf-8", errors="replace") as lines:
+            for text in lines:
+                if marker not in text:
+                    continue
+                try:
+                    record = json.loads(text)
+                except ValueError:
+                    continue
+                exc = str(record.get("exc") or "").strip()
+                if exc:
+                    return exc.splitlines()[-1]
+    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pm_shared.db.errors import CONNECTION_LOST, DATABASE_ERRORS
 from pm_shared.db.migrations import (
     AppliedMigration,
     Migration,
@@ -29,6 +30,8 @@ from pm_shared.db.pool import (
 )
 
 __all__ = [
+    "CONNECTION_LOST",
+    "DATABASE_ERRORS",
     "AppliedMigration",
     "Conn",
     "DatabaseUnavailableError",

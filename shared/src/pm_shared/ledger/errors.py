@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import asyncpg
+from pm_shared.db.errors import CONNECTION_LOST
 
-UNAVAILABLE: tuple[type[BaseException], ...] = (
-    OSError,  # refused, reset, unreachable; TimeoutError is one too
-    asyncpg.PostgresConnectionError,  # the connection broke during the request
-    asyncpg.CannotConnectNowError,  # the server is starting up or shutting down
-)
+UNAVAILABLE: tuple[type[BaseException], ...] = CONNECTION_LOST
 """The embedded engine's "try again later": nothing of the request was applied (it is one
 transaction). The TigerBeetle client never raises these: it keeps retrying until the cluster answers."""

@@ -10,9 +10,9 @@ import time
 import asyncpg
 from prometheus_client import Counter, Gauge
 
-from pm_shared.db import Conn, Pool
+from pm_shared.db import DATABASE_ERRORS, Conn, Pool
 from pm_shared.outbox import queries as q
-from pm_shared.outbox.writer import DATABASE_ERRORS, PUBLISH_ERRORS
+from pm_shared.outbox.writer import PUBLISH_ERRORS
 from pm_shared.streams.publisher import PAYLOAD_FIELD, Publisher
 
 log = logging.getLogger(__name__)

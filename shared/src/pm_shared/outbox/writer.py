@@ -6,10 +6,9 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import asyncpg
 from redis.exceptions import RedisError
 
-from pm_shared.db import Conn, Pool
+from pm_shared.db import DATABASE_ERRORS, Conn, Pool
 from pm_shared.messages import Message
 from pm_shared.outbox import queries as q
 from pm_shared.outbox.marks import Marks
@@ -20,7 +19,6 @@ log = logging.getLogger(__name__)
 
 # What a publish can fail with that the relay repairs later; anything else is a bug and propagates.
 PUBLISH_ERRORS = (BackPressureError, StreamMissingError, RedisError, OSError)
-DATABASE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
 @dataclass(frozen=True)
