@@ -6,10 +6,13 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import asyncpg
 import msgspec
 import pytest
 import typer
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from typer.testing import CliRunner
 
 from pm_shared.cli import dlq_cmd
@@ -193,6 +196,106 @@ async def test_one_failure_does_not_fail_its_batch_mates(
     )
     assert ok == set(range(10)) - {4}
     assert await pending(redis, key) == 0
+
+
+@pytest.mark.parametrize(
+    "outage",
+    [
+        asyncpg.CannotConnectNowError("the database system is starting up"),
+        asyncpg.InternalClientError("cannot switch to state 12; another operation (2) is in progress"),
+        RedisConnectionError("Connection closed by server."),
+    ],
+    ids=type,
+)
+async def test_an_outage_is_waited_out_in_place_without_counting_a_delivery(
+    redis: Redis, reader: Redis, stream_name: str, key: str, outage: Exception
+) -> None:
+    # With one delivery allowed, a failure counted as a delivery would dead-letter the entry at once.
+    await Publisher(redis).publish(stream_name, probe(1))
+    attempts: list[int] = []
+
+    async def handle(delivery: Delivery[Probe]) -> None:
+        attempts.append(delivery.attempt)
+        if len(attempts) <= 3:
+            raise outage
+
+    before = _transient_count(key)
+    await run_until(
+        make_consumer(redis, reader, stream_name, handle=handle, max_deliveries=1),
+        lambda: _true(len(attempts) == 4),
+    )
+    assert attempts == [1, 1, 1, 1]
+    await eventually(lambda: _later(pending(redis, key), 0))
+    assert await redis.xlen(dlq_key(stream_name, 0)) == 0
+    assert _transient_count(key) == before + 3
+
+
+async def test_a_batch_handler_is_called_again_with_only_the_entries_that_met_the_outage(
+    redis: Redis, reader: Redis, stream_name: str, key: str
+) -> None:
+    await Publisher(redis).publish_many(stream_name, [probe(i) for i in range(4)])
+    calls: list[list[int]] = []
+
+    async def handle_batch(batch: Sequence[Delivery[Probe]]) -> dict[str, BaseException]:
+        calls.append([d.message.seq for d in batch])
+        if len(calls) > 1:
+            return {}
+        return {d.entry_id: ConnectionResetError(104, "reset") for d in batch if d.message.seq % 2}
+
+    await run_until(
+        make_consumer(redis, reader, stream_name, handle_batch=handle_batch, max_deliveries=1),
+        lambda: _true(len(calls) == 2),
+    )
+    assert calls == [[0, 1, 2, 3], [1, 3]]
+    await eventually(lambda: _later(pending(redis, key), 0))
+    assert await redis.xlen(dlq_key(stream_name, 0)) == 0
+
+
+async def test_an_outage_longer_than_the_in_place_window_counts_as_a_delivery(
+    redis: Redis, reader: Redis, stream_name: str, key: str
+) -> None:
+    await Publisher(redis).publish(stream_name, probe(1))
+    calls = 0
+
+    async def handle(delivery: Delivery[Probe]) -> None:
+        nonlocal calls
+        calls += 1
+        raise asyncpg.CannotConnectNowError("the database system is shutting down")
+
+    consumer = make_consumer(
+        redis, reader, stream_name, handle=handle, max_deliveries=1, transient_retry_s=0.5
+    )
+    await run_until(consumer, lambda: _later(redis.xlen(dlq_key(stream_name, 0)), 1))
+    (letter,) = await dlq_ops.entries(redis, [dlq_key(stream_name, 0)])
+    assert letter.reason == "max_deliveries"
+    assert letter.fields["error"].startswith("CannotConnectNowError")
+    assert calls == 2  # pauses of 0.2 s then 0.4 s: the second would end past the 0.5 s window
+
+
+async def test_with_no_in_place_window_a_failed_outage_counts_at_once(
+    redis: Redis, reader: Redis, stream_name: str, key: str
+) -> None:
+    # What the ledger-writer's consumer is given: its handler waits outages out itself.
+    await Publisher(redis).publish(stream_name, probe(1))
+    calls = 0
+
+    async def handle(delivery: Delivery[Probe]) -> None:
+        nonlocal calls
+        calls += 1
+        raise RedisConnectionError("the writer lease is not held")
+
+    consumer = make_consumer(redis, reader, stream_name, handle=handle, max_deliveries=1, transient_retry_s=0)
+    await run_until(consumer, lambda: _later(redis.xlen(dlq_key(stream_name, 0)), 1))
+    assert calls == 1
+
+
+def _transient_count(key: str) -> float:
+    return (
+        REGISTRY.get_sample_value(
+            "pm_stream_messages_total", {"stream": key, "group": GROUP, "outcome": "transient"}
+        )
+        or 0.0
+    )
 
 
 async def test_restarted_consumer_reads_its_own_pending_entries_first(

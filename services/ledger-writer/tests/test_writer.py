@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import msgspec
 import pytest
@@ -21,6 +22,8 @@ from pm_ledger_writer import handlers
 from pm_ledger_writer.writer import Writer
 from pm_shared.ledger import Ledger, open_ledger
 from pm_shared.messages import LedgerAccount, LedgerCommand, LedgerResult, LedgerTransfer, new_message_id, now
+from pm_shared.runtime import RedisClients, Subscription, consumers_for
+from pm_shared.settings import CommonSettings, load_settings
 from pm_shared.streams import Consumer, Delivery, Publisher, provision
 from pm_shared.streams.names import GROUP_LEDGER_WRITER, LEDGER_COMMANDS, LEDGER_RESULTS, stream_key
 from pm_shared.streams.publisher import PAYLOAD_FIELD
@@ -419,3 +422,25 @@ async def test_results_refused_by_back_pressure_are_published_again_soon(rig: Ri
     assert await asyncio.wait_for(handling, 1) == {}
     (result,) = await rig.results()
     assert result.ok and statuses(result) == ["CREATED"]
+
+
+def test_the_writers_consumer_never_retries_in_place_what_the_writer_gave_back() -> None:
+    # The writer waits outages out itself while it holds the lease; a batch it gives back (lease lost,
+    # stopping) must be left for the active writer, not handled again here.
+    settings = load_settings(CommonSettings, "", {"PM_STREAM_TRANSIENT_RETRY_S": "60"})
+    clients = RedisClients(commands=Redis(), reader=Redis())
+    writer = Writer(cast(Any, None), cast(Any, None))
+    (consumer,) = consumers_for(
+        settings, clients, group="g", consumer="c", subscriptions=handlers.subscriptions(writer)
+    )
+    assert consumer.transient_retry_s == 0
+    (plain,) = consumers_for(
+        settings,
+        clients,
+        group="g",
+        consumer="c",
+        subscriptions=[
+            Subscription("pm:x", msgspec.json.Decoder(LedgerCommand), handle_batch=writer.handle_batch)
+        ],
+    )
+    assert plain.transient_retry_s == 60

@@ -11,6 +11,8 @@ from contextlib import contextmanager
 
 import msgspec
 
+from pm_shared.errors import OUTAGES
+
 intent_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("intent_id", default=None)
 entry_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("entry_id", default=None)
 stream_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("stream", default=None)
@@ -95,3 +97,12 @@ def bound(
     finally:
         for var, token in reversed(tokens):
             var.reset(token)
+
+
+def failure(logger: logging.Logger, exc: BaseException, msg: str, *args: object) -> None:
+    """Log that something failed with `exc`: an outage (PostgreSQL or Redis away, which passes) as a
+    WARNING naming the error, anything else as an ERROR with its traceback."""
+    if isinstance(exc, OUTAGES):
+        logger.warning(msg + " (%r)", *args, exc)
+    else:
+        logger.error(msg, *args, exc_info=exc)

@@ -160,6 +160,9 @@ class Subscription:
     decoder: msgspec.json.Decoder[Any]
     handle: MessageHandler[Any] | None = None
     handle_batch: BatchHandler[Any] | None = None
+    waits_out_outages: bool = False
+    """True when the handler waits a PostgreSQL/Redis outage out itself (so the failures it returns
+    are final for this delivery): the consumer then never calls it again in place."""
 
 
 async def consume(
@@ -207,6 +210,7 @@ def consumers_for(
             decoder=sub.decoder,
             handle=sub.handle,
             handle_batch=sub.handle_batch,
+            transient_retry_s=0 if sub.waits_out_outages else None,
         )
         for sub in subscriptions
     ]

@@ -66,6 +66,9 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     stream_retry_delay_ms: Annotated[int, msgspec.Meta(ge=0)] = 1_000
     stream_max_deliveries: Annotated[int, msgspec.Meta(ge=1)] = 3
     stream_claim_interval_ms: Annotated[int, msgspec.Meta(ge=10)] = 5_000
+    # A handler that met a PostgreSQL/Redis outage is called again in place this long before the
+    # failure counts as a delivery (see pm_shared.streams.consumer).
+    stream_transient_retry_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
     shutdown_grace_s: Annotated[float, msgspec.Meta(gt=0)] = 25.0
 
     def consumer(self, service: str) -> str:

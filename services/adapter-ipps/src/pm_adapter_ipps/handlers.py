@@ -45,6 +45,7 @@ from pm_adapter_ipps import queries
 from pm_adapter_ipps.client import IppsClient, Refused, Transfer, Unavailable
 from pm_adapter_ipps.poller import FINAL, Polled, StatusPoller
 from pm_adapter_ipps.targets import InvalidTarget
+from pm_shared import logs
 from pm_shared.db import Pool
 from pm_shared.errors import PermanentError
 from pm_shared.messages import PspHint, PspJob, PspResult, new_message_id, now
@@ -167,8 +168,8 @@ class PayoutAdapter:
     async def _resolve_detached(self, row: Row, key: str) -> None:
         try:
             await self._settle(row, await self.poller.resolve(key))
-        except Exception:  # the sweep finishes it; nothing else is waiting on this task
-            log.exception("polling the status of %s failed", key)
+        except Exception as exc:  # the sweep finishes it; nothing else is waiting on this task
+            logs.failure(log, exc, "polling the status of %s failed", key)
 
     async def aclose(self) -> None:
         """Stop the background polls; their rows stay `confirm_sent` for the next sweep."""
@@ -372,8 +373,8 @@ class PayoutAdapter:
                 pass
             try:
                 await self.sweep_once(interval_s)
-            except Exception:  # the next sweep tries again; a crash here would stop the payouts
-                log.exception("status sweep failed")
+            except Exception as exc:  # the next sweep tries again; a crash here would stop the payouts
+                logs.failure(log, exc, "status sweep failed")
 
 
 def subscriptions(adapter: PayoutAdapter) -> list[Subscription]:

@@ -35,6 +35,7 @@ from pm_adapter_qp.client import OrderConflict, QpClient, Qr, Refused, Unavailab
 from pm_adapter_qp.metrics import HINTS, RESULTS
 from pm_adapter_qp.poller import OrderPoller
 from pm_adapter_qp.sandbox import links
+from pm_shared import logs
 from pm_shared.db import Pool
 from pm_shared.errors import PermanentError
 from pm_shared.messages import PspHint, PspJob, PspResult, new_message_id, now
@@ -321,7 +322,7 @@ class CollectAdapter:
         outcomes = await asyncio.gather(*(one(row) for row in rows), return_exceptions=True)
         for row, outcome in zip(rows, outcomes, strict=True):
             if isinstance(outcome, BaseException):
-                log.error("sweep: %s: %s", row["idempotency_key"], outcome, exc_info=outcome)
+                logs.failure(log, outcome, "sweep: %s failed", row["idempotency_key"])
         return sum(1 for outcome in outcomes if outcome is True)
 
     async def sweep(
@@ -336,8 +337,8 @@ class CollectAdapter:
                 pass
             try:
                 await self.sweep_once(interval_s, max_idle_s, limit, concurrency)
-            except Exception:  # the next sweep tries again; a crash here would strand every top-up
-                log.exception("QR status sweep failed")
+            except Exception as exc:  # the next sweep tries again; a crash here would strand every top-up
+                logs.failure(log, exc, "QR status sweep failed")
 
 
 def subscriptions(adapter: CollectAdapter) -> list[Subscription]:

@@ -13,7 +13,12 @@ from pm_shared.streams.names import LEDGER_COMMANDS
 def subscriptions(writer: Writer) -> list[Subscription]:
     # A message of another kind, or not a command at all, does not decode: the consumer dead-letters it.
     return [
+        # The writer waits a ledger or Redis outage out itself while it holds the writer lease; what
+        # it returns (lease lost, stopping) must reach the active writer, not be retried here.
         Subscription(
-            LEDGER_COMMANDS.name, msgspec.json.Decoder(LedgerCommand), handle_batch=writer.handle_batch
+            LEDGER_COMMANDS.name,
+            msgspec.json.Decoder(LedgerCommand),
+            handle_batch=writer.handle_batch,
+            waits_out_outages=True,
         )
     ]

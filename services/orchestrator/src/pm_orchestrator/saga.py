@@ -32,6 +32,7 @@ from pm_orchestrator.record import IntentRow
 from pm_orchestrator.rules import Rules
 from pm_orchestrator.states import CREATED
 from pm_orchestrator.steps import Context
+from pm_shared import logs
 from pm_shared.db import DATABASE_ERRORS, Pool
 from pm_shared.errors import PermanentError
 from pm_shared.messages import IntentSubmitted, LedgerResult, PspResult
@@ -276,7 +277,7 @@ class Saga:
                 try:
                     await self._apply([plan])
                 except DATABASE_ERRORS as one:
-                    log.error("intent %s: its move failed on its own: %r", plan.intent.id, one)
+                    logs.failure(log, one, "intent %s: its move failed on its own", plan.intent.id)
                     fail(owners, one)
         return failed
 

@@ -10,6 +10,7 @@ import time
 import asyncpg
 from prometheus_client import Counter, Gauge
 
+from pm_shared import logs
 from pm_shared.db import DATABASE_ERRORS, Conn, Pool
 from pm_shared.outbox import queries as q
 from pm_shared.outbox.writer import PUBLISH_ERRORS
@@ -119,8 +120,8 @@ class Relay:
                 if time.monotonic() - self._pruned_at >= self.prune_interval_s:
                     self._pruned_at = time.monotonic()
                     await self.prune()
-            except (*PUBLISH_ERRORS, *DATABASE_ERRORS):
-                log.exception("outbox relay pass failed; retrying in %.1fs", backoff)
+            except (*PUBLISH_ERRORS, *DATABASE_ERRORS) as exc:
+                logs.failure(log, exc, "outbox relay pass failed; retrying in %.1fs", backoff)
                 pause, backoff = backoff, min(max(backoff, 0.1) * 2, MAX_BACKOFF_S)
             else:
                 backoff = self.interval_s

@@ -9,6 +9,9 @@ Delivery is at least once. What makes that safe and bounded:
 - a handler that runs long renews its lease (`XCLAIM … JUSTID` resets idle time, not the count);
 - a failed entry stays pending and becomes claimable again after `retry_delay_ms`; after its
   last delivery it is moved to the DLQ, acked in the same MULTI;
+- a handler that fails because PostgreSQL or Redis went away (a restart, a failover) is called
+  again in place, with backoff, for up to `transient_retry_s`, without counting a delivery: an
+  outage of a few seconds must not push every message in hand towards the DLQ;
 - an entry that does not decode is dead-lettered at once: retrying cannot fix it.
 
 With `batches_in_flight` > 1 the next batch is read and handed over while the previous ones are
@@ -35,7 +38,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pm_shared import logs
-from pm_shared.errors import PermanentError
+from pm_shared.errors import OUTAGES, PermanentError
 from pm_shared.settings import CommonSettings
 from pm_shared.streams import dlq, metrics
 from pm_shared.streams.concurrency import Limiter, sleep_unless, start_eagerly, take_turns
@@ -51,6 +54,9 @@ M = TypeVar("M")
 
 # How many XPENDING/XAUTOCLAIM pages one reclaim pass may walk before yielding to the next pass.
 RECLAIM_PAGE_BUDGET = 50
+# Pauses between the in-place calls of a handler that met an outage (errors.OUTAGES), doubling.
+TRANSIENT_PAUSE_S = 0.2
+TRANSIENT_PAUSE_MAX_S = 5.0
 # Consumers with nothing pending and idle this long are removed (never one with pending entries:
 # XGROUP DELCONSUMER would drop its pending entries for good).
 STALE_CONSUMER_MS = 10 * 60 * 1000
@@ -102,6 +108,7 @@ class _Labels:
     def __init__(self, key: str, group: str) -> None:
         self.ack = metrics.MESSAGES.labels(key, group, "ack")
         self.retry = metrics.MESSAGES.labels(key, group, "retry")
+        self.transient = metrics.MESSAGES.labels(key, group, "transient")
         self.deleted = metrics.MESSAGES.labels(key, group, "deleted")
         self.stale_ack = metrics.MESSAGES.labels(key, group, "stale_ack")
         self.handler = metrics.HANDLER_SECONDS.labels(key, group)
@@ -135,6 +142,7 @@ class Consumer(Generic[M]):
         max_deliveries: int = 3,
         claim_interval_ms: int = 5_000,
         batches_in_flight: int = 1,
+        transient_retry_s: float = 300.0,
     ) -> None:
         """
         Args:
@@ -145,6 +153,8 @@ class Consumer(Generic[M]):
             concurrency: how many `handle` calls run at once.
             batches_in_flight: how many batches may be in hand at once (per partition); a batch
                 handler must then be safe to call concurrently.
+            transient_retry_s: how long entries whose handler met an outage (`errors.OUTAGES`)
+                are handled again in place before the failure counts as a delivery; 0: at once.
         """
         if (handle_batch is None) == (handle is None):
             raise ValueError("give exactly one of handle_batch and handle")
@@ -169,6 +179,8 @@ class Consumer(Generic[M]):
         self.max_deliveries = max_deliveries
         self.claim_interval_ms = claim_interval_ms
         self.batches_in_flight = batches_in_flight
+        self.transient_retry_s = transient_retry_s
+        self._stop: asyncio.Event | None = None
         self.keys = [stream_key(stream, p) for p in range(partitions)]
         self._labels = {key: _Labels(key, group) for key in self.keys}
         self._limiter = Limiter(concurrency)
@@ -192,7 +204,9 @@ class Consumer(Generic[M]):
         decoder: msgspec.json.Decoder[M],
         handle_batch: BatchHandler[M] | None = None,
         handle: MessageHandler[M] | None = None,
+        transient_retry_s: float | None = None,
     ) -> Consumer[M]:
+        """A consumer configured from `settings`; `transient_retry_s` overrides the setting."""
         return cls(
             redis=redis,
             reader=reader,
@@ -211,10 +225,14 @@ class Consumer(Generic[M]):
             max_deliveries=settings.stream_max_deliveries,
             claim_interval_ms=settings.stream_claim_interval_ms,
             batches_in_flight=settings.stream_batches_in_flight,
+            transient_retry_s=(
+                settings.stream_transient_retry_s if transient_retry_s is None else transient_retry_s
+            ),
         )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until `stop` is set; the batch in hand is finished and acked before returning."""
+        self._stop = stop
         async with asyncio.TaskGroup() as tasks:
             for key in self.keys:
                 tasks.create_task(self._read_loop(key, stop))
@@ -431,15 +449,10 @@ class Consumer(Generic[M]):
             ),
         )
         started = time.perf_counter()
-        failures: dict[str, BaseException] = {}
         try:
-            if self.handle_batch is not None:
-                try:
-                    failures.update(await self.handle_batch(deliveries) or {})
-                except Exception as exc:
-                    failures.update((d.entry_id, exc) for d in deliveries)
-            else:
-                await self._handle_each(deliveries, failures)
+            failures = await self._handle(deliveries)
+            if failures and self.transient_retry_s > 0:
+                await self._retry_transient(key, deliveries, failures)
         finally:
             timer.cancel()
             for task in renewal:
@@ -447,6 +460,46 @@ class Consumer(Generic[M]):
             labels.inflight.dec(len(deliveries))
             labels.handler.observe(time.perf_counter() - started)
         return failures
+
+    async def _handle(self, deliveries: list[Delivery[M]]) -> dict[str, BaseException]:
+        failures: dict[str, BaseException] = {}
+        if self.handle_batch is not None:
+            try:
+                failures.update(await self.handle_batch(deliveries) or {})
+            except Exception as exc:
+                failures.update((d.entry_id, exc) for d in deliveries)
+        else:
+            await self._handle_each(deliveries, failures)
+        return failures
+
+    async def _retry_transient(
+        self, key: str, deliveries: list[Delivery[M]], failures: dict[str, BaseException]
+    ) -> None:
+        """Handle again, in place, the entries whose handler met an outage, until it passes, fails
+        otherwise, `transient_retry_s` runs out or the consumer stops; `failures` is updated. The
+        entries stay in hand (their lease renewed), so the retries count no delivery."""
+        deadline = time.monotonic() + self.transient_retry_s
+        pause = TRANSIENT_PAUSE_S
+        while True:
+            waiting = [d for d in deliveries if isinstance(failures.get(d.entry_id), OUTAGES)]
+            if not waiting or time.monotonic() + pause > deadline:
+                return
+            log.warning(
+                "%d entries on %s met an outage (%r); handling them again in %.1fs",
+                len(waiting),
+                key,
+                failures[waiting[0].entry_id],
+                pause,
+            )
+            if self._stop is None:
+                await asyncio.sleep(pause)
+            elif await sleep_unless(self._stop, pause):
+                return  # stopping: they stay pending, for this consumer's restart or a peer
+            self._labels[key].transient.inc(len(waiting))
+            for delivery in waiting:
+                del failures[delivery.entry_id]
+            failures.update(await self._handle(waiting))
+            pause = min(pause * 2, TRANSIENT_PAUSE_MAX_S)
 
     async def _handle_each(self, deliveries: list[Delivery[M]], failures: dict[str, BaseException]) -> None:
         assert self.handle is not None

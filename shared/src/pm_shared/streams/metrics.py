@@ -6,7 +6,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 MESSAGES = Counter(
     "pm_stream_messages_total",
-    "Stream entries by outcome (ack, retry, dlq, deleted, stale_ack).",
+    "Stream entries by outcome (ack, retry, transient, dlq, deleted, stale_ack).",
     ["stream", "group", "outcome"],
 )
 HANDLER_SECONDS = Histogram(
