@@ -18,7 +18,7 @@ from starlette.routing import Route
 from pm_gateway.app import _endpoint, create_app
 from pm_gateway.routes import Endpoint
 from pm_gateway.settings import Settings
-from pm_gateway.testing import key_encryption_key
+from pm_gateway.testing import Gateway, key_encryption_key
 from pm_shared import db
 from pm_shared.client import PMAuth
 from pm_shared.keys.crypto import Cipher
@@ -110,3 +110,39 @@ async def test_a_bug_is_500_internal_error_not_503() -> None:
     status, _, body = await _answer(KeyError("a bug"))
     assert status == 500
     assert body["code"] == "internal_error"
+
+
+async def test_a_query_cut_by_a_postgresql_shutdown_is_503_and_the_next_request_is_answered(
+    gateway: Gateway, database_url: str
+) -> None:
+    # The gateway's listing waits on a lock held here; its backend is then terminated the way a
+    # PostgreSQL shutdown or restart ends every session (FATAL 57P01 admin_shutdown mid-query, which
+    # asyncpg raises as ConnectionDoesNotExistError "connection was closed in the middle of operation").
+    locker = await db.connect(database_url)
+    try:
+        async with locker.transaction():
+            await locker.execute("LOCK TABLE pm.intent IN ACCESS EXCLUSIVE MODE")
+            listing = asyncio.create_task(gateway.send("GET", "/v1/intents"))
+            waiting: list[int] = []
+            for _ in range(500):
+                waiting = [
+                    r["pid"]
+                    for r in await locker.fetch(
+                        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+                    )
+                ]
+                if waiting or listing.done():
+                    break
+                await asyncio.sleep(0.01)
+            assert waiting, "the gateway's query never waited on the lock"
+            for pid in waiting:
+                await locker.fetchval("SELECT pg_terminate_backend($1)", pid)
+            response = await listing
+    finally:
+        await locker.close()
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["code"] == "unavailable"
+    again = await gateway.send("GET", "/v1/intents")
+    assert again.status_code == 200, again.text
