@@ -404,9 +404,6 @@ async def run_chaos(options: ChaosOptions) -> Report:
     return await ChaosRun(options).run()
 
 
-__all__ = ["ChaosOptions", "Report", "ServersUnavailable", "run_chaos"]
-
-
 def gateway_error(workdir: Path, request_id: str) -> str | None:
     """The last line of the exception the gateway logged for `request_id`, if it logged one."""
     marker = f"(request {request_id})"
@@ -423,3 +420,6 @@ def gateway_error(workdir: Path, request_id: str) -> str | None:
                 if exc:
                     return exc.splitlines()[-1]
     return None
+
+
+__all__ = ["ChaosOptions", "Report", "ServersUnavailable", "run_chaos"]

@@ -25,5 +25,5 @@ DATABASE_ERRORS = (
     asyncpg.InternalClientError,
     OSError,
 )
-"""Anything the database or the connection to it can raise (a refused statement included), as opposed
-to a bug in the caller."""
+"""Anything a statement can fail with in asyncpg or PostgreSQL (a refused statement and a lost
+connection included), as opposed to an error of the caller's own code."""
