@@ -32,6 +32,8 @@ from pm_shared.testing.fixtures import eventually
 THB = 764
 WALLET, EQUITY = 1, 90
 LINKED = int(tb.TransferFlags.LINKED)
+PENDING = int(tb.TransferFlags.PENDING)
+POST = int(tb.TransferFlags.POST_PENDING_TRANSFER)
 COMMANDS_KEY = stream_key(LEDGER_COMMANDS.name, 0)
 RESULTS_KEY = stream_key(LEDGER_RESULTS.name, 0)
 _results = msgspec.json.Decoder(LedgerResult)
@@ -254,6 +256,34 @@ async def test_a_retried_command_gets_the_same_outcome_and_is_applied_once(rig: 
     assert [e.timestamp for e in second.transfers] == [e.timestamp for e in first.transfers]
     await rig.nothing_pending()
     assert await rig.balances(alice, bob) == {alice: (500, 1_000), bob: (0, 500)}
+
+
+async def test_a_retry_of_a_transiently_failed_command_gets_its_first_failure_back(rig: Rig) -> None:
+    # A writer that applied these and died before publishing the answers leaves the retry only
+    # ID_ALREADY_FAILED (the ids are burned); the writer infers what the first attempt failed with.
+    equity, (alice, bob) = await open_accounts(rig)
+    nowhere = tb.id()
+    broke = command(transfers=chain(transfer(alice, bob, 500, flags=PENDING), transfer(alice, equity, 20)))
+    ghost = command(transfers=[transfer(equity, nowhere, 5)])
+    unknown_hold = command(transfers=[transfer(0, 0, 0, flags=POST, pending_id=tb.id())])
+    first = await rig.writer.write([broke, ghost, unknown_hold])
+    assert [statuses(r) for r in first] == [
+        ["EXCEEDS_CREDITS", "LINKED_EVENT_FAILED"],
+        ["CREDIT_ACCOUNT_NOT_FOUND"],
+        ["PENDING_TRANSFER_NOT_FOUND"],
+    ]
+    again = await rig.writer.write([broke, ghost, unknown_hold])
+    assert [statuses(r) for r in again] == [
+        ["ID_ALREADY_FAILED", "LINKED_EVENT_FAILED"],
+        ["ID_ALREADY_FAILED"],
+        ["ID_ALREADY_FAILED"],
+    ]
+    assert [[e.first_failure for e in r.transfers] for r in again] == [
+        ["EXCEEDS_CREDITS", None],
+        ["CREDIT_ACCOUNT_NOT_FOUND"],
+        ["PENDING_TRANSFER_NOT_FOUND"],
+    ]
+    assert all(e.first_failure is None for r in first for e in r.transfers)
 
 
 async def test_a_committed_linked_chain_retried_is_ok_with_exists_for_each_event(rig: Rig) -> None:

@@ -423,6 +423,30 @@ async def test_a_repeat_refused_as_already_failed_waits_for_the_first_answer(wor
     ) == (failures.LEDGER_REJECTED)
 
 
+async def test_a_repeat_whose_first_failure_the_writer_found_fails_at_once_with_that_reason(
+    world: World,
+) -> None:
+    # The first answer was lost (the writer died before publishing it); the writer's retry answered
+    # ID_ALREADY_FAILED and inferred EXCEEDS_CREDITS from the accounts: no wait for an answer that
+    # will never come, and the payer sees the real reason.
+    payer, payee = (f"u-{secrets.token_hex(4)}" for _ in range(2))
+    await world.wallets(payer, payee)
+    intent_id = await world.intent(payer, payee)
+    await world.saga.on_intents([submitted(intent_id)])
+    authorize = command_for(await world.commands(), intent_id, "authorize")
+    delivery = answer(
+        authorize, ["ID_ALREADY_FAILED"] + ["LINKED_EVENT_FAILED"] * (len(authorize.transfers) - 1)
+    )
+    first, *rest = delivery.message.transfers
+    inferred = msgspec.structs.replace(first, first_failure="EXCEEDS_CREDITS")
+    message = msgspec.structs.replace(delivery.message, transfers=[inferred, *rest])
+    await world.saga.on_results([msgspec.structs.replace(delivery, message=message)])
+    row = await world.pool.fetchrow(
+        "SELECT state, failure_code FROM pm.intent WHERE id = $1", uuid.UUID(intent_id)
+    )
+    assert row is not None and (row["state"], row["failure_code"]) == (FAILED, failures.INSUFFICIENT_FUNDS)
+
+
 async def test_a_poisoned_move_fails_alone(world: World) -> None:
     payer, payee = (f"u-{secrets.token_hex(4)}" for _ in range(2))
     await world.wallets(payer, payee)

@@ -125,6 +125,11 @@ class LedgerEventResult(msgspec.Struct, frozen=True, kw_only=True):
     id: int
     status: str
     timestamp: int
+    first_failure: str | None = None
+    """With `ID_ALREADY_FAILED` (a retry of a transfer that failed transiently before, whose answer
+    was lost): the transient status it most likely failed with, inferred from the accounts (and the
+    pending transfer) as they are now — the ledger keeps no reason for a burned id. None when nothing
+    explains it."""
 
 
 class LedgerResult(Message, frozen=True, kw_only=True, tag="ledger.result"):

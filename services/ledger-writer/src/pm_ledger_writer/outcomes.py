@@ -19,6 +19,7 @@ from pm_shared.messages import (
 )
 from pm_shared.streams.concurrency import take_turns
 
+ID_ALREADY_FAILED = tb.CreateTransferStatus.ID_ALREADY_FAILED.name
 # Status names looked up once: `.name` on an enum member is a descriptor call, per event.
 _ACCOUNT_NAMES = {int(s): s.name for s in tb.CreateAccountStatus}
 _TRANSFER_NAMES = {int(s): s.name for s in tb.CreateTransferStatus}
@@ -65,6 +66,8 @@ async def outcomes(
         transfers = _command_events(command.transfers, transfer_results, t0, _TRANSFER_NAMES)
         if len(transfers) > 1 and is_committed_chain_retry([e.status for e in transfers]):
             transfers = await _confirm_chain(ledger, "transfers", transfers)
+        if any(e.status == ID_ALREADY_FAILED for e in transfers):
+            transfers = await first_failures(ledger, command.transfers, transfers)
         results.append(
             LedgerResult(
                 intent_id=command.intent_id,
@@ -78,6 +81,56 @@ async def outcomes(
             )
         )
     return results
+
+
+async def first_failures(
+    ledger: Ledger, sent: Sequence[LedgerTransfer], events: list[LedgerEventResult]
+) -> list[LedgerEventResult]:
+    """`events` with `first_failure` set on each ID_ALREADY_FAILED: the transient status (one of the
+    seven that burn an id) that explains it given the accounts as they are now, checked in the
+    ledger's own order of precedence. A writer that applied a command and died before publishing its
+    answer leaves only ID_ALREADY_FAILED for the retry; this gives the intent its reason back."""
+    burned = [t for t, e in zip(sent, events, strict=True) if e.status == ID_ALREADY_FAILED]
+    pending = {
+        p.id: p for p in await ledger.lookup_transfers(sorted({t.pending_id for t in burned if t.pending_id}))
+    }
+    sides: dict[int, tuple[int, int]] = {}
+    for t in burned:
+        source = pending.get(t.pending_id) if t.pending_id else None
+        debit = t.debit_account_id or (source.debit_account_id if source else 0)
+        credit = t.credit_account_id or (source.credit_account_id if source else 0)
+        sides[t.id] = (debit, credit)
+    wanted = sorted({i for pair in sides.values() for i in pair if i})
+    accounts = {a.id: a for a in await ledger.lookup_accounts(wanted)} if wanted else {}
+    out = []
+    for t, e in zip(sent, events, strict=True):
+        if e.status != ID_ALREADY_FAILED:
+            out.append(e)
+            continue
+        debit, credit = sides[t.id]
+        first = _first_failure(
+            accounts.get(debit), accounts.get(credit), bool(t.pending_id) and t.pending_id not in pending
+        )
+        out.append(LedgerEventResult(id=e.id, status=e.status, timestamp=e.timestamp, first_failure=first))
+    return out
+
+
+def _first_failure(debit: tb.Account | None, credit: tb.Account | None, pending_missing: bool) -> str | None:
+    if pending_missing:
+        return "PENDING_TRANSFER_NOT_FOUND"
+    if debit is None:
+        return "DEBIT_ACCOUNT_NOT_FOUND"
+    if credit is None:
+        return "CREDIT_ACCOUNT_NOT_FOUND"
+    if debit.flags & tb.AccountFlags.CLOSED:
+        return "DEBIT_ACCOUNT_ALREADY_CLOSED"
+    if credit.flags & tb.AccountFlags.CLOSED:
+        return "CREDIT_ACCOUNT_ALREADY_CLOSED"
+    if debit.flags & tb.AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS:
+        return "EXCEEDS_CREDITS"
+    if credit.flags & tb.AccountFlags.CREDITS_MUST_NOT_EXCEED_DEBITS:
+        return "EXCEEDS_DEBITS"
+    return None
 
 
 def _command_events(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pm_shared.fees import FEE_EXCESSIVE, FEE_INVALID, FEE_RULE_ERROR
-from pm_shared.messages import LedgerResult, PspResult
+from pm_shared.messages import LedgerEventResult, LedgerResult, PspResult
 
 ACCOUNT_NOT_FOUND = "ACCOUNT_NOT_FOUND"
 ACCOUNT_CLOSED = "ACCOUNT_CLOSED"
@@ -69,13 +69,20 @@ class Failure:
     reason: str
 
 
-def cause_status(result: LedgerResult) -> str | None:
-    """The status of the event that made the command fail (not one that failed along with it)."""
-    statuses = [e.status for e in (*result.accounts, *result.transfers) if e.status not in _SUCCESS]
-    for status in statuses:
-        if status not in _KNOCK_ON:
-            return status
-    return statuses[0] if statuses else None
+def cause_event(result: LedgerResult) -> LedgerEventResult | None:
+    """The event that made the command fail (not one that failed along with it)."""
+    failed = [e for e in (*result.accounts, *result.transfers) if e.status not in _SUCCESS]
+    for event in failed:
+        if event.status not in _KNOCK_ON:
+            return event
+    return failed[0] if failed else None
+
+
+def lost_first_answer(result: LedgerResult) -> bool:
+    """True for a retry the ledger answered ID_ALREADY_FAILED without the writer finding what the
+    first attempt failed with: the first answer, if it is still on its way, carries the reason."""
+    event = cause_event(result)
+    return event is not None and event.status == ID_ALREADY_FAILED and event.first_failure is None
 
 
 def from_ledger(result: LedgerResult) -> Failure:
@@ -84,11 +91,19 @@ def from_ledger(result: LedgerResult) -> Failure:
         return Failure(
             LEDGER_REJECTED, f"the ledger-writer refused the {result.step} command: {result.error}"
         )
-    status = cause_status(result)
-    if status is None:
+    event = cause_event(result)
+    if event is None:
         return Failure(LEDGER_REJECTED, f"the {result.step} command failed without a failing event")
-    code = _BY_STATUS.get(status, LEDGER_REJECTED)
-    return Failure(code, f"{result.step}: the ledger answered {status}")
+    if event.status == ID_ALREADY_FAILED and event.first_failure is not None:
+        # The first attempt's answer was lost (a writer died before publishing it); the writer
+        # inferred its status from the accounts.
+        return Failure(
+            _BY_STATUS.get(event.first_failure, LEDGER_REJECTED),
+            f"{result.step}: the ledger answered {event.status}; the first attempt failed with "
+            f"{event.first_failure} (inferred from the accounts, its answer was lost)",
+        )
+    code = _BY_STATUS.get(event.status, LEDGER_REJECTED)
+    return Failure(code, f"{result.step}: the ledger answered {event.status}")
 
 
 # PSP codes (psp-protocols; the adapters pass them on) that say the payee cannot be paid as given, or

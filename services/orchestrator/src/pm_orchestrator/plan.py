@@ -199,7 +199,7 @@ class Planner:
                 [self._send(intent, upcoming, all_legs, f"{intent.id}:{upcoming}")],
             )
         failure = failures.from_ledger(result)
-        if failures.cause_status(result) == failures.ID_ALREADY_FAILED:
+        if failures.lost_first_answer(result):
             # A repeat of a command the ledger refused before: that first answer carries the real
             # reason and is on its way, unless it was lost long ago.
             if time.time() - intent.updated_at.timestamp() < self.already_failed_grace_s:
