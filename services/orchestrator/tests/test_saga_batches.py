@@ -23,7 +23,7 @@ import tigerbeetle as tb
 from redis.asyncio import Redis
 
 from pm_orchestrator import failures, legs
-from pm_orchestrator.plan import Plan, Planner
+from pm_orchestrator.plan import RESEND_MARK, Plan, Planner
 from pm_orchestrator.record import IntentRow, Side
 from pm_orchestrator.resume import MAX_RESENDS, Resumer
 from pm_orchestrator.rules import Rules
@@ -421,6 +421,22 @@ async def test_a_repeat_refused_as_already_failed_waits_for_the_first_answer(wor
     assert await world.pool.fetchval(
         "SELECT failure_code FROM pm.intent WHERE id = $1", uuid.UUID(intent_id)
     ) == (failures.LEDGER_REJECTED)
+
+
+async def test_a_resend_refused_as_already_failed_fails_at_once(world: World) -> None:
+    # The resume sweep sends a command again only after the intent has not moved for a while: the
+    # first answer is lost, so waiting out the grace would only leave the intent open.
+    payer, payee = (f"u-{secrets.token_hex(4)}" for _ in range(2))
+    await world.wallets(payer, payee)
+    intent_id = await world.intent(payer, payee)
+    await world.saga.on_intents([submitted(intent_id)])
+    authorize = command_for(await world.commands(), intent_id, "authorize")
+    resent = msgspec.structs.replace(authorize, message_id=f"{intent_id}:authorize{RESEND_MARK}1")
+    await world.saga.on_results([answer(resent, ["ID_ALREADY_FAILED"] * len(authorize.transfers))])
+    row = await world.pool.fetchrow(
+        "SELECT state, failure_code FROM pm.intent WHERE id = $1", uuid.UUID(intent_id)
+    )
+    assert row is not None and (row["state"], row["failure_code"]) == (FAILED, failures.LEDGER_REJECTED)
 
 
 async def test_a_repeat_whose_first_failure_the_writer_found_fails_at_once_with_that_reason(

@@ -28,6 +28,8 @@ from pm_shared.outbox import Outgoing
 from pm_shared.streams.names import LEDGER_COMMANDS
 
 VOID_STEP = "void"
+# In the message id of a command sent again by the resume sweep (see Planner.resend).
+RESEND_MARK = ":resend:"
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +203,10 @@ class Planner:
         failure = failures.from_ledger(result)
         if failures.lost_first_answer(result):
             # A repeat of a command the ledger refused before: that first answer carries the real
-            # reason and is on its way, unless it was lost long ago.
-            if time.time() - intent.updated_at.timestamp() < self.already_failed_grace_s:
+            # reason and is on its way, unless it was lost long ago — as it was when this answers a
+            # resend (sent only after the intent had not moved for the resume delay).
+            resent = RESEND_MARK in result.command_id
+            if not resent and time.time() - intent.updated_at.timestamp() < self.already_failed_grace_s:
                 return None
             failure = failures.Failure(
                 failures.LEDGER_REJECTED, f"{result.step}: refused earlier by the ledger"
@@ -342,7 +346,7 @@ class Planner:
             return None
         if step not in self.registry.ledger and step not in self.registry.psp:
             return None
-        message_id = f"{intent.id}:{step}:resend:{time.time_ns() // 1_000_000}"
+        message_id = f"{intent.id}:{step}{RESEND_MARK}{time.time_ns() // 1_000_000}"
         return self._send(intent, step, legs.legs(intent), message_id)
 
 
