@@ -72,6 +72,8 @@ class ChaosOptions:
     kills: int = 9
     redis_restarts: int = 1
     postgres_restarts: int = 1
+    postgres_down_s: float = 3.0
+    """How long PostgreSQL stays stopped at each of its restarts."""
     concurrency: int = 16
     rate: float = 20.0
     """New intents offered per second (open loop), so the chaos spans the load."""
@@ -207,9 +209,9 @@ class ChaosRun:
             self.report.redis_restarts += 1
             what = f"Redis restarted (SIGTERM, AOF always), down {down:.1f}s"
         else:
-            down = await self.postgres.restart()
+            down = await self.postgres.restart(self.options.postgres_down_s)
             self.report.postgres_restarts += 1
-            what = f"PostgreSQL restarted (pg_ctl restart -m fast), {down:.1f}s"
+            what = f"PostgreSQL stopped (pg_ctl stop -m fast) and started again, down {down:.1f}s"
         line = f"{time.monotonic() - self.started:.1f}s, {len(self.stats.accepted)} accepted: {what}"
         self.report.actions.append(line)
         self.say(what)

@@ -37,7 +37,7 @@ class Action:
         if self.kind == "kill":
             return f"SIGKILL {self.target}, restart after {self.pause_s:.1f}s"
         return (
-            "restart Redis (SIGTERM, AOF)" if self.kind == "redis" else "restart PostgreSQL (pg_ctl -m fast)"
+            "restart Redis (SIGTERM, AOF)" if self.kind == "redis" else "stop and start PostgreSQL (-m fast)"
         )
 
 

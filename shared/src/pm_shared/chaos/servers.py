@@ -4,7 +4,8 @@ Never the machine's shared servers: only these are restarted. Redis runs with AO
 write (`--appendonly yes --appendfsync always`), so a restart loses nothing acknowledged; it is
 restarted gracefully (SIGTERM, which makes it write and exit) and started again on the same port and
 directory. PostgreSQL is a `PrivatePostgres` (initdb and start as an unprivileged user when we are
-root) restarted with `pg_ctl restart -m fast`.
+root) stopped with `pg_ctl stop -m fast` (every session cut), kept down a few seconds — a restart or
+a failover as the services meet it — and started again.
 """
 
 from __future__ import annotations
@@ -151,13 +152,22 @@ class ChaosPostgres:
         owner = _server_user()
         return [*_as_user(owner), str(self.bindir / "pg_ctl"), "-D", str(self.private.data), *args]
 
-    async def restart(self) -> float:
-        """`pg_ctl restart -m fast` (every connection is cut); returns the downtime (s)."""
+    async def restart(self, down_s: float = 0.0) -> float:
+        """`pg_ctl stop -m fast` (every connection is cut), `down_s` with no server, then started
+        again on the same port; returns the downtime (s), until PostgreSQL answers again."""
         began = time.monotonic()
-        argv = self._pg_ctl("-l", str(self.private.log_file), "-m", "fast", "-w", "-t", "60", "restart")
-        code, output = await run(argv, cwd=self.dir, timeout=90.0)
+        port = self.port
+        code, output = await run(
+            self._pg_ctl("-m", "fast", "-w", "-t", "60", "stop"), cwd=self.dir, timeout=90.0
+        )
         if code != 0:
-            raise RuntimeError(f"pg_ctl restart failed ({code}): {tail(output)}")
+            raise RuntimeError(f"pg_ctl stop failed ({code}): {tail(output)}")
+        await asyncio.sleep(down_s)
+        await self.start()  # the saved port again, unless something took it meanwhile
+        if self.port != port:
+            raise RuntimeError(
+                f"PostgreSQL came back on port {self.port}, not {port}: the fleet cannot follow"
+            )
         deadline = time.monotonic() + START_TIMEOUT_S
         while (why := await postgres_problem(self.url)) is not None:
             if time.monotonic() > deadline:

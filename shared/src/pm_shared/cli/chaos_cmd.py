@@ -30,6 +30,10 @@ def chaos(
     rate: Annotated[
         float, typer.Option("--rate", min=1.0, help="New intents offered per second (open loop).")
     ] = 20.0,
+    postgres_down: Annotated[
+        float,
+        typer.Option("--postgres-down", min=0.0, help="Seconds PostgreSQL stays stopped at its restart."),
+    ] = 3.0,
     quiesce_timeout: Annotated[
         float, typer.Option("--quiesce-timeout", min=1.0, help="Seconds to wait for every intent to end.")
     ] = 120.0,
@@ -51,6 +55,7 @@ def chaos(
         kills=kills,
         concurrency=concurrency,
         rate=rate,
+        postgres_down_s=postgres_down,
         quiesce_timeout_s=quiesce_timeout,
         keep=keep,
         progress=common.warn,
