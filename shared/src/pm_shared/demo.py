@@ -38,6 +38,7 @@ import msgspec
 
 from pm_shared import http_api
 from pm_shared.client import PMAuth, PMClient, PMError
+from pm_shared.ipps_sandbox_values import MAGIC_SUFFIXES
 
 T = TypeVar("T")
 
@@ -69,7 +70,7 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
 }
 UNKNOWN_PROXY = "0812345404"
 # Mobile numbers the IPPS sandbox refuses at inquiry: a demo payee must not end so by chance.
-_REFUSING_SUFFIXES = ("404", "410", "501")
+_REFUSING_SUFFIXES = tuple(MAGIC_SUFFIXES)
 
 _FIRST_NAMES = (
     "Somchai", "Malee", "Anan", "Ploy", "Kittisak", "Nok", "Arthit", "Pim", "Chai", "Dao",

@@ -529,28 +529,19 @@ def stages_table(result: PspBenchResult) -> Table:
     out.add_column("mean", justify="right")
     for run in (result.p2p, result.withdrawals):
         for stage in run.stages:
-            out.add_row(run.name, stage.name, *_cells(stage))
+            out.add_row(run.name, stage.name, *stage.cells())
         out.add_row(
             run.name,
             "total",
-            *_cells(Stage("total", run.p50_ms, run.p95_ms, run.p99_ms, run.mean_ms)),
+            *Stage("total", run.p50_ms, run.p95_ms, run.p99_ms, run.mean_ms).cells(),
             end_section=True,
         )
     out.add_row(
         WITHDRAWAL,
         "in adapter-ipps (job read → final)",
-        *_cells(Stage("", a.p50_ms, a.p95_ms, a.p99_ms, a.mean_ms)),
+        *Stage("", a.p50_ms, a.p95_ms, a.p99_ms, a.mean_ms).cells(),
     )
     return out
-
-
-def _cells(stage: Stage) -> tuple[str, str, str, str]:
-    return (
-        f"{stage.p50_ms:,.1f} ms",
-        f"{stage.p95_ms:,.1f} ms",
-        f"{stage.p99_ms:,.1f} ms",
-        f"{stage.mean_ms:,.1f} ms",
-    )
 
 
 def report(result: PspBenchResult, console: Console) -> bool:

@@ -155,6 +155,13 @@ class Stage:
     p99_ms: float
     mean_ms: float
 
+    def cells(self) -> tuple[str, str, str, str]:
+        """p50, p95, p99 and mean as a stages table shows them."""
+        p50, p95, p99, mean = (
+            f"{ms:,.1f} ms" for ms in (self.p50_ms, self.p95_ms, self.p99_ms, self.mean_ms)
+        )
+        return p50, p95, p99, mean
+
 
 @dataclass(frozen=True)
 class Run:
@@ -942,21 +949,11 @@ def stages_table(result: SagaResult) -> Table:
     for run in (result.pipeline, *result.http_runs):
         short = _short(run)
         for stage in run.stages:
-            out.add_row(
-                short,
-                stage.name,
-                f"{stage.p50_ms:,.1f} ms",
-                f"{stage.p95_ms:,.1f} ms",
-                f"{stage.p99_ms:,.1f} ms",
-                f"{stage.mean_ms:,.1f} ms",
-            )
+            out.add_row(short, stage.name, *stage.cells())
         out.add_row(
             short,
             "total",
-            f"{run.p50_ms:,.1f} ms",
-            f"{run.p95_ms:,.1f} ms",
-            f"{run.p99_ms:,.1f} ms",
-            f"{run.mean_ms:,.1f} ms",
+            *Stage("total", run.p50_ms, run.p95_ms, run.p99_ms, run.mean_ms).cells(),
             end_section=True,
         )
     return out

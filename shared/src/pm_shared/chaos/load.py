@@ -27,22 +27,17 @@ import msgspec
 
 from pm_shared import http_api
 from pm_shared.client import PMAuth
+from pm_shared.ipps_sandbox_values import MAGIC_AMOUNTS, MAGIC_SUFFIXES
 
-# The IPPS sandbox's magic amounts (pm_adapter_ipps.sandbox.faults) and what each asks for.
-IPPS_FAULT_AMOUNTS: dict[int, str] = {
-    40_001: "insufficient-liquidity",
-    40_002: "receiver-rejected",
-    50_003: "server-error",
-    50_000: "server-error-after-commit",
-    50_004: "timeout",
-    20_002: "pending",
-    20_003: "unknown=3",
-    20_004: "duplicate-callbacks",
-    20_005: "out-of-order-callbacks",
-}
+# The IPPS sandbox's magic amounts and what each asks for.
+IPPS_FAULT_AMOUNTS = MAGIC_AMOUNTS
 MOBILE = "0812345678"
 # Proxy values the IPPS sandbox refuses at inquiry (PROXY_NOT_FOUND, ACCOUNT_CLOSED).
-BAD_PROXIES = ("0812345404", "0812345410")
+BAD_PROXIES = tuple(
+    f"0812345{suffix}"
+    for suffix, code in MAGIC_SUFFIXES.items()
+    if code in ("PROXY_NOT_FOUND", "ACCOUNT_CLOSED")
+)
 QP_EXPIRE = "sandbox-fault=expire"
 REQUEST_DEADLINE_S = 180.0
 

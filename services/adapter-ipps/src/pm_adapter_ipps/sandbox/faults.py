@@ -30,25 +30,10 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from pm_adapter_ipps.sandbox.models import SandboxError
+from pm_shared.ipps_sandbox_values import MAGIC_AMOUNTS, MAGIC_SUFFIXES
 
 HEADER = "X-Sandbox-Fault"
 
-MAGIC_AMOUNTS: dict[int, str] = {
-    40_001: "insufficient-liquidity",
-    40_002: "receiver-rejected",
-    50_003: "server-error",
-    50_000: "server-error-after-commit",
-    50_004: "timeout",
-    20_002: "pending",
-    20_003: "unknown=3",
-    20_004: "duplicate-callbacks",
-    20_005: "out-of-order-callbacks",
-}
-MAGIC_SUFFIXES: dict[str, str] = {
-    "404": "PROXY_NOT_FOUND",
-    "410": "ACCOUNT_CLOSED",
-    "501": "BANK_UNSUPPORTED",
-}
 REJECT_CODES = frozenset(MAGIC_SUFFIXES.values())
 SLOW_DEFAULT_MS = 2_000
 
