@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # One image for every PM service; the command chooses the process:
 #   pm-gateway | pm-orchestrator | pm-ledger-writer | pm-adapter-ipps | pm-adapter-qp | pm-reconciler
-#   python -m pm_adapter_ipps.sandbox | python -m pm_adapter_qp.sandbox | pm migrate | pm streams --provision
+#   python -m pm_sandbox_ipps | python -m pm_sandbox_qp | pm migrate | pm streams --provision
 # (`python -m pm_<service>` works too). compose/docker-compose.yml builds and runs it.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
@@ -28,6 +28,10 @@ COPY services/ledger-writer/pyproject.toml services/ledger-writer/
 COPY services/adapter-ipps/pyproject.toml services/adapter-ipps/
 COPY services/adapter-qp/pyproject.toml services/adapter-qp/
 COPY services/reconciler/pyproject.toml services/reconciler/
+COPY sandboxes/ipps/pyproject.toml sandboxes/ipps/
+COPY sandboxes/qp/pyproject.toml sandboxes/qp/
+COPY tools/pyproject.toml tools/
+COPY clients/python/pyproject.toml clients/python/
 RUN uv sync --frozen --no-dev --all-packages --no-install-workspace
 
 # Then the workspace members, installed as wheels (not editable): /opt/pm needs nothing from /src.
@@ -38,6 +42,10 @@ COPY services/ledger-writer/src services/ledger-writer/src
 COPY services/adapter-ipps/src services/adapter-ipps/src
 COPY services/adapter-qp/src services/adapter-qp/src
 COPY services/reconciler/src services/reconciler/src
+COPY sandboxes/ipps/src sandboxes/ipps/src
+COPY sandboxes/qp/src sandboxes/qp/src
+COPY tools/src tools/src
+COPY clients/python/src clients/python/src
 RUN uv sync --frozen --no-dev --all-packages --no-editable \
  && /opt/pm/bin/python -c "import pm_gateway, pm_orchestrator, pm_ledger_writer, pm_adapter_ipps, pm_adapter_qp, pm_reconciler, pm_shared"
 

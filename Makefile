@@ -21,6 +21,9 @@ export UV_PYTHON_DOWNLOADS ?= never
 UV := $(shell command -v uv 2>/dev/null || { test -x "$$HOME/.local/bin/uv" && echo "$$HOME/.local/bin/uv"; } || echo "$(PYTHON) -m uv")
 # The environment is synced (and checked against uv.lock) once per target; `uv run` must not re-lock.
 RUN := $(UV) run --no-sync
+# Every member's sources and tests; test folders by file, as each member has one named tests/.
+MYPY_PATHS = shared/src services/*/src sandboxes/*/src tools/src clients/python/src \
+  $(wildcard shared/tests/*.py services/*/tests/*.py sandboxes/*/tests/*.py tools/tests/*.py clients/python/tests/*.py) tests
 
 .PHONY: help uv sync env up test bench chaos lint fmt clean
 
@@ -51,7 +54,7 @@ test: env ## Lint, type-check and run every test against real Redis and PostgreS
 	set -x
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
-	$(RUN) mypy shared/src services/*/src shared/tests $(wildcard services/*/tests/*.py) tests
+	$(RUN) mypy $(MYPY_PATHS)
 	$(RUN) pytest $(PYTEST_ARGS)
 
 bench: env ## Run the benchmark against real Redis and PostgreSQL; BENCH_ARGS=...
@@ -69,7 +72,7 @@ lint: sync ## ruff check, ruff format --check, mypy
 	@set -x
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
-	$(RUN) mypy shared/src services/*/src shared/tests $(wildcard services/*/tests/*.py) tests
+	$(RUN) mypy $(MYPY_PATHS)
 
 fmt: sync ## Format and auto-fix with ruff
 	@set -x

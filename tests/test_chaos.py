@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from pm_shared.chaos import ChaosOptions, run_chaos
-from pm_shared.chaos.schedule import schedule
+from pm_tools.chaos import ChaosOptions, run_chaos
+from pm_tools.chaos.schedule import schedule
 
 pytestmark = pytest.mark.slow
 

@@ -25,14 +25,16 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from pm_shared import db, demo, http_api
-from pm_shared.client import PMAuth
+from pm_client import api as http_api
+from pm_client.client import PMAuth
+from pm_shared import db
 from pm_shared.keys.crypto import Cipher
 from pm_shared.keys.store import ALL_OPERATIONS, Permissions, create_key
 from pm_shared.ledger import chart, ids, open_ledger
-from pm_shared.testing.db import new_database_url, run
-from pm_shared.testing.fixtures import eventually
-from pm_shared.testing.fleet import KEY_ENCRYPTION_KEY, Fleet, delete_streams, free_port
+from pm_tools import demo
+from pm_tools.testing.db import new_database_url, run
+from pm_tools.testing.fixtures import eventually
+from pm_tools.testing.fleet import KEY_ENCRYPTION_KEY, Fleet, delete_streams, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +79,7 @@ async def _ipps_sandbox(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
     env["PM_IPPS_SANDBOX_PORT"] = str(port)
     with (tmp_path / "ipps-sandbox.stderr").open("wb") as err:
         popen = subprocess.Popen(  # noqa: ASYNC220 - starts at once, never waited on here
-            [sys.executable, "-m", "pm_adapter_ipps.sandbox"],
+            [sys.executable, "-m", "pm_sandbox_ipps"],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -328,12 +330,12 @@ async def test_demo_reports_a_payment_that_ends_otherwise_than_expected(running:
 
 
 def pm(*args: str) -> subprocess.CompletedProcess[str]:
-    """The `pm` entry point (pyproject: pm_shared.cli.app:main) as a process."""
+    """The `pm` entry point (pyproject: pm_tools.cli.app:main) as a process."""
     script = Path(sys.executable).with_name("pm")
     argv = (
         [str(script)]
         if script.exists()
-        else [sys.executable, "-c", "from pm_shared.cli.app import main; main()"]
+        else [sys.executable, "-c", "from pm_tools.cli.app import main; main()"]
     )
     return subprocess.run([*argv, *args], capture_output=True, text=True, timeout=120, check=False)
 

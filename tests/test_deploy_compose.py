@@ -159,11 +159,21 @@ class Process:
 
 
 @cache
+def workspace_members() -> list[str]:
+    """Every workspace member's folder (`shared`, `services/gateway`, …), from the root pyproject."""
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["uv"]["workspace"]["members"]
+    return sorted(
+        p.parent.relative_to(ROOT).as_posix() for g in patterns for p in ROOT.glob(f"{g}/pyproject.toml")
+    )
+
+
 def console_scripts() -> dict[str, str]:
     """`pm-gateway` → `pm_gateway.main:run`, from every workspace member's pyproject."""
     scripts: dict[str, str] = {}
-    for pyproject in [ROOT / "shared" / "pyproject.toml", *sorted(ROOT.glob("services/*/pyproject.toml"))]:
-        scripts.update(tomllib.loads(pyproject.read_text())["project"].get("scripts", {}))
+    for member in workspace_members():
+        scripts.update(
+            tomllib.loads((ROOT / member / "pyproject.toml").read_text())["project"].get("scripts", {})
+        )
     return scripts
 
 
@@ -328,7 +338,11 @@ def test_every_dependency_exists_and_its_condition_can_be_met() -> None:
     assert not problems, "\n".join(problems)
     # Nothing of PM starts before the migrations and the streams are provisioned.
     for name, process in pm_services().items():
-        if name == "migrate" or not process.module.endswith(".settings") or ".sandbox" in process.module:
+        if (
+            name == "migrate"
+            or not process.module.endswith(".settings")
+            or process.module.startswith("pm_sandbox_")
+        ):
             continue
         deps = services()[name].get("depends_on") or {}
         assert deps.get("migrate", {}).get("condition") == "service_completed_successfully", name
@@ -664,10 +678,7 @@ def test_everything_the_image_copies_is_in_the_build_context() -> None:
                 rel = file.relative_to(ROOT).as_posix()
                 assert "__pycache__" in rel or not _dockerignore_excludes(rel), rel
     # Every workspace member's pyproject and sources are copied.
-    for member in [
-        "shared",
-        *sorted(p.parent.relative_to(ROOT).as_posix() for p in ROOT.glob("services/*/pyproject.toml")),
-    ]:
+    for member in workspace_members():
         assert f"{member}/pyproject.toml" in copied, member
         assert f"{member}/src" in copied, member
     assert {"pyproject.toml", "uv.lock"} <= set(copied)

@@ -26,16 +26,8 @@ from pm_shared.messages import IntentStateChanged, IntentSubmitted, LedgerResult
 from pm_shared.streams import Publisher
 from pm_shared.streams.connection import as_str
 from pm_shared.streams.dlq import entries
-from pm_shared.testing.fixtures import eventually
-from pm_shared.testing.fleet import (
-    SPECS,
-    STOP_TIMEOUT_S,
-    Fleet,
-    delete_streams,
-    free_port,
-    get,
-    sample_value,
-)
+from pm_tools.testing.fixtures import eventually
+from pm_tools.testing.fleet import SPECS, STOP_TIMEOUT_S, Fleet, delete_streams, free_port, get, sample_value
 
 pytestmark = pytest.mark.slow
 

@@ -12,12 +12,12 @@ import pytest
 import tigerbeetle as tb
 from redis.asyncio import Redis
 
-from pm_gateway.testing import Gateway, gateway
 from pm_ledger_writer import handlers
 from pm_ledger_writer.writer import Writer
 from pm_shared.ledger import chart, ids, open_ledger
 from pm_shared.streams import Consumer, Publisher
 from pm_shared.streams.names import GROUP_LEDGER_WRITER
+from pm_tools.testing.gateway import Gateway, gateway
 
 __all__ = ["gateway"]
 

@@ -35,8 +35,8 @@ from pm_shared.messages import LedgerAccount, LedgerCommand, LedgerResult, Ledge
 from pm_shared.streams import Publisher
 from pm_shared.streams.names import GROUP_LEDGER_WRITER, LEDGER_COMMANDS, LEDGER_RESULTS, stream_key
 from pm_shared.streams.publisher import PAYLOAD_FIELD, encode
-from pm_shared.testing.fixtures import eventually
-from pm_shared.testing.fleet import sample_value
+from pm_tools.testing.fixtures import eventually
+from pm_tools.testing.fleet import sample_value
 
 pytestmark = pytest.mark.slow
 

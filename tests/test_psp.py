@@ -28,17 +28,18 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from pm_shared import db, http_api, thaiqr
-from pm_shared.client import PMClient, PMError
+from pm_client import api as http_api
+from pm_client.client import PMClient, PMError
+from pm_shared import db, thaiqr
 from pm_shared.ledger import ids
 from pm_shared.messages import PspHint, psp_key
 from pm_shared.streams.connection import connect
 from pm_shared.streams.publisher import PAYLOAD_FIELD
-from pm_shared.testing import fixtures
-from pm_shared.testing.db import new_database_url, run
-from pm_shared.testing.fixtures import eventually
-from pm_shared.testing.fleet import Fleet, Proc, delete_streams, free_port, sample_value
-from pm_shared.testing.saga import (
+from pm_tools.testing import fixtures
+from pm_tools.testing.db import new_database_url, run
+from pm_tools.testing.fixtures import eventually
+from pm_tools.testing.fleet import Fleet, Proc, delete_streams, free_port, sample_value
+from pm_tools.testing.saga import (
     RECOVERY_ENV,
     SagaFleet,
     admin_post,
@@ -168,7 +169,7 @@ def psp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Psp]:
             await redis.aclose()
         ipps_port, qp_port = free_port(), free_port()
         ipps = _sandbox(
-            "pm_adapter_ipps.sandbox",
+            "pm_sandbox_ipps",
             {
                 "PM_IPPS_SANDBOX_PORT": str(ipps_port),
                 "PM_IPPS_SANDBOX_CALLBACK_URL": saga.url + "/v1/webhooks/ipps",
@@ -180,7 +181,7 @@ def psp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Psp]:
             workdir / "ipps-sandbox.stderr",
         )
         qp = _sandbox(
-            "pm_adapter_qp.sandbox",
+            "pm_sandbox_qp",
             {
                 "PM_QP_SANDBOX_PORT": str(qp_port),
                 "PM_QP_SANDBOX_CALLBACK_URL": saga.url + "/v1/webhooks/qp",
@@ -477,7 +478,7 @@ async def test_sigkill_of_the_adapter_between_confirm_and_result_pays_once(
     # sandbox holds HANG_S after paying (fault `timeout`).
     port = free_port()
     quiet = _sandbox(
-        "pm_adapter_ipps.sandbox",
+        "pm_sandbox_ipps",
         {"PM_IPPS_SANDBOX_PORT": str(port), "PM_IPPS_SANDBOX_HANG_S": str(HANG_S)},
         tmp_path / "quiet-sandbox.stderr",
     )

@@ -1,4 +1,4 @@
-"""The saga end to end: gateway, orchestrator and ledger-writer as real processes (pm_shared.testing.fleet),
+"""The saga end to end: gateway, orchestrator and ledger-writer as real processes (pm_tools.testing.fleet),
 real Redis and PostgreSQL, the embedded ledger, on a database of this module's own.
 
 Every request goes through the gateway, signed. What happened is then read three ways: the API (the
@@ -23,18 +23,19 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from pm_shared import db, http_api
-from pm_shared.client import PMClient, PMError
+from pm_client import api as http_api
+from pm_client.client import PMClient, PMError
+from pm_shared import db
 from pm_shared.ledger import ids
 from pm_shared.messages import LedgerResult, new_message_id
 from pm_shared.streams import Publisher
 from pm_shared.streams.connection import connect
 from pm_shared.streams.publisher import PAYLOAD_FIELD
-from pm_shared.testing import fixtures
-from pm_shared.testing.db import new_database_url, run
-from pm_shared.testing.fixtures import eventually
-from pm_shared.testing.fleet import Fleet
-from pm_shared.testing.saga import (
+from pm_tools.testing import fixtures
+from pm_tools.testing.db import new_database_url, run
+from pm_tools.testing.fixtures import eventually
+from pm_tools.testing.fleet import Fleet
+from pm_tools.testing.saga import (
     CURRENCY,
     FEE_REVENUE,
     SagaFleet,

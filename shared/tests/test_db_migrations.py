@@ -12,7 +12,6 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from pm_shared.cli import migrate_cmd
 from pm_shared.db import (
     Conn,
     MigrationError,
@@ -26,7 +25,8 @@ from pm_shared.db import (
     status,
     with_database,
 )
-from pm_shared.testing.db import new_database_url, run, server_url
+from pm_tools.cli import migrate_cmd
+from pm_tools.testing.db import new_database_url, run, server_url
 
 CREATE_A = "CREATE TABLE pm.a (id int PRIMARY KEY);\n"
 CREATE_B = "CREATE TABLE pm.b (id int PRIMARY KEY REFERENCES pm.a (id));\n"

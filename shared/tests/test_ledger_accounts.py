@@ -25,7 +25,7 @@ from pm_shared.ledger.accounts import (
     verify,
 )
 from pm_shared.ledger.api import Ledger
-from pm_shared.testing.db import new_database_url
+from pm_tools.testing.db import new_database_url
 
 AF = tb.AccountFlags
 TF = tb.TransferFlags

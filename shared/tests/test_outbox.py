@@ -17,8 +17,8 @@ from pm_shared.streams import Publisher, StreamSpec, provision
 from pm_shared.streams.connection import connect
 from pm_shared.streams.names import stream_key
 from pm_shared.streams.publisher import PAYLOAD_FIELD, encode
-from pm_shared.testing.fixtures import eventually
-from pm_shared.testing.worker import probe
+from pm_tools.testing.fixtures import eventually
+from pm_tools.testing.worker import probe
 
 GROUP = "downstream"
 

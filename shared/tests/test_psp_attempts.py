@@ -1,4 +1,4 @@
-"""`pm_shared.psp_attempts` against a real database: one row per idempotency key, a redelivery finds
+"""`pm_shared.psp.attempts` against a real database: one row per idempotency key, a redelivery finds
 it again (counted), a key reused for another attempt is refused, a final row's result is stable."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 from pm_shared.db import Pool
 from pm_shared.messages import Party, PspJob, new_message_id, now
-from pm_shared.psp_attempts import AttemptMismatchError, record_attempt, result_from_row
+from pm_shared.psp.attempts import AttemptMismatchError, record_attempt, result_from_row
 
 
 def _job(key: str, amount: int = 10_000, intent_id: str | None = None) -> PspJob:

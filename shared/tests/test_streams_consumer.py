@@ -15,14 +15,14 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from typer.testing import CliRunner
 
-from pm_shared.cli import dlq_cmd
 from pm_shared.errors import NotImplementedYet
 from pm_shared.streams import Consumer, Delivery, Publisher, names
 from pm_shared.streams import dlq as dlq_ops
 from pm_shared.streams.names import dlq_key, stream_key
 from pm_shared.streams.provision import ensure_group
-from pm_shared.testing.fixtures import eventually
-from pm_shared.testing.worker import Probe, probe
+from pm_tools.cli import dlq_cmd
+from pm_tools.testing.fixtures import eventually
+from pm_tools.testing.worker import Probe, probe
 
 GROUP = "svc"
 

@@ -15,8 +15,8 @@ from pm_shared.streams import Publisher
 from pm_shared.streams.connection import as_str
 from pm_shared.streams.names import stream_key
 from pm_shared.streams.provision import ensure_group
-from pm_shared.testing.fixtures import eventually
-from pm_shared.testing.worker import log_key, probe
+from pm_tools.testing.fixtures import eventually
+from pm_tools.testing.worker import log_key, probe
 
 pytestmark = pytest.mark.slow
 GROUP = "workers"
@@ -33,7 +33,7 @@ class Workers:
             [
                 sys.executable,
                 "-m",
-                "pm_shared.testing.worker",
+                "pm_tools.testing.worker",
                 "--redis-url",
                 self.redis_url,
                 "--stream",

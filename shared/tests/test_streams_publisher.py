@@ -14,7 +14,7 @@ from pm_shared.streams.connection import as_str
 from pm_shared.streams.names import stream_key
 from pm_shared.streams.provision import ensure_group, provision
 from pm_shared.streams.stats import groups, outstanding
-from pm_shared.testing.worker import Probe, probe
+from pm_tools.testing.worker import Probe, probe
 
 
 async def test_refuses_before_outstanding_reaches_maxlen_and_nothing_unacked_is_trimmed(

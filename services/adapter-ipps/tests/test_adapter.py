@@ -31,8 +31,8 @@ from pm_shared.messages import Party, PspHint, PspJob, PspResult, new_message_id
 from pm_shared.streams import Delivery, Publisher
 from pm_shared.streams.connection import as_str
 from pm_shared.streams.names import IPPS_HINTS, IPPS_JOBS, dlq_key
-from pm_shared.testing.fixtures import eventually
-from pm_shared.testing.fleet import Fleet, delete_streams, free_port
+from pm_tools.testing.fixtures import eventually
+from pm_tools.testing.fleet import Fleet, delete_streams, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -96,10 +96,10 @@ async def stack(fleet: Fleet, redis: Redis, tmp_path: Path) -> AsyncIterator[Sta
 
 
 def start_sandbox(env: dict[str, str], stderr: Path) -> subprocess.Popen[bytes]:
-    """`python -m pm_adapter_ipps.sandbox` with `env`, its stderr to `stderr`."""
+    """`python -m pm_sandbox_ipps` with `env`, its stderr to `stderr`."""
     with stderr.open("wb") as err:
         return subprocess.Popen(
-            [sys.executable, "-m", "pm_adapter_ipps.sandbox"],
+            [sys.executable, "-m", "pm_sandbox_ipps"],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

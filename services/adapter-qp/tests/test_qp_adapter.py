@@ -28,14 +28,14 @@ from redis.asyncio import Redis
 from pm_adapter_qp.client import QpClient
 from pm_adapter_qp.handlers import CollectAdapter, Row
 from pm_adapter_qp.poller import OrderPoller
-from pm_adapter_qp.sandbox import links
 from pm_shared import db
 from pm_shared.db import Pool
 from pm_shared.messages import Party, PspHint, PspJob, PspResult, new_message_id, now, psp_key
+from pm_shared.psp import sbp_links as links
 from pm_shared.streams import Delivery, Publisher
 from pm_shared.streams.names import QP_HINTS, QP_JOBS
-from pm_shared.testing.fixtures import eventually
-from pm_shared.testing.fleet import Fleet, Proc, delete_streams, free_port, get, sample_value
+from pm_tools.testing.fixtures import eventually
+from pm_tools.testing.fleet import Fleet, Proc, delete_streams, free_port, get, sample_value
 
 pytestmark = pytest.mark.slow
 
@@ -60,10 +60,10 @@ Start = Callable[..., Awaitable[Stack]]
 
 
 def start_sandbox(env: dict[str, str], stderr: Path) -> subprocess.Popen[bytes]:
-    """`python -m pm_adapter_qp.sandbox` with `env`, its stderr to `stderr`."""
+    """`python -m pm_sandbox_qp` with `env`, its stderr to `stderr`."""
     with stderr.open("wb") as err:
         return subprocess.Popen(
-            [sys.executable, "-m", "pm_adapter_qp.sandbox"],
+            [sys.executable, "-m", "pm_sandbox_qp"],
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

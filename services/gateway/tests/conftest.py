@@ -1,3 +1,3 @@
-from pm_gateway.testing import gateway
+from pm_tools.testing.gateway import gateway
 
 __all__ = ["gateway"]

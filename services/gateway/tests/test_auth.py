@@ -11,11 +11,12 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
+from pm_client import signing
 from pm_gateway.auth import claim_nonce
-from pm_gateway.testing import ALL_TYPES, Gateway, Key
-from pm_shared import db, signing
+from pm_shared import db
 from pm_shared.keys.store import Permissions, deactivate_key, rotate_key
 from pm_shared.streams.names import INTENTS, stream_key
+from pm_tools.testing.gateway import ALL_TYPES, Gateway, Key
 
 INTENTS_KEY = stream_key(INTENTS.name, 0)
 

@@ -10,13 +10,13 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from pm_gateway.testing import Gateway
+from pm_client.api import AMOUNT_MAX
 from pm_shared import db, thaiqr
-from pm_shared.http_api import AMOUNT_MAX
 from pm_shared.messages import IntentStateChanged, IntentSubmitted, Party, new_message_id, now
 from pm_shared.streams import Publisher
 from pm_shared.streams.names import EVENTS, INTENTS, stream_key
 from pm_shared.streams.publisher import PAYLOAD_FIELD
+from pm_tools.testing.gateway import Gateway
 
 INTENTS_KEY = stream_key(INTENTS.name, 0)
 _submitted = msgspec.json.Decoder(IntentSubmitted)

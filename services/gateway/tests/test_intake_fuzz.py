@@ -11,8 +11,8 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pm_gateway.testing import Gateway
-from pm_shared import signing
+from pm_client import signing
+from pm_tools.testing.gateway import Gateway
 
 scalars = st.one_of(
     st.none(),

@@ -7,7 +7,7 @@ import logging
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pm_gateway.testing import Gateway, Key
+from pm_tools.testing.gateway import Gateway, Key
 
 
 async def scrape(gateway: Gateway) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:

@@ -8,7 +8,7 @@ import msgspec
 
 from pm_gateway import openapi
 from pm_gateway.routes import ENDPOINTS
-from pm_gateway.testing import Gateway
+from pm_tools.testing.gateway import Gateway
 
 COMMITTED = Path(__file__).parents[1] / "openapi.json"
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from pm_gateway.testing import Gateway
+from pm_tools.testing.gateway import Gateway
 
 
 def fee_rule(rule_id: str, **changes: Any) -> dict[str, Any]:

@@ -15,16 +15,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from pm_client.client import PMAuth
 from pm_gateway.app import _endpoint, create_app
 from pm_gateway.routes import Endpoint
 from pm_gateway.settings import Settings
-from pm_gateway.testing import Gateway, key_encryption_key
 from pm_shared import db
-from pm_shared.client import PMAuth
 from pm_shared.keys.crypto import Cipher
 from pm_shared.keys.store import Permissions, create_key
 from pm_shared.settings import load_settings
-from pm_shared.testing.fleet import free_port
+from pm_tools.testing.fleet import free_port
+from pm_tools.testing.gateway import Gateway, key_encryption_key
 
 
 async def test_a_request_meeting_an_unreachable_redis_gets_503_unavailable(database_url: str) -> None:

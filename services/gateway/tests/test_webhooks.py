@@ -29,13 +29,13 @@ from redis.asyncio import Redis
 from pm_gateway import openapi
 from pm_gateway.main import main
 from pm_gateway.settings import Settings, load
-from pm_gateway.testing import delete_streams, key_encryption_key
 from pm_shared.messages import PspHint, psp_key
 from pm_shared.settings import SettingsError, load_settings
 from pm_shared.streams.names import IPPS_HINTS, QP_HINTS
 from pm_shared.streams.provision import provision
-from pm_shared.testing.fixtures import eventually
-from pm_shared.testing.fleet import free_port
+from pm_tools.testing.fixtures import eventually
+from pm_tools.testing.fleet import free_port
+from pm_tools.testing.gateway import delete_streams, key_encryption_key
 
 IPPS_SECRET = "ipps-test-secret"
 QP_SECRET = "qp-test-secret"
@@ -479,8 +479,8 @@ async def test_an_unreachable_redis_is_503_unavailable(database_url: str) -> Non
 
 
 def test_the_callback_secrets_default_to_the_sandboxes_defaults() -> None:
-    from pm_adapter_ipps.sandbox.settings import Settings as IppsSandbox
-    from pm_adapter_qp.sandbox.settings import Settings as QpSandbox
+    from pm_sandbox_ipps.settings import Settings as IppsSandbox
+    from pm_sandbox_qp.settings import Settings as QpSandbox
 
     defaults = Settings()
     assert defaults.ipps_callback_secret == IppsSandbox().callback_secret
@@ -551,7 +551,7 @@ async def test_the_ipps_sandbox_callbacks_are_verified_deduplicated_and_passed_o
     key = psp_key(str(uuid.uuid4()), "payout")
     async with serve(settings) as url:
         env = {"PM_IPPS_SANDBOX_PORT": str(port), "PM_IPPS_SANDBOX_CALLBACK_URL": url + "/v1/webhooks/ipps"}
-        with sandbox("pm_adapter_ipps.sandbox", env, tmp_path / "ipps.log"):
+        with sandbox("pm_sandbox_ipps", env, tmp_path / "ipps.log"):
             await wait_healthy(base)
             async with httpx.AsyncClient(base_url=base, timeout=10) as http:
                 inquiry = await http.post(
@@ -604,7 +604,7 @@ async def test_the_qp_sandbox_callbacks_are_verified_deduplicated_and_passed_on(
     auth = {"Authorization": f"Bearer {Settings().qp_callback_secret}"}
     async with serve(settings) as url:
         env = {"PM_QP_SANDBOX_PORT": str(port), "PM_QP_SANDBOX_CALLBACK_URL": url + "/v1/webhooks/qp"}
-        with sandbox("pm_adapter_qp.sandbox", env, tmp_path / "qp.log"):
+        with sandbox("pm_sandbox_qp", env, tmp_path / "qp.log"):
             await wait_healthy(base)
             async with httpx.AsyncClient(base_url=base, timeout=10, headers=auth) as http:
                 registered = await http.post(

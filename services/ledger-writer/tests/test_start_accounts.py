@@ -12,7 +12,7 @@ from pm_ledger_writer.main import ChartOfAccountsError, _prepare_accounts
 from pm_ledger_writer.settings import Settings
 from pm_shared.db import connect, drop_database, ensure_database, migrate
 from pm_shared.ledger import Ledger, accounts, chart, open_ledger
-from pm_shared.testing.db import new_database_url
+from pm_tools.testing.db import new_database_url
 
 
 @pytest_asyncio.fixture

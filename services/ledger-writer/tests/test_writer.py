@@ -27,7 +27,7 @@ from pm_shared.settings import CommonSettings, load_settings
 from pm_shared.streams import Consumer, Delivery, Publisher, provision
 from pm_shared.streams.names import GROUP_LEDGER_WRITER, LEDGER_COMMANDS, LEDGER_RESULTS, stream_key
 from pm_shared.streams.publisher import PAYLOAD_FIELD
-from pm_shared.testing.fixtures import eventually
+from pm_tools.testing.fixtures import eventually
 
 THB = 764
 WALLET, EQUITY = 1, 90

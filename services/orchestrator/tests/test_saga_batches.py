@@ -47,8 +47,8 @@ from pm_shared.messages import (
 from pm_shared.streams import Delivery, Publisher
 from pm_shared.streams.provision import provision
 from pm_shared.streams.publisher import PAYLOAD_FIELD
-from pm_shared.testing.db import new_database_url
-from pm_shared.testing.fleet import delete_streams
+from pm_tools.testing.db import new_database_url
+from pm_tools.testing.fleet import delete_streams
 
 STREAMS = ("pm:intents", "pm:ledger:commands", "pm:ledger:results", "pm:events")
 TIMEOUT_S = 900

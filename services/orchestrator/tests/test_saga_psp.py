@@ -50,8 +50,8 @@ from pm_shared.streams import dlq as dlqs
 from pm_shared.streams.names import IPPS_JOBS, PSP_RESULTS, QP_JOBS
 from pm_shared.streams.provision import provision
 from pm_shared.streams.publisher import PAYLOAD_FIELD
-from pm_shared.testing.db import new_database_url
-from pm_shared.testing.fleet import delete_streams
+from pm_tools.testing.db import new_database_url
+from pm_tools.testing.fleet import delete_streams
 
 STREAMS = ("pm:intents", "pm:ledger:commands", "pm:ledger:results", "pm:events", *(
     s.name for s in (IPPS_JOBS, QP_JOBS, PSP_RESULTS)

@@ -16,9 +16,9 @@ from typing import Literal
 import httpx
 import msgspec
 
-from pm_adapter_ipps.sandbox import signing
 from pm_adapter_ipps.targets import inquiry_body
 from pm_shared.messages import Party
+from pm_shared.psp import ipps_signing as signing
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 

@@ -49,7 +49,7 @@ from pm_shared import logs
 from pm_shared.db import Pool
 from pm_shared.errors import PermanentError
 from pm_shared.messages import PspHint, PspJob, PspResult, new_message_id, now
-from pm_shared.psp_attempts import record_attempt, result_from_row
+from pm_shared.psp.attempts import record_attempt, result_from_row
 from pm_shared.runtime import Subscription
 from pm_shared.streams import Delivery, Publisher
 from pm_shared.streams.names import IPPS_HINTS, IPPS_JOBS, PSP_RESULTS

@@ -34,12 +34,12 @@ from pm_adapter_qp import queries
 from pm_adapter_qp.client import OrderConflict, QpClient, Qr, Refused, Unavailable
 from pm_adapter_qp.metrics import HINTS, RESULTS
 from pm_adapter_qp.poller import OrderPoller
-from pm_adapter_qp.sandbox import links
 from pm_shared import logs
 from pm_shared.db import Pool
 from pm_shared.errors import PermanentError
 from pm_shared.messages import PspHint, PspJob, PspResult, new_message_id, now
-from pm_shared.psp_attempts import record_attempt, result_from_row
+from pm_shared.psp import sbp_links as links
+from pm_shared.psp.attempts import record_attempt, result_from_row
 from pm_shared.runtime import Subscription
 from pm_shared.streams import Delivery, Publisher
 from pm_shared.streams.names import PSP_RESULTS, QP_HINTS, QP_JOBS

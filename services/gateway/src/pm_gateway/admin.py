@@ -7,10 +7,10 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from pm_client.api import CreateKey, RotateKey
 from pm_gateway import web
 from pm_gateway.auth import require_admin
 from pm_gateway.problems import ProblemError
-from pm_shared.http_api import CreateKey, RotateKey
 from pm_shared.keys import views
 from pm_shared.keys.store import (
     KeyNotFoundError,

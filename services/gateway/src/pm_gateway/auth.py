@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
+from pm_client import signing
 from pm_gateway.problems import ProblemError
-from pm_shared import signing
 from pm_shared.db import Pool
 from pm_shared.keys.crypto import Cipher
 from pm_shared.keys.store import Permissions, ServiceKey, signing_secrets, touch

@@ -21,7 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from pm_shared.http_api import TERMINAL_STATES
+from pm_client.api import TERMINAL_STATES
 from pm_shared.messages import IntentStateChanged
 from pm_shared.streams.names import EVENTS, stream_key
 from pm_shared.streams.publisher import PAYLOAD_FIELD

@@ -23,6 +23,7 @@ from prometheus_client import Counter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from pm_client.api import TERMINAL_STATES, CreateIntent, Intent, IntentPage, Party
 from pm_gateway import queries as q
 from pm_gateway import shapes, views, web
 from pm_gateway.auth import Caller, require_operation, require_owner
@@ -30,7 +31,6 @@ from pm_gateway.ids import uuid7
 from pm_gateway.problems import ProblemError
 from pm_shared import messages
 from pm_shared.db import Conn
-from pm_shared.http_api import TERMINAL_STATES, CreateIntent, Intent, IntentPage, Party
 from pm_shared.streams import BackPressureError
 from pm_shared.streams.names import INTENTS
 from pm_shared.streams.publisher import PAYLOAD_FIELD, encode

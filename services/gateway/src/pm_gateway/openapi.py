@@ -10,10 +10,10 @@ from typing import Any
 
 import msgspec
 
+from pm_client import signing
+from pm_client.api import Problem
 from pm_gateway.problems import MEDIA_TYPE
 from pm_gateway.routes import ENDPOINTS
-from pm_shared import signing
-from pm_shared.http_api import Problem
 
 VERSION = "1.0.0"
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 import msgspec
 from starlette.responses import Response
 
-from pm_shared.http_api import FieldError, Problem
+from pm_client.api import FieldError, Problem
 
 MEDIA_TYPE = "application/problem+json"
 _encoder = msgspec.json.Encoder()

@@ -9,15 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pm_gateway import admin, intents, rules, wallets, webhooks
-from pm_gateway.psp_callbacks import (
-    IPPS_SIGNATURE_HEADER,
-    QP_SIGNATURE_HEADER,
-    QP_TIMESTAMP_HEADER,
-    IppsCallback,
-    QpCallback,
-)
-from pm_shared.http_api import (
+from pm_client.api import (
     CreateIntent,
     CreateKey,
     FeeBreakdown,
@@ -36,6 +28,14 @@ from pm_shared.http_api import (
     ServiceKeyInfo,
     ServiceKeySecret,
     Wallet,
+)
+from pm_gateway import admin, intents, rules, wallets, webhooks
+from pm_gateway.psp_callbacks import (
+    IPPS_SIGNATURE_HEADER,
+    QP_SIGNATURE_HEADER,
+    QP_TIMESTAMP_HEADER,
+    IppsCallback,
+    QpCallback,
 )
 
 Handler = Callable[[Request], Awaitable[Response]]

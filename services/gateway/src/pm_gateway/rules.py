@@ -15,13 +15,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pm_gateway import queries as q
-from pm_gateway import shapes, web
-from pm_gateway.auth import require_admin, require_operation, require_owner
-from pm_gateway.problems import ProblemError
-from pm_shared.fees.engine import FeeEngine, FeeEvaluationError, FeeInput, FeeRuleError, compile_rule
-from pm_shared.fees.rules import FeeRule, load_rules
-from pm_shared.http_api import (
+from pm_client.api import (
     INTENT_TYPES,
     CreateIntent,
     Fee,
@@ -36,6 +30,12 @@ from pm_shared.http_api import (
     RouteIn,
     RouteOut,
 )
+from pm_gateway import queries as q
+from pm_gateway import shapes, web
+from pm_gateway.auth import require_admin, require_operation, require_owner
+from pm_gateway.problems import ProblemError
+from pm_shared.fees.engine import FeeEngine, FeeEvaluationError, FeeInput, FeeRuleError, compile_rule
+from pm_shared.fees.rules import FeeRule, load_rules
 
 _fee_rule = msgspec.json.Decoder(FeeRuleIn)
 _limit_rule = msgspec.json.Decoder(LimitRuleIn)

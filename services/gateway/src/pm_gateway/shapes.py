@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from pm_gateway.problems import ProblemError
-from pm_shared import thaiqr
-from pm_shared.http_api import (
+from pm_client.api import (
     CreateIntent,
     FieldError,
     OperatorParty,
@@ -14,6 +12,8 @@ from pm_shared.http_api import (
     ThaiQrParty,
     UserParty,
 )
+from pm_gateway.problems import ProblemError
+from pm_shared import thaiqr
 
 _ALLOWED: dict[str, tuple[tuple[type[Party], ...], tuple[type[Party], ...]]] = {
     "P2P": ((UserParty,), (UserParty,)),

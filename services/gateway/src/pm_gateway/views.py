@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pm_shared.http_api import CreateIntent, Intent, Links, TimelineEntry
+from pm_client.api import CreateIntent, Intent, Links, TimelineEntry
 from pm_shared.intents.rows import intent, load
 
 __all__ = ["ACCEPTED", "intent", "load", "new_intent"]

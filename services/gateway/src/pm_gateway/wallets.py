@@ -19,13 +19,13 @@ import tigerbeetle as tb
 from starlette.requests import Request
 from starlette.responses import Response
 
+from pm_client.api import Balance, HistoryEntry, HistoryPage, OpenWallet, Wallet
 from pm_gateway import queries as q
 from pm_gateway import web
 from pm_gateway.auth import require_owner
 from pm_gateway.intents import limit
 from pm_gateway.problems import ProblemError
 from pm_shared import messages
-from pm_shared.http_api import Balance, HistoryEntry, HistoryPage, OpenWallet, Wallet
 from pm_shared.ledger import accounts, chart
 from pm_shared.streams import BackPressureError
 from pm_shared.streams.names import LEDGER_COMMANDS

@@ -8,10 +8,10 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from pm_client.api import FieldError
 from pm_gateway.auth import Caller
 from pm_gateway.deps import Deps
 from pm_gateway.problems import ProblemError
-from pm_shared.http_api import FieldError
 
 _encoder = msgspec.json.Encoder()
 

@@ -27,7 +27,7 @@ from pm_orchestrator import queries as q
 from pm_orchestrator.saga import ALERTS
 from pm_shared.db import DATABASE_ERRORS, Pool
 from pm_shared.messages import PspJob, PspResult, now
-from pm_shared.psp_attempts import result_from_row
+from pm_shared.psp.attempts import result_from_row
 from pm_shared.streams import Publisher, dlq
 from pm_shared.streams.names import IPPS_JOBS, PSP_RESULTS, QP_JOBS
 

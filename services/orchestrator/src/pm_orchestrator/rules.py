@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
+from pm_orchestrator import limits
 from pm_orchestrator import queries as q
-from pm_shared import fees, limits
+from pm_shared import fees
 from pm_shared.db import Conn, Pool
 
 log = logging.getLogger(__name__)

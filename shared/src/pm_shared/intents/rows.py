@@ -8,8 +8,8 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from pm_client.api import Fee, Intent, Leg, Links, Party, Payment, TimelineEntry
 from pm_shared.db import Conn
-from pm_shared.http_api import Fee, Intent, Leg, Links, Party, Payment, TimelineEntry
 from pm_shared.intents import queries as q
 
 _party = msgspec.json.Decoder(Party)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pm_shared.http_api import KeyPermissions, ServiceKeyInfo, ServiceKeySecret
+from pm_client.api import KeyPermissions, ServiceKeyInfo, ServiceKeySecret
 from pm_shared.keys.store import ServiceKey
 
 

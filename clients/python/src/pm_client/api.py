@@ -1,0 +1,380 @@
+"""The gateway's HTTP contract (DESIGN §8): every request and response body, as msgspec Structs.
+
+One definition serves the gateway (decoding and validating requests, encoding responses), the
+client (`pm_client.client`) and `GET /openapi.json`, which is generated from these types. JSON is
+camelCase; amounts are integers in minor units. Fields may be added (with defaults); the ones here
+may not change meaning.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+# --- shared pieces ------------------------------------------------------------------------------
+
+AMOUNT_MAX = 10**12
+"""The largest amount accepted in one intent, in minor units (10,000,000,000.00 THB)."""
+
+Amount = Annotated[
+    int,
+    msgspec.Meta(gt=0, le=AMOUNT_MAX, description="Minor units (satang, cents, kopecks): an integer."),
+]
+Currency = Annotated[
+    Literal["THB", "USD", "RUB"],
+    msgspec.Meta(description="ISO 4217 code of a currency PM keeps a ledger for."),
+]
+OwnerId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+DisplayName = Annotated[str, msgspec.Meta(max_length=100)]
+Comment = Annotated[str, msgspec.Meta(max_length=500)]
+MetadataKey = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+MetadataValue = Annotated[str, msgspec.Meta(max_length=256)]
+Metadata = Annotated[dict[MetadataKey, MetadataValue], msgspec.Meta(max_length=20)]
+
+IntentType = Literal["P2P", "PROMPTPAY_WITHDRAWAL", "SBP_TOPUP", "ADJUSTMENT"]
+INTENT_TYPES: tuple[str, ...] = ("P2P", "PROMPTPAY_WITHDRAWAL", "SBP_TOPUP", "ADJUSTMENT")
+IntentState = Literal["CREATED", "VALIDATED", "AUTHORIZED", "SETTLED", "FAILED"]
+TERMINAL_STATES = frozenset({"SETTLED", "FAILED"})
+
+
+class Struct(msgspec.Struct, kw_only=True, rename="camel", forbid_unknown_fields=True):
+    """Base of request bodies: camelCase, and an unknown field is an error, not silently dropped."""
+
+
+class Out(msgspec.Struct, kw_only=True, rename="camel"):
+    """Base of response bodies: camelCase; clients must ignore fields they do not know."""
+
+
+# --- parties ------------------------------------------------------------------------------------
+
+
+class UserParty(Struct, kw_only=True, tag="user", tag_field="kind"):
+    id: OwnerId
+
+
+class OperatorParty(Struct, kw_only=True, tag="operator", tag_field="kind"):
+    """The operator's own accounts (equity): one side of an ADJUSTMENT."""
+
+
+class SbpParty(Struct, kw_only=True, tag="sbp", tag_field="kind"):
+    """The payer of an SBP top-up: whoever pays the QR the intent answers with."""
+
+
+class PromptPayParty(Struct, kw_only=True, tag="promptpay", tag_field="kind"):
+    """A PromptPay payee: a credit-transfer proxy (Tag 29) or a biller (Tag 30, with references)."""
+
+    proxy_type: Literal["MSISDN", "NATID", "EWALLET", "BILLER"]
+    proxy_value: Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[0-9A-Za-z]+$")]
+    ref1: Annotated[str, msgspec.Meta(max_length=20)] | None = None
+    ref2: Annotated[str, msgspec.Meta(max_length=20)] | None = None
+
+
+class ThaiQrParty(Struct, kw_only=True, tag="thaiqr", tag_field="kind"):
+    """A scanned Thai QR (EMVCo) string."""
+
+    payload: Annotated[str, msgspec.Meta(min_length=20, max_length=512)]
+
+
+Party = UserParty | OperatorParty | SbpParty | PromptPayParty | ThaiQrParty
+
+
+# --- intents ------------------------------------------------------------------------------------
+
+
+class CreateIntent(Struct, kw_only=True):
+    """`POST /v1/intents` (with an `Idempotency-Key` header)."""
+
+    type: IntentType
+    amount: Amount
+    currency: Currency
+    from_: Party = msgspec.field(name="from")
+    to: Party
+    from_name: DisplayName | None = None
+    to_name: DisplayName | None = None
+    comment: Comment | None = None
+    requires_monitoring: bool = False
+    metadata: Metadata = {}
+
+
+class Fee(Out, kw_only=True):
+    rule_id: str
+    rule_version: int
+    amount: int
+    currency: str
+    timing: Literal["PRE", "POST"]
+
+
+class Leg(Out, kw_only=True):
+    """One ledger transfer of the intent."""
+
+    name: str
+    transfer_id: str
+    amount: int
+    state: str
+
+
+class TimelineEntry(Out, kw_only=True):
+    at: datetime
+    state: str
+    previous: str | None = None
+    reason: str | None = None
+
+
+class Links(Out, kw_only=True):
+    self_: str = msgspec.field(name="self")
+
+
+class Payment(Out, kw_only=True):
+    """What the payer must do for the intent to go on: for an SBP top-up, pay the QR behind `link`."""
+
+    kind: str
+    """`qp_qr`: an SBP QR (`link` is its `qr.nspk.ru` URL, to show as a QR code or open on a phone)."""
+    link: str
+    expires_at: datetime | None = None
+    psp_reference: str | None = None
+
+
+class Intent(Out, kw_only=True):
+    """An intent as the API shows it (`POST` answers with it; `GET` adds legs and the timeline)."""
+
+    id: str
+    status: IntentState
+    type: str
+    amount: int
+    currency: str
+    from_: Party = msgspec.field(name="from")
+    to: Party
+    fees: list[Fee] = []
+    failure_code: str | None = None
+    from_name: str | None = None
+    to_name: str | None = None
+    comment: str | None = None
+    requires_monitoring: bool = False
+    metadata: dict[str, str] = {}
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    legs: list[Leg] = []
+    payment: Payment | None = None
+    """Set once a PSP says what the payer must do (an SBP top-up's QR link); null otherwise."""
+    timeline: list[TimelineEntry] = []
+    links: Links
+
+
+class IntentPage(Out, kw_only=True):
+    items: list[Intent]
+    next_cursor: str | None = None
+
+
+# --- wallets ------------------------------------------------------------------------------------
+
+
+class OpenWallet(Struct, kw_only=True):
+    """`POST /v1/wallets`."""
+
+    owner_kind: Literal["user"]
+    owner_id: OwnerId
+    currency: Currency
+
+
+class Balance(Out, kw_only=True):
+    currency: str
+    available: int
+    """What the owner can spend: posted credits less posted and pending debits."""
+    pending: int
+    """Debits reserved by intents in flight (authorized, not yet settled)."""
+    posted: int
+    """Posted credits less posted debits."""
+
+
+class Wallet(Out, kw_only=True):
+    owner_id: str
+    balances: list[Balance]
+
+
+class HistoryEntry(Out, kw_only=True):
+    intent_id: str
+    type: str
+    direction: Literal["in", "out"]
+    amount: int
+    currency: str
+    fee: int = 0
+    counterparty_name: str | None = None
+    comment: str | None = None
+    requires_monitoring: bool = False
+    at: datetime
+
+
+class HistoryPage(Out, kw_only=True):
+    items: list[HistoryEntry]
+    next_cursor: str | None = None
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+class FieldError(Out, kw_only=True):
+    path: str
+    message: str
+
+
+class Problem(Out, kw_only=True):
+    """`application/problem+json` (RFC 9457) with PM's stable `code`."""
+
+    type: str
+    title: str
+    status: int
+    code: str
+    detail: str | None = None
+    instance: str | None = None
+    request_id: str | None = None
+    errors: list[FieldError] = []
+
+
+# --- admin: service keys --------------------------------------------------------------------------
+
+
+class KeyPermissions(Out, kw_only=True):
+    operations: list[str]
+    owners: list[str] | None = None
+    """None: the key may act for any owner."""
+    admin: bool = False
+
+
+class CreateKey(Struct, kw_only=True):
+    """`POST /v1/admin/keys`."""
+
+    operations: Annotated[list[IntentType | Literal["*"]], msgspec.Meta(min_length=1)]
+    owners: Annotated[list[OwnerId], msgspec.Meta(max_length=1000)] | None = None
+    admin: bool = False
+    description: Annotated[str, msgspec.Meta(max_length=200)] = ""
+
+
+class RotateKey(Struct, kw_only=True):
+    """`POST /v1/admin/keys/{keyId}/rotate`: the previous secret stays valid for `graceSeconds`."""
+
+    grace_seconds: Annotated[int, msgspec.Meta(ge=0, le=30 * 86_400)] = 86_400
+
+
+class ServiceKeyInfo(Out, kw_only=True):
+    key_id: str
+    status: str
+    permissions: KeyPermissions
+    description: str = ""
+    created_at: datetime
+    rotated_at: datetime | None = None
+    deactivated_at: datetime | None = None
+    last_used_at: datetime | None = None
+    previous_valid_until: datetime | None = None
+
+
+class ServiceKeySecret(Out, kw_only=True):
+    """The only answer that carries a secret: store it now, it is never shown again."""
+
+    key_id: str
+    secret: str
+    key: ServiceKeyInfo
+
+
+# --- admin: fee rules, limit rules, routes; fee dry-run --------------------------------------------
+
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 with an offset (e.g. Z).")]
+RuleId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
+Expression = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+
+
+class FeeRuleIn(Struct, kw_only=True):
+    """`POST /v1/admin/fee-rules`: a new rule, or the next version of an existing `ruleId`."""
+
+    rule_id: RuleId
+    operation_type: IntentType
+    condition: Expression = "true"
+    amount: Expression
+    timing: Literal["PRE", "POST"]
+    payer: Literal["source", "target"] = "source"
+    fee_account_code: Annotated[int, msgspec.Meta(ge=1, le=65535)] = 10
+    priority: Annotated[int, msgspec.Meta(ge=-1_000_000, le=1_000_000)] = 100
+    max_fee: Amount
+    active_from: AwareDatetime | None = None
+    active_until: AwareDatetime | None = None
+    description: Annotated[str, msgspec.Meta(max_length=200)] = ""
+
+
+class FeeRuleOut(Out, kw_only=True):
+    rule_id: str
+    version: int
+    operation_type: str
+    condition: str
+    amount: str
+    timing: str
+    payer: str
+    fee_account_code: int
+    priority: int
+    max_fee: int
+    active_from: datetime
+    active_until: datetime | None = None
+    status: str
+    description: str = ""
+
+
+class LimitRuleIn(Struct, kw_only=True):
+    """`POST /v1/admin/limit-rules`: a cap per user or tier, operation and Bangkok day or month."""
+
+    rule_id: RuleId
+    subject_kind: Literal["user", "tier"]
+    subject: OwnerId
+    operation_type: IntentType
+    currency: Currency
+    period: Literal["day", "month"]
+    max_amount: Amount | None = None
+    max_count: Annotated[int, msgspec.Meta(gt=0, le=1_000_000)] | None = None
+
+
+class LimitRuleOut(Out, kw_only=True):
+    rule_id: str
+    version: int
+    subject_kind: str
+    subject: str
+    operation_type: str
+    currency: str
+    period: str
+    max_amount: int | None = None
+    max_count: int | None = None
+    status: str
+
+
+StepName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,40}$")]
+
+
+class RouteIn(Struct, kw_only=True):
+    """`PUT /v1/admin/routes/{operationType}/{channel}`."""
+
+    steps: Annotated[list[StepName], msgspec.Meta(min_length=1, max_length=20)]
+    enabled: bool = True
+
+
+class RouteOut(Out, kw_only=True):
+    operation_type: str
+    channel: str
+    steps: list[str]
+    enabled: bool
+    updated_at: datetime
+
+
+class FeeQuote(Struct, kw_only=True):
+    """`POST /v1/fees/dry-run`: what an intent would be charged, without creating it."""
+
+    type: IntentType
+    amount: Amount
+    currency: Currency
+    from_: Party = msgspec.field(name="from")
+    to: Party
+    requires_monitoring: bool = False
+    metadata: Metadata = {}
+
+
+class FeeBreakdown(Out, kw_only=True):
+    fees: list[Fee]
+    total: int
+    currency: str

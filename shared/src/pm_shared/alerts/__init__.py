@@ -1,1 +1,0 @@
-"""Reconciliation alerts (`pm.reconciliation_alert`): what PM could not settle on its own."""

@@ -1,0 +1,1 @@
+"""PM's tools: what only an operator or a developer runs (the `pm` CLI, bench, chaos, demo, test kit)."""

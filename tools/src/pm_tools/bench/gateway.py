@@ -1,0 +1,461 @@
+"""Benchmark of the gateway's intake: signed `POST /v1/intents` beside a bare unsigned endpoint.
+
+Both servers run as real processes, side by side, in the same run:
+
+- the gateway: `python -m pm_gateway` with its default settings, on a throw-away database
+  (migrated for the occasion, dropped afterwards) holding one service key made for the run
+  (operations `P2P`, any owner), and on Redis database 14 of the given server (reserved for the
+  benchmarks; only its `{pm:intents:*` and `{pm:events:*` keys are deleted, before and after);
+  `PM_STREAM_MAXLEN` is large, so back-pressure is not what is measured;
+- the bare endpoint: `python -m pm_tools.bench.bare_app`, the same uvicorn settings, an unsigned
+  `POST /v1/intents` that decodes the same body into the same `CreateIntent`, builds the same
+  `IntentSubmitted` and does the same single XADD onto `pm:intents` (no signature check, no
+  database, no idempotency), answering 202.
+
+The load comes from this process: `concurrency` asyncio workers, each with its own httpx client
+on one keep-alive HTTP/1.1 connection (so `concurrency` connections in all), post valid P2P
+intents, each with its own `Idempotency-Key`, signed with `pm_client.signing.headers` for the
+gateway and unsigned for the bare endpoint, for `warmup_s` then `duration_s` seconds. The rate
+counts the 202s completed
+inside the timed window; latency is from sending the request (after its headers, and for the
+gateway its signature, were made) to reading the answer. Every answer must be a 202: anything else
+is counted and reported as an error, and every accepted intent must be on the stream afterwards.
+Each figure is the best of `repeat` runs (goal: the gateway at ≥ 50 % of the bare endpoint's
+requests/s). On a 2-core machine the load generator shares the cores with both servers, Redis
+and PostgreSQL; the table shows how much of a core the generator used in each run (near 100 %,
+the generator is what limits that rate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import math
+import os
+import secrets
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+
+import httpx
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from pm_client import signing
+from pm_shared import db
+from pm_shared.db import drop_database, ensure_database, migrate
+from pm_shared.db.pool import with_database
+from pm_shared.keys.crypto import Cipher
+from pm_shared.keys.store import Permissions, create_key
+from pm_shared.runtime import tune_gc
+from pm_shared.streams import connect
+from pm_shared.streams.names import EVENTS, INTENTS, stream_key
+from pm_shared.streams.provision import provision
+from pm_tools.bench import model as bench_model
+from pm_tools.bench.ledger import _free_port, _status, _tail, bench_redis_url
+
+GOAL = 0.50
+"""The gateway's requests/s as a share of the bare endpoint's."""
+PATH = "/v1/intents"
+STREAMS = (INTENTS, EVENTS)
+STREAM_MAXLEN = 1_000_000
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+REQUEST_TIMEOUT_S = 30.0
+
+BODY = msgspec.json.encode(
+    {
+        "type": "P2P",
+        "amount": 10_000,
+        "currency": "THB",
+        "from": {"kind": "user", "id": "u-1001"},
+        "to": {"kind": "user", "id": "u-1002"},
+        "fromName": "Somchai",
+        "toName": "Anna",
+        "comment": "dinner",
+        "requiresMonitoring": False,
+        "metadata": {},
+    }
+)
+
+
+@dataclass(frozen=True)
+class Key:
+    key_id: str
+    secret: str
+
+
+@dataclass(frozen=True)
+class Side:
+    """One endpoint's figures: those of its best run, with the errors of all its runs."""
+
+    requests: int
+    """202s completed inside the timed window."""
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    accepted: int
+    """Every 202 of the runs, warm-up included (each one an intent that must be on the stream)."""
+    errors: int
+    first_error: str | None = None
+    generator_cpu: float = 0.0
+    """The load generator's CPU time over the wall time of the run (1.0: one core, busy throughout)."""
+    p95_ms: float = math.nan
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+
+@dataclass(frozen=True)
+class GatewayResult:
+    concurrency: int
+    warmup_s: float
+    duration_s: float
+    repeat: int
+    bare: Side
+    gateway: Side
+    landed: int
+    """Entries added to `pm:intents` during the runs; must equal the 202s of both endpoints."""
+
+    @property
+    def accepted(self) -> int:
+        return self.bare.accepted + self.gateway.accepted
+
+    @property
+    def ratio(self) -> float:
+        return self.gateway.rate / self.bare.rate if self.bare.rate else 0.0
+
+    @property
+    def clean(self) -> bool:
+        """No errors, and every accepted intent landed on the stream."""
+        return self.bare.errors == 0 and self.gateway.errors == 0 and self.landed == self.accepted
+
+
+# --- the load -----------------------------------------------------------------------------------
+
+
+def _percentile(ordered: Sequence[float], q: float) -> float:
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _load(
+    url: str,
+    key: Key | None,
+    concurrency: int,
+    warmup_s: float,
+    duration_s: float,
+) -> Side:
+    """`concurrency` workers posting intents (signed with `key`, if any) for warm-up plus duration.
+
+    Each worker has a client of its own with one keep-alive connection: httpx's pool of many
+    connections in one client costs the generator far more CPU per request as it grows (at 32
+    connections on one client, the generator alone held the bare endpoint to a quarter of its rate).
+    """
+    latencies: list[float] = []
+    accepted = errors = 0
+    first_error: str | None = None
+    started, cpu_started = time.perf_counter(), time.process_time()
+    window_from, window_to = started + warmup_s, started + warmup_s + duration_s
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal accepted, errors, first_error
+        while time.perf_counter() < window_to:
+            headers = {"Content-Type": "application/json", "Idempotency-Key": secrets.token_hex(16)}
+            if key is not None:
+                headers.update(signing.headers(key.key_id, key.secret, "POST", PATH, BODY))
+            sent = time.perf_counter()
+            try:
+                response = await client.post(url, content=BODY, headers=headers)
+                ok = response.status_code == 202
+                if not ok and first_error is None:
+                    first_error = f"{response.status_code} {response.text[:300]}"
+            except httpx.HTTPError as exc:
+                ok = False
+                if first_error is None:
+                    first_error = repr(exc)
+            done = time.perf_counter()
+            if ok:
+                accepted += 1
+                if window_from <= done <= window_to:
+                    latencies.append(done - sent)
+            else:
+                errors += 1
+
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [await stack.enter_async_context(_client()) for _ in range(concurrency)]
+        await asyncio.gather(*(worker(client) for client in clients))
+    cpu = (time.process_time() - cpu_started) / (time.perf_counter() - started)
+    latencies.sort()
+    return Side(
+        requests=len(latencies),
+        seconds=duration_s,
+        p50_ms=_percentile(latencies, 0.50) * 1000,
+        p95_ms=_percentile(latencies, 0.95) * 1000,
+        p99_ms=_percentile(latencies, 0.99) * 1000,
+        accepted=accepted,
+        errors=errors,
+        first_error=first_error,
+        generator_cpu=cpu,
+    )
+
+
+def _client() -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    return httpx.AsyncClient(limits=limits, timeout=REQUEST_TIMEOUT_S, trust_env=False)
+
+
+def _best(runs: list[Side]) -> Side:
+    best = max(runs, key=lambda run: run.rate)
+    return dataclasses.replace(
+        best,
+        accepted=sum(run.accepted for run in runs),
+        errors=sum(run.errors for run in runs),
+        first_error=next((run.first_error for run in runs if run.first_error), None),
+    )
+
+
+# --- the processes ------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def _process(
+    name: str, args: Sequence[str], env: Mapping[str, str], ready_url: str
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`python <args>`, once `ready_url` answers 200; SIGTERM (else SIGKILL) on exit."""
+    with tempfile.TemporaryFile() as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *args,
+            env=dict(env),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=log,
+        )
+        try:
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while await asyncio.to_thread(_status, ready_url) != 200:
+                if process.returncode is not None:
+                    raise RuntimeError(f"the {name} exited with {process.returncode}:\n{_tail(log)}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the {name} not ready after {READY_TIMEOUT_S:g}s:\n{_tail(log)}")
+                await asyncio.sleep(0.05)
+            yield process
+            if process.returncode is not None:
+                raise RuntimeError(f"the {name} exited with {process.returncode}:\n{_tail(log)}")
+        finally:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+                except TimeoutError:
+                    process.kill()
+                    await process.wait()
+
+
+def _base_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("PM_")}
+
+
+async def _delete_streams(redis: Redis) -> None:
+    for spec in STREAMS:
+        keys = [k async for k in redis.scan_iter(match=f"{{{spec.name}:*")]
+        if keys:
+            await redis.delete(*keys)
+
+
+async def _service_key(dsn: str, cipher: Cipher) -> Key:
+    conn = await db.connect(dsn)
+    try:
+        made, secret = await create_key(
+            conn,
+            cipher,
+            permissions=Permissions(operations=frozenset({"P2P"}), owners=None),
+            description="pm bench (gateway)",
+        )
+    finally:
+        await conn.close()
+    return Key(made.key_id, secret)
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+async def run(
+    server_dsn: str,
+    redis_url: str,
+    *,
+    concurrency: int = 32,
+    warmup_s: float = 1.0,
+    duration_s: float = 5.0,
+    repeat: int = 1,
+) -> GatewayResult:
+    """Bare endpoint and gateway, each the best of `repeat` runs of `warmup_s` + `duration_s`."""
+    tune_gc()
+    url = bench_redis_url(redis_url)
+    kek = base64.b64encode(secrets.token_bytes(32)).decode()
+    dsn = with_database(server_dsn, f"pm_bench_{secrets.token_hex(4)}")
+    redis = connect(url, name="pm-bench-gateway")
+    await ensure_database(dsn)
+    try:
+        await migrate(dsn)
+        key = await _service_key(dsn, Cipher.from_setting(kek))
+        await _delete_streams(redis)
+        try:
+            await provision(redis, 1, STREAMS)
+            intents = stream_key(INTENTS.name, 0)
+            before = await redis.xlen(intents)
+            gateway_port, bare_port = _free_port(), _free_port()
+            gateway_env = {
+                **_base_env(),
+                "PM_REDIS_URL": url,
+                "PM_DATABASE_URL": dsn,
+                "PM_KEY_ENCRYPTION_KEY": kek,
+                "PM_GATEWAY_PORT": str(gateway_port),
+                "PM_LOG_LEVEL": "WARNING",
+                "PM_STREAM_MAXLEN": str(STREAM_MAXLEN),
+            }
+            bare_args = ["-m", "pm_tools.bench.bare_app", "--port", str(bare_port)]
+            bare_args += ["--redis-url", url, "--maxlen", str(STREAM_MAXLEN)]
+            gateway_base, bare_base = f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{bare_port}"
+            async with (
+                _process("gateway", ["-m", "pm_gateway"], gateway_env, gateway_base + "/readyz"),
+                _process("bare endpoint", bare_args, _base_env(), bare_base + "/healthz"),
+            ):
+                bare_runs, gateway_runs = [], []
+                for _ in range(repeat):
+                    bare_runs.append(await _load(bare_base + PATH, None, concurrency, warmup_s, duration_s))
+                    gateway_runs.append(
+                        await _load(gateway_base + PATH, key, concurrency, warmup_s, duration_s)
+                    )
+            landed = await redis.xlen(intents) - before
+        finally:
+            with contextlib.suppress(ResponseError):
+                await _delete_streams(redis)
+    finally:
+        await redis.aclose()
+        await drop_database(dsn)
+    return GatewayResult(
+        concurrency=concurrency,
+        warmup_s=warmup_s,
+        duration_s=duration_s,
+        repeat=repeat,
+        bare=_best(bare_runs),
+        gateway=_best(gateway_runs),
+        landed=landed,
+    )
+
+
+def goals_met(result: GatewayResult) -> bool:
+    return result.clean and result.ratio >= GOAL
+
+
+def table(result: GatewayResult) -> Table:
+    """Requests/s, p50 and p99 of each endpoint, and the gateway's share of the bare rate."""
+    out = Table(
+        title=(
+            f"Gateway: signed POST {PATH} beside a bare unsigned endpoint doing the same XADD "
+            f"({result.concurrency} concurrent requests)"
+        ),
+        caption=Text(
+            f"both real processes, one uvicorn worker each, same run; load: {result.concurrency} "
+            f"asyncio workers, each with an httpx client on its own keep-alive HTTP/1.1 connection, "
+            f"{result.warmup_s:g} s warm-up then {result.duration_s:g} s timed, best "
+            f"of {result.repeat}; the load generator shares the machine's cores with both servers, "
+            "Redis and PostgreSQL (at about 100 % of a core, the generator is what limits the rate). "
+            f"{result.landed:,} of {result.accepted:,} accepted intents on {INTENTS.name}."
+        ),  # Text: no markup or emoji codes
+    )
+    out.add_column("endpoint")
+    out.add_column("requests/s", justify="right")
+    out.add_column("p50", justify="right")
+    out.add_column("p99", justify="right")
+    out.add_column("timed 202s", justify="right")
+    out.add_column("errors", justify="right")
+    out.add_column("generator CPU", justify="right")
+    out.add_column("gateway / bare", justify="right")
+    out.add_column(f"goal ≥ {GOAL:.0%}")
+    for name, side in (("bare (unsigned, XADD only)", result.bare), ("gateway (signed)", result.gateway)):
+        out.add_row(
+            name,
+            f"{side.rate:,.0f}",
+            f"{side.p50_ms:.1f} ms",
+            f"{side.p99_ms:.1f} ms",
+            f"{side.requests:,}",
+            f"{side.errors:,}" + (f" (first: {side.first_error})" if side.first_error else ""),
+            f"{side.generator_cpu:.0%} of a core",
+            "",
+            "",
+        )
+    verdict = "met" if result.ratio >= GOAL else "MISSED"
+    if result.bare.errors or result.gateway.errors:
+        verdict += ", with errors"
+    if result.landed != result.accepted:
+        verdict += f", {result.accepted - result.landed:,} accepted intents not on the stream"
+    out.add_row("", "", "", "", "", "", "", f"{result.ratio:.1%}", verdict)
+    return out
+
+
+def report(result: GatewayResult, console: Console) -> bool:
+    """Print the table on `console`; True when the goal was met with no errors."""
+    console.print(table(result))
+    return goals_met(result)
+
+
+def section(result: GatewayResult) -> bench_model.Section:
+    """The figures for `pm bench`'s report: the gateway beside the bare endpoint of the same run."""
+    bare, gateway = result.bare, result.gateway
+    clean = "" if result.clean else "; NOT clean: errors, or accepted intents missing from the stream"
+    benchmarks = [
+        bench_model.Benchmark(
+            name=f"gateway, signed POST {PATH} (durable)",
+            unit="requests/s",
+            throughput=gateway.rate,
+            p50_ms=bench_model.finite(gateway.p50_ms),
+            p95_ms=bench_model.finite(gateway.p95_ms),
+            p99_ms=bench_model.finite(gateway.p99_ms),
+            baseline_name="bare endpoint: unsigned, XADD only",
+            baseline=bare.rate,
+            ratio=result.ratio,
+            goal=f"≥ {GOAL:.0%} of bare",
+            goal_met=goals_met(result),
+            note=(
+                f"at {bare.generator_cpu:.0%} of a core against the bare endpoint, the load generator "
+                f"is what limits that rate{clean}"
+                if bare.generator_cpu >= 0.9
+                else (clean.removeprefix("; ") or None)
+            ),
+            extra=bench_model.known(
+                {
+                    "bare p50 ms": bare.p50_ms,
+                    "bare p95 ms": bare.p95_ms,
+                    "bare p99 ms": bare.p99_ms,
+                    "generator CPU, bare (cores)": bare.generator_cpu,
+                    "generator CPU, gateway (cores)": gateway.generator_cpu,
+                    "errors": float(bare.errors + gateway.errors),
+                    "accepted intents missing from the stream": float(result.accepted - result.landed),
+                }
+            ),
+        )
+    ]
+    return bench_model.Section(
+        name="gateway",
+        description=(
+            f"Signed POST {PATH} through the real gateway beside a bare unsigned endpoint doing the "
+            f"same XADD; {result.concurrency} concurrent keep-alive connections, {result.warmup_s:g} s "
+            f"warm-up then {result.duration_s:g} s, best of {result.repeat}."
+        ),
+        benchmarks=benchmarks,
+        goals_met=goals_met(result),
+    )

@@ -1,0 +1,581 @@
+"""Benchmark of the ledger: the bare embedded engine, and the real ledger-writer that drives it.
+
+Each side runs in a throw-away database of its own, migrated for the occasion (the same accounts in
+both) and dropped afterwards, so both start from an empty ledger.
+
+- Bare: commands of 1, 2 (one linked chain) and 10 transfers are packed the way the ledger-writer
+  packs them, into requests of up to 8189 events, and submitted back to back with full-batch
+  `create_transfers` (goal on a 2-core machine: ≥ 20,000 transfers/s).
+- Through the writer: `python -m pm_ledger_writer` runs as a real process, with its default
+  settings, on that database and on Redis database 14 of the given server (reserved for this
+  benchmark; only its `{pm:ledger:*` keys are deleted, before and after). The same kinds of
+  commands go in on `pm:ledger:commands`; every result on `pm:ledger:results` must be `ok`.
+  Two figures, in transfers per second:
+  - backlog: the commands are published while the writer is paused (SIGSTOP), then it is resumed
+    and timed until its last result is on the stream. This is the writer's own rate, as the bare
+    figure is the engine's own rate (its requests are built before the clock starts); it is the
+    one held to the goal (≥ 60 % of the bare engine);
+  - live: published in chunks while the writer runs, and the results read and acked as the
+    orchestrator would, first publish to last result. On a 2-core machine the producer and the
+    result reader take their share of the CPU the writer, Redis and PostgreSQL also need.
+- Both sides run with the fleet's garbage-collector settings (`runtime.tune_gc`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
+from typing import IO
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import msgspec
+import tigerbeetle as tb
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from pm_shared import messages
+from pm_shared.db import drop_database, ensure_database, migrate
+from pm_shared.db.pool import with_database
+from pm_shared.ledger import BATCH_MAX, Ledger, open_ledger
+from pm_shared.runtime import tune_gc
+from pm_shared.streams import BackPressureError, Publisher, connect, stream_key
+from pm_shared.streams.names import GROUP_ORCHESTRATOR, LEDGER_COMMANDS, LEDGER_RESULTS
+from pm_shared.streams.publisher import PAYLOAD_FIELD
+from pm_tools.bench import model as bench_model
+
+GOAL = 20_000
+WRITER_GOAL = 0.60
+ACCOUNTS = 1_000
+SIZES = (1, 2, 10)
+THB = 764
+
+REDIS_DB = 14
+"""The Redis logical database reserved for the benchmark's ledger-writer."""
+LEASE_KEY = "pm:bench:ledger-writer:lease"
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+RESULTS_TIMEOUT_S = 60.0
+"""Longest wait without a single new result before the run is declared stuck."""
+PUBLISH_CHUNK = 1_000
+STREAM_MAXLEN = 1_000_000
+"""Room for a whole run's commands and results: back-pressure is not what this measures."""
+POLL_S = 0.002
+BACKPRESSURE_SLEEP_S = 0.002
+READ_COUNT = 2_000
+
+_results = msgspec.json.Decoder(messages.LedgerResult)
+
+
+@dataclass(frozen=True)
+class Throughput:
+    transfers: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.transfers / self.seconds
+
+
+@dataclass(frozen=True)
+class WriterRun:
+    backlog: Throughput
+    live: Throughput
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One command size: the bare engine and, when it ran, the ledger-writer driving it."""
+
+    per_command: int
+    bare: Throughput
+    writer: WriterRun | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        """The writer's backlog rate over the bare engine's."""
+        return None if self.writer is None else self.writer.backlog.rate / self.bare.rate
+
+
+# --- bare engine --------------------------------------------------------------------------------
+
+
+def _legs(accounts: list[int], per_command: int, n: int) -> Iterator[tuple[int, int, bool]]:
+    """(debit, credit, linked) of each transfer of the command starting at transfer number `n`."""
+    for leg in range(per_command):
+        debit, credit = accounts[(n + leg) % len(accounts)], accounts[(n + leg + 1) % len(accounts)]
+        yield debit, credit, leg < per_command - 1
+
+
+def _requests(accounts: list[int], per_command: int, total: int) -> list[list[tb.Transfer]]:
+    """`total` transfers as commands of `per_command` (linked when > 1), packed whole into requests."""
+    requests: list[list[tb.Transfer]] = [[]]
+    n = 0
+    while n < total:
+        if len(requests[-1]) + per_command > BATCH_MAX:
+            requests.append([])
+        for debit, credit, linked in _legs(accounts, per_command, n):
+            requests[-1].append(
+                tb.Transfer(
+                    id=tb.id(),
+                    debit_account_id=debit,
+                    credit_account_id=credit,
+                    amount=1,
+                    ledger=THB,
+                    code=1,
+                    flags=tb.TransferFlags.LINKED if linked else tb.TransferFlags.NONE,
+                )
+            )
+        n += per_command
+    return requests
+
+
+async def _bare(ledger: Ledger, accounts: list[int], per_command: int, total: int, repeat: int) -> Throughput:
+    runs = []
+    for _ in range(repeat):
+        requests = _requests(accounts, per_command, total)
+        started = time.perf_counter()
+        for request in requests:
+            statuses = {r.status for r in await ledger.create_transfers(request)}
+            if statuses != {tb.CreateTransferStatus.CREATED}:
+                raise RuntimeError(f"benchmark transfers failed: {statuses}")
+        runs.append(Throughput(sum(len(r) for r in requests), time.perf_counter() - started))
+    return _best(runs)
+
+
+# --- through the ledger-writer ------------------------------------------------------------------
+
+
+def bench_redis_url(url: str) -> str:
+    """The server of `url`, database `REDIS_DB`."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "db"]
+    if parts.scheme == "unix":
+        return urlunsplit(parts._replace(query=urlencode([*query, ("db", str(REDIS_DB))])))
+    return urlunsplit(parts._replace(path=f"/{REDIS_DB}", query=urlencode(query)))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+async def _delete_ledger_streams(redis: Redis) -> None:
+    keys = [k async for k in redis.scan_iter(match="{pm:ledger:*")]
+    if keys:
+        await redis.delete(*keys)
+
+
+def _tail(log: IO[bytes], lines: int = 20) -> str:
+    log.flush()
+    log.seek(0)
+    return "\n".join(log.read().decode(errors="replace").splitlines()[-lines:])
+
+
+@contextlib.asynccontextmanager
+async def _writer_process(
+    database_url: str, redis_url: str, extra_env: Mapping[str, str]
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A real ledger-writer, ready (the active writer, consuming); SIGTERM (else SIGKILL) on exit."""
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PM_")}
+    env.update(
+        {
+            "PM_REDIS_URL": redis_url,
+            "PM_DATABASE_URL": database_url,
+            "PM_CONSUMER_NAME": f"pm-bench-{secrets.token_hex(4)}",
+            "PM_LOG_LEVEL": "WARNING",
+            "PM_LEDGER_WRITER_PORT": str(port),
+            "PM_LEDGER_WRITER_LEASE_KEY": LEASE_KEY,
+            **extra_env,
+        }
+    )
+    with tempfile.TemporaryFile() as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "pm_ledger_writer",
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=log,
+        )
+        try:
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while await asyncio.to_thread(_status, f"http://127.0.0.1:{port}/readyz") != 200:
+                if process.returncode is not None:
+                    raise RuntimeError(f"the ledger-writer exited with {process.returncode}:\n{_tail(log)}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"the ledger-writer not ready after {READY_TIMEOUT_S:g}s:\n{_tail(log)}"
+                    )
+                await asyncio.sleep(0.05)
+            yield process
+        finally:
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+                except TimeoutError:
+                    process.kill()
+                    await process.wait()
+
+
+def _commands(accounts: list[int], per_command: int, total: int) -> list[messages.LedgerCommand]:
+    commands = []
+    produced_at = messages.now()
+    for n in range(0, total, per_command):
+        transfers = [
+            messages.LedgerTransfer(
+                id=tb.id(),
+                debit_account_id=debit,
+                credit_account_id=credit,
+                amount=1,
+                ledger=THB,
+                code=1,
+                flags=int(tb.TransferFlags.LINKED) if linked else 0,
+            )
+            for debit, credit, linked in _legs(accounts, per_command, n)
+        ]
+        commands.append(
+            messages.LedgerCommand(
+                intent_id=f"bench_{n}",
+                message_id=messages.new_message_id(),
+                produced_at=produced_at,
+                step="bench",
+                transfers=transfers,
+            )
+        )
+    return commands
+
+
+async def _publish(publisher: Publisher, commands: list[messages.LedgerCommand]) -> None:
+    for start in range(0, len(commands), PUBLISH_CHUNK):
+        chunk = commands[start : start + PUBLISH_CHUNK]
+        while True:
+            try:
+                await publisher.publish_many(LEDGER_COMMANDS, chunk)
+                break
+            except BackPressureError:
+                await asyncio.sleep(BACKPRESSURE_SLEEP_S)
+
+
+async def _collect(reader: Redis, expected: set[str], writer: asyncio.subprocess.Process) -> None:
+    """Read and ack results as the orchestrator would, until every command in `expected` has one."""
+    key = stream_key(LEDGER_RESULTS.name, 0)
+    consumer = f"pm-bench-{secrets.token_hex(4)}"
+    missing = set(expected)
+    last_progress = time.monotonic()
+    while missing:
+        reply: list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None = await reader.xreadgroup(  # type: ignore[assignment]
+            GROUP_ORCHESTRATOR, consumer, {key: ">"}, count=READ_COUNT, block=500
+        )
+        entries = [entry for _, stream_entries in reply or [] for entry in stream_entries]
+        if not entries:
+            if writer.returncode is not None:
+                raise RuntimeError(f"the ledger-writer exited with {writer.returncode} during the run")
+            if time.monotonic() - last_progress > RESULTS_TIMEOUT_S:
+                raise RuntimeError(f"{len(missing)} of {len(expected)} results did not arrive")
+            continue
+        last_progress = time.monotonic()
+        for _, fields in entries:
+            result = _results.decode(fields[PAYLOAD_FIELD])
+            if result.command_id not in expected:
+                continue  # a late repeat of an earlier run's result
+            if not result.ok:
+                raise RuntimeError(f"benchmark command failed through the writer: {result}")
+            missing.discard(result.command_id)
+        await reader.xack(key, GROUP_ORCHESTRATOR, *[entry_id for entry_id, _ in entries])
+
+
+async def _through_writer(
+    publisher: Publisher,
+    redis: Redis,
+    reader: Redis,
+    writer: asyncio.subprocess.Process,
+    accounts: list[int],
+    per_command: int,
+    total: int,
+    repeat: int,
+) -> WriterRun:
+    backlog, live = [], []
+    for _ in range(repeat):
+        backlog.append(
+            await _backlog(publisher, redis, reader, writer, _commands(accounts, per_command, total))
+        )
+        live.append(await _live(publisher, reader, writer, _commands(accounts, per_command, total)))
+    return WriterRun(backlog=_best(backlog), live=_best(live))
+
+
+def _best(runs: list[Throughput]) -> Throughput:
+    return max(runs, key=lambda run: run.rate)
+
+
+async def _backlog(
+    publisher: Publisher,
+    redis: Redis,
+    reader: Redis,
+    writer: asyncio.subprocess.Process,
+    commands: list[messages.LedgerCommand],
+) -> Throughput:
+    """Publish with the writer paused; time it from resuming to its last result on the stream."""
+    results = stream_key(LEDGER_RESULTS.name, 0)
+    target = await redis.xlen(results) + len(commands)
+    writer.send_signal(signal.SIGSTOP)
+    try:
+        await _publish(publisher, commands)
+    finally:
+        writer.send_signal(signal.SIGCONT)
+    started = time.perf_counter()
+    await _wait_for_length(redis, results, target, writer)
+    elapsed = time.perf_counter() - started
+    # Checked after the clock stopped: every result is there, `ok`, for one of these commands.
+    await _collect(reader, {c.message_id for c in commands}, writer)
+    return Throughput(sum(len(c.transfers) for c in commands), elapsed)
+
+
+async def _wait_for_length(redis: Redis, key: str, target: int, writer: asyncio.subprocess.Process) -> None:
+    length, last_progress = 0, time.monotonic()
+    while (current := await redis.xlen(key)) < target:
+        if current > length:
+            length, last_progress = current, time.monotonic()
+        elif writer.returncode is not None:
+            raise RuntimeError(f"the ledger-writer exited with {writer.returncode} during the run")
+        elif time.monotonic() - last_progress > RESULTS_TIMEOUT_S:
+            raise RuntimeError(f"{target - current} results did not arrive")
+        await asyncio.sleep(POLL_S)
+
+
+async def _live(
+    publisher: Publisher,
+    reader: Redis,
+    writer: asyncio.subprocess.Process,
+    commands: list[messages.LedgerCommand],
+) -> Throughput:
+    """Publish while the writer runs, reading and acking results meanwhile; first publish to last result."""
+    collector = asyncio.create_task(_collect(reader, {c.message_id for c in commands}, writer))
+    started = time.perf_counter()
+    try:
+        await _publish(publisher, commands)
+        await collector
+    finally:
+        collector.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await collector
+    elapsed = time.perf_counter() - started
+    return Throughput(sum(len(c.transfers) for c in commands), elapsed)
+
+
+async def _writer_runs(
+    database_url: str,
+    redis_url: str,
+    accounts: list[int],
+    transfers: int,
+    repeat: int,
+    extra_env: Mapping[str, str],
+) -> list[WriterRun]:
+    url = bench_redis_url(redis_url)
+    redis = connect(url, name="pm-bench")
+    reader = connect(url, blocking_reads=True, name="pm-bench-reader")
+    try:
+        await _delete_ledger_streams(redis)
+        try:
+            env = {"PM_STREAM_MAXLEN": str(STREAM_MAXLEN), **extra_env}
+            async with _writer_process(database_url, url, env) as writer:
+                # The writer provisioned the streams and groups when it became active.
+                publisher = Publisher(redis, maxlen=STREAM_MAXLEN)
+                return [
+                    await _through_writer(
+                        publisher, redis, reader, writer, accounts, per_command, transfers, repeat
+                    )
+                    for per_command in SIZES
+                ]
+        finally:
+            with contextlib.suppress(ResponseError):
+                await _delete_ledger_streams(redis)
+    finally:
+        await reader.aclose()
+        await redis.aclose()
+
+
+# --- the run ------------------------------------------------------------------------------------
+
+
+async def run(
+    server_dsn: str,
+    transfers: int,
+    redis_url: str | None = None,
+    writer_env: Mapping[str, str] | None = None,
+    repeat: int = 1,
+) -> list[LedgerRow]:
+    """Bare figures for commands of 1, 2 and 10 transfers; with `redis_url`, through the writer too.
+
+    Each figure is the best of `repeat` runs of `transfers` transfers.
+
+    `writer_env`: extra `PM_*` variables for the writer (it gets none from this environment).
+    """
+    tune_gc()
+    # Two databases, so the writer starts from an empty ledger as the bare engine does: a ledger
+    # that already holds the bare runs' transfers is slower to write to, and that would be charged
+    # to the writer.
+    bare_dsn, writer_dsn = (
+        with_database(server_dsn, f"pm_bench_{role}_{secrets.token_hex(4)}") for role in ("bare", "writer")
+    )
+    accounts = [tb.id() for _ in range(ACCOUNTS)]
+    try:
+        ledger = await _fresh_ledger(bare_dsn, accounts)
+        try:
+            bare = [await _bare(ledger, accounts, per_command, transfers, repeat) for per_command in SIZES]
+        finally:
+            await ledger.close()
+        if redis_url is None:
+            return [LedgerRow(size, b) for size, b in zip(SIZES, bare, strict=True)]
+        # The writer must be its ledger's only writer while it runs: this one is closed first.
+        await (await _fresh_ledger(writer_dsn, accounts)).close()
+        through = await _writer_runs(writer_dsn, redis_url, accounts, transfers, repeat, writer_env or {})
+        return [LedgerRow(size, b, w) for size, b, w in zip(SIZES, bare, through, strict=True)]
+    finally:
+        for dsn in (bare_dsn, writer_dsn):
+            await drop_database(dsn)
+
+
+async def _fresh_ledger(dsn: str, accounts: list[int]) -> Ledger:
+    """A migrated throw-away database holding `accounts` (THB, code 1), its ledger open."""
+    await ensure_database(dsn)
+    await migrate(dsn)
+    ledger = await open_ledger("embedded+" + dsn)
+    for start in range(0, len(accounts), BATCH_MAX):
+        chunk = accounts[start : start + BATCH_MAX]
+        await ledger.create_accounts([tb.Account(id=i, ledger=THB, code=1) for i in chunk])
+    return ledger
+
+
+def goals_met(rows: list[LedgerRow]) -> bool:
+    return all(row.bare.rate >= GOAL and (row.ratio is None or row.ratio >= WRITER_GOAL) for row in rows)
+
+
+def table(rows: list[LedgerRow]) -> Table:
+    """Per command size: bare transfers/s, through the writer, and the ratio, each against its goal."""
+    result = Table(
+        title="Ledger: bare embedded engine beside the ledger-writer driving it (transfers/s)",
+        caption=Text(
+            f"bare: full-batch create_transfers, requests of ≤ {BATCH_MAX} events; writer: the real "
+            f"process with its default settings, commands in on {LEDGER_COMMANDS.name}, results out "
+            f"on {LEDGER_RESULTS.name}; backlog: published while it was paused, timed from resuming "
+            "to the last result; live: published while it runs, first publish to last result"
+        ),  # Text: no markup or emoji codes (`pm:ledger:` is not an emoji)
+    )
+    result.add_column("transfers per command")
+    result.add_column("transfers", justify="right")
+    result.add_column("bare", justify="right")
+    result.add_column(f"goal ≥ {GOAL:,}/s")
+    result.add_column("writer, backlog", justify="right")
+    result.add_column("writer / bare", justify="right")
+    result.add_column(f"goal ≥ {WRITER_GOAL:.0%}")
+    result.add_column("writer, live", justify="right")
+    for row in rows:
+        cells = [
+            f"{row.per_command}" + (" (linked)" if row.per_command > 1 else ""),
+            f"{row.bare.transfers:,}",
+            f"{row.bare.rate:,.0f}",
+            "met" if row.bare.rate >= GOAL else "MISSED",
+        ]
+        if row.writer is None or row.ratio is None:
+            cells += ["—", "—", "—", "—"]
+        else:
+            cells += [
+                f"{row.writer.backlog.rate:,.0f}",
+                f"{row.ratio:.1%}",
+                "met" if row.ratio >= WRITER_GOAL else "MISSED",
+                f"{row.writer.live.rate:,.0f}",
+            ]
+        result.add_row(*cells)
+    return result
+
+
+def report(rows: list[LedgerRow], console: Console) -> bool:
+    """Print the table on `console`; True when every goal was met."""
+    console.print(table(rows))
+    return goals_met(rows)
+
+
+def section(rows: list[LedgerRow], repeat: int) -> bench_model.Section:
+    """The figures for `pm bench`'s report: per command size, the bare engine against its goal, and
+    the writer (backlog and live) beside the bare engine of the same run."""
+    benchmarks = []
+    for row in rows:
+        size = f"{row.per_command} transfer{'s' if row.per_command > 1 else ''} per command" + (
+            " (linked)" if row.per_command > 1 else ""
+        )
+        benchmarks.append(
+            bench_model.Benchmark(
+                name=f"ledger, bare engine, {size}",
+                unit="transfers/s",
+                throughput=row.bare.rate,
+                goal=f"≥ {GOAL:,}/s",
+                goal_met=row.bare.rate >= GOAL,
+            )
+        )
+        if row.writer is None:
+            continue
+        benchmarks.append(
+            bench_model.Benchmark(
+                name=f"ledger-writer, backlog, {size}",
+                unit="transfers/s",
+                throughput=row.writer.backlog.rate,
+                baseline_name="bare engine, same size",
+                baseline=row.bare.rate,
+                ratio=row.ratio,
+                goal=f"≥ {WRITER_GOAL:.0%} of bare",
+                goal_met=row.ratio is not None and row.ratio >= WRITER_GOAL,
+            )
+        )
+        benchmarks.append(
+            bench_model.Benchmark(
+                name=f"ledger-writer, live, {size}",
+                unit="transfers/s",
+                throughput=row.writer.live.rate,
+                baseline_name="bare engine, same size",
+                baseline=row.bare.rate,
+                ratio=row.writer.live.rate / row.bare.rate,
+            )
+        )
+    transfers = rows[0].bare.transfers if rows else 0
+    return bench_model.Section(
+        name="ledger",
+        description=(
+            f"The embedded ledger engine bare (full-batch create_transfers, requests of ≤ {BATCH_MAX} "
+            "events), and the real ledger-writer driving it, each on an empty throw-away database. "
+            "Writer, backlog: commands published while it was paused, timed from resuming to its last "
+            "result (held to the goal); live: published while it runs, results read and acked as the "
+            f"orchestrator would, first publish to last result. {transfers:,} transfers per figure, "
+            f"best of {repeat}."
+        ),
+        benchmarks=benchmarks,
+        goals_met=goals_met(rows),
+    )

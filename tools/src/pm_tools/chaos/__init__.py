@@ -1,0 +1,13 @@
+"""`pm chaos`: the whole fleet under load while processes are SIGKILLed and Redis and PostgreSQL
+restart, then every invariant of DESIGN §10 checked (issue 7).
+
+Modules: `servers` (the run's private Redis and PostgreSQL), `fleet` (the processes), `load` (the
+seeded traffic), `schedule` (the seeded chaos), `facts` (reading back), `invariants` (the checks),
+`report`, `run` (one run start to finish). Nothing here imports pytest.
+"""
+
+from pm_tools.chaos.report import Report
+from pm_tools.chaos.run import ChaosOptions, run_chaos
+from pm_tools.chaos.servers import ServersUnavailable
+
+__all__ = ["ChaosOptions", "Report", "ServersUnavailable", "run_chaos"]

@@ -1,0 +1,443 @@
+"""The chaos run's invariant checks (pm_tools.chaos.invariants) on fabricated rows: each one passes a
+consistent picture and catches the violation it exists for, naming the offender. No processes."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from pm_shared.ledger import chart
+from pm_tools.chaos import invariants as inv
+from pm_tools.chaos.invariants import (
+    AccountFact,
+    AlertFact,
+    DeadLetterFact,
+    Facts,
+    IntentFact,
+    PendingEntry,
+    PspFact,
+    TransferFact,
+    tid,
+    wallet_account,
+)
+from pm_tools.chaos.load import IPPS_FAULT_AMOUNTS, plan
+from pm_tools.chaos.report import Report
+from pm_tools.chaos.run import gateway_error
+from pm_tools.chaos.schedule import KILLABLE, schedule
+
+THB = chart.ledger_of("THB")
+FEE = {
+    "ruleId": "r-pre",
+    "ruleVersion": 1,
+    "amount": 100,
+    "currency": "THB",
+    "timing": "PRE",
+    "payer": "source",
+}
+POST_FEE = {"ruleId": "r-post", "ruleVersion": 1, "amount": 200, "currency": "THB", "timing": "POST"}
+ZERO = str(uuid.UUID(int=0))
+
+
+def _id() -> str:
+    return str(uuid.uuid4())
+
+
+def p2p(
+    state: str = "SETTLED", *, amount: int = 10_000, fees: list[dict[str, object]] | None = None
+) -> IntentFact:
+    return IntentFact(
+        id=_id(),
+        type="P2P",
+        state=state,
+        failure_code="INSUFFICIENT_FUNDS" if state == "FAILED" else None,
+        amount=amount,
+        currency="THB",
+        source={"kind": "user", "id": "alice"},
+        target={"kind": "user", "id": "bob"},
+        fees=[FEE, POST_FEE] if fees is None else fees,
+        route=["validate", "price", "reserve_limits", "authorize", "settle"],
+    )
+
+
+def topup(amount: int = 5_000) -> IntentFact:
+    return IntentFact(
+        id=_id(),
+        type="SBP_TOPUP",
+        state="SETTLED",
+        failure_code=None,
+        amount=amount,
+        currency="RUB",
+        source={"kind": "sbp"},
+        target={"kind": "user", "id": "ivan"},
+        route=["validate", "price", "psp_collect", "settle"],
+    )
+
+
+def legs_of(intent: IntentFact) -> list[TransferFact]:
+    """What the ledger holds for a rightly settled intent."""
+    out = []
+    for transfer_id, (kind, amount) in inv.expected_legs(intent).items():
+        flags = {"pending": inv.PENDING, "post": inv.POST, "plain": 0}[kind]
+        status = inv.STATUS_POSTED if kind == "pending" else None
+        out.append(TransferFact(transfer_id, intent.id, amount, flags, THB, pending_status=status))
+    return out
+
+
+def by_id(*intents: IntentFact) -> dict[str, IntentFact]:
+    return {i.id: i for i in intents}
+
+
+# -- every accepted intent terminal -------------------------------------------------------------------
+
+
+def test_not_terminal_names_every_open_intent() -> None:
+    done, failed = p2p(), p2p("FAILED")
+    stuck = IntentFact(**{**done.__dict__, "id": _id(), "state": "AUTHORIZED", "step": "psp_payout"})
+    assert inv.not_terminal(by_id(done, failed)) == {}
+    assert list(inv.not_terminal(by_id(done, failed, stuck))) == [stuck.id]
+    assert "AUTHORIZED" in inv.not_terminal(by_id(stuck))[stuck.id]
+
+
+# -- per ledger debits = credits; no wallet below zero ------------------------------------------------
+
+
+def account(ledger: int = THB, code: int = 1, **balances: int) -> AccountFact:
+    fields = {"debits_pending": 0, "debits_posted": 0, "credits_pending": 0, "credits_posted": 0, **balances}
+    return AccountFact(id=_id(), ledger=ledger, code=code, **fields)
+
+
+def test_unbalanced_ledgers_compares_posted_and_pending_sums_per_ledger() -> None:
+    equity = account(code=90, debits_posted=1_000)
+    wallet = account(credits_posted=1_000)
+    assert inv.unbalanced_ledgers([equity, wallet]) == {}
+    lost = account(credits_posted=1)
+    assert list(inv.unbalanced_ledgers([equity, wallet, lost])) == [f"ledger {THB}"]
+    held = account(debits_pending=5)
+    assert list(inv.unbalanced_ledgers([equity, wallet, held])) == [f"ledger {THB}"]
+    other = account(ledger=643, credits_posted=7)  # another ledger's imbalance is that ledger's
+    assert list(inv.unbalanced_ledgers([equity, wallet, other])) == ["ledger 643"]
+
+
+def test_wallets_below_zero_counts_pending_debits_and_ignores_operator_accounts() -> None:
+    fine = account(credits_posted=100, debits_posted=60, debits_pending=40)
+    overdrawn = account(credits_posted=100, debits_posted=101)
+    over_held = account(credits_posted=100, debits_posted=60, debits_pending=41)
+    operator = account(code=90, debits_posted=10_000)
+    found = inv.wallets_below_zero([fine, overdrawn, over_held, operator])
+    assert set(found) == {overdrawn.id, over_held.id}
+
+
+def test_wallets_disagree_when_a_balance_is_not_what_settled_intents_moved() -> None:
+    paid, failed = p2p(amount=10_000), p2p("FAILED", amount=50_000)
+    alice, bob = wallet_account("alice", "THB"), wallet_account("bob", "THB")
+    wallets = {("alice", "THB"): alice, ("bob", "THB"): bob}
+    # alice was funded 20,000 by an adjustment, then paid 10,000 + 300 of fees to bob.
+    fund = IntentFact(
+        _id(),
+        "ADJUSTMENT",
+        "SETTLED",
+        None,
+        20_000,
+        "THB",
+        {"kind": "operator"},
+        {"kind": "user", "id": "alice"},
+    )
+    rows = [
+        AccountFact(alice, THB, 1, 0, 10_300, 0, 20_000),
+        AccountFact(bob, THB, 1, 0, 0, 0, 10_000),
+    ]
+    assert inv.expected_wallets([paid, failed, fund]) == Counter(
+        {("alice", "THB"): 9_700, ("bob", "THB"): 10_000}
+    )
+    assert inv.wallets_disagree(by_id(paid, failed, fund), rows, wallets) == {}
+    doubled = [rows[0], AccountFact(bob, THB, 1, 0, 0, 0, 20_000)]  # a transfer applied twice
+    assert list(inv.wallets_disagree(by_id(paid, failed, fund), doubled, wallets)) == [bob]
+
+
+def test_orphan_transfers_are_transfers_no_intent_made() -> None:
+    intent = p2p()
+    legs = legs_of(intent)
+    stray = TransferFact(_id(), ZERO, 500, 0, THB)
+    assert inv.orphan_transfers(by_id(intent), legs) == {}
+    assert list(inv.orphan_transfers(by_id(intent), [*legs, stray])) == [stray.id]
+
+
+# -- SETTLED ↔ exactly its posted legs; FAILED ↔ none posted, none pending ------------------------------
+
+
+def test_settled_legs_hold_for_held_and_outright_intents() -> None:
+    held, outright = p2p(), topup()
+    # P2P: principal and PRE fee pending then posted, POST fee outright; a top-up: principal outright.
+    assert {kind for kind, _ in inv.expected_legs(held).values()} == {"pending", "post", "plain"}
+    assert set(inv.expected_legs(outright).values()) == {("plain", outright.amount)}
+    assert inv.settled_legs_wrong(by_id(held, outright), legs_of(held) + legs_of(outright)) == {}
+
+
+@pytest.mark.parametrize(
+    "defect", ["missing_post", "wrong_amount", "extra_void", "still_pending", "fee_missing"]
+)
+def test_settled_legs_wrong_catches_every_kind_of_defect(defect: str) -> None:
+    intent = p2p()
+    legs = legs_of(intent)
+    principal, post = tid(intent.id, "principal"), tid(intent.id, "principal:post")
+    if defect == "missing_post":
+        legs = [t for t in legs if t.id != post]
+    elif defect == "wrong_amount":
+        legs = [
+            TransferFact(t.id, t.intent_id, t.amount + 1, t.flags, t.ledger) if t.id == post else t
+            for t in legs
+        ]
+    elif defect == "extra_void":
+        legs.append(TransferFact(tid(intent.id, "principal:void"), intent.id, intent.amount, inv.VOID, THB))
+    elif defect == "still_pending":
+        legs = [
+            TransferFact(t.id, t.intent_id, t.amount, t.flags, t.ledger, pending_status=inv.STATUS_PENDING)
+            if t.id == principal
+            else t
+            for t in legs
+        ]
+    else:
+        legs = [t for t in legs if t.id != tid(intent.id, "fee:r-post")]
+    found = inv.settled_legs_wrong(by_id(intent), legs)
+    assert list(found) == [intent.id], defect
+
+
+def test_failed_legs_wrong_catches_a_posted_leg_and_an_open_hold() -> None:
+    voided, never_held = p2p("FAILED"), p2p("FAILED")
+    pending = TransferFact(
+        tid(voided.id, "principal"),
+        voided.id,
+        voided.amount,
+        inv.PENDING,
+        THB,
+        pending_status=inv.STATUS_VOIDED,
+    )
+    void = TransferFact(tid(voided.id, "principal:void"), voided.id, voided.amount, inv.VOID, THB)
+    assert inv.failed_legs_wrong(by_id(voided, never_held), [pending, void]) == {}
+
+    open_hold = TransferFact(
+        pending.id, voided.id, voided.amount, inv.PENDING, THB, pending_status=inv.STATUS_PENDING
+    )
+    assert list(inv.failed_legs_wrong(by_id(voided), [open_hold])) == [voided.id]
+    posted = TransferFact(tid(voided.id, "principal:post"), voided.id, voided.amount, inv.POST, THB)
+    assert list(inv.failed_legs_wrong(by_id(voided), [pending, posted])) == [voided.id]
+    outright = TransferFact(tid(never_held.id, "fee:r-post"), never_held.id, 200, 0, THB)
+    assert list(inv.failed_legs_wrong(by_id(never_held), [outright])) == [never_held.id]
+
+
+def test_payouts_wrong_catches_a_settled_withdrawal_unpaid_a_failed_one_paid_and_a_total_off() -> None:
+    def withdrawal(state: str, amount: int) -> IntentFact:
+        code = "PSP_DECLINED" if state == "FAILED" else None
+        return IntentFact(
+            _id(), "PROMPTPAY_WITHDRAWAL", state, code, amount, "THB", {"kind": "user", "id": "a"}, {}
+        )
+
+    paid, declined, never_sent = (
+        withdrawal("SETTLED", 10_000),
+        withdrawal("FAILED", 40_001),
+        withdrawal("FAILED", 5),
+    )
+    intents = by_id(paid, declined, never_sent)
+    payouts: dict[str, tuple[str, int] | None] = {
+        paid.id: ("SUCCESS", 10_000),
+        declined.id: ("FAILED", 40_001),
+        never_sent.id: None,
+    }
+    assert inv.payouts_wrong(intents, payouts, 10_000) == {}
+    assert list(inv.payouts_wrong(intents, {**payouts, paid.id: None}, 10_000)) == [paid.id]
+    assert list(inv.payouts_wrong(intents, {**payouts, paid.id: ("SUCCESS", 9_999)}, 10_000)) == [paid.id]
+    assert list(inv.payouts_wrong(intents, {**payouts, declined.id: ("SUCCESS", 40_001)}, 10_000)) == [
+        declined.id
+    ]
+    assert list(inv.payouts_wrong(intents, payouts, 20_000)) == ["ipps"]  # paid twice, under another key
+
+
+# -- nothing pending beyond the lease -----------------------------------------------------------------
+
+
+def test_stuck_entries_are_those_pending_longer_than_the_lease() -> None:
+    young = PendingEntry("{pm:intents:0}", "orchestrator", "1-0", "chaos-orchestrator-1", 900, 1)
+    old = PendingEntry("{pm:ledger:commands:0}", "ledger-writer", "2-0", "chaos-ledger-writer-1", 4_001, 2)
+    assert inv.stuck_entries([young], lease_ms=4_000) == {}
+    assert list(inv.stuck_entries([young, old], lease_ms=4_000)) == [
+        "{pm:ledger:commands:0}/ledger-writer 2-0"
+    ]
+
+
+# -- DLQs explained -----------------------------------------------------------------------------------
+
+
+def letter(
+    stream: str, intent_id: str | None, *, reason: str = "max_deliveries", error: str = "boom"
+) -> DeadLetterFact:
+    key = "{" + stream + ":0}"
+    return DeadLetterFact(key + ":dlq", "5-0", stream, reason, error, intent_id)
+
+
+def test_a_dead_psp_job_is_explained_by_its_fence_or_its_alert_and_only_once_terminal() -> None:
+    failed = IntentFact(
+        _id(),
+        "PROMPTPAY_WITHDRAWAL",
+        "FAILED",
+        "PSP_UNREACHABLE",
+        50_003,
+        "THB",
+        {"kind": "user", "id": "a"},
+        {},
+    )
+    job = letter("pm:psp:ipps:jobs", failed.id)
+    fenced = [PspFact(failed.id, "final", "FAILED", "JOB_DEAD_LETTERED")]
+    assert inv.unexplained_dead_letters([job], by_id(failed), [], fenced, []) == {}
+    alert = [AlertFact("psp_job_dead_lettered", failed.id, job.dlq, job.entry_id)]
+    assert inv.unexplained_dead_letters([job], by_id(failed), alert, [], []) == {}
+    # Final already when the review looked (the sweep concluded NOT_EXECUTED): its result republished.
+    concluded = [PspFact(failed.id, "final", "FAILED", "NOT_EXECUTED")]
+    assert inv.unexplained_dead_letters([job], by_id(failed), [], concluded, []) == {}
+    still_confirming = [PspFact(failed.id, "confirm_sent", None, None)]
+    assert list(inv.unexplained_dead_letters([job], by_id(failed), [], still_confirming, []))
+    # Neither fence nor alert: a finding; and a job whose intent is still open is one too.
+    assert list(inv.unexplained_dead_letters([job], by_id(failed), [], [], [])) == [f"{job.dlq} 5-0"]
+    still_open = IntentFact(**{**failed.__dict__, "state": "AUTHORIZED", "failure_code": None})
+    assert list(inv.unexplained_dead_letters([job], by_id(still_open), [], fenced, [])) == [f"{job.dlq} 5-0"]
+
+
+def test_a_dead_psp_result_needs_its_alert() -> None:
+    done = p2p()
+    result = letter("pm:psp:results", done.id)
+    alert = AlertFact("psp_result_dead_lettered", done.id, result.dlq, result.entry_id)
+    assert inv.unexplained_dead_letters([result], by_id(done), [alert], [], []) == {}
+    assert list(inv.unexplained_dead_letters([result], by_id(done), [], [], [])) == [f"{result.dlq} 5-0"]
+
+
+def test_redelivery_to_killed_consumers_explains_only_a_killed_service_and_no_handler_error() -> None:
+    done = p2p()
+    died = letter("pm:ledger:commands", done.id, error=f"delivered 3 times {inv.KILLED_CONSUMER}")
+    assert inv.unexplained_dead_letters([died], by_id(done), [], [], ["ledger-writer"]) == {}
+    # The writer was never killed: who let it die three times?
+    assert list(inv.unexplained_dead_letters([died], by_id(done), [], [], ["gateway"])) == [f"{died.dlq} 5-0"]
+    # A handler that failed three times is a finding, killed or not.
+    failing = letter("pm:ledger:commands", done.id, error="ValueError: bad command")
+    assert list(inv.unexplained_dead_letters([failing], by_id(done), [], [], ["ledger-writer"]))
+    poisoned = letter("pm:intents", done.id, reason="decode_error", error="not JSON")
+    assert list(inv.unexplained_dead_letters([poisoned], by_id(done), [], [], ["orchestrator"]))
+
+
+def test_intent_of_payload_reads_the_message_intent_id() -> None:
+    assert inv.intent_of_payload(b'{"kind":"psp.job","intent_id":"abc"}') == "abc"
+    assert inv.intent_of_payload(b"not json") is None
+    assert inv.intent_of_payload(None) is None
+
+
+# -- all of them, and the report ----------------------------------------------------------------------
+
+
+def test_check_all_on_a_consistent_run_holds_and_a_report_names_the_offenders() -> None:
+    intent = p2p()
+    facts = Facts(intents=by_id(intent), transfers=legs_of(intent))
+    # Balances as the legs leave them: alice pays principal and fees, bob receives, fee revenue earns.
+    alice, bob = wallet_account("alice", "THB"), wallet_account("bob", "THB")
+    facts.wallets = {("alice", "THB"): alice, ("bob", "THB"): bob}
+    facts.accounts = [
+        AccountFact(alice, THB, 1, 0, 10_300, 0, 0),
+        AccountFact(bob, THB, 1, 0, 0, 0, 10_000),
+        AccountFact(_id(), THB, 90, 0, 0, 0, 0),
+        AccountFact(_id(), THB, 10, 0, 0, 0, 300),
+    ]
+    results = inv.check_all(facts, lease_ms=4_000, killed=[])
+    # The ledger agrees with the intent (alice is -10,300 by what settled), but she was never funded:
+    # only "no wallet below zero" objects.
+    assert {name: list(offenders) for name, offenders in results.items() if offenders} == {
+        "no wallet below zero": [alice]
+    }
+
+    report = Report(seed=1, planned=1, invariants=results)
+    assert not report.ok and report.offending_ids() == [alice]
+    assert any(alice in line for line in report.problems())
+    assert Report(seed=1, planned=1, invariants={"x": {}}).ok
+
+
+# -- the plan and the schedule are seeded -------------------------------------------------------------
+
+
+def test_the_plan_is_the_same_for_a_seed_and_covers_every_type_and_fault() -> None:
+    first, again, other = plan(3, 400, "r"), plan(3, 400, "r"), plan(4, 400, "r")
+    assert first == again and first != other
+    assert len(first.funding) + len(first.intents) == 400
+    types = {p.body.type for p in first.intents + first.funding}
+    assert types == {"ADJUSTMENT", "P2P", "PROMPTPAY_WITHDRAWAL", "SBP_TOPUP"}
+    scenarios = {p.scenario for p in first.intents}
+    assert {"p2p-empty", "topup-expire", "withdrawal-bad-proxy"} <= scenarios
+    assert any(s.removeprefix("withdrawal-") in IPPS_FAULT_AMOUNTS.values() for s in scenarios)
+    assert len({p.key for p in first.funding + first.intents}) == 400  # one key per intent
+
+
+def test_the_schedule_is_seeded_kills_every_service_first_and_restarts_each_server_once() -> None:
+    actions = schedule(5, len(KILLABLE))
+    assert actions == schedule(5, len(KILLABLE)) and actions != schedule(6, len(KILLABLE))
+    assert {a.target for a in actions if a.kind == "kill"} == set(KILLABLE)
+    assert Counter(a.kind for a in actions) == Counter({"kill": len(KILLABLE), "redis": 1, "postgres": 1})
+    assert [a.at for a in actions] == sorted(a.at for a in actions)
+    assert all(0.0 < a.at < 0.9 for a in actions)
+
+
+def test_pm_chaos_exits_2_with_a_clear_message_without_redis_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pm_tools.cli.app import app
+
+    monkeypatch.setenv("PATH", "/nonexistent")
+    result = CliRunner().invoke(app, ["chaos", "--seed", "1"])
+    assert result.exit_code == 2, result.output
+    assert "redis-server is not installed" in result.output
+
+
+def test_pm_chaos_exits_1_naming_the_offenders_and_prints_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pm_tools.cli import chaos_cmd
+    from pm_tools.cli.app import app
+
+    stuck = "01a20f63-c299-75be-bc0b-3804dcbf5ce5"
+
+    async def failing(options: object) -> Report:
+        report = Report(seed=9, planned=2, accepted=2, intents_in_db=2)
+        report.by_state = Counter({("P2P", "SETTLED", ""): 1, ("P2P", "AUTHORIZED", ""): 1})
+        report.invariants = {"every accepted intent terminal": {stuck: "still AUTHORIZED"}, "other": {}}
+        return report
+
+    monkeypatch.setattr(chaos_cmd, "run_chaos", failing)
+    result = CliRunner().invoke(app, ["chaos", "--seed", "9"])
+    assert result.exit_code == 1, result.output
+    assert stuck in result.output and "1 invariant(s) failed" in result.output
+
+    result = CliRunner().invoke(app, ["chaos", "--seed", "9", "--json"])
+    assert result.exit_code == 1
+    body = result.stdout[: result.stdout.rindex("}") + 1]
+    decoded = json.loads(body)
+    assert decoded["ok"] is False and decoded["seed"] == 9
+    assert decoded["invariants"][0] == {
+        "name": "every accepted intent terminal",
+        "holds": False,
+        "offenders": {stuck: "still AUTHORIZED"},
+    }
+
+
+def test_a_spurious_answer_is_reported_with_the_exception_the_gateway_logged(tmp_path: Path) -> None:
+    logged = {
+        "level": "ERROR",
+        "msg": "unexpected error in POST /v1/intents (request 71f522031fb23d0db5dd985a)",
+        "exc": "Traceback (most recent call last):\n  File ...\n"
+        "asyncpg.exceptions._base.InternalClientError: cannot switch to state 12",
+    }
+    (tmp_path / "gateway.log").write_text(
+        "not json (request 71f522031fb23d0db5dd985a)\n"
+        + json.dumps({"msg": "POST /v1/intents 500 (request 0000000000000000)", "exc": "Other: no"})
+        + "\n"
+        + json.dumps(logged)
+        + "\n"
+    )
+    assert gateway_error(tmp_path, "71f522031fb23d0db5dd985a") == (
+        "asyncpg.exceptions._base.InternalClientError: cannot switch to state 12"
+    )
+    assert gateway_error(tmp_path, "ffffffffffffffff") is None
