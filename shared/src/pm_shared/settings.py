@@ -14,21 +14,14 @@ from typing import Annotated, TypeVar
 
 import msgspec
 
+from pm_shared import fleet
+
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 
-# Every service's variable prefix; a variable under another service's prefix is that service's to check.
-SERVICE_PREFIXES: tuple[str, ...] = (
-    "GATEWAY_",
-    "ORCHESTRATOR_",
-    "LEDGER_WRITER_",
-    "ADAPTER_IPPS_",
-    "ADAPTER_QP_",
-    "RECONCILER_",
-    "IPPS_SANDBOX_",
-    "QP_SANDBOX_",
-    "BENCH_",
-)
+# Every process's variable prefix (and the benchmark's); a variable under another process's prefix is
+# that process's to check.
+SERVICE_PREFIXES: tuple[str, ...] = (*(m.prefix for m in fleet.FLEET), "BENCH_")
 
 # Read by tooling rather than by a service Struct (test suites, the CLI); known, so never "unknown".
 TOOLING_VARIABLES: frozenset[str] = frozenset(

@@ -8,16 +8,17 @@ from typing import Annotated
 
 import msgspec
 
+from pm_shared import fleet
 from pm_shared.settings import Port, load_settings
 
-PREFIX = "IPPS_SANDBOX_"
+PREFIX = fleet.IPPS_SANDBOX.prefix
 
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
-    port: Port = 9201
+    port: Port = fleet.IPPS_SANDBOX.port
     callback_url: str = ""
     """Where final transfer states are POSTed; empty: no callbacks."""
     callback_secret: str = "ipps-sandbox-callback-secret"

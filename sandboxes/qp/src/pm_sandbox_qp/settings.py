@@ -8,16 +8,17 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from pm_shared import fleet
 from pm_shared.settings import Port, load_settings
 
-PREFIX = "QP_SANDBOX_"
+PREFIX = fleet.QP_SANDBOX.prefix
 
 Ms = Annotated[int, msgspec.Meta(ge=0)]
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
-    port: Port = 9202
+    port: Port = fleet.QP_SANDBOX.port
     secret: str = "qp-sandbox-secret"
     """Signs callbacks (HMAC-SHA256) and is the bearer token every `/v1` request must carry."""
     require_auth: bool = True

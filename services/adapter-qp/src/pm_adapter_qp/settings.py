@@ -8,15 +8,16 @@ from typing import Annotated
 
 import msgspec
 
+from pm_shared import fleet
 from pm_shared.settings import Port, ServiceSettings, load_settings
 
-PREFIX = "ADAPTER_QP_"
+PREFIX = fleet.ADAPTER_QP.prefix
 
 Millis = Annotated[int, msgspec.Meta(ge=1)]
 
 
 class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    port: Port = 9104
+    port: Port = fleet.ADAPTER_QP.port
     stream_batches_in_flight: Annotated[int, msgspec.Meta(ge=1, le=8)] = 4
     """Batches in hand at once: the next jobs are read while earlier ones wait on the PSP (one slow
     payout must not hold up the rest); `PM_STREAM_CONCURRENCY` still bounds the calls in flight."""

@@ -10,16 +10,17 @@ from typing import Annotated
 
 import msgspec
 
+from pm_shared import fleet
 from pm_shared.keys.crypto import Cipher, KeyConfigError
 from pm_shared.settings import Port, ServiceSettings, SettingsError, load_settings
 
-PREFIX = "GATEWAY_"
+PREFIX = fleet.GATEWAY.prefix
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    port: Port = 8080
+    port: Port = fleet.GATEWAY.port
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1_048_576)] = 65_536
     """Larger request bodies are refused (413) before they are read in full."""
     key_cache_s: Annotated[float, msgspec.Meta(ge=0, le=60)] = 2.0

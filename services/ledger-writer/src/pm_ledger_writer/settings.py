@@ -8,15 +8,16 @@ from typing import Annotated
 
 import msgspec
 
+from pm_shared import fleet
 from pm_shared.ledger.api import BATCH_MAX
 from pm_shared.ledger.urls import LedgerUrlError, parse
 from pm_shared.settings import Port, ServiceSettings, SettingsError, load_settings
 
-PREFIX = "LEDGER_WRITER_"
+PREFIX = fleet.LEDGER_WRITER.prefix
 
 
 class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    port: Port = 9102
+    port: Port = fleet.LEDGER_WRITER.port
     # The writer's throughput comes from large ledger requests: read up to a full request of commands
     # at once (BLOCK still returns as soon as one is there, so a quiet stream costs no latency).
     stream_batch_size: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = BATCH_MAX

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from pm_shared import fleet
 from pm_shared.settings import Port, ServiceSettings, load_settings
 
-PREFIX = "RECONCILER_"
+PREFIX = fleet.RECONCILER.prefix
 
 
 class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    port: Port = 9105
+    port: Port = fleet.RECONCILER.port
 
 
 def load(environ: Mapping[str, str] = os.environ) -> Settings:

@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-# Consumer groups are named after the consuming service.
-GROUP_ORCHESTRATOR = "orchestrator"
-GROUP_LEDGER_WRITER = "ledger-writer"
-GROUP_ADAPTER_IPPS = "adapter-ipps"
-GROUP_ADAPTER_QP = "adapter-qp"
-GROUP_RECONCILER = "reconciler"
+from pm_shared import fleet
+
+# Consumer groups are named after the consuming service (pm_shared.fleet).
+GROUP_ORCHESTRATOR = fleet.ORCHESTRATOR.name
+GROUP_LEDGER_WRITER = fleet.LEDGER_WRITER.name
+GROUP_ADAPTER_IPPS = fleet.ADAPTER_IPPS.name
+GROUP_ADAPTER_QP = fleet.ADAPTER_QP.name
+GROUP_RECONCILER = fleet.RECONCILER.name
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,11 @@ ALL_STREAMS: tuple[StreamSpec, ...] = (
     PSP_RESULTS,
     EVENTS,
 )
+
+
+def streams_read_by(group: str) -> tuple[StreamSpec, ...]:
+    """The logical streams consumer group `group` reads."""
+    return tuple(s for s in ALL_STREAMS if group in s.groups)
 
 
 def spec(name: str) -> StreamSpec:
