@@ -1,25 +1,31 @@
 # syntax=docker/dockerfile:1
-# One image for every PM service; the command chooses the process:
-#   pm-gateway | pm-orchestrator | pm-ledger-writer | pm-adapter-ipps | pm-adapter-qp | pm-reconciler
-#   python -m pm_sandbox_ipps | python -m pm_sandbox_qp | pm migrate | pm streams --provision
-# (`python -m pm_<service>` works too). compose/docker-compose.yml builds and runs it.
+# One image per workspace member: PACKAGE names it, and the image holds that member and what it
+# declares, nothing else (no tooling in a service's image):
+#   docker build --build-arg PACKAGE=pm-gateway -t pm-gateway .
+# Services: pm-gateway, pm-orchestrator, pm-ledger-writer, pm-adapter-ipps, pm-adapter-qp,
+# pm-reconciler (each runs its console script, e.g. `pm-gateway`); the PSP sandboxes pm-sandbox-ipps
+# and pm-sandbox-qp (compose only); pm-tools for `pm migrate`, `pm streams --provision` and operators.
+# compose/docker-compose.yml and compose/k8s build and run them; tests/test_members.py installs each
+# member alone with the same `uv sync` and imports every module of it there.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
-# ---- build: the uv workspace, exactly as uv.lock pins it, into a self-contained venv at /opt/pm ----
+# ---- build: one member, exactly as uv.lock pins it, into a self-contained venv at /opt/pm ----
 FROM ${PYTHON_IMAGE} AS build
 ARG UV_VERSION=0.13.9
+ARG PACKAGE
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
     UV_PYTHON=/usr/local/bin/python3 \
     UV_PROJECT_ENVIRONMENT=/opt/pm \
     PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN test -n "$PACKAGE" || { echo "--build-arg PACKAGE=<workspace member> is required" >&2; exit 1; }
 RUN pip install --no-cache-dir "uv==${UV_VERSION}"
 WORKDIR /src
 
 # Dependencies first (their layer survives a change of our own code): the lock and every member's
-# pyproject, nothing of the workspace itself installed yet.
+# pyproject (uv reads the whole workspace), only the dependencies of PACKAGE installed.
 COPY pyproject.toml uv.lock ./
 COPY shared/pyproject.toml shared/
 COPY services/gateway/pyproject.toml services/gateway/
@@ -32,9 +38,10 @@ COPY sandboxes/ipps/pyproject.toml sandboxes/ipps/
 COPY sandboxes/qp/pyproject.toml sandboxes/qp/
 COPY tools/pyproject.toml tools/
 COPY clients/python/pyproject.toml clients/python/
-RUN uv sync --frozen --no-dev --all-packages --no-install-workspace
+RUN uv sync --frozen --no-dev --package "$PACKAGE" --no-install-workspace
 
-# Then the workspace members, installed as wheels (not editable): /opt/pm needs nothing from /src.
+# Then PACKAGE and the workspace members it depends on, installed as wheels (not editable): /opt/pm
+# needs nothing from /src. Only the members PACKAGE declares are installed from these sources.
 COPY shared/src shared/src
 COPY services/gateway/src services/gateway/src
 COPY services/orchestrator/src services/orchestrator/src
@@ -46,14 +53,17 @@ COPY sandboxes/ipps/src sandboxes/ipps/src
 COPY sandboxes/qp/src sandboxes/qp/src
 COPY tools/src tools/src
 COPY clients/python/src clients/python/src
-RUN uv sync --frozen --no-dev --all-packages --no-editable \
- && /opt/pm/bin/python -c "import pm_gateway, pm_orchestrator, pm_ledger_writer, pm_adapter_ipps, pm_adapter_qp, pm_reconciler, pm_shared"
+RUN uv sync --frozen --no-dev --package "$PACKAGE" --no-editable \
+ && /opt/pm/bin/python -c "import importlib, sys; importlib.import_module(sys.argv[1])" "$(echo "$PACKAGE" | tr - _)"
 
 # ---- runtime: the same Python, the venv, a non-root user; no build tools, no uv ----
 FROM ${PYTHON_IMAGE} AS runtime
+ARG PACKAGE
+LABEL org.opencontainers.image.title="${PACKAGE}"
 RUN groupadd --system --gid 10001 pm \
  && useradd --system --uid 10001 --gid pm --create-home --home-dir /home/pm --shell /usr/sbin/nologin pm
 COPY --from=build /opt/pm /opt/pm
+# MPLCONFIGDIR: matplotlib (pm-tools only) writes its cache there, the home may be read-only.
 ENV PATH=/opt/pm/bin:$PATH \
     VIRTUAL_ENV=/opt/pm \
     PYTHONUNBUFFERED=1 \
@@ -61,6 +71,5 @@ ENV PATH=/opt/pm/bin:$PATH \
     MPLCONFIGDIR=/tmp/matplotlib
 USER 10001:10001
 WORKDIR /home/pm
-# gateway 8080; orchestrator, ledger-writer, adapter-ipps, adapter-qp, reconciler 9101-9105; sandboxes 9201-9202
-EXPOSE 8080 9101 9102 9103 9104 9105 9201 9202
-CMD ["pm", "--help"]
+# The command names the process, as compose and Kubernetes do: `docker run pm-gateway pm-gateway`,
+# `docker run pm-tools pm --help`, `docker run pm-sandbox-qp python -m pm_sandbox_qp`.

@@ -55,6 +55,7 @@ test: env ## Lint, type-check and run every test against real Redis and PostgreS
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy $(MYPY_PATHS)
+	$(RUN) python tests/check_dependencies.py
 	$(RUN) pytest $(PYTEST_ARGS)
 
 bench: env ## Run the benchmark against real Redis and PostgreSQL; BENCH_ARGS=...
@@ -73,6 +74,7 @@ lint: sync ## ruff check, ruff format --check, mypy
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) mypy $(MYPY_PATHS)
+	$(RUN) python tests/check_dependencies.py
 
 fmt: sync ## Format and auto-fix with ruff
 	@set -x

@@ -2,13 +2,16 @@
 
 No Docker engine is needed (nor used): the compose file is validated against the Compose
 Specification's JSON Schema (vendored in compose/schemas), then read for what the schema cannot know —
-every long-running service has a health check, every dependency exists and can be met, every `PM_*`
+every member of the roster (pm_shared.fleet) runs, on its port, from the image of its own workspace
+member (the Dockerfile's PACKAGE), and no other PM process runs but the migrate job; every
+long-running service has a health check, every dependency exists and can be met, every `PM_*`
 variable a PM service gets is one its settings loader reads (an unknown one would stop it at start),
 the PSP sandboxes call the gateway back with the secrets it checks, the ledger URL reaches the
-TigerBeetle service. The dashboard and the alert rules may only use metrics the code exports, with
-the labels it gives them (collected from the sources' prometheus_client constructors, and
-cross-checked against the live registry), and `promtool` checks the rules and the Prometheus config
-when it is installed.
+TigerBeetle service. What an image holds is proved by tests/test_members.py (each member installed
+alone, with the Dockerfile's `uv sync`). The dashboard and the alert rules may only use metrics the
+code exports, with the labels it gives them (collected from the sources' prometheus_client
+constructors, and cross-checked against the live registry), and `promtool` checks the rules and the
+Prometheus config when it is installed.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from __future__ import annotations
 import ast
 import base64
 import importlib
-import importlib.util
 import ipaddress
 import json
 import re
@@ -35,6 +37,7 @@ import msgspec
 import pytest
 import yaml
 
+from pm_shared import fleet
 from pm_shared.ledger.urls import TigerBeetleUrl, parse
 from pm_shared.settings import CommonSettings, SettingsError, load_settings
 
@@ -143,64 +146,77 @@ def is_one_shot(service: Mapping[str, Any]) -> bool:
 
 @dataclass(frozen=True)
 class Process:
-    """A PM process: its settings Struct, its variable prefix and the loader it calls at start."""
+    """A PM process: a member of the roster (pm_shared.fleet), or the `pm` CLI (`member` None)."""
 
-    module: str  # the settings module, or "" for the `pm` CLI
+    member: fleet.Member | None
     settings_type: type[msgspec.Struct]
     prefix: str
     load: Callable[[Mapping[str, str]], msgspec.Struct]
 
     @property
     def has_metrics(self) -> bool:
-        """The services proper (not the sandboxes, not the CLI) serve /metrics on their port."""
-        return (
-            issubclass(self.settings_type, CommonSettings) and "port" in self.settings_type.__struct_fields__
-        )
+        """The services (not the sandboxes, not the CLI) serve /metrics on their port."""
+        return self.member is not None and self.member.metrics
+
+
+@dataclass(frozen=True)
+class WorkspaceMember:
+    folder: str
+    """`services/gateway`: relative to the repository."""
+    distribution: str
+    """`pm-gateway`: what an image installs (the Dockerfile's PACKAGE)."""
+    module: str
+    scripts: dict[str, str]
+    """Its console scripts: `pm-gateway` → `pm_gateway.main:run`."""
 
 
 @cache
-def workspace_members() -> list[str]:
-    """Every workspace member's folder (`shared`, `services/gateway`, …), from the root pyproject."""
+def workspace_members() -> tuple[WorkspaceMember, ...]:
+    """Every workspace member, from the root pyproject's member globs and the members' pyprojects."""
     patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["uv"]["workspace"]["members"]
-    return sorted(
-        p.parent.relative_to(ROOT).as_posix() for g in patterns for p in ROOT.glob(f"{g}/pyproject.toml")
-    )
-
-
-def console_scripts() -> dict[str, str]:
-    """`pm-gateway` → `pm_gateway.main:run`, from every workspace member's pyproject."""
-    scripts: dict[str, str] = {}
-    for member in workspace_members():
-        scripts.update(
-            tomllib.loads((ROOT / member / "pyproject.toml").read_text())["project"].get("scripts", {})
+    found = []
+    for pyproject in sorted(p for g in patterns for p in ROOT.glob(f"{g}/pyproject.toml")):
+        data = tomllib.loads(pyproject.read_text())
+        (package,) = data["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+        found.append(
+            WorkspaceMember(
+                pyproject.parent.relative_to(ROOT).as_posix(),
+                data["project"]["name"],
+                Path(package).name,
+                data["project"].get("scripts", {}),
+            )
         )
-    return scripts
+    return tuple(found)
 
 
-def _settings_process(package: str) -> Process:
-    module = importlib.import_module(f"{package}.settings")
-    return Process(module.__name__, module.Settings, module.PREFIX, module.load)
+def workspace_member(module: str) -> WorkspaceMember:
+    (found,) = [m for m in workspace_members() if m.module == module]
+    return found
+
+
+TOOLS = "pm_tools"
+"""The member whose image runs the `pm` CLI (the migrate job)."""
+
+
+def _cli_process() -> Process:
+    return Process(None, CommonSettings, "", lambda env: load_settings(CommonSettings, "", env))
+
+
+def _member_process(member: fleet.Member) -> Process:
+    module = importlib.import_module(f"{member.module}.settings")
+    return Process(member, module.Settings, member.prefix, module.load)
 
 
 def process_of(service: Mapping[str, Any]) -> Process | None:
     """The PM process a compose service runs (None for Redis, PostgreSQL, …)."""
     cmd = command(service)
-    if not cmd:
-        return None
     if cmd[:2] == ["sh", "-c"]:  # a one-shot script of `pm` commands
-        words = cmd[2].replace("&&", " ").split()
-        if words and words[0] == "pm":
-            return Process("", CommonSettings, "", lambda env: load_settings(CommonSettings, "", env))
-        return None
-    if cmd[0] in console_scripts():
-        target = console_scripts()[cmd[0]].split(":", 1)[0]
-        if cmd[0] == "pm":
-            return Process("", CommonSettings, "", lambda env: load_settings(CommonSettings, "", env))
-        return _settings_process(target.rsplit(".", 1)[0])
-    if cmd[0] in ("python", "python3") and cmd[1:2] == ["-m"]:
-        module = cmd[2]
-        if module.startswith("pm_"):
-            return _settings_process(module)
+        cmd = cmd[2].replace("&&", " ").split()
+    if cmd[:1] == ["pm"]:
+        return _cli_process()
+    for member in fleet.FLEET:
+        if cmd[:1] == [member.script] or cmd[:3] == ["python", "-m", member.module]:
+            return _member_process(member)
     return None
 
 
@@ -336,13 +352,9 @@ def test_every_dependency_exists_and_its_condition_can_be_met() -> None:
             if condition == "service_completed_successfully" and not is_one_shot(target):
                 problems.append(f"{name} waits for {dep} to complete, but {dep} is restarted forever")
     assert not problems, "\n".join(problems)
-    # Nothing of PM starts before the migrations and the streams are provisioned.
+    # No service starts before the migrations and the streams are provisioned.
     for name, process in pm_services().items():
-        if (
-            name == "migrate"
-            or not process.module.endswith(".settings")
-            or process.module.startswith("pm_sandbox_")
-        ):
+        if process.member is None or process.member.kind != "service":
             continue
         deps = services()[name].get("depends_on") or {}
         assert deps.get("migrate", {}).get("condition") == "service_completed_successfully", name
@@ -354,12 +366,31 @@ def test_migrate_job_migrates_then_provisions_the_streams() -> None:
     assert steps == ["pm migrate", "pm streams --provision"]
 
 
+def test_every_member_of_the_roster_runs_and_nothing_else() -> None:
+    runs: dict[str, list[str]] = {}
+    for name, process in pm_services().items():
+        runs.setdefault(process.member.name if process.member else "pm", []).append(name)
+    for member in fleet.FLEET:
+        # A single-active member runs twice: the lease holder and a standby ready to take over.
+        expected = [member.name, f"{member.name}-standby"] if member.single_active else [member.name]
+        assert sorted(runs.pop(member.name, [])) == expected, f"{member.name} runs as {expected}"
+    assert runs == {"pm": ["migrate"]}, f"PM processes outside the roster: {runs}"
+
+
+def test_every_member_listens_on_its_port_from_the_roster() -> None:
+    for name, process in pm_services().items():
+        if process.member is None:
+            continue
+        assert port_of(name) == process.member.port, name
+        assert environment(services()[name])[process.member.port_variable] == str(process.member.port)
+        health = health_url(services()[name])
+        # A standby is alive but never ready: a single-active member is checked on /healthz.
+        if process.member.single_active:
+            assert health is not None and health[1] == "/healthz", f"{name}: {health}"
+
+
 def test_every_pm_variable_is_read_by_the_settings_of_its_service() -> None:
     found = pm_services()
-    assert {"gateway", "orchestrator", "ledger-writer", "adapter-ipps", "adapter-qp", "reconciler"} <= set(
-        found
-    )
-    assert {"ipps-sandbox", "qp-sandbox", "migrate"} <= set(found)
     problems = []
     for name, process in found.items():
         env = environment(services()[name])
@@ -392,16 +423,23 @@ def test_every_pm_variable_is_read_by_the_settings_of_its_service() -> None:
 
 def test_a_misspelt_variable_is_caught() -> None:
     # The check above would be worthless if an unknown variable slipped through it.
-    process = pm_services()["orchestrator"]
-    env = {**environment(services()["orchestrator"]), "PM_ORCHESTRATOR_RESUME_AFTER": "30"}
+    orchestrator, gateway = fleet.ORCHESTRATOR, fleet.GATEWAY
+    process = pm_services()[orchestrator.name]
+    env = {**environment(services()[orchestrator.name]), f"PM_{orchestrator.prefix}RESUME_AFTER": "30"}
     with pytest.raises(SettingsError):
         process.load(env)
-    assert unread_variables({"PM_GATEWAY_PORT": "8080"}, process) == ["PM_GATEWAY_PORT"]
+    assert unread_variables({gateway.port_variable: "8080"}, process) == [gateway.port_variable]
 
 
-def _secret(service: str, variable: str) -> str:
-    value = environment(services()[service]).get(variable)
-    assert value, f"{service} gets no {variable}"
+PSPS = (("ipps", fleet.ADAPTER_IPPS, fleet.IPPS_SANDBOX), ("qp", fleet.ADAPTER_QP, fleet.QP_SANDBOX))
+"""Each PSP: its name in the gateway's callback path, its adapter and the sandbox standing in for it."""
+
+
+def _secret(member: fleet.Member, field: str) -> str:
+    """The value of the member's own variable `PM_<prefix><field>` in the compose file."""
+    variable = f"PM_{member.prefix}{field}"
+    value = environment(services()[member.name]).get(variable)
+    assert value, f"{member.name} gets no {variable}"
     return value
 
 
@@ -409,7 +447,7 @@ def _gateway_routes() -> set[str]:
     from pm_gateway.app import create_app
     from pm_gateway.settings import load
 
-    app = create_app(load(environment(services()["gateway"])))
+    app = create_app(load(environment(services()[fleet.GATEWAY.name])))
 
     def walk(routes: list[Any], prefix: str = "") -> Iterator[str]:
         for route in routes:
@@ -424,41 +462,35 @@ def _gateway_routes() -> set[str]:
 
 
 def test_sandboxes_call_the_gateway_back_with_the_secrets_it_checks() -> None:
-    gateway_port = port_of("gateway")
+    gateway = fleet.GATEWAY
+    gateway_port = port_of(gateway.name)
     routes = _gateway_routes()
-    for sandbox, psp in (("ipps-sandbox", "ipps"), ("qp-sandbox", "qp")):
-        url = urlsplit(_secret(sandbox, f"PM_{psp.upper()}_SANDBOX_CALLBACK_URL"))
-        assert (url.hostname, url.port) == ("gateway", gateway_port), f"{sandbox} calls back {url.geturl()}"
+    for psp, _, sandbox in PSPS:
+        url = urlsplit(_secret(sandbox, "CALLBACK_URL"))
+        assert (url.hostname, url.port) == (gateway.name, gateway_port), (
+            f"{sandbox.name} calls back {url.geturl()}"
+        )
         assert url.path == f"/v1/webhooks/{psp}" and url.path in routes
         # The gateway checks the socket peer against its allowlist: the sandbox's fixed address.
-        address = services()[sandbox]["networks"]["pm"]["ipv4_address"]
-        allowlist = _secret("gateway", f"PM_GATEWAY_{psp.upper()}_CALLBACK_ALLOWLIST")
+        address = services()[sandbox.name]["networks"]["pm"]["ipv4_address"]
+        allowlist = _secret(gateway, f"{psp.upper()}_CALLBACK_ALLOWLIST")
         nets = [ipaddress.ip_network(part.strip(), strict=False) for part in allowlist.split(",")]
-        assert any(ipaddress.ip_address(address) in net for net in nets), f"{sandbox} {address} not in {nets}"
-    assert _secret("ipps-sandbox", "PM_IPPS_SANDBOX_CALLBACK_SECRET") == _secret(
-        "gateway", "PM_GATEWAY_IPPS_CALLBACK_SECRET"
-    )
-    qp = _secret("qp-sandbox", "PM_QP_SANDBOX_SECRET")
-    assert (
-        qp
-        == _secret("gateway", "PM_GATEWAY_QP_CALLBACK_SECRET")
-        == _secret("adapter-qp", "PM_ADAPTER_QP_QP_SECRET")
-    )
-    assert _secret("ipps-sandbox", "PM_IPPS_SANDBOX_AUTH_SECRET") == _secret(
-        "adapter-ipps", "PM_ADAPTER_IPPS_IPPS_AUTH_SECRET"
-    )
+        assert any(ipaddress.ip_address(address) in net for net in nets), (
+            f"{sandbox.name} {address} not in {nets}"
+        )
+    assert _secret(fleet.IPPS_SANDBOX, "CALLBACK_SECRET") == _secret(gateway, "IPPS_CALLBACK_SECRET")
+    qp = _secret(fleet.QP_SANDBOX, "SECRET")
+    assert qp == _secret(gateway, "QP_CALLBACK_SECRET") == _secret(fleet.ADAPTER_QP, "QP_SECRET")
+    assert _secret(fleet.IPPS_SANDBOX, "AUTH_SECRET") == _secret(fleet.ADAPTER_IPPS, "IPPS_AUTH_SECRET")
 
 
 def test_adapters_talk_to_their_sandboxes() -> None:
-    for adapter, variable, sandbox in (
-        ("adapter-ipps", "PM_ADAPTER_IPPS_IPPS_URL", "ipps-sandbox"),
-        ("adapter-qp", "PM_ADAPTER_QP_QP_URL", "qp-sandbox"),
-    ):
-        url = urlsplit(_secret(adapter, variable))
-        sandbox_port = port_of(sandbox)
-        assert (url.hostname, url.port) == (sandbox, sandbox_port), f"{adapter}: {url.geturl()}"
-        deps = services()[adapter].get("depends_on") or {}
-        assert deps.get(sandbox, {}).get("condition") == "service_healthy"
+    for psp, adapter, sandbox in PSPS:
+        url = urlsplit(_secret(adapter, f"{psp.upper()}_URL"))
+        sandbox_port = port_of(sandbox.name)
+        assert (url.hostname, url.port) == (sandbox.name, sandbox_port), f"{adapter.name}: {url.geturl()}"
+        deps = services()[adapter.name].get("depends_on") or {}
+        assert deps.get(sandbox.name, {}).get("condition") == "service_healthy"
 
 
 def test_redis_keeps_an_append_only_file_and_never_evicts() -> None:
@@ -677,29 +709,62 @@ def test_everything_the_image_copies_is_in_the_build_context() -> None:
             for file in (ROOT / source).rglob("*.py"):
                 rel = file.relative_to(ROOT).as_posix()
                 assert "__pycache__" in rel or not _dockerignore_excludes(rel), rel
-    # Every workspace member's pyproject and sources are copied.
+    # Every workspace member's pyproject (uv reads the whole workspace) and sources are copied.
     for member in workspace_members():
-        assert f"{member}/pyproject.toml" in copied, member
-        assert f"{member}/src" in copied, member
+        assert f"{member.folder}/pyproject.toml" in copied, member.folder
+        assert f"{member.folder}/src" in copied, member.folder
     assert {"pyproject.toml", "uv.lock"} <= set(copied)
     # What stays out: tests, the developer's environment, the compose pack itself.
     for path in ("tests/test_deploy_compose.py", ".venv/bin/python", ".pm/env", "compose/docker-compose.yml"):
         assert _dockerignore_excludes(path), path
 
 
-def test_every_command_the_compose_file_runs_exists_in_the_image() -> None:
-    for name, svc in services().items():
-        if "pm:local" not in str(raw_compose()["services"][name].get("image", "")) and "PM_IMAGE" not in str(
-            raw_compose()["services"][name].get("image", "")
-        ):
-            continue
-        cmd = command(svc)
+_PACKAGE = re.compile(r'--package\s+"?\$\{?PACKAGE\}?"?(?:\s|$)')
+
+
+def test_the_image_installs_the_one_member_its_build_argument_names() -> None:
+    steps = _dockerfile_instructions()
+    build = steps[: max(i for i, (kw, _) in enumerate(steps) if kw == "FROM")]
+    assert ("ARG", "PACKAGE") in build, "the build stage takes the member as ARG PACKAGE"
+    syncs = [i for i, (kw, rest) in enumerate(build) if kw == "RUN" and "uv sync" in rest]
+    assert len(syncs) == 2, "two syncs: the dependencies, then the member"
+    for i in syncs:
+        assert _PACKAGE.search(build[i][1]), f"not one member: {build[i][1]}"
+        assert not re.search(r"--all-packages|--all-groups|--group|--extra|--all-extras", build[i][1])
+    # Dependencies first (a layer that survives a change of the sources), then the member's wheels.
+    sources = [i for i, (kw, rest) in enumerate(build) if kw == "COPY" and rest.split()[0].endswith("/src")]
+    deps, member = (build[i][1] for i in syncs)
+    assert "--no-install-workspace" in deps and syncs[0] < min(sources), deps
+    assert "--no-editable" in member and syncs[1] > max(sources), member
+
+
+def _image_member(name: str) -> WorkspaceMember:
+    """The workspace member a compose service's image installs: its build argument PACKAGE."""
+    build = services()[name].get("build") or {}
+    assert (COMPOSE_DIR / build.get("context", "")).resolve() == ROOT, f"{name}: not built from the workspace"
+    assert (ROOT / build.get("dockerfile", "Dockerfile")).resolve() == DOCKERFILE
+    package = (build.get("args") or {}).get("PACKAGE")
+    found = [m for m in workspace_members() if m.distribution == package]
+    assert len(found) == 1, f"{name}: the build argument PACKAGE {package!r} is no workspace member"
+    assert services()[name]["image"].split(":")[0] == package, f"{name}: the image is named for {package}"
+    return found[0]
+
+
+def test_each_pm_process_runs_from_the_image_of_its_own_member() -> None:
+    built = {name for name, svc in raw_compose()["services"].items() if "build" in svc}
+    assert built == set(pm_services()), "PM processes, and only they, are built from the Dockerfile"
+    for name, process in pm_services().items():
+        image = _image_member(name)
+        cmd = command(services()[name])
         if cmd[:2] == ["sh", "-c"]:
             cmd = cmd[2].replace("&&", " ").split()
+        expected = process.member.module if process.member else TOOLS
+        assert image.module == expected, f"{name} runs {expected} from the image of {image.distribution}"
         if cmd[0] in ("python", "python3"):
-            assert cmd[1] == "-m" and importlib.util.find_spec(cmd[2]) is not None, f"{name}: {cmd}"
+            assert cmd[1:3] == ["-m", image.module], f"{name}: {cmd}"
         else:
-            assert cmd[0] in console_scripts(), f"{name}: {cmd[0]} is no console script of the workspace"
+            assert cmd[0] in image.scripts, f"{name}: {cmd[0]} is no console script of {image.distribution}"
+            assert image.scripts[cmd[0]].split(".")[0] == image.module
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -3,15 +3,18 @@
 (a) every core object validates strictly against the Kubernetes schemas of one pinned version
     (kubernetes-validate); (b) the KEDA objects validate against the vendored KEDA CRD schemas
     (compose/k8s/schemas), made strict as `kubectl apply` is; (c) what a schema cannot see: every
-    consumer group is autoscaled on the streams, groups and metrics the code really has, every
-    Deployment probes the port its settings bind, outlives the stream lease on SIGTERM and has a PDB,
-    and every `PM_*` variable a pod gets is accepted by that service's own settings loader.
+    service of the roster (pm_shared.fleet) is a Deployment, and nothing else is, running its console
+    script from the image of its own workspace member; every consumer group is autoscaled on the
+    streams (`streams_read_by`), groups and metrics the code really has, except the single-active
+    writer; every Deployment probes the port its settings bind, outlives the stream lease on SIGTERM
+    and has a PDB, and every `PM_*` variable a pod gets is accepted by that service's settings loader.
 """
 
 from __future__ import annotations
 
 import base64
 import functools
+import importlib
 import re
 import shutil
 import subprocess
@@ -28,12 +31,7 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-from pm_adapter_ipps import settings as adapter_ipps_settings
-from pm_adapter_qp import settings as adapter_qp_settings
-from pm_gateway import settings as gateway_settings
-from pm_ledger_writer import settings as ledger_writer_settings
-from pm_orchestrator import settings as orchestrator_settings
-from pm_reconciler import settings as reconciler_settings
+from pm_shared import fleet
 from pm_shared.settings import CommonSettings, ServiceSettings, SettingsError, load_settings
 from pm_shared.streams import metrics as stream_metrics
 from pm_shared.streams import names
@@ -49,16 +47,15 @@ KEDA_SCHEMAS = {
 
 Obj = dict[str, Any]
 
+SERVICES = {m.name: m for m in fleet.SERVICES}
+"""Each service of the roster is a Deployment of its name."""
 LOADERS: dict[str, Callable[[Mapping[str, str]], ServiceSettings]] = {
-    "gateway": gateway_settings.load,
-    "orchestrator": orchestrator_settings.load,
-    "ledger-writer": ledger_writer_settings.load,
-    "adapter-ipps": adapter_ipps_settings.load,
-    "adapter-qp": adapter_qp_settings.load,
-    "reconciler": reconciler_settings.load,
+    m.name: importlib.import_module(f"{m.module}.settings").load for m in fleet.SERVICES
 }
-SINGLE_WRITER = names.GROUP_LEDGER_WRITER
+(SINGLE_WRITER,) = [m.name for m in fleet.SERVICES if m.single_active]
 """Not autoscaled by design: one active writer (a Redis lease) and one standby."""
+TOOLS_IMAGE = "pm-tools"
+"""The image of the migration Job (the `pm` CLI)."""
 POD_NAME = "pod-name-from-the-downward-api"
 
 
@@ -178,8 +175,35 @@ def _pod_labels(deployment: Obj) -> dict[str, str]:
     return labels
 
 
-DEPLOYMENTS = sorted(LOADERS)
-CONSUMER_GROUPS = sorted((s.name, g) for s in names.ALL_STREAMS for g in s.groups if g != SINGLE_WRITER)
+@functools.cache
+def _workspace_projects() -> dict[str, dict[str, Any]]:
+    """Every workspace member's pyproject, by its import package (`pm_gateway`)."""
+    patterns = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["uv"]["workspace"]["members"]
+    projects: dict[str, dict[str, Any]] = {}
+    for pattern in patterns:
+        for path in sorted(ROOT.glob(f"{pattern}/pyproject.toml")):
+            project = tomllib.loads(path.read_text())
+            (package,) = project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+            projects[Path(package).name] = project
+    return projects
+
+
+def _workspace_project(module: str) -> dict[str, Any]:
+    return _workspace_projects()[module]
+
+
+def _image_name(container: Obj) -> str:
+    """The image without registry tag or digest: `pm-gateway`."""
+    return str(container["image"]).split("@")[0].rsplit(":", 1)[0]
+
+
+DEPLOYMENTS = sorted(SERVICES)
+CONSUMER_GROUPS = sorted(
+    (stream.name, m.group)
+    for m in fleet.SERVICES
+    if m.group is not None and not m.single_active
+    for stream in names.streams_read_by(m.group)
+)
 
 
 # ------------------------------------------------------------------------------ the files and kustomize
@@ -216,7 +240,8 @@ def test_kustomize_builds_the_same_objects() -> None:
         for c in o["spec"]["template"]["spec"].get("initContainers", [])
         + o["spec"]["template"]["spec"]["containers"]
     }
-    assert len(images) == 1, f"one image for every service and the Job, got {images}"
+    expected = {_workspace_project(m.module)["project"]["name"] for m in fleet.SERVICES} | {TOOLS_IMAGE}
+    assert {i.rsplit(":", 1)[0] for i in images} == expected, "one image per service, pm-tools for the Job"
 
 
 # ------------------------------------------------------------------------ (a) Kubernetes core schemas
@@ -282,10 +307,17 @@ def test_service_settings_accept_the_pod_environment(name: str) -> None:
     assert not [k for k in env if k.startswith("PM_") and not k.isupper()], "lower-case PM_ variable"
 
 
+def test_every_service_of_the_roster_is_a_deployment_and_nothing_else() -> None:
+    assert sorted(d["metadata"]["name"] for d in _all("Deployment")) == DEPLOYMENTS
+    groups = {g for s in names.ALL_STREAMS for g in s.groups}
+    consumers = {m.group for m in fleet.SERVICES if m.group is not None}
+    assert groups == consumers, "every consumer group is a service of the roster, named after it"
+
+
 def test_the_gateway_refuses_to_start_with_the_placeholder_key() -> None:
-    env = _container_env(_container(_one("Deployment", "gateway")))
+    env = _container_env(_container(_one("Deployment", fleet.GATEWAY.name)))
     with pytest.raises(SettingsError, match="PM_KEY_ENCRYPTION_KEY"):
-        gateway_settings.load(env)
+        LOADERS[fleet.GATEWAY.name](env)
 
 
 def test_secrets_reach_only_the_services_that_need_them() -> None:
@@ -298,12 +330,29 @@ def test_secrets_reach_only_the_services_that_need_them() -> None:
 
 
 @pytest.mark.parametrize("name", DEPLOYMENTS)
-def test_command_is_the_services_console_script(name: str) -> None:
-    project = tomllib.loads((ROOT / "services" / name / "pyproject.toml").read_text())
-    scripts = project["project"]["scripts"]
-    command = _container(_one("Deployment", name))["command"]
-    assert len(command) == 1 and command[0] in scripts, f"{command} is not one of {sorted(scripts)}"
-    assert scripts[command[0]] == f"pm_{name.replace('-', '_')}.main:run"
+def test_command_is_the_services_console_script_in_its_own_image(name: str) -> None:
+    member = SERVICES[name]
+    project = _workspace_project(member.module)["project"]
+    container = _container(_one("Deployment", name))
+    assert container["command"] == [member.script], f"{name} runs {container['command']}"
+    assert project["scripts"][member.script] == f"{member.module}.main:run"
+    # Its image installs its member alone (the Dockerfile's PACKAGE): no other service, no tooling.
+    assert _image_name(container) == project["name"], f"{name} runs from {container['image']}"
+
+
+def test_the_migration_job_runs_the_tools_image_and_every_image_is_set_in_one_place() -> None:
+    pod = _one("Job", "pm-migrate")["spec"]["template"]["spec"]
+    for container in pod["initContainers"] + pod["containers"]:
+        assert _image_name(container) == TOOLS_IMAGE, container["name"]
+        assert container["command"][0] in _workspace_project("pm_tools")["project"]["scripts"]
+    used = {
+        _image_name(c)
+        for o in _objects()
+        if o["kind"] in ("Deployment", "Job")
+        for c in o["spec"]["template"]["spec"].get("initContainers", [])
+        + o["spec"]["template"]["spec"]["containers"]
+    }
+    assert {image["name"] for image in _kustomization()["images"]} == used
 
 
 @pytest.mark.parametrize("name", DEPLOYMENTS)
@@ -333,8 +382,8 @@ def test_termination_grace_outlives_the_lease_and_the_shutdown_grace(name: str) 
     before_sigterm = pre_stop.get("sleep", {}).get("seconds", 0)
     assert grace > settings.stream_lease_ms / 1000, f"grace {grace}s ≤ stream lease"
     assert grace > before_sigterm + settings.shutdown_grace_s, f"grace {grace}s ≤ preStop + shutdown grace"
-    if isinstance(settings, ledger_writer_settings.Settings):
-        assert grace > settings.lease_ms / 1000
+    if SERVICES[name].single_active:  # the writer's lease passes to the standby only once it expires
+        assert grace > msgspec.structs.asdict(settings)["lease_ms"] / 1000
 
 
 @pytest.mark.parametrize("name", DEPLOYMENTS)
@@ -554,7 +603,7 @@ def test_prometheus_triggers_query_metrics_the_code_exports() -> None:
         assert matchers["group"] == ("=", group)
         op, pattern = matchers["stream"]
         selected = [k for k in _all_keys(partitions) if re.fullmatch(pattern, k)]
-        read = {k for s in names.ALL_STREAMS if group in s.groups for k in _keys_of(s.name, partitions)}
+        read = {k for s in names.streams_read_by(group) for k in _keys_of(s.name, partitions)}
         assert selected and set(selected) <= read, f"{query} selects {selected}, {group} reads {sorted(read)}"
 
 

@@ -11,8 +11,8 @@ import httpx
 import msgspec
 import pytest
 
-from pm_client import api as http_api
-from pm_client import signing
+import pm_client
+from pm_client import api, signing
 from pm_client.client import MAX_RETRY_SLEEP_S, PMClient, PMError, SyncPMClient, _retry_after
 
 BASE = "http://pm.test"
@@ -65,13 +65,13 @@ def sync_client(recorder: Recorder, **kwargs: Any) -> SyncPMClient:
     return SyncPMClient(BASE, KEY_ID, SECRET, transport=recorder.transport, **kwargs)
 
 
-def p2p() -> http_api.CreateIntent:
-    return http_api.CreateIntent(
+def p2p() -> api.CreateIntent:
+    return api.CreateIntent(
         type="P2P",
         amount=10000,
         currency="THB",
-        from_=http_api.UserParty(id="u-1001"),
-        to=http_api.UserParty(id="u-1002"),
+        from_=api.UserParty(id="u-1001"),
+        to=api.UserParty(id="u-1002"),
         from_name="Somchai",
         comment="dinner",
     )
@@ -160,7 +160,7 @@ async def test_create_intent_sends_the_contract_body_and_headers() -> None:
     async with client(recorder) as pm:
         intent = await pm.create_intent(p2p(), idempotency_key="order-42", wait=10)
     assert intent.id == "i-1"
-    assert intent.from_ == http_api.UserParty(id="u-1001")
+    assert intent.from_ == api.UserParty(id="u-1001")
     (request,) = recorder.requests
     assert (request.method, request.url.path) == ("POST", "/v1/intents")
     assert request.headers["Idempotency-Key"] == "order-42"
@@ -432,3 +432,14 @@ async def test_a_connection_that_keeps_dropping_is_given_up() -> None:
         with pytest.raises(httpx.ReadError):
             await pm.create_intent(p2p(), idempotency_key="k")
     assert len(recorder.requests) == 3
+
+
+def test_the_package_exports_the_clients_and_the_common_types_under_their_own_names() -> None:
+    assert set(pm_client.__all__) == {
+        name
+        for name in vars(pm_client)
+        if not name.startswith("_") and name not in ("annotations", "api", "client", "signing")
+    }
+    assert pm_client.SyncPMClient is SyncPMClient
+    assert pm_client.CreateIntent is api.CreateIntent
+    assert frozenset({"SETTLED", "FAILED"}) == pm_client.TERMINAL_STATES

@@ -1,1 +1,46 @@
-"""PM's Python SDK: `PMClient` (async) and `SyncPMClient` sign every request with a service key."""
+"""PM's Python SDK: `PMClient` (async) and `SyncPMClient` sign every request with a service key.
+
+    from pm_client import CreateIntent, SyncPMClient, UserParty
+
+    with SyncPMClient("http://127.0.0.1:8080", key_id, secret) as pm:
+        intent = pm.create_intent(
+            CreateIntent(type="P2P", amount=10_000, currency="THB",
+                         from_=UserParty(id="u-1001"), to=UserParty(id="u-1002")),
+            idempotency_key="order-42",
+        )
+
+Every request and response type is in `pm_client.api`; the most used are re-exported here.
+"""
+
+from __future__ import annotations
+
+from pm_client.api import (
+    TERMINAL_STATES,
+    CreateIntent,
+    Intent,
+    OperatorParty,
+    Problem,
+    PromptPayParty,
+    SbpParty,
+    ThaiQrParty,
+    UserParty,
+    Wallet,
+)
+from pm_client.client import PMAuth, PMClient, PMError, SyncPMClient
+
+__all__ = [
+    "TERMINAL_STATES",
+    "CreateIntent",
+    "Intent",
+    "OperatorParty",
+    "PMAuth",
+    "PMClient",
+    "PMError",
+    "Problem",
+    "PromptPayParty",
+    "SbpParty",
+    "SyncPMClient",
+    "ThaiQrParty",
+    "UserParty",
+    "Wallet",
+]

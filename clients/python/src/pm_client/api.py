@@ -1,4 +1,4 @@
-"""The gateway's HTTP contract (DESIGN §8): every request and response body, as msgspec Structs.
+"""The gateway's HTTP contract (docs/api.md): every request and response body, as msgspec Structs.
 
 One definition serves the gateway (decoding and validating requests, encoding responses), the
 client (`pm_client.client`) and `GET /openapi.json`, which is generated from these types. JSON is

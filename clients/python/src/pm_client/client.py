@@ -1,13 +1,12 @@
-"""The Python client for PM's gateway (DESIGN §8): signed requests, typed answers, problem errors.
+"""The Python client for PM's gateway (docs/api.md): signed requests, typed answers, problem errors.
 
-    from pm_shared import http_api
-    from pm_client.client import PMClient, PMError
+    from pm_client import CreateIntent, PMClient, UserParty
 
     async with PMClient("https://pm.example", "key-id", "secret") as pm:
         intent = await pm.create_intent(
-            http_api.CreateIntent(
+            CreateIntent(
                 type="P2P", amount=10000, currency="THB",
-                from_=http_api.UserParty(id="u-1001"), to=http_api.UserParty(id="u-1002"),
+                from_=UserParty(id="u-1001"), to=UserParty(id="u-1002"),
             ),
             idempotency_key="order-42",
             wait=10,
@@ -16,7 +15,7 @@
         print(intent.status, intent.failure_code)
 
 `SyncPMClient` has the same methods over a blocking `httpx.Client`. Every request is signed by
-`PMAuth`; any 4xx/5xx answer raises `PMError` (with the decoded `http_api.Problem` when the gateway
+`PMAuth`; any 4xx/5xx answer raises `PMError` (with the decoded `api.Problem` when the gateway
 sent one). `create_intent` retries a 503 that carries `Retry-After` (back-pressure), which is safe
 because its `Idempotency-Key` makes the retry return the same intent; no other status is retried.
 A connection that drops before the answer is read (the server closing an idle keep-alive connection
@@ -45,8 +44,7 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
-from pm_client import api as http_api
-from pm_client import signing
+from pm_client import api, signing
 
 __all__ = ["PMAuth", "PMClient", "PMError", "SyncPMClient"]
 
@@ -58,11 +56,11 @@ MAX_PREFER_WAIT_S = 30
 """The longest `Prefer: wait=N` the gateway honours."""
 
 _ENCODER = msgspec.json.Encoder()
-_INTENT = msgspec.json.Decoder(http_api.Intent)
-_INTENT_PAGE = msgspec.json.Decoder(http_api.IntentPage)
-_WALLET = msgspec.json.Decoder(http_api.Wallet)
-_HISTORY_PAGE = msgspec.json.Decoder(http_api.HistoryPage)
-_PROBLEM = msgspec.json.Decoder(http_api.Problem)
+_INTENT = msgspec.json.Decoder(api.Intent)
+_INTENT_PAGE = msgspec.json.Decoder(api.IntentPage)
+_WALLET = msgspec.json.Decoder(api.Wallet)
+_HISTORY_PAGE = msgspec.json.Decoder(api.HistoryPage)
+_PROBLEM = msgspec.json.Decoder(api.Problem)
 _HEADERS = {"Accept": "application/json", "User-Agent": "pm-client"}
 
 
@@ -91,7 +89,7 @@ class PMError(Exception):
     """The gateway answered with an error status (or one the called method does not expect)."""
 
     def __init__(
-        self, status: int, problem: http_api.Problem | None = None, retry_after: float | None = None
+        self, status: int, problem: api.Problem | None = None, retry_after: float | None = None
     ) -> None:
         self.status = status
         self.problem = problem
@@ -171,9 +169,7 @@ def _json(body: msgspec.Struct) -> tuple[bytes, dict[str, str]]:
     return _ENCODER.encode(body), {"Content-Type": "application/json"}
 
 
-def _create_intent(
-    intent: http_api.CreateIntent, idempotency_key: str, wait: float | None
-) -> _Call[http_api.Intent]:
+def _create_intent(intent: api.CreateIntent, idempotency_key: str, wait: float | None) -> _Call[api.Intent]:
     content, headers = _json(intent)
     headers |= {"Idempotency-Key": idempotency_key, **_prefer(wait)}
     return _Call(
@@ -187,28 +183,28 @@ def _create_intent(
     )
 
 
-def _get_intent(intent_id: str, wait: float | None) -> _Call[http_api.Intent]:
+def _get_intent(intent_id: str, wait: float | None) -> _Call[api.Intent]:
     return _Call("GET", f"/v1/intents/{_segment(intent_id)}", _INTENT, headers=_prefer(wait))
 
 
-def _list_intents(cursor: str | None, limit: int) -> _Call[http_api.IntentPage]:
+def _list_intents(cursor: str | None, limit: int) -> _Call[api.IntentPage]:
     return _Call("GET", "/v1/intents", _INTENT_PAGE, params=_page(cursor, limit))
 
 
-def _open_wallet(owner_id: str, currency: str, owner_kind: str) -> _Call[http_api.Wallet]:
+def _open_wallet(owner_id: str, currency: str, owner_kind: str) -> _Call[api.Wallet]:
     # Built with `convert` so a bad kind or currency fails here, as the gateway would reject it.
     body = msgspec.convert(
-        {"ownerKind": owner_kind, "ownerId": owner_id, "currency": currency}, http_api.OpenWallet
+        {"ownerKind": owner_kind, "ownerId": owner_id, "currency": currency}, api.OpenWallet
     )
     content, headers = _json(body)
     return _Call("POST", "/v1/wallets", _WALLET, ok=frozenset({200, 201}), headers=headers, content=content)
 
 
-def _get_wallet(owner_id: str) -> _Call[http_api.Wallet]:
+def _get_wallet(owner_id: str) -> _Call[api.Wallet]:
     return _Call("GET", f"/v1/wallets/{_segment(owner_id)}", _WALLET)
 
 
-def _wallet_history(owner_id: str, cursor: str | None, limit: int) -> _Call[http_api.HistoryPage]:
+def _wallet_history(owner_id: str, cursor: str | None, limit: int) -> _Call[api.HistoryPage]:
     path = f"/v1/wallets/{_segment(owner_id)}/history"
     return _Call("GET", path, _HISTORY_PAGE, params=_page(cursor, limit))
 
@@ -299,33 +295,33 @@ class PMClient:
             await asyncio.sleep(delay)
 
     async def create_intent(
-        self, intent: http_api.CreateIntent, *, idempotency_key: str, wait: float | None = None
-    ) -> http_api.Intent:
+        self, intent: api.CreateIntent, *, idempotency_key: str, wait: float | None = None
+    ) -> api.Intent:
         return await self._send(_create_intent(intent, idempotency_key, wait))
 
-    async def get_intent(self, intent_id: str, *, wait: float | None = None) -> http_api.Intent:
+    async def get_intent(self, intent_id: str, *, wait: float | None = None) -> api.Intent:
         return await self._send(_get_intent(intent_id, wait))
 
-    async def wait_intent(self, intent_id: str, *, timeout: float = 60.0) -> http_api.Intent:
+    async def wait_intent(self, intent_id: str, *, timeout: float = 60.0) -> api.Intent:
         """Poll (long-polling) until the intent is terminal or `timeout` passes; return the last seen."""
         deadline = time.monotonic() + timeout
         intent = await self.get_intent(intent_id, wait=_next_wait(deadline))
-        while intent.status not in http_api.TERMINAL_STATES and (wait := _next_wait(deadline)) is not None:
+        while intent.status not in api.TERMINAL_STATES and (wait := _next_wait(deadline)) is not None:
             intent = await self.get_intent(intent_id, wait=wait)
         return intent
 
-    async def list_intents(self, *, cursor: str | None = None, limit: int = 50) -> http_api.IntentPage:
+    async def list_intents(self, *, cursor: str | None = None, limit: int = 50) -> api.IntentPage:
         return await self._send(_list_intents(cursor, limit))
 
-    async def open_wallet(self, owner_id: str, currency: str, *, owner_kind: str = "user") -> http_api.Wallet:
+    async def open_wallet(self, owner_id: str, currency: str, *, owner_kind: str = "user") -> api.Wallet:
         return await self._send(_open_wallet(owner_id, currency, owner_kind))
 
-    async def get_wallet(self, owner_id: str) -> http_api.Wallet:
+    async def get_wallet(self, owner_id: str) -> api.Wallet:
         return await self._send(_get_wallet(owner_id))
 
     async def wallet_history(
         self, owner_id: str, *, cursor: str | None = None, limit: int = 50
-    ) -> http_api.HistoryPage:
+    ) -> api.HistoryPage:
         return await self._send(_wallet_history(owner_id, cursor, limit))
 
 
@@ -383,31 +379,29 @@ class SyncPMClient:
             time.sleep(delay)
 
     def create_intent(
-        self, intent: http_api.CreateIntent, *, idempotency_key: str, wait: float | None = None
-    ) -> http_api.Intent:
+        self, intent: api.CreateIntent, *, idempotency_key: str, wait: float | None = None
+    ) -> api.Intent:
         return self._send(_create_intent(intent, idempotency_key, wait))
 
-    def get_intent(self, intent_id: str, *, wait: float | None = None) -> http_api.Intent:
+    def get_intent(self, intent_id: str, *, wait: float | None = None) -> api.Intent:
         return self._send(_get_intent(intent_id, wait))
 
-    def wait_intent(self, intent_id: str, *, timeout: float = 60.0) -> http_api.Intent:
+    def wait_intent(self, intent_id: str, *, timeout: float = 60.0) -> api.Intent:
         """Poll (long-polling) until the intent is terminal or `timeout` passes; return the last seen."""
         deadline = time.monotonic() + timeout
         intent = self.get_intent(intent_id, wait=_next_wait(deadline))
-        while intent.status not in http_api.TERMINAL_STATES and (wait := _next_wait(deadline)) is not None:
+        while intent.status not in api.TERMINAL_STATES and (wait := _next_wait(deadline)) is not None:
             intent = self.get_intent(intent_id, wait=wait)
         return intent
 
-    def list_intents(self, *, cursor: str | None = None, limit: int = 50) -> http_api.IntentPage:
+    def list_intents(self, *, cursor: str | None = None, limit: int = 50) -> api.IntentPage:
         return self._send(_list_intents(cursor, limit))
 
-    def open_wallet(self, owner_id: str, currency: str, *, owner_kind: str = "user") -> http_api.Wallet:
+    def open_wallet(self, owner_id: str, currency: str, *, owner_kind: str = "user") -> api.Wallet:
         return self._send(_open_wallet(owner_id, currency, owner_kind))
 
-    def get_wallet(self, owner_id: str) -> http_api.Wallet:
+    def get_wallet(self, owner_id: str) -> api.Wallet:
         return self._send(_get_wallet(owner_id))
 
-    def wallet_history(
-        self, owner_id: str, *, cursor: str | None = None, limit: int = 50
-    ) -> http_api.HistoryPage:
+    def wallet_history(self, owner_id: str, *, cursor: str | None = None, limit: int = 50) -> api.HistoryPage:
         return self._send(_wallet_history(owner_id, cursor, limit))

@@ -1,4 +1,4 @@
-"""Request signing with a service key (DESIGN §8), shared by the gateway and `pm_client.client`.
+"""Request signing with a service key (docs/api.md), shared by the gateway and `pm_client.client`.
 
 The signed string is `{timestamp}\\n{nonce}\\n{METHOD}\\n{path?query}\\n{hex sha256(body)}`; the
 signature is its hex HMAC-SHA256 under the key's secret. Headers: `X-PM-Key` (key id),
