@@ -1,9 +1,9 @@
 """Cross-service tests: every service started as a real process, probed over HTTP, Redis and its logs.
 
-Each process gets a free port, the test Redis database (9), a unique consumer name and JSON logs on
+Each process gets a free port, the test Redis database, a unique consumer name and JSON logs on
 stderr (captured to a file). The services provision and consume the fleet's real stream names, so a
-test that inspects a stream first deletes that stream's keys (`{pm:<name>:*`) in database 9 and then
-checks only counts it controls. Every process is killed in the fixture's finalizer, pass or fail.
+test that inspects a stream first deletes that stream's keys (`{pm:<name>:*`) in that database and
+then checks only counts it controls. Every process is killed in the fixture's finalizer, pass or fail.
 """
 
 from __future__ import annotations
@@ -22,24 +22,29 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
+from pm_shared import fleet as roster
 from pm_shared.messages import IntentStateChanged, IntentSubmitted, LedgerResult, Party, new_message_id, now
 from pm_shared.streams import Publisher
 from pm_shared.streams.connection import as_str
 from pm_shared.streams.dlq import entries
+from pm_tools.processes import free_port
 from pm_tools.testing.fixtures import eventually
-from pm_tools.testing.fleet import SPECS, STOP_TIMEOUT_S, Fleet, delete_streams, free_port, get, sample_value
+from pm_tools.testing.fleet import STOP_TIMEOUT_S, Fleet, delete_streams, get, sample_value, streams_of
 
 pytestmark = pytest.mark.slow
+
+SERVICES = [member.name for member in roster.SERVICES]
 
 # -- every service: start, probes, metrics, SIGTERM, logs ------------------------------------------
 
 
-@pytest.mark.parametrize("name", list(SPECS))
+@pytest.mark.parametrize("name", SERVICES)
 async def test_service_starts_serves_probes_and_stops_cleanly_on_sigterm(
     name: str, fleet: Fleet, redis: Redis
 ) -> None:
-    spec = SPECS[name]
-    await delete_streams(redis, *spec.streams)
+    member = roster.member(name)
+    streams = streams_of(member)
+    await delete_streams(redis, *streams)
     proc = fleet.start(name)
     await proc.wait_ready()
 
@@ -51,22 +56,22 @@ async def test_service_starts_serves_probes_and_stops_cleanly_on_sigterm(
     metrics = await get(proc.url("/metrics"))
     assert metrics is not None and metrics.status == 200, metrics
     assert metrics.headers["content-type"].startswith("text/plain"), metrics.headers
-    if spec.group is None:
+    if member.group is None:
         # The gateway consumes no stream; it exports the default process metrics.
         assert "process_resident_memory_bytes" in metrics.text
         assert "python_info" in metrics.text
     else:
         assert "# TYPE pm_stream_messages_total counter" in metrics.text
-        for stream in spec.streams:
+        for stream in streams:
             key = f"{{{stream}:0}}"
-            assert sample_value(metrics.text, "pm_stream_inflight", stream=key, group=spec.group) == 0, key
+            assert sample_value(metrics.text, "pm_stream_inflight", stream=key, group=member.group) == 0, key
             acks = sample_value(
-                metrics.text, "pm_stream_messages_total", stream=key, group=spec.group, outcome="ack"
+                metrics.text, "pm_stream_messages_total", stream=key, group=member.group, outcome="ack"
             )
             assert acks == 0, key
         # Its group exists on every stream it reads, and this process is a member of it.
-        for stream in spec.streams:
-            consumers = await redis.xinfo_consumers(f"{{{stream}:0}}", spec.group)
+        for stream in streams:
+            consumers = await redis.xinfo_consumers(f"{{{stream}:0}}", member.group)
             assert proc.consumer in {as_str(c["name"]) for c in consumers}, stream
 
     started = time.monotonic()
@@ -88,7 +93,7 @@ async def test_service_starts_serves_probes_and_stops_cleanly_on_sigterm(
 # -- configuration errors --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", list(SPECS))
+@pytest.mark.parametrize("name", SERVICES)
 async def test_misspelt_variable_is_a_configuration_error_naming_it(name: str, fleet: Fleet) -> None:
     proc = fleet.start(name, env={"PM_REDIS_ULR": "x"})
     assert await proc.wait_exit(STOP_TIMEOUT_S) == 2
@@ -97,9 +102,9 @@ async def test_misspelt_variable_is_a_configuration_error_naming_it(name: str, f
     assert "Traceback" not in stderr, stderr
 
 
-@pytest.mark.parametrize("name", list(SPECS))
+@pytest.mark.parametrize("name", SERVICES)
 async def test_invalid_port_is_a_configuration_error_naming_the_variable(name: str, fleet: Fleet) -> None:
-    variable = f"PM_{SPECS[name].prefix}PORT"
+    variable = roster.member(name).port_variable
     proc = fleet.start(name, env={variable: "eighty"})
     assert await proc.wait_exit(STOP_TIMEOUT_S) == 2
     stderr = proc.stderr()

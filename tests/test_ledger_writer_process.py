@@ -1,8 +1,8 @@
 """The ledger-writer as real processes: an active writer, a standby taking over, a crash before the ack.
 
-Each writer runs as `python -m pm_ledger_writer` on the test Redis database (9) and the session's
+Each writer runs as `pm_tools.processes` starts it, on the test Redis database and the session's
 migrated PostgreSQL database, with a 1.5 s lease under a lease key of the test's own. The writers
-use the real stream names, so every test first deletes the `{pm:ledger:*` keys of database 9.
+use the real stream names, so every test first deletes the `{pm:ledger:*` keys of that database.
 Accounts get fresh ids (`tb.id()`); balances are read through a read-only ledger. Every process
 is killed in the fixture's finalizer, pass or fail.
 """
@@ -11,11 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -30,11 +27,13 @@ import pytest
 import tigerbeetle as tb
 from redis.asyncio import Redis
 
+from pm_shared.fleet import LEDGER_WRITER
 from pm_shared.ledger.embedded import EmbeddedLedger
 from pm_shared.messages import LedgerAccount, LedgerCommand, LedgerResult, LedgerTransfer, new_message_id, now
 from pm_shared.streams import Publisher
 from pm_shared.streams.names import GROUP_LEDGER_WRITER, LEDGER_COMMANDS, LEDGER_RESULTS, stream_key
 from pm_shared.streams.publisher import PAYLOAD_FIELD, encode
+from pm_tools import processes
 from pm_tools.testing.fixtures import eventually
 from pm_tools.testing.fleet import sample_value
 
@@ -45,13 +44,6 @@ THB = 764
 COMMANDS_KEY = stream_key(LEDGER_COMMANDS.name, 0)
 RESULTS_KEY = stream_key(LEDGER_RESULTS.name, 0)
 _results = msgspec.json.Decoder(LedgerResult)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _status(url: str) -> int | None:
@@ -72,13 +64,13 @@ class Writer:
     stderr_path: Path
 
     async def status(self, path: str) -> int | None:
-        return await asyncio.to_thread(_status, f"http://127.0.0.1:{self.port}{path}")
+        return await asyncio.to_thread(_status, processes.base_url(self.port) + path)
 
     async def active_gauge(self) -> float | None:
         """`pm_ledger_writer_active` as this writer's /metrics reports it."""
 
         def read() -> str:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as answer:
+            with urllib.request.urlopen(processes.base_url(self.port) + "/metrics", timeout=5) as answer:
                 return str(answer.read().decode())
 
         return sample_value(await asyncio.to_thread(read), "pm_ledger_writer_active")
@@ -110,30 +102,21 @@ class Writers:
     started: list[Writer] = field(default_factory=list)
 
     def start(self, consumer: str | None = None) -> Writer:
-        port = free_port()
+        port = processes.free_port()
         consumer = consumer or f"lw-test-{uuid.uuid4().hex[:8]}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PM_")}
-        env.update(
-            {
-                "PM_REDIS_URL": self.redis_url,
-                "PM_DATABASE_URL": self.database_url,
-                "PM_CONSUMER_NAME": consumer,
-                "PM_LOG_FORMAT": "json",
-                "PM_STREAM_BLOCK_MS": "200",
-                "PM_LEDGER_WRITER_PORT": str(port),
-                "PM_LEDGER_WRITER_LEASE_MS": str(LEASE_MS),
-                "PM_LEDGER_WRITER_LEASE_KEY": self.lease_key,
-            }
-        )
+        variables = {
+            "PM_REDIS_URL": self.redis_url,
+            "PM_DATABASE_URL": self.database_url,
+            "PM_CONSUMER_NAME": consumer,
+            "PM_LOG_FORMAT": "json",
+            "PM_STREAM_BLOCK_MS": "200",
+            "PM_LEDGER_WRITER_LEASE_MS": str(LEASE_MS),
+            "PM_LEDGER_WRITER_LEASE_KEY": self.lease_key,
+        }
+        env = processes.environment(LEDGER_WRITER, variables, port=port)
         stderr_path = self.workdir / f"writer-{len(self.started)}.stderr"
         with stderr_path.open("wb") as err:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", "pm_ledger_writer"],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
+            popen = processes.spawn(LEDGER_WRITER, env, stderr=err)
         writer = Writer(popen, port, consumer, stderr_path)
         self.started.append(writer)
         return writer

@@ -1,4 +1,4 @@
-"""PromptPay withdrawals and SBP top-ups end to end (issue 6): the whole fleet as real processes —
+"""PromptPay withdrawals and SBP top-ups end to end: the whole fleet as real processes —
 gateway, orchestrator, ledger-writer, reconciler, adapter-ipps, adapter-qp — against both PSP
 sandboxes as real processes over HTTP, the sandboxes' callbacks going to the gateway.
 
@@ -12,14 +12,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,26 +26,26 @@ from redis.asyncio import Redis
 
 from pm_client import api as http_api
 from pm_client.client import PMClient, PMError
-from pm_shared import db, thaiqr
+from pm_gateway.settings import Settings as GatewaySettings
+from pm_shared import thaiqr
+from pm_shared.fleet import IPPS_SANDBOX, QP_SANDBOX
 from pm_shared.ledger import ids
 from pm_shared.messages import PspHint, psp_key
 from pm_shared.streams.connection import connect
 from pm_shared.streams.publisher import PAYLOAD_FIELD
 from pm_tools.testing import fixtures
-from pm_tools.testing.db import new_database_url, run
+from pm_tools.testing.db import run
 from pm_tools.testing.fixtures import eventually
-from pm_tools.testing.fleet import Fleet, Proc, delete_streams, free_port, sample_value
+from pm_tools.testing.fleet import Fleet, Proc, sample_value
 from pm_tools.testing.saga import (
     RECOVERY_ENV,
     SagaFleet,
     admin_post,
     fetch,
     fund,
-    new_lease_key,
+    module_saga,
     open_wallet,
     run_intent,
-    start,
-    stop,
     thb_balance,
     transfers,
 )
@@ -60,8 +56,8 @@ PSP_STREAMS = ("pm:psp:ipps:jobs", "pm:psp:qp:jobs", "pm:psp:ipps:hints", "pm:ps
 IPPS_HINTS_KEY = "{pm:psp:ipps:hints:0}"
 MOBILE = "0812345678"
 # The gateway's and the sandboxes' default secrets agree (as `pm up` runs them).
-IPPS_CALLBACK_SECRET = "ipps-sandbox-callback-secret"
-QP_SECRET = "qp-sandbox-secret"
+IPPS_CALLBACK_SECRET = GatewaySettings().ipps_callback_secret
+QP_SECRET = GatewaySettings().qp_callback_secret
 HANG_S = 4
 """How long the IPPS sandbox's `timeout` fault holds a committed confirm's answer."""
 
@@ -77,34 +73,6 @@ ADAPTER_IPPS_ENV = {
 ADAPTER_QP_ENV = {**RECOVERY_ENV, "PM_ADAPTER_QP_SWEEP_INTERVAL_MS": "300"}
 
 
-def _sandbox(module: str, env: dict[str, str], stderr: Path) -> subprocess.Popen[bytes]:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("PM_")}
-    environ.update(env)
-    with stderr.open("wb") as err:
-        return subprocess.Popen(
-            [sys.executable, "-m", module],
-            env=environ,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-
-
-async def _healthy(url: str, popen: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    async with httpx.AsyncClient(timeout=2.0) as http:
-        while time.monotonic() < deadline:
-            if popen.poll() is not None:
-                pytest.fail(f"sandbox at {url} exited with {popen.returncode}")
-            try:
-                if (await http.get(url + "/healthz")).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.1)
-    pytest.fail(f"sandbox at {url} not healthy after {timeout}s")
-
-
 @dataclass
 class Psp:
     saga: SagaFleet
@@ -112,7 +80,6 @@ class Psp:
     qp_url: str
     adapter_ipps: Proc
     adapter_qp: Proc
-    sandboxes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
     def fleet(self) -> Fleet:
@@ -146,83 +113,43 @@ class Psp:
             return await http.request(method, path)
 
 
+async def _start_psps(saga: SagaFleet) -> Psp:
+    """Both sandboxes, calling back the saga's gateway, and both adapters talking to them."""
+    fleet = saga.fleet
+    ipps = fleet.start(
+        IPPS_SANDBOX.name,
+        env={
+            "PM_IPPS_SANDBOX_CALLBACK_URL": saga.url + "/v1/webhooks/ipps",
+            "PM_IPPS_SANDBOX_CALLBACK_SECRET": IPPS_CALLBACK_SECRET,
+            "PM_IPPS_SANDBOX_HANG_S": str(HANG_S),
+            "PM_IPPS_SANDBOX_PENDING_MS": "300",
+            "PM_IPPS_SANDBOX_INQUIRY_TTL_S": "2",  # a confirm that never took is concluded soon
+        },
+    )
+    qp = fleet.start(
+        QP_SANDBOX.name,
+        env={"PM_QP_SANDBOX_CALLBACK_URL": saga.url + "/v1/webhooks/qp", "PM_QP_SANDBOX_SECRET": QP_SECRET},
+    )
+    await ipps.wait_ready()
+    await qp.wait_ready()
+    ipps_url, qp_url = ipps.url(""), qp.url("")
+    adapter_qp = fleet.start(
+        "adapter-qp",
+        env={**ADAPTER_QP_ENV, "PM_ADAPTER_QP_QP_URL": qp_url, "PM_ADAPTER_QP_QP_SECRET": QP_SECRET},
+    )
+    psp = Psp(saga, ipps_url, qp_url, adapter_qp, adapter_qp)
+    psp.start_adapter_ipps()
+    for proc in (psp.adapter_ipps, adapter_qp):
+        await proc.wait_ready()
+    return psp
+
+
 @pytest.fixture(scope="module")
 def psp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Psp]:
-    url = new_database_url()
-
-    async def create() -> None:
-        await db.ensure_database(url)
-        await db.migrate(url)
-
-    run(create())
-    workdir = Path(tmp_path_factory.mktemp("psp"))
-    fleet = Fleet(fixtures.test_redis_url(), url, workdir)
-    lease_key = new_lease_key()
-    sandboxes: list[subprocess.Popen[bytes]] = []
-
-    async def up() -> Psp:
-        redis = connect(fixtures.test_redis_url())
-        try:
-            await delete_streams(redis, *PSP_STREAMS)
-            saga = await start(fleet, redis, lease_key)
-        finally:
-            await redis.aclose()
-        ipps_port, qp_port = free_port(), free_port()
-        ipps = _sandbox(
-            "pm_sandbox_ipps",
-            {
-                "PM_IPPS_SANDBOX_PORT": str(ipps_port),
-                "PM_IPPS_SANDBOX_CALLBACK_URL": saga.url + "/v1/webhooks/ipps",
-                "PM_IPPS_SANDBOX_CALLBACK_SECRET": IPPS_CALLBACK_SECRET,
-                "PM_IPPS_SANDBOX_HANG_S": str(HANG_S),
-                "PM_IPPS_SANDBOX_PENDING_MS": "300",
-                "PM_IPPS_SANDBOX_INQUIRY_TTL_S": "2",  # a confirm that never took is concluded soon
-            },
-            workdir / "ipps-sandbox.stderr",
-        )
-        qp = _sandbox(
-            "pm_sandbox_qp",
-            {
-                "PM_QP_SANDBOX_PORT": str(qp_port),
-                "PM_QP_SANDBOX_CALLBACK_URL": saga.url + "/v1/webhooks/qp",
-                "PM_QP_SANDBOX_SECRET": QP_SECRET,
-            },
-            workdir / "qp-sandbox.stderr",
-        )
-        sandboxes.extend((ipps, qp))
-        ipps_url, qp_url = f"http://127.0.0.1:{ipps_port}", f"http://127.0.0.1:{qp_port}"
-        await _healthy(ipps_url, ipps)
-        await _healthy(qp_url, qp)
-        adapter_qp = fleet.start(
-            "adapter-qp",
-            env={**ADAPTER_QP_ENV, "PM_ADAPTER_QP_QP_URL": qp_url, "PM_ADAPTER_QP_QP_SECRET": QP_SECRET},
-        )
-        psp = Psp(saga, ipps_url, qp_url, adapter_qp, adapter_qp, sandboxes)
-        psp.start_adapter_ipps()
-        for proc in (psp.adapter_ipps, adapter_qp):
-            await proc.wait_ready()
-        return psp
-
-    async def down() -> None:
-        redis = connect(fixtures.test_redis_url())
-        try:
-            await stop(fleet, redis, lease_key)
-            await delete_streams(redis, *PSP_STREAMS)
-        finally:
-            await redis.aclose()
-
-    try:
-        yield run(up())
-    finally:
-        for popen in sandboxes:
-            popen.send_signal(signal.SIGTERM)
-        for popen in sandboxes:
-            try:
-                popen.wait(10)
-            except subprocess.TimeoutExpired:
-                popen.kill()
-        run(down())
-        run(db.drop_database(url, force=True))
+    """The saga's fleet, the sandboxes and the adapters on a database of the module's own; every
+    process is killed at the end (the sandboxes too)."""
+    with module_saga(Path(tmp_path_factory.mktemp("psp")), streams=PSP_STREAMS) as saga:
+        yield run(_start_psps(saga))
 
 
 @pytest.fixture
@@ -469,22 +396,15 @@ async def _hint_count(redis: Redis, wanted: int) -> bool:
     return len(await redis.xrange(IPPS_HINTS_KEY) or []) >= wanted
 
 
-async def test_sigkill_of_the_adapter_between_confirm_and_result_pays_once(
-    psp: Psp, admin: PMClient, tmp_path: Path
-) -> None:
+async def test_sigkill_of_the_adapter_between_confirm_and_result_pays_once(psp: Psp, admin: PMClient) -> None:
     payer = await funded(admin, "kill", 100_000)
     # A sandbox of its own that sends no callbacks (a callback would let the adapter finish through
     # its hint before it is killed), and an adapter that waits for the confirm's answer, which the
     # sandbox holds HANG_S after paying (fault `timeout`).
-    port = free_port()
-    quiet = _sandbox(
-        "pm_sandbox_ipps",
-        {"PM_IPPS_SANDBOX_PORT": str(port), "PM_IPPS_SANDBOX_HANG_S": str(HANG_S)},
-        tmp_path / "quiet-sandbox.stderr",
-    )
-    quiet_url = f"http://127.0.0.1:{port}"
+    quiet = psp.fleet.start(IPPS_SANDBOX.name, env={"PM_IPPS_SANDBOX_HANG_S": str(HANG_S)})
+    quiet_url = quiet.url("")
     try:
-        await _healthy(quiet_url, quiet)
+        await quiet.wait_ready()
         psp.adapter_ipps.popen.kill()
         patient = psp.start_adapter_ipps(  # no sweep either: the confirm's answer is all it has
             PM_ADAPTER_IPPS_IPPS_URL=quiet_url,
@@ -528,8 +448,8 @@ async def test_sigkill_of_the_adapter_between_confirm_and_result_pays_once(
         # Back to one adapter on the module's sandbox, whatever happened above.
         psp.adapter_ipps.popen.kill()
         psp.adapter_ipps.popen.wait(10)
-        quiet.kill()
-        quiet.wait(10)
+        quiet.popen.kill()
+        quiet.popen.wait(10)
         await psp.start_adapter_ipps().wait_ready()
 
 

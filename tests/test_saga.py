@@ -13,102 +13,71 @@ import asyncio
 import random
 import time
 import uuid
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import msgspec
 import pytest
 from redis.asyncio import Redis
 
 from pm_client import api as http_api
-from pm_client.client import PMClient, PMError
-from pm_shared import db
 from pm_shared.ledger import ids
 from pm_shared.messages import LedgerResult, new_message_id
 from pm_shared.streams import Publisher
-from pm_shared.streams.connection import connect
 from pm_shared.streams.publisher import PAYLOAD_FIELD
-from pm_tools.testing import fixtures
-from pm_tools.testing.db import new_database_url, run
 from pm_tools.testing.fixtures import eventually
-from pm_tools.testing.fleet import Fleet
 from pm_tools.testing.saga import (
     CURRENCY,
-    FEE_REVENUE,
+    Clients,
     SagaFleet,
-    accounts,
-    adjustment,
     admin_post,
-    expected_wallets,
+    api_wallets,
+    check_balances,
+    failed,
+    fee_revenue,
+    fee_rule,
     fetch,
     fund,
     group_state,
+    history_rows,
     intent_rows,
-    new_lease_key,
+    ledger_wallets,
+    limit_rule,
+    module_saga,
+    names,
+    nothing_posted,
+    only_payer,
     open_wallet,
     p2p,
-    posted,
     run_intent,
-    start,
-    stop,
-    thb_balance,
+    settle_rules,
+    states,
     transfers,
-    wallet_id,
+)
+from pm_tools.testing.saga_load import (
+    chaos_fee_rules,
+    chaos_fees,
+    chaos_plan,
+    check_ledgers_balance,
+    check_posts_and_history,
+    check_wallets,
+    in_parallel,
+    nothing_pending,
+    send_while_killing,
+    wait_terminal,
 )
 
 pytestmark = pytest.mark.slow
 
 RESULTS_KEY = "{pm:ledger:results:0}"
 RESULTS_DLQ = "{pm:ledger:results:0}:dlq"
-RULES_SETTLE_S = 2.0
-"""From a rule change to the first intent that must see it: the orchestrator reloads rules every second."""
 
 
 @pytest.fixture(scope="module")
 def saga(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SagaFleet]:
     """The module's fleet on a fresh migrated database (dropped at the end), with its two keys."""
-    url = new_database_url()
-
-    async def create() -> None:
-        await db.ensure_database(url)
-        await db.migrate(url)
-
-    run(create())
-    fleet = Fleet(fixtures.test_redis_url(), url, Path(tmp_path_factory.mktemp("saga")))
-    lease_key = new_lease_key()
-
-    async def up() -> SagaFleet:
-        redis = connect(fixtures.test_redis_url())
-        try:
-            return await start(fleet, redis, lease_key)
-        finally:
-            await redis.aclose()
-
-    async def down() -> None:
-        redis = connect(fixtures.test_redis_url())
-        try:
-            await stop(fleet, redis, lease_key)
-        finally:
-            await redis.aclose()
-
-    try:
-        yield run(up())
-    finally:
-        run(down())
-        run(db.drop_database(url, force=True))
-
-
-@dataclass
-class Clients:
-    admin: PMClient
-    """Signed with the admin key: ADJUSTMENT intents."""
-    user: PMClient
-    """Signed with the user key: payments."""
-    http: httpx.AsyncClient
-    """Signed with the admin key, for the admin routes the client has no method for."""
+    with module_saga(Path(tmp_path_factory.mktemp("saga"))) as running:
+        yield running
 
 
 @pytest.fixture
@@ -121,85 +90,12 @@ async def clients(saga: SagaFleet) -> AsyncIterator[Clients]:
         yield Clients(admin, user, http)
 
 
-def names(test: str) -> str:
-    """A prefix for one test run's users and rules: `t1-3fa9c2`."""
-    return f"{test}-{uuid.uuid4().hex[:6]}"
-
-
-def only_payer(*owner_ids: str) -> str:
-    """CEL: the intent is paid by one of these users."""
-    ids_ = ", ".join(f'"{o}"' for o in owner_ids)
-    return f'intent.source.kind == "user" && intent.source.id in [{ids_}]'
-
-
-async def fee_rule(clients: Clients, **fields: object) -> dict[str, object]:
-    return await admin_post(clients.http, "/v1/admin/fee-rules", http_api.FeeRuleIn(**fields))  # type: ignore[arg-type]
-
-
-async def limit_rule(clients: Clients, **fields: object) -> dict[str, object]:
-    body = http_api.LimitRuleIn(operation_type="P2P", currency=CURRENCY, subject_kind="user", **fields)  # type: ignore[arg-type]
-    return await admin_post(clients.http, "/v1/admin/limit-rules", body)
-
-
-async def settle_rules(since: float) -> None:
-    """Wait until the orchestrator has certainly reloaded rules installed at `since` (monotonic)."""
-    await asyncio.sleep(max(0.0, since + RULES_SETTLE_S - time.monotonic()))
-
-
-async def fee_revenue(saga: SagaFleet) -> int:
-    found = await accounts(saga.database_url, [FEE_REVENUE])
-    return posted(found[FEE_REVENUE]) if FEE_REVENUE in found else 0
-
-
-async def ledger_wallets(saga: SagaFleet, *owner_ids: str) -> dict[str, tuple[int, int, int]]:
-    """(posted, debits_pending, credits_pending) of each user's wallet, straight from the ledger."""
-    found = await accounts(saga.database_url, [wallet_id(o) for o in owner_ids])
-    out: dict[str, tuple[int, int, int]] = {}
-    for owner in owner_ids:
-        account = found[wallet_id(owner)]
-        out[owner] = (posted(account), int(account.debits_pending), int(account.credits_pending))
-    return out
-
-
-async def api_wallets(pm: PMClient, *owner_ids: str) -> dict[str, tuple[int, int, int]]:
-    """(posted, pending, available) of each user's THB balance, through the gateway."""
-    out: dict[str, tuple[int, int, int]] = {}
-    for owner in owner_ids:
-        balance = await thb_balance(pm, owner)
-        out[owner] = (balance.posted, balance.pending, balance.available)
-    return out
-
-
-async def check_balances(saga: SagaFleet, pm: PMClient, expected: dict[str, int]) -> None:
-    """Each wallet holds exactly `expected` (posted), nothing pending: through the API and on the ledger."""
-    assert await api_wallets(pm, *expected) == {o: (v, 0, v) for o, v in expected.items()}
-    assert await ledger_wallets(saga, *expected) == {o: (v, 0, 0) for o, v in expected.items()}
-
-
-async def nothing_posted(saga: SagaFleet, intent: http_api.Intent) -> None:
-    legs = ["principal:post", *(f"fee:{f.rule_id}:post" for f in intent.fees)]
-    legs += [f"fee:{f.rule_id}" for f in intent.fees if f.timing == "POST"]
-    found = await transfers(saga.database_url, [ids.transfer_id(intent.id, leg) for leg in legs])
-    assert found == {}, (intent.id, found)
-
-
-def states(intent: http_api.Intent) -> list[str]:
-    return [e.state for e in intent.timeline]
-
-
-def failed(intent: http_api.Intent, code: str) -> bool:
-    return intent.status == "FAILED" and intent.failure_code == code
-
-
 # -- 1. a payment with a PRE and a POST fee ----------------------------------------------------------
 
 
-async def test_p2p_settles_with_pre_and_post_fees_and_exact_balances(
-    saga: SagaFleet, clients: Clients
-) -> None:
-    run_id = names("t1")
-    payer, payee = f"{run_id}-payer", f"{run_id}-payee"
-    payer2, payee2 = f"{run_id}-payer2", f"{run_id}-payee2"
+async def _t1_rules(clients: Clients, run_id: str, payer: str, payer2: str) -> list[object]:
+    """A 2 % PRE fee for both payers, a flat POST fee for the first, one paid by the payee for the
+    second; their versions."""
     pre = await fee_rule(
         clients,
         rule_id=f"{run_id}-pre",
@@ -232,7 +128,32 @@ async def test_p2p_settles_with_pre_and_post_fees_and_exact_balances(
         max_fee=1_000,
         priority=30,
     )
-    assert [pre["version"], post["version"], post_payee["version"]] == [1, 1, 1]
+    return [pre["version"], post["version"], post_payee["version"]]
+
+
+async def _check_t1_ledger(saga: SagaFleet, intent_id: str, run_id: str) -> None:
+    """The ledger holds the legs: the pendings, their posts and the single-phase POST fee, all with
+    the intent's UUID in user_data_128."""
+    wanted = {
+        "principal": 12_345,
+        "principal:post": 12_345,
+        f"fee:{run_id}-pre": 246,
+        f"fee:{run_id}-pre:post": 246,
+        f"fee:{run_id}-post": 300,
+    }
+    on_ledger = await transfers(saga.database_url, [ids.transfer_id(intent_id, leg) for leg in wanted])
+    assert {leg: int(on_ledger[ids.transfer_id(intent_id, leg)].amount) for leg in wanted} == wanted
+    assert {int(t.user_data_128) for t in on_ledger.values()} == {uuid.UUID(intent_id).int}
+
+
+async def test_p2p_settles_with_pre_and_post_fees_and_exact_balances(
+    saga: SagaFleet, clients: Clients
+) -> None:
+    run_id = names("t1")
+    payer, payee = f"{run_id}-payer", f"{run_id}-payee"
+    payer2, payee2 = f"{run_id}-payer2", f"{run_id}-payee2"
+    versions = await _t1_rules(clients, run_id, payer, payer2)
+    assert versions == [1, 1, 1]
     rules_at = time.monotonic()
     for owner in (payer, payee, payer2, payee2):
         await open_wallet(clients.admin, owner)
@@ -261,18 +182,7 @@ async def test_p2p_settles_with_pre_and_post_fees_and_exact_balances(
     }
     assert all(leg.transfer_id == str(ids.transfer_id(intent.id, n)) for n, leg in legs.items())
 
-    # The ledger holds the legs: the pendings, their posts and the single-phase POST fee, all with
-    # the intent's UUID in user_data_128.
-    wanted = {
-        "principal": 12_345,
-        "principal:post": 12_345,
-        f"fee:{run_id}-pre": 246,
-        f"fee:{run_id}-pre:post": 246,
-        f"fee:{run_id}-post": 300,
-    }
-    on_ledger = await transfers(saga.database_url, [ids.transfer_id(intent.id, leg) for leg in wanted])
-    assert {leg: int(on_ledger[ids.transfer_id(intent.id, leg)].amount) for leg in wanted} == wanted
-    assert {int(t.user_data_128) for t in on_ledger.values()} == {uuid.UUID(intent.id).int}
+    await _check_t1_ledger(saga, intent.id, run_id)
 
     # The second payment: PRE fee from the payer, POST fee from the payee.
     second = await run_intent(clients.user, p2p(payer2, payee2, 20_000, from_name="Ploy", to_name="Anan"))
@@ -295,27 +205,20 @@ async def test_p2p_settles_with_pre_and_post_fees_and_exact_balances(
     assert await fee_revenue(saga) - revenue_before == 246 + 300 + 400 + 125
 
     # History: one row per party of each payment, with the names, the comment and the fee it paid.
-    def rows(page: http_api.HistoryPage, intent_id: str) -> list[tuple[object, ...]]:
-        return [
-            (h.direction, h.type, h.amount, h.currency, h.fee, h.counterparty_name, h.comment)
-            for h in page.items
-            if h.intent_id == intent_id
-        ]
-
     payer_history = await clients.admin.wallet_history(payer)
-    assert rows(payer_history, intent.id) == [
+    assert history_rows(payer_history, intent.id) == [
         ("out", "P2P", 12_345, "THB", 546, "Malee Wongsa", "lunch ค่าข้าว")
     ]
-    assert rows(payer_history, funding.id) == [
+    assert history_rows(payer_history, funding.id) == [
         ("in", "ADJUSTMENT", 50_000, "THB", 0, "PM operator", "saga test funding")
     ]
-    assert rows(await clients.admin.wallet_history(payee), intent.id) == [
+    assert history_rows(await clients.admin.wallet_history(payee), intent.id) == [
         ("in", "P2P", 12_345, "THB", 0, "Somchai Srisuk", "lunch ค่าข้าว")
     ]
-    assert rows(await clients.admin.wallet_history(payer2), second.id) == [
+    assert history_rows(await clients.admin.wallet_history(payer2), second.id) == [
         ("out", "P2P", 20_000, "THB", 400, "Anan", None)
     ]
-    assert rows(await clients.admin.wallet_history(payee2), second.id) == [
+    assert history_rows(await clients.admin.wallet_history(payee2), second.id) == [
         ("in", "P2P", 20_000, "THB", 125, "Ploy", None)
     ]
 
@@ -613,125 +516,15 @@ KILL_WRITER_AT = 1_200
 TERMINAL_WAIT_S = 100.0
 
 
-@dataclass(frozen=True)
-class Planned:
-    key: str
-    body: http_api.CreateIntent
-    admin: bool
-    expected: tuple[str, str | None]
-
-
-def chaos_plan(run_id: str, rng: random.Random) -> tuple[list[str], list[str], list[Planned], dict[str, int]]:
-    """Funded and unfunded users, the intents (in sending order) and each funded user's funding.
-
-    Funded users receive, pay each other and get adjusted both ways; unfunded ones only pay (and
-    never receive), so their payments fail whatever order things happen in, and every funded user
-    is funded with more than it will ever send, so every one of its payments settles.
-    """
-    funded = [f"{run_id}-u{i:03d}" for i in range(CHAOS_FUNDED)]
-    unfunded = [f"{run_id}-empty{i:02d}" for i in range(CHAOS_UNFUNDED)]
-    needs: Counter[str] = Counter()
-    planned: list[Planned] = []
-    for n in range(CHAOS_INTENTS):
-        roll = rng.random()
-        amount = rng.choice((rng.randint(100, 20_000), rng.randint(100, 20_000), rng.randint(50_000, 90_000)))
-        if roll < 0.01:
-            owner = rng.choice(funded)
-            planned.append(Planned(f"{run_id}:{n}", adjustment(owner, amount), True, ("SETTLED", None)))
-        elif roll < 0.02:
-            owner = rng.choice(funded)
-            needs[owner] += amount
-            body = adjustment(owner, amount, credit=False)
-            planned.append(Planned(f"{run_id}:{n}", body, True, ("SETTLED", None)))
-        elif roll < 0.05:
-            payer, payee = rng.choice(unfunded), rng.choice(funded)
-            body = p2p(payer, payee, amount, comment="no money")
-            planned.append(Planned(f"{run_id}:{n}", body, False, ("FAILED", "INSUFFICIENT_FUNDS")))
-        else:
-            payer, payee = rng.sample(funded, 2)
-            needs[payer] += amount + chaos_fees(amount)
-            body = p2p(payer, payee, amount, from_name=payer, to_name=payee, comment=f"payment {n}")
-            planned.append(Planned(f"{run_id}:{n}", body, False, ("SETTLED", None)))
-    funding = {u: needs[u] + rng.randint(1_000, 50_000) for u in funded}
-    return funded, unfunded, planned, funding
-
-
-def chaos_fees(amount: int) -> int:
-    """The chaos rules: 1 % PRE (at most 300), and 200 POST on 50,000 or more."""
-    return min(amount // 100, 300) + (200 if amount >= 50_000 else 0)
-
-
-async def chaos_rules(clients: Clients, run_id: str) -> None:
-    mine = f'intent.source.kind == "user" && intent.source.id.startsWith("{run_id}-")'
-    await fee_rule(
-        clients,
-        rule_id=f"{run_id}-pre",
-        operation_type="P2P",
-        condition=mine,
-        amount="intent.amount / 100 < 300 ? intent.amount / 100 : 300",
-        timing="PRE",
-        max_fee=300,
-        priority=1,
-    )
-    await fee_rule(
-        clients,
-        rule_id=f"{run_id}-post",
-        operation_type="P2P",
-        condition=f"{mine} && intent.amount >= 50000",
-        amount="200",
-        timing="POST",
-        max_fee=200,
-        priority=2,
-    )
-
-
-async def in_parallel(items: list[str], work: Callable[[str], Awaitable[None]], concurrency: int) -> None:
-    queue = list(reversed(items))
-
-    async def worker() -> None:
-        while queue:
-            await work(queue.pop())
-
-    async with asyncio.TaskGroup() as tasks:
-        for _ in range(min(concurrency, len(items))):
-            tasks.create_task(worker())
-
-
-async def wait_terminal(saga: SagaFleet, intent_ids: list[str], timeout: float) -> Counter[tuple[str, str]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = await fetch(
-            saga.database_url,
-            "SELECT state, coalesce(failure_code, '') AS code, count(*) AS n FROM pm.intent"
-            " WHERE id = ANY($1::uuid[]) GROUP BY 1, 2",
-            intent_ids,
-        )
-        counts = Counter({(r["state"], r["code"]): int(r["n"]) for r in rows})
-        if all(state in ("SETTLED", "FAILED") for state, _ in counts):
-            return counts
-        if time.monotonic() > deadline:
-            open_rows = await fetch(
-                saga.database_url,
-                "SELECT id::text, state, step, updated_at FROM pm.intent"
-                " WHERE id = ANY($1::uuid[]) AND state NOT IN ('SETTLED', 'FAILED') LIMIT 5",
-                intent_ids,
-            )
-            about = {r["id"]: saga.about(r["id"])[-6:] for r in open_rows[:2]}
-            pytest.fail(
-                f"not every intent terminal after {timeout}s: {dict(counts)}; e.g. {open_rows}; "
-                f"their logs: {about}; problems logged: {saga.logged('ERROR', 'CRITICAL')[-10:]}"
-            )
-        await asyncio.sleep(0.5)
-
-
 @pytest.mark.timeout(240)
 async def test_sigkill_of_orchestrator_and_writer_under_load_loses_and_doubles_nothing(
     saga: SagaFleet, clients: Clients
 ) -> None:
     run_id = names("t6")
     rng = random.Random(20261124)
-    funded, unfunded, planned, funding = chaos_plan(run_id, rng)
-    await chaos_rules(clients, run_id)
+    plan = chaos_plan(run_id, rng, intents=CHAOS_INTENTS, funded=CHAOS_FUNDED, unfunded=CHAOS_UNFUNDED)
+    for rule in chaos_fee_rules(run_id):
+        await admin_post(clients.http, "/v1/admin/fee-rules", rule)
     rules_at = time.monotonic()
 
     async def open_(owner: str) -> None:
@@ -740,67 +533,26 @@ async def test_sigkill_of_orchestrator_and_writer_under_load_loses_and_doubles_n
     async with saga.client(saga.admin, connections=60) as admin:
 
         async def fund_(owner: str) -> None:
-            await fund(admin, owner, funding[owner])
+            await fund(admin, owner, plan.funding[owner])
 
-        await in_parallel(funded + unfunded, open_, 10)
-        await in_parallel(funded, fund_, 50)
+        await in_parallel(plan.funded + plan.unfunded, open_, 10)
+        await in_parallel(plan.funded, fund_, 50)
     await settle_rules(rules_at)
 
     # -- the load, and the kills in the middle of it
-    accepted: dict[str, Planned] = {}
-    refused: list[str] = []
-    kill_orchestrator, kill_writer = asyncio.Event(), asyncio.Event()
-    killed: dict[str, tuple[int, int]] = {}  # name -> (pid, accepted when killed)
-    queue = list(reversed(planned))
     started = time.monotonic()
+    sent = await send_while_killing(
+        saga,
+        plan.intents,
+        in_flight=CHAOS_IN_FLIGHT,
+        kill_orchestrator_at=KILL_ORCHESTRATOR_AT,
+        kill_writer_at=KILL_WRITER_AT,
+    )
+    assert sent.refused == [], sent.refused[:5]
+    assert len(sent.accepted) == CHAOS_INTENTS
+    assert set(sent.killed) == {"orchestrator", "ledger-writer"}, sent.killed
 
-    async def chaos() -> None:
-        await kill_orchestrator.wait()
-        old = saga.orchestrator
-        old.popen.kill()  # SIGKILL: no shutdown, no ack, whatever was in flight is lost
-        killed["orchestrator"] = (old.popen.pid, len(accepted))
-        await asyncio.to_thread(old.popen.wait, 10)
-        orchestrator = saga.start_orchestrator()
-        await kill_writer.wait()
-        old_writer = saga.writer
-        old_writer.popen.kill()
-        killed["ledger-writer"] = (old_writer.popen.pid, len(accepted))
-        await asyncio.to_thread(old_writer.popen.wait, 10)
-        writer = saga.start_writer()
-        await orchestrator.wait_ready()
-        await writer.wait_ready(timeout=30)
-
-    transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=CHAOS_IN_FLIGHT + 10))
-    user = PMClient(saga.url, saga.user.key_id, saga.user.secret, timeout=40.0, transport=transport)
-    async with user, saga.client(saga.admin, connections=20) as admin:
-
-        async def worker() -> None:
-            while queue:
-                p = queue.pop()
-                try:
-                    created = await (admin if p.admin else user).create_intent(p.body, idempotency_key=p.key)
-                except (PMError, httpx.HTTPError) as exc:
-                    refused.append(f"{p.key}: {exc!r}")
-                    continue
-                accepted[created.id] = p
-                if len(accepted) >= KILL_ORCHESTRATOR_AT:
-                    kill_orchestrator.set()
-                if len(accepted) >= KILL_WRITER_AT:
-                    kill_writer.set()
-
-        async with asyncio.TaskGroup() as tasks:
-            chaos_task = tasks.create_task(chaos())
-            for _ in range(CHAOS_IN_FLIGHT):
-                tasks.create_task(worker())
-            await asyncio.sleep(0)
-        submitted_s = time.monotonic() - started
-        assert chaos_task.done()
-
-    assert refused == [], refused[:5]
-    assert len(accepted) == CHAOS_INTENTS
-    assert set(killed) == {"orchestrator", "ledger-writer"}, killed
-
-    intent_ids = list(accepted)
+    intent_ids = list(sent.accepted)
     counts = await wait_terminal(saga, intent_ids, TERMINAL_WAIT_S)
     done_s = time.monotonic() - started
 
@@ -808,83 +560,26 @@ async def test_sigkill_of_orchestrator_and_writer_under_load_loses_and_doubles_n
     rows = await intent_rows(saga.database_url, intent_ids)
     wrong = [
         (i, rows[i].state, rows[i].failure_code, p.expected)
-        for i, p in accepted.items()
+        for i, p in sent.accepted.items()
         if (rows[i].state, rows[i].failure_code) != p.expected
     ]
     assert wrong == [], (len(wrong), wrong[:10], counts)
-    for i, p in accepted.items():
+    for i, p in sent.accepted.items():
         if rows[i].state == "SETTLED" and p.body.type == "P2P":
             assert rows[i].fee_total() == chaos_fees(p.body.amount), (i, rows[i].fees)
 
     # Every wallet of the module: the ledger says what the settled intents (all of them, every test's)
     # moved, funding and fees included; PM's own projection says the same.
-    all_rows = await intent_rows(saga.database_url)
-    assert all(r.state in ("SETTLED", "FAILED") for r in all_rows.values())
-    expected = expected_wallets(all_rows.values())
-    mapped = await fetch(
-        saga.database_url,
-        "SELECT owner_id FROM pm.tb_account_map WHERE owner_kind = 'user' AND currency = $1 AND code = 1",
-        CURRENCY,
-    )
-    owners = [r["owner_id"] for r in mapped]
-    assert set(funded + unfunded) <= set(owners)
-    on_ledger = await accounts(saga.database_url, [wallet_id(o) for o in owners])
-    balances = {o: posted(on_ledger[wallet_id(o)]) for o in owners}
-    assert {o: b for o, b in balances.items() if b != expected[o]} == {}, {
-        o: (b, expected[o]) for o, b in balances.items() if b != expected[o]
-    }
-    assert all(balances[u] == 0 for u in unfunded)
-    projected = await fetch(
-        saga.database_url,
-        "SELECT owner_id, credits_posted - debits_posted AS posted FROM pm.account_balance"
-        " WHERE owner_kind = 'user' AND currency = $1 AND code = 1",
-        CURRENCY,
-    )
-    assert {r["owner_id"]: int(r["posted"]) for r in projected} == {
-        o: b for o, b in balances.items() if o in {r["owner_id"] for r in projected}
-    }
-    fees = sum(int(f["amount"]) for r in all_rows.values() if r.state == "SETTLED" for f in r.fees)
-    assert await fee_revenue(saga) == fees
-
+    await check_wallets(saga, await intent_rows(saga.database_url), plan)
     # Nothing left pending anywhere (a void follows FAILED by a moment), and every ledger balances.
-    async def settled_down() -> bool:
-        pending = await fetch(
-            saga.database_url,
-            "SELECT count(*) AS n FROM ledger.accounts WHERE debits_pending <> 0 OR credits_pending <> 0",
-        )
-        return int(pending[0]["n"]) == 0
-
-    await eventually(settled_down, timeout=15, what="no pending amount on any ledger account")
-    sums = await fetch(
-        saga.database_url,
-        "SELECT ledger, sum(debits_posted) AS debits, sum(credits_posted) AS credits FROM ledger.accounts"
-        " GROUP BY ledger",
+    await eventually(
+        lambda: nothing_pending(saga), timeout=15, what="no pending amount on any ledger account"
     )
-    assert sums and all(r["debits"] == r["credits"] for r in sums), sums
-
-    # The principal of every settled intent is posted; no failed intent has one.
-    post_ids = {i: ids.transfer_id(i, "principal:post") for i in intent_ids}
-    found = await transfers(saga.database_url, list(post_ids.values()))
-    settled_missing = [i for i in intent_ids if rows[i].state == "SETTLED" and post_ids[i] not in found]
-    failed_posted = [i for i in intent_ids if rows[i].state == "FAILED" and post_ids[i] in found]
-    assert (settled_missing, failed_posted) == ([], [])
-    for i in intent_ids:
-        if rows[i].state == "SETTLED":
-            assert int(found[post_ids[i]].amount) == rows[i].amount, i
-
-    # History: both parties of every settled payment, the user of every settled adjustment, once.
-    history = await fetch(
-        saga.database_url,
-        "SELECT intent_id::text AS id, count(*) AS n FROM pm.tx_history WHERE intent_id = ANY($1::uuid[])"
-        " GROUP BY 1",
-        intent_ids,
-    )
-    per_intent = {r["id"]: int(r["n"]) for r in history}
-    want = {i: 2 if rows[i].type == "P2P" else 1 for i in intent_ids if rows[i].state == "SETTLED"}
-    assert per_intent == want
+    await check_ledgers_balance(saga)
+    await check_posts_and_history(saga, rows, intent_ids)
 
     assert done_s < 150, f"took {done_s:.0f}s"
     print(  # the figures of the run, for whoever reads the output (-s)
-        f"chaos: {len(accepted)} intents submitted in {submitted_s:.1f}s, all terminal after {done_s:.1f}s;"
-        f" {dict(counts)}; killed {killed}"
+        f"chaos: {len(sent.accepted)} intents submitted in {sent.submitted_s:.1f}s, all terminal after"
+        f" {done_s:.1f}s; {dict(counts)}; killed {sent.killed}"
     )

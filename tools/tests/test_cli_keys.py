@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import re
+import shlex
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -16,6 +18,7 @@ from typer.testing import CliRunner, Result
 from pm_shared.db import connect
 from pm_shared.keys import store
 from pm_shared.keys.crypto import Cipher
+from pm_tools import keys as pm_keys
 from pm_tools.cli import common, keys_cmd
 from pm_tools.testing.db import run
 
@@ -126,7 +129,7 @@ def test_create_human_output_shows_the_secret_once_with_a_warning(keys: Keys) ->
 def test_create_admin_defaults_to_every_operation(keys: Keys) -> None:
     made = keys.json(["create", "--admin"])
 
-    assert made["key"]["permissions"]["operations"] == sorted(keys_cmd.OPERATIONS)
+    assert made["key"]["permissions"]["operations"] == sorted(pm_keys.OPERATIONS)
     assert made["key"]["permissions"]["admin"] is True
 
 
@@ -256,3 +259,68 @@ def test_an_unmigrated_database_exits_2_and_says_to_migrate(keys: Keys, empty_da
 
     assert result.exit_code == 2, explain(result)
     assert "pm migrate" in result.stderr
+
+
+# --- the env file: a second terminal after `make up` ------------------------------------------------
+
+
+def write_env(path: Path, **values: str) -> None:
+    path.write_text(
+        "# as `pm dev ensure` writes it\n" + "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items())
+    )
+
+
+def test_without_the_variables_the_env_file_is_read(keys: Keys, no_env_file: Path) -> None:
+    write_env(no_env_file, PM_DATABASE_URL=keys.url, PM_KEY_ENCRYPTION_KEY=SETTING)
+
+    result = keys.invoke(["create", "--json"], PM_DATABASE_URL=None, PM_KEY_ENCRYPTION_KEY=None)
+
+    assert result.exit_code == 0, explain(result)
+    made = msgspec.json.decode(result.stdout)
+    found = keys.secrets(made["keyId"])  # made in the env file's database, under the env file's key
+    assert found is not None and found[1] == [made["secret"]]
+
+
+def test_a_variable_that_is_set_wins_over_the_env_file(keys: Keys, no_env_file: Path) -> None:
+    write_env(no_env_file, PM_DATABASE_URL=UNREACHABLE_DB, PM_KEY_ENCRYPTION_KEY="bm90IDMyIGJ5dGVz")
+
+    made = keys.json(["create"])  # the environment's database and key, both good
+
+    assert keys.secrets(made["keyId"]) is not None
+
+
+def test_the_env_file_named_by_pm_env_file_is_read(keys: Keys, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere.env"
+    write_env(elsewhere, PM_DATABASE_URL=keys.url)
+
+    result = keys.invoke(["list", "--json"], PM_DATABASE_URL=None, PM_ENV_FILE=str(elsewhere))
+
+    assert result.exit_code == 0, explain(result)
+
+
+def test_a_missing_encryption_key_while_keys_exist_says_where_it_belongs(
+    keys: Keys, no_env_file: Path
+) -> None:
+    keys.json(["create"])  # a secret stored under SETTING
+    before = keys.count()
+
+    for args in (["create"], ["rotate", "pk_000000000000000000000000"]):
+        result = keys.invoke(args, PM_KEY_ENCRYPTION_KEY=None)
+
+        assert result.exit_code == 2, explain(result)
+        message = " ".join(result.stderr.split())
+        assert "PM_KEY_ENCRYPTION_KEY is not set, and pm.service_key holds" in message
+        wanted = "set PM_KEY_ENCRYPTION_KEY to the key they were made with, in the environment or in"
+        assert f"{wanted} {no_env_file}" in message
+        # Nothing that would make a new key: that would leave every stored secret unreadable.
+        assert "urandom" not in message and "python3" not in message and "b64encode" not in message
+    assert keys.count() == before
+
+
+def test_a_missing_encryption_key_before_any_key_exists_says_how_to_make_one(
+    keys: Keys, fresh_database_url: str
+) -> None:
+    result = keys.invoke(["create"], PM_DATABASE_URL=fresh_database_url, PM_KEY_ENCRYPTION_KEY=None)
+
+    assert result.exit_code == 2, explain(result)
+    assert "PM_KEY_ENCRYPTION_KEY is not set: it must be the base64 of 32 random bytes" in result.stderr

@@ -19,7 +19,8 @@ from pm_shared.db import Conn, connect, drop_database, ensure_database, migrate
 from pm_shared.ledger import chart, ids, open_ledger
 from pm_shared.ledger.accounts import MappedAccount, open_accounts, open_operator_accounts, spec_account
 from pm_shared.ledger.api import Ledger
-from pm_tools.cli import common, ledger_cmd
+from pm_tools import ledger_ops
+from pm_tools.cli import common, formats, ledger_cmd
 from pm_tools.testing.db import new_database_url
 
 TF = tb.TransferFlags
@@ -137,7 +138,7 @@ async def world() -> AsyncIterator[World]:
     ],
 )
 def test_parse_u128_accepts_decimal_and_hex(text: str, value: int) -> None:
-    assert ledger_cmd.parse_u128(text) == value
+    assert ledger_ops.parse_u128(text) == value
 
 
 @pytest.mark.parametrize(
@@ -145,7 +146,7 @@ def test_parse_u128_accepts_decimal_and_hex(text: str, value: int) -> None:
 )
 def test_parse_u128_rejects_what_is_not_an_account_id(text: str) -> None:
     with pytest.raises(ValueError, match="not an account id"):
-        ledger_cmd.parse_u128(text)
+        ledger_ops.parse_u128(text)
 
 
 @pytest.mark.parametrize(
@@ -160,7 +161,7 @@ def test_parse_u128_rejects_what_is_not_an_account_id(text: str) -> None:
     ],
 )
 def test_format_amount(minor: int, currency: str | None, shown: str) -> None:
-    assert ledger_cmd.format_amount(minor, currency) == shown
+    assert formats.format_amount(minor, currency) == shown
 
 
 # verify / open-operator-accounts.
@@ -311,7 +312,7 @@ async def test_transfers_lists_in_order_and_respects_limit_and_reversed(world: W
     assert times == sorted(times) and all(
         re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6} UTC", t) for t in times
     )
-    assert ledger_cmd.format_timestamp(made[0].timestamp) == times[0]
+    assert formats.format_timestamp(made[0].timestamp) == times[0]
 
     limited = await world.invoke(["transfers", str(wallet.account_id), "--limit", "2"])
     assert limited.exit_code == 0, explain(limited)
@@ -325,7 +326,7 @@ async def test_transfers_lists_in_order_and_respects_limit_and_reversed(world: W
     flagged = await world.invoke(["transfers", str(wallet.account_id), "--reversed", "--limit", "1"])
     assert rows(flagged.stdout) == [
         [
-            ledger_cmd.format_timestamp(pending.timestamp),
+            formats.format_timestamp(pending.timestamp),
             str(pending.id),
             "debit",
             str(equity.account_id),

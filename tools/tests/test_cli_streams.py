@@ -17,7 +17,7 @@ from typer.testing import CliRunner, Result
 from pm_shared.messages import IntentStateChanged, new_message_id, now
 from pm_shared.streams import dlq, names
 from pm_shared.streams.provision import ensure_group
-from pm_tools.cli import common, streams_cmd
+from pm_tools.cli import common, formats, streams_cmd
 
 GROUP = "test-group"
 CONSUMER = "test-consumer"
@@ -215,7 +215,7 @@ async def test_invalid_settings_exit_2(redis_url: str) -> None:
 
 
 def test_human_age() -> None:
-    assert [streams_cmd.human_age(s) for s in (None, 1.23, 184.0, 7500.0, 3 * 86400 + 4 * 3600)] == [
+    assert [formats.human_age(s) for s in (None, 1.23, 184.0, 7500.0, 3 * 86400 + 4 * 3600)] == [
         "—",
         "1.2s",
         "3m4s",

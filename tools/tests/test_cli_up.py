@@ -1,11 +1,25 @@
-"""`pm up`: which children it runs, and the sandboxes' callbacks wired to the gateway it starts."""
+"""`pm up`: which children it runs, the sandboxes' callbacks wired to the gateway it starts, and the
+key-encryption key it runs them with."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 import typer
 
-from pm_tools.cli.up_cmd import FLEET, callback_wiring, qp_token_wiring, select
+from pm_shared.db import Conn, connect
+from pm_shared.fleet import FLEET
+from pm_shared.keys.crypto import Cipher, KeyConfigError
+from pm_shared.keys.store import Permissions, create_key
+from pm_tools import keys
+from pm_tools.cli.up_cmd import select
+from pm_tools.devenv import DevEnv, Endpoint, Strategy
+from pm_tools.devenv.envfile import FILE_VARIABLE, KEY_VARIABLE, new_key_encryption_key, read_env_file
+from pm_tools.up import callback_wiring, fleet_env, qp_token_wiring
+
+PERMISSIONS = Permissions(operations=frozenset({"P2P"}), owners=None)
 
 SANDBOXES_ONLY = select(FLEET, "ipps-sandbox,qp-sandbox")
 
@@ -77,3 +91,51 @@ def test_every_wired_variable_is_one_its_service_knows() -> None:
     defaults = load_settings(Gateway, GATEWAY_PREFIX, {})
     assert defaults.ipps_callback_secret == ipps_sandbox.load({}).callback_secret
     assert defaults.qp_callback_secret == qp_sandbox.load({}).secret
+
+
+async def test_pm_up_never_makes_a_new_encryption_key_while_keys_are_stored(
+    db_conn: Conn, tmp_path: Path
+) -> None:
+    env_file = tmp_path / "env"
+    urls = {"PM_REDIS_URL": "redis://127.0.0.1:6379/0"}
+    if not await keys.stored_keys(db_conn):
+        await create_key(db_conn, Cipher.from_setting(new_key_encryption_key()), permissions=PERMISSIONS)
+
+    with pytest.raises(KeyConfigError, match=f"in the environment or in {env_file}"):
+        await keys.checkout_key(db_conn, {}, env_file, urls)
+    assert not env_file.exists()
+    # The key in use, from the environment or the env file, is taken as it is.
+    assert await keys.checkout_key(db_conn, {KEY_VARIABLE: "set"}, env_file, urls) == "set"
+    env_file.write_text(f"{KEY_VARIABLE}=kept\n")
+    assert await keys.checkout_key(db_conn, {}, env_file, urls) == "kept"
+
+
+async def test_pm_up_makes_and_keeps_the_first_encryption_key(
+    fresh_database_url: str, tmp_path: Path
+) -> None:
+    env_file = tmp_path / "env"
+    urls = {"PM_REDIS_URL": "redis://127.0.0.1:6379/0"}
+    conn = await connect(fresh_database_url)
+    try:
+        made = await keys.checkout_key(conn, {}, env_file, urls)
+        assert read_env_file(env_file) == {**urls, KEY_VARIABLE: made}
+        assert await keys.checkout_key(conn, {}, env_file, urls) == made
+    finally:
+        await conn.close()
+
+
+def test_the_fleet_gets_our_settings_and_the_servers_found_but_not_pm_env_file() -> None:
+    # The tools' tests run with PM_ENV_FILE set (conftest): no service knows it, so none may get it.
+    assert os.environ.get(FILE_VARIABLE)
+    infra = DevEnv(
+        redis=Endpoint("redis://127.0.0.1:6390/0", Strategy.PRIVATE, "test"),
+        postgres=Endpoint("postgresql://postgres@127.0.0.1:5440/pm", Strategy.PRIVATE, "test"),
+    )
+
+    env = fleet_env(infra, FLEET, "the-key", json_logs=True)
+
+    assert FILE_VARIABLE not in env
+    assert env["PM_REDIS_URL"] == "redis://127.0.0.1:6390/0"
+    assert env["PM_DATABASE_URL"] == "postgresql://postgres@127.0.0.1:5440/pm"
+    assert (env[KEY_VARIABLE], env["PM_LOG_FORMAT"]) == ("the-key", "json")
+    assert env["PM_IPPS_SANDBOX_CALLBACK_URL"].endswith("/v1/webhooks/ipps")

@@ -21,6 +21,7 @@ from typer.testing import CliRunner, Result
 
 from pm_tools import devenv
 from pm_tools.cli import dev_cmd
+from pm_tools.processes import free_port
 
 # `make test` exports the servers `pm dev ensure` found; alone, the defaults.
 GOOD_REDIS_URL = os.environ.get("PM_REDIS_URL") or "redis://127.0.0.1:6379/0"
@@ -44,8 +45,8 @@ def isolated(home: Path, **changes: Any) -> devenv.Search:
     search = devenv.Search(
         home=home,
         path=os.environ.get("PATH", os.defpath),
-        redis_port=devenv.free_port(),
-        postgres_port=devenv.free_port(),
+        redis_port=free_port(),
+        postgres_port=free_port(),
         redis_system_markers=(),
         postgres_etc=home.parent / "no-etc-postgresql",
         timeout=30.0,
@@ -83,7 +84,7 @@ async def test_env_urls_are_used_as_given(home: Path) -> None:
 
 @pytest.mark.parametrize("variable", ["PM_REDIS_URL", "PM_DATABASE_URL"])
 async def test_env_url_that_does_not_answer_is_an_error_not_a_fallback(home: Path, variable: str) -> None:
-    port = devenv.free_port()
+    port = free_port()
     bad = {
         "PM_REDIS_URL": f"redis://:hunter2@127.0.0.1:{port}/0",
         "PM_DATABASE_URL": f"postgresql://postgres:hunter2@127.0.0.1:{port}/pm",
@@ -263,6 +264,33 @@ def test_default_home_prefers_pm_home_then_the_workspace_root(tmp_path: Path) ->
     assert devenv.default_home({"PM_HOME": str(tmp_path / "elsewhere")}, cwd=nested) == tmp_path / "elsewhere"
 
 
+def test_the_env_file_is_pm_env_file_else_env_in_the_checkouts_pm_home(tmp_path: Path) -> None:
+    named = tmp_path / "named.env"
+
+    assert devenv.env_file_path({"PM_ENV_FILE": str(named), "PM_HOME": "/x"}) == named
+    assert devenv.env_file_path({"PM_HOME": str(tmp_path / "home")}) == tmp_path / "home" / "env"
+
+
+def test_with_env_file_adds_what_the_environment_does_not_set(tmp_path: Path) -> None:
+    env_file = tmp_path / "env"
+    env_file.write_text(
+        "# comment\nPM_REDIS_URL=redis://from-file/0\nPM_DATABASE_URL='postgresql://file/pm'\n"
+        "PM_KEY_ENCRYPTION_KEY=k\nPATH=/not/ours\nPM_ENV_FILE=/loop\n"
+    )
+    environ = {"PM_ENV_FILE": str(env_file), "PM_DATABASE_URL": "postgresql://set/pm", "PATH": "/bin"}
+
+    merged = devenv.with_env_file(environ)
+
+    assert merged == {
+        "PM_DATABASE_URL": "postgresql://set/pm",  # set: it wins
+        "PM_REDIS_URL": "redis://from-file/0",
+        "PM_KEY_ENCRYPTION_KEY": "k",
+        "PATH": "/bin",  # only PM_* variables come from the file
+    }
+    assert environ["PM_ENV_FILE"] == str(env_file)  # the caller's mapping is left alone
+    assert devenv.with_env_file({"PM_ENV_FILE": str(tmp_path / "none"), "A": "b"}) == {"A": "b"}
+
+
 def test_cli_ensure_writes_the_env_file(home: Path) -> None:
     env_file = home.parent / "out" / "env"
     environ = {"PM_HOME": str(home), "PM_REDIS_URL": GOOD_REDIS_URL, "PM_DATABASE_URL": GOOD_DATABASE_URL}
@@ -306,7 +334,7 @@ def test_cli_ensure_keeps_the_key_encryption_key_already_in_the_env_file(home: P
 
 def test_cli_ensure_exits_1_with_the_reason(home: Path) -> None:
     env_file = home.parent / "env"
-    bad = f"redis://127.0.0.1:{devenv.free_port()}/0"
+    bad = f"redis://127.0.0.1:{free_port()}/0"
     environ = {"PM_HOME": str(home), "PM_REDIS_URL": bad, "PM_DATABASE_URL": GOOD_DATABASE_URL}
 
     result = CliRunner().invoke(dev_cmd.app, ["ensure", "--env-file", str(env_file)], env=environ)

@@ -11,12 +11,10 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import os
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +27,14 @@ from redis.asyncio import Redis
 from pm_gateway import openapi
 from pm_gateway.main import main
 from pm_gateway.settings import Settings, load
+from pm_shared.fleet import IPPS_SANDBOX, QP_SANDBOX, Member
 from pm_shared.messages import PspHint, psp_key
 from pm_shared.settings import SettingsError, load_settings
 from pm_shared.streams.names import IPPS_HINTS, QP_HINTS
 from pm_shared.streams.provision import provision
+from pm_tools import processes
+from pm_tools.processes import free_port
 from pm_tools.testing.fixtures import eventually
-from pm_tools.testing.fleet import free_port
 from pm_tools.testing.gateway import delete_streams, key_encryption_key
 
 IPPS_SECRET = "ipps-test-secret"
@@ -514,13 +514,10 @@ def test_the_webhooks_are_documented_without_a_service_key() -> None:
 
 
 @contextlib.contextmanager
-def sandbox(module: str, env: dict[str, str], stderr: Path) -> Any:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("PM_")}
-    environ.update(env)
-    with stderr.open("wb") as err:
-        popen = subprocess.Popen(
-            [sys.executable, "-m", module], env=environ, stdin=subprocess.DEVNULL, stdout=err, stderr=err
-        )
+def sandbox(member: Member, env: dict[str, str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        environ = processes.environment(member, env, port=port)
+        popen = processes.spawn(member, environ, stdout=out, stderr=subprocess.STDOUT)
     try:
         yield popen
     finally:
@@ -547,11 +544,11 @@ async def test_the_ipps_sandbox_callbacks_are_verified_deduplicated_and_passed_o
     settings = gateway_settings(redis_url, database_url)
     settings = msgspec.structs.replace(settings, ipps_callback_secret=Settings().ipps_callback_secret)
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    base = processes.base_url(port)
     key = psp_key(str(uuid.uuid4()), "payout")
     async with serve(settings) as url:
-        env = {"PM_IPPS_SANDBOX_PORT": str(port), "PM_IPPS_SANDBOX_CALLBACK_URL": url + "/v1/webhooks/ipps"}
-        with sandbox("pm_sandbox_ipps", env, tmp_path / "ipps.log"):
+        env = {"PM_IPPS_SANDBOX_CALLBACK_URL": url + "/v1/webhooks/ipps"}
+        with sandbox(IPPS_SANDBOX, env, port, tmp_path / "ipps.log"):
             await wait_healthy(base)
             async with httpx.AsyncClient(base_url=base, timeout=10) as http:
                 inquiry = await http.post(
@@ -599,12 +596,12 @@ async def test_the_qp_sandbox_callbacks_are_verified_deduplicated_and_passed_on(
     settings = gateway_settings(redis_url, database_url)
     settings = msgspec.structs.replace(settings, qp_callback_secret=Settings().qp_callback_secret)
     port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    base = processes.base_url(port)
     order = psp_key(str(uuid.uuid4()), "collect")
     auth = {"Authorization": f"Bearer {Settings().qp_callback_secret}"}
     async with serve(settings) as url:
-        env = {"PM_QP_SANDBOX_PORT": str(port), "PM_QP_SANDBOX_CALLBACK_URL": url + "/v1/webhooks/qp"}
-        with sandbox("pm_sandbox_qp", env, tmp_path / "qp.log"):
+        env = {"PM_QP_SANDBOX_CALLBACK_URL": url + "/v1/webhooks/qp"}
+        with sandbox(QP_SANDBOX, env, port, tmp_path / "qp.log"):
             await wait_healthy(base)
             async with httpx.AsyncClient(base_url=base, timeout=10, headers=auth) as http:
                 registered = await http.post(

@@ -35,6 +35,17 @@ def free_port(host: str = HOST) -> int:
         return port
 
 
+def base_url(port: int, host: str = HOST) -> str:
+    """`http://host:port`: where a member started on `port` answers."""
+    return f"http://{host}:{port}"
+
+
+def ready_path(member: Member) -> str:
+    """The path that answers 200 once `member` can work: `/readyz` for a service, `/healthz` for a
+    sandbox (a stand-in with nothing to wait for has no readiness of its own)."""
+    return "/readyz" if member.kind == "service" else "/healthz"
+
+
 def command(member: Member) -> list[str]:
     """The command line that runs `member`."""
     return [sys.executable, "-m", member.module]

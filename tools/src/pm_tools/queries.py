@@ -1,4 +1,5 @@
-"""SQL of `pm.reconciliation_alert` for operators (migration 0009). Parameters are positional."""
+"""SQL the operator tools run themselves: `pm.reconciliation_alert` (migration 0009) and a count of
+`pm.service_key`. Parameters are positional."""
 
 from __future__ import annotations
 
@@ -19,3 +20,6 @@ RETURNING id
 """
 
 SELECT_KNOWN_IDS = "SELECT id FROM pm.reconciliation_alert WHERE id = ANY($1::bigint[])"
+
+# How many service keys exist (each secret encrypted under the key-encryption key).
+COUNT_SERVICE_KEYS = "SELECT count(*) FROM pm.service_key"

@@ -1,10 +1,12 @@
 """`pm chaos`: the whole fleet under load while processes are SIGKILLed and Redis and PostgreSQL
-restart, then every invariant of DESIGN §10 checked (issue 7).
+restart, then every invariant (docs/invariants.md) checked.
 
 Modules: `servers` (the run's private Redis and PostgreSQL), `fleet` (the processes), `load` (the
 seeded traffic), `schedule` (the seeded chaos), `facts` (reading back), `invariants` (the checks),
 `report`, `run` (one run start to finish). Nothing here imports pytest.
 """
+
+from __future__ import annotations
 
 from pm_tools.chaos.report import Report
 from pm_tools.chaos.run import ChaosOptions, run_chaos

@@ -11,6 +11,7 @@ import httpx
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from pm_client.api import TERMINAL_STATES
 from pm_shared import db
 from pm_shared.messages import psp_key
 from pm_shared.streams import dlq
@@ -33,10 +34,12 @@ INTENTS_SQL = """
 SELECT i.id::text AS id, i.type, i.state, i.failure_code, i.amount, i.currency, i.source, i.target,
        i.fees, i.route, i.step, i.created_at,
        (SELECT max(e.at) FROM pm.intent_event e
-        WHERE e.intent_id = i.id AND e.to_state IN ('SETTLED', 'FAILED')) AS terminal_at
+        WHERE e.intent_id = i.id AND e.to_state = ANY($1::text[])) AS terminal_at
 FROM pm.intent i
 """
-OPEN_SQL = "SELECT count(*) FROM pm.intent WHERE state NOT IN ('SETTLED', 'FAILED')"
+OPEN_SQL = "SELECT count(*) FROM pm.intent WHERE state <> ALL($1::text[])"
+TERMINAL = sorted(TERMINAL_STATES)
+"""$1 of INTENTS_SQL and OPEN_SQL."""
 TRANSFERS_SQL = """
 SELECT id::text, user_data_128::text AS intent_id, amount, flags, ledger, pending_id::text, pending_status
 FROM ledger.transfers
@@ -58,7 +61,7 @@ def _json(value: object) -> Any:
 async def open_intents(database_url: str) -> int:
     conn = await db.connect(database_url)
     try:
-        return int(await conn.fetchval(OPEN_SQL))
+        return int(await conn.fetchval(OPEN_SQL, TERMINAL))
     finally:
         await conn.close()
 
@@ -75,7 +78,7 @@ async def held_transfers(database_url: str) -> int:
 async def read_database(database_url: str, facts: Facts) -> None:
     conn = await db.connect(database_url)
     try:
-        for r in await conn.fetch(INTENTS_SQL):
+        for r in await conn.fetch(INTENTS_SQL, TERMINAL):
             facts.intents[r["id"]] = IntentFact(
                 id=r["id"],
                 type=r["type"],

@@ -1,34 +1,30 @@
 """The chaos run's fleet: every service and both PSP sandboxes as child processes, killed and restarted.
 
-Each member is a slot (`orchestrator-2`) with a stable consumer name and port, as a pod keeps its
-name across restarts, so a restarted process re-reads its own pending entries. Processes start as
-`python -m <module>` with a clean `PM_*` environment, JSON logs to a file of the run, and die with
-the run (parent-death signal on Linux). A process that exits without being told to is restarted and
-counted as a crash. Before a process is SIGKILLed its `/metrics` are scraped, so the counters it
-took with it (reclaims, DLQ moves) still reach the report.
+Each process runs in a slot (`orchestrator-2`) with a stable consumer name and port, as a pod keeps
+its name across restarts, so a restarted process re-reads its own pending entries. Processes start
+through `pm_tools.processes` (a clean `PM_*` environment, death with the run), with JSON logs to a
+file of the run. A process that exits without being told to is restarted and counted as a crash.
+Before a process is SIGKILLed its `/metrics` are scraped, so the counters it took with it
+(reclaims, DLQ moves) still reach the report.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from pm_tools.devenv import free_port
+from pm_shared.fleet import Member
+from pm_tools import processes
 
-HOST = "127.0.0.1"
 READY_TIMEOUT_S = 60.0
 
 # The counters of the streams runtime the report adds up, over every process that ever ran.
@@ -40,24 +36,32 @@ SCRAPED = (
 )
 
 
-@dataclass(frozen=True)
-class Member:
-    """One slot of the fleet."""
+def slot_name(member: Member, replica: int | None = None) -> str:
+    """`gateway`, or `orchestrator-2` for the second of several replicas."""
+    return member.name if replica is None else f"{member.name}-{replica}"
 
-    slot: str
-    module: str
-    port_var: str
-    service: str
-    """The service it runs (`orchestrator`), or `ipps-sandbox` / `qp-sandbox`."""
+
+@dataclass(frozen=True)
+class Slot:
+    """One place in the fleet: a member of the roster under a stable name."""
+
+    name: str
+    member: Member
     env: Mapping[str, str] = field(default_factory=dict)
-    sandbox: bool = False
-    standby: bool = False
-    """A writer that may be a standby: alive (healthz) is enough, it is ready only when active."""
+
+    @property
+    def sandbox(self) -> bool:
+        return self.member.kind == "sandbox"
+
+    @property
+    def ready_path(self) -> str:
+        """A writer that may stand by is alive (healthz) but ready only while active: healthz is enough."""
+        return "/healthz" if self.member.single_active else processes.ready_path(self.member)
 
 
 @dataclass
 class Running:
-    member: Member
+    slot: Slot
     port: int
     popen: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
@@ -71,22 +75,10 @@ class Running:
 
     @property
     def base(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return processes.base_url(self.port)
 
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
-
-
-def die_with_parent() -> Callable[[], None] | None:
-    """On Linux a child gets SIGKILL when the run itself dies, instead of holding its port."""
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(None, use_errno=True)
-
-    def set_parent_death_signal() -> None:
-        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
-
-    return set_parent_death_signal
 
 
 def parse_counters(exposition: str) -> Counter[tuple[str, str]]:
@@ -102,10 +94,10 @@ def parse_counters(exposition: str) -> Counter[tuple[str, str]]:
 class Fleet:
     """Starts, kills, restarts and watches the members; `stop()` ends them all."""
 
-    def __init__(self, members: list[Member], env: Mapping[str, str], workdir: Path) -> None:
+    def __init__(self, slots: list[Slot], env: Mapping[str, str], workdir: Path) -> None:
         self.env = dict(env)
         self.workdir = workdir
-        self.running: dict[str, Running] = {m.slot: Running(m, free_port(HOST)) for m in members}
+        self.running: dict[str, Running] = {s.name: Running(s, processes.free_port()) for s in slots}
         self._watch: asyncio.Task[None] | None = None
         self._http = httpx.AsyncClient(timeout=3.0)
         self.events: list[str] = []
@@ -117,30 +109,19 @@ class Fleet:
 
     def spawn(self, slot: str) -> Running:
         r = self.running[slot]
-        m = r.member
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("PM_")}
-        environ.update(self.env)
-        environ.update(
-            {
-                "PM_CONSUMER_NAME": f"chaos-{slot}",
-                "PM_LOG_FORMAT": "json",
-                m.port_var: str(r.port),
-                "PYTHONUNBUFFERED": "1",
-            }
-        )
-        environ.update(m.env)
+        variables = {
+            **self.env,
+            "PM_CONSUMER_NAME": f"chaos-{slot}",
+            "PM_LOG_FORMAT": "json",
+            "PYTHONUNBUFFERED": "1",
+            **r.slot.env,
+        }
+        env = processes.environment(r.slot.member, variables, port=r.port)
         log = self.workdir / f"{slot}.log"
         with log.open("ab") as out:
             out.write(f"--- start {r.starts + 1} at {time.strftime('%H:%M:%S')}\n".encode())
             out.flush()
-            r.popen = subprocess.Popen(
-                [sys.executable, "-m", m.module],
-                env=environ,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent(),
-            )
+            r.popen = processes.spawn(r.slot.member, env, stdout=out, stderr=subprocess.STDOUT)
         r.started_at = time.monotonic()
         r.starts += 1
         r.expected_exit = False
@@ -149,7 +130,7 @@ class Fleet:
     async def wait_ready(self, slot: str, timeout: float = READY_TIMEOUT_S) -> None:
         """Poll `/readyz` (a sandbox or a writer that may stand by: `/healthz`) until it answers 200."""
         r = self.running[slot]
-        path = "/healthz" if r.member.sandbox or r.member.standby else "/readyz"
+        path = r.slot.ready_path
         deadline = time.monotonic() + timeout
         while True:
             if r.popen is not None and r.popen.poll() is not None and not self._watching():
@@ -173,7 +154,7 @@ class Fleet:
     async def scrape(self, slot: str) -> Counter[tuple[str, str]]:
         """The SCRAPED counters of the process in `slot` now (empty when it does not answer)."""
         r = self.running[slot]
-        if r.member.sandbox or not r.alive():
+        if r.slot.sandbox or not r.alive():
             return Counter()
         try:
             response = await self._http.get(r.base + "/metrics")

@@ -1,20 +1,21 @@
-"""The invariants of DESIGN §10, each a pure function over what the run read back (`facts`).
+"""The invariants (docs/invariants.md), each a pure function over what the run read back (`facts`).
 
 Each returns what breaks it: `{offending id: why}` (intent ids, ledger account ids, ledgers, stream
 entries); empty means it holds. They take plain rows, so the unit tests feed them fabricated ones.
 
-- `not_terminal`: every accepted intent reached SETTLED or FAILED (§10.1).
-- `unbalanced_ledgers`: per ledger, debits = credits, posted and pending (§10.2).
-- `wallets_below_zero`: no user wallet's debits (posted, or posted + pending) exceed its credits (§10.2).
-- `wallets_disagree`: each wallet's posted balance is what the SETTLED intents moved (§10.2, nothing
-  applied twice, nothing created).
+- `not_terminal`: every accepted intent reached SETTLED or FAILED (invariant 1).
+- `unbalanced_ledgers`: per ledger, debits = credits, posted and pending (invariant 2).
+- `wallets_below_zero`: no user wallet's debits (posted, or posted + pending) exceed its credits
+  (invariant 2).
+- `wallets_disagree`: each wallet's posted balance is what the SETTLED intents moved (invariant 2:
+  nothing applied twice, nothing created).
 - `settled_legs_wrong`: a SETTLED intent has exactly its legs — principal and every fee, posted, with
-  the amounts on the intent — and nothing else (no void) (§10.3).
-- `failed_legs_wrong`: a FAILED intent has no posted leg and no pending one left open (§10.3).
-- `orphan_transfers`: every ledger transfer belongs to an intent (§10.2).
+  the amounts on the intent — and nothing else (no void) (invariant 3).
+- `failed_legs_wrong`: a FAILED intent has no posted leg and no pending one left open (invariant 3).
+- `orphan_transfers`: every ledger transfer belongs to an intent (invariant 2).
 - `payouts_wrong`: the IPPS sandbox paid every SETTLED withdrawal once, with its amount, and nothing
-  for a FAILED one; what it paid in all is what the SETTLED withdrawals add up to (§10.2).
-- `stuck_entries`: nothing pending in any consumer group longer than the lease (§10.4).
+  for a FAILED one; what it paid in all is what the SETTLED withdrawals add up to (invariant 2).
+- `stuck_entries`: nothing pending in any consumer group longer than the lease (invariant 4).
 - `unexplained_dead_letters`: every DLQ record has a reason the run expects (see the function).
 """
 
@@ -29,9 +30,10 @@ from datetime import datetime
 
 import tigerbeetle as tb
 
+from pm_client.api import TERMINAL_STATES
 from pm_shared.ledger import chart, ids
+from pm_shared.streams import names
 
-TERMINAL = frozenset({"SETTLED", "FAILED"})
 WALLET_CODE = int(chart.Code.USER_WALLET)
 PENDING = int(tb.TransferFlags.PENDING)
 POST = int(tb.TransferFlags.POST_PENDING_TRANSFER)
@@ -39,18 +41,9 @@ VOID = int(tb.TransferFlags.VOID_PENDING_TRANSFER)
 # ledger.transfers.pending_status of a pending transfer.
 STATUS_PENDING, STATUS_POSTED, STATUS_VOIDED, STATUS_EXPIRED = 1, 2, 3, 4
 
-# Which service consumes each logical stream (for dead letters of a consumer that was SIGKILLed).
-CONSUMER_OF: dict[str, str] = {
-    "pm:intents": "orchestrator",
-    "pm:ledger:results": "orchestrator",
-    "pm:psp:results": "orchestrator",
-    "pm:ledger:commands": "ledger-writer",
-    "pm:psp:ipps:jobs": "adapter-ipps",
-    "pm:psp:ipps:hints": "adapter-ipps",
-    "pm:psp:qp:jobs": "adapter-qp",
-    "pm:psp:qp:hints": "adapter-qp",
-    "pm:events": "reconciler",
-}
+# Which service consumes each logical stream (for dead letters of a consumer that was SIGKILLed): a
+# consumer group is named after the service that reads in it.
+CONSUMER_OF: dict[str, str] = {spec.name: group for spec in names.ALL_STREAMS for group in spec.groups}
 
 
 @dataclass(frozen=True)
@@ -167,14 +160,16 @@ def wallet_account(owner_id: str, currency: str) -> str:
     return str(uuid.UUID(int=ids.account_id("user", owner_id, ledger, WALLET_CODE)))
 
 
-# -- §10.1 --------------------------------------------------------------------------------------------
+# -- 1. an accepted intent is never lost --------------------------------------------------------------
 
 
 def not_terminal(intents: Mapping[str, IntentFact]) -> dict[str, str]:
-    return {i.id: f"still {i.state} (step {i.step})" for i in intents.values() if i.state not in TERMINAL}
+    return {
+        i.id: f"still {i.state} (step {i.step})" for i in intents.values() if i.state not in TERMINAL_STATES
+    }
 
 
-# -- §10.2 --------------------------------------------------------------------------------------------
+# -- 2. no money is created or destroyed --------------------------------------------------------------
 
 
 def unbalanced_ledgers(accounts: Iterable[AccountFact]) -> dict[str, str]:
@@ -257,7 +252,7 @@ def orphan_transfers(intents: Mapping[str, IntentFact], transfers: Iterable[Tran
     }
 
 
-# -- §10.3 --------------------------------------------------------------------------------------------
+# -- 3. every intent's legs match its state -----------------------------------------------------------
 
 
 def _by_intent(transfers: Iterable[TransferFact]) -> dict[str, list[TransferFact]]:
@@ -347,7 +342,7 @@ def payouts_wrong(
     out: dict[str, str] = {}
     settled = 0
     for intent in intents.values():
-        if intent.type != "PROMPTPAY_WITHDRAWAL" or intent.state not in TERMINAL:
+        if intent.type != "PROMPTPAY_WITHDRAWAL" or intent.state not in TERMINAL_STATES:
             continue
         found = payouts.get(intent.id)
         if intent.state == "SETTLED":
@@ -363,7 +358,7 @@ def payouts_wrong(
     return out
 
 
-# -- §10.4 --------------------------------------------------------------------------------------------
+# -- 4. nothing stays pending forever -----------------------------------------------------------------
 
 
 def stuck_entries(pending: Iterable[PendingEntry], lease_ms: int) -> dict[str, str]:
@@ -395,14 +390,14 @@ def explain_dead_letter(
       (its `pm.psp_tx_map` row FAILED `JOB_DEAD_LETTERED`, the intent failed and its hold voided),
       found final already (e.g. the IPPS adapter's sweep concluded NOT_EXECUTED while IPPS kept
       failing: the result republished), or a `psp_job_dead_lettered` alert while the adapter's
-      status reads decided (DESIGN §4);
+      status reads decided;
     - a PSP result with its `psp_result_dead_lettered` alert, whose intent still ended terminal;
     - an entry dead-lettered after being delivered to consumers that were SIGKILLed before they
       acked it (`max_deliveries`, no handler error recorded), of a service the run killed, whose
       intent (if it names one) ended terminal by the saga's resume.
     """
     intent = intents.get(letter.intent_id or "")
-    terminal = intent is not None and intent.state in TERMINAL
+    terminal = intent is not None and intent.state in TERMINAL_STATES
     named = letter.intent_id is not None
     if letter.stream in ("pm:psp:ipps:jobs", "pm:psp:qp:jobs") and terminal:
         if any(p.intent_id == letter.intent_id and p.failure_code == "JOB_DEAD_LETTERED" for p in psp):

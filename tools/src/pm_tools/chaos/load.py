@@ -60,12 +60,13 @@ class Plan:
     fee_rules: list[http_api.FeeRuleIn]
 
 
-def _fee_rules(prefix: str) -> list[http_api.FeeRuleIn]:
-    """A PRE and a POST fee on P2P and a flat PRE fee on withdrawals, so settled intents have fee legs."""
-    mine = f'intent.source.kind == "user" && intent.source.id.startsWith("{prefix}")'
+def p2p_fee_rules(rule_prefix: str, payer_prefix: str, post_from: int) -> list[http_api.FeeRuleIn]:
+    """Fees on payments by users whose ids start with `payer_prefix`: 1 % PRE (at most 300), and a
+    flat 200 POST from `post_from` up; rule ids `<rule_prefix>pre` and `<rule_prefix>post`."""
+    mine = f'intent.source.kind == "user" && intent.source.id.startsWith("{payer_prefix}")'
     return [
         http_api.FeeRuleIn(
-            rule_id=f"{prefix}p2p-pre",
+            rule_id=f"{rule_prefix}pre",
             operation_type="P2P",
             condition=mine,
             amount="intent.amount / 100 < 300 ? intent.amount / 100 : 300",
@@ -74,24 +75,29 @@ def _fee_rules(prefix: str) -> list[http_api.FeeRuleIn]:
             priority=1,
         ),
         http_api.FeeRuleIn(
-            rule_id=f"{prefix}p2p-post",
+            rule_id=f"{rule_prefix}post",
             operation_type="P2P",
-            condition=f"{mine} && intent.amount >= 10000",
+            condition=f"{mine} && intent.amount >= {post_from}",
             amount="200",
             timing="POST",
             max_fee=200,
             priority=2,
         ),
-        http_api.FeeRuleIn(
-            rule_id=f"{prefix}ipps-pre",
-            operation_type="PROMPTPAY_WITHDRAWAL",
-            condition=mine,
-            amount="500",
-            timing="PRE",
-            max_fee=500,
-            priority=1,
-        ),
     ]
+
+
+def _fee_rules(prefix: str) -> list[http_api.FeeRuleIn]:
+    """A PRE and a POST fee on P2P and a flat PRE fee on withdrawals, so settled intents have fee legs."""
+    withdrawals = http_api.FeeRuleIn(
+        rule_id=f"{prefix}ipps-pre",
+        operation_type="PROMPTPAY_WITHDRAWAL",
+        condition=f'intent.source.kind == "user" && intent.source.id.startsWith("{prefix}")',
+        amount="500",
+        timing="PRE",
+        max_fee=500,
+        priority=1,
+    )
+    return [*p2p_fee_rules(f"{prefix}p2p-", prefix, 10_000), withdrawals]
 
 
 MAX_FEES = 1_000
@@ -105,6 +111,129 @@ def _amount(rng: random.Random, low: int, high: int) -> int:
             return amount
 
 
+@dataclass
+class _Draft:
+    """The state `plan` draws from: the seeded generator, the run's users, what each payer needs."""
+
+    rng: random.Random
+    prefix: str
+    funded: list[str]
+    empty: list[str]
+    rub: list[str]
+    needs: Counter[str] = field(default_factory=Counter)
+
+
+def _p2p(d: _Draft, n: int) -> Planned:
+    payer, payee = d.rng.sample(d.funded, 2)
+    amount = _amount(d.rng, 100, 20_000)
+    d.needs[payer] += amount + MAX_FEES
+    intent = http_api.CreateIntent(
+        type="P2P",
+        amount=amount,
+        currency="THB",
+        from_=http_api.UserParty(id=payer),
+        to=http_api.UserParty(id=payee),
+        from_name=payer,
+        to_name=payee,
+        comment=f"chaos payment {n}",
+    )
+    return Planned(f"{d.prefix}{n}", "p2p", intent)
+
+
+def _p2p_from_empty(d: _Draft, n: int) -> Planned:
+    payer, payee = d.rng.choice(d.empty), d.rng.choice(d.funded)
+    intent = http_api.CreateIntent(
+        type="P2P",
+        amount=_amount(d.rng, 100, 20_000),
+        currency="THB",
+        from_=http_api.UserParty(id=payer),
+        to=http_api.UserParty(id=payee),
+        comment="from an empty wallet",
+    )
+    return Planned(f"{d.prefix}{n}", "p2p-empty", intent)
+
+
+def _withdrawal(d: _Draft, n: int) -> Planned:
+    """To a PromptPay number; some ask for one of the IPPS sandbox's faults, some name a refused proxy."""
+    payer = d.rng.choice(d.funded)
+    fault = d.rng.random()
+    proxy, scenario = MOBILE, "withdrawal"
+    if fault < 0.30:
+        amount = d.rng.choice(sorted(IPPS_FAULT_AMOUNTS))
+        scenario = f"withdrawal-{IPPS_FAULT_AMOUNTS[amount]}"
+    else:
+        amount = _amount(d.rng, 1_000, 30_000)
+        if fault < 0.38:
+            proxy = d.rng.choice(BAD_PROXIES)
+            scenario = "withdrawal-bad-proxy"
+    d.needs[payer] += amount + MAX_FEES
+    intent = http_api.CreateIntent(
+        type="PROMPTPAY_WITHDRAWAL",
+        amount=amount,
+        currency="THB",
+        from_=http_api.UserParty(id=payer),
+        to=http_api.PromptPayParty(proxy_type="MSISDN", proxy_value=proxy),
+        comment=f"chaos withdrawal {n}",
+    )
+    return Planned(f"{d.prefix}{n}", scenario, intent)
+
+
+def _topup(d: _Draft, n: int) -> Planned:
+    payee = d.rng.choice(d.rub)
+    expire = d.rng.random() < 0.2
+    intent = http_api.CreateIntent(
+        type="SBP_TOPUP",
+        amount=_amount(d.rng, 1_000, 100_000),
+        currency="RUB",
+        from_=http_api.SbpParty(),
+        to=http_api.UserParty(id=payee),
+        comment=f"chaos top-up {n}" + (f" {QP_EXPIRE}" if expire else ""),
+    )
+    return Planned(f"{d.prefix}{n}", "topup-expire" if expire else "topup", intent)
+
+
+def _debit(d: _Draft, n: int) -> Planned:
+    owner = d.rng.choice(d.funded)
+    amount = _amount(d.rng, 100, 5_000)
+    d.needs[owner] += amount
+    intent = http_api.CreateIntent(
+        type="ADJUSTMENT",
+        amount=amount,
+        currency="THB",
+        from_=http_api.UserParty(id=owner),
+        to=http_api.OperatorParty(),
+        to_name="PM operator",
+        comment="chaos debit",
+    )
+    return Planned(f"{d.prefix}{n}", "adjustment-debit", intent)
+
+
+# Each intent's scenario: the first whose bound the seeded roll is under (the mix of the plan).
+_SCENARIOS: tuple[tuple[float, Callable[[_Draft, int], Planned]], ...] = (
+    (0.50, _p2p),
+    (0.56, _p2p_from_empty),
+    (0.80, _withdrawal),
+    (0.96, _topup),
+    (1.00, _debit),
+)
+
+
+def _funding(d: _Draft, owner: str) -> Planned:
+    return Planned(
+        f"{d.prefix}fund-{owner}",
+        "funding",
+        http_api.CreateIntent(
+            type="ADJUSTMENT",
+            amount=d.needs[owner] + d.rng.randint(1_000, 50_000),
+            currency="THB",
+            from_=http_api.OperatorParty(),
+            to=http_api.UserParty(id=owner),
+            from_name="PM operator",
+            comment="chaos funding",
+        ),
+    )
+
+
 def plan(seed: int, count: int, run_id: str) -> Plan:
     """`count` intents (at least 20) for this seed; `run_id` makes keys and owners unique to the run."""
     rng = random.Random(seed)
@@ -113,104 +242,13 @@ def plan(seed: int, count: int, run_id: str) -> Plan:
     funded = [f"{prefix}u{i:03d}" for i in range(max(6, count // 12))]
     empty = [f"{prefix}empty{i}" for i in range(3)]
     rub = [f"{prefix}rub{i:02d}" for i in range(max(3, count // 30))]
-    needs: Counter[str] = Counter()
+    draft = _Draft(rng, prefix, funded, empty, rub)
     body: list[Planned] = []
-    debits: list[tuple[str, int]] = []
-    n_funding = len(funded)
-    for n in range(count - n_funding):
-        key = f"{prefix}{n}"
+    for n in range(count - len(funded)):
         roll = rng.random()
-        if roll < 0.50:
-            payer, payee = rng.sample(funded, 2)
-            amount = _amount(rng, 100, 20_000)
-            needs[payer] += amount + MAX_FEES
-            intent = http_api.CreateIntent(
-                type="P2P",
-                amount=amount,
-                currency="THB",
-                from_=http_api.UserParty(id=payer),
-                to=http_api.UserParty(id=payee),
-                from_name=payer,
-                to_name=payee,
-                comment=f"chaos payment {n}",
-            )
-            body.append(Planned(key, "p2p", intent))
-        elif roll < 0.56:
-            payer, payee = rng.choice(empty), rng.choice(funded)
-            intent = http_api.CreateIntent(
-                type="P2P",
-                amount=_amount(rng, 100, 20_000),
-                currency="THB",
-                from_=http_api.UserParty(id=payer),
-                to=http_api.UserParty(id=payee),
-                comment="from an empty wallet",
-            )
-            body.append(Planned(key, "p2p-empty", intent))
-        elif roll < 0.80:
-            payer = rng.choice(funded)
-            fault = rng.random()
-            proxy, scenario = MOBILE, "withdrawal"
-            if fault < 0.30:
-                amount = rng.choice(sorted(IPPS_FAULT_AMOUNTS))
-                scenario = f"withdrawal-{IPPS_FAULT_AMOUNTS[amount]}"
-            else:
-                amount = _amount(rng, 1_000, 30_000)
-                if fault < 0.38:
-                    proxy = rng.choice(BAD_PROXIES)
-                    scenario = "withdrawal-bad-proxy"
-            needs[payer] += amount + MAX_FEES
-            intent = http_api.CreateIntent(
-                type="PROMPTPAY_WITHDRAWAL",
-                amount=amount,
-                currency="THB",
-                from_=http_api.UserParty(id=payer),
-                to=http_api.PromptPayParty(proxy_type="MSISDN", proxy_value=proxy),
-                comment=f"chaos withdrawal {n}",
-            )
-            body.append(Planned(key, scenario, intent))
-        elif roll < 0.96:
-            payee = rng.choice(rub)
-            expire = rng.random() < 0.2
-            intent = http_api.CreateIntent(
-                type="SBP_TOPUP",
-                amount=_amount(rng, 1_000, 100_000),
-                currency="RUB",
-                from_=http_api.SbpParty(),
-                to=http_api.UserParty(id=payee),
-                comment=f"chaos top-up {n}" + (f" {QP_EXPIRE}" if expire else ""),
-            )
-            body.append(Planned(key, "topup-expire" if expire else "topup", intent))
-        else:
-            owner = rng.choice(funded)
-            amount = _amount(rng, 100, 5_000)
-            debits.append((owner, amount))
-            needs[owner] += amount
-            intent = http_api.CreateIntent(
-                type="ADJUSTMENT",
-                amount=amount,
-                currency="THB",
-                from_=http_api.UserParty(id=owner),
-                to=http_api.OperatorParty(),
-                to_name="PM operator",
-                comment="chaos debit",
-            )
-            body.append(Planned(key, "adjustment-debit", intent))
-    funding = [
-        Planned(
-            f"{prefix}fund-{owner}",
-            "funding",
-            http_api.CreateIntent(
-                type="ADJUSTMENT",
-                amount=needs[owner] + rng.randint(1_000, 50_000),
-                currency="THB",
-                from_=http_api.OperatorParty(),
-                to=http_api.UserParty(id=owner),
-                from_name="PM operator",
-                comment="chaos funding",
-            ),
-        )
-        for owner in funded
-    ]
+        scenario = next(make for bound, make in _SCENARIOS if roll < bound)
+        body.append(scenario(draft, n))
+    funding = [_funding(draft, owner) for owner in funded]
     return Plan(funded + empty, rub, funding, body, _fee_rules(prefix))
 
 

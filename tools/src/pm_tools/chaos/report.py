@@ -147,7 +147,7 @@ class Report:
             f"{self.load_s:.1f} s / {self.quiet_s:.1f} s / {self.total_s:.1f} s",
         )
 
-        checks = Table(title="Invariants (DESIGN §10)")
+        checks = Table(title="Invariants (docs/invariants.md)")
         for column in ("invariant", "holds", "offenders"):
             checks.add_column(column)
         for name, offenders in self.invariants.items():

@@ -4,7 +4,6 @@ the invariants, the report; everything it started is stopped, pass or fail."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import re
@@ -21,16 +20,26 @@ from pathlib import Path
 from redis.asyncio import Redis
 
 from pm_shared import db, streams
+from pm_shared.fleet import (
+    GATEWAY,
+    IPPS_SANDBOX,
+    LEDGER_WRITER,
+    ORCHESTRATOR,
+    QP_SANDBOX,
+    SANDBOXES,
+    SERVICES,
+)
 from pm_shared.keys.crypto import Cipher
 from pm_shared.keys.store import Permissions, create_key
 from pm_shared.streams.connection import connect
 from pm_tools.chaos import facts as read
-from pm_tools.chaos.fleet import Fleet, Member
+from pm_tools.chaos.fleet import Fleet, Slot, slot_name
 from pm_tools.chaos.invariants import Facts, check_all, explain_dead_letter
 from pm_tools.chaos.load import LoadStats, client, open_wallets, plan, request_until, send_all
 from pm_tools.chaos.report import Report
 from pm_tools.chaos.schedule import Action, schedule
 from pm_tools.chaos.servers import ChaosPostgres, ChaosRedis, ServersUnavailable, prepare_dir
+from pm_tools.devenv.envfile import new_key_encryption_key
 
 LEASE_MS = 4_000
 # Recovery timers shorter than production (as tests/test_saga.py and tests/test_psp.py use), so the
@@ -56,8 +65,8 @@ RECOVERY_ENV: dict[str, str] = {
     "PM_QP_SANDBOX_AUTO_PAY": "accept",
     "PM_QP_SANDBOX_AUTO_PAY_DELAY_MS": "300",
 }
-QP_SECRET = "qp-sandbox-secret"
-IPPS_CALLBACK_SECRET = "ipps-sandbox-callback-secret"
+REPLICAS = {ORCHESTRATOR: 2, LEDGER_WRITER: 2}
+"""Two orchestrators share the work; two ledger writers, one active and one standing by."""
 FUNDING_TIMEOUT_S = 60.0
 RULES_SETTLE_S = 2.0
 """The orchestrator reloads fee rules every second."""
@@ -82,23 +91,19 @@ class ChaosOptions:
     progress: Callable[[str], None] | None = None
 
 
-def members() -> list[Member]:
-    def service(slot: str, name: str, prefix: str, *, standby: bool = False) -> Member:
-        module = "pm_" + name.replace("-", "_")
-        return Member(slot, module, f"PM_{prefix}PORT", name, standby=standby)
+def slots() -> list[Slot]:
+    """Every member of the roster in a slot of its own, two of those in `REPLICAS`."""
+    out: list[Slot] = []
+    for member in (*SANDBOXES, *SERVICES):
+        replicas = REPLICAS.get(member)
+        if replicas is None:
+            out.append(Slot(slot_name(member), member))
+        else:
+            out += [Slot(slot_name(member, n), member) for n in range(1, replicas + 1)]
+    return out
 
-    return [
-        Member("ipps-sandbox", "pm_sandbox_ipps", "PM_IPPS_SANDBOX_PORT", "ipps-sandbox", sandbox=True),
-        Member("qp-sandbox", "pm_sandbox_qp", "PM_QP_SANDBOX_PORT", "qp-sandbox", sandbox=True),
-        service("ledger-writer-1", "ledger-writer", "LEDGER_WRITER_", standby=True),
-        service("ledger-writer-2", "ledger-writer", "LEDGER_WRITER_", standby=True),
-        service("orchestrator-1", "orchestrator", "ORCHESTRATOR_"),
-        service("orchestrator-2", "orchestrator", "ORCHESTRATOR_"),
-        service("gateway", "gateway", "GATEWAY_"),
-        service("adapter-ipps", "adapter-ipps", "ADAPTER_IPPS_"),
-        service("adapter-qp", "adapter-qp", "ADAPTER_QP_"),
-        service("reconciler", "reconciler", "RECONCILER_"),
-    ]
+
+WRITER_SLOTS = tuple(slot_name(LEDGER_WRITER, n) for n in range(1, REPLICAS[LEDGER_WRITER] + 1))
 
 
 class ChaosRun:
@@ -137,7 +142,7 @@ class ChaosRun:
     async def start_fleet(self) -> tuple[str, str, str]:
         """Start every member; returns (gateway URL, admin key id, its secret)."""
         assert self.redis_server is not None and self.postgres is not None
-        kek = base64.b64encode(secrets.token_bytes(32)).decode()
+        kek = new_key_encryption_key()
         conn = await db.connect(self.postgres.url)
         try:
             key, secret = await create_key(
@@ -148,25 +153,27 @@ class ChaosRun:
             )
         finally:
             await conn.close()
+        # Secrets of this run only; each side of a callback, and QP's bearer token, get the same one.
+        qp_secret, ipps_callback_secret = secrets.token_hex(16), secrets.token_hex(16)
         env = {
             **RECOVERY_ENV,
             "PM_REDIS_URL": self.redis_server.url,
             "PM_DATABASE_URL": self.postgres.url,
             "PM_KEY_ENCRYPTION_KEY": kek,
-            "PM_QP_SANDBOX_SECRET": QP_SECRET,
-            "PM_ADAPTER_QP_QP_SECRET": QP_SECRET,
-            "PM_IPPS_SANDBOX_CALLBACK_SECRET": IPPS_CALLBACK_SECRET,
-            "PM_GATEWAY_IPPS_CALLBACK_SECRET": IPPS_CALLBACK_SECRET,
-            "PM_GATEWAY_QP_CALLBACK_SECRET": QP_SECRET,
+            "PM_QP_SANDBOX_SECRET": qp_secret,
+            "PM_ADAPTER_QP_QP_SECRET": qp_secret,
+            "PM_IPPS_SANDBOX_CALLBACK_SECRET": ipps_callback_secret,
+            "PM_GATEWAY_IPPS_CALLBACK_SECRET": ipps_callback_secret,
+            "PM_GATEWAY_QP_CALLBACK_SECRET": qp_secret,
         }
-        fleet = self.fleet = Fleet(members(), env, self.workdir)
-        gateway = fleet.url("gateway")
+        fleet = self.fleet = Fleet(slots(), env, self.workdir)
+        gateway = fleet.url(GATEWAY.name)
         fleet.env.update(
             {
                 "PM_IPPS_SANDBOX_CALLBACK_URL": gateway + "/v1/webhooks/ipps",
                 "PM_QP_SANDBOX_CALLBACK_URL": gateway + "/v1/webhooks/qp",
-                "PM_ADAPTER_IPPS_IPPS_URL": fleet.url("ipps-sandbox"),
-                "PM_ADAPTER_QP_QP_URL": fleet.url("qp-sandbox"),
+                "PM_ADAPTER_IPPS_IPPS_URL": fleet.url(IPPS_SANDBOX.name),
+                "PM_ADAPTER_QP_QP_URL": fleet.url(QP_SANDBOX.name),
             }
         )
         for slot in fleet.running:
@@ -181,7 +188,7 @@ class ChaosRun:
         assert self.fleet is not None
         deadline = time.monotonic() + timeout
         while True:
-            for slot in ("ledger-writer-1", "ledger-writer-2"):
+            for slot in WRITER_SLOTS:
                 if await self.fleet.ready(slot):
                     return slot
             if time.monotonic() > deadline:
@@ -194,13 +201,13 @@ class ChaosRun:
         assert self.fleet is not None and self.redis_server is not None and self.postgres is not None
         if action.kind == "kill":
             slot = action.target
-            if slot == "ledger-writer":
+            if slot == LEDGER_WRITER.name:
                 slot = await self._active_writer()
             pid = await self.fleet.kill(slot)
             await asyncio.sleep(action.pause_s)
             self.fleet.spawn(slot)
             await self.fleet.wait_ready(slot)
-            self.report.kills[self.fleet.running[slot].member.service] += 1
+            self.report.kills[self.fleet.running[slot].slot.member.name] += 1
             what = f"SIGKILL {slot} (pid {pid}), restarted after {action.pause_s:.1f}s and ready"
         elif action.kind == "redis":
             down = await self.redis_server.restart()
@@ -303,10 +310,10 @@ class ChaosRun:
 
     async def judge(self) -> None:
         assert self.postgres is not None and self.redis is not None and self.fleet is not None
-        facts: Facts = await read.read_all(self.postgres.url, self.redis, self.fleet.url("ipps-sandbox"))
+        facts: Facts = await read.read_all(self.postgres.url, self.redis, self.fleet.url(IPPS_SANDBOX.name))
         r = self.report
         killed = set(r.kills) | {
-            m.member.service for m in self.fleet.running.values() if m.crashes and not m.member.sandbox
+            m.slot.member.name for m in self.fleet.running.values() if m.crashes and not m.slot.sandbox
         }
         r.crashes = [
             f"{slot} exited by itself with code {code}"

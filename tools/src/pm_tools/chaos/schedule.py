@@ -11,16 +11,20 @@ import random
 from dataclasses import dataclass
 from typing import Literal
 
-# What may be SIGKILLed. `ledger-writer` means the active writer at that moment; the PSP sandboxes
-# stand in for outside PSPs (their state is in memory) and are never killed.
+from pm_shared.fleet import ADAPTER_IPPS, ADAPTER_QP, GATEWAY, LEDGER_WRITER, ORCHESTRATOR, RECONCILER
+from pm_tools.chaos.fleet import slot_name
+
+# What may be SIGKILLed, in the order the seeded shuffle starts from (a seed's schedule depends on
+# it). `ledger-writer` means the active writer at that moment; the PSP sandboxes stand in for
+# outside PSPs (their state is in memory) and are never killed.
 KILLABLE: tuple[str, ...] = (
-    "orchestrator-1",
-    "ledger-writer",
-    "adapter-ipps",
-    "gateway",
-    "orchestrator-2",
-    "adapter-qp",
-    "reconciler",
+    slot_name(ORCHESTRATOR, 1),
+    slot_name(LEDGER_WRITER),
+    slot_name(ADAPTER_IPPS),
+    slot_name(GATEWAY),
+    slot_name(ORCHESTRATOR, 2),
+    slot_name(ADAPTER_QP),
+    slot_name(RECONCILER),
 )
 
 

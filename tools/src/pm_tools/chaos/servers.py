@@ -19,12 +19,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pm_tools.chaos.fleet import die_with_parent
-from pm_tools.devenv import DATABASE_NAME, PrivatePostgres, Search, free_port, postgres_problem, redis_problem
-from pm_tools.devenv.common import run, tail
-from pm_tools.devenv.postgres_server import _as_user, _postgres_bindir, _server_user
+from pm_tools.devenv import (
+    DATABASE_NAME,
+    DevEnvError,
+    PrivatePostgres,
+    Search,
+    postgres_bindir,
+    postgres_problem,
+    redis_problem,
+    run,
+    tail,
+)
+from pm_tools.devenv.postgres_server import as_user, server_user
+from pm_tools.processes import HOST, die_with_parent, free_port
 
-HOST = "127.0.0.1"
 START_TIMEOUT_S = 60.0
 
 
@@ -117,7 +125,7 @@ class ChaosPostgres:
 
     @classmethod
     async def find(cls, directory: Path) -> ChaosPostgres:
-        bindir, why_not = await _postgres_bindir(Search.default())
+        bindir, why_not = await postgres_bindir(Search.default())
         if bindir is None:
             raise ServersUnavailable(
                 f"no PostgreSQL server programs ({why_not}); install PostgreSQL ≥ 14 (Debian/Ubuntu: "
@@ -134,16 +142,13 @@ class ChaosPostgres:
         return f"postgresql://postgres@{HOST}:{self.port}/{DATABASE_NAME}"
 
     async def start(self) -> None:
-        from pm_tools.devenv import DevEnvError
-
         try:
             self.port, _ = await self.private.ensure(self.bindir, HOST, START_TIMEOUT_S)
         except DevEnvError as exc:
             raise ServersUnavailable(f"private PostgreSQL did not start: {exc}") from None
 
     def _pg_ctl(self, *args: str) -> list[str]:
-        owner = _server_user()
-        return [*_as_user(owner), str(self.bindir / "pg_ctl"), "-D", str(self.private.data), *args]
+        return [*as_user(server_user()), str(self.bindir / "pg_ctl"), "-D", str(self.private.data), *args]
 
     async def restart(self, down_s: float = 0.0) -> float:
         """`pg_ctl stop -m fast` (every connection is cut), `down_s` with no server, then started

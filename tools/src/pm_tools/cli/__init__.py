@@ -1,1 +1,3 @@
 """The `pm` command-line tool."""
+
+from __future__ import annotations

@@ -3,7 +3,8 @@
 An alert is raised by the orchestrator when a PSP result was dead-lettered (the PSP may have moved
 money PM did not book), when a PSP job was dead-lettered after it may have reached the PSP, or when
 the ledger refused to book a payment a PSP had made. An operator looks (`pm alerts list`, `pm
-intents show`, `pm dlq show`), puts it right (`pm dlq replay`, …) and marks it resolved.
+intents show`, `pm dlq show`), puts it right (`pm dlq replay`, …) and marks it resolved. The work is
+`pm_tools.alerts`; this module reads options and prints.
 
 Exit codes: 0 done; 1 an id named no alert; 2 bad input or the database cannot be reached or is not
 migrated.
@@ -11,49 +12,55 @@ migrated.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated
 
-import asyncpg
 import msgspec
 import typer
 from rich.table import Table
 
-from pm_shared import db
-from pm_tools import queries as q
+from pm_tools import alerts
+from pm_tools.alerts import Alert
 from pm_tools.cli import common
 
 app = typer.Typer(help="Reconciliation alerts: what PM could not settle on its own.", no_args_is_help=True)
 
-T = TypeVar("T")
-
+TABLE = "pm.reconciliation_alert"
 DatabaseUrl = Annotated[
     str | None,
     typer.Option("--database-url", metavar="URL", envvar="PM_DATABASE_URL", show_default=False),
 ]
 
 
-def _run(url: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    async def go() -> T:
-        conn = await db.connect(url)
-        try:
-            return await work(conn)
-        finally:
-            await conn.close()
-
-    try:
-        return asyncio.run(go())
-    except (OSError, db.DatabaseUnavailableError, asyncpg.CannotConnectNowError) as exc:
-        common.fail(f"the database cannot be reached ({db.redact_dsn(url)}): {exc}")
-    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
-        common.fail("the database has no pm.reconciliation_alert table: run `pm migrate`")
+def _json(alert: Alert) -> str:
+    item = {
+        "id": alert.id,
+        "kind": alert.kind,
+        "intentId": alert.intent_id,
+        "stream": alert.stream,
+        "entryId": alert.entry_id,
+        "detail": alert.detail,
+        "createdAt": alert.created_at.isoformat(),
+        "resolvedAt": alert.resolved_at.isoformat() if alert.resolved_at else None,
+    }
+    return msgspec.json.encode(item).decode()
 
 
-def _detail(value: Any) -> dict[str, Any]:
-    raw = value.encode() if isinstance(value, str) else bytes(value)
-    decoded = msgspec.json.decode(raw)
-    return decoded if isinstance(decoded, dict) else {"detail": decoded}
+def _table(found: list[Alert]) -> Table:
+    table = Table(title="Reconciliation alerts")
+    for column in ("id", "kind", "intent", "where", "detail", "raised (UTC)", "resolved"):
+        table.add_column(column)
+    for alert in found:
+        shown = ", ".join(f"{k}={v}" for k, v in alert.detail.items() if k != "m" and v not in (None, ""))
+        table.add_row(
+            str(alert.id),
+            alert.kind,
+            alert.intent_id or "—",
+            f"{alert.stream} {alert.entry_id}" if alert.stream != "intent" else "—",
+            shown[:160],
+            alert.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            alert.resolved_at.strftime("%Y-%m-%d %H:%M:%S") if alert.resolved_at else "open",
+        )
+    return table
 
 
 @app.command("list")
@@ -69,44 +76,15 @@ def list_alerts(
 ) -> None:
     """Open alerts (or all of them), newest first."""
     url = database_url or common.settings().database_url
-
-    async def fetch(conn: asyncpg.Connection) -> list[asyncpg.Record]:
-        return list(await conn.fetch(q.SELECT_ALERTS, include_resolved, limit))
-
-    rows = _run(url, fetch)
+    found = common.run_reading(alerts.newest(url, include_resolved=include_resolved, limit=limit), url, TABLE)
     if json_output:
-        for row in rows:
-            item = {
-                "id": row["id"],
-                "kind": row["kind"],
-                "intentId": row["intent_id"],
-                "stream": row["stream"],
-                "entryId": row["entry_id"],
-                "detail": _detail(row["detail"]),
-                "createdAt": row["created_at"].isoformat(),
-                "resolvedAt": row["resolved_at"].isoformat() if row["resolved_at"] else None,
-            }
-            typer.echo(msgspec.json.encode(item).decode())
+        for alert in found:
+            typer.echo(_json(alert))
         return
-    if not rows:
+    if not found:
         typer.echo("no open alerts" if not include_resolved else "no alerts")
         return
-    table = Table(title="Reconciliation alerts")
-    for column in ("id", "kind", "intent", "where", "detail", "raised (UTC)", "resolved"):
-        table.add_column(column)
-    for row in rows:
-        detail = _detail(row["detail"])
-        shown = ", ".join(f"{k}={v}" for k, v in detail.items() if k != "m" and v not in (None, ""))
-        table.add_row(
-            str(row["id"]),
-            row["kind"],
-            row["intent_id"] or "—",
-            f"{row['stream']} {row['entry_id']}" if row["stream"] != "intent" else "—",
-            shown[:160],
-            row["created_at"].strftime("%Y-%m-%d %H:%M:%S"),
-            row["resolved_at"].strftime("%Y-%m-%d %H:%M:%S") if row["resolved_at"] else "open",
-        )
-    common.print_table(table)
+    common.print_table(_table(found))
 
 
 @app.command("resolve")
@@ -116,16 +94,7 @@ def resolve(
 ) -> None:
     """Mark alerts resolved once they are put right (one already resolved keeps its time)."""
     url = database_url or common.settings().database_url
-
-    async def mark(conn: asyncpg.Connection) -> tuple[set[int], set[int]]:
-        async with conn.transaction():
-            known = {r["id"] for r in await conn.fetch(q.SELECT_KNOWN_IDS, ids)}
-            if known != set(ids):
-                return known, set()  # a typo among the ids: nothing is marked
-            done = {r["id"] for r in await conn.fetch(q.RESOLVE_ALERTS, sorted(known))}
-        return known, done
-
-    known, done = _run(url, mark)
+    known, done = common.run_reading(alerts.resolve(url, ids), url, TABLE)
     missing = sorted(set(ids) - known)
     if missing:
         common.fail(f"no alert {', '.join(map(str, missing))}; nothing was marked", common.EXIT_FAILED)

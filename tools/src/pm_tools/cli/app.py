@@ -21,7 +21,7 @@ from pm_tools.cli import (
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Payment Manager operations.")
 app.command("migrate")(migrate_cmd.migrate)
-app.command("up")(up_cmd.up)
+app.command("up")(up_cmd.up_command)
 app.command("streams")(streams_cmd.streams)
 app.command("bench")(bench_cmd.bench)
 app.command("demo")(demo_cmd.demo_command)

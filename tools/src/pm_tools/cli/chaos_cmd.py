@@ -44,7 +44,7 @@ def chaos(
 ) -> None:
     """Send a seeded mix of every intent type through the gateway while services are SIGKILLed and
     restarted, Redis (AOF) and PostgreSQL restart and the PSP sandboxes inject faults; wait until
-    everything is quiet and check every invariant of DESIGN §10.
+    everything is quiet and check every invariant (docs/invariants.md).
 
     Runs on private servers of its own (redis-server and PostgreSQL on free ports, in a temporary
     directory): the machine's Redis and PostgreSQL are never touched.

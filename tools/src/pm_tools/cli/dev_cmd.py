@@ -8,10 +8,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 from rich.text import Text
 
 from pm_tools import devenv
+from pm_tools.cli.common import infrastructure_table, wide_console
 
 app = typer.Typer(help="Developer environment", no_args_is_help=True)
 
@@ -20,7 +20,10 @@ app = typer.Typer(help="Developer environment", no_args_is_help=True)
 def ensure(
     env_file: Annotated[
         Path | None,
-        typer.Option("--env-file", help="Where to write PM_REDIS_URL/PM_DATABASE_URL (default: .pm/env)."),
+        typer.Option(
+            "--env-file",
+            help="Where to write PM_REDIS_URL/PM_DATABASE_URL (default: .pm/env, or PM_ENV_FILE).",
+        ),
     ] = None,
 ) -> None:
     """Find or start Redis and PostgreSQL, and write their URLs to an env file.
@@ -37,7 +40,7 @@ def ensure(
         Console(stderr=True, highlight=False).print(Text(str(exc), style="red"), soft_wrap=True)
         raise typer.Exit(1) from None
     console.print(infrastructure_table(env))
-    path = env_file or search.home / "env"
+    path = env_file or devenv.env_file_path()
     devenv.write_env_file(path, env.env())
     console.print(f"wrote {path}", soft_wrap=True)
 
@@ -56,25 +59,3 @@ def stop() -> None:
         console.print(f"stopped {what}", soft_wrap=True)
     if not stopped:
         console.print(f"no private instance runs under {home}", soft_wrap=True)
-
-
-def wide_console() -> Console:
-    """A console for stdout that, in a log file or CI, does not fold URLs at 80 columns."""
-    console = Console(highlight=False)
-    if not console.is_terminal:
-        console.width = 160
-    return console
-
-
-def infrastructure_table(env: devenv.DevEnv) -> Table:
-    """Where Redis and PostgreSQL are and how they were found; `pm up` shows the same table."""
-    table = Table(title="Infrastructure", title_justify="left", show_edge=False)
-    table.add_column("server")
-    table.add_column("URL", overflow="fold")
-    table.add_column("how")
-    for name, endpoint in (("Redis", env.redis), ("PostgreSQL", env.postgres)):
-        how = Text(f"{endpoint.strategy}: {endpoint.detail}")
-        for note in endpoint.notes:
-            how.append(f"\npassed over: {note}", style="dim")
-        table.add_row(name, devenv.redact(endpoint.url), how)
-    return table

@@ -1,35 +1,25 @@
 """`pm intents show ID`: one intent as PostgreSQL has it — amounts, parties, fees, legs and timeline.
 
 Exit codes: 0 shown; 1 no such intent; 2 bad input or the database cannot be reached or is not
-migrated. Amounts are shown in major units with the currency; `--json` prints the API's shape.
+migrated. Amounts are shown in major units with the currency; `--json` prints the API's shape. The
+intent is read by `pm_tools.intents`; this module reads options and prints.
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Annotated
 
-import asyncpg
 import msgspec
 import typer
 from rich.table import Table
 
 from pm_client.api import Intent, Party
-from pm_shared import db
-from pm_shared.intents import rows
+from pm_tools import intents
 from pm_tools.cli import common
-from pm_tools.cli.ledger_cmd import format_amount
+from pm_tools.cli.formats import format_amount
 
 app = typer.Typer(help="Intents as PostgreSQL records them.", no_args_is_help=True)
-
-
-async def _load(database_url: str, intent_id: uuid.UUID) -> Intent | None:
-    conn = await db.connect(database_url)
-    try:
-        return await rows.load(conn, intent_id)
-    finally:
-        await conn.close()
 
 
 def _party_text(party: Party, name: str | None) -> str:
@@ -93,12 +83,7 @@ def show(
     except ValueError:
         common.fail(f"not an intent id: {intent_id!r} (a UUID)")
     url = database_url or common.settings().database_url
-    try:
-        intent = asyncio.run(_load(url, wanted))
-    except (OSError, db.DatabaseUnavailableError, asyncpg.CannotConnectNowError) as exc:
-        common.fail(f"the database cannot be reached ({db.redact_dsn(url)}): {exc}")
-    except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
-        common.fail("the database has no pm.intent table: run `pm migrate`")
+    intent = common.run_reading(intents.load(url, wanted), url, "pm.intent")
     if intent is None:
         common.fail(f"no intent {wanted}", common.EXIT_FAILED)
     if json_output:

@@ -1,4 +1,5 @@
-"""`pm keys create|rotate|deactivate|list`: the service keys API clients sign requests with (DESIGN §8).
+"""`pm keys create|rotate|deactivate|list`: the service keys API clients sign requests with (see
+docs/api.md). The work is `pm_tools.keys`; this module reads options and prints.
 
 Exit codes: 0 ok; 1 no such key; 2 bad input, PM_KEY_ENCRYPTION_KEY missing or invalid, or the
 database cannot be reached or is not migrated. A secret is printed once, when it is made, and never
@@ -7,53 +8,29 @@ again (the database holds it only encrypted).
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from collections.abc import Coroutine
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
-import asyncpg
 import msgspec
 import typer
 from rich.table import Table
 
 from pm_shared import db
 from pm_shared.keys import store, views
-from pm_shared.keys.crypto import Cipher, DecryptionError, KeyConfigError
+from pm_shared.keys.crypto import DecryptionError, KeyConfigError
+from pm_tools import keys
 from pm_tools.cli import common
+from pm_tools.devenv.envfile import env_file_path
+from pm_tools.keys import OPERATIONS as OPERATIONS
 
 T = TypeVar("T")
 
-OPERATIONS: tuple[str, ...] = ("P2P", "PROMPTPAY_WITHDRAWAL", "SBP_TOPUP", "ADJUSTMENT")
-ADMIN_ONLY = "ADJUSTMENT"
-
 app = typer.Typer(help="Service keys: create, rotate, deactivate, list.", no_args_is_help=True)
 
-DatabaseUrlOption = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url",
-        metavar="URL",
-        envvar="PM_DATABASE_URL",
-        show_envvar=True,
-        show_default=False,
-        help="PostgreSQL URL holding pm.service_key; default postgresql://postgres@127.0.0.1:5432/pm.",
-    ),
-]
+DatabaseUrlOption = Annotated[str | None, common.database_url_option("pm.service_key")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 KeyIdArgument = Annotated[str, typer.Argument(metavar="KEY_ID", help="The key id (pk_…).")]
-
-_UNREACHABLE: tuple[type[BaseException], ...] = (
-    OSError,
-    db.DatabaseUnavailableError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.TooManyConnectionsError,
-    asyncpg.InvalidAuthorizationSpecificationError,
-    asyncpg.InvalidCatalogNameError,
-    asyncpg.InvalidPasswordError,
-)
-_UNMIGRATED: tuple[type[BaseException], ...] = (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError)
 
 
 def _print_json(value: object) -> None:
@@ -68,48 +45,23 @@ def _database_url(option: str | None) -> str:
         common.fail(str(exc))
 
 
-def _cipher() -> Cipher:
-    """The cipher from PM_KEY_ENCRYPTION_KEY; missing or invalid exits 2 naming the variable."""
+def _setting() -> str:
+    """PM_KEY_ENCRYPTION_KEY (here or in the env file); set but invalid exits 2 naming the variable."""
+    setting = common.settings().key_encryption_key
     try:
-        return Cipher.from_setting(common.settings().key_encryption_key)
+        keys.check_setting(setting)
     except KeyConfigError as exc:
         common.fail(str(exc))
+    return setting
 
 
-class _Unreachable(Exception):
-    """The database cannot be reached (exit 2)."""
-
-
-@asynccontextmanager
-async def _connection(url: str) -> AsyncIterator[db.Conn]:
+def _run(url: str, work: Coroutine[Any, Any, T]) -> T:
+    """Run `work`; an unreachable or unmigrated database, or a missing key, exits 2; no such key 1."""
     try:
-        conn = await db.connect(url, application_name="pm keys")
-    except _UNREACHABLE as exc:
-        raise _Unreachable(f"cannot reach the database {db.redact_dsn(url)}: {exc}") from exc
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
-def _run(url: str, work: Callable[[db.Conn], Coroutine[Any, Any, T]]) -> T:
-    """Run `work(conn)` on a fresh connection to `url`; an unreachable or unmigrated database exits 2."""
-
-    async def main() -> T:
-        async with _connection(url) as conn:
-            return await work(conn)
-
-    try:
-        return asyncio.run(main())
-    except _Unreachable as exc:
-        common.fail(str(exc))
-    except _UNMIGRATED as exc:
-        common.fail(f"{db.redact_dsn(url)} is not migrated ({exc}); run `pm migrate`")
-    except _UNREACHABLE as exc:
-        common.fail(f"lost the database: {type(exc).__name__}: {exc}")
+        return common.run_on_database(work, url)
     except store.KeyNotFoundError as exc:
         common.fail(str(exc), common.EXIT_FAILED)
-    except DecryptionError as exc:
+    except (DecryptionError, KeyConfigError) as exc:
         common.fail(str(exc))
 
 
@@ -152,29 +104,6 @@ def _print_secret(key_id: str, secret: str) -> None:
     )
 
 
-def permissions_for(
-    operations: list[str] | None, owners: list[str] | None, *, admin: bool
-) -> store.Permissions:
-    """The permissions `create` asks for; bad input exits 2."""
-    wanted = [o.strip().upper() for o in operations] if operations else list(OPERATIONS)
-    if not operations and not admin:
-        wanted.remove(ADMIN_ONLY)
-    for operation in wanted:
-        if operation != store.ALL_OPERATIONS and operation not in OPERATIONS:
-            common.fail(f"unknown operation {operation!r} (known: {', '.join(OPERATIONS)}, or * for all)")
-        if operation in (ADMIN_ONLY, store.ALL_OPERATIONS) and not admin:
-            common.fail(f"operation {operation} is for admin keys only: add --admin")
-    if owners is not None:
-        owners = [o.strip() for o in owners]
-        if any(not o for o in owners):
-            common.fail("--owner must not be empty")
-    return store.Permissions(
-        operations=frozenset(wanted),
-        owners=frozenset(owners) if owners else None,
-        admin=admin,
-    )
-
-
 @app.command("create")
 def create_command(
     admin: Annotated[bool, typer.Option("--admin", help="May use the admin routes and ADJUSTMENT.")] = False,
@@ -204,15 +133,14 @@ def create_command(
     database_url: DatabaseUrlOption = None,
 ) -> None:
     """Create a service key and print its id and secret (the secret is shown only this once)."""
-    permissions = permissions_for(operation, owner, admin=admin)
-    if len(description) > 200:
-        common.fail("--description is limited to 200 characters")
+    try:
+        permissions = keys.permissions_for(operation, owner, admin=admin)
+    except ValueError as exc:
+        common.fail(str(exc))
+    if len(description) > keys.MAX_DESCRIPTION:
+        common.fail(f"--description is limited to {keys.MAX_DESCRIPTION} characters")
     url = _database_url(database_url)
-    cipher = _cipher()
-
-    async def work(conn: db.Conn) -> tuple[store.ServiceKey, str]:
-        return await store.create_key(conn, cipher, permissions=permissions, description=description)
-
+    work = keys.create(url, _setting(), env_file_path(), permissions, description)
     key, secret = _run(url, work)
     if json_out:
         _print_json(views.with_secret(key, secret))
@@ -238,12 +166,7 @@ def rotate_command(
 ) -> None:
     """Give a key a new secret; the previous one stays valid for --grace seconds."""
     url = _database_url(database_url)
-    cipher = _cipher()
-
-    async def work(conn: db.Conn) -> tuple[store.ServiceKey, str]:
-        return await store.rotate_key(conn, cipher, key_id, grace_s=grace)
-
-    key, secret = _run(url, work)
+    key, secret = _run(url, keys.rotate(url, _setting(), env_file_path(), key_id, grace))
     if json_out:
         _print_json(views.with_secret(key, secret))
         return
@@ -265,11 +188,7 @@ def deactivate_command(
 ) -> None:
     """Deactivate a key: requests signed with it are refused from now on."""
     url = _database_url(database_url)
-
-    async def work(conn: db.Conn) -> store.ServiceKey:
-        return await store.deactivate_key(conn, key_id)
-
-    key = _run(url, work)
+    key = _run(url, keys.deactivate(url, key_id))
     if json_out:
         _print_json(views.info(key))
         return
@@ -280,14 +199,14 @@ def deactivate_command(
 def list_command(json_out: JsonOption = False, database_url: DatabaseUrlOption = None) -> None:
     """List every service key, oldest first (never their secrets)."""
     url = _database_url(database_url)
-    keys = _run(url, store.list_keys)
+    found = _run(url, keys.list_all(url))
     if json_out:
-        _print_json([views.info(k) for k in keys])
+        _print_json([views.info(k) for k in found])
         return
-    if not keys:
+    if not found:
         common.out.print("no service keys (create one with `pm keys create`)", markup=False)
         return
-    table = Table(title=f"Service keys ({len(keys)})")
+    table = Table(title=f"Service keys ({len(found)})")
     for column in (
         "Key id",
         "Status",
@@ -299,7 +218,7 @@ def list_command(json_out: JsonOption = False, database_url: DatabaseUrlOption =
         "Last used",
     ):
         table.add_column(column)
-    for k in keys:
+    for k in found:
         table.add_row(
             k.key_id,
             k.status,

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from pm_shared import db
 from pm_shared.settings import CommonSettings
+from pm_tools.devenv.envfile import with_env_file
 
 # Distinct from 1 (migration problem) so scripts such as `make up` can tell "start PostgreSQL" apart.
 EXIT_UNREACHABLE = 2
@@ -30,7 +31,7 @@ def migrate(
     target: int | None = typer.Option(None, "--target", help="Apply migrations up to this version only."),
 ) -> None:
     """Create the database if it is missing and apply pending schema migrations."""
-    url = database_url or CommonSettings().database_url
+    url = database_url or with_env_file().get("PM_DATABASE_URL") or CommonSettings().database_url
     try:
         if status:
             problems = asyncio.run(_show_status(url))

@@ -1,4 +1,7 @@
-"""`pm streams`: length, lag, pending, oldest pending age, consumers and DLQ size per stream and group."""
+"""`pm streams`: length, lag, pending, oldest pending age, consumers and DLQ size per stream and group.
+
+The figures are `pm_tools.stream_status`'s; this module reads options and prints.
+"""
 
 from __future__ import annotations
 
@@ -6,90 +9,14 @@ from collections.abc import Sequence
 
 import msgspec
 import typer
-from redis.asyncio import Redis
 from rich.table import Table
 from rich.text import Text
 
 from pm_shared.streams import names
 from pm_shared.streams.provision import RedisVersionError, provision
-from pm_shared.streams.stats import partition_stats
 from pm_tools.cli import common
-
-
-class StreamRow(msgspec.Struct, kw_only=True):
-    """One consumer group of one stream partition, as printed (and as `--json` emits it)."""
-
-    stream: str
-    partition: int
-    key: str
-    group: str
-    provisioned: bool
-    """False when the partition or this group does not exist yet; the figures are then null."""
-    length: int | None
-    lag: int | None
-    """Null when Redis cannot tell (an undelivered entry was deleted); never reported as 0."""
-    pending: int | None
-    oldest_pending_age_s: float | None
-    consumers: int | None
-    dlq_length: int | None
-
-
-async def collect(redis: Redis, specs: Sequence[names.StreamSpec], partitions: int) -> list[StreamRow]:
-    """A row per (stream partition, consumer group): the groups Redis knows, then missing expected ones."""
-    rows: list[StreamRow] = []
-    for spec in specs:
-        for partition in range(partitions):
-            key = names.stream_key(spec.name, partition)
-            stats = await partition_stats(redis, key, spec.name, partition)
-            for s in stats:
-                rows.append(
-                    StreamRow(
-                        stream=spec.name,
-                        partition=partition,
-                        key=key,
-                        group=s.group,
-                        provisioned=True,
-                        length=s.length,
-                        lag=s.lag,
-                        pending=s.pending,
-                        oldest_pending_age_s=s.oldest_pending_age_s,
-                        consumers=s.consumers,
-                        dlq_length=s.dlq_length,
-                    )
-                )
-            present = {s.group for s in stats}
-            for group in spec.groups:
-                if group not in present:
-                    rows.append(
-                        StreamRow(
-                            stream=spec.name,
-                            partition=partition,
-                            key=key,
-                            group=group,
-                            provisioned=False,
-                            length=stats[0].length if stats else None,
-                            lag=None,
-                            pending=None,
-                            oldest_pending_age_s=None,
-                            consumers=None,
-                            dlq_length=stats[0].dlq_length if stats else None,
-                        )
-                    )
-    return rows
-
-
-def human_age(seconds: float | None) -> str:
-    """1.2s, 3m4s, 2h5m, 3d4h; an em dash when there is nothing pending."""
-    if seconds is None:
-        return "—"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    whole = int(seconds)
-    if whole < 3600:
-        return f"{whole // 60}m{whole % 60}s"
-    if whole < 86400:
-        return f"{whole // 3600}h{whole % 3600 // 60}m"
-    return f"{whole // 86400}d{whole % 86400 // 3600}h"
+from pm_tools.cli.formats import human_age
+from pm_tools.stream_status import StreamRow, collect
 
 
 def _count(value: int | None) -> Text:

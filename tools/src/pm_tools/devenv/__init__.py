@@ -1,5 +1,7 @@
 """Find or start the Redis and PostgreSQL a developer's fleet runs against."""
 
+from __future__ import annotations
+
 from pm_tools.devenv.common import (
     POSTGRES_BIN_GLOBS,
     REDIS_SYSTEM_MARKERS,
@@ -8,7 +10,6 @@ from pm_tools.devenv.common import (
     Search,
     Strategy,
     default_home,
-    free_port,
     port_open,
     redact,
     run,
@@ -17,13 +18,22 @@ from pm_tools.devenv.common import (
 )
 from pm_tools.devenv.common import _pid_alive as _pid_alive
 from pm_tools.devenv.ensure import DevEnv, ensure, stop_private
-from pm_tools.devenv.envfile import KEY_VARIABLE, key_encryption_key, read_env_file, write_env_file
+from pm_tools.devenv.envfile import (
+    FILE_VARIABLE,
+    KEY_VARIABLE,
+    env_file_path,
+    key_encryption_key,
+    read_env_file,
+    with_env_file,
+    write_env_file,
+)
 from pm_tools.devenv.postgres_server import (
     DATABASE_NAME,
     MIN_POSTGRES,
     POSTGRES_INSTALL_HINT,
     PrivatePostgres,
     find_postgres,
+    postgres_bindir,
     postgres_problem,
 )
 from pm_tools.devenv.postgres_server import _with_database as _with_database
@@ -38,6 +48,7 @@ from pm_tools.devenv.redis_server import (
 # The public API; the tests also reach `_pid_alive` and `_with_database`, re-exported `as` themselves above.
 __all__ = [
     "DATABASE_NAME",
+    "FILE_VARIABLE",
     "KEY_VARIABLE",
     "MIN_POSTGRES",
     "MIN_REDIS",
@@ -54,11 +65,12 @@ __all__ = [
     "Strategy",
     "default_home",
     "ensure",
+    "env_file_path",
     "find_postgres",
     "find_redis",
-    "free_port",
     "key_encryption_key",
     "port_open",
+    "postgres_bindir",
     "postgres_problem",
     "read_env_file",
     "redact",
@@ -67,5 +79,6 @@ __all__ = [
     "stop_private",
     "tail",
     "wait_until",
+    "with_env_file",
     "write_env_file",
 ]

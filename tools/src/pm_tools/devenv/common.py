@@ -1,4 +1,5 @@
-"""What both servers share: the search, the endpoint found, errors, helpers for processes, ports and files."""
+"""What both servers share: the search, the endpoint found, a private instance, errors, helpers for
+processes, ports and files."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import fcntl
 import json
 import os
 import re
-import socket
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+
+from pm_shared.db import redact_dsn
+from pm_tools.processes import free_port
 
 # Where distributions put PostgreSQL's server programs, which are often not on PATH (Debian, RHEL, Homebrew).
 POSTGRES_BIN_GLOBS: tuple[str, ...] = (
@@ -90,6 +92,71 @@ def default_home(environ: Mapping[str, str] | None = None, cwd: Path | None = No
     return here / ".pm"
 
 
+async def configured(
+    environ: Mapping[str, str], variable: str, what: str, problem: Callable[[str], Awaitable[str | None]]
+) -> Endpoint | None:
+    """The server `variable` names (it must answer), or None when the variable is not set."""
+    url = environ.get(variable)
+    if not url:
+        return None
+    why = await problem(url)
+    if why is not None:
+        raise DevEnvError(
+            f"{variable}={redact(url)} does not answer: {why}. Start that {what}, correct the URL, "
+            f"or unset {variable} to let PM find or start one."
+        )
+    return Endpoint(url, Strategy.ENV, f"from {variable}")
+
+
+@dataclass(frozen=True)
+class PrivateServer:
+    """A server of our own under `dir` (`.pm/redis`, `.pm/pg`): its log, its saved port, its endpoint."""
+
+    dir: Path
+
+    @property
+    def log_file(self) -> Path:
+        raise NotImplementedError
+
+    @property
+    def state_file(self) -> Path:
+        return self.dir / "instance.json"
+
+    async def port_to_use(self, host: str) -> int:
+        """The port it had last time, unless something else took it meanwhile; else a free one."""
+        port = _saved_port(self.state_file)
+        return port if port and not await port_open(host, port) else free_port(host)
+
+    async def stop(self) -> bool:
+        raise NotImplementedError
+
+    async def answering(
+        self,
+        what: str,
+        port: int,
+        state: Mapping[str, object],
+        problem: Callable[[], Awaitable[str | None]],
+        timeout: float,
+    ) -> tuple[int, bool]:
+        """After a start on `port`: its state saved for next time, then (port, True) once `problem`
+        reports none; DevEnvError naming `what` and the log when it never does."""
+        _write_json(self.state_file, state)
+        why = await wait_until(problem, timeout)
+        if why is not None:
+            raise DevEnvError(f"private {what} on port {port} did not answer: {why}; see {self.log_file}")
+        return port, True
+
+    async def stop_quietly(self) -> None:
+        await self.stop()
+
+    def endpoint(self, url: str, started: bool, notes: Sequence[str]) -> Endpoint:
+        """How `find_*` reports it: started by this call (then stopped by `DevEnv.stop`) or reused."""
+        state = "started" if started else "already running"
+        detail = f"{state} in {self.dir}, log {self.log_file.name}"
+        stop = self.stop_quietly if started else None
+        return Endpoint(url, Strategy.PRIVATE, detail, started, tuple(notes), stop)
+
+
 # Shared helpers
 
 
@@ -137,20 +204,12 @@ async def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
     return True
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def redact(url: str) -> str:
-    """The URL with its password hidden, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    """The URL (Redis, PostgreSQL, a ledger) with its password hidden, for messages."""
+    try:
+        return redact_dsn(url)
+    except ValueError:
+        return "<unparsable URL>"
 
 
 def tail(text: str, lines: int = 5) -> str:

@@ -1,4 +1,9 @@
-"""The env file `pm dev ensure` writes: the servers' URLs and this checkout's key-encryption key."""
+"""The env file `pm dev ensure` and `pm up` write, and every `pm` command reads.
+
+It holds this checkout's servers' URLs and its key-encryption key (`.pm/env` by default; `make`
+sources the same file). A command run in a second terminal, without the `PM_*` variables, finds its
+settings there, as the fleet `pm up` started does; a variable already set wins over the file.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,36 @@ import shlex
 from collections.abc import Mapping
 from pathlib import Path
 
+from pm_tools.devenv.common import default_home
+
 KEY_VARIABLE = "PM_KEY_ENCRYPTION_KEY"
+FILE_VARIABLE = "PM_ENV_FILE"
+"""Names another env file than `<PM_HOME or .pm>/env`; read by the tools only, never passed on."""
+
+
+def env_file_path(environ: Mapping[str, str] | None = None) -> Path:
+    """`PM_ENV_FILE`, else `env` in this checkout's `.pm` directory (`PM_HOME`)."""
+    env = os.environ if environ is None else environ
+    named = env.get(FILE_VARIABLE)
+    return Path(named).absolute() if named else default_home(env) / "env"
+
+
+def without_file_variable(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`environ` (ours by default) without `PM_ENV_FILE`: what a settings loader or a service may see."""
+    env = dict(os.environ if environ is None else environ)
+    env.pop(FILE_VARIABLE, None)
+    return env
+
+
+def with_env_file(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`environ` (ours by default) plus the env file's `PM_*` variables it does not set, without
+    `PM_ENV_FILE` itself (no service knows that one)."""
+    from_file = read_env_file(env_file_path(environ))
+    env = without_file_variable(environ)
+    for name, value in from_file.items():
+        if name.startswith("PM_") and name != FILE_VARIABLE and not env.get(name):
+            env[name] = value
+    return env
 
 
 def read_env_file(path: Path) -> dict[str, str]:

@@ -18,6 +18,7 @@ import asyncpg
 from pm_tools.devenv.common import (
     DevEnvError,
     Endpoint,
+    PrivateServer,
     Search,
     Strategy,
     _failure,
@@ -25,12 +26,9 @@ from pm_tools.devenv.common import (
     _pid_alive,
     _read_json,
     _reason,
-    _saved_port,
     _version,
-    _write_json,
-    free_port,
+    configured,
     port_open,
-    redact,
     run,
     tail,
     wait_until,
@@ -50,16 +48,9 @@ _MAX_SOCKET_DIR = 90
 
 
 async def find_postgres(search: Search, environ: Mapping[str, str]) -> Endpoint:
-    configured = environ.get("PM_DATABASE_URL")
-    if configured:
-        why = await postgres_problem(configured)
-        if why is not None:
-            raise DevEnvError(
-                f"PM_DATABASE_URL={redact(configured)} does not answer: {why}. "
-                "Start that PostgreSQL, correct the URL, "
-                "or unset PM_DATABASE_URL to let PM find or start one."
-            )
-        return Endpoint(configured, Strategy.ENV, "from PM_DATABASE_URL")
+    from_env = await configured(environ, "PM_DATABASE_URL", "PostgreSQL", postgres_problem)
+    if from_env is not None:
+        return from_env
 
     notes: list[str] = []
     host, port = search.host, search.postgres_port
@@ -88,7 +79,7 @@ async def find_postgres(search: Search, environ: Mapping[str, str]) -> Endpoint:
         else:
             notes.append(f"pg_ctlcluster {version} main start failed ({code}): {tail(output)}")
 
-    bindir, why_not = await _postgres_bindir(search)
+    bindir, why_not = await postgres_bindir(search)
     if bindir is None:
         raise DevEnvError(_failure("PostgreSQL", [*notes, why_not], POSTGRES_INSTALL_HINT))
     private = PrivatePostgres(search.home / "pg")
@@ -96,12 +87,7 @@ async def find_postgres(search: Search, environ: Mapping[str, str]) -> Endpoint:
         port, started = await private.ensure(bindir, host, search.timeout)
     except DevEnvError as exc:
         raise DevEnvError(_failure("PostgreSQL", [*notes, str(exc)], POSTGRES_INSTALL_HINT)) from None
-    url = f"postgresql://postgres@{host}:{port}/{DATABASE_NAME}"
-    state = "started" if started else "already running"
-    detail = f"{state} in {private.dir}, log {private.log_file.name}"
-    return Endpoint(
-        url, Strategy.PRIVATE, detail, started, tuple(notes), private.stop_quietly if started else None
-    )
+    return private.endpoint(f"postgresql://postgres@{host}:{port}/{DATABASE_NAME}", started, notes)
 
 
 async def postgres_problem(url: str, timeout: float = 3.0) -> str | None:
@@ -126,10 +112,8 @@ async def postgres_problem(url: str, timeout: float = 3.0) -> str | None:
 
 
 @dataclass(frozen=True)
-class PrivatePostgres:
+class PrivatePostgres(PrivateServer):
     """A PostgreSQL cluster of our own under `.pm/pg`: trust auth, 127.0.0.1 only, socket inside."""
-
-    dir: Path
 
     @property
     def data(self) -> Path:
@@ -142,10 +126,6 @@ class PrivatePostgres:
     @property
     def log_file(self) -> Path:
         return self.dir / "postgres.log"
-
-    @property
-    def state_file(self) -> Path:
-        return self.dir / "instance.json"
 
     def running_port(self) -> int | None:
         """The port in postmaster.pid when that postmaster is alive."""
@@ -163,8 +143,8 @@ class PrivatePostgres:
             port = self.running_port()
             if port is not None and await postgres_problem(self._url(host, port)) is None:
                 return port, False
-            owner = _server_user()
-            as_owner = _as_user(owner)
+            owner = server_user()
+            as_owner = as_user(owner)
             self.dir.mkdir(parents=True, exist_ok=True)
             self.socket_dir.mkdir(exist_ok=True)
             if owner is not None:
@@ -191,8 +171,7 @@ class PrivatePostgres:
                 code, output = await run(argv, cwd=self.dir, timeout=max(timeout, 120.0))
                 if code != 0:
                     raise DevEnvError(f"initdb failed ({code}): {tail(output)}")
-            port = _saved_port(self.state_file)
-            port = port if port and not await port_open(host, port) else free_port(host)
+            port = await self.port_to_use(host)
             socket_dir = str(self.socket_dir)
             # Without a usable socket directory PostgreSQL still serves TCP, which is all PM uses.
             socket_dir = socket_dir if len(socket_dir) <= _MAX_SOCKET_DIR else ""
@@ -202,13 +181,10 @@ class PrivatePostgres:
             code, output = await run(argv, cwd=self.dir, timeout=timeout + 10)
             if code != 0:
                 raise DevEnvError(f"pg_ctl start failed ({code}): {tail(output)}; see {self.log_file}")
-            _write_json(self.state_file, {"port": port, "bindir": str(bindir), "host": host})
-            why = await wait_until(lambda: postgres_problem(self._url(host, port)), timeout)
-            if why is not None:
-                raise DevEnvError(
-                    f"private PostgreSQL on port {port} did not answer: {why}; see {self.log_file}"
-                )
-            return port, True
+            state = {"port": port, "bindir": str(bindir), "host": host}
+            return await self.answering(
+                "PostgreSQL", port, state, lambda: postgres_problem(self._url(host, port)), timeout
+            )
 
     async def stop(self) -> bool:
         """Stop the cluster if it runs; True when it did."""
@@ -218,14 +194,11 @@ class PrivatePostgres:
         pg_ctl = str(Path(str(bindir)) / "pg_ctl") if bindir else "pg_ctl"
         owner_uid = self.data.stat().st_uid
         owner = pwd.getpwuid(owner_uid).pw_name if os.geteuid() == 0 and owner_uid != 0 else None
-        argv = [*_as_user(owner), pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop"]
+        argv = [*as_user(owner), pg_ctl, "-D", str(self.data), "-m", "fast", "-w", "stop"]
         code, output = await run(argv, cwd=self.dir, timeout=60.0)
         if code != 0:
             raise DevEnvError(f"pg_ctl stop failed ({code}): {tail(output)}")
         return True
-
-    async def stop_quietly(self) -> None:
-        await self.stop()
 
     @staticmethod
     def _url(host: str, port: int) -> str:
@@ -241,7 +214,7 @@ def _cluster_versions(etc: Path) -> list[str]:
     return sorted(names, key=_version)
 
 
-async def _postgres_bindir(search: Search) -> tuple[Path | None, str]:
+async def postgres_bindir(search: Search) -> tuple[Path | None, str]:
     """The newest directory with initdb, pg_ctl and postgres of PostgreSQL ≥ 14, or why there is none."""
     too_old: list[str] = []
     for directory in _bindir_candidates(search):
@@ -271,7 +244,7 @@ def _bindir_candidates(search: Search) -> list[Path]:
     return [d for d in dict.fromkeys(candidates) if all(os.access(d / name, os.X_OK) for name in programs)]
 
 
-def _server_user() -> str | None:
+def server_user() -> str | None:
     """The unprivileged user PostgreSQL runs as when we are root; None when we are not root."""
     if os.geteuid() != 0:
         return None
@@ -284,7 +257,7 @@ def _server_user() -> str | None:
     raise DevEnvError("running as root and neither a 'postgres' nor a 'nobody' user exists to run PostgreSQL")
 
 
-def _as_user(user: str | None) -> list[str]:
+def as_user(user: str | None) -> list[str]:
     if user is None:
         return []
     path = f"{os.environ.get('PATH', '')}{os.pathsep}{_SYSTEM_PATH_EXTRA}"

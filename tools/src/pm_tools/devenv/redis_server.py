@@ -17,6 +17,7 @@ import redis.exceptions
 from pm_tools.devenv.common import (
     DevEnvError,
     Endpoint,
+    PrivateServer,
     Search,
     Strategy,
     _failure,
@@ -27,10 +28,8 @@ from pm_tools.devenv.common import (
     _runs,
     _saved_port,
     _version,
-    _write_json,
-    free_port,
+    configured,
     port_open,
-    redact,
     run,
     tail,
     wait_until,
@@ -45,15 +44,9 @@ REDIS_INSTALL_HINT = (
 
 
 async def find_redis(search: Search, environ: Mapping[str, str]) -> Endpoint:
-    configured = environ.get("PM_REDIS_URL")
-    if configured:
-        why = await redis_problem(configured)
-        if why is not None:
-            raise DevEnvError(
-                f"PM_REDIS_URL={redact(configured)} does not answer: {why}. "
-                "Start that Redis, correct the URL, or unset PM_REDIS_URL to let PM find or start one."
-            )
-        return Endpoint(configured, Strategy.ENV, "from PM_REDIS_URL")
+    from_env = await configured(environ, "PM_REDIS_URL", "Redis", redis_problem)
+    if from_env is not None:
+        return from_env
 
     notes: list[str] = []
     host, port = search.host, search.redis_port
@@ -92,12 +85,7 @@ async def find_redis(search: Search, environ: Mapping[str, str]) -> Endpoint:
         port, started = await private.ensure(binary, host, search.timeout)
     except DevEnvError as exc:
         raise DevEnvError(_failure("Redis", [*notes, str(exc)], REDIS_INSTALL_HINT)) from None
-    url = f"redis://{host}:{port}/0"
-    state = "started" if started else "already running"
-    detail = f"{state} in {private.dir}, log {private.log_file.name}"
-    return Endpoint(
-        url, Strategy.PRIVATE, detail, started, tuple(notes), private.stop_quietly if started else None
-    )
+    return private.endpoint(f"redis://{host}:{port}/0", started, notes)
 
 
 async def redis_problem(url: str, timeout: float = 2.0) -> str | None:
@@ -120,10 +108,8 @@ async def redis_problem(url: str, timeout: float = 2.0) -> str | None:
 
 
 @dataclass(frozen=True)
-class PrivateRedis:
+class PrivateRedis(PrivateServer):
     """A redis-server of our own under `.pm/redis`, with AOF so a developer's streams survive a restart."""
-
-    dir: Path
 
     @property
     def pid_file(self) -> Path:
@@ -133,10 +119,6 @@ class PrivateRedis:
     def log_file(self) -> Path:
         return self.dir / "redis.log"
 
-    @property
-    def state_file(self) -> Path:
-        return self.dir / "instance.json"
-
     async def ensure(self, binary: str, host: str, timeout: float) -> tuple[int, bool]:
         """The port of the running instance, starting it when needed; True when this call started it."""
         async with _locked(self.dir.parent / "redis.lock"):
@@ -145,7 +127,7 @@ class PrivateRedis:
             if alive and await redis_problem(f"redis://{host}:{port}/0") is None:
                 return port, False
             self.dir.mkdir(parents=True, exist_ok=True)
-            port = port if port and not await port_open(host, port) else free_port(host)
+            port = await self.port_to_use(host)
             # Relative paths: redis-server parses its arguments as config lines, where spaces in paths break.
             argv = [binary, "--daemonize", "yes", "--bind", host, "--port", str(port), "--dir", "."]
             argv += ["--pidfile", self.pid_file.name, "--logfile", self.log_file.name]
@@ -153,13 +135,10 @@ class PrivateRedis:
             code, output = await run(argv, cwd=self.dir, timeout=timeout)
             if code != 0:
                 raise DevEnvError(f"private redis-server failed to start ({code}): {tail(output)}")
-            _write_json(self.state_file, {"port": port, "binary": binary, "host": host})
-            why = await wait_until(lambda: redis_problem(f"redis://{host}:{port}/0"), timeout)
-            if why is not None:
-                raise DevEnvError(
-                    f"private redis-server on port {port} did not answer: {why}; see {self.log_file}"
-                )
-            return port, True
+            state = {"port": port, "binary": binary, "host": host}
+            return await self.answering(
+                "redis-server", port, state, lambda: redis_problem(f"redis://{host}:{port}/0"), timeout
+            )
 
     async def stop(self) -> bool:
         """Stop the instance if it runs; True when it did."""
@@ -174,6 +153,3 @@ class PrivateRedis:
             await asyncio.sleep(0.1)
         os.kill(pid, signal.SIGKILL)
         return True
-
-    async def stop_quietly(self) -> None:
-        await self.stop()

@@ -69,6 +69,17 @@ def empty_database_url() -> Iterator[str]:
         run(drop_database(url, force=True))
 
 
+@pytest.fixture
+def fresh_database_url() -> Iterator[str]:
+    """DSN of a database migrated for this test alone (nothing in it yet), dropped after the test."""
+    url = new_database_url()
+    run(_create_migrated(url))
+    try:
+        yield url
+    finally:
+        run(drop_database(url, force=True))
+
+
 @pytest_asyncio.fixture
 async def db_pool(database_url: str) -> AsyncIterator[Pool]:
     """A small pool on the session database; what tests commit through it stays for the session."""

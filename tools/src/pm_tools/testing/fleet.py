@@ -1,6 +1,7 @@
 """A fleet of real service processes for cross-service tests (pytest plugin: the `fleet` fixture).
 
-Each process gets a free port, the test Redis database, a unique consumer name and JSON logs on
+Any member of the roster (`pm_shared.fleet`) can be started, as `pm_tools.processes` starts it. Each
+process gets a free port, the test Redis database, a unique consumer name and JSON logs on
 stderr (captured to a file). The services provision and consume the fleet's real stream names, so a
 test that inspects a stream first deletes that stream's keys (`{pm:<name>:*`) and then checks only
 counts it controls. Every process is killed in the fixture's finalizer, pass or fail.
@@ -9,13 +10,8 @@ counts it controls. Every process is killed in the fixture's finalizer, pass or 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import os
-import secrets
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -30,60 +26,23 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from pm_shared import fleet as roster
+from pm_shared.fleet import Member
 from pm_shared.streams.connection import as_str
+from pm_shared.streams.names import stream_key, streams_read_by
+from pm_tools import processes
+from pm_tools.devenv.envfile import new_key_encryption_key
+from pm_tools.processes import free_port as free_port  # the tests take it from here, with the fleet
 
-KEY_ENCRYPTION_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
+KEY_ENCRYPTION_KEY = new_key_encryption_key()
 
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
 
 
-@dataclass(frozen=True)
-class ServiceSpec:
-    """What the tests know about a service from the design: its module, variables, group and streams."""
-
-    name: str
-    module: str
-    prefix: str
-    group: str | None = None
-    streams: tuple[str, ...] = ()
-
-
-SPECS: dict[str, ServiceSpec] = {
-    s.name: s
-    for s in (
-        ServiceSpec("gateway", "pm_gateway", "GATEWAY_"),
-        ServiceSpec(
-            "orchestrator",
-            "pm_orchestrator",
-            "ORCHESTRATOR_",
-            "orchestrator",
-            ("pm:intents", "pm:ledger:results", "pm:psp:results"),
-        ),
-        ServiceSpec(
-            "ledger-writer", "pm_ledger_writer", "LEDGER_WRITER_", "ledger-writer", ("pm:ledger:commands",)
-        ),
-        ServiceSpec(
-            "adapter-ipps",
-            "pm_adapter_ipps",
-            "ADAPTER_IPPS_",
-            "adapter-ipps",
-            ("pm:psp:ipps:jobs", "pm:psp:ipps:hints"),
-        ),
-        ServiceSpec(
-            "adapter-qp", "pm_adapter_qp", "ADAPTER_QP_", "adapter-qp", ("pm:psp:qp:jobs", "pm:psp:qp:hints")
-        ),
-        ServiceSpec("reconciler", "pm_reconciler", "RECONCILER_", "reconciler", ("pm:events",)),
-    )
-}
-
-
-def free_port() -> int:
-    """A port nothing listens on right now (bound to 0, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def streams_of(member: Member) -> tuple[str, ...]:
+    """The logical streams `member` reads (none for the gateway and the sandboxes)."""
+    return tuple(s.name for s in streams_read_by(member.group)) if member.group else ()
 
 
 @dataclass(frozen=True)
@@ -114,15 +73,19 @@ async def get(url: str, timeout: float = 3.0) -> Reply | None:
 
 @dataclass
 class Proc:
-    spec: ServiceSpec
+    member: Member
     popen: subprocess.Popen[bytes]
     port: int
     consumer: str
     stderr_path: Path
     stdout_path: Path
 
+    @property
+    def name(self) -> str:
+        return self.member.name
+
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return processes.base_url(self.port) + path
 
     def stderr(self) -> str:
         return self.stderr_path.read_text(errors="replace")
@@ -136,7 +99,7 @@ class Proc:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
-                pytest.fail(f"{self.spec.name} stderr line {number} is not JSON: {line[:300]!r}")
+                pytest.fail(f"{self.name} stderr line {number} is not JSON: {line[:300]!r}")
             assert isinstance(record, dict), line
             out.append(record)
         return out
@@ -148,22 +111,22 @@ class Proc:
         try:
             return await asyncio.to_thread(self.popen.wait, timeout)
         except subprocess.TimeoutExpired:
-            pytest.fail(f"{self.spec.name} still running after {timeout}s; log tail:\n{self.tail()}")
+            pytest.fail(f"{self.name} still running after {timeout}s; log tail:\n{self.tail()}")
 
     async def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
-        """Poll /readyz until 200; fail if the process exits or the deadline passes."""
+        """Poll /readyz (a sandbox: /healthz) until 200; fail if the process exits or the deadline passes."""
         deadline = time.monotonic() + timeout
         last: Reply | None = None
         while time.monotonic() < deadline:
             code = self.popen.poll()
             if code is not None:
-                pytest.fail(f"{self.spec.name} exited with {code} before it was ready:\n{self.tail()}")
-            last = await get(self.url("/readyz"), timeout=2.0)
+                pytest.fail(f"{self.name} exited with {code} before it was ready:\n{self.tail()}")
+            last = await get(self.url(processes.ready_path(self.member)), timeout=2.0)
             if last is not None and last.status == 200:
                 return
             await asyncio.sleep(0.1)
         answer = f"{last.status} {last.text!r}" if last else "no answer"
-        pytest.fail(f"{self.spec.name} not ready after {timeout}s (last: {answer}):\n{self.tail()}")
+        pytest.fail(f"{self.name} not ready after {timeout}s (last: {answer}):\n{self.tail()}")
 
 
 @dataclass
@@ -174,35 +137,27 @@ class Fleet:
     procs: list[Proc] = field(default_factory=list)
 
     def start(self, name: str, *, redis_url: str | None = None, env: dict[str, str] | None = None) -> Proc:
-        """Start service `name` as `python -m pm_<name>` with a clean `PM_*` environment."""
-        spec = SPECS[name]
+        """Start member `name` of the roster (a service or a sandbox) with a clean `PM_*` environment:
+        the test servers, its own free port, a unique consumer name, JSON logs, then `env`."""
+        member = roster.member(name)
         port = free_port()
         consumer = f"fleet-test-{name}-{uuid.uuid4().hex[:8]}"
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("PM_")}
-        environ.update(
-            {
-                "PM_REDIS_URL": redis_url or self.redis_url,
-                "PM_DATABASE_URL": self.database_url,
-                "PM_CONSUMER_NAME": consumer,
-                "PM_LOG_FORMAT": "json",
-                "PM_KEY_ENCRYPTION_KEY": KEY_ENCRYPTION_KEY,
-                f"PM_{spec.prefix}HOST": "127.0.0.1",
-                f"PM_{spec.prefix}PORT": str(port),
-            }
-        )
-        environ.update(env or {})
+        variables = {
+            "PM_REDIS_URL": redis_url or self.redis_url,
+            "PM_DATABASE_URL": self.database_url,
+            "PM_CONSUMER_NAME": consumer,
+            "PM_LOG_FORMAT": "json",
+            "PM_KEY_ENCRYPTION_KEY": KEY_ENCRYPTION_KEY,
+            f"PM_{member.prefix}HOST": processes.HOST,
+            member.port_variable: str(port),
+            **(env or {}),
+        }
         tag = f"{name}-{len(self.procs)}"
         stderr_path = self.workdir / f"{tag}.stderr"
         stdout_path = self.workdir / f"{tag}.stdout"
         with stderr_path.open("wb") as err, stdout_path.open("wb") as out:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", spec.module],
-                env=environ,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-            )
-        proc = Proc(spec, popen, port, consumer, stderr_path, stdout_path)
+            popen = processes.spawn(member, processes.environment(member, variables), stdout=out, stderr=err)
+        proc = Proc(member, popen, port, consumer, stderr_path, stdout_path)
         self.procs.append(proc)
         return proc
 
@@ -219,17 +174,18 @@ class Fleet:
     async def forget_consumers(self, redis: Redis) -> None:
         """Remove this test's consumers from their groups when they hold nothing pending."""
         for proc in self.procs:
-            if proc.spec.group is None:
+            group = proc.member.group
+            if group is None:
                 continue
-            for stream in proc.spec.streams:
-                key = f"{{{stream}:0}}"
+            for stream in streams_of(proc.member):
+                key = stream_key(stream, 0)
                 try:
-                    rows = await redis.xinfo_consumers(key, proc.spec.group)
+                    rows = await redis.xinfo_consumers(key, group)
                 except ResponseError:
                     continue  # no such stream or group
                 for row in rows:
                     if as_str(row["name"]) == proc.consumer and int(row["pending"]) == 0:
-                        await redis.xgroup_delconsumer(key, proc.spec.group, proc.consumer)
+                        await redis.xgroup_delconsumer(key, group, proc.consumer)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """A real gateway for the tests: the app under uvicorn on a free port, in the test's event loop, on the
-test Redis database (9) and the session's migrated PostgreSQL database, with real service keys.
+test Redis database (`PM_TEST_REDIS_DB`) and the session's migrated PostgreSQL database, with real
+service keys.
 
 Test support only (it imports pytest, a development dependency); the tests' conftest exposes the
 `gateway` fixture.
@@ -8,9 +9,7 @@ Test support only (it imports pytest, a development dependency); the tests' conf
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -29,6 +28,7 @@ from pm_shared.keys.store import Permissions, create_key
 from pm_shared.settings import load_settings
 from pm_shared.streams.names import EVENTS, INTENTS, LEDGER_COMMANDS, LEDGER_RESULTS
 from pm_shared.streams.provision import provision
+from pm_tools.devenv.envfile import new_key_encryption_key
 
 ALL_TYPES = frozenset({"P2P", "PROMPTPAY_WITHDRAWAL", "SBP_TOPUP", "ADJUSTMENT"})
 
@@ -79,7 +79,7 @@ class Gateway:
 
 
 def key_encryption_key() -> str:
-    return os.environ.get("PM_KEY_ENCRYPTION_KEY") or base64.b64encode(secrets.token_bytes(32)).decode()
+    return os.environ.get("PM_KEY_ENCRYPTION_KEY") or new_key_encryption_key()
 
 
 async def delete_streams(redis: Redis, *names: str) -> None:

@@ -15,8 +15,10 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final
 
 import httpx
@@ -26,19 +28,21 @@ import tigerbeetle as tb
 from redis.asyncio import Redis
 
 from pm_client import api as http_api
+from pm_client.api import TERMINAL_STATES
 from pm_client.client import PMAuth, PMClient, PMError
 from pm_shared import db
 from pm_shared.keys.crypto import Cipher
 from pm_shared.keys.store import Permissions, create_key
 from pm_shared.ledger import chart, ids, open_ledger
-from pm_shared.streams.connection import as_str
+from pm_shared.streams.connection import as_str, connect
+from pm_tools.testing.db import new_database_url, run
+from pm_tools.testing.fixtures import test_redis_url
 from pm_tools.testing.fleet import KEY_ENCRYPTION_KEY, Fleet, Proc, delete_streams
 
 STREAMS = ("pm:intents", "pm:events", "pm:ledger:commands", "pm:ledger:results", "pm:psp:results")
 CURRENCY: Final = "THB"
 LEDGER = chart.ledger_of(CURRENCY)
 FEE_REVENUE = ids.account_id("operator", "fee_revenue", LEDGER, int(chart.Code.FEE_REVENUE))
-TERMINAL = ("SETTLED", "FAILED")
 
 # Shorter timers than production, so a SIGKILLed process's work is taken over within seconds, not
 # half a minute: the reclaim of a dead consumer's entries, the writer's lease, the resume sweep.
@@ -49,6 +53,8 @@ RECOVERY_ENV = {
     "PM_ORCHESTRATOR_RESUME_INTERVAL_S": "5",
 }
 WRITER_LEASE_MS = "4000"
+RULES_SETTLE_S = 2.0
+"""From a rule change to the first intent that must see it: the orchestrator reloads rules every second."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,7 @@ class SagaFleet:
         """Log records of every process started so far at these levels (WARNING and above by default)."""
         wanted = set(levels or ("WARNING", "ERROR", "CRITICAL"))
         return [
-            {"proc": f"{p.spec.name}:{p.consumer}", **r}
+            {"proc": f"{p.name}:{p.consumer}", **r}
             for p in self.fleet.procs
             for r in p.records()
             if r.get("level") in wanted
@@ -112,7 +118,7 @@ class SagaFleet:
     def about(self, intent_id: str) -> list[dict[str, Any]]:
         """Every log record that names this intent, of every process (for failure messages)."""
         return [
-            {"proc": f"{p.spec.name}:{p.consumer}", **r}
+            {"proc": f"{p.name}:{p.consumer}", **r}
             for p in self.fleet.procs
             for r in p.records()
             if r.get("intent_id") == intent_id or intent_id in str(r.get("msg", ""))
@@ -171,11 +177,48 @@ async def start(fleet: Fleet, redis: Redis, lease_key: str) -> SagaFleet:
 
 
 async def stop(fleet: Fleet, redis: Redis, lease_key: str) -> None:
-    """Kill every process (pass or fail), then leave database 9 as it was found."""
+    """Kill every process (pass or fail), then leave the test Redis database as it was found."""
     fleet.kill_all()
     await fleet.forget_consumers(redis)
     await delete_streams(redis, *STREAMS)
     await redis.delete(lease_key)
+
+
+@contextmanager
+def module_saga(workdir: Path, *, streams: Sequence[str] = ()) -> Iterator[SagaFleet]:
+    """A test module's fleet (`start`) on a database of its own, migrated first and dropped at the
+    end, every process killed; `streams`, the module's other streams, are cleaned before and after."""
+    url = new_database_url()
+
+    async def create() -> None:
+        await db.ensure_database(url)
+        await db.migrate(url)
+
+    run(create())
+    fleet = Fleet(test_redis_url(), url, workdir)
+    lease_key = new_lease_key()
+
+    async def up() -> SagaFleet:
+        redis = connect(test_redis_url())
+        try:
+            await delete_streams(redis, *streams)
+            return await start(fleet, redis, lease_key)
+        finally:
+            await redis.aclose()
+
+    async def down() -> None:
+        redis = connect(test_redis_url())
+        try:
+            await stop(fleet, redis, lease_key)
+            await delete_streams(redis, *streams)
+        finally:
+            await redis.aclose()
+
+    try:
+        yield run(up())
+    finally:
+        run(down())
+        run(db.drop_database(url, force=True))
 
 
 # --- talking to the gateway -------------------------------------------------------------------------
@@ -232,7 +275,7 @@ async def run_intent(pm: PMClient, body: http_api.CreateIntent, *, timeout: floa
     created = await pm.create_intent(body, idempotency_key=uuid.uuid4().hex)
     assert created.status == "CREATED", created
     intent = await pm.wait_intent(created.id, timeout=timeout)
-    assert intent.status in TERMINAL, f"intent {intent.id} still {intent.status} after {timeout}s"
+    assert intent.status in TERMINAL_STATES, f"intent {intent.id} still {intent.status} after {timeout}s"
     return intent
 
 
@@ -253,10 +296,102 @@ async def admin_post(http: httpx.AsyncClient, path: str, body: msgspec.Struct) -
     return answer
 
 
+def history_rows(page: http_api.HistoryPage, intent_id: str) -> list[tuple[object, ...]]:
+    """The history rows of one intent: direction, type, amount, currency, fee, counterparty, comment."""
+    return [
+        (h.direction, h.type, h.amount, h.currency, h.fee, h.counterparty_name, h.comment)
+        for h in page.items
+        if h.intent_id == intent_id
+    ]
+
+
 async def thb_balance(pm: PMClient, owner_id: str) -> http_api.Balance:
     wallet = await pm.get_wallet(owner_id)
     (balance,) = [b for b in wallet.balances if b.currency == CURRENCY]
     return balance
+
+
+# --- rules, names and balances of one test ---------------------------------------------------------
+
+
+@dataclass
+class Clients:
+    admin: PMClient
+    """Signed with the admin key: ADJUSTMENT intents."""
+    user: PMClient
+    """Signed with the user key: payments."""
+    http: httpx.AsyncClient
+    """Signed with the admin key, for the admin routes the client has no method for."""
+
+
+def names(test: str) -> str:
+    """A prefix for one test run's users and rules: `t1-3fa9c2`."""
+    return f"{test}-{uuid.uuid4().hex[:6]}"
+
+
+def only_payer(*owner_ids: str) -> str:
+    """CEL: the intent is paid by one of these users."""
+    ids_ = ", ".join(f'"{o}"' for o in owner_ids)
+    return f'intent.source.kind == "user" && intent.source.id in [{ids_}]'
+
+
+async def fee_rule(clients: Clients, **fields: object) -> dict[str, object]:
+    return await admin_post(clients.http, "/v1/admin/fee-rules", http_api.FeeRuleIn(**fields))  # type: ignore[arg-type]
+
+
+async def limit_rule(clients: Clients, **fields: object) -> dict[str, object]:
+    body = http_api.LimitRuleIn(operation_type="P2P", currency=CURRENCY, subject_kind="user", **fields)  # type: ignore[arg-type]
+    return await admin_post(clients.http, "/v1/admin/limit-rules", body)
+
+
+async def settle_rules(since: float) -> None:
+    """Wait until the orchestrator has certainly reloaded rules installed at `since` (monotonic)."""
+    await asyncio.sleep(max(0.0, since + RULES_SETTLE_S - time.monotonic()))
+
+
+async def fee_revenue(saga: SagaFleet) -> int:
+    found = await accounts(saga.database_url, [FEE_REVENUE])
+    return posted(found[FEE_REVENUE]) if FEE_REVENUE in found else 0
+
+
+async def ledger_wallets(saga: SagaFleet, *owner_ids: str) -> dict[str, tuple[int, int, int]]:
+    """(posted, debits_pending, credits_pending) of each user's wallet, straight from the ledger."""
+    found = await accounts(saga.database_url, [wallet_id(o) for o in owner_ids])
+    out: dict[str, tuple[int, int, int]] = {}
+    for owner in owner_ids:
+        account = found[wallet_id(owner)]
+        out[owner] = (posted(account), int(account.debits_pending), int(account.credits_pending))
+    return out
+
+
+async def api_wallets(pm: PMClient, *owner_ids: str) -> dict[str, tuple[int, int, int]]:
+    """(posted, pending, available) of each user's THB balance, through the gateway."""
+    out: dict[str, tuple[int, int, int]] = {}
+    for owner in owner_ids:
+        balance = await thb_balance(pm, owner)
+        out[owner] = (balance.posted, balance.pending, balance.available)
+    return out
+
+
+async def check_balances(saga: SagaFleet, pm: PMClient, expected: dict[str, int]) -> None:
+    """Each wallet holds exactly `expected` (posted), nothing pending: through the API and on the ledger."""
+    assert await api_wallets(pm, *expected) == {o: (v, 0, v) for o, v in expected.items()}
+    assert await ledger_wallets(saga, *expected) == {o: (v, 0, 0) for o, v in expected.items()}
+
+
+async def nothing_posted(saga: SagaFleet, intent: http_api.Intent) -> None:
+    legs = ["principal:post", *(f"fee:{f.rule_id}:post" for f in intent.fees)]
+    legs += [f"fee:{f.rule_id}" for f in intent.fees if f.timing == "POST"]
+    found = await transfers(saga.database_url, [ids.transfer_id(intent.id, leg) for leg in legs])
+    assert found == {}, (intent.id, found)
+
+
+def states(intent: http_api.Intent) -> list[str]:
+    return [e.state for e in intent.timeline]
+
+
+def failed(intent: http_api.Intent, code: str) -> bool:
+    return intent.status == "FAILED" and intent.failure_code == code
 
 
 # --- the ledger ------------------------------------------------------------------------------------
