@@ -1,6 +1,6 @@
 """The embedded ledger engine: the pure state machine (fast), then a few runs through PostgreSQL.
 
-Expected statuses follow the project's reference `tigerbeetle-semantics.md` (section or §9 case named).
+Expected statuses are TigerBeetle 0.17.9's (see docs/ledger.md).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def resolve(pending_id: int, flags: int, amount: int = 0, **fields: Any) -> tb.T
     return tb.Transfer(pending_id=pending_id, flags=tb.TransferFlags(flags), amount=amount, **fields)
 
 
-# §3 and §5: accounts.
+# Accounts.
 
 
 def test_dense_results_and_consecutive_timestamps() -> None:
@@ -202,7 +202,7 @@ def test_linked_account_chains_tc04_tc05() -> None:
         *(AS.CREATED, AS.CREATED),
     ]
     assert set(e.accounts) == {a1, a2, a3, a4, a7}
-    assert e.accounts[a3].flags == AF.LINKED  # §2.3: the linked bit is stored
+    assert e.accounts[a3].flags == AF.LINKED  # the linked bit is stored
 
     b = [nid() for _ in range(6)]
     open_chain = [acc(b[0], flags=L), acc(b[1], flags=L), acc(b[2]), acc(b[3], flags=L), acc(b[4], flags=L)]
@@ -219,7 +219,7 @@ def test_rolled_back_pair_timestamps_differ_by_one_tc45() -> None:
     assert results[1][0] - results[0][0] == 1
 
 
-# §4: transfers.
+# Transfers.
 
 
 def test_transfer_validation_precedence_and_burned_ids_tc07() -> None:
@@ -287,7 +287,7 @@ def test_limits_and_pessimistic_pending_tc09_tc11() -> None:
     events = [xfer(a, b, 70), xfer(a, b, 50, flags=F.PENDING), xfer(a, b, 30, flags=F.PENDING), xfer(a, b, 1)]
     assert e.transfers_(events) == [S.CREATED, S.EXCEEDS_CREDITS, S.CREATED, S.EXCEEDS_CREDITS]
     assert e.bal(a) == (30, 70, 0, 100)
-    # TC47: incoming pending credits are not spendable.
+    # Incoming pending credits are not spendable.
     (c,) = e.open(flags=AF.CREDITS_MUST_NOT_EXCEED_DEBITS)
     assert e.transfers_([xfer(f, c, 1)]) == [S.EXCEEDS_DEBITS]
 
@@ -356,7 +356,7 @@ def test_post_void_amounts_tc14_to_tc18() -> None:
 
     p3 = nid()
     e.transfers_([xfer(a, b, 100, id=p3, flags=F.PENDING)])
-    assert e.transfers_([resolve(p3, POST, 0)]) == [S.CREATED]  # §4.8: post 0 posts zero
+    assert e.transfers_([resolve(p3, POST, 0)]) == [S.CREATED]  # post 0 posts zero
     assert e.bal(a) == (0, 160, 0, 0)
 
     p4 = nid()
@@ -483,7 +483,7 @@ def test_expiry_releases_and_reopens_tc22_tc31() -> None:
         ]
     )
     assert e.bal(a) == (30, 0, 0, 0) and e.accounts[d].flags & AF.CLOSED
-    # §4.9: strict at resolution time even before any pulse.
+    # Strict at resolution time even before any pulse.
     e.last_ts += 2 * 10**9
     POST, VOID = F.POST_PENDING_TRANSFER, F.VOID_PENDING_TRANSFER
     failed = nid()
@@ -535,7 +535,7 @@ def test_balancing_tc23_to_tc26() -> None:
         S.EXISTS_WITH_DIFFERENT_AMOUNT,
     ]
     assert e.bal(a1) == (1, 9, 0, 10) and e.bal(a2) == (0, 10, 2, 8)
-    # TC24: one-sided balancing still hits the other side's limit.
+    # One-sided balancing still hits the other side's limit.
     (d,) = e.open(flags=AF.DEBITS_MUST_NOT_EXCEED_CREDITS)
     (c,) = e.open()
     e.transfers_([xfer(f, d, 4), xfer(c, f, 5)])
@@ -543,7 +543,7 @@ def test_balancing_tc23_to_tc26() -> None:
         S.EXCEEDS_CREDITS,
         S.CREATED,
     ]
-    # TC25: balancing without limit flags clamps to the net balance.
+    # Balancing without limit flags clamps to the net balance.
     (empty,) = e.open()
     t = nid()
     assert e.transfers_([xfer(empty, f, 99, id=t, flags=BDR)]) == [S.CREATED]
@@ -559,13 +559,13 @@ def test_chain_rollback_and_burn_tc27_tc28_tc29() -> None:
     events = [xfer(a1, a2, 15, id=t1, flags=F.LINKED), xfer(a1, a2, 5, id=t2, ledger=0), xfer(a1, a2, 15)]
     assert e.transfers_(events) == [S.LINKED_EVENT_FAILED, S.LEDGER_MUST_NOT_BE_ZERO, S.CREATED]
     assert e.bal(a1) == (0, 15, 0, 20) and t1 not in e.transfers and t2 not in e.transfers
-    # TC28: retrying a committed chain.
+    # Retrying a committed chain.
     c1, c2 = nid(), nid()
     chain = [xfer(f, a2, 5, id=c1, flags=F.LINKED), xfer(f, a2, 6, id=c2)]
     assert e.transfers_(chain) == [S.CREATED, S.CREATED]
     assert e.transfers_(chain) == [S.EXISTS, S.LINKED_EVENT_FAILED]
     assert e.transfers[c1].flags == F.LINKED
-    # TC29: a transient failure in a chain burns only its own id.
+    # A transient failure in a chain burns only its own id.
     x1, x2 = e.open(2)
     (x3,) = e.open(flags=AF.CREDITS_MUST_NOT_EXCEED_DEBITS)
     r1, r2, r3 = nid(), nid(), nid()
@@ -619,10 +619,10 @@ def test_closing_accounts_tc30_tc32_tc33() -> None:
         S.CREATED,
     ]
     assert e.accounts[a1].flags == 0
-    # TC32: created closed.
+    # Created closed.
     (closed,) = e.open(flags=AF.CLOSED)
     assert e.transfers_([xfer(a1, closed, 1)]) == [S.CREDIT_ACCOUNT_ALREADY_CLOSED]
-    # TC33: the close-account recipe.
+    # The close-account recipe.
     (a,) = e.open(flags=AF.DEBITS_MUST_NOT_EXCEED_CREDITS)
     (b,) = e.open(flags=AF.CREDITS_MUST_NOT_EXCEED_DEBITS)
     c, f = e.open(2)
@@ -999,7 +999,7 @@ async def test_concurrent_writers_serialise(ledger: EmbeddedLedger, database_url
 
 
 async def test_imported_events_through_postgres(ledger: EmbeddedLedger) -> None:
-    # §4.11: timestamps between the newest object and now; the batch decides by its first event.
+    # Timestamps between the newest object and now; the batch decides by its first event.
     (anchor,) = await _open(ledger)
     (acct,) = await ledger.lookup_accounts([anchor])
     base = acct.timestamp

@@ -1,4 +1,4 @@
-"""pm_shared.thaiqr: every vector of psp-protocols §1.7 parsed (and regenerated where the tag order is
+"""pm_shared.thaiqr: every known PromptPay vector parsed (and regenerated where the tag order is
 known), one failing payload per error code, and generate → parse round trips."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pm_shared.thaiqr import (
     ORDER_ASCENDING,
     ORDER_COUNTRY_FIRST,
     ORDER_CURRENCY_FIRST,
+    Merchant,
     ProxyType,
     ThaiQr,
     ThaiQrError,
@@ -42,7 +43,7 @@ from pm_shared.thaiqr import (
 
 @dataclass(frozen=True)
 class Vector:
-    """A psp-protocols §1.7 vector: the payload, what parsing must yield, how to regenerate it (or None)."""
+    """A known vector: the payload, what parsing must yield, how to regenerate it (or None)."""
 
     name: str
     payload: str
@@ -395,7 +396,7 @@ def test_credit_transfer_round_trip(
     order: Sequence[str], proxy_type: ProxyType, value: str, normalised: str, amount: int | None
 ) -> None:
     payload = generate_credit_transfer(
-        proxy_type, value, amount=amount, merchant_name="PM WALLET", merchant_city="BANGKOK", order=order
+        proxy_type, value, amount=amount, merchant=Merchant("PM WALLET", "BANGKOK"), order=order
     )
     qr = parse(payload)
     assert qr == ThaiQr(
@@ -623,7 +624,7 @@ def test_parse_rejects(payload: str, code: str) -> None:
             lambda: generate_credit_transfer("mobile", "0812345678", amount=0), "bad_amount", id="amount-zero"
         ),
         pytest.param(
-            lambda: generate_credit_transfer("mobile", "0812345678", merchant_name="X" * 26),
+            lambda: generate_credit_transfer("mobile", "0812345678", merchant=Merchant(name="X" * 26)),
             "bad_value",
             id="name-long",
         ),

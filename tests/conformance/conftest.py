@@ -1,8 +1,8 @@
 """Fixtures of the ledger conformance suite.
 
 Every test runs once per backend: the embedded PostgreSQL engine (always) and a real TigerBeetle 0.17.9
-(only when `PM_TB_ADDRESSES` is set). The expected behaviour is TigerBeetle 0.17.9's, as recorded in the
-project's reference `tigerbeetle-semantics.md`; each test names the section or §9 case it checks.
+(only when `PM_TB_ADDRESSES` is set). The expected behaviour is TigerBeetle 0.17.9's, as docs/ledger.md
+describes it; each test says which rule it checks.
 
 Test modules cannot import each other (pytest runs with `--import-mode=importlib`), so the small helpers
 they share are fixtures here. The ledger is shared by the whole session: tests use fresh ids (`tb.id()`),
@@ -22,7 +22,7 @@ import tigerbeetle as tb
 from pm_shared.ledger.api import LedgerSync
 
 Balance = tuple[int, int, int, int]
-"""`(debits_pending, debits_posted, credits_pending, credits_posted)`, as §9 writes balances."""
+"""`(debits_pending, debits_posted, credits_pending, credits_posted)`, as the tests write balances."""
 
 TB_SKIP_REASON = "PM_TB_ADDRESSES is not set: no TigerBeetle server to run the conformance suite against"
 
@@ -115,7 +115,7 @@ def balance(ledger: LedgerSync) -> Callable[[int], Balance]:
 
 @pytest.fixture
 def wait_for() -> Callable[[Callable[[], bool]], None]:
-    """`wait_for(check)`: poll `check` for up to 5 s (pending expiry is best-effort, §4.9)."""
+    """`wait_for(check)`: poll `check` for up to 5 s (pending expiry is best-effort)."""
 
     def wait(check: Callable[[], bool]) -> None:
         deadline = time.monotonic() + 5.0

@@ -1,4 +1,4 @@
-"""`create_accounts`: dense results, timestamps, ordered validation, idempotency, linked chains (§3, §5)."""
+"""`create_accounts`: dense results, timestamps, ordered validation, idempotency, linked chains."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def statuses(results: list[tb.CreateAccountResult]) -> list[tb.CreateAccountStat
 
 
 def test_dense_results_and_consecutive_timestamps(ledger: LedgerSync, new_id: Callable[[], int]) -> None:
-    """§9 TC01, §1.1-1.2, §3 timestamps: one result per event, consecutive timestamps, failures included."""
+    """One result per event, consecutive timestamps, failures included."""
     a1, a2 = new_id(), new_id()
     results = ledger.create_accounts(
         [tb.Account(id=a1, ledger=1, code=1), tb.Account(id=a2, ledger=1, code=1), tb.Account(id=0)]
@@ -37,7 +37,7 @@ def test_dense_results_and_consecutive_timestamps(ledger: LedgerSync, new_id: Ca
 
 
 def test_timestamps_strictly_increase_across_requests(ledger: LedgerSync, new_id: Callable[[], int]) -> None:
-    """§3 timestamps: strictly increasing across requests; accounts and transfers share one clock."""
+    """Strictly increasing across requests; accounts and transfers share one clock."""
     first = ledger.create_accounts([tb.Account(id=new_id(), ledger=1, code=1)])
     failed = ledger.create_transfers([tb.Transfer(id=0)])
     second = ledger.create_accounts([tb.Account(id=new_id(), ledger=1, code=1)])
@@ -47,12 +47,12 @@ def test_timestamps_strictly_increase_across_requests(ledger: LedgerSync, new_id
 
 
 def test_empty_batch_returns_empty(ledger: LedgerSync) -> None:
-    """§3 empty batch: returns `[]`."""
+    """An empty batch returns `[]`."""
     assert ledger.create_accounts([]) == []
 
 
 def test_validation_precedence_in_one_batch(ledger: LedgerSync, new_id: Callable[[], int]) -> None:
-    """§9 TC02, §5 rows 0-8: each event fixes the previous event's first failing check."""
+    """Each event fixes the previous event's first failing check."""
     ids = [new_id() for _ in range(6)]
     events = [
         tb.Account(id=0, ledger=0, code=0, timestamp=5),
@@ -118,7 +118,7 @@ def test_validation_precedence_in_one_batch(ledger: LedgerSync, new_id: Callable
 def test_single_validation_failure(
     ledger: LedgerSync, new_id: Callable[[], int], fields: dict[str, int], expected: tb.CreateAccountStatus
 ) -> None:
-    """§5 rows 0-8: one invalid field gives its own status; nothing is created, no id burned (§4.6)."""
+    """One invalid field gives its own status; nothing is created, no id burned."""
     account_id = new_id()
     base: dict[str, int] = {"ledger": 1, "code": 1}
     base.update(fields)
@@ -129,7 +129,7 @@ def test_single_validation_failure(
 
 
 def test_idempotency_comparison_order(ledger: LedgerSync, new_id: Callable[[], int]) -> None:
-    """§9 TC03, §5 row 5: flags, ud128, ud64, ud32, ledger, code in that order; balances are not compared."""
+    """Flags, ud128, ud64, ud32, ledger, code in that order; balances are not compared."""
     a1 = new_id()
     original: dict[str, Any] = {
         "user_data_128": 7,
@@ -166,19 +166,19 @@ def test_idempotency_comparison_order(ledger: LedgerSync, new_id: Callable[[], i
 
 
 def test_exists_check_precedes_validation(ledger: LedgerSync, new_id: Callable[[], int]) -> None:
-    """§1.5, §5 row 5 before rows 6-8: a retry with invalid balances/ledger is judged by idempotency first."""
+    """A retry with invalid balances/ledger is judged by idempotency first (before the field checks)."""
     a1 = new_id()
     assert statuses(ledger.create_accounts([tb.Account(id=a1, ledger=1, code=1)])) == [S.CREATED]
     retry = tb.Account(id=a1, ledger=1, code=1, debits_pending=1, debits_posted=2, credits_posted=3)
     assert statuses(ledger.create_accounts([retry])) == [S.EXISTS]
-    # ...but the batch-level timestamp rule (§3) comes before idempotency.
+    # ...but the batch-level timestamp rule comes before idempotency.
     assert statuses(ledger.create_accounts([tb.Account(id=a1, ledger=1, code=1, timestamp=1)])) == [
         S.TIMESTAMP_MUST_BE_ZERO
     ]
 
 
 def test_linked_account_chains(ledger: LedgerSync, new_id: Callable[[], int]) -> None:
-    """§9 TC04, §3 linked chains: `exists` breaks a chain; rolled-back ids are reusable in the same batch."""
+    """`exists` breaks a chain; rolled-back ids are reusable in the same batch."""
     a1, a2, a3, a4, a7 = (new_id() for _ in range(5))
 
     def acc(i: int, flags: int = 0, ledger_: int = 1, code: int = 1) -> tb.Account:
@@ -221,7 +221,7 @@ def test_linked_account_chains(ledger: LedgerSync, new_id: Callable[[], int]) ->
 
 
 def test_open_chain(ledger: LedgerSync, new_id: Callable[[], int]) -> None:
-    """§9 TC05, §3 batch-level check 1: a trailing `linked` event gets `linked_event_chain_open`."""
+    """A trailing `linked` event gets `linked_event_chain_open`."""
     a = [new_id() for _ in range(6)]
     L = F.LINKED
     batch = [
@@ -245,7 +245,7 @@ def test_open_chain(ledger: LedgerSync, new_id: Callable[[], int]) -> None:
 
 
 def test_linked_flag_is_stored_and_compared(ledger: LedgerSync, new_id: Callable[[], int]) -> None:
-    """§9 TC06, §1.6-1.7: the `linked` bit is stored; a committed chain retried gives [EXISTS, LEF]."""
+    """The `linked` bit is stored; a committed chain retried gives [EXISTS, LEF]."""
     a1, a2 = new_id(), new_id()
     chain = [tb.Account(id=a1, ledger=1, code=1, flags=F.LINKED), tb.Account(id=a2, ledger=1, code=1)]
     first = ledger.create_accounts(chain)
@@ -264,7 +264,7 @@ def test_linked_flag_is_stored_and_compared(ledger: LedgerSync, new_id: Callable
 def test_rolled_back_chain_results_have_consecutive_timestamps(
     ledger: LedgerSync, new_id: Callable[[], int]
 ) -> None:
-    """§3 result per event: a failed chain's events still each consume a timestamp (§9 TC45)."""
+    """A failed chain's events still each consume a timestamp."""
     a1 = new_id()
     results = ledger.create_accounts(
         [tb.Account(id=a1, ledger=1, code=1, flags=F.LINKED), tb.Account(id=new_id(), ledger=0, code=1)]
@@ -275,7 +275,7 @@ def test_rolled_back_chain_results_have_consecutive_timestamps(
 
 
 def test_account_is_stored_as_given(ledger: LedgerSync, new_id: Callable[[], int]) -> None:
-    """§2.1, §5 row 10: zero balances, the given fields and flags, the cluster timestamp."""
+    """Zero balances, the given fields and flags, the cluster timestamp."""
     a1 = new_id()
     flags = F.HISTORY | F.DEBITS_MUST_NOT_EXCEED_CREDITS
     account = tb.Account(
@@ -305,7 +305,7 @@ def test_account_is_stored_as_given(ledger: LedgerSync, new_id: Callable[[], int
 def test_account_and_transfer_ids_are_separate_namespaces(
     ledger: LedgerSync, make_accounts: Callable[..., list[int]], move: Callable[..., int]
 ) -> None:
-    """§9 TC45, §2.1: a transfer may carry the id of an existing account."""
+    """A transfer may carry the id of an existing account."""
     a, b = make_accounts(2)
     assert move(a, b, 1, id=a) == a
     assert ledger.lookup_transfers([a])[0].debit_account_id == a

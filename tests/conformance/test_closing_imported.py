@@ -1,4 +1,4 @@
-"""Closing accounts (§4.10) and imported events (§3 batch-level checks 3-4, §4.11, §5 row 9)."""
+"""Closing accounts and imported events."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_closing_accounts(
     xfer: Callable[..., tb.Transfer],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§9 TC30, §4.10, §5 row 5: closing, rejection, `closed` in idempotency, re-opening by void."""
+    """Closing, rejection, `closed` in idempotency, re-opening by void."""
     a1, a2 = make_accounts(2)
     closing = xfer(a1, a2, 0, flags=TF.PENDING | TF.CLOSING_DEBIT)
     t5 = xfer(a1, a2, 5)
@@ -78,7 +78,7 @@ def test_pending_into_an_account_closed_later(
     move: Callable[..., int],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§9 TC30, §4.3 rows 29'-30', §4.10: posting into a closed account fails (transient); voiding works."""
+    """Posting into a closed account fails (transient); voiding works."""
     x, y, z = make_accounts(3)
     p1 = move(x, y, 3, flags=TF.PENDING)
     p2 = move(x, y, 4, flags=TF.PENDING)
@@ -87,7 +87,7 @@ def test_pending_into_an_account_closed_later(
     post = resolve(p1, TF.POST_PENDING_TRANSFER, MAX)
     assert statuses(ledger.create_transfers([post])) == [S.CREDIT_ACCOUNT_ALREADY_CLOSED]
     assert statuses(ledger.create_transfers([resolve(p1, TF.VOID_PENDING_TRANSFER)])) == [S.CREATED]
-    # The failed post burned its id (§4.6): reusing it for p2 fails even though p2 itself is fine.
+    # The failed post burned its id: reusing it for p2 fails even though p2 itself is fine.
     again = tb.Transfer(id=post.id, pending_id=p2, amount=0, flags=TF.VOID_PENDING_TRANSFER)
     assert statuses(ledger.create_transfers([again])) == [S.ID_ALREADY_FAILED]
     assert balance(y) == (0, 0, 4, 0)
@@ -97,7 +97,7 @@ def test_pending_into_an_account_closed_later(
 def test_closing_both_sides(
     ledger: LedgerSync, make_accounts: Callable[..., list[int]], xfer: Callable[..., tb.Transfer]
 ) -> None:
-    """§9 TC30, §4.10: `closing_debit|closing_credit` closes both; closing again fails on the debit side."""
+    """`closing_debit|closing_credit` closes both; closing again fails on the debit side."""
     a, b = make_accounts(2)
     both = TF.PENDING | TF.CLOSING_DEBIT | TF.CLOSING_CREDIT
     assert statuses(ledger.create_transfers([xfer(a, b, 0, flags=both), xfer(a, b, 0, flags=both)])) == [
@@ -114,7 +114,7 @@ def test_expiry_of_closing_transfer_reopens(
     move: Callable[..., int],
     wait_for: Callable[[Callable[[], bool]], None],
 ) -> None:
-    """§9 TC31, §4.9, §4.10: a closing pending transfer that expires re-opens the account."""
+    """A closing pending transfer that expires re-opens the account."""
     c, d = make_accounts(2)
     move(c, d, 0, flags=TF.PENDING | TF.CLOSING_CREDIT, timeout=1)
     assert flags_of(ledger, d) == AF.CLOSED
@@ -126,7 +126,7 @@ def test_expiry_of_closing_transfer_reopens(
 def test_account_created_closed(
     ledger: LedgerSync, make_accounts: Callable[..., list[int]], xfer: Callable[..., tb.Transfer]
 ) -> None:
-    """§9 TC32, §2.3 bit 5: an account may be created closed; it rejects transfers."""
+    """An account may be created closed; it rejects transfers."""
     (a,) = make_accounts(1, flags=AF.CLOSED)
     (f,) = make_accounts(1)
     assert flags_of(ledger, a) == AF.CLOSED
@@ -140,7 +140,7 @@ def test_close_account_recipe(
     move: Callable[..., int],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§9 TC33, §8.5 close an account: balancing MAX then a closing pending of 0, per side."""
+    """Closing an account: balancing MAX then a closing pending of 0, per side."""
     (a,) = make_accounts(1, flags=AF.DEBITS_MUST_NOT_EXCEED_CREDITS)
     (b,) = make_accounts(1, flags=AF.CREDITS_MUST_NOT_EXCEED_DEBITS)
     c, f, g = make_accounts(3)
@@ -166,7 +166,7 @@ def test_close_account_recipe(
 
 
 def test_imported_accounts(ledger: LedgerSync, new_id: Callable[[], int]) -> None:
-    """§9 TC34 (accounts), §3 batch-level checks 3-4, §4.11, §5 row 9."""
+    """Imported accounts: the batch-level import checks, then the account timestamp rules."""
     r = new_id()
     created = ledger.create_accounts([tb.Account(id=r, ledger=1, code=1)])[0]
     assert created.status == AS.CREATED
@@ -192,10 +192,10 @@ def test_imported_accounts(ledger: LedgerSync, new_id: Callable[[], int]) -> Non
     assert (ok.status, ok.timestamp) == (AS.CREATED, ts_r + 2)
     stored = ledger.lookup_accounts([i1, i2])
     assert [(x.timestamp, x.flags) for x in stored] == [(ts_r + 1, imp), (ts_r + 2, imp)]
-    # Idempotency comes before the regress check (§4.11); the timestamp is not compared.
+    # Idempotency comes before the regress check; the timestamp is not compared.
     retry = ledger.create_accounts([acc(i1, ts_r + 50)])[0]
     assert (retry.status, retry.timestamp) == (AS.EXISTS, ts_r + 1)
-    # The first event decides the batch mode (§3 check 3).
+    # The first event decides the batch mode.
     mixed = ledger.create_accounts([tb.Account(id=new_id(), ledger=1, code=1), acc(new_id(), ts_r + 3)])
     assert [x.status for x in mixed] == [AS.CREATED, AS.IMPORTED_EVENT_NOT_EXPECTED]
 
@@ -206,7 +206,7 @@ def test_imported_transfers(
     make_accounts: Callable[..., list[int]],
     xfer: Callable[..., tb.Transfer],
 ) -> None:
-    """§9 TC34 (transfers), §4.2 rows 21-24, §4.11: imported transfer timestamp rules."""
+    """Imported transfer timestamp rules."""
     x, y = make_accounts(2)
     ts_x = ledger.lookup_accounts([x])[0].timestamp
     time.sleep(0.01)
@@ -264,7 +264,7 @@ def test_imported_timestamp_range(
     timestamp: int,
     expected: str,
 ) -> None:
-    """§3 batch-level check 4: imported timestamps outside [1, 2^63-1] are out of range; at or after the
+    """Imported timestamps outside [1, 2^63-1] are out of range; at or after the
     cluster's "now" they must not advance (-1 stands for now + 1 h)."""
     if timestamp == -1:
         timestamp = time.time_ns() + 3600 * 10**9
@@ -284,8 +284,8 @@ def test_closing_with_balancing_and_void_reopens(
     move: Callable[..., int],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§2.4 flag compatibility, §4.7 (with closing flags), §4.10: `PENDING|BALANCING_CREDIT|CLOSING_CREDIT`
-    clamps, reserves and closes; voiding it releases the reservation and re-opens the account."""
+    """`PENDING|BALANCING_CREDIT|CLOSING_CREDIT` clamps, reserves and closes; voiding it releases the
+    reservation and re-opens the account."""
     a, cr, g = make_accounts(3)
     move(cr, g, 5)  # cr: dpo 5, so a balancing credit clamps to 5
     t = xfer(a, cr, 10, flags=TF.PENDING | TF.BALANCING_CREDIT | TF.CLOSING_CREDIT)

@@ -1,4 +1,4 @@
-"""Transfer idempotency (§4.4) and burned ids (§4.6): which failures burn an id, and the `exists*` order."""
+"""Transfer idempotency and burned ids: which failures burn an id, and the `exists*` order."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def statuses(results: list[tb.CreateTransferResult]) -> list[tb.CreateTransferSt
 def test_non_transient_failure_does_not_burn_the_id(
     ledger: LedgerSync, make_accounts: Callable[..., list[int]], xfer: Callable[..., tb.Transfer]
 ) -> None:
-    """§9 TC08, §4.6: `ledger_must_not_be_zero` is not transient; the fixed transfer reuses the id."""
+    """`ledger_must_not_be_zero` is not transient; the fixed transfer reuses the id."""
     a, b = make_accounts(2)
     t1 = xfer(a, b, 1, ledger=0)
     assert statuses(ledger.create_transfers([t1])) == [S.LEDGER_MUST_NOT_BE_ZERO]
@@ -36,7 +36,7 @@ def _transient_failure(
     make_accounts: Callable[..., list[int]],
     xfer: Callable[..., tb.Transfer],
 ) -> tb.Transfer:
-    """A transfer that fails with `status`, one of the seven transient statuses of §4.6."""
+    """A transfer that fails with `status`, one of the seven transient statuses."""
     a, b = make_accounts(2)
     if status == "debit_account_not_found":
         return xfer(new_id(), b, 1)
@@ -76,7 +76,7 @@ def test_transient_failure_burns_the_id(
     xfer: Callable[..., tb.Transfer],
     status: str,
 ) -> None:
-    """§1.4, §4.6, §3 burned ids: after a transient failure the id gives `id_already_failed`, in the same
+    """After a transient failure the id gives `id_already_failed`, in the same
     batch and later, and is never found."""
     failing = _transient_failure(status, new_id, make_accounts, xfer)
     c, d = make_accounts(2)
@@ -108,7 +108,7 @@ def test_other_failures_do_not_burn_the_id(
     fields: dict[str, int],
     expected: tb.CreateTransferStatus,
 ) -> None:
-    """§4.6: non-transient statuses leave the id free; the fixed transfer is created under it."""
+    """Non-transient statuses leave the id free; the fixed transfer is created under it."""
     a, b = make_accounts(2)
     if fields.get("credit_account_id") == -1:
         fields = {"credit_account_id": a}
@@ -124,7 +124,7 @@ def test_transfer_idempotency_comparison_order(
     xfer: Callable[..., tb.Transfer],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§9 TC12, §4.4 steps 1-4: flags, pending_id, timeout, dr, cr, amount, user_data, ledger, code."""
+    """Flags, pending_id, timeout, dr, cr, amount, user_data, ledger, code."""
     x1, x2, x3 = make_accounts(3)
     original = {"user_data_128": 1, "user_data_64": 2, "user_data_32": 3, "code": 4}
     t1 = xfer(x1, x2, 10, **original)
@@ -159,7 +159,7 @@ def test_transfer_idempotency_comparison_order(
 def test_exists_check_precedes_validation(
     ledger: LedgerSync, make_accounts: Callable[..., list[int]], xfer: Callable[..., tb.Transfer]
 ) -> None:
-    """§1.5, §4.1 rows 1-4: only reserved flags, id 0/MAX and batch rules come before idempotency."""
+    """Only reserved flags, id 0/MAX and batch rules come before idempotency."""
     a, b = make_accounts(2)
     t = xfer(a, b, 3)
     assert statuses(ledger.create_transfers([t])) == [S.CREATED]
@@ -174,7 +174,7 @@ def test_exists_check_precedes_validation(
 def test_exists_with_different_is_not_transient(
     ledger: LedgerSync, make_accounts: Callable[..., list[int]], xfer: Callable[..., tb.Transfer]
 ) -> None:
-    """§4.6: `exists*` statuses do not burn anything; the original stays retrievable and retryable."""
+    """`exists*` statuses do not burn anything; the original stays retrievable and retryable."""
     a, b = make_accounts(2)
     t = xfer(a, b, 3)
     first = ledger.create_transfers([t])[0]
@@ -185,7 +185,7 @@ def test_exists_with_different_is_not_transient(
 
 
 def test_account_failures_never_burn_ids(ledger: LedgerSync, new_id: Callable[[], int]) -> None:
-    """§4.6: `create_accounts` statuses never burn ids; a linked failure neither."""
+    """`create_accounts` statuses never burn ids; a linked failure neither."""
     a = new_id()
     assert [r.status for r in ledger.create_accounts([tb.Account(id=a, ledger=1, code=0)])] == [
         tb.CreateAccountStatus.CODE_MUST_NOT_BE_ZERO

@@ -1,5 +1,4 @@
-"""Client-side limits: batch size (8189 events), query `limit` (≤ 8189) and integer field ranges
-(§1.8, §6.5, §7.5, §7.6, §9 TC37, TC39, TC40, TC45)."""
+"""Client-side limits: batch size (8189 events), query `limit` (≤ 8189) and integer field ranges."""
 
 from __future__ import annotations
 
@@ -45,14 +44,14 @@ def query_filter(user_data_128: int, limit: int) -> tb.QueryFilter:
 
 
 def test_batch_max_is_8189() -> None:
-    """§7.6: the production per-request maximum."""
+    """The production per-request maximum."""
     assert BATCH_MAX == 8189
 
 
 def test_create_transfers_batch_limit(
     ledger: LedgerSync, make_accounts: Callable[..., list[int]], xfer: Callable[..., tb.Transfer]
 ) -> None:
-    """§9 TC40, §7.6: 8190 transfers raise `TooMuchDataError` and commit nothing; 8189 are all created."""
+    """8190 transfers raise `TooMuchDataError` and commit nothing; 8189 are all created."""
     a, b = make_accounts(2)
     too_many = [xfer(a, b, 1) for _ in range(BATCH_MAX + 1)]
     with pytest.raises(tb.TooMuchDataError):
@@ -67,7 +66,7 @@ def test_create_transfers_batch_limit(
 
 
 def test_create_accounts_batch_limit(ledger: LedgerSync) -> None:
-    """§7.5-7.6: 8190 accounts raise `TooMuchDataError` and commit nothing."""
+    """8190 accounts raise `TooMuchDataError` and commit nothing."""
     accounts = [tb.Account(id=tb.id(), ledger=1, code=1) for _ in range(BATCH_MAX + 1)]
     with pytest.raises(tb.TooMuchDataError):
         ledger.create_accounts(accounts)
@@ -76,7 +75,7 @@ def test_create_accounts_batch_limit(ledger: LedgerSync) -> None:
 
 @pytest.mark.parametrize("operation", ["lookup_accounts", "lookup_transfers"])
 def test_lookup_batch_limit(ledger: LedgerSync, operation: str) -> None:
-    """§9 TC40, §6.1: a lookup takes up to 8189 ids; 8190 raise `TooMuchDataError`."""
+    """A lookup takes up to 8189 ids; 8190 raise `TooMuchDataError`."""
     lookup: Callable[[list[int]], list[Any]] = getattr(ledger, operation)
     ids = [tb.id() for _ in range(BATCH_MAX + 1)]
     with pytest.raises(tb.TooMuchDataError):
@@ -88,7 +87,7 @@ def test_lookup_batch_limit(ledger: LedgerSync, operation: str) -> None:
     "operation", ["get_account_transfers", "get_account_balances", "query_accounts", "query_transfers"]
 )
 def test_query_limit(ledger: LedgerSync, make_accounts: Callable[..., list[int]], operation: str) -> None:
-    """§9 TC37, TC39, §6.5: a `limit` above 8189 raises `TooMuchDataError`; 8189 itself is accepted."""
+    """A `limit` above 8189 raises `TooMuchDataError`; 8189 itself is accepted."""
     (a,) = make_accounts(1, flags=tb.AccountFlags.HISTORY)
     query: Callable[[Any], list[Any]] = getattr(ledger, operation)
 
@@ -141,7 +140,7 @@ def test_integer_overflow(
     fields: dict[str, int],
     build: str,
 ) -> None:
-    """§9 TC45, §7.5: a negative or too wide field raises `IntegerOverflowError`, and nothing is created."""
+    """A negative or too wide field raises `IntegerOverflowError`, and nothing is created."""
     a, b = make_accounts(2)
     if build == "transfer":
         good = xfer(a, b, 1)
@@ -164,7 +163,7 @@ def test_integer_overflow(
 )
 @pytest.mark.parametrize("field", ["limit", "negative"])
 def test_integer_overflow_in_filters(ledger: LedgerSync, operation: str, field: str) -> None:
-    """§7.5: filter fields are range-checked too (a limit of 2^32, a negative id or user_data)."""
+    """Filter fields are range-checked too (a limit of 2^32, a negative id or user_data)."""
     query: Callable[[Any], list[Any]] = getattr(ledger, operation)
     flt: Any
     if operation.startswith("get_"):

@@ -1,5 +1,5 @@
 """Linked transfer chains: atomic rollback, `linked_event_failed`, open chains, `exists` inside a chain,
-burned ids surviving rollback, and the recipes built on chains (§3, §4.6, §8.3, §8.4)."""
+burned ids surviving rollback, and the recipes built on chains."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def test_chain_rollback_is_invisible_to_later_events(
     move: Callable[..., int],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§9 TC27, §3 linked chains: a broken chain is rolled back before the next event runs."""
+    """A broken chain is rolled back before the next event runs."""
     (a1,) = make_accounts(1, flags=AF.DEBITS_MUST_NOT_EXCEED_CREDITS)
     a2, f = make_accounts(2)
     move(f, a1, 20)
@@ -46,7 +46,7 @@ def test_retrying_a_committed_chain(
     xfer: Callable[..., tb.Transfer],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§9 TC28, §1.6: `exists` breaks a chain, so a retried chain gives [EXISTS, LEF]; nothing posts twice."""
+    """`exists` breaks a chain, so a retried chain gives [EXISTS, LEF]; nothing posts twice."""
     a, b = make_accounts(2)
     chain = [xfer(a, b, 10, flags=L), xfer(a, b, 1)]
     first = ledger.create_transfers(chain)
@@ -55,7 +55,7 @@ def test_retrying_a_committed_chain(
     assert statuses(retry) == [S.EXISTS, S.LINKED_EVENT_FAILED]
     assert retry[0].timestamp == first[0].timestamp
     assert ledger.lookup_transfers([chain[0].id])[0].flags == L
-    # The linked bit is part of idempotency (§4.4 step 1).
+    # The linked bit is part of idempotency.
     unlinked = xfer(a, b, 10, id=chain[0].id)
     assert statuses(ledger.create_transfers([unlinked])) == [S.EXISTS_WITH_DIFFERENT_FLAGS]
     assert balance(a) == (0, 11, 0, 0)
@@ -68,7 +68,7 @@ def test_transient_failure_in_chain_burns_only_that_id(
     move: Callable[..., int],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§9 TC29, §3 burned ids, §8.5 per-transfer invariants: the burn survives the chain's rollback."""
+    """The burn survives the chain's rollback."""
     a1, a2 = make_accounts(2)
     (a3,) = make_accounts(1, flags=AF.CREDITS_MUST_NOT_EXCEED_DEBITS)
     t1 = xfer(a1, a2, 41, flags=L)
@@ -99,7 +99,7 @@ def test_transient_failure_in_chain_burns_only_that_id(
 def test_chain_open_after_a_break(
     ledger: LedgerSync, make_accounts: Callable[..., list[int]], xfer: Callable[..., tb.Transfer]
 ) -> None:
-    """§9 TC45, §3 batch-level check 1: the last event being linked wins over an already broken chain."""
+    """The last event being linked wins over an already broken chain."""
     a, b = make_accounts(2)
     t1, t2 = xfer(a, b, 1, flags=L, ledger=0), xfer(a, b, 1, flags=L)
     results = ledger.create_transfers([t1, t2])
@@ -111,7 +111,7 @@ def test_chain_open_after_a_break(
 def test_single_linked_event_is_an_open_chain(
     ledger: LedgerSync, make_accounts: Callable[..., list[int]], xfer: Callable[..., tb.Transfer]
 ) -> None:
-    """§3 batch-level check 1: a lone linked transfer fails with `linked_event_chain_open`; id reusable."""
+    """A lone linked transfer fails with `linked_event_chain_open`; id reusable."""
     a, b = make_accounts(2)
     t = xfer(a, b, 1, flags=L)
     assert statuses(ledger.create_transfers([t])) == [S.LINKED_EVENT_CHAIN_OPEN]
@@ -125,7 +125,7 @@ def test_exists_inside_chain_breaks_it(
     move: Callable[..., int],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§3, §1.6: an `exists` in the middle of a chain rolls back the events before it."""
+    """An `exists` in the middle of a chain rolls back the events before it."""
     a, b = make_accounts(2)
     old = move(a, b, 5)
     first = xfer(a, b, 7, flags=L)
@@ -149,7 +149,7 @@ def test_rolled_back_ids_are_reusable_in_the_same_batch(
     xfer: Callable[..., tb.Transfer],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§3 linked chains: rolled-back ids are not burned; multiple chains and lone events coexist."""
+    """Rolled-back ids are not burned; multiple chains and lone events coexist."""
     a, b = make_accounts(2)
     t1 = xfer(a, b, 1, flags=L)
     batch = [
@@ -179,7 +179,7 @@ def test_rollback_restores_pending_and_closed_state(
     move: Callable[..., int],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§3 when a chain breaks: balances, the `closed` flag and the pending status are all undone."""
+    """When a chain breaks, balances, the `closed` flag and the pending status are all undone."""
     a, b = make_accounts(2)
     p = move(a, b, 10, flags=TF.PENDING)
     chain = [
@@ -207,7 +207,7 @@ def test_currency_exchange(
     move: Callable[..., int],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§9 TC42, §8.3: two linked legs on two ledgers move together or not at all."""
+    """Two linked legs on two ledgers move together or not at all."""
     a1, l1 = make_accounts(2, ledger=1)
     a2, src2 = make_accounts(2, ledger=2)
     (l2,) = make_accounts(1, ledger=2, flags=AF.DEBITS_MUST_NOT_EXCEED_CREDITS)
@@ -231,7 +231,7 @@ def test_balance_conditional_transfer(
     move: Callable[..., int],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§9 TC43, §8.4: [pending threshold L, void L, transfer] runs only at the threshold."""
+    """[pending threshold L, void L, transfer] runs only at the threshold."""
     (src,) = make_accounts(1, flags=AF.DEBITS_MUST_NOT_EXCEED_CREDITS)
     ctl, dst, f = make_accounts(3)
     move(f, src, 50)

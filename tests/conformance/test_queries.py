@@ -1,5 +1,5 @@
 """Query operations: lookups, `get_account_transfers`, `get_account_balances`, `query_accounts` and
-`query_transfers` (§6)."""
+`query_transfers`."""
 
 from __future__ import annotations
 
@@ -57,13 +57,13 @@ def rows(balances: list[tb.AccountBalance]) -> list[tuple[int, int, int, int]]:
     return [(b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted) for b in balances]
 
 
-# --- §6.1 lookups ---------------------------------------------------------------------------------
+# --- lookups ---------------------------------------------------------------------------------
 
 
 def test_lookup_accounts_order_duplicates_missing(
     ledger: LedgerSync, new_id: Callable[[], int], make_accounts: Callable[..., list[int]]
 ) -> None:
-    """§9 TC36, §6.1: request order, duplicates repeated, missing/0/MAX omitted, [] for []."""
+    """Request order, duplicates repeated, missing/0/MAX omitted, [] for []."""
     a, b = make_accounts(2)
     assert [x.id for x in ledger.lookup_accounts([a, new_id(), a, 0, MAX])] == [a, a]
     assert [x.id for x in ledger.lookup_accounts([b, a, b])] == [b, a, b]
@@ -78,7 +78,7 @@ def test_lookup_transfers_order_and_failed(
     xfer: Callable[..., tb.Transfer],
     move: Callable[..., int],
 ) -> None:
-    """§9 TC36, §6.1: failed transfers are not found; found ones come back in request order."""
+    """Failed transfers are not found; found ones come back in request order."""
     a, b = make_accounts(2)
     t1, t2 = move(a, b, 1), move(a, b, 2)
     failed = xfer(a, b, 1, ledger=0)
@@ -88,7 +88,7 @@ def test_lookup_transfers_order_and_failed(
     assert [t.amount for t in found] == [2, 1, 2]
 
 
-# --- §6.2 get_account_transfers -------------------------------------------------------------------
+# --- get_account_transfers -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ class Scenario:
 
 @pytest.fixture(scope="module")
 def scenario(ledger: LedgerSync) -> Scenario:
-    """§9 TC37/TC38: four transfers alternating between A1 and A2 (both with history), one batch.
+    """Four transfers alternating between A1 and A2 (both with history), one batch.
 
     T1 A1→A2 10 (ud128=U, code 1); T2 A2→A1 11 (ud128=U, ud64=6, code 2);
     T3 A1→A2 12 (ud64=6, code 1); T4 A2→A1 13 (ud128=U, ud64=6, ud32=3, code 2).
@@ -179,7 +179,7 @@ def resolve_fields(s: Scenario, fields: dict[str, Any]) -> dict[str, Any]:
 def test_get_account_transfers(
     ledger: LedgerSync, scenario: Scenario, fields: dict[str, Any], expected: list[int]
 ) -> None:
-    """§9 TC37, §6.2: selection by side and filters, inclusive bounds, order, limit; invalid filter → []."""
+    """Selection by side and filters, inclusive bounds, order, limit; invalid filter → []."""
     resolved = {"account_id": scenario.a1, **resolve_fields(scenario, fields)}
     flt = account_filter(**resolved)
     got = [t.id for t in ledger.get_account_transfers(flt)]
@@ -187,7 +187,7 @@ def test_get_account_transfers(
 
 
 def test_get_account_transfers_returns_full_objects_and_pages(ledger: LedgerSync, scenario: Scenario) -> None:
-    """§6.2 paging: `timestamp_min = last.timestamp + 1` continues a page; objects equal lookups."""
+    """Paging: `timestamp_min = last.timestamp + 1` continues a page; objects equal lookups."""
     page1 = ledger.get_account_transfers(account_filter(scenario.a2, limit=3))
     assert page1 == ledger.lookup_transfers(scenario.transfers[:3])
     page2 = ledger.get_account_transfers(
@@ -200,11 +200,11 @@ def test_get_account_transfers_returns_full_objects_and_pages(ledger: LedgerSync
     assert [t.id for t in back] == [scenario.transfers[1], scenario.transfers[0]]
 
 
-# --- §6.3 get_account_balances --------------------------------------------------------------------
+# --- get_account_balances --------------------------------------------------------------------
 
 
 def test_get_account_balances_history(ledger: LedgerSync, scenario: Scenario) -> None:
-    """§9 TC38, §6.3: one row per transfer, balances after it, the transfer's timestamp."""
+    """One row per transfer, balances after it, the transfer's timestamp."""
     got = ledger.get_account_balances(account_filter(scenario.a1))
     assert rows(got) == [(0, 10, 0, 0), (0, 10, 0, 11), (0, 22, 0, 11), (0, 22, 0, 24)]
     assert [b.timestamp for b in got] == scenario.timestamps
@@ -217,7 +217,7 @@ def test_get_account_balances_history(ledger: LedgerSync, scenario: Scenario) ->
 
 
 def test_get_account_balances_invalid_filter(ledger: LedgerSync, scenario: Scenario) -> None:
-    """§6.3 validity: the §6.2 filter rules apply; invalid → []."""
+    """Validity: the get_account_transfers filter rules apply; invalid → []."""
     assert ledger.get_account_balances(account_filter(scenario.a1, limit=0)) == []
     assert ledger.get_account_balances(account_filter(scenario.a1, flags=REV)) == []
     assert ledger.get_account_balances(account_filter(tb.id())) == []
@@ -226,7 +226,7 @@ def test_get_account_balances_invalid_filter(ledger: LedgerSync, scenario: Scena
 def test_get_account_balances_requires_history(
     ledger: LedgerSync, make_accounts: Callable[..., list[int]], move: Callable[..., int]
 ) -> None:
-    """§9 TC38, §6.3: an account without `flags.history` gives []; the counterparty's flag is irrelevant."""
+    """An account without `flags.history` gives []; the counterparty's flag is irrelevant."""
     (plain,) = make_accounts(1)
     (hist,) = make_accounts(1, flags=AF.HISTORY)
     move(plain, hist, 5)
@@ -240,7 +240,7 @@ def test_get_account_balances_pending_post_void(
     make_accounts: Callable[..., list[int]],
     move: Callable[..., int],
 ) -> None:
-    """§9 TC38, §6.3: pending, post and void each add a row."""
+    """Pending, post and void each add a row."""
     (a,) = make_accounts(1, flags=AF.HISTORY)
     (b,) = make_accounts(1)
     move(a, b, 4)
@@ -260,7 +260,7 @@ def test_post_and_void_rows_inherit_code(
     make_accounts: Callable[..., list[int]],
     move: Callable[..., int],
 ) -> None:
-    """§9 TC46, §6.2, §6.4: posts and voids carry the pending's dr/cr/ledger/code, so filters find them."""
+    """Posts and voids carry the pending's dr/cr/ledger/code, so filters find them."""
     lgr = 100_000 + tb.id() % 1_000_000_000
     a, b = make_accounts(2, ledger=lgr)
     p1 = move(a, b, 5, code=7, flags=TF.PENDING, ledger=lgr)
@@ -278,7 +278,7 @@ def test_post_and_void_rows_inherit_code(
     ]
 
 
-# --- §6.4 query_accounts / query_transfers --------------------------------------------------------
+# --- query_accounts / query_transfers --------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -291,7 +291,7 @@ class AccountsScenario:
 
 @pytest.fixture(scope="module")
 def accounts_scenario(ledger: LedgerSync) -> AccountsScenario:
-    """§9 TC39: eight accounts in one batch; 1, 2, 3, 4, 8 share `ud128=U`; 1 and 8 share all five fields."""
+    """Eight accounts in one batch; 1, 2, 3, 4, 8 share `ud128=U`; 1 and 8 share all five fields."""
     u, u2 = tb.id(), tb.id()
     lg = 100_000 + tb.id() % 1_000_000_000
     full: dict[str, Any] = {
@@ -351,7 +351,7 @@ QUERY_ACCOUNTS_CASES: list[tuple[str, dict[str, Any], list[int]]] = [
 def test_query_accounts(
     ledger: LedgerSync, accounts_scenario: AccountsScenario, fields: dict[str, Any], expected: list[int]
 ) -> None:
-    """§9 TC39, §6.4: AND of the non-zero fields, timestamp range, order, limit; invalid → []."""
+    """AND of the non-zero fields, timestamp range, order, limit; invalid → []."""
     s = accounts_scenario
     resolved: dict[str, Any] = {}
     for key, value in fields.items():
@@ -367,7 +367,7 @@ def test_query_accounts(
 
 
 def test_query_accounts_returns_full_objects(ledger: LedgerSync, accounts_scenario: AccountsScenario) -> None:
-    """§6.4: query results are the stored accounts, equal to what lookup returns."""
+    """Query results are the stored accounts, equal to what lookup returns."""
     s = accounts_scenario
     found = ledger.query_accounts(query_filter(user_data_128=s.user_data_128))
     assert found == ledger.lookup_accounts([s.ids[i] for i in (0, 1, 2, 3, 7)])
@@ -376,7 +376,7 @@ def test_query_accounts_returns_full_objects(ledger: LedgerSync, accounts_scenar
 def test_query_transfers(
     ledger: LedgerSync, make_accounts: Callable[..., list[int]], xfer: Callable[..., tb.Transfer]
 ) -> None:
-    """§9 TC39, §6.4: transfers by `user_data_128` (a zero-amount one included), with code, reversed."""
+    """Transfers by `user_data_128` (a zero-amount one included), with code, reversed."""
     a, b = make_accounts(2)
     u = tb.id()
     t1 = xfer(a, b, 5, user_data_128=u, code=3)

@@ -1,5 +1,5 @@
 """`create_transfers` for single-phase and pending transfers: ordered checks, effects, limits, overflow,
-balancing and amounts (§4.1, §4.2, §4.5, §4.7, §4.8)."""
+balancing and amounts."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_validation_precedence_and_burned_ids(
     make_accounts: Callable[..., list[int]],
     xfer: Callable[..., tb.Transfer],
 ) -> None:
-    """§9 TC07, §4.1 rows 0-5, §4.2 rows 7-20, §4.6: each event fixes the previous one's first failure."""
+    """Each event fixes the previous one's first failure."""
     a, b = make_accounts(2)
     (c,) = make_accounts(1, ledger=2)
     missing = new_id()
@@ -109,7 +109,7 @@ def test_single_phase_effects_and_stored_fields(
     xfer: Callable[..., tb.Transfer],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§4.5: `dr.dpo += a`, `cr.cpo += a`; the transfer is stored as given, with the cluster timestamp."""
+    """`dr.dpo += a`, `cr.cpo += a`; the transfer is stored as given, with the cluster timestamp."""
     a, b = make_accounts(2)
     t = xfer(a, b, 25, user_data_128=3, user_data_64=4, user_data_32=5, code=9)
     result = ledger.create_transfers([t])[0]
@@ -140,7 +140,7 @@ def test_account_not_found_is_checked_before_ledgers(
     make_accounts: Callable[..., list[int]],
     xfer: Callable[..., tb.Transfer],
 ) -> None:
-    """§4.2 note: existence (rows 17-18) precedes the ledger checks (19-20), and burns the id (§4.6)."""
+    """Account existence precedes the ledger checks, and a missing account burns the id."""
     (a,) = make_accounts(1, ledger=5)
     t = xfer(a, new_id(), 1, ledger=6)
     assert statuses(ledger.create_transfers([t])) == [S.CREDIT_ACCOUNT_NOT_FOUND]
@@ -155,7 +155,7 @@ def test_debits_must_not_exceed_credits_boundary(
     move: Callable[..., int],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§9 TC09, §2.3 bit 1, §4.2 row 35: `dp + dpo + a > cpo` fails; equality passes; failure burns the id."""
+    """`dp + dpo + a > cpo` fails; equality passes; failure burns the id."""
     (a,) = make_accounts(1, flags=AF.DEBITS_MUST_NOT_EXCEED_CREDITS)
     b, f = make_accounts(2)
     t1 = xfer(a, b, 1)
@@ -175,7 +175,7 @@ def test_credits_must_not_exceed_debits(
     xfer: Callable[..., tb.Transfer],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§9 TC10, §2.3 bit 2, §4.2 row 36: `cp + cpo + a > dpo` fails with `exceeds_debits`."""
+    """`cp + cpo + a > dpo` fails with `exceeds_debits`."""
     (lim,) = make_accounts(1, flags=AF.CREDITS_MUST_NOT_EXCEED_DEBITS)
     (f,) = make_accounts(1)
     batch = [xfer(f, lim, 1), xfer(lim, f, 5), xfer(f, lim, 5), xfer(f, lim, 1)]
@@ -195,7 +195,7 @@ def test_pending_debits_count_against_the_limit(
     move: Callable[..., int],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§9 TC11, §2.3 bit 1: pessimistic pending — reserved debits count against `D<C`."""
+    """Pessimistic pending — reserved debits count against `D<C`."""
     (a,) = make_accounts(1, flags=AF.DEBITS_MUST_NOT_EXCEED_CREDITS)
     b, f = make_accounts(2)
     move(f, a, 100)
@@ -221,7 +221,7 @@ def test_incoming_pending_is_not_spendable(
     xfer: Callable[..., tb.Transfer],
     move: Callable[..., int],
 ) -> None:
-    """§9 TC47, §2.3 bits 1-2: pending credits (debits) are not funds for `D<C` (`C<D`)."""
+    """Pending credits (debits) are not funds for `D<C` (`C<D`)."""
     (a,) = make_accounts(1, flags=AF.DEBITS_MUST_NOT_EXCEED_CREDITS)
     (lim,) = make_accounts(1, flags=AF.CREDITS_MUST_NOT_EXCEED_DEBITS)
     b, f = make_accounts(2)
@@ -239,7 +239,7 @@ def test_pending_effects(
     xfer: Callable[..., tb.Transfer],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§4.5: a pending transfer adds to `dr.dp` and `cr.cp` only; it is stored with its timeout."""
+    """A pending transfer adds to `dr.dp` and `cr.cp` only; it is stored with its timeout."""
     a, b = make_accounts(2)
     p = xfer(a, b, 40, flags=TF.PENDING, timeout=3600)
     assert statuses(ledger.create_transfers([p])) == [S.CREATED]
@@ -257,7 +257,7 @@ def test_zero_amount_transfer(
     balance: Callable[[int], Balance],
     flags: tb.TransferFlags,
 ) -> None:
-    """§9 TC13, §4.8 row 1: `amount=0` is created, moves nothing, is listed and adds a history row."""
+    """`amount=0` is created, moves nothing, is listed and adds a history row."""
     (x1,) = make_accounts(1, flags=AF.HISTORY)
     (x2,) = make_accounts(1)
     t = xfer(x1, x2, 0, flags=flags)
@@ -280,7 +280,7 @@ def test_amount_max_moves_max(
     move: Callable[..., int],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§4.8 row 1: a non-balancing `AMOUNT_MAX` is a literal amount of 2^128-1."""
+    """A non-balancing `AMOUNT_MAX` is a literal amount of 2^128-1."""
     a, b = make_accounts(2)
     t = move(a, b, MAX)
     assert balance(a) == (0, MAX, 0, 0)
@@ -294,7 +294,7 @@ def _overflow_setup(
     move: Callable[..., int],
     xfer: Callable[..., tb.Transfer],
 ) -> tb.Transfer:
-    """Build balances near 2^128 and return the transfer that must overflow (§9 TC35)."""
+    """Build balances near 2^128 and return the transfer that must overflow."""
     a, b, c = make_accounts(3)
     half = 2**127
     if kind == "debits_posted":
@@ -342,11 +342,11 @@ def test_overflow(
     kind: str,
     expected: tb.CreateTransferStatus,
 ) -> None:
-    """§9 TC35, §4.2 rows 28-33: u128 overflow of each balance and of each side's sum; not transient."""
+    """u128 overflow of each balance and of each side's sum; not transient."""
     t = _overflow_setup(kind, make_accounts, move, xfer)
     assert statuses(ledger.create_transfers([t])) == [expected]
     assert ledger.lookup_transfers([t.id]) == []
-    # Not transient (§4.6): the id is not burned, a fixed transfer may reuse it.
+    # Not transient: the id is not burned, a fixed transfer may reuse it.
     c, d = make_accounts(2)
     assert statuses(ledger.create_transfers([xfer(c, d, 1, id=t.id)])) == [S.CREATED]
 
@@ -357,7 +357,7 @@ def test_same_batch_visibility(
     xfer: Callable[..., tb.Transfer],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§9 TC41, §3: events see the effects of earlier events of the same request."""
+    """Events see the effects of earlier events of the same request."""
     a, b = make_accounts(2)
     p = xfer(a, b, 5, flags=TF.PENDING)
     post = xfer(a, b, 5, pending_id=p.id, flags=TF.POST_PENDING_TRANSFER)
@@ -375,7 +375,7 @@ def test_balancing_and_retries(
     move: Callable[..., int],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§9 TC23, §4.7, §4.4 step 4.2: clamped amounts, zero clamps are created, `amount ≥ recorded` exists."""
+    """Clamped amounts, zero clamps are created, `amount ≥ recorded` exists."""
     (a1,) = make_accounts(1, flags=AF.DEBITS_MUST_NOT_EXCEED_CREDITS)
     (a2,) = make_accounts(1, flags=AF.CREDITS_MUST_NOT_EXCEED_DEBITS)
     a3, f, g = make_accounts(3)
@@ -424,7 +424,7 @@ def test_one_sided_balancing_still_hits_other_limit(
     move: Callable[..., int],
     side: str,
 ) -> None:
-    """§9 TC24, §4.7: clamping one side does not bypass the other side's limit check."""
+    """Clamping one side does not bypass the other side's limit check."""
     f, g = make_accounts(2)
     if side == "debit":
         (lim,) = make_accounts(1, flags=AF.DEBITS_MUST_NOT_EXCEED_CREDITS)
@@ -449,7 +449,7 @@ def test_one_sided_balancing_still_hits_other_limit(
 def test_balancing_without_limit_flags(
     ledger: LedgerSync, make_accounts: Callable[..., list[int]], xfer: Callable[..., tb.Transfer]
 ) -> None:
-    """§9 TC25, §4.7: clamping applies without limit flags; an empty account clamps to 0 and is created."""
+    """Clamping applies without limit flags; an empty account clamps to 0 and is created."""
     a, b = make_accounts(2)
     t = xfer(a, b, 99, flags=TF.BALANCING_DEBIT)
     assert statuses(ledger.create_transfers([t])) == [S.CREATED]
@@ -465,7 +465,7 @@ def test_balancing_amount_zero_moves_zero(
     move: Callable[..., int],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§4.8 row 2: with `balancing_*`, amount 0 moves 0 (not "as much as possible"); MAX moves all."""
+    """With `balancing_*`, amount 0 moves 0 (not "as much as possible"); MAX moves all."""
     a, b, f = make_accounts(3)
     move(f, a, 30)
     zero = xfer(a, b, 0, flags=TF.BALANCING_DEBIT)
@@ -482,7 +482,7 @@ def test_pending_balancing(
     move: Callable[..., int],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§9 TC26, §4.7: `PENDING|BALANCING_DEBIT` clamps against pending debits too."""
+    """`PENDING|BALANCING_DEBIT` clamps against pending debits too."""
     (a1,) = make_accounts(1, flags=AF.DEBITS_MUST_NOT_EXCEED_CREDITS)
     (a2,) = make_accounts(1, flags=AF.CREDITS_MUST_NOT_EXCEED_DEBITS)
     f, g = make_accounts(2)

@@ -1,6 +1,5 @@
 """Two-phase transfers: pending, post (partial, full, AMOUNT_MAX, 0), void, double resolution,
-post/void precedence and idempotency, user_data inheritance, timeouts and expiry
-(§4.3, §4.4 step 5, §4.5, §4.8, §4.9)."""
+post/void precedence and idempotency, user_data inheritance, timeouts and expiry."""
 
 from __future__ import annotations
 
@@ -28,7 +27,7 @@ def statuses(results: list[tb.CreateTransferResult]) -> list[tb.CreateTransferSt
 def resolve(
     pending_id: int, amount: int, flags: tb.TransferFlags, id_: int = 0, **fields: int
 ) -> tb.Transfer:
-    """A post or void with every optional field zero (§2.2 mode table)."""
+    """A post or void with every optional field zero."""
     return tb.Transfer(id=id_ or tb.id(), pending_id=pending_id, amount=amount, flags=flags, **fields)
 
 
@@ -38,7 +37,7 @@ def test_full_post_with_amount_max_and_zeroed_fields(
     move: Callable[..., int],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§9 TC14, §4.5, §4.8 row 3: AMOUNT_MAX posts the pending amount; dr/cr/ledger/code inherited."""
+    """AMOUNT_MAX posts the pending amount; dr/cr/ledger/code inherited."""
     a, b = make_accounts(2)
     p = move(a, b, 100, code=7, flags=TF.PENDING, user_data_64=5)
     assert balance(a) == (100, 0, 0, 0)
@@ -71,7 +70,7 @@ def test_partial_post_and_double_resolution(
     move: Callable[..., int],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§9 TC15, §4.3 rows 24'-25', §4.5: partial post releases the whole reservation; one resolution."""
+    """Partial post releases the whole reservation; one resolution."""
     a, b = make_accounts(2)
     p = move(a, b, 100, flags=TF.PENDING)
     batch = [resolve(p, 60, POST), resolve(p, 10, POST), resolve(p, 0, VOID)]
@@ -90,7 +89,7 @@ def test_post_with_amount_zero(
     move: Callable[..., int],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§9 TC16, §1.3, §4.8 row 3: a post of 0 posts zero and releases the whole reservation."""
+    """A post of 0 posts zero and releases the whole reservation."""
     a, b = make_accounts(2)
     p = move(a, b, 100, flags=TF.PENDING)
     q = resolve(p, 0, POST)
@@ -106,7 +105,7 @@ def test_void_amount_rules(
     move: Callable[..., int],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§9 TC17, §4.3 rows 21'-25', §4.4 step 5.2, §4.8 row 4: void amount 0 means the pending amount."""
+    """Void amount 0 means the pending amount."""
     a, b = make_accounts(2)
     p = move(a, b, 100, flags=TF.PENDING)
     v = tb.id()
@@ -139,7 +138,7 @@ def test_void_amount_rules(
 def test_post_above_pending_amount(
     ledger: LedgerSync, make_accounts: Callable[..., list[int]], move: Callable[..., int]
 ) -> None:
-    """§9 TC18, §4.3 row 22': a post above the pending amount (even MAX-1) fails."""
+    """A post above the pending amount (even MAX-1) fails."""
     a, b = make_accounts(2)
     p = move(a, b, 100, flags=TF.PENDING)
     assert statuses(ledger.create_transfers([resolve(p, 101, POST), resolve(p, MAX - 1, POST)])) == [
@@ -154,7 +153,7 @@ def test_post_void_precedence(
     make_accounts: Callable[..., list[int]],
     move: Callable[..., int],
 ) -> None:
-    """§9 TC19, §4.3 rows 7'-25': each event fixes the previous event's first failing check."""
+    """Each event fixes the previous event's first failing check."""
     a, b, x = make_accounts(3)
     p = move(a, b, 10, code=7, flags=TF.PENDING)
     n = move(a, b, 1)
@@ -203,7 +202,7 @@ def test_post_void_precedence(
         S.ID_ALREADY_FAILED,
     ]
     assert statuses(ledger.create_transfers([q(amount=MAX)])) == [S.CREATED]
-    # Field and amount checks come before the already-posted check (§4.3 note).
+    # Field and amount checks come before the already-posted check.
     after = [q(code=99), q(amount=11, flags=VOID), q(flags=VOID)]
     assert statuses(ledger.create_transfers(after)) == [
         S.PENDING_TRANSFER_HAS_DIFFERENT_CODE,
@@ -218,7 +217,7 @@ def test_post_may_name_matching_fields(
     move: Callable[..., int],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§2.2 mode table, §4.3 rows 17'-20': dr/cr/ledger/code may be given when they match the pending."""
+    """dr/cr/ledger/code may be given when they match the pending."""
     a, b = make_accounts(2)
     p = move(a, b, 30, code=4, flags=TF.PENDING)
     post = tb.Transfer(
@@ -238,7 +237,7 @@ def test_post_may_name_matching_fields(
 def test_user_data_inheritance(
     ledger: LedgerSync, make_accounts: Callable[..., list[int]], move: Callable[..., int]
 ) -> None:
-    """§9 TC20, §4.4 step 5.3, §4.5: user_data 0 on a post inherits the pending's; retries compare so."""
+    """user_data 0 on a post inherits the pending's; retries compare so."""
     a, b = make_accounts(2)
     ud = {"user_data_128": 11, "user_data_64": 12, "user_data_32": 13}
     p1 = move(a, b, 5, flags=TF.PENDING, **ud)
@@ -264,7 +263,7 @@ def test_post_idempotency_versus_amount(
     move: Callable[..., int],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§9 TC21, §4.4 step 5.2: a post retry compares its resolved amount with the recorded one."""
+    """A post retry compares its resolved amount with the recorded one."""
     a, b = make_accounts(2)
     p1, p2, p3 = (move(a, b, n, flags=TF.PENDING) for n in (15, 7, 1))
     q1, q2, q3 = tb.id(), tb.id(), tb.id()
@@ -295,7 +294,7 @@ def test_void_releases_and_inherits(
     move: Callable[..., int],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§4.5 post/void: a void releases the reservation and stores the pending's dr, cr, ledger and code."""
+    """A void releases the reservation and stores the pending's dr, cr, ledger and code."""
     a, b = make_accounts(2)
     p = move(a, b, 42, code=3, flags=TF.PENDING)
     v = resolve(p, 0, VOID)
@@ -323,7 +322,7 @@ def test_pending_transfer_not_found_burns_the_id(
     make_accounts: Callable[..., list[int]],
     move: Callable[..., int],
 ) -> None:
-    """§4.3 row 15', §4.6: `pending_transfer_not_found` is transient, so the post's id is burned."""
+    """`pending_transfer_not_found` is transient, so the post's id is burned."""
     a, b = make_accounts(2)
     q = resolve(new_id(), MAX, POST)
     assert statuses(ledger.create_transfers([q])) == [S.PENDING_TRANSFER_NOT_FOUND]
@@ -338,7 +337,7 @@ def test_expiry(
     balance: Callable[[int], Balance],
     wait_for: Callable[[Callable[[], bool]], None],
 ) -> None:
-    """§9 TC22, §4.9: timeout 1 s expires; post/void then fail (not transient); no balance row for expiry."""
+    """Timeout 1 s expires; post/void then fail (not transient); no balance row for expiry."""
     (a,) = make_accounts(1, flags=AF.HISTORY)
     (b,) = make_accounts(1)
     p1 = move(a, b, 10, flags=TF.PENDING, timeout=1)
@@ -382,7 +381,7 @@ def test_psp_authorize_capture(
     move: Callable[..., int],
     balance: Callable[[int], Balance],
 ) -> None:
-    """§9 TC44, §8.2: hold with timeout, partial capture, idempotent retry, late void, query by payment."""
+    """Hold with timeout, partial capture, idempotent retry, late void, query by payment."""
     (cust,) = make_accounts(1, flags=AF.DEBITS_MUST_NOT_EXCEED_CREDITS)
     clearing, funding = make_accounts(2)
     move(funding, cust, 1000)
@@ -445,7 +444,7 @@ def test_resolution_amount_table(
     expected: tb.CreateTransferStatus,
     stored: int | None,
 ) -> None:
-    """§4.8 rows 3-4, §4.3 rows 21'-23': resolved amount for post (MAX = pending) and void (0 = pending)."""
+    """Resolved amount for post (MAX = pending) and void (0 = pending)."""
     a, b = make_accounts(2)
     p = move(a, b, pending_amount, flags=TF.PENDING)
     q = resolve(p, amount, flags)
@@ -457,7 +456,7 @@ def test_resolution_amount_table(
 def test_post_retry_compares_against_the_resolved_fields(
     ledger: LedgerSync, make_accounts: Callable[..., list[int]], move: Callable[..., int]
 ) -> None:
-    """§4.4 step 5: on a post retry, non-zero dr/cr/ledger/code must equal the stored post's."""
+    """On a post retry, non-zero dr/cr/ledger/code must equal the stored post's."""
     a, b, c = make_accounts(3)
     p = move(a, b, 8, code=6, flags=TF.PENDING)
     q = resolve(p, MAX, POST)

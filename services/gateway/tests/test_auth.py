@@ -1,4 +1,4 @@
-"""Signed requests (DESIGN §8): every refusal has its own code, and a refused request changes nothing."""
+"""Signed requests (docs/api.md): every refusal has its own code, and a refused request changes nothing."""
 
 from __future__ import annotations
 

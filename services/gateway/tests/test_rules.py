@@ -67,6 +67,9 @@ async def test_fee_rules_are_versioned_and_priced_by_the_dry_run(gateway: Gatewa
 
     retired = await gateway.send("POST", f"/v1/admin/fee-rules/{rule_id}/retire", key=gateway.admin)
     assert decoded(retired)["version"] == 3 and decoded(retired)["status"] == "retired"
+    # The retired version keeps everything else of the version it retires.
+    unchanged = {k: v for k, v in decoded(again).items() if k not in ("version", "status")}
+    assert {k: v for k, v in decoded(retired).items() if k not in ("version", "status")} == unchanged
     priced = await gateway.send("POST", "/v1/fees/dry-run", quote(50_000))
     assert [f for f in decoded(priced)["fees"] if f["ruleId"] == rule_id] == []
     listed = decoded(await gateway.send("GET", "/v1/admin/fee-rules", key=gateway.admin))

@@ -1,6 +1,6 @@
 """The saga's PSP steps in this process, against real PostgreSQL (a database of this module's own) and
 real Redis: what PSP results do to PROMPTPAY_WITHDRAWAL and SBP_TOPUP intents, what the resume
-sweep does with intents a PSP adapter holds, and the DLQ review of DESIGN §4.
+sweep does with intents a PSP adapter holds, and the DLQ review (docs/psp.md).
 
 Ledger and PSP results are built here; the adapters and the ledger-writer are tested on their own,
 and tests/test_psp.py runs the whole fleet against the PSP sandboxes.
@@ -436,7 +436,7 @@ async def test_the_sweep_resends_a_psp_job_only_when_no_attempt_is_under_way(wor
         assert jobs[1].idempotency_key == jobs[0].idempotency_key
 
 
-# -- dead letters (DESIGN §4) ---------------------------------------------------------------------
+# -- dead letters ----------------------------------------------------------------------------------
 
 
 async def _dead_letter(world: World, stream: str, message: Any, error: str = "boom") -> None:

@@ -3,6 +3,7 @@ transaction, and stale or illegal moves refused."""
 
 from __future__ import annotations
 
+import re
 import secrets
 import uuid
 from collections.abc import AsyncIterator
@@ -11,19 +12,23 @@ import asyncpg
 import msgspec
 import pytest
 
+from pm_client.api import TERMINAL_STATES
+from pm_orchestrator import queries
 from pm_orchestrator.states import (
     AUTHORIZED,
     CREATED,
     FAILED,
     SETTLED,
+    TERMINAL,
     VALIDATED,
     IllegalMoveError,
     Move,
-    move,
 )
+from pm_orchestrator.store import move
 from pm_shared.db import Pool
 from pm_shared.messages import IntentStateChanged, LedgerCommand, new_message_id, now
 from pm_shared.outbox import Outgoing
+from pm_shared.streams.publisher import encode
 
 PERMISSIONS = '{"operations": ["P2P"], "owners": null, "admin": false}'
 
@@ -184,3 +189,25 @@ async def test_a_move_is_one_statement_that_applies_whole_or_not_at_all(db_pool:
     assert await state(db_pool, intent_id) == (VALIDATED, None)
     assert len(await timeline(db_pool, intent_id)) == 1
     assert len(await outbox(db_pool, intent_id)) == 1
+
+
+async def test_outbox_payloads_are_stored_byte_for_byte(db_pool: Pool) -> None:
+    """The statement takes its rows as JSON: what the relay will publish is still exactly what was encoded."""
+    intent_id = await new_intent(db_pool)
+    reason = 'a "quoted" \\ reason — ✓ \n\t \u2028 \x7f'
+    async with db_pool.acquire() as conn:
+        sent = await move(conn, Move(intent_id, CREATED, VALIDATED, reason, cause_message_id="m\\1"))
+    assert sent is not None
+    stored = await db_pool.fetchval("SELECT payload FROM pm.outbox WHERE intent_id = $1", intent_id)
+    assert stored == encode(sent[0].message)
+    assert msgspec.json.decode(stored, type=IntentStateChanged).reason == reason
+    row = await db_pool.fetchrow(
+        "SELECT reason, cause_message_id FROM pm.intent_event WHERE intent_id = $1::uuid", intent_id
+    )
+    assert row is not None and (row["reason"], row["cause_message_id"]) == (reason, "m\\1")
+
+
+def test_the_sweep_sql_names_the_one_terminal_state_set() -> None:
+    match = re.search(r"state NOT IN \(([^)]*)\)", queries.SELECT_STALLED)
+    assert match is not None
+    assert {s.strip().strip("'") for s in match.group(1).split(",")} == TERMINAL_STATES == TERMINAL

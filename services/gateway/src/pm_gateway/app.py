@@ -1,4 +1,4 @@
-"""The gateway's Starlette application: the API of DESIGN §8, health, readiness and metrics.
+"""The gateway's Starlette application: the API (docs/api.md), health, readiness and metrics.
 
 Every API handler runs inside `_endpoint`, which gives the request an id (echoed in
 `X-Request-Id`), turns `ProblemError` (and anything unexpected, as a 500) into a problem document,

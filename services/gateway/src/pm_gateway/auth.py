@@ -1,4 +1,4 @@
-"""Who is calling: the signed-request check of DESIGN §8, and what the caller's key allows.
+"""Who is calling: the signed-request check (docs/api.md), and what the caller's key allows.
 
 Order of checks: the four headers are present; the key exists and is active; the timestamp is
 within ±300 s; the signature matches the current secret (or the previous one within its grace

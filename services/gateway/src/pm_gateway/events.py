@@ -2,7 +2,7 @@
 to pay), woken from `pm:events`.
 
 Every gateway process reads every partition of `pm:events` with a plain `XREAD` from the moment it
-started (no consumer group: each instance must see every event, DESIGN §8) and resolves the futures
+started (no consumer group: each instance must see every event) and resolves the futures
 of the intents that became terminal or now await their payer. A waiter registers before it reads the
 intent's state from PostgreSQL, so an event arriving in between is never missed.
 """

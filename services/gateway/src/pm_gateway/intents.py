@@ -1,4 +1,4 @@
-"""`POST /v1/intents` (intake), `GET /v1/intents/{id}` and `GET /v1/intents` (DESIGN §8).
+"""`POST /v1/intents` (intake), `GET /v1/intents/{id}` and `GET /v1/intents` (docs/api.md).
 
 Intake: authenticate, decode and check the request, check the key's permissions, refuse under
 back-pressure, then write the intent (CREATED), its first timeline entry and its `pm:intents`
@@ -93,9 +93,8 @@ async def create(request: Request) -> Response:
     message = _message(caller, intent_id, intent_request)
     payload = encode(message)
     async with d.pool.acquire() as conn:
-        created_at = await _insert(
-            conn, caller, key, request_hash, intent_id, intent_request, message, payload
-        )
+        new = NewIntent.of(intent_id, caller, key, request_hash, intent_request)
+        created_at = await _insert(conn, new, message, payload)
         existing = None
         if created_at is None:
             existing = await conn.fetchrow(q.SELECT_BY_IDEMPOTENCY_KEY, caller.key_id, key)
@@ -140,36 +139,56 @@ def _message(caller: Caller, intent_id: uuid.UUID, r: CreateIntent) -> messages.
     )
 
 
+class NewIntent(msgspec.Struct, frozen=True):
+    """The `pm.intent` columns intake writes, named as the table names them (INSERT_INTENT's $1)."""
+
+    id: uuid.UUID
+    key_id: str
+    idempotency_key: str
+    request_hash: str
+    """sha256 of the canonical request, in PostgreSQL's hex form for bytea (`\\x…`)."""
+    type: str
+    amount: int
+    currency: str
+    source: Party
+    target: Party
+    from_name: str | None
+    to_name: str | None
+    comment: str | None
+    requires_monitoring: bool
+    metadata: dict[str, str]
+
+    @classmethod
+    def of(
+        cls, intent_id: uuid.UUID, caller: Caller, key: str, request_hash: bytes, r: CreateIntent
+    ) -> NewIntent:
+        return cls(
+            id=intent_id,
+            key_id=caller.key_id,
+            idempotency_key=key,
+            request_hash="\\x" + request_hash.hex(),
+            type=r.type,
+            amount=r.amount,
+            currency=r.currency,
+            source=r.from_,
+            target=r.to,
+            from_name=r.from_name,
+            to_name=r.to_name,
+            comment=r.comment,
+            requires_monitoring=r.requires_monitoring,
+            metadata=r.metadata,
+        )
+
+
+_row = msgspec.json.Encoder()
+
+
 async def _insert(
-    conn: Conn,
-    caller: Caller,
-    key: str,
-    request_hash: bytes,
-    intent_id: uuid.UUID,
-    r: CreateIntent,
-    message: messages.IntentSubmitted,
-    payload: bytes,
+    conn: Conn, intent: NewIntent, message: messages.IntentSubmitted, payload: bytes
 ) -> datetime | None:
     """The intent's creation time, or None when (key, Idempotency-Key) was taken already."""
     row = await conn.fetchrow(
-        q.INSERT_INTENT,
-        intent_id,
-        caller.key_id,
-        key,
-        request_hash,
-        r.type,
-        r.amount,
-        r.currency,
-        msgspec.json.encode(r.from_).decode(),
-        msgspec.json.encode(r.to).decode(),
-        r.from_name,
-        r.to_name,
-        r.comment,
-        r.requires_monitoring,
-        msgspec.json.encode(r.metadata).decode(),
-        INTENTS.name,
-        message.message_id,
-        payload,
+        q.INSERT_INTENT, _row.encode(intent).decode(), INTENTS.name, message.message_id, payload
     )
     return None if row is None else row["created_at"]
 

@@ -1,19 +1,23 @@
-"""SQL of the gateway (schema `pm`, migration 0005). Parameters are positional."""
+"""SQL of the gateway (schema `pm`), by name."""
 
 from __future__ import annotations
 
+from pm_shared.fees import queries as fee_queries
 from pm_shared.intents import queries as intent_queries
 
 SELECT_INTENT = intent_queries.SELECT_INTENT
 
 # The intent, its first timeline entry and its outbox message in one statement: atomic without an
-# explicit transaction, and one round trip. A concurrent request with the same (key, Idempotency-Key)
-# inserts nothing (ON CONFLICT), and the caller then reads the winner.
+# explicit transaction, and one round trip. $1 is the new pm.intent row as JSON (intents.NewIntent),
+# $2-$4 the outbox message's stream, id and payload. A concurrent request with the same (key,
+# Idempotency-Key) inserts nothing (ON CONFLICT), and the caller then reads the winner.
 INSERT_INTENT = """
 WITH intent AS (
     INSERT INTO pm.intent (id, key_id, idempotency_key, request_hash, type, state, amount, currency,
                            source, target, from_name, to_name, comment, requires_monitoring, metadata)
-    VALUES ($1, $2, $3, $4, $5, 'CREATED', $6, $7, $8::jsonb, $9::jsonb, $10, $11, $12, $13, $14::jsonb)
+    SELECT id, key_id, idempotency_key, request_hash, type, 'CREATED', amount, currency,
+           source, target, from_name, to_name, comment, requires_monitoring, metadata
+    FROM json_populate_record(NULL::pm.intent, $1::json)
     ON CONFLICT (key_id, idempotency_key) DO NOTHING
     RETURNING id, created_at
 ), event AS (
@@ -21,7 +25,7 @@ WITH intent AS (
     SELECT id, 'CREATED', 'accepted by the gateway', created_at FROM intent  -- views.ACCEPTED
 ), outbox AS (
     INSERT INTO pm.outbox (stream, intent_id, message_id, payload)
-    SELECT $15, id::text, $16, $17 FROM intent
+    SELECT $2, id::text, $3, $4 FROM intent
 )
 SELECT id, created_at FROM intent
 """
@@ -60,9 +64,7 @@ LIMIT $5
 
 # --- admin: rules and routes ---------------------------------------------------------------------
 
-_FEE_RULE_COLUMNS = """
-    rule_id, version, operation_type, condition, amount, timing, payer, fee_account_code, priority,
-    max_fee, active_from, active_until, status, description"""
+_FEE_RULE_COLUMNS = fee_queries.COLUMNS
 
 # The newest version of every fee rule, retired ones included (the admin sees everything).
 LIST_FEE_RULES = f"""
@@ -75,15 +77,9 @@ LATEST_FEE_RULE = f"""
 SELECT {_FEE_RULE_COLUMNS} FROM pm.fee_rule WHERE rule_id = $1 ORDER BY version DESC LIMIT 1
 """
 
-# A new version of a rule; concurrent writers of one rule id are serialised by the primary key (the
-# loser's insert fails and is retried by the caller).
-INSERT_FEE_RULE_VERSION = f"""
-INSERT INTO pm.fee_rule (rule_id, version, operation_type, condition, amount, timing, payer,
-                         fee_account_code, priority, max_fee, active_from, active_until, status, description)
-SELECT $1, coalesce(max(version), 0) + 1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10, now()), $11, $12, $13
-FROM pm.fee_rule WHERE rule_id = $1
-RETURNING {_FEE_RULE_COLUMNS}
-"""
+# A new version of a fee rule, from a pm.fee_rule row as JSON; concurrent writers of one rule id are
+# serialised by the primary key (the loser's insert fails and is retried by the caller).
+INSERT_FEE_RULE_VERSION = fee_queries.INSERT_RULE
 
 _LIMIT_RULE_COLUMNS = """
     rule_id, version, subject_kind, subject, operation_type, currency, period, max_amount, max_count,

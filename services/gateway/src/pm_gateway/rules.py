@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 import msgspec
+from msgspec.structs import asdict
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -104,22 +105,9 @@ async def create_fee_rule(request: Request) -> Response:
         raise ProblemError(
             422, "fee_rule_invalid", str(exc), errors=[FieldError(path=f"$.{exc.field}", message=str(exc))]
         ) from None
+    # Stored with the database's clock when no activeFrom was given.
     row = await _insert_version(
-        request,
-        q.INSERT_FEE_RULE_VERSION,
-        wanted.rule_id,
-        wanted.operation_type,
-        wanted.condition,
-        wanted.amount,
-        wanted.timing,
-        wanted.payer,
-        wanted.fee_account_code,
-        wanted.priority,
-        wanted.max_fee,
-        wanted.active_from,
-        wanted.active_until,
-        "active",
-        wanted.description,
+        request, q.INSERT_FEE_RULE_VERSION, _row({**asdict(wanted), "status": "active"})
     )
     return web.json(_fee_out(row), 201)
 
@@ -133,14 +121,15 @@ async def retire_fee_rule(request: Request) -> Response:
         raise ProblemError(404, "rule_not_found", "no such fee rule")
     if latest["status"] == "retired":
         return web.json(_fee_out(latest))
-    fields = [
-        latest[k] for k in ("operation_type", "condition", "amount", "timing", "payer", "fee_account_code")
-    ]
-    fields += [latest["priority"], latest["max_fee"], latest["active_from"], latest["active_until"]]
     row = await _insert_version(
-        request, q.INSERT_FEE_RULE_VERSION, rule_id, *fields, "retired", latest["description"]
+        request, q.INSERT_FEE_RULE_VERSION, _row({**dict(latest), "status": "retired"})
     )
     return web.json(_fee_out(row))
+
+
+def _row(fields: dict[str, object]) -> str:
+    """A row as JSON, named by column (see pm_shared.fees.queries.INSERT_RULE)."""
+    return msgspec.json.encode(fields).decode()
 
 
 async def _insert_version(request: Request, sql: str, *args: object) -> asyncpg.Record:

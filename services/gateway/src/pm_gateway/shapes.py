@@ -1,4 +1,4 @@
-"""Which parties each intent type takes (DESIGN §7), and whose money a request moves."""
+"""Which parties each intent type takes (docs/saga.md), and whose money a request moves."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`POST /v1/wallets`, `GET /v1/wallets/{ownerId}` and its history (DESIGN §8).
+"""`POST /v1/wallets`, `GET /v1/wallets/{ownerId}` and its history (docs/api.md).
 
 A wallet is opened by the ledger-writer, like every other write to the ledger: the gateway sends a
 command with the account (its id is deterministic, so a repeat is harmless), waits a little for

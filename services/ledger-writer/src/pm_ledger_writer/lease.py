@@ -1,4 +1,4 @@
-"""The Redis lease that makes exactly one ledger-writer active (DESIGN §1: a Redis lease, standbys wait).
+"""The Redis lease that makes exactly one ledger-writer active; standbys wait (docs/architecture.md).
 
 `SET key token NX PX lease_ms` takes it; the holder renews it every lease/3 with a compare-and-set
 script and releases it with a compare-and-delete, so only the holder's token ever extends or ends

@@ -216,7 +216,7 @@ def pack(commands: Sequence[LedgerCommand], batch_max: int = BATCH_MAX) -> list[
 
 
 # A retried command whose chain was already committed answers [EXISTS, LINKED_EVENT_FAILED, …]
-# (reference §1.6): the head exists, so the chain is tested with a lookup rather than trusted.
+# (as TigerBeetle does): the head exists, so the chain is tested with a lookup rather than trusted.
 _EXISTS = "EXISTS"
 _LINKED_FAILED = "LINKED_EVENT_FAILED"
 _SUCCESS = frozenset({"CREATED", _EXISTS})

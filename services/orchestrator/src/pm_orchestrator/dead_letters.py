@@ -1,4 +1,4 @@
-"""What the orchestrator does about PSP messages that were dead-lettered (DESIGN §4, DLQ meaning).
+"""What the orchestrator does about PSP messages that were dead-lettered (docs/psp.md).
 
 - A job in `pm:psp:<psp>:jobs:dlq`: the adapter never finished it. If `pm.psp_tx_map` proves that
   no confirm can have reached the PSP (no row, or a row still `recorded` / `inquired`), the row is
@@ -23,7 +23,7 @@ import msgspec
 from prometheus_client import Counter
 from redis.asyncio import Redis
 
-from pm_orchestrator import queries as q
+from pm_orchestrator import store
 from pm_orchestrator.saga import ALERTS
 from pm_shared.db import DATABASE_ERRORS, Pool
 from pm_shared.messages import PspJob, PspResult, now
@@ -89,10 +89,8 @@ class DeadLetters:
     ) -> bool:
         detail = {**entry.fields, **detail}
         async with self.pool.acquire() as conn:
-            added = await conn.fetchval(
-                q.INSERT_ALERT, kind, intent_id, entry.dlq, entry.id, msgspec.json.encode(detail).decode()
-            )
-        if added is not None:
+            added = await store.insert_alert(conn, kind, intent_id, entry.dlq, entry.id, detail)
+        if added:
             ALERTS.labels(kind).inc()
             log.error(
                 "reconciliation alert %s: %s %s (intent %s): %s",
@@ -103,7 +101,7 @@ class DeadLetters:
                 entry.fields.get("error", ""),
                 extra={"intent_id": intent_id},
             )
-        return added is not None
+        return added
 
     async def _job(self, entry: dlq.DlqEntry) -> None:
         try:
@@ -113,18 +111,7 @@ class DeadLetters:
             DEAD_LETTERS.labels(entry.original_stream, "alert").inc()
             return
         async with self.pool.acquire() as conn:
-            row = await conn.fetchrow(
-                q.FENCE_DEAD_JOB,
-                job.intent_id,
-                job.psp,
-                job.action,
-                job.idempotency_key,
-                job.message_id,
-                job.amount,
-                job.currency,
-                f"{job.idempotency_key}:dead-lettered",
-                now(),
-            )
+            row = await store.fence_dead_job(conn, job, f"{job.idempotency_key}:dead-lettered", now())
         if row is None or row["phase"] != "final":
             # A confirm may have reached the PSP: only its status can say what happened. The adapter's
             # status sweep keeps asking; an operator looks at it meanwhile.

@@ -106,9 +106,9 @@ def from_ledger(result: LedgerResult) -> Failure:
     return Failure(code, f"{result.step}: the ledger answered {event.status}")
 
 
-# PSP codes (psp-protocols; the adapters pass them on) that say the payee cannot be paid as given, or
+# PSP codes (docs/psp.md; the adapters pass them on) that say the payee cannot be paid as given, or
 # what the payer did; any other final "no" is PSP_DECLINED. `JOB_DEAD_LETTERED` and `NOT_EXECUTED`
-# are PM's own: the job never reached the PSP (DESIGN §4), or its confirm never took there.
+# are PM's own: the job never reached the PSP (it was dead-lettered first), or its confirm never took there.
 _BY_PSP_CODE = {
     "INVALID_TARGET": PAYEE_INVALID,
     "INVALID_PROXY": PAYEE_INVALID,

@@ -1,4 +1,4 @@
-"""An intent's ledger legs (DESIGN §6): which transfers authorize, settle and void it.
+"""An intent's ledger legs (docs/ledger.md): which transfers authorize, settle and void it.
 
 Every id is `ids.transfer_id(intent id, leg name)`, so a step sent twice names the same transfers and
 the ledger answers the repeat with EXISTS. Legs: "principal" and one "fee:<rule id>" per fee. PRE fees

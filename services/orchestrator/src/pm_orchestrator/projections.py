@@ -1,7 +1,7 @@
-"""What a settlement writes besides the intent (DESIGN §5): the wallet history of both parties and the
-posted totals per account. The rows are built here and written by the statement that moves the
-intent to SETTLED (`states.move_many`), only for intents that did move, so each settlement is
-counted exactly once."""
+"""What a settlement writes besides the intent: the wallet history of both parties and the posted
+totals per account. The rows are built here and written by the statement that moves the intent to
+SETTLED (`store.move_many`), only for intents that did move, so each settlement is counted exactly
+once."""
 
 from __future__ import annotations
 
@@ -10,32 +10,54 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import msgspec
+
 from pm_orchestrator import legs as legs_
 from pm_orchestrator.record import IntentRow
 
 
+class HistoryRow(msgspec.Struct, frozen=True):
+    """One row of a party's wallet history (pm.tx_history)."""
+
+    owner_kind: str
+    owner_id: str
+    intent_id: uuid.UUID
+    type: str
+    direction: str
+    """"out" for the payer, "in" for the payee."""
+    amount: int
+    currency: str
+    fee: int
+    counterparty_name: str | None
+    comment: str | None
+    requires_monitoring: bool
+    at: datetime
+
+
+class PostingRow(msgspec.Struct, frozen=True):
+    """One side of a posted leg, added to its account's totals (pm.account_balance)."""
+
+    intent_id: uuid.UUID
+    account_id: uuid.UUID
+    owner_kind: str
+    owner_id: str
+    currency: str
+    code: int
+    debit: int
+    credit: int
+
+
 @dataclass
 class Projections:
-    """Columns for the history rows and the posted legs of a batch's settlements."""
+    """The history rows and the posted leg sides of a batch's settlements."""
 
-    history: list[tuple[object, ...]] = field(default_factory=list)
-    postings: list[tuple[object, ...]] = field(default_factory=list)
-    """(intent id, account id, owner kind, owner id, currency, code, debit, credit) per leg side."""
-
-    def history_columns(self) -> list[list[object]]:
-        return _columns(self.history, 12)
-
-    def posting_columns(self) -> list[list[object]]:
-        return _columns(self.postings, 8)
+    history: list[HistoryRow] = field(default_factory=list)
+    postings: list[PostingRow] = field(default_factory=list)
 
 
-def _columns(rows: list[tuple[object, ...]], width: int) -> list[list[object]]:
-    return [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
-
-
-def history_rows(intent: IntentRow, at: datetime) -> list[tuple[object, ...]]:
+def history_rows(intent: IntentRow, at: datetime) -> list[HistoryRow]:
     """One row per user party: the payer's "out" (with the fees it paid), the payee's "in"."""
-    rows: list[tuple[object, ...]] = []
+    rows: list[HistoryRow] = []
     parties = (
         (intent.source, "out", intent.to_name, "source"),
         (intent.target, "in", intent.from_name, "target"),
@@ -44,40 +66,40 @@ def history_rows(intent: IntentRow, at: datetime) -> list[tuple[object, ...]]:
         if side.kind != "user" or side.id is None:
             continue
         rows.append(
-            (
-                "user",
-                side.id,
-                uuid.UUID(intent.id),
-                intent.type,
-                direction,
-                intent.amount,
-                intent.currency,
-                intent.fees_paid_by(role),
-                counterparty,
-                intent.comment,
-                intent.requires_monitoring,
-                at,
+            HistoryRow(
+                owner_kind="user",
+                owner_id=side.id,
+                intent_id=uuid.UUID(intent.id),
+                type=intent.type,
+                direction=direction,
+                amount=intent.amount,
+                currency=intent.currency,
+                fee=intent.fees_paid_by(role),
+                counterparty_name=counterparty,
+                comment=intent.comment,
+                requires_monitoring=intent.requires_monitoring,
+                at=at,
             )
         )
     return rows
 
 
-def posting_rows(intent: IntentRow, legs: Sequence[legs_.Leg]) -> list[tuple[object, ...]]:
+def posting_rows(intent: IntentRow, legs: Sequence[legs_.Leg]) -> list[PostingRow]:
     """Each leg as a debit of one account and a credit of another."""
     owner = uuid.UUID(intent.id)
-    rows: list[tuple[object, ...]] = []
+    rows: list[PostingRow] = []
     for leg in legs:
         for account, debit, credit in ((leg.debit, leg.amount, 0), (leg.credit, 0, leg.amount)):
             rows.append(
-                (
-                    owner,
-                    uuid.UUID(int=account.id),
-                    account.owner_kind,
-                    account.owner_id,
-                    account.currency,
-                    account.code,
-                    debit,
-                    credit,
+                PostingRow(
+                    intent_id=owner,
+                    account_id=uuid.UUID(int=account.id),
+                    owner_kind=account.owner_kind,
+                    owner_id=account.owner_id,
+                    currency=account.currency,
+                    code=account.code,
+                    debit=debit,
+                    credit=credit,
                 )
             )
     return rows

@@ -1,4 +1,4 @@
-"""SQL of the orchestrator (schema `pm`). Parameters are positional."""
+"""SQL of the orchestrator (schema `pm`), run by `store`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ WHERE id = ANY($1::uuid[])
 
 # Open intents that have not moved since $1, oldest first, a page after the cursor ($3, $4) at a time
 # (an intent resumed without moving still matches: the cursor, not the filter, moves the sweep on).
+# The terminal states are spelled out, as in the partial index intent_open_idx, so the index serves
+# the sweep (a test checks they are pm_client.api.TERMINAL_STATES).
 SELECT_STALLED = f"""
 SELECT {_INTENT_COLUMNS}
 FROM pm.intent
@@ -49,27 +51,26 @@ SELECT (SELECT count(*) FROM pm.fee_rule) AS fee_count,
 """
 
 # A batch's moves and everything that goes with them, as ONE statement (one round trip, atomic without
-# an explicit transaction):
+# an explicit transaction). Its four parameters are JSON arrays of typed rows, named field by field
+# below (states.MoveRow, states.OutboxRow, projections.HistoryRow, projections.PostingRow):
 # - `locked` takes the row locks of the batch's intents in id order first, so two statements that
 #   move some of the same intents (a resumed intent and its own message, duplicates in two batches)
 #   wait for each other in one order instead of deadlocking;
-# - the input ($1-$12, $38) has one row per move;
 # - `moved`: each UPDATE only matches while the intent is still in the expected state and awaits the
 #   expected step (a statement that waited for a lock re-checks against the committed row);
-# - the timeline rows, the outbox messages ($13-$17, in their order), the settlement's history rows
-#   ($18-$29) and posted totals ($30-$37, summed per account in account order) are written only for
-#   the intents that moved.
+# - the timeline rows, the outbox messages ($2, in their order), the settlement's history rows ($3)
+#   and posted totals ($4, summed per account in account order) are written only for the intents
+#   that moved.
 # Returns ('moved', intent id) and ('sent', message id) rows: the outbox rows actually added.
 MOVE_INTENTS = """
 WITH input AS (
     SELECT *
-    FROM unnest(
-        $1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
-        $8::text[], $9::jsonb[], $10::jsonb[], $11::text[], $12::text[], $38::jsonb[]
-    ) AS t(id, from_state, to_state, from_step, to_step, failure_code, reason, cause, fees, legs,
-           channel, route, payment)
+    FROM json_to_recordset($1::json) AS t(
+        id uuid, from_state text, to_state text, from_step text, to_step text, failure_code text,
+        reason text, cause text, fees jsonb, legs jsonb, channel text, route text, payment jsonb
+    )
 ), locked AS (
-    SELECT i.id FROM pm.intent AS i WHERE i.id = ANY($1::uuid[]) ORDER BY i.id FOR UPDATE
+    SELECT i.id FROM pm.intent AS i WHERE i.id = ANY(ARRAY(SELECT id FROM input)) ORDER BY i.id FOR UPDATE
 ), moved AS (
     UPDATE pm.intent AS i
     SET state = input.to_state,
@@ -93,9 +94,12 @@ WITH input AS (
     FROM input JOIN moved ON moved.id = input.id
 ), sent AS (
     INSERT INTO pm.outbox (stream, intent_id, message_id, payload)
-    SELECT o.stream, o.intent_id, o.message_id, o.payload
-    FROM unnest($13::uuid[], $14::text[], $15::text[], $16::text[], $17::bytea[])
-        WITH ORDINALITY AS o(owner, stream, intent_id, message_id, payload, n)
+    SELECT o.stream, o.intent_id, o.message_id, convert_to(o.payload, 'UTF8')
+    FROM ROWS FROM (
+        json_to_recordset($2::json) AS (
+            owner uuid, stream text, intent_id text, message_id text, payload text
+        )
+    ) WITH ORDINALITY AS o(owner, stream, intent_id, message_id, payload, n)
     JOIN moved ON moved.id = o.owner
     ORDER BY o.n
     ON CONFLICT (message_id) DO NOTHING
@@ -107,11 +111,11 @@ WITH input AS (
     )
     SELECT h.owner_kind, h.owner_id, h.intent_id, h.type, h.direction, h.amount, h.currency, h.fee,
            h.counterparty_name, h.comment, h.requires_monitoring, h.at
-    FROM unnest(
-        $18::text[], $19::text[], $20::uuid[], $21::text[], $22::text[], $23::bigint[], $24::text[],
-        $25::bigint[], $26::text[], $27::text[], $28::boolean[], $29::timestamptz[]
-    ) AS h(owner_kind, owner_id, intent_id, type, direction, amount, currency, fee,
-           counterparty_name, comment, requires_monitoring, at)
+    FROM json_to_recordset($3::json) AS h(
+        owner_kind text, owner_id text, intent_id uuid, type text, direction text, amount bigint,
+        currency text, fee bigint, counterparty_name text, comment text, requires_monitoring boolean,
+        at timestamptz
+    )
     JOIN moved ON moved.id = h.intent_id
     ON CONFLICT (owner_kind, owner_id, intent_id, direction) DO NOTHING
 ), balances AS (
@@ -120,9 +124,11 @@ WITH input AS (
     )
     SELECT l.account_id, min(l.owner_kind), min(l.owner_id), min(l.currency), min(l.code),
            sum(l.debit)::bigint, sum(l.credit)::bigint, (array_agg(l.intent_id ORDER BY l.n DESC))[1]
-    FROM unnest(
-        $30::uuid[], $31::uuid[], $32::text[], $33::text[], $34::text[], $35::integer[], $36::bigint[],
-        $37::bigint[]
+    FROM ROWS FROM (
+        json_to_recordset($4::json) AS (
+            intent_id uuid, account_id uuid, owner_kind text, owner_id text, currency text, code integer,
+            debit bigint, credit bigint
+        )
     ) WITH ORDINALITY AS l(intent_id, account_id, owner_kind, owner_id, currency, code, debit, credit, n)
     JOIN moved ON moved.id = l.intent_id
     GROUP BY l.account_id
@@ -151,7 +157,7 @@ SELECT_PSP_PHASES = """
 SELECT idempotency_key, phase FROM pm.psp_tx_map WHERE idempotency_key = ANY($1::text[])
 """
 
-# The fence of a dead-lettered PSP job (DESIGN §4): its attempt is finished FAILED JOB_DEAD_LETTERED
+# The fence of a dead-lettered PSP job (see dead_letters): its attempt is finished FAILED JOB_DEAD_LETTERED
 # only while nothing can have reached the PSP (no row, or `recorded` / `inquired`); the adapters never
 # confirm past a final row. Returns the row as it now stands: fenced, final already, or `confirm_sent`.
 FENCE_DEAD_JOB = """

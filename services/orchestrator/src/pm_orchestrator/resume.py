@@ -1,4 +1,4 @@
-"""The startup reconciler and the stalled-intent sweep (DESIGN §7): nothing waits forever.
+"""The startup reconciler and the stalled-intent sweep (docs/saga.md): nothing waits forever.
 
 At start every open intent is resumed from the state it is in; afterwards, every
 `resume_interval_s`, each intent that has not moved for `resume_after_s`. Resuming a CREATED
@@ -23,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 from prometheus_client import Counter
 
 from pm_orchestrator import plan as planning
-from pm_orchestrator import queries as q
+from pm_orchestrator import store
 from pm_orchestrator.record import IntentRow
 from pm_orchestrator.saga import Job, Saga
 from pm_orchestrator.states import CREATED
@@ -97,7 +97,7 @@ class Resumer:
         complete = False
         while stop is None or not stop.is_set():
             async with self.saga.pool.acquire() as conn:
-                records = await conn.fetch(q.SELECT_STALLED, before, PAGE, *cursor)
+                records = await store.stalled_intents(conn, before, PAGE, cursor)
             rows = [IntentRow.from_record(r) for r in records]
             stalled.update(row.id for row in rows)
             if rows:
@@ -122,8 +122,7 @@ class Resumer:
         if psp_rows:
             keys = [psp_key(r.id, r.step or "") for r in psp_rows]
             async with self.saga.pool.acquire() as conn:
-                found = await conn.fetch(q.SELECT_PSP_PHASES, keys)
-            phases = {rec["idempotency_key"]: rec["phase"] for rec in found}
+                phases = await store.psp_phases(conn, keys)
             busy = {
                 r.id for r, key in zip(psp_rows, keys, strict=True) if phases.get(key, "final") != "final"
             }

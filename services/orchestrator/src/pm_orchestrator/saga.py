@@ -1,13 +1,9 @@
-"""The saga's batch handlers (DESIGN §5, §7): a batch of messages in, one atomic SQL statement out.
+"""The saga's batch handlers (docs/saga.md): a batch of messages in, one atomic SQL statement out.
 
-For a batch the saga loads every intent it names in one query, plans what each message does to its
-intent (`plan`), gives back limit reservations of intents about to fail, then applies every plan in
-one statement (`states.move_many`, its own transaction): the guarded moves with their timeline
-rows, the outbox messages (state changes on `pm:events`, commands on `pm:ledger:commands`) and the
-settlement projections. After commit the messages are published at once; the outbox relay sends
-whatever a crash left behind.
-
-A message that cannot be planned fails alone (the others of its batch go on). If the batch's
+For a batch the saga loads every intent it names, plans what each message does to its intent
+(`plan`), gives back limit reservations of intents about to fail, then applies every plan in one
+statement (`store.move_many`) and publishes what it wrote to the outbox at once (the outbox relay
+sends whatever a crash left behind). A message that cannot be planned fails alone; if the batch's
 statement fails, every plan is applied again on its own, so one poisoned intent never fails its
 batch-mates.
 """
@@ -22,12 +18,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-import msgspec
 from prometheus_client import Counter
 
 from pm_orchestrator import plan as planning
-from pm_orchestrator import projections, states
-from pm_orchestrator import queries as q
+from pm_orchestrator import projections, store
 from pm_orchestrator.record import IntentRow
 from pm_orchestrator.rules import Rules
 from pm_orchestrator.states import CREATED
@@ -121,7 +115,7 @@ class Saga:
         return await self.run(jobs)
 
     async def wait_for_ledger_room(self, intent_ids: Sequence[str]) -> None:
-        """Hold intake while the ledger-writer is behind (DESIGN §4: an internal producer stops reading
+        """Hold intake while the ledger-writer is behind (docs/streams.md: an internal producer stops reading
         its input until the downstream drains), so new intents wait in `pm:intents` — where the
         gateway's back-pressure sees them — rather than as commands the relay must publish later.
 
@@ -161,45 +155,15 @@ class Saga:
     async def run(self, jobs: Sequence[Job]) -> dict[str, BaseException]:
         """Plan and apply `jobs`; returns the failures by entry id (a job without one raises nothing)."""
         failed: dict[str, BaseException] = {}
-
-        def fail(job: Job, exc: BaseException) -> None:
-            if job.entry_id is not None:
-                failed[job.entry_id] = exc
-            else:
-                log.warning("resuming intent %s failed: %r", job.intent_id, exc)
-
-        keys: list[str | None] = []  # per job: its intent id in canonical form, None if not a UUID
-        for job in jobs:
-            parsed = _uuid(job.intent_id)
-            keys.append(str(parsed) if parsed is not None else None)
-            if parsed is None:
-                fail(job, UnknownIntentError(f"{job.intent_id!r} is not an intent id"))
+        keys = _intent_keys(jobs, failed)
         wanted_ids = sorted({key for key in keys if key is not None})
         if not wanted_ids:
             return failed
         async with self.pool.acquire() as conn:
             await self.rules.refresh(conn)
-            rows = {
-                str(r["id"]): IntentRow.from_record(r) for r in await conn.fetch(q.SELECT_INTENTS, wanted_ids)
-            }
-            wanted = {
-                (side.id, row.currency)
-                for job, key in zip(jobs, keys, strict=True)
-                if job.result is None
-                and job.psp is None
-                and key is not None
-                and (row := rows.get(key)) is not None
-                and row.state == CREATED
-                for side in (row.source, row.target)
-                if side.kind == "user" and side.id is not None
-            }
-            wallets: set[tuple[str, str]] = set()
-            if wanted:
-                pairs = sorted(wanted)
-                found = await conn.fetch(q.SELECT_WALLETS, [p[0] for p in pairs], [p[1] for p in pairs])
-                wallets = {(r["owner_id"], r["currency"].strip()) for r in found}
+            rows = await store.load_intents(conn, wanted_ids)
+            wallets = await store.wallets(conn, _wallets_to_check(jobs, keys, rows))
         ctx = Context(self.rules, frozenset(wallets), self.tier)
-
         plans: dict[str, tuple[planning.Plan, list[Job]]] = {}
         working = dict(rows)
         for job, key in zip(jobs, keys, strict=True):
@@ -207,70 +171,58 @@ class Saga:
                 continue
             intent = working.get(key)
             if intent is None:
-                fail(job, UnknownIntentError(f"intent {job.intent_id} does not exist"))
+                _fail(failed, [job], UnknownIntentError(f"intent {job.intent_id} does not exist"))
                 continue
-            try:
-                if job.psp is not None:
-                    plan = self.planner.psp_result(intent, job.psp)
-                elif job.result is None:
-                    plan = await self.planner.intake(ctx, intent, job.message_id)
-                else:
-                    plan = self.planner.result(intent, job.result)
-            except PermanentError as exc:
-                log.error("intent %s: %s", key, exc)
-                fail(job, exc)
-                continue
-            except Exception as exc:
-                log.exception("planning for intent %s failed", key)
-                fail(job, exc)
-                continue
+            plan = await self._plan(ctx, intent, job, failed)
             if plan is None:
-                kind = "psp_result" if job.psp else "intake" if job.result is None else "ledger_result"
-                STALE.labels(kind).inc()
                 continue
             if key in plans:
-                fail(job, BusyIntentError(f"intent {key} already moves in this batch"))
+                _fail(failed, [job], BusyIntentError(f"intent {key} already moves in this batch"))
                 continue
             plans[key] = (plan, [job])
             working[key] = planning.applied(intent, plan)
-
         failed.update(await self.apply(list(plans.values())))
         return failed
+
+    async def _plan(
+        self, ctx: Context, intent: IntentRow, job: Job, failed: dict[str, BaseException]
+    ) -> planning.Plan | None:
+        """What `job` does to `intent`; None when it does nothing (stale) or failed (then in `failed`)."""
+        try:
+            if job.psp is not None:
+                plan = self.planner.psp_result(intent, job.psp)
+            elif job.result is None:
+                plan = await self.planner.intake(ctx, intent, job.message_id)
+            else:
+                plan = self.planner.result(intent, job.result)
+        except PermanentError as exc:
+            log.error("intent %s: %s", intent.id, exc)
+            _fail(failed, [job], exc)
+            return None
+        except Exception as exc:
+            log.exception("planning for intent %s failed", intent.id)
+            _fail(failed, [job], exc)
+            return None
+        if plan is None:
+            kind = "psp_result" if job.psp else "intake" if job.result is None else "ledger_result"
+            STALE.labels(kind).inc()
+        return plan
 
     async def apply(self, plans: Sequence[tuple[planning.Plan, Sequence[Job]]]) -> dict[str, BaseException]:
         """Give back the limits of failing intents, then apply the plans in one transaction — or, if
         that fails, each in its own, so only the plan at fault fails (its jobs' entries are returned)."""
         failed: dict[str, BaseException] = {}
-
-        def fail(jobs: Sequence[Job], exc: BaseException) -> None:
-            for job in jobs:
-                if job.entry_id is not None:
-                    failed[job.entry_id] = exc
-                else:
-                    log.warning("resuming intent %s failed: %r", job.intent_id, exc)
-
         ready: list[tuple[planning.Plan, Sequence[Job]]] = []
         for plan, owners in plans:
-            if plan.alert is not None:
-                try:
-                    await self.raise_alert(plan.intent.id, plan.alert)
-                except DATABASE_ERRORS as exc:
-                    fail(owners, exc)
-                    continue
-            if plan.release_limits_of is not None:
-                try:
-                    await self.rules.limits.release(intent_id=plan.intent.id, user=plan.release_limits_of)
-                except Exception as exc:
-                    fail(owners, exc)
-                    continue
-            ready.append((plan, owners))
+            if await self._before_move(plan, owners, failed):
+                ready.append((plan, owners))
         if not ready:
             return failed
         try:
             await self._apply([p for p, _ in ready])
         except DATABASE_ERRORS as exc:
             if len(ready) == 1:
-                fail(ready[0][1], exc)
+                _fail(failed, ready[0][1], exc)
                 return failed
             log.warning("batch of %d moves failed (%r); applying them one by one", len(ready), exc)
             for plan, owners in ready:
@@ -278,24 +230,42 @@ class Saga:
                     await self._apply([plan])
                 except DATABASE_ERRORS as one:
                     logs.failure(log, one, "intent %s: its move failed on its own", plan.intent.id)
-                    fail(owners, one)
+                    _fail(failed, owners, one)
         return failed
+
+    async def _before_move(
+        self, plan: planning.Plan, owners: Sequence[Job], failed: dict[str, BaseException]
+    ) -> bool:
+        """Raise the plan's alert and give back its limits, which must happen before the move commits;
+        False (and the failure in `failed`) when either could not be done."""
+        if plan.alert is not None:
+            try:
+                await self.raise_alert(plan.intent.id, plan.alert)
+            except DATABASE_ERRORS as exc:
+                _fail(failed, owners, exc)
+                return False
+        if plan.release_limits_of is not None:
+            try:
+                await self.rules.limits.release(intent_id=plan.intent.id, user=plan.release_limits_of)
+            except Exception as exc:
+                _fail(failed, owners, exc)
+                return False
+        return True
 
     async def raise_alert(self, intent_id: str, alert: planning.Alert) -> None:
         # Keyed by the intent: raising it again (the batch retried) adds nothing.
         async with self.pool.acquire() as conn:
-            detail = msgspec.json.encode(alert.detail).decode()
-            added = await conn.fetchval(q.INSERT_ALERT, alert.kind, intent_id, "intent", intent_id, detail)
-        if added is not None:
+            added = await store.insert_alert(conn, alert.kind, intent_id, "intent", intent_id, alert.detail)
+        if added:
             ALERTS.labels(alert.kind).inc()
 
     async def _apply(self, plans: Sequence[planning.Plan]) -> None:
-        # One statement, so one round trip and no explicit transaction (see states.move_many).
+        # One statement, so one round trip and no explicit transaction (see store.move_many).
         settled = projections.of(
             [(p.intent, p.settled_legs) for p in plans if p.settled_legs is not None], datetime.now(UTC)
         )
         async with self.pool.acquire() as conn:
-            moved, fresh = await states.move_many(
+            moved, fresh = await store.move_many(
                 conn, [p.move for p in plans], {p.intent.id: p.outgoing for p in plans}, settled
             )
         for p in plans:
@@ -304,6 +274,43 @@ class Saga:
             else:
                 STALE.labels("race").inc()
         await publish_committed(self.pool, self.publisher, fresh, self.marks)
+
+
+def _fail(failed: dict[str, BaseException], jobs: Sequence[Job], exc: BaseException) -> None:
+    """Record `exc` as the failure of each job's stream entry (a resumed job has none: it is logged)."""
+    for job in jobs:
+        if job.entry_id is not None:
+            failed[job.entry_id] = exc
+        else:
+            log.warning("resuming intent %s failed: %r", job.intent_id, exc)
+
+
+def _intent_keys(jobs: Sequence[Job], failed: dict[str, BaseException]) -> list[str | None]:
+    """Per job, its intent id in canonical form; None (and a failure) when it is not a UUID."""
+    keys: list[str | None] = []
+    for job in jobs:
+        parsed = _uuid(job.intent_id)
+        keys.append(str(parsed) if parsed is not None else None)
+        if parsed is None:
+            _fail(failed, [job], UnknownIntentError(f"{job.intent_id!r} is not an intent id"))
+    return keys
+
+
+def _wallets_to_check(
+    jobs: Sequence[Job], keys: Sequence[str | None], rows: dict[str, IntentRow]
+) -> set[tuple[str, str]]:
+    """The (user id, currency) wallets the intents taken in by this batch need."""
+    return {
+        (side.id, row.currency)
+        for job, key in zip(jobs, keys, strict=True)
+        if job.result is None
+        and job.psp is None
+        and key is not None
+        and (row := rows.get(key)) is not None
+        and row.state == CREATED
+        for side in (row.source, row.target)
+        if side.kind == "user" and side.id is not None
+    }
 
 
 # What a void may answer without anything being wrong: the authorization is gone either way.

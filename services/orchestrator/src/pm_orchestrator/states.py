@@ -1,34 +1,23 @@
-"""The intent state machine (DESIGN §7): which moves are allowed, and making one durably.
+"""The intent state machine: which moves are allowed (`Move`), and the event each one announces.
 
 `CREATED → VALIDATED → AUTHORIZED → SETTLED`, or `FAILED` (with a failure code) from any state that
 is not terminal; a route that authorizes nothing (a top-up: the money arrives through the PSP) goes
 `VALIDATED → SETTLED`. An intent may also stay in its state while it moves on to another step (a PSP
 paid out: the authorized intent now awaits `settle`) or records what a step reported (the payer's QR
-is ready): such a move is guarded, timed and recorded like any other.
-
-A batch of moves is one SQL statement, hence atomic: the guarded UPDATE of
-`pm.intent` (it only applies if the intent is still in the state and step the caller saw, so a
-duplicate or reordered message can never move an intent backwards or twice), its `pm.intent_event`
-rows, the messages the moves cause in the outbox — an `IntentStateChanged` on `pm:events` always
-among them — and the settlement projections. The caller publishes what `move_many` returns once it
-is committed; the relay publishes anything a crash left behind.
+is ready): such a move is guarded, timed and recorded like any other. `store.move_many` makes moves
+durably. See docs/saga.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pm_orchestrator import queries as q
-from pm_orchestrator.projections import Projections
+from pm_client.api import TERMINAL_STATES
 from pm_shared import messages
-from pm_shared.db import Conn
-from pm_shared.outbox import Outgoing
-from pm_shared.streams.names import EVENTS
-from pm_shared.streams.publisher import encode
 
 CREATED, VALIDATED, AUTHORIZED, SETTLED, FAILED = "CREATED", "VALIDATED", "AUTHORIZED", "SETTLED", "FAILED"
-TERMINAL = frozenset({SETTLED, FAILED})
+TERMINAL: frozenset[str] = TERMINAL_STATES
+"""The states no move leaves: the API's one terminal-state set."""
 NEXT: dict[str, frozenset[str]] = {
     CREATED: frozenset({VALIDATED, FAILED}),
     VALIDATED: frozenset({AUTHORIZED, SETTLED, FAILED}),
@@ -98,75 +87,3 @@ class Move:
             reason=self.reason,
             awaits_payer=self.payment is not None,
         )
-
-
-def _text(value: bytes | None) -> str | None:
-    return value.decode() if value is not None else None
-
-
-async def move_many(
-    conn: Conn,
-    changes: Sequence[Move],
-    outgoing: Mapping[str, Sequence[Outgoing]] | None = None,
-    projections: Projections | None = None,
-) -> tuple[set[str], list[Outgoing]]:
-    """Apply `changes` (at most one per intent) in one statement: atomic on its own, or part of the
-    caller's transaction if one is open.
-
-    Returns the ids of the intents that moved and the messages to publish once committed: for each of
-    them its state change event on `pm:events` followed by its `outgoing` messages (a message id the
-    outbox already holds is not sent again). An intent no longer in its move's `from_state` /
-    `from_step` is left alone (a stale duplicate): nothing of it is written — nor its `projections`
-    rows (history and postings of settlements, keyed by intent id).
-    """
-    if not changes:
-        return set(), []
-    if len({c.intent_id for c in changes}) != len(changes):
-        raise IllegalMoveError("one move per intent per statement")
-    items: list[Outgoing] = []
-    for change in changes:
-        items.append(Outgoing(EVENTS.name, change.event()))
-        items.extend((outgoing or {}).get(change.intent_id, ()))
-    found = projections or Projections()
-    rows = await conn.fetch(
-        q.MOVE_INTENTS,
-        [c.intent_id for c in changes],
-        [c.from_state for c in changes],
-        [c.to_state for c in changes],
-        [c.from_step for c in changes],
-        [c.to_step for c in changes],
-        [c.failure_code for c in changes],
-        [c.reason for c in changes],
-        [c.cause_message_id for c in changes],
-        [_text(c.fees) for c in changes],
-        [_text(c.legs) for c in changes],
-        [c.channel for c in changes],
-        [",".join(c.route) if c.route is not None else None for c in changes],
-        [item.message.intent_id for item in items],
-        [item.stream for item in items],
-        [item.message.intent_id for item in items],
-        [item.message.message_id for item in items],
-        [encode(item.message) for item in items],
-        *found.history_columns(),
-        *found.posting_columns(),
-        [_text(c.payment) for c in changes],
-    )
-    moved = {r["value"] for r in rows if r["kind"] == "moved"}
-    sent = {r["value"] for r in rows if r["kind"] == "sent"}
-    fresh: list[Outgoing] = []
-    for item in items:
-        if item.message.message_id in sent:
-            sent.discard(item.message.message_id)
-            fresh.append(item)
-    return moved, fresh
-
-
-async def move(conn: Conn, change: Move, outgoing: Sequence[Outgoing] = ()) -> list[Outgoing] | None:
-    """Apply one `change` (see `move_many`).
-
-    Returns the messages to publish after commit (the state change event first), or None when the
-    intent was no longer in `change.from_state` — then nothing was written, and the caller treats
-    its message as a stale duplicate.
-    """
-    moved, fresh = await move_many(conn, [change], {change.intent_id: outgoing})
-    return fresh if moved else None

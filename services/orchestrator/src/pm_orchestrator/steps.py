@@ -1,4 +1,4 @@
-"""The StepRegistry (roadmap B3): step names of `pm.payment_route` → what each step does.
+"""The StepRegistry: step names of `pm.payment_route` → what each step does.
 
 Two kinds of step:
 - local steps run inside the orchestrator when an intent is taken in (`validate`, `price`,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import TypeAlias
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
@@ -87,25 +88,32 @@ def _unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailableError:
     return DatabaseUnavailableError(f"cannot connect to {redact_dsn(dsn)}: {reason}")
 
 
+@dataclass(frozen=True)
+class PoolTuning:
+    """How a pool's connections time out and cache statements; the defaults suit every service."""
+
+    command_timeout_s: float | None = 30.0
+    """Per-statement client-side timeout; None waits forever."""
+    statement_cache_size: int = 100
+    """Prepared statements kept per connection; 0 behind PgBouncer in transaction mode, where a
+    prepared statement may not exist on the next server connection."""
+    max_cached_statement_lifetime_s: int = 300
+    max_inactive_connection_lifetime_s: float = 300.0
+
+
 async def create_pool(
     dsn: str,
     *,
     min_size: int = 1,
     max_size: int = 10,
-    command_timeout_s: float | None = 30.0,
     connect_timeout_s: float = 10.0,
-    statement_cache_size: int = 100,
-    max_cached_statement_lifetime_s: int = 300,
-    max_inactive_connection_lifetime_s: float = 300.0,
     application_name: str = "pm",
     reset_on_release: bool = True,
+    tuning: PoolTuning = PoolTuning(),
 ) -> Pool:
     """Open a pool whose connections use schema `pm` first and UTC.
 
     Args:
-        command_timeout_s: per-statement client-side timeout; None waits forever.
-        statement_cache_size: prepared statements kept per connection; 0 behind PgBouncer in
-            transaction mode, where a prepared statement may not exist on the next server connection.
         reset_on_release: asyncpg resets every released connection (advisory locks, cursors,
             LISTEN, session settings) with one more round trip. A caller that never leaves such
             state behind (single statements, transactions only as context managers) may skip it.
@@ -116,10 +124,10 @@ async def create_pool(
             min_size=min_size,
             max_size=max_size,
             timeout=connect_timeout_s,
-            command_timeout=command_timeout_s,
-            statement_cache_size=statement_cache_size,
-            max_cached_statement_lifetime=max_cached_statement_lifetime_s,
-            max_inactive_connection_lifetime=max_inactive_connection_lifetime_s,
+            command_timeout=tuning.command_timeout_s,
+            statement_cache_size=tuning.statement_cache_size,
+            max_cached_statement_lifetime=tuning.max_cached_statement_lifetime_s,
+            max_inactive_connection_lifetime=tuning.max_inactive_connection_lifetime_s,
             server_settings={**SESSION_SETTINGS, "application_name": application_name},
             reset=None if reset_on_release else _keep,
         )

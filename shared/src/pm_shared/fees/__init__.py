@@ -1,4 +1,4 @@
-"""Fees as CEL rules (DESIGN §7): rows of pm.fee_rule (`rules`), pricing an intent with them (`engine`)."""
+"""Fees as CEL rules (docs/saga.md): rows of pm.fee_rule (`rules`), pricing an intent with them (`engine`)."""
 
 from pm_shared.fees.engine import (
     FEE_EXCESSIVE,

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
+import msgspec
 
 from pm_shared.db import Conn
 from pm_shared.fees import queries
@@ -70,21 +71,6 @@ async def insert_rule(conn: Conn, rule: FeeRule) -> FeeRule:
 
     It does not compile the expressions: callers check them first with `engine.compile_rule`.
     """
-    row = await conn.fetchrow(
-        queries.INSERT_RULE,
-        rule.rule_id,
-        rule.operation_type,
-        rule.condition,
-        rule.amount,
-        rule.timing,
-        rule.payer,
-        rule.fee_account_code,
-        rule.priority,
-        rule.max_fee,
-        rule.active_from,
-        rule.active_until,
-        rule.status,
-        rule.description,
-    )
-    assert row is not None  # INSERT ... SELECT over an aggregate inserts exactly one row
+    row = await conn.fetchrow(queries.INSERT_RULE, msgspec.json.encode(rule).decode())
+    assert row is not None  # INSERT ... SELECT from one record inserts exactly one row
     return FeeRule.from_record(row)

@@ -1,4 +1,6 @@
-"""The ledger (DESIGN §6): one interface with the `tigerbeetle` client's operations and types, two backends.
+"""The ledger: one interface with the `tigerbeetle` client's operations and types, two backends.
+
+See docs/ledger.md.
 
 `open_ledger(url)` gives the async interface, `open_ledger_sync(url)` its synchronous twin:
 - `tigerbeetle://<cluster>@<addr>[,<addr>…]` — the real TigerBeetle through the official client;
@@ -19,9 +21,9 @@ __all__ = ["BATCH_MAX", "Ledger", "LedgerSync", "LedgerUrlError", "open_ledger",
 async def open_ledger(url: str, *, readonly: bool = False) -> Ledger:
     """The async ledger at `url`; close it with `await ledger.close()`.
 
-    `readonly`: for everything but the ledger writer (DESIGN §6). The embedded engine then refuses
-    writes and never runs its expiry pulse; a TigerBeetle client is unaffected (the cluster itself
-    serialises writers).
+    `readonly`: for everything but the ledger writer, the only process that writes. The embedded
+    engine then refuses writes and never runs its expiry pulse; a TigerBeetle client is unaffected
+    (the cluster itself serialises writers).
     """
     target = parse(url)
     if isinstance(target, TigerBeetleUrl):

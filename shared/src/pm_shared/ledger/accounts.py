@@ -1,4 +1,4 @@
-"""Opening ledger accounts from the chart, `pm.tb_account_map`, and the account verifier (DESIGN §3).
+"""Opening ledger accounts from the chart, `pm.tb_account_map`, and the account verifier (docs/ledger.md).
 
 - `spec_account(spec)`: the `tb.Account` a spec stands for (deterministic id, ledger, code, flags).
 - `open_accounts(ledger, conn, specs)`: create the accounts (created or already existing — identical —
@@ -220,7 +220,7 @@ async def _unless_closed(
     ledger: Ledger, refused: list[tuple[chart.AccountSpec, tb.Account, tb.CreateAccountStatus]]
 ) -> list[tuple[chart.AccountSpec, str]]:
     """The refusals that are real: the ledger compares the stored flags *with* the mutable `closed` bit
-    (reference §5), so an account that exists as asked but was closed since answers
+    (as TigerBeetle does), so an account that exists as asked but was closed since answers
     `exists_with_different_flags`; a lookup tells it apart (the verifier reports it as closed)."""
     different = [
         a.id for _, a, status in refused if status == tb.CreateAccountStatus.EXISTS_WITH_DIFFERENT_FLAGS

@@ -1,4 +1,7 @@
-"""The chart of accounts (DESIGN §3): ledgers per currency, account codes, and the flags each code carries."""
+"""The chart of accounts: ledgers per currency, account codes, and the flags each code carries.
+
+See docs/ledger.md.
+"""
 
 from __future__ import annotations
 

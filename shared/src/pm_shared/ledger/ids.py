@@ -1,4 +1,4 @@
-"""Deterministic ledger ids (DESIGN §3): every retry of the same step produces the same id.
+"""Deterministic ledger ids (docs/ledger.md): every retry of the same step produces the same id.
 
 A transfer id is a 128-bit hash of (intent id, leg name); an account id of (owner kind, owner id,
 ledger, code). TigerBeetle burns a transfer id after a transient failure (`id_already_failed`), so

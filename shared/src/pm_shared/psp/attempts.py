@@ -17,7 +17,7 @@ from pm_shared.errors import PermanentError
 from pm_shared.messages import PspJob, PspResult
 from pm_shared.psp import queries
 
-# How each PSP names the reference of the money movement it made (psp-protocols §2, §3).
+# How each PSP names the reference of the money movement it made (docs/psp.md).
 _REFERENCE_WORD = {"ipps": "trans_ref", "qp": "transaction"}
 
 

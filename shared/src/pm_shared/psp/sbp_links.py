@@ -1,7 +1,7 @@
 """SBP payment links (`https://qr.nspk.ru/{qr_id}?type=..&bank=..&sum=..&cur=RUB&crc=..`): build and parse.
 
 `crc` is CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, no final xor) over the whole
-link before `&crc=`, as four upper-case hex digits (psp-protocols.md §3.2: it holds for every real
+link before `&crc=`, as four upper-case hex digits (docs/psp.md: it holds for every real
 link known and covers `sum`). `type=02` is a dynamic QR with `sum` (kopecks) and `cur`; `type=01` a
 static one without them.
 """

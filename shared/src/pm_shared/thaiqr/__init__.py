@@ -1,6 +1,6 @@
 """Thai QR (EMVCo merchant-presented QR as PromptPay uses it): TLV, CRC, Tag 29/30 parse and generate.
 
-Source of truth: ../shared/reference/psp-protocols.md §1. `parse` refuses a bad payload with
+The formats are described in docs/psp.md. `parse` refuses a bad payload with
 `ThaiQrError(code, message)`; `generate_credit_transfer` / `generate_bill_payment` build exact payloads.
 """
 
@@ -30,6 +30,7 @@ from pm_shared.thaiqr.promptpay import (
     ORDER_CURRENCY_FIRST,
     THB,
     Kind,
+    Merchant,
     ProxyType,
     ThaiQr,
     format_mobile,
@@ -65,6 +66,7 @@ __all__ = [
     "TRUNCATED",
     "UNKNOWN_AID",
     "Kind",
+    "Merchant",
     "ProxyType",
     "SlipVerify",
     "ThaiQr",

@@ -1,8 +1,8 @@
 """Tag 54 amounts: ASCII decimal on the wire, integer satang in the program (never floats).
 
 The Thai libraries write two decimals (`4.22`, `420.00`, `13371337.75`) and thai-qr-payment caps the
-amount at 9,999,999,999.99 (psp-protocols §1.2). Amounts with more than two decimals are refused
-rather than rounded (the float-rounding pitfall of §1.6).
+amount at 9,999,999,999.99. Amounts with more than two decimals are refused rather than rounded
+(converting through floats is how libraries get amounts wrong).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Final
 from pm_shared.thaiqr.errors import BAD_AMOUNT, ThaiQrError
 
 MAX_SATANG: Final = 999_999_999_999
-"""9,999,999,999.99 THB, the largest amount the reference's libraries accept (psp-protocols §1.2)."""
+"""9,999,999,999.99 THB, the largest amount the Thai libraries accept."""
 
 _WIRE = re.compile(r"[0-9]{1,10}(?:\.[0-9]{1,2})?")
 
@@ -30,7 +30,7 @@ def parse_amount(text: str) -> int:
 
 
 def format_amount(satang: int) -> str:
-    """42000 → `"420.00"`: always two decimals, as every vector of psp-protocols §1.7 has it."""
+    """42000 → `"420.00"`: always two decimals, as every known vector has it."""
     if isinstance(satang, bool) or not isinstance(satang, int):
         raise ThaiQrError(BAD_AMOUNT, f"amount must be an int of satang, got {type(satang).__name__}")
     if not 1 <= satang <= MAX_SATANG:

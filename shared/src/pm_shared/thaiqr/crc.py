@@ -1,4 +1,4 @@
-"""CRC-16/CCITT-FALSE, the EMVCo QR checksum (psp-protocols §1.5).
+"""CRC-16/CCITT-FALSE, the EMVCo QR checksum.
 
 Polynomial 0x1021, initial value 0xFFFF, no reflection, no final xor; the check value of
 "123456789" is 0x29B1. The stdlib `binascii.crc_hqx` computes exactly this when seeded with 0xFFFF.

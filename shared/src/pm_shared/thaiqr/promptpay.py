@@ -1,15 +1,15 @@
 """PromptPay QR: Tag 29 credit transfer and Tag 30 bill payment, parsed and generated.
 
-Facts come from psp-protocols §1: the top-level tags (§1.2), Tag 29 (§1.3), Tag 30 (§1.4), the CRC
-(§1.5). The parser accepts any order between tag 00 (first) and tag 63 (last); the generator takes the
-order as an argument, since the CRC covers it and the libraries differ (§1.1).
+The format (top-level tags, Tag 29, Tag 30, the CRC) is described in docs/psp.md. The parser accepts
+any order between tag 00 (first) and tag 63 (last); the generator takes the order as an argument,
+since the CRC covers it and the libraries differ.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple
 
 import msgspec
 
@@ -29,15 +29,15 @@ Kind = Literal["credit_transfer", "bill_payment"]
 ProxyType = Literal["mobile", "national_id", "ewallet", "bank_account", "ota"]
 
 AID_CREDIT_TRANSFER: Final = "A000000677010111"
-"""Tag 29 AID, PromptPay credit transfer (§1.3)."""
+"""Tag 29 AID, PromptPay credit transfer."""
 AID_CREDIT_TRANSFER_OTA: Final = "A000000677010114"
-"""Tag 29 AID of the variant used with sub 05, "One-Time Authorization" (§1.3)."""
+"""Tag 29 AID of the variant used with sub 05, "One-Time Authorization"."""
 AID_BILL_PAYMENT: Final = "A000000677010112"
-"""Tag 30 AID, domestic bill payment (§1.4)."""
+"""Tag 30 AID, domestic bill payment."""
 AID_BILL_PAYMENT_CROSS_BORDER: Final = "A000000677012006"
-"""Tag 30 AID, cross-border bill payment (§1.4)."""
+"""Tag 30 AID, cross-border bill payment."""
 THB: Final = "764"
-"""ISO 4217 numeric code of the baht, tag 53 (§1.2)."""
+"""ISO 4217 numeric code of the baht, tag 53."""
 
 _CREDIT_AIDS: Final = frozenset({AID_CREDIT_TRANSFER, AID_CREDIT_TRANSFER_OTA})
 _BILL_AIDS: Final = frozenset({AID_BILL_PAYMENT, AID_BILL_PAYMENT_CROSS_BORDER})
@@ -99,7 +99,7 @@ def _digits(text: str) -> str:
 
 
 def format_mobile(mobile: str) -> str:
-    """A mobile number as Tag 29 sub 01 carries it (§1.3, dtinth `formatTarget`).
+    """A mobile number as Tag 29 sub 01 carries it (dtinth `formatTarget`).
 
     Strip non-digits, replace a leading `0` by `66`, left-pad with `0` to 13: `081-234-5678` and
     `+66-81-234-5678` both give `0066812345678`. The wire form itself is accepted unchanged.
@@ -120,7 +120,7 @@ def local_mobile(wire: str) -> str:
 
 
 def truemoney_wallet(mobile: str) -> str:
-    """The TrueMoney e-wallet id of a mobile: `14` + the mobile zero-padded to 13 (§1.3, vector T14)."""
+    """The TrueMoney e-wallet id of a mobile: `14` + the mobile zero-padded to 13 (vector T14)."""
     digits = _digits(mobile)
     if not 9 <= len(digits) <= 13:
         raise ThaiQrError(BAD_VALUE, f"mobile {mobile!r} has {len(digits)} digits")
@@ -128,7 +128,7 @@ def truemoney_wallet(mobile: str) -> str:
 
 
 def infer_proxy_type(value: str) -> ProxyType:
-    """The proxy type from the digit count, as the libraries do (§1.3): 13 → national/tax id, 15 → e-wallet,
+    """The proxy type from the digit count, as the libraries do: 13 → national/tax id, 15 → e-wallet,
     anything else → mobile."""
     count = len(_digits(value))
     if count == 13:
@@ -139,7 +139,7 @@ def infer_proxy_type(value: str) -> ProxyType:
 
 
 def _proxy_wire(proxy_type: ProxyType, value: str) -> str:
-    """The Tag 29 value of a proxy, checked against the shapes of §1.3."""
+    """The Tag 29 value of a proxy, checked against the shapes Tag 29 allows."""
     if proxy_type == "mobile":
         return format_mobile(value)
     if proxy_type == "ota":
@@ -210,7 +210,7 @@ def _parse_bill_payment(value: str) -> tuple[str, str, str, str | None]:
 def parse(payload: str) -> ThaiQr:
     """Parse and check a PromptPay QR payload (Tag 29 or Tag 30); raise `ThaiQrError` on anything wrong.
 
-    Checks: TLV grammar and CRC (tag 63 last, §1.1, §1.5); tag 00 first with `01`; tag 01 `11`/`12`;
+    Checks: TLV grammar and CRC (tag 63 last); tag 00 first with `01`; tag 01 `11`/`12`;
     exactly one of Tag 29/30 with a known AID; currency 764; a well-formed amount. Other tags (card
     schemes, Tag 31 KShop, 51, 80, …) are allowed and kept in `tags`.
     """
@@ -277,28 +277,34 @@ def _text(name: str, value: str, limit: int) -> str:
     return value
 
 
+class Merchant(NamedTuple):
+    """The merchant's name (tag 59, up to 25 characters) and city (tag 60, up to 15), either optional."""
+
+    name: str | None = None
+    city: str | None = None
+
+
 def _assemble(
     template: Tlv,
     *,
     amount: int | None,
     ref3: str | None,
-    merchant_name: str | None,
-    merchant_city: str | None,
+    merchant: Merchant | None,
     order: Sequence[str],
 ) -> str:
     """00, 01, the template, the optional tags in `order` (others after, ascending), then the CRC 63."""
     optional: dict[str, str] = {"53": THB, "58": "TH"}
     if amount is not None:
         optional["54"] = format_amount(amount)
-    if merchant_name is not None:
-        optional["59"] = _text("merchant name", merchant_name, 25)
-    if merchant_city is not None:
-        optional["60"] = _text("merchant city", merchant_city, 15)
+    if merchant is not None and merchant.name is not None:
+        optional["59"] = _text("merchant name", merchant.name, 25)
+    if merchant is not None and merchant.city is not None:
+        optional["60"] = _text("merchant city", merchant.city, 15)
     if ref3 is not None:
         optional["62"] = encode([Tlv("07", _text("reference 3", ref3, 25))])
     ranked = [tag for tag in order if tag in optional]
     ranked += sorted(tag for tag in optional if tag not in ranked)
-    # Thai libraries mark a QR dynamic (12) exactly when it carries an amount (§1.2).
+    # Thai libraries mark a QR dynamic (12) exactly when it carries an amount.
     items = [Tlv("00", "01"), Tlv("01", "11" if amount is None else "12"), template]
     items += [Tlv(tag, optional[tag]) for tag in ranked]
     return with_crc(encode(items))
@@ -309,11 +315,10 @@ def generate_credit_transfer(
     value: str,
     *,
     amount: int | None = None,
-    merchant_name: str | None = None,
-    merchant_city: str | None = None,
+    merchant: Merchant | None = None,
     order: Sequence[str] = ORDER_ASCENDING,
 ) -> str:
-    """A Tag 29 PromptPay payload to `value` (§1.3); `amount` in satang, None for a static QR.
+    """A Tag 29 PromptPay payload to `value`; `amount` in satang, None for a static QR.
 
     `order` places the optional top-level tags (53, 54, 58, …); use `ORDER_COUNTRY_FIRST` or
     `ORDER_CURRENCY_FIRST` to reproduce the libraries' vectors byte for byte.
@@ -328,8 +333,7 @@ def generate_credit_transfer(
         template,
         amount=amount,
         ref3=None,
-        merchant_name=merchant_name,
-        merchant_city=merchant_city,
+        merchant=merchant,
         order=order,
     )
 
@@ -344,12 +348,11 @@ def generate_bill_payment(
     *,
     ref3: str | None = None,
     amount: int | None = None,
-    merchant_name: str | None = None,
-    merchant_city: str | None = None,
+    merchant: Merchant | None = None,
     cross_border: bool = False,
     order: Sequence[str] = ORDER_ASCENDING,
 ) -> str:
-    """A Tag 30 bill-payment payload (§1.4): biller id of 13 or 15 digits, ref1 required, ref2
+    """A Tag 30 bill-payment payload: biller id of 13 or 15 digits, ref1 required, ref2
     optional, each reference at most 20 printable characters (SCB's limit); ref3 goes into 62/07."""
     if _digits(biller_id) != biller_id or len(biller_id) not in (13, 15):
         raise ThaiQrError(BAD_VALUE, f"biller id {biller_id!r} must be 13 or 15 digits")
@@ -367,7 +370,6 @@ def generate_bill_payment(
         Tlv("30", encode(subs)),
         amount=amount,
         ref3=ref3,
-        merchant_name=merchant_name,
-        merchant_city=merchant_city,
+        merchant=merchant,
         order=order,
     )

@@ -1,4 +1,4 @@
-"""The ITMX slip-verify "mini QR" printed on transfer slips (psp-protocols §1.7, vector S1).
+"""The ITMX slip-verify "mini QR" printed on transfer slips (test vector S1).
 
 Same TLV grammar, but the CRC is tag 91 rather than 63: tag 00 holds sub 00 (API id `000001`),
 sub 01 (sending bank code) and sub 02 (transaction reference); tag 51 is the country.

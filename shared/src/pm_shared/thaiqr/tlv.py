@@ -1,4 +1,4 @@
-"""EMVCo TLV: `ID` (2 digits) + `LEN` (2 digits, characters in the value) + `VALUE` (psp-protocols §1.1).
+"""EMVCo TLV: `ID` (2 digits) + `LEN` (2 digits, characters in the value) + `VALUE`.
 
 Templates hold nested TLVs with the same grammar, so `decode` is used for the top level and for
 every template's value alike. `decode_payload` also checks the trailing CRC object.
@@ -86,9 +86,9 @@ def with_crc(body: str, crc_tag: str = "63") -> str:
 
 
 def decode_payload(payload: str, crc_tag: str = "63") -> tuple[Tlv, ...]:
-    """Decode a whole QR payload and check its CRC object, which must be last (psp-protocols §1.1, §1.5).
+    """Decode a whole QR payload and check its CRC object, which must be last.
 
-    Strict: a CRC printed without its leading zeros (a known bank-app quirk, §1.5) is `bad_crc`.
+    Strict: a CRC printed without its leading zeros (a known bank-app quirk) is `bad_crc`.
     Hex digits are compared without regard to case.
     """
     if not payload.isascii() or not payload.isprintable():

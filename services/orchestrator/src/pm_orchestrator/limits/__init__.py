@@ -1,4 +1,4 @@
-"""Spending limits (DESIGN §7): rows of pm.limit_rule (`rules`), reserved and released atomically in
+"""Spending limits (docs/saga.md): rows of pm.limit_rule (`rules`), reserved and released atomically in
 Redis and rebuilt from PostgreSQL when Redis has lost them (`counters`)."""
 
 from pm_orchestrator.limits.counters import (

@@ -1,5 +1,5 @@
 """Spending counters in Redis: every rule that binds an intent is checked and reserved together, in
-one Lua script call, and rebuilt from PostgreSQL when Redis has lost them (DESIGN §7).
+one Lua script call, and rebuilt from PostgreSQL when Redis has lost them (docs/saga.md).
 
 Keys (all of one user share the hash tag `{pm:limits:<user>}`, so every script is valid on Redis
 Cluster):

@@ -1,4 +1,4 @@
-"""The embedded ledger engine: TigerBeetle 0.17.9 semantics on PostgreSQL (DESIGN §6)."""
+"""The embedded ledger engine: TigerBeetle 0.17.9 semantics on PostgreSQL (see docs/ledger.md)."""
 
 from __future__ import annotations
 

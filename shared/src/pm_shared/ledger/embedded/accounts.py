@@ -1,4 +1,4 @@
-"""create_accounts (§5) over preloaded accounts, without I/O."""
+"""create_accounts over preloaded accounts, without I/O (TigerBeetle 0.17.9's checks, in its order)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from pm_shared.ledger.embedded.model import (
 
 
 class AccountBatch(Applier):
-    """create_accounts (§5) over `accounts` (every existing account with one of the batch's ids)."""
+    """create_accounts over `accounts` (every existing account with one of the batch's ids)."""
 
     exists_code = int(AS.EXISTS)
 
@@ -60,47 +60,24 @@ class AccountBatch(Applier):
     def apply(self, index: int, ts: int, imported: bool) -> tuple[int, int]:
         a = self.events[index]
         flags = int(a.flags) & 0xFFFF
-        # §5 rows 1-4 (reserved_field cannot be sent from Python).
+        # reserved_field cannot be sent from Python, so the first check is the flags.
         if flags & ~A_KNOWN:
-            return 5, ts
+            return AS.RESERVED_FLAG, ts
         if a.id == 0:
-            return 6, ts
+            return AS.ID_MUST_NOT_BE_ZERO, ts
         if a.id == U128_MAX:
-            return 7, ts
-        e = self.accounts.get(a.id)
-        if e is not None:
-            # §5 row 5: flags compare all bits, including linked and the current closed bit.
-            if flags != e.flags:
-                return 15, ts
-            if a.user_data_128 != e.ud128:
-                return 16, ts
-            if a.user_data_64 != e.ud64:
-                return 17, ts
-            if a.user_data_32 != e.ud32:
-                return 18, ts
-            if a.ledger != e.ledger:
-                return 19, ts
-            if a.code != e.code:
-                return 20, ts
-            return 21, e.timestamp
-        if flags & A_DEBITS_MUST_NOT_EXCEED_CREDITS and flags & A_CREDITS_MUST_NOT_EXCEED_DEBITS:
-            return 8, ts
-        if a.debits_pending:
-            return 9, ts
-        if a.debits_posted:
-            return 10, ts
-        if a.credits_pending:
-            return 11, ts
-        if a.credits_posted:
-            return 12, ts
-        if a.ledger == 0:
-            return 13, ts
-        if a.code == 0:
-            return 14, ts
+            return AS.ID_MUST_NOT_BE_INT_MAX, ts
+        existing = self.accounts.get(a.id)
+        if existing is not None:
+            # The result of an existing account carries that account's timestamp.
+            return _exists_status(a, flags, existing), existing.timestamp
+        status = _new_account_status(a, flags)
+        if status is not None:
+            return status, ts
         imports = self.imports
-        # §4.11: after every account (imported or not), never on a transfer's timestamp.
+        # An imported account follows every account (imported or not), never on a transfer's timestamp.
         if imported and (ts <= imports.max_account_timestamp or ts in imports.transfer_timestamps):
-            return 26, ts
+            return AS.IMPORTED_EVENT_TIMESTAMP_MUST_NOT_REGRESS, ts
         row = AccountRow(
             a.id, 0, 0, 0, 0, a.user_data_128, a.user_data_64, a.user_data_32, a.ledger, a.code, flags, ts
         )
@@ -109,6 +86,42 @@ class AccountBatch(Applier):
         if ts > imports.max_account_timestamp:
             imports.max_account_timestamp = ts
         return CREATED, ts
+
+
+def _exists_status(a: tb.Account, flags: int, e: AccountRow) -> int:
+    """An account with this id exists: the first difference wins (flags compare every bit, closed too)."""
+    if flags != e.flags:
+        return AS.EXISTS_WITH_DIFFERENT_FLAGS
+    if a.user_data_128 != e.ud128:
+        return AS.EXISTS_WITH_DIFFERENT_USER_DATA_128
+    if a.user_data_64 != e.ud64:
+        return AS.EXISTS_WITH_DIFFERENT_USER_DATA_64
+    if a.user_data_32 != e.ud32:
+        return AS.EXISTS_WITH_DIFFERENT_USER_DATA_32
+    if a.ledger != e.ledger:
+        return AS.EXISTS_WITH_DIFFERENT_LEDGER
+    if a.code != e.code:
+        return AS.EXISTS_WITH_DIFFERENT_CODE
+    return AS.EXISTS
+
+
+def _new_account_status(a: tb.Account, flags: int) -> int | None:
+    """The fields of a new account; None when it may be created."""
+    if flags & A_DEBITS_MUST_NOT_EXCEED_CREDITS and flags & A_CREDITS_MUST_NOT_EXCEED_DEBITS:
+        return AS.FLAGS_ARE_MUTUALLY_EXCLUSIVE
+    if a.debits_pending:
+        return AS.DEBITS_PENDING_MUST_BE_ZERO
+    if a.debits_posted:
+        return AS.DEBITS_POSTED_MUST_BE_ZERO
+    if a.credits_pending:
+        return AS.CREDITS_PENDING_MUST_BE_ZERO
+    if a.credits_posted:
+        return AS.CREDITS_POSTED_MUST_BE_ZERO
+    if a.ledger == 0:
+        return AS.LEDGER_MUST_NOT_BE_ZERO
+    if a.code == 0:
+        return AS.CODE_MUST_NOT_BE_ZERO
+    return None
 
 
 def create_accounts(

@@ -1,4 +1,4 @@
-"""Client-side checks of the official client (§7.5, §7.6) and query-filter validity (§6.2, §6.4)."""
+"""The official client's own checks (batch size, field ranges) and the validity of query filters."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def check_ids(ids: Sequence[int], batch_max: int) -> None:
 
 def check_account_filter(f: tb.AccountFilter) -> None:
     _check_fields(f, _ACCOUNT_FILTER_FIELDS)
-    # §6.5: the query limit is capped at 8189 whatever the request size.
+    # The query limit is capped at 8189 whatever the request size.
     if f.limit > BATCH_MAX:
         raise tb.TooMuchDataError()
 
@@ -114,7 +114,7 @@ def _timestamps_valid(tmin: int, tmax: int) -> bool:
 
 
 def account_filter_valid(f: tb.AccountFilter) -> bool:
-    """§6.2 validity; an invalid filter yields [] rather than an error."""
+    """Whether an account filter is valid; an invalid filter yields [] rather than an error."""
     flags = int(f.flags) & _M32
     return (
         f.account_id not in (0, U128_MAX)
@@ -126,7 +126,7 @@ def account_filter_valid(f: tb.AccountFilter) -> bool:
 
 
 def query_filter_valid(f: tb.QueryFilter) -> bool:
-    """§6.4 validity."""
+    """Whether a query filter is valid (as for `account_filter_valid`)."""
     return (
         _timestamps_valid(f.timestamp_min, f.timestamp_max)
         and f.limit != 0

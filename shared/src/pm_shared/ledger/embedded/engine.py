@@ -1,9 +1,11 @@
-"""The ledger state machine for transfers: TigerBeetle 0.17.9's create_transfers (§4) and expiry, no I/O.
+"""The ledger state machine for transfers: TigerBeetle 0.17.9's create_transfers and expiry, no I/O.
 
 The caller loads everything a request can touch (accounts, transfers with the batch's ids, pending
 transfers referenced by posts and voids, burned ids), runs one request here, and persists the
 returned `Changes`. Rows handed in are mutated in place; on a failed persist the caller must drop them.
-Section numbers (§) refer to the project's reference `tigerbeetle-semantics.md`.
+
+Each event is checked in TigerBeetle's order and the first failing check is its status; the steps
+below keep that order (see docs/ledger.md for the semantics they reproduce).
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ import tigerbeetle as tb
 from pm_shared.ledger.embedded.batch import CREATED, TRANSFER_CODES, TS, Applier, ImportContext, run_batch
 from pm_shared.ledger.embedded.model import (
     A_CLOSED,
-    A_CREDITS_MUST_NOT_EXCEED_DEBITS,
-    A_DEBITS_MUST_NOT_EXCEED_CREDITS,
     A_HISTORY,
     NS_PER_S,
     P_EXPIRED,
@@ -33,17 +33,25 @@ from pm_shared.ledger.embedded.model import (
     T_PENDING,
     T_POST,
     T_VOID,
-    TS_MAX,
     U128_MAX,
     AccountRow,
     Changes,
     TransferRow,
 )
+from pm_shared.ledger.embedded.transfer_rules import (
+    balancing_amount,
+    closed_status,
+    exists_status,
+    limit_status,
+    new_transfer_status,
+    overflow_status,
+    pending_match_status,
+    pending_state_status,
+    resolution_fields_status,
+    resolved_amount,
+)
 
-_BALANCING = T_BALANCING_DEBIT | T_BALANCING_CREDIT
-_CLOSING = T_CLOSING_DEBIT | T_CLOSING_CREDIT
-
-# §4.6: the transient statuses, which burn the transfer id.
+# The transient statuses, which burn the transfer id: a retry with the same id fails ID_ALREADY_FAILED.
 TRANSIENT: frozenset[int] = frozenset(
     {
         TS.DEBIT_ACCOUNT_NOT_FOUND,
@@ -57,11 +65,13 @@ TRANSIENT: frozenset[int] = frozenset(
 )
 
 
+_BALANCING = T_BALANCING_DEBIT | T_BALANCING_CREDIT
+
 _UndoEntry = tuple[AccountRow, int, int, int, int, int] | tuple[TransferRow, int]
 
 
 class TransferBatch(Applier):
-    """create_transfers (§4) over preloaded state.
+    """create_transfers over preloaded state.
 
     `accounts` must hold every existing account the batch names (directly, or through the pending
     transfers it posts or voids); `transfers` every existing transfer whose id is one of the batch's
@@ -96,7 +106,7 @@ class TransferBatch(Applier):
         timestamps = [e.timestamp for e in events]
         return run_batch(flags, timestamps, first_ts, T_IMPORTED, TRANSFER_CODES, self)
 
-    # Linked-chain scopes (§3): an undo log of account balances/flags and pending statuses.
+    # Linked-chain scopes: an undo log of account balances/flags and pending statuses.
 
     def scope_open(self) -> None:
         self._in_chain = True
@@ -130,113 +140,80 @@ class TransferBatch(Applier):
             self.burned.add(tid)
             self.changes.burned.append(tid)
 
-    def _touch(self, acct: AccountRow) -> None:
-        if self._in_chain:
-            self._undo.append((acct, acct.dp, acct.dpo, acct.cp, acct.cpo, acct.flags))
-        self.changes.dirty_accounts[acct.id] = acct
+    # One event: the checks every transfer shares, then a new transfer or a post/void.
 
     def apply(self, index: int, ts: int, imported: bool) -> tuple[int, int]:
         t = self.events[index]
         flags = int(t.flags) & 0xFFFF
         tid = t.id
-        # §4.1
         if flags & ~T_KNOWN:
-            return 4, ts
+            return TS.RESERVED_FLAG, ts
         if tid == 0:
-            return 5, ts
+            return TS.ID_MUST_NOT_BE_ZERO, ts
         if tid == U128_MAX:
-            return 6, ts
-        e = self.transfers.get(tid)
-        if e is not None:
-            return self._exists(t, flags, e)
+            return TS.ID_MUST_NOT_BE_INT_MAX, ts
+        existing = self.transfers.get(tid)
+        if existing is not None:
+            # The result of an existing transfer carries that transfer's timestamp.
+            return exists_status(t, flags, existing, self.transfers), existing.timestamp
         if tid in self.burned:
-            return 68, ts
+            return TS.ID_ALREADY_FAILED, ts
         if flags & (T_POST | T_VOID):
-            return self._post_or_void(t, flags, ts, imported)
-        # §4.2
-        dr_id = t.debit_account_id
-        cr_id = t.credit_account_id
-        if dr_id == 0:
-            return 8, ts
-        if dr_id == U128_MAX:
-            return 9, ts
-        if cr_id == 0:
-            return 10, ts
-        if cr_id == U128_MAX:
-            return 11, ts
-        if dr_id == cr_id:
-            return 12, ts
-        if t.pending_id != 0:
-            return 13, ts
-        pending = flags & T_PENDING
-        timeout = t.timeout
-        if not pending:
-            if timeout != 0:
-                return 17, ts
-            if flags & _CLOSING:
-                return 64, ts
-        ledger = t.ledger
-        if ledger == 0:
-            return 19, ts
-        if t.code == 0:
-            return 20, ts
-        accounts = self.accounts
-        dr = accounts.get(dr_id)
+            return self._post_or_void(t, flags, ts, imported), ts
+        return self._create(t, flags, ts, imported), ts
+
+    def _create(self, t: tb.Transfer, flags: int, ts: int, imported: bool) -> int:
+        """A new single-phase or pending transfer: its status, booked when it is CREATED."""
+        status = new_transfer_status(t, flags)
+        if status is not None:
+            return status
+        dr = self.accounts.get(t.debit_account_id)
         if dr is None:
-            return 21, ts
-        cr = accounts.get(cr_id)
+            return TS.DEBIT_ACCOUNT_NOT_FOUND
+        cr = self.accounts.get(t.credit_account_id)
         if cr is None:
-            return 22, ts
+            return TS.CREDIT_ACCOUNT_NOT_FOUND
         if dr.ledger != cr.ledger:
-            return 23, ts
-        if ledger != dr.ledger:
-            return 24, ts
+            return TS.ACCOUNTS_MUST_HAVE_THE_SAME_LEDGER
+        if t.ledger != dr.ledger:
+            return TS.TRANSFER_MUST_HAVE_THE_SAME_LEDGER_AS_ACCOUNTS
         if imported:
-            imports = self.imports
-            if ts <= imports.max_transfer_timestamp or ts in imports.account_timestamps:
-                return 60, ts
-            if ts <= dr.timestamp:
-                return 61, ts
-            if ts <= cr.timestamp:
-                return 62, ts
-            if timeout != 0:
-                return 63, ts
-        if dr.flags & A_CLOSED:
-            return 65, ts
-        if cr.flags & A_CLOSED:
-            return 66, ts
-        # §4.7: balancing clamps whether or not the account has limit flags.
-        amount = t.amount
-        if flags & T_BALANCING_DEBIT:
-            room = dr.cpo - (dr.dpo + dr.dp)
-            amount = min(amount, room if room > 0 else 0)
-        if flags & T_BALANCING_CREDIT:
-            room = cr.dpo - (cr.cpo + cr.cp)
-            amount = min(amount, room if room > 0 else 0)
-        # §4.2 rows 28-33: u128 overflow (posted is checked for pending transfers too).
-        if pending:
-            if dr.dp + amount > U128_MAX:
-                return 47, ts
-            if cr.cp + amount > U128_MAX:
-                return 48, ts
-        if dr.dpo + amount > U128_MAX:
-            return 49, ts
-        if cr.cpo + amount > U128_MAX:
-            return 50, ts
-        if dr.dp + dr.dpo + amount > U128_MAX:
-            return 51, ts
-        if cr.cp + cr.cpo + amount > U128_MAX:
-            return 52, ts
-        if timeout and ts + timeout * NS_PER_S > TS_MAX:
-            return 53, ts
-        # §4.2 rows 35-36: pending debits count against the limit, pending credits are not funds.
-        if dr.flags & A_DEBITS_MUST_NOT_EXCEED_CREDITS and dr.dp + dr.dpo + amount > dr.cpo:
-            return 54, ts
-        if cr.flags & A_CREDITS_MUST_NOT_EXCEED_DEBITS and cr.cp + cr.cpo + amount > cr.dpo:
-            return 55, ts
-        # §4.5: success.
+            status = self._imported_status(t, ts, dr, cr)
+            if status is not None:
+                return status
+        status = closed_status(dr, cr)
+        if status is not None:
+            return status
+        amount = balancing_amount(t.amount, flags, dr, cr) if flags & _BALANCING else t.amount
+        status = overflow_status(amount, flags & T_PENDING, t.timeout, ts, dr, cr)
+        if status is None:
+            status = limit_status(amount, dr, cr)
+        if status is not None:
+            return status
+        self._book(t, flags, ts, amount, dr, cr)
+        return CREATED
+
+    def _imported_status(self, t: tb.Transfer, ts: int, dr: AccountRow, cr: AccountRow) -> int | None:
+        if self._regresses(ts):
+            return TS.IMPORTED_EVENT_TIMESTAMP_MUST_NOT_REGRESS
+        if ts <= dr.timestamp:
+            return TS.IMPORTED_EVENT_TIMESTAMP_MUST_POSTDATE_DEBIT_ACCOUNT
+        if ts <= cr.timestamp:
+            return TS.IMPORTED_EVENT_TIMESTAMP_MUST_POSTDATE_CREDIT_ACCOUNT
+        if t.timeout != 0:
+            return TS.IMPORTED_EVENT_TIMEOUT_MUST_BE_ZERO
+        return None
+
+    def _regresses(self, ts: int) -> bool:
+        """An imported timestamp must follow every transfer and fall on no account's timestamp."""
+        imports = self.imports
+        return ts <= imports.max_transfer_timestamp or ts in imports.account_timestamps
+
+    def _book(self, t: tb.Transfer, flags: int, ts: int, amount: int, dr: AccountRow, cr: AccountRow) -> None:
+        """Apply a new transfer: reserve (pending, maybe closing) or post the amount, and record it."""
         self._touch(dr)
         self._touch(cr)
+        pending = flags & T_PENDING
         if pending:
             dr.dp += amount
             cr.cp += amount
@@ -247,27 +224,105 @@ class TransferBatch(Applier):
         else:
             dr.dpo += amount
             cr.cpo += amount
-        row = TransferRow(
-            tid,
-            dr_id,
-            cr_id,
-            amount,
-            0,
-            t.user_data_128,
-            t.user_data_64,
-            t.user_data_32,
-            timeout,
-            ledger,
-            t.code,
-            flags,
-            ts,
-            P_PENDING if pending else P_NONE,
-            ts + timeout * NS_PER_S if pending and timeout else 0,
-            (dr.dp, dr.dpo, dr.cp, dr.cpo) if dr.flags & A_HISTORY else None,
-            (cr.dp, cr.dpo, cr.cp, cr.cpo) if cr.flags & A_HISTORY else None,
+        timeout = t.timeout
+        self._insert(
+            # Positional: keyword arguments make a slots dataclass markedly slower to build.
+            TransferRow(
+                t.id,
+                dr.id,
+                cr.id,
+                amount,
+                0,  # pending_id
+                t.user_data_128,
+                t.user_data_64,
+                t.user_data_32,
+                timeout,
+                t.ledger,
+                t.code,
+                flags,
+                ts,
+                P_PENDING if pending else P_NONE,  # status
+                ts + timeout * NS_PER_S if pending and timeout else 0,  # expires_at
+                (dr.dp, dr.dpo, dr.cp, dr.cpo) if dr.flags & A_HISTORY else None,  # dr_snapshot
+                (cr.dp, cr.dpo, cr.cp, cr.cpo) if cr.flags & A_HISTORY else None,  # cr_snapshot
+            )
         )
-        self._insert(row)
-        return CREATED, ts
+
+    def _post_or_void(self, t: tb.Transfer, flags: int, ts: int, imported: bool) -> int:
+        """A post or void of a pending transfer: its status, applied when it is CREATED."""
+        status = resolution_fields_status(t, flags)
+        if status is not None:
+            return status
+        p = self.transfers.get(t.pending_id)
+        if p is None:
+            return TS.PENDING_TRANSFER_NOT_FOUND
+        post = bool(flags & T_POST)
+        amount = resolved_amount(post, t.amount, p.amount)
+        status = pending_match_status(t, p)
+        if status is None:
+            status = pending_state_status(post, amount, p, ts)
+        if status is not None:
+            return status
+        if imported and self._regresses(ts):
+            return TS.IMPORTED_EVENT_TIMESTAMP_MUST_NOT_REGRESS
+        dr = self.accounts[p.dr]
+        cr = self.accounts[p.cr]
+        # A closed account still accepts voids.
+        if post:
+            status = closed_status(dr, cr)
+            if status is not None:
+                return status
+        self._resolve(t, flags, ts, p, amount)
+        return CREATED
+
+    def _resolve(self, t: tb.Transfer, flags: int, ts: int, p: TransferRow, amount: int) -> None:
+        """Apply a post or void of `p`: release its reservation, post `amount` or re-open, record it."""
+        dr = self.accounts[p.dr]
+        cr = self.accounts[p.cr]
+        self._touch(dr)
+        self._touch(cr)
+        if self._in_chain:
+            self._undo.append((p, p.status))
+        # Persisted as a status update unless p itself is new in this request (the store filters).
+        self.changes.dirty_pendings[p.id] = p
+        # The whole reservation is released whatever amount is posted.
+        dr.dp -= p.amount
+        cr.cp -= p.amount
+        if flags & T_POST:
+            dr.dpo += amount
+            cr.cpo += amount
+            p.status = P_POSTED
+        else:
+            # Voiding a closing transfer re-opens the side(s) it closed.
+            _reopen(p, dr, cr)
+            p.status = P_VOIDED
+        self._insert(
+            # Positional: keyword arguments make a slots dataclass markedly slower to build.
+            TransferRow(
+                t.id,
+                p.dr,
+                p.cr,
+                amount,
+                p.id,  # pending_id
+                t.user_data_128 or p.ud128,
+                t.user_data_64 or p.ud64,
+                t.user_data_32 or p.ud32,
+                0,  # timeout
+                p.ledger,
+                p.code,
+                flags,
+                ts,
+                P_NONE,  # status
+                0,  # expires_at
+                (dr.dp, dr.dpo, dr.cp, dr.cpo) if dr.flags & A_HISTORY else None,  # dr_snapshot
+                (cr.dp, cr.dpo, cr.cp, cr.cpo) if cr.flags & A_HISTORY else None,  # cr_snapshot
+            )
+        )
+
+    def _touch(self, acct: AccountRow) -> None:
+        if self._in_chain:
+            self._undo.append((acct, acct.dp, acct.dpo, acct.cp, acct.cpo, acct.flags))
+        self.changes.dirty_accounts[acct.id] = acct
 
     def _insert(self, row: TransferRow) -> None:
         self.transfers[row.id] = row
@@ -275,161 +330,13 @@ class TransferBatch(Applier):
         if row.timestamp > self.imports.max_transfer_timestamp:
             self.imports.max_transfer_timestamp = row.timestamp
 
-    def _post_or_void(self, t: tb.Transfer, flags: int, ts: int, imported: bool) -> tuple[int, int]:
-        # §4.3
-        post = flags & T_POST
-        if post and flags & T_VOID:
-            return 7, ts
-        if flags & (T_PENDING | _BALANCING | _CLOSING):
-            return 7, ts
-        pid = t.pending_id
-        if pid == 0:
-            return 14, ts
-        if pid == U128_MAX:
-            return 15, ts
-        if pid == t.id:
-            return 16, ts
-        if t.timeout != 0:
-            return 17, ts
-        p = self.transfers.get(pid)
-        if p is None:
-            return 25, ts
-        if not p.flags & T_PENDING:
-            return 26, ts
-        if t.debit_account_id and t.debit_account_id != p.dr:
-            return 27, ts
-        if t.credit_account_id and t.credit_account_id != p.cr:
-            return 28, ts
-        if t.ledger and t.ledger != p.ledger:
-            return 29, ts
-        if t.code and t.code != p.code:
-            return 30, ts
-        # §4.8: post AMOUNT_MAX = the pending amount, post 0 posts zero; void 0 = the pending amount.
-        amount = t.amount
-        if post:
-            if amount == U128_MAX:
-                amount = p.amount
-        elif amount == 0:
-            amount = p.amount
-        if amount > p.amount:
-            return 31, ts
-        if not post and amount < p.amount:
-            return 32, ts
-        status = p.status
-        if status == P_POSTED:
-            return 33, ts
-        if status == P_VOIDED:
-            return 34, ts
-        if status == P_EXPIRED:
-            return 35, ts
-        # §4.9: strict at resolution time, even before the expiry pulse has run.
-        if p.timeout and p.timestamp + p.timeout * NS_PER_S <= ts:
-            return 35, ts
-        if imported:
-            imports = self.imports
-            if ts <= imports.max_transfer_timestamp or ts in imports.account_timestamps:
-                return 60, ts
-        dr = self.accounts[p.dr]
-        cr = self.accounts[p.cr]
-        # §4.10: a closed account still accepts voids.
-        if post:
-            if dr.flags & A_CLOSED:
-                return 65, ts
-            if cr.flags & A_CLOSED:
-                return 66, ts
-        self._touch(dr)
-        self._touch(cr)
-        if self._in_chain:
-            self._undo.append((p, p.status))
-        # Persisted as a status update unless p itself is new in this request (the store filters).
-        self.changes.dirty_pendings[p.id] = p
-        # §4.5: the whole reservation is released whatever amount is posted.
-        dr.dp -= p.amount
-        cr.cp -= p.amount
-        if post:
-            dr.dpo += amount
-            cr.cpo += amount
-            p.status = P_POSTED
-        else:
-            # §4.10: voiding a closing transfer re-opens the side(s) it closed.
-            if p.flags & T_CLOSING_DEBIT:
-                dr.flags &= ~A_CLOSED
-            if p.flags & T_CLOSING_CREDIT:
-                cr.flags &= ~A_CLOSED
-            p.status = P_VOIDED
-        row = TransferRow(
-            t.id,
-            p.dr,
-            p.cr,
-            amount,
-            pid,
-            t.user_data_128 or p.ud128,
-            t.user_data_64 or p.ud64,
-            t.user_data_32 or p.ud32,
-            0,
-            p.ledger,
-            p.code,
-            flags,
-            ts,
-            P_NONE,
-            0,
-            (dr.dp, dr.dpo, dr.cp, dr.cpo) if dr.flags & A_HISTORY else None,
-            (cr.dp, cr.dpo, cr.cp, cr.cpo) if cr.flags & A_HISTORY else None,
-        )
-        self._insert(row)
-        return CREATED, ts
 
-    def _exists(self, t: tb.Transfer, flags: int, e: TransferRow) -> tuple[int, int]:
-        # §4.4: the first difference wins; the timestamp is never compared.
-        ts = e.timestamp
-        if flags != e.flags:
-            return 36, ts
-        if t.pending_id != e.pending_id:
-            return 40, ts
-        if t.timeout != e.timeout:
-            return 44, ts
-        if not e.flags & (T_POST | T_VOID):
-            if t.debit_account_id != e.dr:
-                return 37, ts
-            if t.credit_account_id != e.cr:
-                return 38, ts
-            if e.flags & _BALANCING:
-                if t.amount < e.amount:
-                    return 39, ts
-            elif t.amount != e.amount:
-                return 39, ts
-            if t.user_data_128 != e.ud128:
-                return 41, ts
-            if t.user_data_64 != e.ud64:
-                return 42, ts
-            if t.user_data_32 != e.ud32:
-                return 43, ts
-            if t.ledger != e.ledger:
-                return 67, ts
-            if t.code != e.code:
-                return 45, ts
-            return 46, ts
-        p = self.transfers[e.pending_id]
-        if t.debit_account_id and t.debit_account_id != e.dr:
-            return 37, ts
-        if t.credit_account_id and t.credit_account_id != e.cr:
-            return 38, ts
-        if e.flags & T_VOID:
-            if (e.amount != p.amount) if t.amount == 0 else (t.amount != e.amount):
-                return 39, ts
-        elif (e.amount != p.amount) if t.amount == U128_MAX else (t.amount != e.amount):
-            return 39, ts
-        if (e.ud128 != p.ud128) if t.user_data_128 == 0 else (t.user_data_128 != e.ud128):
-            return 41, ts
-        if (e.ud64 != p.ud64) if t.user_data_64 == 0 else (t.user_data_64 != e.ud64):
-            return 42, ts
-        if (e.ud32 != p.ud32) if t.user_data_32 == 0 else (t.user_data_32 != e.ud32):
-            return 43, ts
-        if t.ledger and t.ledger != e.ledger:
-            return 67, ts
-        if t.code and t.code != e.code:
-            return 45, ts
-        return 46, ts
+def _reopen(p: TransferRow, dr: AccountRow, cr: AccountRow) -> None:
+    """A voided or expired closing transfer re-opens the side(s) it closed."""
+    if p.flags & T_CLOSING_DEBIT:
+        dr.flags &= ~A_CLOSED
+    if p.flags & T_CLOSING_CREDIT:
+        cr.flags &= ~A_CLOSED
 
 
 def create_transfers(
@@ -448,10 +355,10 @@ def create_transfers(
 
 
 def expire(due: Sequence[TransferRow], accounts: dict[int, AccountRow], changes: Changes) -> None:
-    """§4.9: an expiry pulse over `due` (pending, expires_at ≤ now), in (expires_at, timestamp) order.
+    """An expiry pulse over `due` (pending, expires_at ≤ now), in (expires_at, timestamp) order.
 
     Releases the reservations, re-opens accounts closed by the expiring transfer and marks it expired.
-    No history row: expiries are not transfers (§6.3).
+    No history row: expiries are not transfers.
     """
     for p in due:
         if p.status != P_PENDING:
@@ -460,10 +367,7 @@ def expire(due: Sequence[TransferRow], accounts: dict[int, AccountRow], changes:
         cr = accounts[p.cr]
         dr.dp -= p.amount
         cr.cp -= p.amount
-        if p.flags & T_CLOSING_DEBIT:
-            dr.flags &= ~A_CLOSED
-        if p.flags & T_CLOSING_CREDIT:
-            cr.flags &= ~A_CLOSED
+        _reopen(p, dr, cr)
         p.status = P_EXPIRED
         changes.dirty_accounts[dr.id] = dr
         changes.dirty_accounts[cr.id] = cr

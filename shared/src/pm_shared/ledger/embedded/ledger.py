@@ -71,9 +71,9 @@ class EmbeddedLedger:
     ) -> EmbeddedLedger:
         """Open a pool on `dsn` (migrated to 0002 or later).
 
-        `readonly`: for services other than the ledger-writer (DESIGN §6). Writes raise
+        `readonly`: for services other than the ledger-writer. Writes raise
         `ReadOnlyLedgerError`, and reads never run an expiry pulse, so they may still show expired
-        reservations until the writer's next request (TigerBeetle documents expiry as best effort, §4.9).
+        reservations until the writer's next request (TigerBeetle documents expiry as best effort).
         """
         pool: Pool = await asyncpg.create_pool(
             check_dsn(dsn),
@@ -164,7 +164,7 @@ class EmbeddedLedger:
             next_expiry = await store.next_expiry(conn)
         now = time.time_ns()
         changed = False
-        # §4.9: expire due reservations before the request, as a pulse with its own timestamp.
+        # Expire due reservations before the request, as a pulse with its own timestamp.
         pulse_ts = max(last + 1, now)
         if next_expiry is not None and next_expiry <= pulse_ts:
             due = await store.load_due(conn, pulse_ts)
@@ -225,13 +225,13 @@ class EmbeddedLedger:
         return batch.run(first_ts), changes
 
     async def _pulse_if_due(self) -> None:
-        """Reads see expired reservations released (§4.9), as on a cluster whose pulse has run."""
+        """Reads see expired reservations released, as on a cluster whose pulse has run."""
         if self._readonly:
             return
         if self._next_expiry is not None and self._next_expiry <= time.time_ns():
             await self._write((), transfers=None)
 
-    # Reads (§6): straight from the database, committed state only.
+    # Reads: straight from the database, committed state only.
 
     async def lookup_accounts(self, ids: list[int]) -> list[tb.Account]:
         checks.check_ids(ids, self._batch_max)
@@ -287,7 +287,7 @@ class EmbeddedLedger:
         checks.check_account_filter(filter)
         if not checks.account_filter_valid(filter):
             return []
-        # §6.3: only for an existing account with flags.history.
+        # Only for an existing account with flags.history.
         async with self._pool.acquire() as conn:
             records = await conn.fetch(q.LOOKUP_ACCOUNTS, [filter.account_id])
         if not records or not records[0][10] & A_HISTORY:

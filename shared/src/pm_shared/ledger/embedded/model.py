@@ -10,11 +10,11 @@ U128_MAX = (1 << 128) - 1
 U64_MAX = (1 << 64) - 1
 U32_MAX = (1 << 32) - 1
 U16_MAX = (1 << 16) - 1
-# §4.11: imported timestamps and every timestamp live in [1, 2^63-1].
+# Imported timestamps, and every timestamp, live in [1, 2^63-1].
 TS_MAX = (1 << 63) - 1
 NS_PER_S = 1_000_000_000
 
-# Account flags (§2.3).
+# Account flags, as TigerBeetle numbers them.
 A_LINKED = 1
 A_DEBITS_MUST_NOT_EXCEED_CREDITS = 2
 A_CREDITS_MUST_NOT_EXCEED_DEBITS = 4
@@ -23,7 +23,7 @@ A_IMPORTED = 16
 A_CLOSED = 32
 A_KNOWN = 0x3F
 
-# Transfer flags (§2.4).
+# Transfer flags, as TigerBeetle numbers them.
 T_LINKED = 1
 T_PENDING = 2
 T_POST = 4
@@ -97,7 +97,7 @@ class TransferRow:
     expires_at: int = 0
     """0 when the transfer never expires."""
     dr_snapshot: Balances | None = None
-    """The debit account's balances after this transfer, kept only for history accounts (§6.3)."""
+    """The debit account's balances after this transfer, kept only for history accounts."""
     cr_snapshot: Balances | None = None
 
     def to_tb(self) -> tb.Transfer:
@@ -127,7 +127,7 @@ class Changes:
     transfers: list[TransferRow] = field(default_factory=list)
     """New transfers (their `status` is final: a pending created and posted in one batch says posted)."""
     burned: list[int] = field(default_factory=list)
-    """Transfer ids newly burned by a transient failure (§4.6)."""
+    """Transfer ids newly burned by a transient failure (see engine.TRANSIENT)."""
     dirty_accounts: dict[int, AccountRow] = field(default_factory=dict)
     """Existing accounts whose balances or closed bit may have changed."""
     dirty_pendings: dict[int, TransferRow] = field(default_factory=dict)

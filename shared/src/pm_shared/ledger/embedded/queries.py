@@ -1,7 +1,7 @@
 """SQL of the embedded ledger engine (schema `ledger`, migration 0002). Parameters are positional.
 
 u128 values travel as `uuid` (a binary codec maps them to Python ints, see store.py); u128 amounts as
-numeric. Optional filters follow TigerBeetle: a zero value means "no filter" (§6.2, §6.4).
+numeric. Optional filters follow TigerBeetle: a zero value means "no filter".
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ SELECT_ACCOUNTS = _BY_IDS.format(
 )
 
 # The transfers a create_transfers batch can meet: those with one of its ids or pending ids ($1), and
-# the pending transfers of existing posts/voids among them (needed by the §4.4 comparison). Duplicates
-# are dropped by the caller's dict.
+# the pending transfers of existing posts/voids among them (a repeated post/void is compared with
+# its pending transfer). Duplicates are dropped by the caller's dict.
 _BATCH_COLUMNS = """id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64,
     user_data_32, timeout, ledger, code, flags, timestamp, pending_status, expires_at"""
 SELECT_TRANSFERS_FOR_BATCH = f"""
@@ -48,7 +48,7 @@ WHERE found.pending_id <> '00000000-0000-0000-0000-000000000000'::uuid
 
 SELECT_BURNED = _BY_IDS.format(columns="id", table="failed_transfers")
 
-# §4.9: due reservations, in (expires_at, timestamp) order.
+# Expiry: due reservations, in (expires_at, timestamp) order.
 SELECT_DUE_PENDINGS = """
 SELECT id, debit_account_id, credit_account_id, amount, pending_id, user_data_128, user_data_64, user_data_32,
        timeout, ledger, code, flags, timestamp, pending_status, expires_at
@@ -61,7 +61,7 @@ SELECT_NEXT_EXPIRY = """
 SELECT min(expires_at) FROM ledger.transfers WHERE pending_status = 1 AND expires_at IS NOT NULL
 """
 
-# §4.11: what imported events are checked against.
+# What imported events are checked against.
 SELECT_MAX_ACCOUNT_TIMESTAMP = "SELECT coalesce(max(timestamp), 0) FROM ledger.accounts"
 SELECT_MAX_TRANSFER_TIMESTAMP = "SELECT coalesce(max(timestamp), 0) FROM ledger.transfers"
 SELECT_ACCOUNT_TIMESTAMPS = "SELECT timestamp FROM ledger.accounts WHERE timestamp = ANY($1::bigint[])"
@@ -127,7 +127,7 @@ INSERT_BURNED = """
 INSERT INTO ledger.failed_transfers (id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING
 """
 
-# Reads (§6.1): the caller restores request order and repeats duplicates.
+# Lookups: the caller restores request order and repeats duplicates.
 LOOKUP_ACCOUNTS = SELECT_ACCOUNTS
 
 LOOKUP_TRANSFERS = _BY_IDS.format(
@@ -136,10 +136,11 @@ LOOKUP_TRANSFERS = _BY_IDS.format(
     table="transfers",
 )
 
-# §6.2/§6.3: one account's transfers with both sides' balance snapshots; $1 account, $2-$5
-# user_data_128/64/32 and code (0 = any), $6/$7 inclusive timestamp bounds, $8 limit. Both sides are two
-# ordered index scans merged (an OR would walk the timestamp index across every account's transfers);
-# no transfer has the same account on both sides (§4.2 accounts_must_be_different).
+# get_account_transfers / get_account_balances: one account's transfers with both sides' balance
+# snapshots; $1 account, $2-$5 user_data_128/64/32 and code (0 = any), $6/$7 inclusive timestamp
+# bounds, $8 limit. Both sides are two ordered index scans merged (an OR would walk the timestamp
+# index across every account's transfers); no transfer has the same account on both sides
+# (accounts_must_be_different).
 
 # Built once from constant fragments (the six variants differ only in side and direction); every
 # value is still a $n parameter.
@@ -180,7 +181,8 @@ ACCOUNT_TRANSFERS_CREDITS_REVERSED = _ONE_SIDE.format(side="credit", order="DESC
 ACCOUNT_TRANSFERS_BOTH = _both("ASC")
 ACCOUNT_TRANSFERS_BOTH_REVERSED = _both("DESC")
 
-# §6.4: $1-$3 user_data_128/64/32, $4 ledger, $5 code (0 = any), $6/$7 timestamp bounds, $8 limit.
+# query_accounts / query_transfers: $1-$3 user_data_128/64/32, $4 ledger, $5 code (0 = any), $6/$7
+# timestamp bounds, $8 limit.
 
 _QUERY = """
 SELECT {columns}

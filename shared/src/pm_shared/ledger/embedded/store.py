@@ -98,12 +98,12 @@ async def load_due(conn: Conn, now: int) -> list[TransferRow]:
 
 
 def _in_range(timestamps: list[int]) -> list[int]:
-    # Out-of-range timestamps fail the batch-level checks (§3) before they are ever compared.
+    # Out-of-range timestamps fail the batch-level checks before they are ever compared.
     return [ts for ts in timestamps if 1 <= ts <= TS_MAX]
 
 
 async def load_transfer_imports(conn: Conn, timestamps: list[int]) -> ImportContext:
-    """§4.11 context for an imported create_transfers batch with these user timestamps."""
+    """What an imported create_transfers batch with these user timestamps."""
     timestamps = _in_range(timestamps)
     return ImportContext(
         max_transfer_timestamp=await conn.fetchval(q.SELECT_MAX_TRANSFER_TIMESTAMP),
@@ -112,7 +112,7 @@ async def load_transfer_imports(conn: Conn, timestamps: list[int]) -> ImportCont
 
 
 async def load_account_imports(conn: Conn, timestamps: list[int]) -> ImportContext:
-    """§4.11 context for an imported create_accounts batch with these user timestamps."""
+    """What an imported create_accounts batch with these user timestamps."""
     timestamps = _in_range(timestamps)
     return ImportContext(
         max_account_timestamp=await conn.fetchval(q.SELECT_MAX_ACCOUNT_TIMESTAMP),
