@@ -77,6 +77,16 @@ def test_a_missing_or_invalid_setting_is_a_key_config_error_naming_the_variable(
         assert value.strip() not in str(caught.value)
 
 
+def test_a_missing_setting_points_at_the_existing_key_and_never_at_making_one() -> None:
+    # With service keys stored, a new key would make every stored secret unreadable.
+    with pytest.raises(KeyConfigError) as caught:
+        Cipher.from_setting("")
+    message = str(caught.value)
+    assert "the key the stored service-key secrets were encrypted with" in message
+    assert ".pm/env" in message
+    assert not any(word in message for word in ("urandom", "generate", "python3", "new key"))
+
+
 def test_the_setting_may_be_url_safe_base64() -> None:
     raw = bytes([0xFB, 0xFF] * 16)
     standard = Cipher.from_setting(base64.b64encode(raw).decode())

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from pm_client.api import INTENT_TYPES
 from pm_shared import db
 from pm_shared.keys import store
 from pm_shared.keys.crypto import Cipher, KeyConfigError
@@ -17,7 +18,7 @@ from pm_tools import queries as q
 from pm_tools.database import connection
 from pm_tools.devenv.envfile import KEY_VARIABLE, key_encryption_key, read_env_file, write_env_file
 
-OPERATIONS: tuple[str, ...] = ("P2P", "PROMPTPAY_WITHDRAWAL", "SBP_TOPUP", "ADJUSTMENT")
+OPERATIONS: tuple[str, ...] = INTENT_TYPES
 ADMIN_ONLY = "ADJUSTMENT"
 APPLICATION = "pm keys"
 MAX_DESCRIPTION = 200
@@ -69,16 +70,24 @@ def missing_key_message(stored: int, env_file: Path) -> str:
     )
 
 
+def first_key_message(env_file: Path) -> str:
+    """How to make the key-encryption key, for a database that stores no service key yet."""
+    return (
+        f"{KEY_VARIABLE} is not set, and no service key is stored yet: set it to the base64 of 32 random "
+        "bytes (e.g. `python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())'`), "
+        f"in the environment or in {env_file} (`make up` writes one there), and keep it"
+    )
+
+
 async def cipher(conn: db.Conn, setting: str, env_file: Path) -> Cipher:
     """The cipher of the key-encryption key; KeyConfigError when it is missing or invalid.
 
-    While no key is stored, a missing one gets the setting's own message (which says how to make
-    one); once keys exist, `missing_key_message`.
+    A missing one: while no key is stored, `first_key_message` says how to make one; once keys
+    exist, `missing_key_message` says where the one in use belongs.
     """
     if not setting.strip():
         stored = await stored_keys(conn)
-        if stored:
-            raise KeyConfigError(missing_key_message(stored, env_file))
+        raise KeyConfigError(missing_key_message(stored, env_file) if stored else first_key_message(env_file))
     return Cipher.from_setting(setting)
 
 

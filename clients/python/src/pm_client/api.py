@@ -9,7 +9,7 @@ may not change meaning.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 import msgspec
 
@@ -34,7 +34,7 @@ MetadataValue = Annotated[str, msgspec.Meta(max_length=256)]
 Metadata = Annotated[dict[MetadataKey, MetadataValue], msgspec.Meta(max_length=20)]
 
 IntentType = Literal["P2P", "PROMPTPAY_WITHDRAWAL", "SBP_TOPUP", "ADJUSTMENT"]
-INTENT_TYPES: tuple[str, ...] = ("P2P", "PROMPTPAY_WITHDRAWAL", "SBP_TOPUP", "ADJUSTMENT")
+INTENT_TYPES: tuple[str, ...] = get_args(IntentType)
 IntentState = Literal["CREATED", "VALIDATED", "AUTHORIZED", "SETTLED", "FAILED"]
 TERMINAL_STATES = frozenset({"SETTLED", "FAILED"})
 

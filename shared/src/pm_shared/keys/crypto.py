@@ -37,9 +37,11 @@ class Cipher:
         """A cipher from the setting's value: base64 (standard or URL-safe) of 32 random bytes."""
         text = value.strip()
         if not text:
+            # Never suggest making one here: with service keys stored, a new key makes every stored
+            # secret unreadable. Only the CLI, which can look at pm.service_key, offers to.
             raise KeyConfigError(
-                f"{SETTING} is not set: it must be the base64 of {KEY_BYTES} random bytes "
-                "(e.g. `python3 -c 'import base64, os; print(base64.b64encode(os.urandom(32)).decode())'`)"
+                f"{SETTING} is not set: it must be the key the stored service-key secrets were encrypted "
+                f"with (the base64 of {KEY_BYTES} bytes; a local fleet keeps it in .pm/env)"
             )
         try:
             key = base64.b64decode(text.replace("-", "+").replace("_", "/"), validate=True)

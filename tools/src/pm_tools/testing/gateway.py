@@ -20,6 +20,7 @@ import uvicorn
 from redis.asyncio import Redis
 
 from pm_client import signing
+from pm_client.api import INTENT_TYPES
 from pm_gateway.app import create_app
 from pm_gateway.settings import Settings
 from pm_shared import db
@@ -30,7 +31,7 @@ from pm_shared.streams.names import EVENTS, INTENTS, LEDGER_COMMANDS, LEDGER_RES
 from pm_shared.streams.provision import provision
 from pm_tools.devenv.envfile import new_key_encryption_key
 
-ALL_TYPES = frozenset({"P2P", "PROMPTPAY_WITHDRAWAL", "SBP_TOPUP", "ADJUSTMENT"})
+ALL_TYPES = frozenset(INTENT_TYPES)
 
 
 @dataclass(frozen=True)
