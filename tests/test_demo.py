@@ -10,7 +10,6 @@ ledger's accounts and the transaction history, read directly.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -25,16 +24,17 @@ import msgspec
 import pytest
 from redis.asyncio import Redis
 
-from pm_client import api as http_api
+from pm_client import api
 from pm_client.client import PMAuth
 from pm_shared import db
+from pm_shared.fleet import IPPS_SANDBOX
 from pm_shared.keys.crypto import Cipher
 from pm_shared.keys.store import ALL_OPERATIONS, Permissions, create_key
 from pm_shared.ledger import chart, ids, open_ledger
-from pm_tools import demo
+from pm_tools import demo, processes
 from pm_tools.testing.db import new_database_url, run
 from pm_tools.testing.fixtures import eventually
-from pm_tools.testing.fleet import KEY_ENCRYPTION_KEY, Fleet, delete_streams, free_port
+from pm_tools.testing.fleet import KEY_ENCRYPTION_KEY, Fleet, delete_streams
 
 pytestmark = pytest.mark.slow
 
@@ -72,62 +72,57 @@ class Running:
     database_url: str
 
 
-async def _ipps_sandbox(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """The IPPS sandbox as a process on a free port (withdrawals are paid out through it)."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PM_")}
-    env["PM_IPPS_SANDBOX_PORT"] = str(port)
+@pytest.fixture
+async def ipps_sandbox(tmp_path: Path) -> AsyncIterator[str]:
+    """The IPPS sandbox as a process on a free port (withdrawals are paid out through it): its URL."""
+    port = processes.free_port()
+    env = processes.environment(IPPS_SANDBOX, port=port)
     with (tmp_path / "ipps-sandbox.stderr").open("wb") as err:
-        popen = subprocess.Popen(  # noqa: ASYNC220 - starts at once, never waited on here
-            [sys.executable, "-m", "pm_sandbox_ipps"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-    url = f"http://127.0.0.1:{port}"
+        popen = processes.spawn(IPPS_SANDBOX, env, stderr=err)
+    url = processes.base_url(port)
 
     async def healthy() -> bool:
         assert popen.poll() is None, "the IPPS sandbox exited"
         try:
             async with httpx.AsyncClient(timeout=2.0) as http:
-                return (await http.get(f"{url}/healthz")).status_code == 200
+                return (await http.get(url + processes.ready_path(IPPS_SANDBOX))).status_code == 200
         except httpx.HTTPError:
             return False
 
-    await eventually(healthy, timeout=20, what="the IPPS sandbox answers /healthz")
-    return popen, url
+    try:
+        await eventually(healthy, timeout=20, what="the IPPS sandbox answers /healthz")
+        yield url
+    finally:
+        popen.kill()
+        popen.wait(10)
 
 
 @pytest.fixture
-async def running(fleet: Fleet, redis: Redis, tmp_path: Path) -> AsyncIterator[Running]:
+async def running(fleet: Fleet, redis: Redis, ipps_sandbox: str) -> AsyncIterator[Running]:
     await delete_streams(redis, *STREAMS)
     lease = f"test:demo:ledger-writer:lease:{uuid.uuid4().hex[:8]}"
-    sandbox, sandbox_url = await _ipps_sandbox(tmp_path)
     procs = [
         fleet.start("ledger-writer", env={"PM_LEDGER_WRITER_LEASE_KEY": lease}),
         fleet.start("orchestrator"),
         fleet.start("gateway"),
-        fleet.start("adapter-ipps", env={"PM_ADAPTER_IPPS_IPPS_URL": sandbox_url}),
+        fleet.start("adapter-ipps", env={"PM_ADAPTER_IPPS_IPPS_URL": ipps_sandbox}),
     ]
-    for proc in procs:
-        await proc.wait_ready()
-    conn = await db.connect(fleet.database_url)
     try:
-        key, secret = await create_key(
-            conn,
-            Cipher.from_setting(KEY_ENCRYPTION_KEY),
-            permissions=Permissions(operations=frozenset({ALL_OPERATIONS}), owners=None, admin=True),
-            description="pm demo test",
-        )
-    finally:
-        await conn.close()
-    try:
+        for proc in procs:
+            await proc.wait_ready()
+        conn = await db.connect(fleet.database_url)
+        try:
+            key, secret = await create_key(
+                conn,
+                Cipher.from_setting(KEY_ENCRYPTION_KEY),
+                permissions=Permissions(operations=frozenset({ALL_OPERATIONS}), owners=None, admin=True),
+                description="pm demo test",
+            )
+        finally:
+            await conn.close()
         yield Running(procs[2].url(""), key.key_id, secret, fleet.database_url)
     finally:
         await redis.delete(lease)
-        sandbox.kill()
-        sandbox.wait(10)
 
 
 # -- reading what happened, without the demo ---------------------------------------------------------
@@ -169,6 +164,16 @@ async def ledger_posted(
     finally:
         await ledger.close()
     return [found[i].credits_posted - found[i].debits_posted if i in found else None for i in wanted]
+
+
+async def add_limit(running: Running, rule: api.LimitRuleIn) -> None:
+    async with httpx.AsyncClient(base_url=running.url, auth=PMAuth(running.key_id, running.secret)) as http:
+        response = await http.post(
+            "/v1/admin/limit-rules",
+            content=msgspec.json.encode(rule),
+            headers={"Content-Type": "application/json"},
+        )
+    assert response.status_code == 201, response.text
 
 
 def scenario_counts(summary: demo.DemoSummary) -> Counter[str]:
@@ -295,8 +300,9 @@ async def test_demo_reports_a_payment_that_ends_otherwise_than_expected(running:
     # A spending limit on one funded payer: its payments fail LIMIT_EXCEEDED instead of settling.
     run_id = f"lim{uuid.uuid4().hex[:6]}"
     capped = f"demo-{run_id}-000"
-    async with httpx.AsyncClient(base_url=running.url, auth=PMAuth(running.key_id, running.secret)) as http:
-        rule = http_api.LimitRuleIn(
+    await add_limit(
+        running,
+        api.LimitRuleIn(
             rule_id=f"demo-test-{run_id}",
             subject_kind="user",
             subject=capped,
@@ -304,13 +310,8 @@ async def test_demo_reports_a_payment_that_ends_otherwise_than_expected(running:
             currency="THB",
             period="day",
             max_amount=1,
-        )
-        response = await http.post(
-            "/v1/admin/limit-rules",
-            content=msgspec.json.encode(rule),
-            headers={"Content-Type": "application/json"},
-        )
-        assert response.status_code == 201, response.text
+        ),
+    )
     options = demo.DemoOptions(users=4, payments=12, concurrency=4, seed=5, run_id=run_id)
     summary = await demo.run_demo(running.url, running.key_id, running.secret, options)
 
@@ -395,8 +396,9 @@ async def test_pm_demo_command_prints_tables(running: Running, tmp_path: Path) -
 
 async def test_pm_demo_command_exits_1_listing_intents_that_ended_otherwise(running: Running) -> None:
     # Every RUB payment now exceeds a limit: none of the demo's payments can end as planned.
-    async with httpx.AsyncClient(base_url=running.url, auth=PMAuth(running.key_id, running.secret)) as http:
-        rule = http_api.LimitRuleIn(
+    await add_limit(
+        running,
+        api.LimitRuleIn(
             rule_id=f"demo-test-rub-{uuid.uuid4().hex[:6]}",
             subject_kind="tier",
             subject="standard",
@@ -404,13 +406,8 @@ async def test_pm_demo_command_exits_1_listing_intents_that_ended_otherwise(runn
             currency="RUB",
             period="day",
             max_amount=1,
-        )
-        response = await http.post(
-            "/v1/admin/limit-rules",
-            content=msgspec.json.encode(rule),
-            headers={"Content-Type": "application/json"},
-        )
-        assert response.status_code == 201, response.text
+        ),
+    )
     done = pm(
         "demo",
         "--gateway",
@@ -435,7 +432,7 @@ async def test_pm_demo_command_exits_1_listing_intents_that_ended_otherwise(runn
 
 
 def test_pm_demo_without_a_gateway_exits_2_saying_so(tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{free_port()}"
+    url = processes.base_url(processes.free_port())
     done = pm("demo", "--gateway", url, "--key-id", "pk_nobody", "--secret", "x", "--payments", "3")
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "does not answer" in done.stderr and url in done.stderr, done.stderr

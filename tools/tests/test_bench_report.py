@@ -17,8 +17,7 @@ import numpy as np
 import pytest
 import typer
 
-from pm_tools.bench import model as bench_model
-from pm_tools.bench import report as bench_report
+from pm_tools.bench import model, report
 from pm_tools.bench.model import (
     Benchmark,
     BenchRun,
@@ -194,7 +193,7 @@ def _pixels(path: Path, colour: str) -> int:
 def test_the_report_round_trips_its_json_has_every_row_and_draws_three_pngs(tmp_path: Path) -> None:
     run = fabricated_run()
 
-    written = bench_report.write(run, tmp_path / "results")
+    written = report.write(run, tmp_path / "results")
 
     stem = "2026-11-24-abc1234-dirty"
     assert {kind: path.name for kind, path in written.items()} == {
@@ -209,10 +208,10 @@ def test_the_report_round_trips_its_json_has_every_row_and_draws_three_pngs(tmp_
     )
 
     # The JSON reads back as the same run, field for field.
-    again = bench_model.decode(written["json"].read_bytes())
+    again = model.decode(written["json"].read_bytes())
     assert again == run
     assert again.date == DATE and again.sections[1].sweeps[0].points[2].p99_ms == 262.5
-    assert msgspec.json.decode(written["json"].read_bytes())["schema"] == bench_model.SCHEMA
+    assert msgspec.json.decode(written["json"].read_bytes())["schema"] == model.SCHEMA
 
     md = written["md"].read_text()
     assert md.startswith("# `pm bench`, 2026-11-24 21:30 UTC, commit abc1234-dirty\n")
@@ -263,26 +262,26 @@ def test_a_run_without_sweep_or_stages_writes_no_empty_plots(tmp_path: Path) -> 
     run = fabricated_run()
     run.sections = run.sections[:1]  # the streams runtime alone
 
-    written = bench_report.write(run, tmp_path)
+    written = report.write(run, tmp_path)
 
     assert set(written) == {"json", "md"}
     md = written["md"].read_text()
     assert ".png" not in md and "Load sweep" not in md and "Where the time goes" not in md
-    assert bench_model.decode(written["json"].read_bytes()) == run
+    assert model.decode(written["json"].read_bytes()) == run
 
 
 def test_the_file_names_carry_the_date_and_the_commit(tmp_path: Path) -> None:
-    assert bench_report.stem(datetime(2027, 1, 2, 23, 59, tzinfo=UTC), "0a1b2c3") == "2027-01-02-0a1b2c3"
+    assert report.stem(datetime(2027, 1, 2, 23, 59, tzinfo=UTC), "0a1b2c3") == "2027-01-02-0a1b2c3"
     run = fabricated_run()
     run.date, run.commit = datetime(2027, 3, 4, 5, 6, tzinfo=UTC), "feedbee"
-    assert {kind: p.name for kind, p in bench_report.paths(run, tmp_path).items()} == {
+    assert {kind: p.name for kind, p in report.paths(run, tmp_path).items()} == {
         "json": "2027-03-04-feedbee.json",
         "md": "2027-03-04-feedbee.md",
         "throughput": "2027-03-04-feedbee-throughput.png",
         "latency": "2027-03-04-feedbee-latency.png",
         "stages": "2027-03-04-feedbee-stages.png",
     }
-    assert bench_report.stem(DATE, "a/b c") == "2026-11-24-a_b_c"  # never a path of its own
+    assert report.stem(DATE, "a/b c") == "2026-11-24-a_b_c"  # never a path of its own
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -309,12 +308,12 @@ def test_the_commit_is_the_short_head_dirty_when_tracked_files_changed(tmp_path:
     _git(repo, "commit", "-q", "-m", "one")
     head = _git(repo, "rev-parse", "--short", "HEAD")
 
-    assert bench_report.commit_label(repo) == head
+    assert report.commit_label(repo) == head
     (repo / "results.json").write_text("{}")  # untracked: earlier results do not make it dirty
-    assert bench_report.commit_label(repo) == head
+    assert report.commit_label(repo) == head
     (repo / "a.txt").write_text("two\n")
-    assert bench_report.commit_label(repo) == f"{head}-dirty"
-    assert bench_report.commit_label(outside) == "unknown"
+    assert report.commit_label(repo) == f"{head}-dirty"
+    assert report.commit_label(outside) == "unknown"
 
 
 def test_machine_facts_come_from_proc(tmp_path: Path) -> None:
@@ -326,14 +325,14 @@ def test_machine_facts_come_from_proc(tmp_path: Path) -> None:
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       24576000 kB\nMemFree:         1000 kB\n")
 
-    assert bench_report.cpu_model(cpuinfo) == "Intel(R) Xeon(R) CPU @ 2.20GHz"
-    assert bench_report.memory_bytes(meminfo) == 24_576_000 * 1024
+    assert report.cpu_model(cpuinfo) == "Intel(R) Xeon(R) CPU @ 2.20GHz"
+    assert report.memory_bytes(meminfo) == 24_576_000 * 1024
 
 
 def test_figures_that_could_not_be_measured_are_left_out_not_nan() -> None:
-    assert bench_model.finite(float("nan")) is None and bench_model.finite(math.inf) is None
-    assert bench_model.finite(1.5) == 1.5
-    assert bench_model.known({"a": 1.0, "b": float("nan"), "c": None, "d": 0.0}) == {"a": 1.0, "d": 0.0}
+    assert model.finite(float("nan")) is None and model.finite(math.inf) is None
+    assert model.finite(1.5) == 1.5
+    assert model.known({"a": 1.0, "b": float("nan"), "c": None, "d": 0.0}) == {"a": 1.0, "d": 0.0}
 
 
 def test_rates_parse_from_a_comma_separated_list() -> None:

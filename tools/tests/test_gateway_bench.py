@@ -7,16 +7,14 @@ import math
 import pytest
 from rich.console import Console
 
-from pm_tools.bench import gateway as gateway_bench
+from pm_tools.bench import gateway
 from pm_tools.testing.db import server_url
 
 pytestmark = pytest.mark.slow
 
 
 async def test_gateway_bench_measures_both_endpoints_and_every_intent_lands(redis_url: str) -> None:
-    result = await gateway_bench.run(
-        server_url(), redis_url, concurrency=4, warmup_s=0.2, duration_s=0.5, repeat=1
-    )
+    result = await gateway.run(server_url(), redis_url, concurrency=4, warmup_s=0.2, duration_s=0.5, repeat=1)
 
     for side in (result.bare, result.gateway):
         assert side.errors == 0, side.first_error
@@ -29,7 +27,7 @@ async def test_gateway_bench_measures_both_endpoints_and_every_intent_lands(redi
     assert result.ratio == pytest.approx(result.gateway.rate / result.bare.rate)
 
     console = Console(record=True, width=300)
-    met = gateway_bench.report(result, console)
+    met = gateway.report(result, console)
     text = console.export_text()
     assert "gateway (signed)" in text and "bare (unsigned, XADD only)" in text
     assert f"{result.gateway.rate:,.0f}" in text and f"{result.ratio:.1%}" in text
@@ -37,7 +35,7 @@ async def test_gateway_bench_measures_both_endpoints_and_every_intent_lands(redi
     assert f"{result.landed:,} of {result.accepted:,} accepted intents" in text
 
     # The figure for `pm bench`'s report: the gateway beside the bare endpoint of the same run.
-    (row,) = gateway_bench.section(result).benchmarks
+    (row,) = gateway.section(result).benchmarks
     assert (row.throughput, row.baseline, row.ratio) == (result.gateway.rate, result.bare.rate, result.ratio)
     assert row.p99_ms == result.gateway.p99_ms and row.goal_met == met
     assert row.extra["bare p99 ms"] == result.bare.p99_ms

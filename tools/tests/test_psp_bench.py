@@ -8,8 +8,7 @@ import math
 import pytest
 from rich.console import Console
 
-from pm_tools.bench import psp as psp_bench
-from pm_tools.bench import saga as saga_bench
+from pm_tools.bench import psp, workload
 from pm_tools.testing.db import server_url
 
 pytestmark = pytest.mark.slow
@@ -18,7 +17,7 @@ pytestmark = pytest.mark.slow
 async def test_psp_bench_settles_both_types_pays_each_withdrawal_once_and_reports_the_overlap(
     redis_url: str,
 ) -> None:
-    result = await psp_bench.run(server_url(), redis_url, intents=40, latency_ms=10, users=50)
+    result = await psp.run(server_url(), redis_url, intents=40, latency_ms=10, users=50)
 
     p2p, withdrawals, adapter = result.p2p, result.withdrawals, result.adapter
     assert (p2p.name, withdrawals.name) == ("P2P", "PROMPTPAY_WITHDRAWAL")
@@ -48,23 +47,23 @@ async def test_psp_bench_settles_both_types_pays_each_withdrawal_once_and_report
     assert adapter.p50_ms >= 2 * 10 and adapter.payouts == 20 and adapter.polls == 0
     assert 1 <= adapter.max_in_flight <= 20 and adapter.mean_in_flight > 0
     # IPPS paid each withdrawal once, the amount the intent carried.
-    assert result.sandbox_transfers == 20 and result.sandbox_paid == 20 * saga_bench.AMOUNT
+    assert result.sandbox_transfers == 20 and result.sandbox_paid == 20 * workload.AMOUNT
     assert result.serialized_ceiling == pytest.approx(50.0)
     assert result.ratio == pytest.approx(withdrawals.settled_rate / p2p.settled_rate)
     assert result.resumed == 0
 
     console = Console(record=True, width=300)
-    met = psp_bench.report(result, console)
+    met = psp.report(result, console)
     text = console.export_text()
     assert "P2P" in text and "PROMPTPAY_WITHDRAWAL" in text and "withdrawals/s ÷ P2P/s" in text
     assert f"{withdrawals.settled_rate:,.0f}" in text and f"{result.ratio:.0%}" in text
     assert "serialized ceiling" in text and "50.0/s" in text and "payouts in flight" in text
     assert f"max {adapter.max_in_flight:,}" in text and "20 transfers" in text
     assert "where the time goes" in text and "AUTHORIZED → AUTHORIZED(paid)" in text
-    assert met == psp_bench.goals_met(result)
+    assert met == psp.goals_met(result)
 
     # The figures for `pm bench`'s report: withdrawals beside P2P and beside the ceiling; the stages.
-    section = psp_bench.section(result)
+    section = psp.section(result)
     p2p_row, withdrawal_row, ceiling_row = section.benchmarks
     assert p2p_row.throughput == p2p.settled_rate and withdrawal_row.baseline == p2p.settled_rate
     assert withdrawal_row.ratio == result.ratio and withdrawal_row.p99_ms == withdrawals.p99_ms

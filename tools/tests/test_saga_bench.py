@@ -7,14 +7,14 @@ import math
 import pytest
 from rich.console import Console
 
-from pm_tools.bench import saga as saga_bench
+from pm_tools.bench import saga
 from pm_tools.testing.db import server_url
 
 pytestmark = pytest.mark.slow
 
 
 async def test_saga_bench_settles_every_intent_and_accounts_for_the_time(redis_url: str) -> None:
-    result = await saga_bench.run(
+    result = await saga.run(
         server_url(),
         redis_url,
         intents=300,
@@ -62,16 +62,16 @@ async def test_saga_bench_settles_every_intent_and_accounts_for_the_time(redis_u
     assert http.intake_mean_ms is not None and http.intake_mean_ms > 0
 
     console = Console(record=True, width=300)
-    met = saga_bench.report(result, console)
+    met = saga.report(result, console)
     text = console.export_text()
     assert "pipeline (XADD to pm:intents)" in text and "HTTP (signed POST /v1/intents)" in text
     assert f"{pipeline.settled_rate:,.0f}" in text and f"{http.p99_ms:,.0f} ms" in text
     assert "where the time goes" in text and "AUTHORIZED → SETTLED" in text
-    assert met == saga_bench.goals_met(result)
+    assert met == saga.goals_met(result)
     assert "HTTP 30/s" in text and "HTTP 50/s" in text
 
     # The figures for `pm bench`'s report: the pipeline and each HTTP run, the sweep, the stages.
-    section = saga_bench.section(result)
+    section = saga.section(result)
     assert [b.throughput for b in section.benchmarks] == [
         r.settled_rate for r in (pipeline, *result.http_runs)
     ]

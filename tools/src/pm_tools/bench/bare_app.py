@@ -6,9 +6,10 @@ XADD through `Publisher.publish` onto `pm:intents`, and a 202 with a small JSON 
 no database, no idempotency. It runs under uvicorn as the gateway does (one worker, the asyncio
 loop of `asyncio.run`, `log_config=None`, `access_log=False`, the fleet's GC settings).
 
-    python -m pm_tools.bench.bare_app --port 8099 [--redis-url URL] [--maxlen N]
+    python -m pm_tools.bench.bare_app [--port 8099] [--redis-url URL] [--maxlen N]
 
-`--redis-url` defaults to `PM_REDIS_URL`, `--maxlen` to `PM_STREAM_MAXLEN` (else 10,000).
+`--port` defaults to `PM_BENCH_BARE_PORT`, `--redis-url` to `PM_REDIS_URL`, `--maxlen` to
+`PM_STREAM_MAXLEN` (else 10,000), so that `pm_tools.processes` starts it as it starts any member.
 """
 
 from __future__ import annotations
@@ -30,9 +31,13 @@ from starlette.routing import Route
 
 from pm_client.api import CreateIntent, Party
 from pm_shared import messages
+from pm_shared.fleet import Member
 from pm_shared.runtime import tune_gc
 from pm_shared.streams import Publisher, connect
 from pm_shared.streams.names import INTENTS
+
+MEMBER = Member("bare endpoint", __name__, "BENCH_BARE_", 8099, kind="sandbox")
+"""How the launcher starts it: a stand-in, as a sandbox is, and no member of the fleet's roster."""
 
 _request = msgspec.json.Decoder(CreateIntent)
 _encoder = msgspec.json.Encoder()
@@ -103,7 +108,8 @@ def create_app(redis_url: str, maxlen: int) -> Starlette:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pm_tools.bench.bare_app", description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
+    port = os.environ.get(MEMBER.port_variable)
+    parser.add_argument("--port", type=int, required=port is None, default=port)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--redis-url", default=os.environ.get("PM_REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--maxlen", type=int, default=int(os.environ.get("PM_STREAM_MAXLEN", "10000")))

@@ -29,47 +29,34 @@ the generator is what limits that rate).
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import math
-import os
 import secrets
-import signal
-import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import httpx
 import msgspec
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
 from pm_client import signing
-from pm_shared import db
-from pm_shared.db import drop_database, ensure_database, migrate
-from pm_shared.db.pool import with_database
+from pm_shared import db, fleet
 from pm_shared.keys.crypto import Cipher
 from pm_shared.keys.store import Permissions, create_key
 from pm_shared.runtime import tune_gc
 from pm_shared.streams import connect
 from pm_shared.streams.names import EVENTS, INTENTS, stream_key
 from pm_shared.streams.provision import provision
-from pm_tools.bench import model as bench_model
-from pm_tools.bench.ledger import _free_port, _status, _tail, bench_redis_url
+from pm_tools.bench import bare_app, harness, model, tables
 
 GOAL = 0.50
 """The gateway's requests/s as a share of the bare endpoint's."""
 PATH = "/v1/intents"
 STREAMS = (INTENTS, EVENTS)
 STREAM_MAXLEN = 1_000_000
-READY_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 30.0
 REQUEST_TIMEOUT_S = 30.0
 
 BODY = msgspec.json.encode(
@@ -141,13 +128,7 @@ class GatewayResult:
         return self.bare.errors == 0 and self.gateway.errors == 0 and self.landed == self.accepted
 
 
-# --- the load -----------------------------------------------------------------------------------
-
-
-def _percentile(ordered: Sequence[float], q: float) -> float:
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+# --- the load ---------------------------------------------------------------------------------------
 
 
 async def _load(
@@ -197,13 +178,13 @@ async def _load(
         clients = [await stack.enter_async_context(_client()) for _ in range(concurrency)]
         await asyncio.gather(*(worker(client) for client in clients))
     cpu = (time.process_time() - cpu_started) / (time.perf_counter() - started)
-    latencies.sort()
+    p50, p95, p99, _ = harness.stats(latencies)
     return Side(
         requests=len(latencies),
         seconds=duration_s,
-        p50_ms=_percentile(latencies, 0.50) * 1000,
-        p95_ms=_percentile(latencies, 0.95) * 1000,
-        p99_ms=_percentile(latencies, 0.99) * 1000,
+        p50_ms=p50,
+        p95_ms=p95,
+        p99_ms=p99,
         accepted=accepted,
         errors=errors,
         first_error=first_error,
@@ -226,53 +207,7 @@ def _best(runs: list[Side]) -> Side:
     )
 
 
-# --- the processes ------------------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def _process(
-    name: str, args: Sequence[str], env: Mapping[str, str], ready_url: str
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    """`python <args>`, once `ready_url` answers 200; SIGTERM (else SIGKILL) on exit."""
-    with tempfile.TemporaryFile() as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *args,
-            env=dict(env),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=log,
-        )
-        try:
-            deadline = time.monotonic() + READY_TIMEOUT_S
-            while await asyncio.to_thread(_status, ready_url) != 200:
-                if process.returncode is not None:
-                    raise RuntimeError(f"the {name} exited with {process.returncode}:\n{_tail(log)}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the {name} not ready after {READY_TIMEOUT_S:g}s:\n{_tail(log)}")
-                await asyncio.sleep(0.05)
-            yield process
-            if process.returncode is not None:
-                raise RuntimeError(f"the {name} exited with {process.returncode}:\n{_tail(log)}")
-        finally:
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
-                except TimeoutError:
-                    process.kill()
-                    await process.wait()
-
-
-def _base_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("PM_")}
-
-
-async def _delete_streams(redis: Redis) -> None:
-    for spec in STREAMS:
-        keys = [k async for k in redis.scan_iter(match=f"{{{spec.name}:*")]
-        if keys:
-            await redis.delete(*keys)
+# --- the run ------------------------------------------------------------------------------------
 
 
 async def _service_key(dsn: str, cipher: Cipher) -> Key:
@@ -289,7 +224,22 @@ async def _service_key(dsn: str, cipher: Cipher) -> Key:
     return Key(made.key_id, secret)
 
 
-# --- the run ------------------------------------------------------------------------------------
+async def _both(
+    variables: dict[str, str], key: Key, concurrency: int, warmup_s: float, duration_s: float, repeat: int
+) -> tuple[list[Side], list[Side]]:
+    """The gateway (with the fleet's `variables`) and the bare endpoint side by side: `repeat` runs of
+    each, in turn."""
+    maxlen = {"PM_STREAM_MAXLEN": str(STREAM_MAXLEN)}
+    bare_variables = {"PM_REDIS_URL": variables["PM_REDIS_URL"], **maxlen}
+    bare_runs, gateway_runs = [], []
+    async with (
+        harness.started(fleet.GATEWAY, {**variables, **maxlen}) as gateway,
+        harness.started(bare_app.MEMBER, bare_variables) as bare,
+    ):
+        for _ in range(repeat):
+            bare_runs.append(await _load(bare.base + PATH, None, concurrency, warmup_s, duration_s))
+            gateway_runs.append(await _load(gateway.base + PATH, key, concurrency, warmup_s, duration_s))
+    return bare_runs, gateway_runs
 
 
 async def run(
@@ -303,49 +253,28 @@ async def run(
 ) -> GatewayResult:
     """Bare endpoint and gateway, each the best of `repeat` runs of `warmup_s` + `duration_s`."""
     tune_gc()
-    url = bench_redis_url(redis_url)
-    kek = base64.b64encode(secrets.token_bytes(32)).decode()
-    dsn = with_database(server_dsn, f"pm_bench_{secrets.token_hex(4)}")
-    redis = connect(url, name="pm-bench-gateway")
-    await ensure_database(dsn)
-    try:
-        await migrate(dsn)
-        key = await _service_key(dsn, Cipher.from_setting(kek))
-        await _delete_streams(redis)
+    url = harness.redis_url(redis_url)
+    kek = harness.key_encryption_key()
+    patterns = [f"{{{spec.name}:*" for spec in STREAMS]
+    async with harness.database(server_dsn, "gateway") as dsn:
+        redis = connect(url, name="pm-bench-gateway")
         try:
-            await provision(redis, 1, STREAMS)
-            intents = stream_key(INTENTS.name, 0)
-            before = await redis.xlen(intents)
-            gateway_port, bare_port = _free_port(), _free_port()
-            gateway_env = {
-                **_base_env(),
-                "PM_REDIS_URL": url,
-                "PM_DATABASE_URL": dsn,
-                "PM_KEY_ENCRYPTION_KEY": kek,
-                "PM_GATEWAY_PORT": str(gateway_port),
-                "PM_LOG_LEVEL": "WARNING",
-                "PM_STREAM_MAXLEN": str(STREAM_MAXLEN),
-            }
-            bare_args = ["-m", "pm_tools.bench.bare_app", "--port", str(bare_port)]
-            bare_args += ["--redis-url", url, "--maxlen", str(STREAM_MAXLEN)]
-            gateway_base, bare_base = f"http://127.0.0.1:{gateway_port}", f"http://127.0.0.1:{bare_port}"
-            async with (
-                _process("gateway", ["-m", "pm_gateway"], gateway_env, gateway_base + "/readyz"),
-                _process("bare endpoint", bare_args, _base_env(), bare_base + "/healthz"),
-            ):
-                bare_runs, gateway_runs = [], []
-                for _ in range(repeat):
-                    bare_runs.append(await _load(bare_base + PATH, None, concurrency, warmup_s, duration_s))
-                    gateway_runs.append(
-                        await _load(gateway_base + PATH, key, concurrency, warmup_s, duration_s)
-                    )
-            landed = await redis.xlen(intents) - before
+            key = await _service_key(dsn, Cipher.from_setting(kek))
+            await harness.delete_keys(redis, patterns)
+            try:
+                await provision(redis, 1, STREAMS)
+                intents = stream_key(INTENTS.name, 0)
+                before = await redis.xlen(intents)
+                variables = harness.service_variables(dsn, url, "gateway", kek)
+                bare_runs, gateway_runs = await _both(
+                    variables, key, concurrency, warmup_s, duration_s, repeat
+                )
+                landed = await redis.xlen(intents) - before
+            finally:
+                with contextlib.suppress(ResponseError):
+                    await harness.delete_keys(redis, patterns)
         finally:
-            with contextlib.suppress(ResponseError):
-                await _delete_streams(redis)
-    finally:
-        await redis.aclose()
-        await drop_database(dsn)
+            await redis.aclose()
     return GatewayResult(
         concurrency=concurrency,
         warmup_s=warmup_s,
@@ -363,29 +292,21 @@ def goals_met(result: GatewayResult) -> bool:
 
 def table(result: GatewayResult) -> Table:
     """Requests/s, p50 and p99 of each endpoint, and the gateway's share of the bare rate."""
-    out = Table(
-        title=(
-            f"Gateway: signed POST {PATH} beside a bare unsigned endpoint doing the same XADD "
-            f"({result.concurrency} concurrent requests)"
-        ),
-        caption=Text(
+    out = tables.table(
+        f"Gateway: signed POST {PATH} beside a bare unsigned endpoint doing the same XADD "
+        f"({result.concurrency} concurrent requests)",
+        ["endpoint", "requests/s", "p50", "p99", "timed 202s", "errors", "generator CPU", "gateway / bare"]
+        + [f"goal ≥ {GOAL:.0%}"],
+        right=["requests/s", "p50", "p99", "timed 202s", "errors", "generator CPU", "gateway / bare"],
+        caption=(
             f"both real processes, one uvicorn worker each, same run; load: {result.concurrency} "
             f"asyncio workers, each with an httpx client on its own keep-alive HTTP/1.1 connection, "
             f"{result.warmup_s:g} s warm-up then {result.duration_s:g} s timed, best "
             f"of {result.repeat}; the load generator shares the machine's cores with both servers, "
             "Redis and PostgreSQL (at about 100 % of a core, the generator is what limits the rate). "
             f"{result.landed:,} of {result.accepted:,} accepted intents on {INTENTS.name}."
-        ),  # Text: no markup or emoji codes
+        ),
     )
-    out.add_column("endpoint")
-    out.add_column("requests/s", justify="right")
-    out.add_column("p50", justify="right")
-    out.add_column("p99", justify="right")
-    out.add_column("timed 202s", justify="right")
-    out.add_column("errors", justify="right")
-    out.add_column("generator CPU", justify="right")
-    out.add_column("gateway / bare", justify="right")
-    out.add_column(f"goal ≥ {GOAL:.0%}")
     for name, side in (("bare (unsigned, XADD only)", result.bare), ("gateway (signed)", result.gateway)):
         out.add_row(
             name,
@@ -398,7 +319,7 @@ def table(result: GatewayResult) -> Table:
             "",
             "",
         )
-    verdict = "met" if result.ratio >= GOAL else "MISSED"
+    verdict = tables.verdict(result.ratio >= GOAL)
     if result.bare.errors or result.gateway.errors:
         verdict += ", with errors"
     if result.landed != result.accepted:
@@ -413,18 +334,18 @@ def report(result: GatewayResult, console: Console) -> bool:
     return goals_met(result)
 
 
-def section(result: GatewayResult) -> bench_model.Section:
+def section(result: GatewayResult) -> model.Section:
     """The figures for `pm bench`'s report: the gateway beside the bare endpoint of the same run."""
     bare, gateway = result.bare, result.gateway
     clean = "" if result.clean else "; NOT clean: errors, or accepted intents missing from the stream"
     benchmarks = [
-        bench_model.Benchmark(
+        model.Benchmark(
             name=f"gateway, signed POST {PATH} (durable)",
             unit="requests/s",
             throughput=gateway.rate,
-            p50_ms=bench_model.finite(gateway.p50_ms),
-            p95_ms=bench_model.finite(gateway.p95_ms),
-            p99_ms=bench_model.finite(gateway.p99_ms),
+            p50_ms=model.finite(gateway.p50_ms),
+            p95_ms=model.finite(gateway.p95_ms),
+            p99_ms=model.finite(gateway.p99_ms),
             baseline_name="bare endpoint: unsigned, XADD only",
             baseline=bare.rate,
             ratio=result.ratio,
@@ -436,7 +357,7 @@ def section(result: GatewayResult) -> bench_model.Section:
                 if bare.generator_cpu >= 0.9
                 else (clean.removeprefix("; ") or None)
             ),
-            extra=bench_model.known(
+            extra=model.known(
                 {
                     "bare p50 ms": bare.p50_ms,
                     "bare p95 ms": bare.p95_ms,
@@ -449,7 +370,7 @@ def section(result: GatewayResult) -> bench_model.Section:
             ),
         )
     ]
-    return bench_model.Section(
+    return model.Section(
         name="gateway",
         description=(
             f"Signed POST {PATH} through the real gateway beside a bare unsigned endpoint doing the "

@@ -1,4 +1,4 @@
-"""What `pm bench` measured, as data: every benchmark fills these structs, and `bench_report` writes
+"""What `pm bench` measured, as data: every benchmark fills these structs, and `report` writes
 them out (JSON, markdown, plots).
 
 A `Section` per benchmark module (streams runtime, ledger, gateway, saga, PSP) holds:

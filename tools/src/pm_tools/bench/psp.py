@@ -1,6 +1,6 @@
 """Benchmark of PromptPay withdrawals beside P2P payments, in one run of one fleet, against the IPPS
-sandbox answering every call after a simulated PSP latency (issue 6: the adapter must not be the
-bottleneck; the PSP's latency is overlapped, not serialized).
+sandbox answering every call after a simulated PSP latency: the adapter must not be the bottleneck;
+the PSP's latency is overlapped, not serialized.
 
 A payout is two calls to IPPS (inquiry, then confirm), so an adapter making one payout at a time
 could make at most 1 / (2 × latency) payouts/s: 10/s at 50 ms, the *serialized ceiling*. It is
@@ -11,94 +11,51 @@ and the adapter's concurrency: payouts in flight at once, the most (from the att
 `pm.psp_tx_map`: recorded at `created_at`, final at `result_at`) and the mean (Little's law: the
 time payouts spent in the adapter over the window it was busy).
 
-The fleet is the saga benchmark's (`saga_bench`: ledger-writer, orchestrators, reconciler and
-gateway as real processes with their default settings, on a throw-away database and Redis database
-14, the wallets funded, a PRE and a POST fee rule on every P2P payment) plus the IPPS sandbox
-(`PM_IPPS_SANDBOX_LATENCY_MS` = `latency_ms`, no callbacks) and adapter-ipps with its default
-settings (its consumer handles up to `PM_STREAM_CONCURRENCY` jobs of a batch at once).
+The fleet is the saga benchmark's (`services`) plus the IPPS sandbox (`PM_IPPS_SANDBOX_LATENCY_MS` =
+`latency_ms`, no callbacks) and adapter-ipps with its default settings (its consumer handles up to
+`PM_STREAM_CONCURRENCY` jobs of a batch at once).
 
 One pipeline run: `intents` rows in CREATED inserted in bulk (untimed), half P2P between two random
 distinct wallets and half PROMPTPAY_WITHDRAWAL from a random wallet to a PromptPay mobile number,
-`AMOUNT` each (no sandbox fault amount), then their `IntentSubmitted` published onto `pm:intents`
-interleaved (P2P, withdrawal, P2P, …) as fast as back-pressure admits. Per type: settled/s (its
-settled intents over the first publish to its last SETTLED `at`), p50/p95/p99 publish → SETTLED,
-and the time per stage from `pm.intent_event`. A withdrawal has one stage more, the PSP's:
-AUTHORIZED → AUTHORIZED(paid), up to the row the orchestrator writes when the adapter's result says
-IPPS paid (the job sent, read by the adapter, its inquiry and confirm, the result read back).
+`workload.AMOUNT` each (no sandbox fault amount), then their `IntentSubmitted` published onto
+`pm:intents` interleaved (P2P, withdrawal, P2P, …) as fast as back-pressure admits. Per type:
+settled/s, p50/p95/p99 publish → SETTLED, and the time per stage (`runs`). A withdrawal has one
+stage more, the PSP's: AUTHORIZED → AUTHORIZED(paid), up to the row the orchestrator writes when the
+adapter's result says IPPS paid (the job sent, read by the adapter, its inquiry and confirm, the
+result read back).
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import itertools
 import secrets
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
 import msgspec
-from redis.asyncio import Redis
-from redis.exceptions import ResponseError
 from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
-from pm_client import api as http_api
+from pm_client import api
 from pm_shared import db, messages
-from pm_shared.db import drop_database, ensure_database, migrate
-from pm_shared.db.pool import with_database
-from pm_shared.keys.crypto import Cipher
-from pm_shared.runtime import tune_gc
-from pm_shared.streams import connect
 from pm_shared.streams.names import EVENTS, INTENTS, IPPS_JOBS, LEDGER_COMMANDS, LEDGER_RESULTS, PSP_RESULTS
-from pm_shared.streams.provision import provision
-from pm_tools.bench import model as bench_model
-from pm_tools.bench import saga as saga_bench
-from pm_tools.bench.gateway import _base_env, _process
-from pm_tools.bench.ledger import _free_port, bench_redis_url
-from pm_tools.bench.saga import AMOUNT, CURRENCY, INSERT_INTENTS, USERS, Run, Stage, _stats
+from pm_tools.bench import harness, model, queries, runs, services, tables, workload
+from pm_tools.bench.queries import PAID
+from pm_tools.bench.runs import Run
 
 LATENCY_MS = 50
-"""The IPPS sandbox's delay before every /v1 answer (the issue's: 50 ms)."""
+"""The IPPS sandbox's delay before every /v1 answer."""
 CALLS_PER_PAYOUT = 2
 """inquiry, then confirm: what one payout waits for when nothing goes wrong."""
 INTENTS_DEFAULT = 2_000
 P2P, WITHDRAWAL = "P2P", "PROMPTPAY_WITHDRAWAL"
 MOBILE = "0812345678"
 """An ordinary registered mobile number in the sandbox (no fault attached)."""
-PAYEE = http_api.PromptPayParty(proxy_type="MSISDN", proxy_value=MOBILE)
-PAID = "AUTHORIZED(paid)"
-"""The timeline row the orchestrator writes when the adapter's result says IPPS paid."""
+PAYEE = api.PromptPayParty(proxy_type="MSISDN", proxy_value=MOBILE)
 WITHDRAWAL_CHAIN = ("VALIDATED", "AUTHORIZED", PAID, "SETTLED")
 WATCHED = (INTENTS, LEDGER_COMMANDS, LEDGER_RESULTS, IPPS_JOBS, PSP_RESULTS, EVENTS)
-
-INSERT_WITHDRAWALS = """
-INSERT INTO pm.intent (id, key_id, idempotency_key, request_hash, type, state, amount, currency,
-                       source, target, from_name)
-SELECT t.id, $1, 'bench-' || t.id::text, $2, 'PROMPTPAY_WITHDRAWAL', 'CREATED', $3, $4,
-       jsonb_build_object('kind', 'user', 'id', t.payer), $5::jsonb, t.payer
-FROM unnest($6::uuid[], $7::text[]) AS t(id, payer)
-"""
-# A withdrawal writes AUTHORIZED twice: from VALIDATED (the hold), then from AUTHORIZED when the PSP
-# result comes back. The second is told apart by its reason; an UNKNOWN result's row (outcome not
-# known yet, also AUTHORIZED → AUTHORIZED) is left out. min(at): the first row of each state counts.
-SELECT_TIMELINE = f"""
-SELECT intent_id::text,
-       CASE WHEN from_state = 'AUTHORIZED' AND to_state = 'AUTHORIZED' THEN '{PAID}' ELSE to_state END
-           AS to_state,
-       min(at) AS at
-FROM pm.intent_event
-WHERE intent_id = ANY($1::uuid[])
-  AND NOT (from_state IS NOT DISTINCT FROM 'AUTHORIZED' AND to_state = 'AUTHORIZED'
-           AND coalesce(reason, '') NOT LIKE '% succeeded%')
-GROUP BY 1, 2
-"""
-SELECT_ATTEMPTS = """
-SELECT created_at, result_at, attempts, polls FROM pm.psp_tx_map
-WHERE psp = 'ipps' AND action = 'payout' AND intent_id = ANY($1::text[])
-"""
 
 
 @dataclass(frozen=True)
@@ -161,43 +118,6 @@ class PspBenchResult:
         return self.p2p.clean and self.withdrawals.clean
 
 
-# --- the fleet ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PspFleet:
-    saga: saga_bench.Fleet
-    sandbox: str
-    """Base URL of the IPPS sandbox."""
-
-
-@contextlib.asynccontextmanager
-async def _fleet(
-    dsn: str, redis_url: str, kek: str, orchestrators: int, latency_ms: int
-) -> AsyncIterator[PspFleet]:
-    """The IPPS sandbox, the saga benchmark's fleet, then adapter-ipps, each ready; stopped on exit
-    (in reverse order, so the adapter never runs without its PSP)."""
-    async with contextlib.AsyncExitStack() as stack:
-        port = _free_port()
-        sandbox = f"http://127.0.0.1:{port}"
-        env = {
-            **_base_env(),
-            "PM_IPPS_SANDBOX_PORT": str(port),
-            "PM_IPPS_SANDBOX_LATENCY_MS": str(latency_ms),
-            "PM_LOG_LEVEL": "WARNING",  # the sandbox reads the fleet's common variable
-        }
-        await stack.enter_async_context(
-            _process("IPPS sandbox", ["-m", "pm_sandbox_ipps"], env, sandbox + "/healthz")
-        )
-        fleet = await stack.enter_async_context(saga_bench._fleet(dsn, redis_url, kek, orchestrators))
-        port = _free_port()
-        env = saga_bench._env(dsn, redis_url, kek, "PM_ADAPTER_IPPS_PORT", port, "adapter-ipps")
-        env["PM_ADAPTER_IPPS_IPPS_URL"] = sandbox
-        ready = f"http://127.0.0.1:{port}/readyz"
-        await stack.enter_async_context(_process("adapter-ipps", ["-m", "pm_adapter_ipps"], env, ready))
-        yield PspFleet(fleet, sandbox)
-
-
 # --- the run ------------------------------------------------------------------------------------
 
 
@@ -207,8 +127,8 @@ def _withdrawal(intent_id: str, key_id: str, payer: str) -> messages.IntentSubmi
         message_id=f"{intent_id}:submitted",
         produced_at=messages.now(),
         type=WITHDRAWAL,
-        amount=AMOUNT,
-        currency=CURRENCY,
+        amount=workload.AMOUNT,
+        currency=workload.CURRENCY,
         source=messages.Party(kind="user", id=payer),
         target=messages.Party(kind="promptpay", proxy_type=PAYEE.proxy_type, proxy_value=PAYEE.proxy_value),
         key_id=key_id,
@@ -216,89 +136,76 @@ def _withdrawal(intent_id: str, key_id: str, payer: str) -> messages.IntentSubmi
     )
 
 
-async def _insert(
-    conn: db.Conn, key_id: str, p2p: Sequence[tuple[str, str, str]], withdrawals: Sequence[tuple[str, str]]
-) -> None:
-    """The rows in CREATED, 5,000 per statement: (id, payer, payee) P2P, (id, payer) withdrawals."""
-    target = msgspec.json.encode(PAYEE).decode()  # as the gateway stores the API's party
-    for start in range(0, len(p2p), 5_000):
-        chunk = p2p[start : start + 5_000]
-        await conn.execute(
-            INSERT_INTENTS,
-            key_id,
-            secrets.token_bytes(32),
-            AMOUNT,
-            CURRENCY,
-            [uuid.UUID(i) for i, _, _ in chunk],
-            [p for _, p, _ in chunk],
-            [p for _, _, p in chunk],
+@dataclass(frozen=True)
+class _Mixed:
+    """The intents of the run: (id, payer, payee) P2P, (id, payer) withdrawals."""
+
+    p2p: list[tuple[str, str, str]]
+    withdrawals: list[tuple[str, str]]
+
+    @classmethod
+    def plan(cls, users: Sequence[str], intents: int) -> _Mixed:
+        rng = secrets.SystemRandom()
+        half = intents // 2
+        p2p = [(str(workload.uuid7()), payer, payee) for payer, payee in workload.pairs(users, half, rng)]
+        return cls(p2p, [(str(workload.uuid7()), rng.choice(users)) for _ in range(intents - half)])
+
+    async def insert(self, conn: db.Conn, key_id: str) -> None:
+        """The rows in CREATED, as the gateway leaves them."""
+        p2p_ids, payers, payees = zip(*self.p2p, strict=True)
+        await workload.insert(
+            conn, queries.INSERT_P2P, key_id, [uuid.UUID(i) for i in p2p_ids], payers, payees
         )
-    for start in range(0, len(withdrawals), 5_000):
-        part = withdrawals[start : start + 5_000]
-        await conn.execute(
-            INSERT_WITHDRAWALS,
-            key_id,
-            secrets.token_bytes(32),
-            AMOUNT,
-            CURRENCY,
-            target,
-            [uuid.UUID(i) for i, _ in part],
-            [p for _, p in part],
+        ids, payers = zip(*self.withdrawals, strict=True)
+        target = msgspec.json.encode(PAYEE).decode()  # as the gateway stores the API's party
+        await workload.insert(
+            conn, queries.INSERT_WITHDRAWALS, key_id, [uuid.UUID(i) for i in ids], payers, party=target
         )
 
+    def submitted(self, key_id: str) -> list[messages.IntentSubmitted]:
+        """Interleaved, so that both types meet the same queues at the same time."""
+        both = itertools.zip_longest(
+            [workload.submitted(i, key_id, payer, payee) for i, payer, payee in self.p2p],
+            [_withdrawal(i, key_id, payer) for i, payer in self.withdrawals],
+        )
+        return [m for pair in both for m in pair if m is not None]
 
-async def _mixed(
-    conn: db.Conn, redis: Redis, fleet: PspFleet, key_id: str, users: Sequence[str], intents: int
-) -> tuple[Run, Run, Adapter, saga_bench._Scrape]:
+
+async def _mixed(rig: services.Rig, intents: int) -> tuple[Run, Run, Adapter, services.Scrape]:
     """Insert, publish interleaved, wait for every intent to finish; each type's figures."""
-    rng = secrets.SystemRandom()
-    p2p_count = intents // 2
-    p2p = [
-        (str(saga_bench._uuid7()), payer, payee) for payer, payee in saga_bench._pairs(users, p2p_count, rng)
-    ]
-    withdrawals = [(str(saga_bench._uuid7()), rng.choice(users)) for _ in range(intents - p2p_count)]
-    await _insert(conn, key_id, p2p, withdrawals)
-    # Interleaved, so that both types meet the same queues at the same time.
-    submitted = [
-        m
-        for pair in itertools.zip_longest(
-            [saga_bench._submitted(i, key_id, payer, payee) for i, payer, payee in p2p],
-            [_withdrawal(i, key_id, payer) for i, payer in withdrawals],
-        )
-        for m in pair
-        if m is not None
-    ]
-    before = await saga_bench._scrape(fleet.saga)
-    published = await saga_bench._publish(redis, submitted)
-    stall = await saga_bench._wait_terminal(conn, redis, WATCHED)
-    metrics = await saga_bench._scrape(fleet.saga) - before
+    mixed = _Mixed.plan(rig.users, intents)
+    await mixed.insert(rig.conn, rig.key[0])
+    before = await services.scrape(rig.fleet)
+    published = await workload.publish(rig.redis, mixed.submitted(rig.key[0]))
+    stall = await runs.wait_terminal(rig.conn, rig.redis, WATCHED)
+    metrics = await services.scrape(rig.fleet) - before
     first = ("published → VALIDATED", None)
-    p2p_run = await saga_bench._outcome(
-        conn,
+    p2p_run = await runs.outcome(
+        rig.conn,
         P2P,
-        {i: published[i] for i, _, _ in p2p},
+        {i: published[i] for i, _, _ in mixed.p2p},
         first,
         metrics,
         stall,
-        timeline_sql=SELECT_TIMELINE,
+        timeline_sql=queries.SELECT_PSP_TIMELINE,
     )
-    withdrawal_run = await saga_bench._outcome(
-        conn,
+    withdrawal_run = await runs.outcome(
+        rig.conn,
         WITHDRAWAL,
-        {i: published[i] for i, _ in withdrawals},
+        {i: published[i] for i, _ in mixed.withdrawals},
         first,
         metrics,
         stall,
         chain=WITHDRAWAL_CHAIN,
-        timeline_sql=SELECT_TIMELINE,
+        timeline_sql=queries.SELECT_PSP_TIMELINE,
     )
-    adapter = await _adapter(conn, [i for i, _ in withdrawals])
+    adapter = await _adapter(rig.conn, [i for i, _ in mixed.withdrawals])
     return p2p_run, withdrawal_run, adapter, metrics
 
 
 async def _adapter(conn: db.Conn, intent_ids: list[str]) -> Adapter:
     """The adapter's time per payout and its concurrency, from the attempts' rows."""
-    rows = await conn.fetch(SELECT_ATTEMPTS, intent_ids)
+    rows = await conn.fetch(queries.SELECT_PAYOUT_ATTEMPTS, intent_ids)
     spans = [
         (r["created_at"].timestamp(), r["result_at"].timestamp()) for r in rows if r["result_at"] is not None
     ]
@@ -310,7 +217,7 @@ async def _adapter(conn: db.Conn, intent_ids: list[str]) -> Adapter:
         most = max(most, in_flight)
     durations = [b - a for a, b in spans]
     window = max(b for _, b in spans) - min(a for a, _ in spans) if spans else 0.0
-    p50, p95, p99, mean = _stats(durations)
+    p50, p95, p99, mean = harness.stats(durations)
     return Adapter(
         payouts=len(spans),
         deliveries=sum(r["attempts"] for r in rows),
@@ -339,40 +246,24 @@ async def run(
     intents: int = INTENTS_DEFAULT,
     latency_ms: int = LATENCY_MS,
     orchestrators: int = 1,
-    users: int = USERS,
+    users: int = workload.USERS,
 ) -> PspBenchResult:
     """The mixed pipeline run of `intents` (half of them withdrawals) on one fleet, with the IPPS
     sandbox answering after `latency_ms`."""
     if intents < 2:
         raise ValueError("the run needs at least one intent of each type")
-    tune_gc()
-    url = bench_redis_url(redis_url)
-    kek = base64.b64encode(secrets.token_bytes(32)).decode()
-    dsn = with_database(server_dsn, f"pm_bench_psp_{secrets.token_hex(4)}")
-    redis = connect(url, name="pm-bench-psp")
-    names = saga_bench._users(users)
-    await ensure_database(dsn)
-    try:
-        await migrate(dsn)
-        key = await saga_bench._set_up(dsn, Cipher.from_setting(kek), names, frozenset({P2P, WITHDRAWAL}))
-        await saga_bench._delete_keys(redis)
-        try:
-            await provision(redis, 1)
-            async with _fleet(dsn, url, kek, orchestrators, latency_ms) as fleet:
-                conn = await db.connect(dsn, application_name="pm-bench-psp")
-                try:
-                    p2p, withdrawals, adapter, metrics = await _mixed(
-                        conn, redis, fleet, key[0], names, intents
-                    )
-                    transfers, paid = await _sandbox_ledger(fleet.sandbox)
-                finally:
-                    await conn.close()
-        finally:
-            with contextlib.suppress(ResponseError):
-                await saga_bench._delete_keys(redis)
-    finally:
-        await redis.aclose()
-        await drop_database(dsn)
+    async with services.running(
+        server_dsn,
+        redis_url,
+        "psp",
+        orchestrators=orchestrators,
+        users=users,
+        operations=frozenset({P2P, WITHDRAWAL}),
+        ipps_latency_ms=latency_ms,
+    ) as rig:
+        p2p, withdrawals, adapter, metrics = await _mixed(rig, intents)
+        assert rig.fleet.sandbox is not None, "a fleet started with a latency has its sandbox"
+        transfers, paid = await _sandbox_ledger(rig.fleet.sandbox)
     return PspBenchResult(
         latency_ms=latency_ms,
         orchestrators=orchestrators,
@@ -382,7 +273,7 @@ async def run(
         adapter=adapter,
         sandbox_transfers=transfers,
         sandbox_paid=paid,
-        fee_eval_us=metrics.fee_sum / metrics.fee_count * 1e6 if metrics.fee_count else None,
+        fee_eval_us=metrics.fee_eval_us,
         resumed=int(metrics.resumed),
     )
 
@@ -407,12 +298,13 @@ def _ms(value: float) -> str:
 def table(result: PspBenchResult) -> Table:
     """Per type: settled/s and publish → SETTLED latency, and withdrawals/s ÷ P2P/s."""
     w, p = result.withdrawals, result.p2p
-    out = Table(
-        title=(
-            f"PSP: PromptPay withdrawals/s beside P2P/s in one run (IPPS sandbox {result.latency_ms} ms "
-            f"per call, {result.orchestrators} orchestrators, {result.users:,} wallets)"
-        ),
-        caption=Text(
+    figures = ["intents", "settled", "settled/s", "p50", "p95", "p99"]
+    out = tables.table(
+        f"PSP: PromptPay withdrawals/s beside P2P/s in one run (IPPS sandbox {result.latency_ms} ms "
+        f"per call, {result.orchestrators} orchestrators, {result.users:,} wallets)",
+        ["run", *figures, "failed / unfinished"],
+        right=figures,
+        caption=(
             "fleet: ledger-writer, orchestrators, reconciler, gateway, adapter-ipps and the IPPS sandbox "
             "as real processes with their default settings, on one machine with PostgreSQL, Redis and "
             "this load generator; a PRE and a POST fee rule on every P2P payment, none on withdrawals. "
@@ -422,16 +314,8 @@ def table(result: PspBenchResult) -> Table:
             "over first publish → its last SETTLED. Fee engine / intent (both types): "
             + ("—" if result.fee_eval_us is None else f"{result.fee_eval_us:,.0f} µs")
             + f"; intents resumed by the sweep: {result.resumed:,}."
-        ),  # Text: no markup or emoji codes
+        ),
     )
-    out.add_column("run")
-    out.add_column("intents", justify="right")
-    out.add_column("settled", justify="right")
-    out.add_column("settled/s", justify="right")
-    out.add_column("p50", justify="right")
-    out.add_column("p95", justify="right")
-    out.add_column("p99", justify="right")
-    out.add_column("failed / unfinished")
     for run in (p, w):
         out.add_row(
             run.name,
@@ -441,7 +325,7 @@ def table(result: PspBenchResult) -> Table:
             _ms(run.p50_ms),
             _ms(run.p95_ms),
             _ms(run.p99_ms),
-            saga_bench._failures(run),
+            runs.failures(run),
             end_section=run is w,
         )
     out.add_row("withdrawals/s ÷ P2P/s", "", "", f"{result.ratio:.0%}", "", "", "", "")
@@ -454,9 +338,11 @@ def overlap_table(result: PspBenchResult) -> Table:
     w, a = result.withdrawals, result.adapter
     ceiling, over = result.serialized_ceiling, result.over_ceiling
     paid = next((s for s in w.stages if s.name.endswith(PAID)), None)
-    out = Table(
-        title="PSP: is the latency of IPPS overlapped? (one adapter-ipps, default settings)",
-        caption=Text(
+    out = tables.table(
+        "PSP: is the latency of IPPS overlapped? (one adapter-ipps, default settings)",
+        ["figure", "value", ""],
+        right=["value"],
+        caption=(
             f"Serialized ceiling: what one adapter making one payout at a time could reach, "
             f"{CALLS_PER_PAYOUT} calls (inquiry, confirm) of {result.latency_ms} ms each per payout. "
             "In flight: between the attempt's row being recorded (the job read) and its final result "
@@ -464,9 +350,6 @@ def overlap_table(result: PspBenchResult) -> Table:
             "window from the first recorded to the last final."
         ),
     )
-    out.add_column("figure")
-    out.add_column("value", justify="right")
-    out.add_column("")
     out.add_row("IPPS sandbox latency", f"{result.latency_ms} ms", "added to every /v1 answer")
     if ceiling is not None and over is not None:
         verdict = "above the ceiling: overlapped" if over > 1 else "NOT above the ceiling"
@@ -509,40 +392,22 @@ def overlap_table(result: PspBenchResult) -> Table:
 def stages_table(result: PspBenchResult) -> Table:
     """Where the time goes, per type, from the intents' timelines; and the adapter's own time."""
     a = result.adapter
-    out = Table(
-        title=(
-            "PSP: where the time goes (per settled intent, from pm.intent_event; the adapter's own "
-            "time from pm.psp_tx_map)"
-        ),
-        caption=Text(
-            "→ VALIDATED: intake, validation, pricing, limits and the authorize command sent; "
-            "→ AUTHORIZED: the ledger-writer's pendings (a withdrawal's: held against IPPS clearing) "
-            "and its result read back; → AUTHORIZED(paid): the PSP job sent, read by adapter-ipps, its "
-            "inquiry and confirm at IPPS, the result read back by the orchestrator; → SETTLED: the "
-            "settle command and the settlement's projections. Means add up to the total; percentiles "
-            f"need not. The adapter's line: job read → final result (2 × {result.latency_ms} ms of it "
-            "is the sandbox's latency)."
-        ),
+    out = tables.stages(
+        "PSP: where the time goes (per settled intent, from pm.intent_event; the adapter's own "
+        "time from pm.psp_tx_map)",
+        "→ VALIDATED: intake, validation, pricing, limits and the authorize command sent; "
+        "→ AUTHORIZED: the ledger-writer's pendings (a withdrawal's: held against IPPS clearing) "
+        "and its result read back; → AUTHORIZED(paid): the PSP job sent, read by adapter-ipps, its "
+        "inquiry and confirm at IPPS, the result read back by the orchestrator; → SETTLED: the "
+        "settle command and the settlement's projections. Means add up to the total; percentiles "
+        f"need not. The adapter's line: job read → final result (2 × {result.latency_ms} ms of it "
+        "is the sandbox's latency).",
+        [(run.name, run) for run in (result.p2p, result.withdrawals)],
     )
-    out.add_column("run")
-    out.add_column("stage")
-    out.add_column("p50", justify="right")
-    out.add_column("p95", justify="right")
-    out.add_column("p99", justify="right")
-    out.add_column("mean", justify="right")
-    for run in (result.p2p, result.withdrawals):
-        for stage in run.stages:
-            out.add_row(run.name, stage.name, *stage.cells())
-        out.add_row(
-            run.name,
-            "total",
-            *Stage("total", run.p50_ms, run.p95_ms, run.p99_ms, run.mean_ms).cells(),
-            end_section=True,
-        )
     out.add_row(
         WITHDRAWAL,
         "in adapter-ipps (job read → final)",
-        *Stage("", a.p50_ms, a.p95_ms, a.p99_ms, a.mean_ms).cells(),
+        *runs.Stage("", a.p50_ms, a.p95_ms, a.p99_ms, a.mean_ms).cells(),
     )
     return out
 
@@ -559,14 +424,14 @@ def report(result: PspBenchResult, console: Console) -> bool:
 # --- the figures for `pm bench`'s report --------------------------------------------------------
 
 
-def section(result: PspBenchResult) -> bench_model.Section:
+def section(result: PspBenchResult) -> model.Section:
     """The figures for `pm bench`'s report: withdrawals/s beside P2P/s of the same run and beside the
     serialized ceiling, and each type's stages."""
     p, w, a = result.p2p, result.withdrawals, result.adapter
     ceiling = result.serialized_ceiling
     met = goals_met(result)
     paid_once = f"{result.sandbox_transfers:,} transfers at the sandbox for {w.settled:,} withdrawals settled"
-    adapter = bench_model.known(
+    adapter = model.known(
         {
             "payouts in flight, max": float(a.max_in_flight),
             "payouts in flight, mean": a.mean_in_flight,
@@ -579,32 +444,22 @@ def section(result: PspBenchResult) -> bench_model.Section:
     )
 
     benchmarks = [
-        bench_model.Benchmark(
-            name=f"PSP run, {P2P} ({p.submitted:,} intents), publish → SETTLED",
-            unit="settled/s",
-            throughput=p.settled_rate,
-            p50_ms=bench_model.finite(p.p50_ms),
-            p95_ms=bench_model.finite(p.p95_ms),
-            p99_ms=bench_model.finite(p.p99_ms),
-            note=saga_bench._problems(p) or "a short burst, interleaved with the withdrawals",
+        msgspec.structs.replace(
+            runs.benchmark(p, f"PSP run, {P2P} ({p.submitted:,} intents), publish → SETTLED"),
+            note=runs.problems(p) or "a short burst, interleaved with the withdrawals",
         ),
-        bench_model.Benchmark(
-            name=f"PSP run, {WITHDRAWAL} ({w.submitted:,} intents), publish → SETTLED",
-            unit="settled/s",
-            throughput=w.settled_rate,
-            p50_ms=bench_model.finite(w.p50_ms),
-            p95_ms=bench_model.finite(w.p95_ms),
-            p99_ms=bench_model.finite(w.p99_ms),
+        msgspec.structs.replace(
+            runs.benchmark(w, f"PSP run, {WITHDRAWAL} ({w.submitted:,} intents), publish → SETTLED"),
             baseline_name=f"{P2P}, same run",
             baseline=p.settled_rate,
             ratio=result.ratio,
-            note=saga_bench._problems(w) or paid_once,
+            note=runs.problems(w) or paid_once,
             extra=adapter,
         ),
     ]
     if ceiling is not None:
         benchmarks.append(
-            bench_model.Benchmark(
+            model.Benchmark(
                 name=f"PSP run, {WITHDRAWAL}/s against the serialized ceiling",
                 unit="settled/s",
                 throughput=w.settled_rate,
@@ -619,7 +474,7 @@ def section(result: PspBenchResult) -> bench_model.Section:
                 note="the baseline is computed, not measured",
             )
         )
-    return bench_model.Section(
+    return model.Section(
         name="PSP",
         description=(
             f"PromptPay withdrawals beside P2P in one run of the saga's fleet plus adapter-ipps and the "
@@ -628,8 +483,8 @@ def section(result: PspBenchResult) -> bench_model.Section:
         ),
         benchmarks=benchmarks,
         stages=[
-            saga_bench.stage_set(saga_bench.PIPELINE_GROUP, f"PSP run: {P2P}", p),
-            saga_bench.stage_set(saga_bench.PIPELINE_GROUP, f"PSP run: {WITHDRAWAL}", w),
+            runs.stage_set(runs.PIPELINE_GROUP, f"PSP run: {P2P}", p),
+            runs.stage_set(runs.PIPELINE_GROUP, f"PSP run: {WITHDRAWAL}", w),
         ],
         goals_met=met,
     )

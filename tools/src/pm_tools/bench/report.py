@@ -1,7 +1,7 @@
-"""`pm bench`'s report: one run's figures (`bench_model.BenchRun`) written as JSON, markdown tables and
+"""`pm bench`'s report: one run's figures (`model.BenchRun`) written as JSON, markdown tables and
 PNG plots, side by side, named after the day and the commit measured:
 
-- `<YYYY-MM-DD>-<commit>.json`: everything, `bench_model.decode` reads it back;
+- `<YYYY-MM-DD>-<commit>.json`: everything, `model.decode` reads it back;
 - `<…>.md`: the machine, a summary table of every benchmark beside its same-run baseline, the load
   sweep and where the time goes, with links to the plots;
 - `<…>-throughput.png`: achieved (and accepted) throughput against offered load;

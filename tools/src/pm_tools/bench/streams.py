@@ -29,7 +29,7 @@ from pm_shared.streams.connection import connect
 from pm_shared.streams.names import stream_key
 from pm_shared.streams.provision import ensure_group
 from pm_shared.streams.publisher import PAYLOAD_FIELD, encode
-from pm_tools.bench import model as bench_model
+from pm_tools.bench import model, tables
 from pm_tools.testing.worker import Probe, probe
 
 GOAL = 0.70
@@ -232,22 +232,29 @@ async def server_version(redis: Redis) -> str:
     return str(info["redis_version"])
 
 
-def report(results: list[Result], console: Console, header: str) -> bool:
-    table = Table(title=f"PM streams runtime vs raw redis-py ({header})")
-    table.add_column("benchmark")
-    table.add_column("runtime", justify="right")
-    table.add_column("raw redis-py", justify="right")
-    table.add_column("ratio", justify="right")
-    table.add_column(f"goal ≥ {GOAL:.0%}")
-    ok = True
+def table(results: Sequence[Result], messages: int, repeat: int, version: str) -> Table:
+    """Each runtime figure beside its raw redis-py loop, against the goal."""
+    header = (
+        f"{messages:,} messages, best of {repeat}; Redis {version}; "
+        f"Python {platform.python_version()}; {platform.machine()}"
+    )
+    figures = ["runtime", "raw redis-py", "ratio"]
+    out = tables.table(
+        f"PM streams runtime vs raw redis-py ({header})",
+        ["benchmark", *figures, f"goal ≥ {GOAL:.0%}"],
+        right=figures,
+    )
     for r in results:
-        met = r.ratio >= GOAL
-        ok &= met
-        table.add_row(
-            r.name, f"{r.runtime:,.0f}", f"{r.raw:,.0f}", f"{r.ratio:.0%}", "met" if met else "MISSED"
+        out.add_row(
+            r.name, f"{r.runtime:,.0f}", f"{r.raw:,.0f}", f"{r.ratio:.0%}", tables.verdict(r.ratio >= GOAL)
         )
-    console.print(table)
-    return ok
+    return out
+
+
+def ratios(results: Sequence[Result]) -> str:
+    """`ratios: 0.91, 0.88, … | median 0.90`."""
+    listed = ", ".join(f"{r.ratio:.2f}" for r in results)
+    return f"ratios: {listed} | median {statistics.median(r.ratio for r in results):.2f}"
 
 
 LABELS = (
@@ -279,27 +286,18 @@ async def run(url: str, messages: int, repeat: int) -> tuple[list[Result], str]:
 
 def print_report(results: list[Result], messages: int, repeat: int, version: str, console: Console) -> bool:
     """The table and the ratios line on `console`; True when every ratio met the goal."""
-    header = (
-        f"{messages:,} messages, best of {repeat}; Redis {version}; "
-        f"Python {platform.python_version()}; {platform.machine()}"
-    )
-    ok = report(results, console, header)
-    console.print(
-        "ratios:",
-        ", ".join(f"{r.ratio:.2f}" for r in results),
-        "| median",
-        f"{statistics.median(r.ratio for r in results):.2f}",
-    )
-    return ok
+    console.print(table(results, messages, repeat, version))
+    console.print(ratios(results), markup=False)
+    return all(r.ratio >= GOAL for r in results)
 
 
-def section(results: list[Result], messages: int, repeat: int) -> bench_model.Section:
+def section(results: list[Result], messages: int, repeat: int) -> model.Section:
     """The figures for `pm bench`'s report: each runtime figure beside its raw redis-py loop."""
     labels: Sequence[tuple[str, str]] = (
         LABELS if len(LABELS) == len(results) else [(r.name, "") for r in results]
     )
     benchmarks = [
-        bench_model.Benchmark(
+        model.Benchmark(
             name=name,
             unit="msg/s",
             throughput=r.runtime,
@@ -311,7 +309,7 @@ def section(results: list[Result], messages: int, repeat: int) -> bench_model.Se
         )
         for r, (name, baseline) in zip(results, labels, strict=True)
     ]
-    return bench_model.Section(
+    return model.Section(
         name="streams runtime",
         description=(
             f"The streams runtime (consumer with a no-op handler, publisher) beside raw redis-py doing "

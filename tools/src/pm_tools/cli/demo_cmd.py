@@ -109,58 +109,63 @@ def _tables(summary: demo.DemoSummary) -> list[Table]:
     return [intents, scenarios, figures, wallets]
 
 
+GatewayUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--gateway",
+        metavar="URL",
+        show_default=False,
+        help="The gateway's base URL; default PM_GATEWAY_URL, else http://127.0.0.1:PM_GATEWAY_PORT (8080).",
+    ),
+]
+KeyFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--key-file",
+        metavar="PATH",
+        show_default=False,
+        help="JSON {keyId, secret} of an admin key; default .pm/demo-key.json (written by `pm up`).",
+    ),
+]
+KeyId = Annotated[
+    str | None, typer.Option("--key-id", show_default=False, help="An admin key id, instead of --key-file.")
+]
+Secret = Annotated[str | None, typer.Option("--secret", show_default=False, help="The secret of --key-id.")]
+Users = Annotated[int, typer.Option("--users", min=4, help="Wallets to open (two stay unfunded).")]
+Payments = Annotated[int, typer.Option("--payments", min=1, help="P2P payments to send.")]
+Currency = Annotated[str, typer.Option("--currency", help=f"One of {', '.join(demo.CURRENCIES)}.")]
+Concurrency = Annotated[
+    int, typer.Option("--concurrency", min=1, max=1_000, help="Payments in flight at once.")
+]
+Seed = Annotated[
+    int | None,
+    typer.Option("--seed", show_default=False, help="Seed of amounts, names and pairs (default: random)."),
+]
+Withdrawals = Annotated[
+    int | None,
+    typer.Option(
+        "--withdrawals",
+        min=0,
+        show_default=False,
+        help="PromptPay withdrawals to send (THB only; default 10 in THB, else 0; need adapter-ipps "
+        "and its sandbox, which `pm up` runs).",
+    ),
+]
+JsonOutput = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
+
+
 def demo_command(
-    gateway: Annotated[
-        str | None,
-        typer.Option(
-            "--gateway",
-            metavar="URL",
-            show_default=False,
-            help="The gateway's base URL; default PM_GATEWAY_URL, else http://127.0.0.1:PM_GATEWAY_PORT "
-            "(8080).",
-        ),
-    ] = None,
-    key_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--key-file",
-            metavar="PATH",
-            show_default=False,
-            help="JSON {keyId, secret} of an admin key; default .pm/demo-key.json (written by `pm up`).",
-        ),
-    ] = None,
-    key_id: Annotated[
-        str | None,
-        typer.Option("--key-id", show_default=False, help="An admin key id, instead of --key-file."),
-    ] = None,
-    secret: Annotated[
-        str | None, typer.Option("--secret", show_default=False, help="The secret of --key-id.")
-    ] = None,
-    users: Annotated[int, typer.Option("--users", min=4, help="Wallets to open (two stay unfunded).")] = 20,
-    payments: Annotated[int, typer.Option("--payments", min=1, help="P2P payments to send.")] = 200,
-    currency: Annotated[
-        str, typer.Option("--currency", help=f"One of {', '.join(demo.CURRENCIES)}.")
-    ] = "THB",
-    concurrency: Annotated[
-        int, typer.Option("--concurrency", min=1, max=1_000, help="Payments in flight at once.")
-    ] = 16,
-    seed: Annotated[
-        int | None,
-        typer.Option(
-            "--seed", show_default=False, help="Seed of amounts, names and pairs (default: random)."
-        ),
-    ] = None,
-    withdrawals: Annotated[
-        int | None,
-        typer.Option(
-            "--withdrawals",
-            min=0,
-            show_default=False,
-            help="PromptPay withdrawals to send (THB only; default 10 in THB, else 0; need adapter-ipps "
-            "and its sandbox, which `pm up` runs).",
-        ),
-    ] = None,
-    json_output: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+    gateway: GatewayUrl = None,
+    key_file: KeyFile = None,
+    key_id: KeyId = None,
+    secret: Secret = None,
+    users: Users = 20,
+    payments: Payments = 200,
+    currency: Currency = "THB",
+    concurrency: Concurrency = 16,
+    seed: Seed = None,
+    withdrawals: Withdrawals = None,
+    json_output: JsonOutput = False,
 ) -> None:
     """Open wallets, fund them, install demo fee rules and send P2P payments (some bound to fail),
     and PromptPay withdrawals (one in eight to a number PromptPay does not know).
@@ -187,6 +192,11 @@ def demo_command(
         summary = asyncio.run(demo.run_demo(url, key.key_id, key.secret, options))
     except demo.DemoError as exc:
         common.fail(str(exc), exc.exit_code)
+    _report(summary, json_output)
+
+
+def _report(summary: demo.DemoSummary, json_output: bool) -> None:
+    """The summary (tables, or JSON), then its problems; exit 1 when there are any."""
     if json_output:
         typer.echo(msgspec.json.format(msgspec.json.encode(summary.to_json()), indent=2).decode())
     else:

@@ -1,0 +1,191 @@
+"""What every benchmark needs around what it measures: members of the fleet as processes, throw-away
+databases, the benchmarks' Redis database, and percentiles.
+
+A benchmark starts each process it needs with `started` (the launcher of `pm_tools.processes`, a
+free port, our environment without our `PM_*` variables plus what it gives), and works on a
+database made for the occasion (`database`: created, migrated, dropped afterwards) and on Redis
+database `REDIS_DB` of the server it is given, deleting only the keys it made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import secrets
+import signal
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import IO
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from redis.asyncio import Redis
+
+from pm_shared.db import drop_database, ensure_database, migrate
+from pm_shared.db.pool import with_database
+from pm_shared.fleet import Member
+from pm_tools import processes
+
+REDIS_DB = 14
+"""The Redis logical database reserved for the benchmarks (and their tests)."""
+WRITER_LEASE_KEY = "pm:bench:ledger-writer:lease"
+"""The lease a benchmark's ledger-writer takes (`PM_LEDGER_WRITER_LEASE_KEY`), in `REDIS_DB`."""
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+DELETE_CHUNK = 1_000
+
+
+def redis_url(url: str) -> str:
+    """The server of `url`, database `REDIS_DB`."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "db"]
+    if parts.scheme == "unix":
+        return urlunsplit(parts._replace(query=urlencode([*query, ("db", str(REDIS_DB))])))
+    return urlunsplit(parts._replace(path=f"/{REDIS_DB}", query=urlencode(query)))
+
+
+def key_encryption_key() -> str:
+    """A fresh `PM_KEY_ENCRYPTION_KEY` for one run's throw-away database."""
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def service_variables(
+    database_url: str, redis_url: str, role: str, key_encryption_key: str | None = None
+) -> dict[str, str]:
+    """The `PM_*` variables every service of a benchmark's fleet gets: where its stores are, quiet
+    logs, and a consumer name of its own (`role` tells the processes apart)."""
+    variables = {
+        "PM_REDIS_URL": redis_url,
+        "PM_DATABASE_URL": database_url,
+        "PM_LOG_LEVEL": "WARNING",
+        "PM_CONSUMER_NAME": f"pm-bench-{role}-{secrets.token_hex(4)}",
+    }
+    if key_encryption_key is not None:
+        variables["PM_KEY_ENCRYPTION_KEY"] = key_encryption_key
+    return variables
+
+
+# --- processes ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Running:
+    """A started member, ready."""
+
+    process: asyncio.subprocess.Process
+    base: str
+    """Its base URL (`http://127.0.0.1:<port>`)."""
+
+
+def status(url: str) -> int | None:
+    """The HTTP status `url` answers a GET with; None when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+def tail(log: IO[bytes], lines: int = 20) -> str:
+    """The last `lines` of a child's log file."""
+    log.flush()
+    log.seek(0)
+    return "\n".join(log.read().decode(errors="replace").splitlines()[-lines:])
+
+
+@contextlib.asynccontextmanager
+async def started(
+    member: Member, variables: Mapping[str, str], label: str | None = None
+) -> AsyncIterator[Running]:
+    """`member` on a free port with `variables`, once its ready path answers 200; on exit, SIGTERM
+    (SIGKILL after `STOP_TIMEOUT_S`). Its stderr is kept to quote when it exits too early or never
+    gets ready; `label` names it in those errors (default: its name)."""
+    name = label or member.name
+    port = processes.free_port()
+    base = processes.base_url(port)
+    env = processes.environment(member, variables, port=port)
+    with tempfile.TemporaryFile() as log:
+        process = await processes.spawn_async(member, env, stdout=asyncio.subprocess.DEVNULL, stderr=log)
+        try:
+            await _ready(process, base + processes.ready_path(member), name, log)
+            try:
+                yield Running(process, base)
+            except Exception as exc:
+                if process.returncode is not None:  # what went wrong may be that it died
+                    exc.add_note(f"the {name} had exited with {process.returncode}:\n{tail(log)}")
+                raise
+            if process.returncode is not None:
+                raise RuntimeError(f"the {name} exited with {process.returncode}:\n{tail(log)}")
+        finally:
+            await _stop(process)
+
+
+async def _ready(process: asyncio.subprocess.Process, url: str, name: str, log: IO[bytes]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while await asyncio.to_thread(status, url) != 200:
+        if process.returncode is not None:
+            raise RuntimeError(f"the {name} exited with {process.returncode}:\n{tail(log)}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the {name} not ready after {READY_TIMEOUT_S:g}s:\n{tail(log)}")
+        await asyncio.sleep(0.05)
+
+
+async def _stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+
+
+# --- stores -------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def database(server_dsn: str, label: str) -> AsyncIterator[str]:
+    """A migrated database of its own on the server of `server_dsn` (`pm_bench_<label>_<random>`),
+    dropped on exit: its DSN."""
+    dsn = with_database(server_dsn, f"pm_bench_{label}_{secrets.token_hex(4)}")
+    await ensure_database(dsn)
+    try:
+        await migrate(dsn)
+        yield dsn
+    finally:
+        await drop_database(dsn)
+
+
+async def delete_keys(redis: Redis, patterns: Iterable[str], keys: Sequence[str] = ()) -> None:
+    """Delete the keys matching any of `patterns`, and `keys`."""
+    found = [k for pattern in patterns async for k in redis.scan_iter(match=pattern)]
+    found += keys
+    for start in range(0, len(found), DELETE_CHUNK):
+        await redis.delete(*found[start : start + DELETE_CHUNK])
+
+
+# --- figures ------------------------------------------------------------------------------------
+
+
+def percentile(ordered: Sequence[float], q: float) -> float:
+    """The value below which a share `q` of `ordered` (sorted) lies; NaN when there is none."""
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def stats(values_s: Iterable[float]) -> tuple[float, float, float, float]:
+    """(p50, p95, p99, mean) of durations in seconds, in ms; NaN when there is none."""
+    ordered = sorted(values_s)
+    if not ordered:
+        nan = float("nan")
+        return nan, nan, nan, nan
+    p50, p95, p99 = (percentile(ordered, q) * 1000 for q in (0.50, 0.95, 0.99))
+    return p50, p95, p99, sum(ordered) / len(ordered) * 1000

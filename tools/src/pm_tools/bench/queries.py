@@ -1,0 +1,62 @@
+"""Every SQL statement the saga and PSP benchmarks run, by name. Parameters are positional."""
+
+from __future__ import annotations
+
+# Intents in CREATED, as the gateway leaves them, one row per element of the arrays.
+# $1 key id, $2 request hash, $3 amount, $4 currency, $5 ids, $6 payers, $7 payees.
+INSERT_P2P = """
+INSERT INTO pm.intent (id, key_id, idempotency_key, request_hash, type, state, amount, currency,
+                       source, target, from_name, to_name)
+SELECT t.id, $1, 'bench-' || t.id::text, $2, 'P2P', 'CREATED', $3, $4,
+       jsonb_build_object('kind', 'user', 'id', t.payer), jsonb_build_object('kind', 'user', 'id', t.payee),
+       t.payer, t.payee
+FROM unnest($5::uuid[], $6::text[], $7::text[]) AS t(id, payer, payee)
+"""
+
+# $1 key id, $2 request hash, $3 amount, $4 currency, $5 the PromptPay party (JSON), $6 ids, $7 payers.
+INSERT_WITHDRAWALS = """
+INSERT INTO pm.intent (id, key_id, idempotency_key, request_hash, type, state, amount, currency,
+                       source, target, from_name)
+SELECT t.id, $1, 'bench-' || t.id::text, $2, 'PROMPTPAY_WITHDRAWAL', 'CREATED', $3, $4,
+       jsonb_build_object('kind', 'user', 'id', t.payer), $5::jsonb, t.payer
+FROM unnest($6::uuid[], $7::text[]) AS t(id, payer)
+"""
+
+COUNT_UNPUBLISHED = "SELECT count(*) FROM pm.outbox WHERE published_at IS NULL"
+
+# $1: the terminal states.
+COUNT_OPEN = "SELECT count(*) FROM pm.intent WHERE state <> ALL($1::text[])"
+
+SELECT_TIMELINE = """
+SELECT intent_id::text, to_state, at FROM pm.intent_event WHERE intent_id = ANY($1::uuid[])
+"""
+
+PAID = "AUTHORIZED(paid)"
+"""The state `SELECT_PSP_TIMELINE` names the row the orchestrator writes when the adapter's
+result says the PSP paid."""
+
+# A withdrawal writes AUTHORIZED twice: from VALIDATED (the hold), then from AUTHORIZED when the PSP
+# result comes back. The second is told apart by its reason; an UNKNOWN result's row (outcome not
+# known yet, also AUTHORIZED → AUTHORIZED) is left out. min(at): the first row of each state counts.
+SELECT_PSP_TIMELINE = f"""
+SELECT intent_id::text,
+       CASE WHEN from_state = 'AUTHORIZED' AND to_state = 'AUTHORIZED' THEN '{PAID}' ELSE to_state END
+           AS to_state,
+       min(at) AS at
+FROM pm.intent_event
+WHERE intent_id = ANY($1::uuid[])
+  AND NOT (from_state IS NOT DISTINCT FROM 'AUTHORIZED' AND to_state = 'AUTHORIZED'
+           AND coalesce(reason, '') NOT LIKE '% succeeded%')
+GROUP BY 1, 2
+"""
+
+SELECT_OUTCOMES = """
+SELECT state, failure_code, count(*) AS n FROM pm.intent WHERE id = ANY($1::uuid[])
+GROUP BY state, failure_code
+"""
+
+# The attempts of the IPPS payouts of intents $1: recorded at `created_at`, final at `result_at`.
+SELECT_PAYOUT_ATTEMPTS = """
+SELECT created_at, result_at, attempts, polls FROM pm.psp_tx_map
+WHERE psp = 'ipps' AND action = 'payout' AND intent_id = ANY($1::text[])
+"""

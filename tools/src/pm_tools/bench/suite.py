@@ -1,0 +1,150 @@
+"""`pm bench`'s run: which benchmarks, with what options, what each shows and adds to the report.
+
+Each benchmark is a step the caller runs in an event loop of its own, one after the other
+(`steps`), then `record` makes the report's `model.BenchRun` of the sections they measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from rich.console import RenderableType
+from rich.text import Text
+
+from pm_tools.bench import gateway, ledger, model, psp, saga, streams
+
+# Read before `Options` names its fields after the modules.
+RATES, PSP_INTENTS, PSP_LATENCY_MS = saga.RATES, psp.INTENTS_DEFAULT, psp.LATENCY_MS
+
+
+@dataclass(frozen=True)
+class Options:
+    """What to measure, and how much (`pm bench`'s options)."""
+
+    messages: int = 40_000
+    repeat: int = 3
+    ledger: bool = True
+    transfers: int = 100_000
+    gateway: bool = True
+    concurrency: int = 32
+    seconds: float = 5.0
+    saga: bool = True
+    intents: int = 20_000
+    rates: tuple[float, ...] = RATES
+    orchestrators: int = 1
+    psp: bool = True
+    psp_intents: int = PSP_INTENTS
+    psp_latency_ms: int = PSP_LATENCY_MS
+    quick: bool = False
+
+    def settings(self) -> dict[str, str | int | float | bool]:
+        """The options as the report records them (0 or empty: the benchmark did not run)."""
+        return {
+            "messages": self.messages,
+            "repeat": self.repeat,
+            "transfers": self.transfers if self.ledger else 0,
+            "concurrency": self.concurrency,
+            "seconds": self.seconds,
+            "intents": self.intents if self.saga else 0,
+            "rates": ",".join(f"{rate:g}" for rate in self.rates) if self.saga else "",
+            "orchestrators": self.orchestrators,
+            "psp_intents": self.psp_intents if self.psp else 0,
+            "psp_latency_ms": self.psp_latency_ms,
+            "quick": self.quick,
+        }
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One benchmark's tables (to print) and its section of the report."""
+
+    section: model.Section
+    shown: list[RenderableType] = field(default_factory=list)
+
+
+Step = Callable[[], Coroutine[Any, Any, Measured]]
+
+
+def steps(options: Options, redis_url: str, database_url: str) -> list[Step]:
+    """The benchmarks `options` asks for, in order: the streams runtime always, then the ledger, the
+    gateway, the saga and the PSP run."""
+
+    async def streams_step() -> Measured:
+        results, version = await streams.run(redis_url, options.messages, options.repeat)
+        return Measured(
+            streams.section(results, options.messages, options.repeat),
+            [
+                streams.table(results, options.messages, options.repeat, version),
+                Text(streams.ratios(results)),
+            ],
+        )
+
+    async def ledger_step() -> Measured:
+        rows = await ledger.run(database_url, options.transfers, redis_url, repeat=options.repeat)
+        return Measured(ledger.section(rows, options.repeat), [ledger.table(rows)])
+
+    async def gateway_step() -> Measured:
+        result = await gateway.run(
+            database_url,
+            redis_url,
+            concurrency=options.concurrency,
+            duration_s=options.seconds,
+            repeat=options.repeat,
+        )
+        return Measured(gateway.section(result), [gateway.table(result)])
+
+    async def saga_step() -> Measured:
+        result = await saga.run(
+            database_url,
+            redis_url,
+            intents=options.intents,
+            rates=options.rates,
+            seconds=options.seconds,
+            orchestrators=options.orchestrators,
+        )
+        return Measured(saga.section(result), [saga.table(result), saga.stages_table(result)])
+
+    async def psp_step() -> Measured:
+        result = await psp.run(
+            database_url,
+            redis_url,
+            intents=options.psp_intents,
+            latency_ms=options.psp_latency_ms,
+            orchestrators=options.orchestrators,
+        )
+        shown: list[RenderableType] = [psp.table(result), psp.overlap_table(result), psp.stages_table(result)]
+        return Measured(psp.section(result), shown)
+
+    wanted = (
+        (True, streams_step),
+        (options.ledger, ledger_step),
+        (options.gateway, gateway_step),
+        (options.saga, saga_step),
+        (options.psp, psp_step),
+    )
+    return [step for chosen, step in wanted if chosen]
+
+
+def record(
+    options: Options,
+    started: datetime,
+    commit: str,
+    machine: model.Machine,
+    seconds: float,
+    sections: list[model.Section],
+    load: tuple[list[float] | None, list[float] | None],
+) -> model.BenchRun:
+    """The report's record of one run: `load` is the load average at its start and at its end."""
+    return model.BenchRun(
+        date=started,
+        commit=commit,
+        machine=machine,
+        settings=options.settings(),
+        seconds=seconds,
+        sections=sections,
+        load_start=load[0],
+        load_end=load[1],
+    )
