@@ -6,13 +6,17 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
 
+import asyncpg
 import pytest
 import pytest_asyncio
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from pm_shared.db import Pool, create_pool, migrate
+from pm_shared.errors import BackPressureError
 from pm_shared.outbox import Outgoing, Relay, enqueue, publish_committed
+from pm_shared.outbox.relay import worth_another_pass
 from pm_shared.streams import Publisher, StreamSpec, provision
 from pm_shared.streams.connection import connect
 from pm_shared.streams.names import stream_key
@@ -322,3 +326,34 @@ async def test_a_refused_stream_does_not_hold_up_another(pool: Pool, redis: Redi
         assert sorted(await entries(redis, f"{stream}:open")) == sorted(encode(i.message) for i in accepted)
     finally:
         await redis.delete(stream_key(f"{stream}:full", 0), stream_key(f"{stream}:open", 0))
+
+
+class BrokenPublisher(Publisher):
+    """A publisher with a bug: not an error of Redis, not a RetryLater."""
+
+    async def admit(self, key: str, count: int = 1) -> None:
+        raise ValueError("a bug in the publish path")
+
+
+async def test_a_bug_ends_the_relay_rather_than_being_retried_for_ever(
+    pool: Pool, redis: Redis, stream: str
+) -> None:
+    await committed(pool, outgoing(stream, 1))
+    relay = Relay(pool, BrokenPublisher(redis), min_age_s=0, interval_s=0.01)
+    with pytest.raises(ValueError, match="a bug in the publish path"):
+        await asyncio.wait_for(relay.run(asyncio.Event()), 5)
+
+
+@pytest.mark.parametrize(
+    ("exc", "again"),
+    [
+        (asyncpg.CannotConnectNowError("starting up"), True),
+        (asyncpg.UndefinedTableError("relation pm.outbox does not exist"), True),
+        (ResponseError("OOM command not allowed"), True),
+        (BackPressureError("{pm:intents:0}", 10, 5, 1.0), True),
+        (ValueError("a bug"), False),
+    ],
+    ids=type,
+)
+def test_which_failed_passes_the_relay_tries_again(exc: Exception, again: bool) -> None:
+    assert worth_another_pass(exc) is again

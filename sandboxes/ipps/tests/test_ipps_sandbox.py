@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,9 +23,10 @@ from starlette.routing import Route
 from pm_sandbox_ipps.app import create_app
 from pm_sandbox_ipps.registry import thai_id_valid
 from pm_sandbox_ipps.settings import Settings, load
+from pm_shared import fleet
 from pm_shared.psp import ipps_signing as signing
 from pm_shared.settings import SettingsError
-from pm_tools.testing.fleet import free_port
+from pm_tools import processes
 
 CALLBACK_SECRET = "test-callback-secret"
 MOBILE = "0812345678"
@@ -513,14 +512,13 @@ def test_settings_come_from_pm_ipps_sandbox_variables() -> None:
 
 @pytest.mark.slow
 async def test_the_module_runs_the_sandbox_as_a_process(receiver: Receiver) -> None:
-    port = free_port()
-    env = {
-        **os.environ,
-        "PM_IPPS_SANDBOX_PORT": str(port),
+    port = processes.free_port()
+    variables = {
         "PM_IPPS_SANDBOX_CALLBACK_URL": receiver.url,
         "PM_IPPS_SANDBOX_CALLBACK_SECRET": CALLBACK_SECRET,
     }
-    process = await asyncio.create_subprocess_exec(sys.executable, "-m", "pm_sandbox_ipps", env=env)
+    env = processes.environment(fleet.IPPS_SANDBOX, variables, port=port)
+    process = await processes.spawn_async(fleet.IPPS_SANDBOX, env)
     try:
         async with httpx.AsyncClient(timeout=5) as http:
             url = f"http://127.0.0.1:{port}"

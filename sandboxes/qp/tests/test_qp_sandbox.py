@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -23,13 +21,14 @@ from starlette.routing import Route
 from pm_sandbox_qp import callbacks, faults, settings
 from pm_sandbox_qp.app import create_app
 from pm_sandbox_qp.settings import Settings
+from pm_shared import fleet
 from pm_shared.psp import sbp_links as links
-from pm_tools.testing.fleet import free_port
+from pm_tools import processes
 
 SECRET = "test-secret"
 AUTH = {"Authorization": f"Bearer {SECRET}"}
 
-# psp-protocols.md §3.1: real links (Q1-Q5, crc-valid) and two that must fail (Q6 edited sum, Q7 placeholder).
+# Real links (Q1-Q5, crc-valid) and two that must fail (Q6 edited sum, Q7 placeholder).
 Q1 = "https://qr.nspk.ru/AD100004BAL7227F9BNP6KNE007J9B3K?type=02&bank=100000000007&sum=1&cur=RUB&crc=AB75"
 Q2 = "https://qr.nspk.ru/AS100001ORTF4GAF80KPJ53K186D9A3G?type=01&bank=100000000007&crc=0C8A"
 Q3 = "https://qr.nspk.ru/AD10003B4EACO3648G89G25T6DLRGBLB?type=02&bank=100000000111&sum=100&cur=RUB&crc=1A23"
@@ -506,7 +505,9 @@ async def test_an_unanswered_callback_is_retried_and_recorded(sandbox: Sandbox) 
 
 
 async def test_a_receiver_that_is_down_gets_every_attempt_recorded() -> None:
-    async with running(callback_url=f"http://127.0.0.1:{free_port()}/cb", callback_attempts=2) as box:
+    async with running(
+        callback_url=f"http://127.0.0.1:{processes.free_port()}/cb", callback_attempts=2
+    ) as box:
         qr = (await box.register("order-down", fault="expire")).json()
         url = f"{box.url}/v1/sandbox/callbacks"
 
@@ -543,21 +544,10 @@ async def test_no_callback_url_means_no_callbacks() -> None:
 async def test_the_sandbox_runs_as_a_process() -> None:
     receiver = Receiver()
     async with serving(Starlette(routes=[Route("/cb", receiver.endpoint, methods=["POST"])])) as rurl:
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PM_QP_SANDBOX_")}
-        env |= {
-            "PM_QP_SANDBOX_PORT": str(port),
-            "PM_QP_SANDBOX_SECRET": SECRET,
-            "PM_QP_SANDBOX_CALLBACK_URL": f"{rurl}/cb",
-        }
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "pm_sandbox_qp",
-            env=env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
+        port = processes.free_port()
+        variables = {"PM_QP_SANDBOX_SECRET": SECRET, "PM_QP_SANDBOX_CALLBACK_URL": f"{rurl}/cb"}
+        env = processes.environment(fleet.QP_SANDBOX, variables, port=port)
+        proc = await processes.spawn_async(fleet.QP_SANDBOX, env, stderr=asyncio.subprocess.PIPE)
         url = f"http://127.0.0.1:{port}"
         try:
             async with httpx.AsyncClient(headers=AUTH, timeout=5) as http:

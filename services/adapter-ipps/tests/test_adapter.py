@@ -8,9 +8,7 @@ for with the sandbox's magic amounts (a job carries no headers).
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -27,12 +25,14 @@ from pm_adapter_ipps.client import Inquiry, IppsClient, Transfer, Unavailable
 from pm_adapter_ipps.handlers import ConfirmNotTaken, PayoutAdapter
 from pm_adapter_ipps.poller import StatusPoller
 from pm_shared import db
+from pm_shared.fleet import ADAPTER_IPPS, IPPS_SANDBOX
 from pm_shared.messages import Party, PspHint, PspJob, PspResult, new_message_id, now
 from pm_shared.streams import Delivery, Publisher
 from pm_shared.streams.connection import as_str
-from pm_shared.streams.names import IPPS_HINTS, IPPS_JOBS, dlq_key
+from pm_shared.streams.names import GROUP_ADAPTER_IPPS, IPPS_HINTS, IPPS_JOBS, dlq_key
+from pm_tools import processes
 from pm_tools.testing.fixtures import eventually
-from pm_tools.testing.fleet import Fleet, delete_streams, free_port
+from pm_tools.testing.fleet import Fleet, delete_streams
 
 pytestmark = pytest.mark.slow
 
@@ -62,10 +62,11 @@ async def stack(fleet: Fleet, redis: Redis, tmp_path: Path) -> AsyncIterator[Sta
     sandboxes: list[subprocess.Popen[bytes]] = []
 
     async def start(sandbox_env: Mapping[str, str] | None = None, **adapter_env: str) -> str:
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PM_")}
-        env.update({"PM_IPPS_SANDBOX_PORT": str(port), "PM_LOG_LEVEL": "WARNING", **(sandbox_env or {})})
-        sandboxes.append(start_sandbox(env, tmp_path / "sandbox.stderr"))
+        port = processes.free_port()
+        variables = {"PM_LOG_LEVEL": "WARNING", **(sandbox_env or {})}
+        env = processes.environment(IPPS_SANDBOX, variables, port=port)
+        with (tmp_path / "sandbox.stderr").open("wb") as stderr:
+            sandboxes.append(processes.spawn(IPPS_SANDBOX, env, stderr=stderr))
         url = f"http://127.0.0.1:{port}"
 
         async def sandbox_up() -> bool:
@@ -84,7 +85,7 @@ async def stack(fleet: Fleet, redis: Redis, tmp_path: Path) -> AsyncIterator[Sta
             "PM_STREAM_RETRY_DELAY_MS": "200",
             **adapter_env,
         }
-        await fleet.start("adapter-ipps", env=settings).wait_ready()
+        await fleet.start(ADAPTER_IPPS.name, env=settings).wait_ready()
         return url
 
     try:
@@ -93,18 +94,9 @@ async def stack(fleet: Fleet, redis: Redis, tmp_path: Path) -> AsyncIterator[Sta
         for popen in sandboxes:
             popen.kill()
             popen.wait(10)
-
-
-def start_sandbox(env: dict[str, str], stderr: Path) -> subprocess.Popen[bytes]:
-    """`python -m pm_sandbox_ipps` with `env`, its stderr to `stderr`."""
-    with stderr.open("wb") as err:
-        return subprocess.Popen(
-            [sys.executable, "-m", "pm_sandbox_ipps"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
+        # Dead-lettered jobs left behind would be reviewed by any orchestrator a later test starts.
+        fleet.kill_all()
+        await delete_streams(redis, IPPS_JOBS.name, IPPS_HINTS.name, "pm:psp:results")
 
 
 def job(amount: int, *, target: Party | None = None) -> PspJob:
@@ -343,7 +335,7 @@ async def test_many_jobs_at_once_each_pay_once(stack: Start, redis: Redis) -> No
     assert await ledger(url) == {"paid": sum(s.amount for s in jobs), "transfers": len(jobs)}
 
 
-# ---- the dead-letter fence (DESIGN §4) -------------------------------------------------------------
+# ---- the dead-letter fence (see docs/psp.md) --------------------------------------------------------
 
 # What the orchestrator runs for a job found in the jobs DLQ: it may fail the intent only if this
 # finishes the row, i.e. no confirm was ever sent.
@@ -542,7 +534,7 @@ async def hints_consumed(redis: Redis) -> None:
 
     async def consumed() -> bool:
         groups = await redis.xinfo_groups(HINTS_KEY)
-        mine = [g for g in groups if as_str(g["name"]) == "adapter-ipps"]
+        mine = [g for g in groups if as_str(g["name"]) == GROUP_ADAPTER_IPPS]
         return bool(mine) and mine[0]["lag"] == 0 and mine[0]["pending"] == 0
 
     await eventually(consumed, timeout=10, what="every hint read and acked")

@@ -10,9 +10,7 @@ registration of the order, so such a fault hits each one.
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -26,16 +24,19 @@ import pytest
 from redis.asyncio import Redis
 
 from pm_adapter_qp.client import QpClient
-from pm_adapter_qp.handlers import CollectAdapter, Row
+from pm_adapter_qp.handlers import CollectAdapter
 from pm_adapter_qp.poller import OrderPoller
 from pm_shared import db
 from pm_shared.db import Pool
+from pm_shared.fleet import ADAPTER_QP, QP_SANDBOX
 from pm_shared.messages import Party, PspHint, PspJob, PspResult, new_message_id, now, psp_key
 from pm_shared.psp import sbp_links as links
+from pm_shared.psp.adapter.results import Attempts, Row
 from pm_shared.streams import Delivery, Publisher
-from pm_shared.streams.names import QP_HINTS, QP_JOBS
+from pm_shared.streams.names import GROUP_ADAPTER_QP, QP_HINTS, QP_JOBS
+from pm_tools import processes
 from pm_tools.testing.fixtures import eventually
-from pm_tools.testing.fleet import Fleet, Proc, delete_streams, free_port, get, sample_value
+from pm_tools.testing.fleet import Fleet, Proc, delete_streams, get, sample_value
 
 pytestmark = pytest.mark.slow
 
@@ -59,28 +60,16 @@ class Stack:
 Start = Callable[..., Awaitable[Stack]]
 
 
-def start_sandbox(env: dict[str, str], stderr: Path) -> subprocess.Popen[bytes]:
-    """`python -m pm_sandbox_qp` with `env`, its stderr to `stderr`."""
-    with stderr.open("wb") as err:
-        return subprocess.Popen(
-            [sys.executable, "-m", "pm_sandbox_qp"],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
-
-
 @pytest.fixture
 async def sandbox(tmp_path: Path) -> AsyncIterator[Callable[[], Awaitable[str]]]:
     """Starts QP sandboxes on free ports with their default settings; yields a starter of base URLs."""
     started: list[subprocess.Popen[bytes]] = []
 
     async def start() -> str:
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PM_")}
-        env.update({"PM_QP_SANDBOX_PORT": str(port), "PM_LOG_LEVEL": "WARNING"})
-        started.append(start_sandbox(env, tmp_path / f"sandbox-{len(started)}.stderr"))
+        port = processes.free_port()
+        env = processes.environment(QP_SANDBOX, port=port)
+        with (tmp_path / f"sandbox-{len(started)}.stderr").open("wb") as stderr:
+            started.append(processes.spawn(QP_SANDBOX, env, stderr=stderr))
         url = f"http://127.0.0.1:{port}"
 
         async def up() -> bool:
@@ -118,11 +107,16 @@ async def stack(fleet: Fleet, redis: Redis, sandbox: Callable[[], Awaitable[str]
             "PM_STREAM_RETRY_DELAY_MS": "200",
             **adapter_env,
         }
-        proc = fleet.start("adapter-qp", env=settings)
+        proc = fleet.start(ADAPTER_QP.name, env=settings)
         await proc.wait_ready()
         return Stack(url, proc)
 
-    yield start
+    try:
+        yield start
+    finally:
+        # Dead-lettered jobs left behind would be reviewed by any orchestrator a later test starts.
+        fleet.kill_all()
+        await delete_streams(redis, QP_JOBS.name, QP_HINTS.name, "pm:psp:results")
 
 
 def job(
@@ -521,7 +515,7 @@ async def test_a_forged_hint_changes_nothing_and_an_unknown_one_is_acknowledged(
     assert (row["phase"], row["status"], row["psp_status"]) == ("confirm_sent", None, "NEW")
     at_qp = await qr_of_order(s.url, sent.idempotency_key)
     assert at_qp is not None and at_qp["status"] == "NEW"
-    pending_hints = await redis.xpending(HINTS_KEY, "adapter-qp")
+    pending_hints = await redis.xpending(HINTS_KEY, GROUP_ADAPTER_QP)
     assert pending_hints["pending"] == 0  # both acknowledged
     assert int(await redis.xlen(f"{HINTS_KEY}:dlq")) == 0
 
@@ -565,7 +559,7 @@ async def test_a_row_fenced_final_before_registration_is_never_registered(
 
 
 async def test_a_row_fenced_between_recording_and_confirm_sent_is_not_registered(
-    sandbox: Callable[[], Awaitable[str]], db_pool: Pool, monkeypatch: pytest.MonkeyPatch
+    sandbox: Callable[[], Awaitable[str]], db_pool: Pool
 ) -> None:
     """The race itself, in process: the fence lands after the adapter read its row as `recorded`."""
     url = await sandbox()
@@ -577,19 +571,19 @@ async def test_a_row_fenced_between_recording_and_confirm_sent_is_not_registered
     async with httpx.AsyncClient(base_url=url, timeout=2) as http:
         client = QpClient(http, SECRET)
         adapter = CollectAdapter(db_pool, client, OrderPoller(client, 0.01, 0.05, 2), collect, 600)
-        record = adapter._record
 
-        async def record_then_fence(message: PspJob) -> Row:
-            row = await record(message)
-            assert row["phase"] == "recorded"
-            await db_pool.execute(
-                "UPDATE pm.psp_tx_map SET phase = 'final', status = 'FAILED', failure_code = 'FENCED'"
-                " WHERE id = $1",
-                row["id"],
-            )
-            return row  # stale: still says `recorded`
+        class RecordThenFence(Attempts):
+            async def start(self, job: PspJob) -> Row | None:
+                row = await super().start(job)
+                assert row is not None and row["phase"] == "recorded"
+                await db_pool.execute(
+                    "UPDATE pm.psp_tx_map SET phase = 'final', status = 'FAILED', failure_code = 'FENCED'"
+                    " WHERE id = $1",
+                    row["id"],
+                )
+                return row  # stale: still says `recorded`
 
-        monkeypatch.setattr(adapter, "_record", record_then_fence)
+        adapter.attempts = RecordThenFence(db_pool, collect, "qp", "collect")
         sent = job()
         await adapter.on_job(Delivery(entry_id="1-0", key="{pm:psp:qp:jobs:0}", message=sent, attempt=1))
         assert [(r.status, r.failure_code) for r in published] == [("FAILED", "FENCED")]

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import msgspec
 
-from pm_shared.errors import OUTAGES
+from pm_shared import errors
 
 intent_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("intent_id", default=None)
 entry_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("entry_id", default=None)
@@ -100,9 +100,9 @@ def bound(
 
 
 def failure(logger: logging.Logger, exc: BaseException, msg: str, *args: object) -> None:
-    """Log that something failed with `exc`: an outage (PostgreSQL or Redis away, which passes) as a
-    WARNING naming the error, anything else as an ERROR with its traceback."""
-    if isinstance(exc, OUTAGES):
+    """Log that something failed with `exc`: a transient failure (an outage, a `RetryLater`: it
+    passes) as a WARNING naming the error, anything else as an ERROR with its traceback."""
+    if errors.classify(exc).transient:
         logger.warning(msg + " (%r)", *args, exc)
     else:
         logger.error(msg, *args, exc_info=exc)

@@ -1,9 +1,13 @@
-"""How a service process starts and stops: settings, logs, signals, Redis clients, graceful exit.
+"""How a process of the fleet starts, runs its long-running tasks, and stops.
 
 A service's `main.run()` calls `run_service(...)` with its settings loader and an async body that
 works until a stop event is set. SIGTERM or SIGINT sets the event; the body finishes the batch in
 hand and returns; the process exits 0. A body that does not return within the grace period is
 cancelled and the process exits 1, so an orchestrator never waits forever.
+
+The body runs every long-running task (consumers, relay, sweeps, an HTTP server) under
+`supervise`: a task that dies, or ends before the stop event, cancels the others and ends the
+process with exit code 1 and its traceback logged, instead of hiding until shutdown.
 """
 
 from __future__ import annotations
@@ -13,50 +17,49 @@ import gc
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from types import FrameType
+from typing import Any, Protocol, TypeVar
 
-import msgspec
-from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from pm_shared import fleet, logs
+from pm_shared.settings import CommonSettings, SettingsError
+from pm_shared.streams.concurrency import sleep_unless
+from pm_shared.streams.subscriptions import (
+    RedisClients,
+    Subscription,
+    consume,
+    consumers_for,
+    redis_clients,
+    run_consumers_until,
+)
 
-from pm_shared import health, logs
-from pm_shared.health import ReadyCheck
-from pm_shared.settings import CommonSettings, ServiceSettings, SettingsError
-from pm_shared.streams import monitor
-from pm_shared.streams.connection import connect
-from pm_shared.streams.consumer import BatchHandler, Consumer, MessageHandler
-from pm_shared.streams.provision import provision
+__all__ = [
+    "EXIT_CONFIG",
+    "HttpServer",
+    "RedisClients",
+    "Subscription",
+    "Supervisor",
+    "consume",
+    "consumers_for",
+    "every",
+    "redis_clients",
+    "run_consumers_until",
+    "run_service",
+    "serve_http",
+    "serve_standalone",
+    "supervise",
+    "tune_gc",
+]
 
 log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=CommonSettings)
-SS = TypeVar("SS", bound=ServiceSettings)
+
+Body = Callable[[S, asyncio.Event], Coroutine[Any, Any, None]]
+"""A service's work: runs until the stop event is set, then returns."""
 
 EXIT_CONFIG = 2
-
-
-@dataclass(frozen=True)
-class RedisClients:
-    commands: Redis
-    """For ordinary commands; retries transient failures."""
-    reader: Redis
-    """For blocking stream reads; never retries (the consumer recovers instead)."""
-
-
-@asynccontextmanager
-async def redis_clients(settings: CommonSettings, name: str) -> AsyncIterator[RedisClients]:
-    commands = connect(settings.redis_url, name=name)
-    reader = connect(settings.redis_url, blocking_reads=True, name=f"{name}-reader")
-    try:
-        yield RedisClients(commands, reader)
-    finally:
-        await reader.aclose()
-        await commands.aclose()
-
 
 GC_THRESHOLDS = (100_000, 50, 100)
 """Generation thresholds for the cyclic garbage collector in every service (Python's are 700, 10, 10).
@@ -76,9 +79,10 @@ def tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def run_service(
-    service: str, load: Callable[[], S], body: Callable[[S, asyncio.Event], Coroutine[Any, Any, None]]
-) -> None:
+# -- the process -------------------------------------------------------------------------------
+
+
+def run_service(service: str, load: Callable[[], S], body: Body[S]) -> None:
     """Run `body` as the process `service` until SIGTERM/SIGINT; never returns."""
     try:
         settings = load()
@@ -91,16 +95,16 @@ def run_service(
     raise SystemExit(code)
 
 
-async def _main(
-    service: str, settings: S, body: Callable[[S, asyncio.Event], Coroutine[Any, Any, None]]
-) -> int:
+async def _main(service: str, settings: S, body: Body[S]) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, _on_signal, stop, sig)
     task = asyncio.create_task(body(settings, stop), name=service)
     log.info("%s started", service)
-    await asyncio.wait([task, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
     if not task.done():
         done, _ = await asyncio.wait([task], timeout=settings.shutdown_grace_s)
         if not done:
@@ -112,7 +116,7 @@ async def _main(
         return 1
     exc = task.exception()
     if exc is not None:
-        log.critical("%s crashed: %s", service, exc, exc_info=exc)
+        log.critical("%s crashed: %s", service, _describe(exc), exc_info=exc)
         return 1
     if not stop.is_set():
         log.error("%s stopped on its own", service)
@@ -127,118 +131,128 @@ def _on_signal(stop: asyncio.Event, sig: signal.Signals) -> None:
     stop.set()
 
 
-def run_consumers(
-    service: str,
-    load: Callable[[], SS],
-    *,
-    group: str,
-    subscriptions: Callable[[], list[Subscription]],
-) -> None:
-    """Run a service whose work is consuming streams: `run_service` around `consume`."""
-
-    async def body(config: SS, stop: asyncio.Event) -> None:
-        async with redis_clients(config, service) as clients:
-            await consume(
-                config,
-                clients,
-                group=group,
-                consumer=config.consumer(service),
-                subscriptions=subscriptions(),
-                stop=stop,
-                host=config.host,
-                port=config.port,
-            )
-
-    run_service(service, load, body)
+def _describe(exc: BaseException) -> str:
+    """The errors behind `exc`, task groups unwrapped: `TaskEnded: …; KeyError: 'x'`."""
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(inner) for inner in exc.exceptions)
+    return f"{type(exc).__name__}: {exc}"
 
 
-@dataclass(frozen=True)
-class Subscription:
-    """One stream a service reads: its messages' decoder and the handler (per message or per batch)."""
-
-    stream: str
-    decoder: msgspec.json.Decoder[Any]
-    handle: MessageHandler[Any] | None = None
-    handle_batch: BatchHandler[Any] | None = None
-    waits_out_outages: bool = False
-    """True when the handler waits a PostgreSQL/Redis outage out itself (so the failures it returns
-    are final for this delivery): the consumer then never calls it again in place."""
+# -- supervision -------------------------------------------------------------------------------
 
 
-async def consume(
-    settings: CommonSettings,
-    clients: RedisClients,
-    *,
-    group: str,
-    consumer: str,
-    subscriptions: list[Subscription],
-    stop: asyncio.Event,
-    host: str,
-    port: int,
-    ready: ReadyCheck | None = None,
-) -> None:
-    """Serve health/metrics, provision streams, and run one consumer per subscription until `stop`."""
-    consumers = consumers_for(settings, clients, group=group, consumer=consumer, subscriptions=subscriptions)
-
-    async def is_ready() -> bool:
-        if not all(c.ready.is_set() for c in consumers) or stop.is_set():
-            return False
-        await clients.commands.ping()
-        return await ready() if ready is not None else True
-
-    async with health.serve(host, port, is_ready):
-        await run_consumers_until(settings, clients, consumers, stop)
+class TaskEnded(RuntimeError):
+    """A long-running task returned while the service was not stopping."""
 
 
-def consumers_for(
-    settings: CommonSettings,
-    clients: RedisClients,
-    *,
-    group: str,
-    consumer: str,
-    subscriptions: list[Subscription],
-) -> list[Consumer[Any]]:
-    """One consumer per subscription, configured from the settings."""
-    return [
-        Consumer.from_settings(
-            settings,
-            redis=clients.commands,
-            reader=clients.reader,
-            stream=sub.stream,
-            group=group,
-            consumer=consumer,
-            decoder=sub.decoder,
-            handle=sub.handle,
-            handle_batch=sub.handle_batch,
-            transient_retry_s=0 if sub.waits_out_outages else None,
-        )
-        for sub in subscriptions
-    ]
+class Supervisor:
+    """Starts a service's long-running tasks in one task group (see `supervise`)."""
 
+    def __init__(self, group: asyncio.TaskGroup, stop: asyncio.Event) -> None:
+        self._group = group
+        self._stop = stop
+        self._main: list[asyncio.Task[None]] = []
+        self._helpers: list[asyncio.Task[None]] = []
 
-async def run_consumers_until(
-    settings: CommonSettings, clients: RedisClients, consumers: list[Consumer[Any]], stop: asyncio.Event
-) -> None:
-    """Provision the streams (waiting for Redis), then run `consumers` and the stream gauges until `stop`."""
-    if not await _provision(clients.commands, settings.stream_partitions, stop):
-        return
-    async with asyncio.TaskGroup() as tasks:
-        for c in consumers:
-            tasks.create_task(c.run(stop))
-        tasks.create_task(monitor.poll(clients.commands, [k for c in consumers for k in c.keys], stop))
+    def start(
+        self, name: str, work: Coroutine[Any, Any, object], *, helper: bool = False
+    ) -> asyncio.Task[None]:
+        """Run `work` until the stop event; it must not end before.
 
+        A `helper` serves the others (a lease keeper, a follower): it may end whenever it likes,
+        and is cancelled once every other task has ended.
+        """
+        task = self._group.create_task(self._watch(name, work, helper), name=name)
+        (self._helpers if helper else self._main).append(task)
+        return task
 
-async def _provision(redis: Redis, partitions: int, stop: asyncio.Event) -> bool:
-    """Provision streams, waiting for Redis to come up (not ready meanwhile); False when stopped first."""
-    backoff = 0.5
-    while not stop.is_set():
+    async def _watch(self, name: str, work: Coroutine[Any, Any, object], helper: bool) -> None:
         try:
-            await provision(redis, partitions)
-            return True
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            log.warning("Redis unreachable (%s); provisioning again in %.1fs", exc, backoff)
-            try:
-                await asyncio.wait_for(stop.wait(), backoff)
-            except TimeoutError:
-                backoff = min(backoff * 2, 10.0)
-    return False
+            await work
+        except Exception as exc:
+            exc.add_note(f"(in the task {name!r})")
+            raise
+        if not helper and not self._stop.is_set():
+            raise TaskEnded(f"{name} ended while the service was not stopping")
+
+    async def _wind_down(self) -> None:
+        if self._main:
+            await asyncio.wait(self._main)
+        for task in self._helpers:
+            task.cancel()
+
+
+@asynccontextmanager
+async def supervise(stop: asyncio.Event) -> AsyncIterator[Supervisor]:
+    """A task group for a service's long-running tasks, left once they have all ended.
+
+    A task that raises, or that ends while `stop` is not set, cancels every other and the block
+    raises (an ExceptionGroup, each error noted with its task's name): `run_service` then logs it
+    with its traceback and exits 1. A stop request ends everything cleanly: each task finishes
+    what it has in hand and returns.
+    """
+    async with asyncio.TaskGroup() as group:
+        supervisor = Supervisor(group, stop)
+        yield supervisor
+        await supervisor._wind_down()
+
+
+async def every(
+    interval_s: float, stop: asyncio.Event, work: Callable[[], Awaitable[object]], what: str
+) -> None:
+    """Until `stop`: wait `interval_s`, then run `work`. A pass that fails is logged (an outage as a
+    warning, a bug with its traceback) and the next one tries again: one bad pass must not end it."""
+    while not await sleep_unless(stop, interval_s):
+        try:
+            await work()
+        except Exception as exc:
+            logs.failure(log, exc, "%s failed", what)
+
+
+# -- HTTP servers ------------------------------------------------------------------------------
+
+
+class HttpServer(Protocol):
+    """What these helpers need of an HTTP server; uvicorn's `Server` has it."""
+
+    should_exit: bool
+    started: bool
+
+    async def serve(self) -> None: ...
+
+
+async def serve_http(server: HttpServer, stop: asyncio.Event, where: str) -> None:
+    """Serve until `stop`, then let `server` finish the requests in hand.
+
+    The server must leave SIGTERM and SIGINT to `run_service` (uvicorn: a `capture_signals` that
+    does nothing). Raises when it could not listen on `where` (it ends on its own then).
+    """
+    serving = asyncio.create_task(server.serve(), name=f"http {where}")
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        await serving
+    finally:
+        stopping.cancel()
+        serving.cancel()
+    if not server.started:
+        raise RuntimeError(f"could not listen on {where}")
+
+
+def serve_standalone(member: fleet.Member, server: HttpServer, log_level: str = "INFO") -> None:
+    """Run `server` as the process `member` (a sandbox: no fleet settings, no stop event) until
+    SIGTERM or SIGINT, then exit 0; logs are text lines on stderr."""
+    logs.configure(member.name, log_level, "text")
+    # httpx logs every request at INFO: one line per callback.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # uvicorn handles both signals while it serves and, once it has shut down, raises the signal again
+    # for the handler that was there before it. That handler exits 0: the default one would end the
+    # process by the signal (exit code -15), which `pm up` reports as a failure.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_cleanly)
+    asyncio.run(server.serve())
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)

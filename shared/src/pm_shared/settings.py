@@ -15,6 +15,7 @@ from typing import Annotated, TypeVar
 import msgspec
 
 from pm_shared import fleet
+from pm_shared.errors import PMError
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Positive = Annotated[int, msgspec.Meta(ge=1)]
@@ -29,7 +30,7 @@ TOOLING_VARIABLES: frozenset[str] = frozenset(
 )
 
 
-class SettingsError(Exception):
+class SettingsError(PMError):
     """The environment does not describe a valid configuration."""
 
 
@@ -60,7 +61,7 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     stream_max_deliveries: Annotated[int, msgspec.Meta(ge=1)] = 3
     stream_claim_interval_ms: Annotated[int, msgspec.Meta(ge=10)] = 5_000
     # A handler that met a PostgreSQL/Redis outage is called again in place this long before the
-    # failure counts as a delivery (see pm_shared.streams.consumer).
+    # failure counts as a delivery (see pm_shared.streams.batches).
     stream_transient_retry_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
     shutdown_grace_s: Annotated[float, msgspec.Meta(gt=0)] = 25.0
 

@@ -1,46 +1,24 @@
-"""`python -m pm_sandbox_ipps`: the sandbox under uvicorn, configured by `PM_IPPS_SANDBOX_*`."""
+"""`python -m pm_sandbox_ipps`: the IPPS sandbox under uvicorn until SIGTERM, configured by
+`PM_IPPS_SANDBOX_*`."""
 
 from __future__ import annotations
-
-import asyncio
-import contextlib
-import logging
-import signal
-from collections.abc import Iterator
 
 import uvicorn
 
 from pm_sandbox_ipps import settings
 from pm_sandbox_ipps.app import create_app
+from pm_shared import fleet, runtime
 
-
-class _Server(uvicorn.Server):
-    """uvicorn that stops on SIGTERM/SIGINT and exits 0: it does not re-raise the signal after a clean
-    shutdown, which made `pm up` report every stop of a sandbox as exit code -15."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.handle_exit, sig, None)
-        yield
-
-
-def run() -> None:
-    loaded = settings.load()
-    logging.basicConfig(level=loaded.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per callback otherwise
-    server = _Server(
-        uvicorn.Config(
-            create_app(loaded),
-            host=loaded.host,
-            port=loaded.port,
-            log_level=loaded.log_level.lower(),
-            access_log=False,
-            timeout_graceful_shutdown=1,  # a `timeout` fault holds a request for hang_s; do not wait for it
-        )
+config = settings.load()
+# A `timeout` fault holds its request for hang_s: a stop does not wait for it.
+server = uvicorn.Server(
+    uvicorn.Config(
+        create_app(config),
+        host=config.host,
+        port=config.port,
+        log_level=config.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=1,
     )
-    asyncio.run(server.serve())
-
-
-run()
+)
+runtime.serve_standalone(fleet.IPPS_SANDBOX, server, config.log_level)

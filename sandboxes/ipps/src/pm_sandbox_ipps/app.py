@@ -9,7 +9,7 @@ Routes (JSON bodies, amounts in integer satang; errors are `application/problem+
 - `GET /healthz`; `GET /_sim/callbacks` (the last 10,000 delivery attempts); `GET /_sim/ledger`
   (satang paid out, transfers made)
 
-`faults` describes the faults a request can ask for; `callbacks` and `signing` the signed callbacks.
+`faults` describes the faults a request can ask for; `callbacks` the signed callbacks.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Signed callbacks on a transfer's final status, delivered at least once in the background.
 
 Each callback is a JSON `Callback` POSTed to `callback_url` with `X-IPPS-Signature:
-t=<unix>,v1=hex(HMAC-SHA256(callback_secret, f"{t}." + raw body))` (see `signing`). Only a 2xx counts
-as delivered; otherwise it is retried up to `callback_attempts` times, `callback_retry_ms` apart
-(doubling). Every attempt is recorded in `Store.deliveries`.
+t=<unix>,v1=hex(HMAC-SHA256(callback_secret, f"{t}." + raw body))` (`pm_shared.psp.ipps_signing`).
+Only a 2xx counts as delivered; otherwise it is retried up to `callback_attempts` times,
+`callback_retry_ms` apart (doubling). Every attempt is recorded in `Store.deliveries`.
 """
 
 from __future__ import annotations

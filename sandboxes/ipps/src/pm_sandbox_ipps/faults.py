@@ -27,6 +27,7 @@ header there.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from pm_sandbox_ipps.models import SandboxError
@@ -69,41 +70,44 @@ def _count(name: str, value: str | None, default: int) -> int:
     return int(value)
 
 
+# Faults that take no value, and what each sets.
+_FLAGS: dict[str, Callable[[Faults], Faults]] = {
+    "insufficient-liquidity": lambda f: replace(f, insufficient_liquidity=True),
+    "receiver-rejected": lambda f: replace(f, receiver_rejected=True),
+    "pending": lambda f: replace(f, pending=True),
+    "timeout": lambda f: replace(f, timeout=True),
+    "server-error": lambda f: replace(f, server_error=True),
+    "server-error-after-commit": lambda f: replace(f, server_error_after_commit=True),
+    "out-of-order-callbacks": lambda f: replace(f, out_of_order_callbacks=True),
+}
+
+
 def parse(header: str, base: Faults | None = None) -> Faults:
     """The faults `header` asks for, on top of `base`; an unknown fault is a 400 `INVALID_FAULT`."""
     faults = base or Faults()
     for item in filter(None, (part.strip() for part in header.split(","))):
         name, _, raw = item.partition("=")
-        value = raw.strip() if raw else None
-        match name.strip().lower():
-            case "reject":
-                code = (value or "ACCOUNT_CLOSED").upper()
-                if code not in REJECT_CODES:
-                    raise SandboxError(400, "INVALID_FAULT", f"reject takes one of {sorted(REJECT_CODES)}")
-                faults = replace(faults, reject=code)
-            case "insufficient-liquidity":
-                faults = replace(faults, insufficient_liquidity=True)
-            case "receiver-rejected":
-                faults = replace(faults, receiver_rejected=True)
-            case "pending":
-                faults = replace(faults, pending=True)
-            case "unknown":
-                faults = replace(faults, unknown_polls=_count("unknown", value, 1))
-            case "timeout":
-                faults = replace(faults, timeout=True)
-            case "slow":
-                faults = replace(faults, slow_ms=_count("slow", value, SLOW_DEFAULT_MS))
-            case "server-error":
-                faults = replace(faults, server_error=True)
-            case "server-error-after-commit":
-                faults = replace(faults, server_error_after_commit=True)
-            case "duplicate-callbacks":
-                faults = replace(faults, callback_copies=max(1, _count("duplicate-callbacks", value, 2)))
-            case "out-of-order-callbacks":
-                faults = replace(faults, out_of_order_callbacks=True)
-            case other:
-                raise SandboxError(400, "INVALID_FAULT", f"unknown fault {other!r}")
+        faults = _add(faults, name.strip().lower(), raw.strip() if raw else None)
     return faults
+
+
+def _add(faults: Faults, name: str, value: str | None) -> Faults:
+    if name in _FLAGS:
+        return _FLAGS[name](faults)
+    match name:
+        case "reject":
+            code = (value or "ACCOUNT_CLOSED").upper()
+            if code not in REJECT_CODES:
+                raise SandboxError(400, "INVALID_FAULT", f"reject takes one of {sorted(REJECT_CODES)}")
+            return replace(faults, reject=code)
+        case "unknown":
+            return replace(faults, unknown_polls=_count("unknown", value, 1))
+        case "slow":
+            return replace(faults, slow_ms=_count("slow", value, SLOW_DEFAULT_MS))
+        case "duplicate-callbacks":
+            return replace(faults, callback_copies=max(1, _count("duplicate-callbacks", value, 2)))
+        case other:
+            raise SandboxError(400, "INVALID_FAULT", f"unknown fault {other!r}")
 
 
 def for_amount(faults: Faults, amount: int) -> Faults:

@@ -1,6 +1,6 @@
-"""The IPPS sandbox's magic values (psp-protocols, the simulator section), for clients that cannot
-set its fault header: amounts that select a fault at confirm, and proxy suffixes it refuses at
-inquiry. One table for the sandbox itself, `pm chaos` and `pm demo`."""
+"""The IPPS sandbox's magic values, for clients that cannot set its fault header (see docs/psp.md):
+amounts that select a fault at confirm, and proxy suffixes it refuses at inquiry. One table for the
+sandbox itself, `pm chaos` and `pm demo`."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """The IPPS API as the adapter uses it: inquiry, confirm, status; every outcome classified.
 
-psp-protocols §4.3: an answer is either a refusal (a 4xx problem: nothing was executed, or for a
-confirm the PSP names why), a transfer (the PSP's word on it), or `Unavailable` (timeout, connection
-error, 5xx, an unreadable body): the PSP may or may not have acted, so the caller must not conclude.
+An answer is either a refusal (`Refused`, a 4xx problem: nothing was executed, or for a confirm
+the PSP names why), a transfer (the PSP's word on it), or `Unavailable` (timeout, connection
+error, 5xx, an unreadable body): the PSP may or may not have acted, so the caller must not
+conclude (see `pm_shared.psp.adapter.calls` and docs/psp.md).
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ import msgspec
 from pm_adapter_ipps.targets import inquiry_body
 from pm_shared.messages import Party
 from pm_shared.psp import ipps_signing as signing
+from pm_shared.psp.adapter.calls import Refused, Unavailable, refusal
+
+__all__ = ["Inquiry", "IppsClient", "Refused", "Transfer", "Unavailable"]
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -39,29 +43,8 @@ class Transfer(msgspec.Struct, frozen=True, kw_only=True):
     failure_code: str | None = None
 
 
-class Problem(msgspec.Struct, frozen=True, kw_only=True):
-    status: int
-    code: str
-    detail: str = ""
-
-
-class Refused(Exception):
-    """A 4xx problem: the PSP refused the request (and says why in `code`)."""
-
-    def __init__(self, http_status: int, code: str, detail: str) -> None:
-        super().__init__(f"{http_status} {code}: {detail}")
-        self.http_status = http_status
-        self.code = code
-        self.detail = detail
-
-
-class Unavailable(Exception):
-    """No usable answer (timeout, connection error, 5xx, unreadable): the outcome is unknown."""
-
-
 _inquiry = msgspec.json.Decoder(Inquiry)
 _transfer = msgspec.json.Decoder(Transfer)
-_problem = msgspec.json.Decoder(Problem)
 _encoder = msgspec.json.Encoder()
 
 
@@ -102,19 +85,11 @@ class IppsClient:
             raise Unavailable(f"{method} {path}: HTTP {response.status_code} {response.text[:200]}")
         return response
 
-    @staticmethod
-    def _refusal(response: httpx.Response) -> Refused:
-        try:
-            problem = _problem.decode(response.content)
-            return Refused(response.status_code, problem.code, problem.detail)
-        except msgspec.DecodeError:
-            return Refused(response.status_code, f"HTTP_{response.status_code}", response.text[:200])
-
     async def inquiry(self, amount: int, target: Party) -> Inquiry:
         """Ask IPPS about paying `target`; `targets.InvalidTarget` before any request when it cannot be."""
         response = await self._send("POST", "/v1/inquiry", inquiry_body(amount, target))
         if response.status_code >= 400:
-            raise self._refusal(response)
+            raise refusal(response.status_code, response.content, response.text)
         try:
             return _inquiry.decode(response.content)
         except msgspec.DecodeError as exc:
@@ -124,7 +99,7 @@ class IppsClient:
         body: dict[str, object] = {"inquiry_id": inquiry_id, "amount": amount}
         response = await self._send("POST", "/v1/transfers", body, {IDEMPOTENCY_HEADER: key})
         if response.status_code >= 400:
-            raise self._refusal(response)
+            raise refusal(response.status_code, response.content, response.text)
         try:
             return _transfer.decode(response.content)
         except msgspec.DecodeError as exc:  # a 2xx we cannot read may still be a payment

@@ -1,6 +1,6 @@
 """What pm-adapter-ipps does with each payout job it reads from `pm:psp:ipps:jobs`.
 
-Per job (psp-protocols §2.5–2.7, §4):
+Per job (see docs/psp.md):
 
 1. record the attempt in `pm.psp_tx_map` (phase `recorded`) before anything is sent to IPPS;
 2. inquiry (no money moves; a 4xx refusal ends the job FAILED with IPPS's code) → phase `inquired`;
@@ -32,14 +32,12 @@ in `confirm_sent` gets a status read of its own, and only IPPS's answer can fini
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import asyncpg
-import msgspec
 
 from pm_adapter_ipps import queries
 from pm_adapter_ipps.client import IppsClient, Refused, Transfer, Unavailable
@@ -47,29 +45,22 @@ from pm_adapter_ipps.poller import FINAL, Polled, StatusPoller
 from pm_adapter_ipps.targets import InvalidTarget
 from pm_shared import logs
 from pm_shared.db import Pool
-from pm_shared.errors import PermanentError
+from pm_shared.errors import RetryLater
 from pm_shared.messages import PspHint, PspJob, PspResult, new_message_id, now
-from pm_shared.psp.attempts import record_attempt, result_from_row
+from pm_shared.psp.adapter import service
+from pm_shared.psp.adapter.results import Attempts, Publish, Row
+from pm_shared.psp.attempts import result_from_row
 from pm_shared.runtime import Subscription
-from pm_shared.streams import Delivery, Publisher
-from pm_shared.streams.names import IPPS_HINTS, IPPS_JOBS, PSP_RESULTS
+from pm_shared.streams import Delivery
+from pm_shared.streams.names import IPPS_HINTS, IPPS_JOBS
 
 log = logging.getLogger(__name__)
 
 PSP = "ipps"
 ACTION = "payout"
 
-Row = asyncpg.Record
-Publish = Callable[[PspResult], Awaitable[object]]
 
-
-class WrongJob(PermanentError):
-    """A job for another PSP or action: this adapter must never act on it."""
-
-    reason = "wrong_job"
-
-
-class ConfirmNotTaken(Exception):
+class ConfirmNotTaken(RetryLater):
     """A confirm got no answer and IPPS shows no transfer under its key: retry the job to send it again."""
 
 
@@ -86,14 +77,14 @@ class PayoutAdapter:
     executed (room for IPPS's clock and a confirm still on its way)."""
     detached: set[asyncio.Task[None]] = field(default_factory=set)
 
+    @functools.cached_property
+    def attempts(self) -> Attempts:
+        return Attempts(self.pool, self.publish, PSP, ACTION)
+
     async def on_job(self, delivery: Delivery[PspJob]) -> None:
         job = delivery.message
-        if job.psp != PSP or job.action != ACTION:
-            raise WrongJob(f"job {job.message_id} is {job.psp}/{job.action}, not {PSP}/{ACTION}")
-        row = await self._record(job)
-        if row["phase"] == "final":
-            log.info("job %s already final (%s): republishing its result", job.message_id, row["status"])
-            await self._publish_final(row)
+        row = await self.attempts.start(job)
+        if row is None:
             return
         if row["phase"] == "confirm_sent":
             polled = await self.poller.resolve(job.idempotency_key, wait_first=False)
@@ -102,10 +93,6 @@ class PayoutAdapter:
                 return
             log.info("job %s: IPPS has no transfer under its key; confirming again", job.message_id)
         await self._pay(job, row)
-
-    async def _record(self, job: PspJob) -> Row:
-        row: Row = await record_attempt(self.pool, job)
-        return row
 
     async def _pay(self, job: PspJob, row: Row) -> None:
         try:
@@ -154,7 +141,7 @@ class PayoutAdapter:
             # IPPS answered every read and has no transfer under our key: the confirm never took. Left
             # UNKNOWN the row would be polled for ever (the sweep cannot confirm: it has no target), so
             # the job is retried; its redelivery finds the key absent and confirms again (same key: one
-            # payment at most, psp-protocols §4.2). After its last delivery the job is dead-lettered in
+            # payment at most). After its last delivery the job is dead-lettered in
             # `confirm_sent`: the orchestrator raises an alert rather than failing the intent.
             await self.pool.execute(queries.MARK_UNKNOWN, row["id"], None, None, polled.polls)
             raise ConfirmNotTaken(f"IPPS has no transfer under {job.idempotency_key!r} after its confirm")
@@ -179,22 +166,15 @@ class PayoutAdapter:
 
     async def _finished_meanwhile(self, row: Row, job: PspJob) -> None:
         """The row went final while this delivery worked on it: publish that result, never confirm."""
-        final = await self.pool.fetchrow(queries.SELECT_BY_ID, row["id"])
-        assert final is not None and final["phase"] == "final", "only a final row refuses a phase"
+        final = await self.attempts.reload(row)
+        assert final["phase"] == "final", "only a final row refuses a phase"
         log.warning(
             "job %s: attempt finished meanwhile (%s %s); not confirming",
             job.message_id,
             final["status"],
             final["failure_code"] or "",
         )
-        await self._publish_final(final)
-
-    async def _publish_final(self, row: Row) -> None:
-        if row["result_message_id"] is None or row["result_at"] is None:
-            stamped = await self.pool.fetchrow(queries.STAMP_RESULT, row["id"], new_message_id())
-            assert stamped is not None
-            row = stamped
-        await self.publish(result_from_row(row))
+        await self.attempts.publish_final(final)
 
     async def _settle(self, row: Row, polled: Polled) -> None:
         """Finish the attempt when `polled` is final; otherwise publish UNKNOWN and leave it for the sweep."""
@@ -231,9 +211,7 @@ class PayoutAdapter:
             polls,
         )
         if final is None:  # finished meanwhile (the sweep, a hint, the fence): publish that result
-            final = await self.pool.fetchrow(queries.SELECT_BY_ID, row["id"])
-            assert final is not None
-            await self._publish_final(final)
+            await self.attempts.publish_current(row)
             return
         result = result_from_row(final)
         log.info("intent %s: payout %s %s", result.intent_id, result.status, result.failure_code or "")
@@ -363,29 +341,6 @@ class PayoutAdapter:
         await self.publish(result_from_row(final))
         return True
 
-    async def sweep(self, interval_s: float, stop: asyncio.Event) -> None:
-        """Until `stop`: every `interval_s`, finish what the PSP has since decided."""
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), interval_s)
-                return
-            except TimeoutError:
-                pass
-            try:
-                await self.sweep_once(interval_s)
-            except Exception as exc:  # the next sweep tries again; a crash here would stop the payouts
-                logs.failure(log, exc, "status sweep failed")
-
 
 def subscriptions(adapter: PayoutAdapter) -> list[Subscription]:
-    return [
-        Subscription(IPPS_JOBS.name, msgspec.json.Decoder(PspJob), handle=adapter.on_job),
-        Subscription(IPPS_HINTS.name, msgspec.json.Decoder(PspHint), handle=adapter.on_hint),
-    ]
-
-
-def publisher_of(publisher: Publisher) -> Publish:
-    async def publish(result: PspResult) -> object:
-        return await publisher.publish(PSP_RESULTS, result)
-
-    return publish
+    return service.subscriptions(IPPS_JOBS, IPPS_HINTS, adapter)

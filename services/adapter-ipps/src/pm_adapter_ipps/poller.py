@@ -7,11 +7,11 @@ left for a later call (the adapter's sweep, or the job's redelivery).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
 from pm_adapter_ipps.client import IppsClient, Transfer, Unavailable
+from pm_shared.psp.adapter.calls import backoff
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +41,10 @@ class StatusPoller:
 
     async def resolve(self, key: str, *, wait_first: bool = True) -> Polled:
         """Read the status of the transfer under `key` until final, at most `attempts` times."""
-        delay = self.initial_s
         last: Transfer | None = None
         absent_every_time = True
         answered = False
-        for n in range(1, self.attempts + 1):
-            if wait_first or n > 1:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_s)
+        async for n in backoff(self.initial_s, self.max_s, self.attempts, wait_first=wait_first):
             try:
                 transfer = await self.client.status(key)
             except Unavailable as exc:

@@ -1,4 +1,7 @@
-"""The adapter's SQL: one `pm.psp_tx_map` row per attempt, moved phase by phase (migration 0009)."""
+"""The adapter's SQL: one `pm.psp_tx_map` row per attempt, moved phase by phase (migration 0009).
+
+The SQL both adapters run around a result is in `pm_shared.psp.adapter.queries`.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ RETURNING id
 """
 
 # Written (and committed) before the confirm request leaves: from here on the PSP may have paid.
-# The fence of DESIGN §4: the orchestrator, handling a dead-lettered job, finishes the row itself
+# The fence (see docs/psp.md): the orchestrator, handling a dead-lettered job, finishes the row itself
 # (`final`, FAILED, JOB_DEAD_LETTERED) with `... WHERE phase IN ('recorded', 'inquired')`. Row locks
 # make the two updates take turns, so exactly one wins: when this one updates nothing the confirm
 # must not be sent (the intent may already be failed and its money released). `confirm_sent` itself
@@ -53,17 +56,6 @@ SET psp_status = coalesce($2, psp_status), psp_transfer_id = coalesce($3, psp_tr
 WHERE id = $1 AND phase = 'confirm_sent'
 """
 
-SELECT_BY_ID = "SELECT * FROM pm.psp_tx_map WHERE id = $1"
-
-# A final row someone else wrote without a result (the orchestrator's fence may): it gets one now, so
-# that every later delivery of the job republishes the same result (same message id and time).
-STAMP_RESULT = """
-UPDATE pm.psp_tx_map
-SET result_message_id = coalesce(result_message_id, $2), result_at = coalesce(result_at, now())
-WHERE id = $1 AND phase = 'final'
-RETURNING *
-"""
-
 SELECT_BY_KEY = "SELECT * FROM pm.psp_tx_map WHERE idempotency_key = $1"
 
 # A hint that names only IPPS's transfer id. Only unresolved attempts can use it, and they are few:
@@ -81,7 +73,7 @@ ORDER BY updated_at
 LIMIT $3
 """
 
-# A confirm that never took (DESIGN §10: every intent ends): IPPS has no transfer under the key, read
+# A confirm that never took (every intent ends, docs/invariants.md): IPPS has no transfer under the key, read
 # after the row's last inquiry expired ($2: that read's start minus a grace for IPPS's clock and a
 # confirm still in flight). A guarded final FAILED: a redelivery inquiring again meanwhile moved the
 # expiry on (and then this matches nothing); after it, no confirm can be sent past the final row.

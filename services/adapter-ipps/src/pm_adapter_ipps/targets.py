@@ -1,6 +1,6 @@
 """A payout job's target, as the public API shapes it, turned into the IPPS inquiry's target fields.
 
-The orchestrator passes the intent's payee through unchanged (DESIGN §8): either
+The orchestrator passes the intent's payee through unchanged (see docs/api.md): either
 `kind="promptpay"` with `proxy_type` `MSISDN | NATID | EWALLET | BILLER` (a biller carries `ref1`,
 maybe `ref2`), or `kind="thaiqr"` with a scanned EMVCo `payload`. IPPS wants `proxy_type`
 `MSISDN | NATID | TAXID | EWALLETID | BANKAC` + `proxy_value`, or `biller_id` + `ref1` (+ `ref2`).

@@ -1,9 +1,10 @@
 """The QP API as the adapter uses it: register a dynamic QR, read it by id or by order; outcomes classified.
 
-psp-protocols §4.3: an answer is either a refusal (a 4xx problem: no QR was registered, QP says
-why), a QR (QP's word on it), `OrderConflict` (QP has a QR for our order already, registered with
-another body: it must be looked up), or `Unavailable` (timeout, connection error, 5xx, 401/403/429,
-an unreadable body): QP may or may not have acted, so the caller must not conclude.
+An answer is either a refusal (`Refused`, a 4xx problem: no QR was registered, QP says why), a QR
+(QP's word on it), `OrderConflict` (QP has a QR for our order already, registered with another
+body: it must be looked up), or `Unavailable` (timeout, connection error, 5xx, 401/403/429, an
+unreadable body): QP may or may not have acted, so the caller must not conclude (see
+`pm_shared.psp.adapter.calls` and docs/psp.md).
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ import httpx
 import msgspec
 
 from pm_adapter_qp.metrics import PSP_CALL_SECONDS
+from pm_shared.errors import PMError
+from pm_shared.psp.adapter.calls import Refused, Unavailable, problem, refusal
+
+__all__ = ["OrderConflict", "QpClient", "Qr", "Refused", "Unavailable"]
 
 PSP = "qp"
 NOT_FOUND_CODE = "QR_NOT_FOUND"
@@ -43,32 +48,11 @@ class Qr(msgspec.Struct, frozen=True, kw_only=True):
         return self.status in FINAL
 
 
-class Problem(msgspec.Struct, frozen=True, kw_only=True):
-    status: int
-    code: str
-    detail: str | None = None
-
-
-class Refused(Exception):
-    """A 4xx problem: QP refused the registration (and says why in `code`); no QR exists for it."""
-
-    def __init__(self, http_status: int, code: str, detail: str) -> None:
-        super().__init__(f"{http_status} {code}: {detail}")
-        self.http_status = http_status
-        self.code = code
-        self.detail = detail
-
-
-class OrderConflict(Exception):
+class OrderConflict(PMError):
     """QP has a QR for this order already, registered with another body: look it up by order."""
 
 
-class Unavailable(Exception):
-    """No usable answer (timeout, connection error, 5xx, unreadable): the outcome is unknown."""
-
-
 _qr = msgspec.json.Decoder(Qr)
-_problem = msgspec.json.Decoder(Problem)
 _encoder = msgspec.json.Encoder()
 
 
@@ -124,12 +108,7 @@ class QpClient:
         if response.status_code == 409:
             raise OrderConflict(f"order {order}: {response.text[:200]}")
         if response.status_code >= 400:
-            try:
-                problem = _problem.decode(response.content)
-                raise Refused(response.status_code, problem.code, problem.detail or "")
-            except msgspec.DecodeError:
-                code = f"HTTP_{response.status_code}"
-                raise Refused(response.status_code, code, response.text[:200]) from None
+            raise refusal(response.status_code, response.content, response.text)
         return self._decode("register", response)
 
     async def get(self, qr_id: str) -> Qr | None:
@@ -145,11 +124,9 @@ class QpClient:
         if response.status_code == 404:
             # Only QP's own word that it has no such QR is an answer; a 404 from anything else (a
             # wrong base URL, a proxy) says nothing about the QR.
-            try:
-                if _problem.decode(response.content).code == NOT_FOUND_CODE:
-                    return None
-            except msgspec.DecodeError:
-                pass
+            found = problem(response.content)
+            if found is not None and found.code == NOT_FOUND_CODE:
+                return None
             raise Unavailable(f"{operation}: HTTP 404 without {NOT_FOUND_CODE}: {response.text[:200]}")
         if response.status_code >= 400:
             raise Unavailable(f"{operation}: HTTP {response.status_code} {response.text[:200]}")

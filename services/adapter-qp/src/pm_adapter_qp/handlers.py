@@ -1,6 +1,6 @@
 """What pm-adapter-qp does with each SBP top-up job (`pm:psp:qp:jobs`) and each hint (`pm:psp:qp:hints`).
 
-Per job (psp-protocols §3, §4):
+Per job (see docs/psp.md):
 
 1. record the attempt in `pm.psp_tx_map` (phase `recorded`) before anything is sent to QP; a
    currency other than RUB ends it FAILED (`UNSUPPORTED_CURRENCY`) there;
@@ -23,12 +23,9 @@ trusted: the adapter reads the QR's status from QP itself before any final trans
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-
-import asyncpg
-import msgspec
 
 from pm_adapter_qp import queries
 from pm_adapter_qp.client import OrderConflict, QpClient, Qr, Refused, Unavailable
@@ -36,13 +33,15 @@ from pm_adapter_qp.metrics import HINTS, RESULTS
 from pm_adapter_qp.poller import OrderPoller
 from pm_shared import logs
 from pm_shared.db import Pool
-from pm_shared.errors import PermanentError
+from pm_shared.errors import PermanentError, RetryLater
 from pm_shared.messages import PspHint, PspJob, PspResult, new_message_id, now
 from pm_shared.psp import sbp_links as links
-from pm_shared.psp.attempts import record_attempt, result_from_row
+from pm_shared.psp.adapter import service
+from pm_shared.psp.adapter.results import Attempts, Publish, Row
+from pm_shared.psp.attempts import result_from_row
 from pm_shared.runtime import Subscription
-from pm_shared.streams import Delivery, Publisher
-from pm_shared.streams.names import PSP_RESULTS, QP_HINTS, QP_JOBS
+from pm_shared.streams import Delivery
+from pm_shared.streams.names import QP_HINTS, QP_JOBS
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +51,8 @@ CURRENCY = "RUB"
 PURPOSE_MAX = 140
 """QP's limit on a payment purpose; a longer one is cut rather than refused."""
 
-Row = asyncpg.Record
-Publish = Callable[[PspResult], Awaitable[object]]
 
-
-class WrongJob(PermanentError):
-    """A job for another PSP or action: this adapter must never act on it."""
-
-    reason = "wrong_job"
-
-
-class RegistrationUnknown(Exception):
+class RegistrationUnknown(RetryLater):
     """QP could not say whether the registration made a QR: the job is retried (transient)."""
 
 
@@ -110,16 +100,16 @@ class CollectAdapter:
     job_budget_s: float = 60.0
     """How long one delivery of a job may take to register its QR (a timeout, then the lookups)."""
 
+    @functools.cached_property
+    def attempts(self) -> Attempts:
+        return Attempts(self.pool, self.publish, PSP, ACTION)
+
     # --- jobs ------------------------------------------------------------------------------------
 
     async def on_job(self, delivery: Delivery[PspJob]) -> None:
         job = delivery.message
-        if job.psp != PSP or job.action != ACTION:
-            raise WrongJob(f"job {job.message_id} is {job.psp}/{job.action}, not {PSP}/{ACTION}")
-        row = await self._record(job)
-        if row["phase"] == "final":
-            log.info("job %s already final (%s): republishing its result", job.message_id, row["status"])
-            await self._publish_final(row)
+        row = await self.attempts.start(job)
+        if row is None:
             return
         if row["phase"] != "confirm_sent":
             if job.currency != CURRENCY:
@@ -132,16 +122,12 @@ class CollectAdapter:
             if marked is not None:
                 await self._register(job, marked)
                 return
-            row = await self._reload(row)  # fenced final, or marked by a concurrent delivery
+            row = await self.attempts.reload(row)  # fenced final, or marked by a concurrent delivery
             if row["phase"] == "final":
                 log.warning("job %s: row went final before registration; QP not called", job.message_id)
-                await self._publish_final(row)
+                await self.attempts.publish_final(row)
                 return
         await self._resume(job, row)
-
-    async def _record(self, job: PspJob) -> Row:
-        row: Row = await record_attempt(self.pool, job)
-        return row
 
     async def _resume(self, job: PspJob, row: Row) -> None:
         """A delivery that finds a registration sent already: what QP has decides; none → register again."""
@@ -158,7 +144,7 @@ class CollectAdapter:
             raise RegistrationUnknown(f"job {job.message_id}: QP did not answer whether order is registered")
         still_open = await self.pool.fetchrow(queries.TOUCH_OPEN, row["id"])
         if still_open is None:
-            await self._publish_final(await self._reload(row))
+            await self.attempts.publish_current(row)
             return
         log.info("job %s: QP has no QR for its order; registering again", job.message_id)
         await self._register(job, still_open)
@@ -203,7 +189,7 @@ class CollectAdapter:
             return True
         seen = await self.pool.fetchrow(queries.MARK_SEEN, row["id"], qr.qr_id, qr.status, polls)
         if seen is None:  # finished meanwhile: that result stands
-            await self._publish_final(await self._reload(row))
+            await self.attempts.publish_current(row)
             return True
         if announce or row["psp_transfer_id"] is None:
             log.info("intent %s: QR %s %s, waiting for the payer", row["intent_id"], qr.qr_id, qr.status)
@@ -226,23 +212,11 @@ class CollectAdapter:
             polls,
         )
         if final is None:  # finished meanwhile (the sweep, a hint, a concurrent delivery, a fence)
-            await self._publish_final(await self._reload(row))
+            await self.attempts.publish_current(row)
             return
         log.info("intent %s: collect %s %s", final["intent_id"], status, failure_code or "")
         RESULTS.labels(PSP, status, failure_code or "").inc()
         await self.publish(result_from_row(final))
-
-    async def _publish_final(self, row: Row) -> None:
-        if row["result_message_id"] is None:
-            ensured = await self.pool.fetchrow(queries.ENSURE_RESULT_ID, row["id"], new_message_id())
-            assert ensured is not None, "only a final row is published as final"
-            row = ensured
-        await self.publish(result_from_row(row))
-
-    async def _reload(self, row: Row) -> Row:
-        fresh = await self.pool.fetchrow(queries.SELECT_BY_ID, row["id"])
-        assert fresh is not None
-        return fresh
 
     async def _read(self, row: Row) -> Qr | None:
         """QP's view of the row's QR: by its id once known, else by our order. Raises Unavailable."""
@@ -325,31 +299,6 @@ class CollectAdapter:
                 logs.failure(log, outcome, "sweep: %s failed", row["idempotency_key"])
         return sum(1 for outcome in outcomes if outcome is True)
 
-    async def sweep(
-        self, interval_s: float, max_idle_s: float, limit: int, concurrency: int, stop: asyncio.Event
-    ) -> None:
-        """Until `stop`: every `interval_s`, finish what QP has since decided."""
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), interval_s)
-                return
-            except TimeoutError:
-                pass
-            try:
-                await self.sweep_once(interval_s, max_idle_s, limit, concurrency)
-            except Exception as exc:  # the next sweep tries again; a crash here would strand every top-up
-                logs.failure(log, exc, "QR status sweep failed")
-
 
 def subscriptions(adapter: CollectAdapter) -> list[Subscription]:
-    return [
-        Subscription(QP_JOBS.name, msgspec.json.Decoder(PspJob), handle=adapter.on_job),
-        Subscription(QP_HINTS.name, msgspec.json.Decoder(PspHint), handle=adapter.on_hint),
-    ]
-
-
-def publisher_of(publisher: Publisher) -> Publish:
-    async def publish(result: PspResult) -> object:
-        return await publisher.publish(PSP_RESULTS, result)
-
-    return publish
+    return service.subscriptions(QP_JOBS, QP_HINTS, adapter)

@@ -7,11 +7,11 @@ reads); what is still unknown after it is left to the job's next delivery.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 
 from pm_adapter_qp.client import QpClient, Qr, Unavailable
+from pm_shared.psp.adapter.calls import backoff
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +35,8 @@ class OrderPoller:
 
     async def find(self, order: str, *, wait_first: bool = True) -> Found:
         """Look the order's QR up until QP shows one, at most `attempts` times."""
-        delay = self.initial_s
         answered_every_time = True
-        for n in range(1, self.attempts + 1):
-            if wait_first or n > 1:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.max_s)
+        async for n in backoff(self.initial_s, self.max_s, self.attempts, wait_first=wait_first):
             try:
                 qr = await self.client.find(order)
             except Unavailable as exc:

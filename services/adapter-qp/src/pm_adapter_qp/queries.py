@@ -2,7 +2,8 @@
 
 A collect has no inquiry: `recorded` → `confirm_sent` (the registration may have made a QR a payer
 can pay) → `final`. `psp_transfer_id` is the QR's id, `psp_status` QP's last status word,
-`trans_ref` the SBP transaction id of an accepted payment.
+`trans_ref` the SBP transaction id of an accepted payment. The SQL both adapters run around a result
+is in `pm_shared.psp.adapter.queries`.
 """
 
 from __future__ import annotations
@@ -44,17 +45,6 @@ SET phase = 'final', status = $2, psp_status = coalesce($3, psp_status),
 WHERE id = $1 AND phase <> 'final'
 RETURNING *
 """
-
-# A row made final by someone else (the orchestrator's fence) may carry no result id yet: the first
-# publisher gives it one, and every later publication repeats it.
-ENSURE_RESULT_ID = """
-UPDATE pm.psp_tx_map
-SET result_message_id = coalesce(result_message_id, $2), result_at = coalesce(result_at, now())
-WHERE id = $1 AND phase = 'final'
-RETURNING *
-"""
-
-SELECT_BY_ID = "SELECT * FROM pm.psp_tx_map WHERE id = $1"
 
 SELECT_BY_KEY = "SELECT * FROM pm.psp_tx_map WHERE psp = $1 AND idempotency_key = $2"
 

@@ -1,4 +1,4 @@
-"""Wiring of pm-gateway: uvicorn serving the app until SIGTERM; `run()` is the console script."""
+"""Wiring of pm-gateway: uvicorn serving the app, supervised, until SIGTERM; `run()` is the console script."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import uvicorn
 
 from pm_gateway import settings
 from pm_gateway.app import create_app
-from pm_shared import runtime
+from pm_shared import fleet, runtime
 
-SERVICE = "gateway"
+SERVICE = fleet.GATEWAY
 
 
 class _Server(uvicorn.Server):
@@ -37,13 +37,9 @@ async def main(config: settings.Settings, stop: asyncio.Event) -> None:
             timeout_graceful_shutdown=int(config.shutdown_grace_s),
         )
     )
-    serving = asyncio.create_task(server.serve())
-    await asyncio.wait([serving, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED)
-    server.should_exit = True
-    await serving
-    if not server.started:
-        raise RuntimeError(f"the gateway could not listen on {config.host}:{config.port}")
+    async with runtime.supervise(stop) as tasks:
+        tasks.start("http", runtime.serve_http(server, stop, f"{config.host}:{config.port}"))
 
 
 def run() -> None:
-    runtime.run_service(SERVICE, settings.load, main)
+    runtime.run_service(SERVICE.name, settings.load, main)

@@ -19,12 +19,11 @@ from pm_ledger_writer import handlers
 from pm_ledger_writer.lease import Lease
 from pm_ledger_writer.settings import Settings, load
 from pm_ledger_writer.writer import Writer
-from pm_shared import db, health
+from pm_shared import db, fleet, health, runtime
 from pm_shared.ledger import Ledger, accounts, chart, open_ledger
 from pm_shared.ledger.urls import EmbeddedUrl, parse
-from pm_shared.runtime import RedisClients, consumers_for, redis_clients, run_consumers_until, run_service
+from pm_shared.runtime import RedisClients
 from pm_shared.streams import Consumer, Publisher
-from pm_shared.streams.names import GROUP_LEDGER_WRITER
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +32,11 @@ ACTIVE = Gauge(
     "1 while this process holds the writer lease and writes the ledger; 0 while it waits as a standby.",
 )
 
-SERVICE = "ledger-writer"
+SERVICE = fleet.LEDGER_WRITER
 
 
-def run() -> None:
-    run_service(SERVICE, load, serve)
-
-
-async def serve(config: Settings, stop: asyncio.Event) -> None:
-    async with redis_clients(config, SERVICE) as clients:
+async def main(config: Settings, stop: asyncio.Event) -> None:
+    async with runtime.redis_clients(config, SERVICE.name) as clients:
         lease = Lease(clients.commands, config.lease_key, config.lease_ms)
         active: list[Consumer[Any]] = []
 
@@ -57,12 +52,7 @@ async def serve(config: Settings, stop: asyncio.Event) -> None:
             if ledger is None:
                 return
             try:
-                publisher = Publisher(
-                    clients.commands,
-                    partitions=config.stream_partitions,
-                    maxlen=config.stream_maxlen,
-                    threshold=config.backpressure_threshold,
-                )
+                publisher = Publisher.from_settings(clients.commands, config)
                 writer = Writer(ledger, publisher, is_active=lambda: lease.held, stop=stop)
                 while await lease.acquire(stop):
                     await _prepare_accounts(config, ledger)
@@ -101,25 +91,25 @@ async def _write_while_held(
 ) -> None:
     """Consume until SIGTERM (release the lease for the standby) or until the lease is lost."""
     halt = asyncio.Event()  # set by SIGTERM or by a lost lease: either way, stop consuming now
-    consumers = consumers_for(
+    group = SERVICE.group
+    assert group is not None
+    consumers = runtime.consumers_for(
         config,
         clients,
-        group=GROUP_LEDGER_WRITER,
-        consumer=config.consumer(SERVICE),
+        group=group,
+        consumer=config.consumer(SERVICE.name),
         subscriptions=handlers.subscriptions(writer),
     )
     active[:] = consumers
     ACTIVE.set(1)
-    keeper = asyncio.create_task(lease.keep(halt))
-    relay = asyncio.create_task(_set_when(stop, halt))
     try:
-        await run_consumers_until(config, clients, consumers, halt)
+        async with runtime.supervise(halt) as tasks:
+            tasks.start("lease keeper", lease.keep(halt), helper=True)
+            tasks.start("stop relay", _set_when(stop, halt), helper=True)
+            tasks.start("consumers", runtime.run_consumers_until(config, clients, consumers, halt))
     finally:
         active.clear()
         ACTIVE.set(0)
-        keeper.cancel()
-        relay.cancel()
-        await asyncio.gather(keeper, relay, return_exceptions=True)
         if lease.held:
             # Stopping (or crashing) with the batch in hand finished and acked: hand over at once.
             try:
@@ -161,3 +151,7 @@ async def _open_ledger(config: Settings, stop: asyncio.Event) -> Ledger | None:
             except TimeoutError:
                 backoff = min(backoff * 2, 10.0)
     return None
+
+
+def run() -> None:
+    runtime.run_service(SERVICE.name, load, main)

@@ -1,4 +1,7 @@
-"""Transactional outbox (DESIGN §5): enqueue with the state change, publish after commit, relay the rest."""
+"""Transactional outbox (see docs/architecture.md): enqueue with the state change, publish after commit,
+relay the rest."""
+
+from __future__ import annotations
 
 from pm_shared.outbox.marks import Marks
 from pm_shared.outbox.relay import Relay

@@ -10,7 +10,7 @@ import time
 import asyncpg
 from prometheus_client import Counter, Gauge
 
-from pm_shared import logs
+from pm_shared import errors, logs
 from pm_shared.db import DATABASE_ERRORS, Conn, Pool
 from pm_shared.outbox import queries as q
 from pm_shared.outbox.writer import PUBLISH_ERRORS
@@ -112,7 +112,12 @@ class Relay:
         return len(done)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Pass after pass until `stop` is set; a full batch is followed at once by the next pass."""
+        """Pass after pass until `stop` is set; a full batch is followed at once by the next pass.
+
+        A pass that fails for a reason the next one may not meet (see `worth_another_pass`) is
+        logged and tried again after a backoff, at least as long as a `RetryLater` asks; any other
+        error is a bug and ends the relay (and with it, supervised, the process).
+        """
         backoff = self.interval_s
         while not stop.is_set():
             try:
@@ -120,9 +125,12 @@ class Relay:
                 if time.monotonic() - self._pruned_at >= self.prune_interval_s:
                     self._pruned_at = time.monotonic()
                     await self.prune()
-            except (*PUBLISH_ERRORS, *DATABASE_ERRORS) as exc:
-                logs.failure(log, exc, "outbox relay pass failed; retrying in %.1fs", backoff)
-                pause, backoff = backoff, min(max(backoff, 0.1) * 2, MAX_BACKOFF_S)
+            except Exception as exc:
+                if not worth_another_pass(exc):
+                    raise
+                pause = max(backoff, errors.retry_after_s(exc) or 0.0)
+                logs.failure(log, exc, "outbox relay pass failed; retrying in %.1fs", pause)
+                backoff = min(max(backoff, 0.1) * 2, MAX_BACKOFF_S)
             else:
                 backoff = self.interval_s
                 if published >= self.batch:
@@ -130,3 +138,9 @@ class Relay:
                 pause = self.interval_s
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), pause)
+
+
+def worth_another_pass(exc: BaseException) -> bool:
+    """A transient failure (`errors.classify`: an outage, a `RetryLater`), or PostgreSQL or Redis
+    refusing a statement (a migration not applied yet, Redis out of memory): the next pass may succeed."""
+    return errors.classify(exc).transient or isinstance(exc, (*PUBLISH_ERRORS, *DATABASE_ERRORS))

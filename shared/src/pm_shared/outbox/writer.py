@@ -9,16 +9,17 @@ from dataclasses import dataclass
 from redis.exceptions import RedisError
 
 from pm_shared.db import DATABASE_ERRORS, Conn, Pool
+from pm_shared.errors import RetryLater
 from pm_shared.messages import Message
 from pm_shared.outbox import queries as q
 from pm_shared.outbox.marks import Marks
-from pm_shared.streams.errors import BackPressureError, StreamMissingError
 from pm_shared.streams.publisher import Publisher, encode
 
 log = logging.getLogger(__name__)
 
-# What a publish can fail with that the relay repairs later; anything else is a bug and propagates.
-PUBLISH_ERRORS = (BackPressureError, StreamMissingError, RedisError, OSError)
+# What a publish can fail with that the relay repairs later (a RetryLater: back-pressure, a stream not
+# provisioned yet; Redis refusing or away); anything else is a bug and propagates.
+PUBLISH_ERRORS = (RetryLater, RedisError, OSError)
 
 
 @dataclass(frozen=True)

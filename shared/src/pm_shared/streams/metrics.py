@@ -53,3 +53,20 @@ OLDEST_PENDING_AGE = Gauge(
 )
 STREAM_LENGTH = Gauge("pm_stream_length", "Entries in the stream (XLEN).", ["stream"])
 DLQ_LENGTH = Gauge("pm_stream_dlq_length", "Entries in the stream's dead-letter queue.", ["stream"])
+
+
+class Labels:
+    """The metric children of one stream key and group, resolved once rather than per message."""
+
+    def __init__(self, key: str, group: str) -> None:
+        self.ack = MESSAGES.labels(key, group, "ack")
+        self.retry = MESSAGES.labels(key, group, "retry")
+        self.transient = MESSAGES.labels(key, group, "transient")
+        self.deleted = MESSAGES.labels(key, group, "deleted")
+        self.stale_ack = MESSAGES.labels(key, group, "stale_ack")
+        self.handler = HANDLER_SECONDS.labels(key, group)
+        self.e2e = E2E_SECONDS.labels(key, group)
+        self.batch = BATCH_SIZE.labels(key, group)
+        self.inflight = INFLIGHT.labels(key, group)
+        self.claimed = CLAIMED.labels(key, group)
+        self.claim_deleted = CLAIM_DELETED.labels(key, group)

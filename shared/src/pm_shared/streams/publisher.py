@@ -18,6 +18,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from pm_shared.messages import Message
+from pm_shared.settings import CommonSettings
 from pm_shared.streams import metrics
 from pm_shared.streams.connection import as_str
 from pm_shared.streams.errors import BackPressureError, StreamMissingError
@@ -81,6 +82,16 @@ class Publisher:
         self._readings: dict[str, _Reading] = {}
         self._refreshing: dict[str, asyncio.Future[_Reading]] = {}
         self._add_many = redis.register_script(_ADD_MANY)
+
+    @classmethod
+    def from_settings(cls, redis: Redis, settings: CommonSettings) -> Publisher:
+        """A publisher with the fleet's partitions, stream length and back-pressure threshold."""
+        return cls(
+            redis,
+            partitions=settings.stream_partitions,
+            maxlen=settings.stream_maxlen,
+            threshold=settings.backpressure_threshold,
+        )
 
     def key_for(self, stream: StreamSpec | str, intent_id: str) -> str:
         name = stream if isinstance(stream, str) else stream.name
