@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pm_shared import fleet
 from pm_shared.settings import CommonSettings, Port, SettingsError, load_settings
 
 
@@ -27,6 +28,18 @@ def test_common_and_own_variables_are_coerced() -> None:
 def test_another_services_variables_are_left_to_it() -> None:
     settings = load_settings(Svc, "GATEWAY_", {"PM_ORCHESTRATOR_PORT": "not even a number"})
     assert settings.port == 9000
+
+
+@pytest.mark.parametrize("name", ["PM_ENV_FILE", "PM_HOME", "PM_TEST_REDIS_DB"])
+def test_the_tools_own_variables_are_not_unknown_to_a_service(name: str) -> None:
+    # A service started from a shell where the CLI's variables are set must still start.
+    assert load_settings(Svc, "GATEWAY_", {name: "/somewhere"}).port == 9000
+
+
+def test_a_variable_under_another_members_prefix_is_left_to_that_member() -> None:
+    env = {f"PM_{m.prefix}ANYTHING": "x" for m in fleet.FLEET if m.prefix != "GATEWAY_"}
+    assert len(env) == len(fleet.FLEET) - 1
+    assert load_settings(Svc, "GATEWAY_", env).port == 9000
 
 
 def test_unrelated_environment_is_ignored() -> None:

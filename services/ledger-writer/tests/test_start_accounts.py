@@ -8,8 +8,8 @@ import pytest
 import pytest_asyncio
 import tigerbeetle as tb
 
-from pm_ledger_writer.main import ChartOfAccountsError, _prepare_accounts
 from pm_ledger_writer.settings import Settings
+from pm_ledger_writer.startup import ChartOfAccountsError, prepare_accounts
 from pm_shared.db import connect, drop_database, ensure_database, migrate
 from pm_shared.ledger import Ledger, accounts, chart, open_ledger
 from pm_tools.testing.db import new_database_url
@@ -33,8 +33,8 @@ async def fresh() -> AsyncIterator[tuple[str, Ledger]]:
 async def test_operator_accounts_are_opened_on_every_ledger_and_verified(fresh: tuple[str, Ledger]) -> None:
     url, ledger = fresh
     config = Settings(database_url=url)
-    await _prepare_accounts(config, ledger)
-    await _prepare_accounts(config, ledger)  # a second writer taking over finds them all in place
+    await prepare_accounts(config, ledger)
+    await prepare_accounts(config, ledger)  # a second writer taking over finds them all in place
     conn = await connect(url)
     try:
         mapped = await accounts.mapped_accounts(conn)
@@ -54,4 +54,4 @@ async def test_a_wrong_account_stops_the_writer_from_moving_money(fresh: tuple[s
     wrong = tb.Account(id=accounts.spec_account(spec).id, ledger=764, code=int(chart.Code.MERCHANT))
     assert (await ledger.create_accounts([wrong]))[0].status == tb.CreateAccountStatus.CREATED
     with pytest.raises((ChartOfAccountsError, accounts.AccountOpenError)):
-        await _prepare_accounts(Settings(database_url=url), ledger)
+        await prepare_accounts(Settings(database_url=url), ledger)

@@ -221,6 +221,10 @@ class HttpServer(Protocol):
     async def serve(self) -> None: ...
 
 
+HTTP_CLOSE_TIMEOUT_S = 10.0
+"""How long a server whose service is failing may take to close before it is cancelled."""
+
+
 async def serve_http(server: HttpServer, stop: asyncio.Event, where: str) -> None:
     """Serve until `stop`, then let `server` finish the requests in hand.
 
@@ -233,6 +237,12 @@ async def serve_http(server: HttpServer, stop: asyncio.Event, where: str) -> Non
         await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)
         server.should_exit = True
         await serving
+    except asyncio.CancelledError:
+        # Another task of the service failed: the server still closes its sockets and connections
+        # (cancelling it instead would leave its listening socket open until the process ends).
+        server.should_exit = True
+        await asyncio.wait([serving], timeout=HTTP_CLOSE_TIMEOUT_S)
+        raise
     finally:
         stopping.cancel()
         serving.cancel()

@@ -26,7 +26,14 @@ SERVICE_PREFIXES: tuple[str, ...] = (*(m.prefix for m in fleet.FLEET), "BENCH_")
 
 # Read by tooling rather than by a service Struct (test suites, the CLI); known, so never "unknown".
 TOOLING_VARIABLES: frozenset[str] = frozenset(
-    {"PM_TB_ADDRESSES", "PM_TEST_DATABASE_URL", "PM_TEST_REDIS_DB", "PM_HOME", "PM_GATEWAY_URL"}
+    {
+        "PM_TB_ADDRESSES",
+        "PM_TEST_DATABASE_URL",
+        "PM_TEST_REDIS_DB",
+        "PM_HOME",
+        "PM_GATEWAY_URL",
+        "PM_ENV_FILE",
+    }
 )
 
 

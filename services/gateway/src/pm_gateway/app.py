@@ -13,8 +13,8 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator
-from typing import TypedDict
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, TypedDict
 
 import asyncpg
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
@@ -37,6 +37,7 @@ from pm_shared import db
 from pm_shared.keys.crypto import Cipher
 from pm_shared.ledger import open_ledger
 from pm_shared.outbox import Marks
+from pm_shared.runtime import TaskEnded
 from pm_shared.streams import Publisher
 from pm_shared.streams.connection import connect
 
@@ -54,6 +55,9 @@ LATENCY = Histogram(
 )
 REQUEST_ID_HEADER = "X-Request-Id"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+FailureHandler = Callable[[BaseException], None]
 
 
 class State(TypedDict):
@@ -155,7 +159,30 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return problems.response(ProblemError(exc.status_code, code, str(exc.detail)), instance=request.url.path)
 
 
-def create_app(settings: Settings) -> Starlette:
+def _background(
+    name: str, work: Coroutine[Any, Any, None], stop: asyncio.Event, on_failure: FailureHandler | None
+) -> asyncio.Task[None]:
+    """Run `work` beside the app until `stop`. If it raises, or ends before `stop`, the gateway cannot
+    serve as it should (`Prefer: wait` would hang; marks would pile up): `on_failure` hears of it
+    (main.py ends the process with it), or, with no handler, it is logged as critical."""
+    task = asyncio.create_task(work, name=name)
+
+    def done(finished: asyncio.Task[None]) -> None:
+        if finished.cancelled() or (finished.exception() is None and stop.is_set()):
+            return
+        exc = finished.exception() or TaskEnded(f"{name} ended while the gateway was not stopping")
+        exc.add_note(f"(in the gateway's task {name!r})")
+        if on_failure is None:
+            log.critical("the gateway's %s failed", name, exc_info=exc)
+        else:
+            on_failure(exc)
+
+    task.add_done_callback(done)
+    return task
+
+
+def create_app(settings: Settings, *, on_background_failure: FailureHandler | None = None) -> Starlette:
+    """The app; its lifespan opens the connections and runs the background tasks (`_background`)."""
     cipher = Cipher.from_setting(settings.key_encryption_key)  # a configuration error stops the start
 
     @contextlib.asynccontextmanager
@@ -188,8 +215,8 @@ def create_app(settings: Settings) -> Starlette:
             marks=Marks(pool),
         )
         background = [
-            asyncio.create_task(deps.waiters.run(stop)),
-            asyncio.create_task(deps.marks.run(stop)),
+            _background("events follower", deps.waiters.run(stop), stop, on_background_failure),
+            _background("outbox marks", deps.marks.run(stop), stop, on_background_failure),
         ]
         try:
             yield {"deps": deps, "redis": redis}

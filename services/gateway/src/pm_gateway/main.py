@@ -24,9 +24,15 @@ class _Server(uvicorn.Server):
 
 
 async def main(config: settings.Settings, stop: asyncio.Event) -> None:
+    failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def fail(exc: BaseException) -> None:
+        if not failed.done():
+            failed.set_exception(exc)
+
     server = _Server(
         uvicorn.Config(
-            create_app(config),
+            create_app(config, on_background_failure=fail),
             host=config.host,
             port=config.port,
             log_config=None,
@@ -39,6 +45,22 @@ async def main(config: settings.Settings, stop: asyncio.Event) -> None:
     )
     async with runtime.supervise(stop) as tasks:
         tasks.start("http", runtime.serve_http(server, stop, f"{config.host}:{config.port}"))
+        tasks.start("background", _until_failure(failed, stop))
+
+
+async def _until_failure(failed: asyncio.Future[None], stop: asyncio.Event) -> None:
+    """Raise what a background task of the app died of (see `app._background`); return on `stop`."""
+    stopping: asyncio.Future[None] = asyncio.ensure_future(_wait(stop))
+    try:
+        await asyncio.wait([failed, stopping], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if failed.done():
+        failed.result()
+
+
+async def _wait(event: asyncio.Event) -> None:
+    await event.wait()
 
 
 def run() -> None:

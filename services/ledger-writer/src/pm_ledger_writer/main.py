@@ -15,13 +15,11 @@ from typing import Any
 from prometheus_client import Gauge
 from redis.exceptions import RedisError
 
-from pm_ledger_writer import handlers
+from pm_ledger_writer import handlers, startup
 from pm_ledger_writer.lease import Lease
 from pm_ledger_writer.settings import Settings, load
 from pm_ledger_writer.writer import Writer
-from pm_shared import db, fleet, health, runtime
-from pm_shared.ledger import Ledger, accounts, chart, open_ledger
-from pm_shared.ledger.urls import EmbeddedUrl, parse
+from pm_shared import fleet, health, runtime
 from pm_shared.runtime import RedisClients
 from pm_shared.streams import Consumer, Publisher
 
@@ -48,37 +46,17 @@ async def main(config: Settings, stop: asyncio.Event) -> None:
             return True
 
         async with health.serve(config.host, config.port, is_ready):
-            ledger = await _open_ledger(config, stop)
+            ledger = await startup.open_ledger_when_reachable(config, stop)
             if ledger is None:
                 return
             try:
                 publisher = Publisher.from_settings(clients.commands, config)
                 writer = Writer(ledger, publisher, is_active=lambda: lease.held, stop=stop)
                 while await lease.acquire(stop):
-                    await _prepare_accounts(config, ledger)
+                    await startup.prepare_accounts(config, ledger)
                     await _write_while_held(config, clients, writer, lease, stop, active)
             finally:
                 await ledger.close()
-
-
-class ChartOfAccountsError(RuntimeError):
-    """Mapped accounts disagree with the ledger: the writer refuses to move money until that is fixed."""
-
-
-async def _prepare_accounts(config: Settings, ledger: Ledger) -> None:
-    """As the new active writer: open the operator accounts on every ledger, then verify every mapped
-    account (exists, with the expected ledger, code and flags) — the same check as `pm ledger verify`."""
-    conn = await db.connect(config.database_url)
-    try:
-        await accounts.open_operator_accounts(ledger, conn)
-        problems = await accounts.verify(ledger, conn, operator_currencies=chart.LEDGERS)
-    finally:
-        await conn.close()
-    for problem in problems:
-        log.error("account check: %s %s", problem.kind, problem.detail)
-    if problems:
-        raise ChartOfAccountsError(f"{len(problems)} account problem(s); see `pm ledger verify`")
-    log.info("operator accounts open on %s; every mapped account verified", ", ".join(chart.LEDGERS))
 
 
 async def _write_while_held(
@@ -126,31 +104,6 @@ async def _write_while_held(
 async def _set_when(source: asyncio.Event, target: asyncio.Event) -> None:
     await source.wait()
     target.set()
-
-
-async def _open_ledger(config: Settings, stop: asyncio.Event) -> Ledger | None:
-    """Open the ledger, waiting (not ready) while its database is unreachable; None when stopped first."""
-    url = config.ledger()
-    target = parse(url)
-    backoff = 0.5
-    while not stop.is_set():
-        try:
-            if isinstance(target, EmbeddedUrl) and config.migrate_on_start:
-                # The writer is the embedded engine's only writer, so it brings schema `ledger` up to date.
-                await db.ensure_database(target.dsn)
-                applied = await db.migrate(target.dsn)
-                if applied:
-                    log.info("applied migrations %s", [m.version for m in applied])
-            ledger = await open_ledger(url)
-            log.info("ledger open: %s", url.partition("://")[0])
-            return ledger
-        except Exception as exc:
-            log.warning("ledger unavailable (%r); trying again in %.1fs", exc, backoff)
-            try:
-                await asyncio.wait_for(stop.wait(), backoff)
-            except TimeoutError:
-                backoff = min(backoff * 2, 10.0)
-    return None
 
 
 def run() -> None:

@@ -27,7 +27,7 @@ from pm_orchestrator import store
 from pm_orchestrator.record import IntentRow
 from pm_orchestrator.saga import Job, Saga
 from pm_orchestrator.states import CREATED
-from pm_shared.db import DATABASE_ERRORS
+from pm_shared import logs
 from pm_shared.messages import psp_key
 from pm_shared.outbox import Outgoing
 from pm_shared.streams import Publisher
@@ -76,8 +76,8 @@ class Resumer:
             before = datetime.now(UTC) - (timedelta(0) if first else timedelta(seconds=self.resume_after_s))
             try:
                 count = await self.sweep(before, stop)
-            except DATABASE_ERRORS as exc:
-                log.warning("resume sweep interrupted (%r); trying again", exc)
+            except Exception as exc:  # one failed pass must not end the sweeps: the next one tries again
+                logs.failure(log, exc, "resume sweep interrupted; trying again")
             else:
                 if count or first:
                     log.info("resumed %d open intent(s) not moved since %s", count, before.isoformat())
