@@ -1,18 +1,18 @@
-"""An intent as PostgreSQL records it, for `pm intents show` (the API's shape: `pm_client.api.Intent`)."""
+"""An intent as PostgreSQL records it, for `pm intents show`: read as the gateway reads it for the API."""
 
 from __future__ import annotations
 
 import uuid
 
 from pm_client.api import Intent
+from pm_gateway import views
 from pm_shared import db
-from pm_shared.intents import rows
 
 
 async def load(database_url: str, intent_id: uuid.UUID) -> Intent | None:
     """The intent with its fees, legs and timeline; None when there is no such intent."""
     conn = await db.connect(database_url)
     try:
-        return await rows.load(conn, intent_id)
+        return await views.load(conn, intent_id)
     finally:
         await conn.close()

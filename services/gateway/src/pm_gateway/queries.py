@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from pm_shared.fees import queries as fee_queries
-from pm_shared.intents import queries as intent_queries
 
-SELECT_INTENT = intent_queries.SELECT_INTENT
+# Every column an `Intent` is read from (views.intent).
+INTENT_COLUMNS = """
+    id, key_id, request_hash, type, state, failure_code, amount, currency, source, target, from_name,
+    to_name, comment, requires_monitoring, metadata, fees, legs, created_at, updated_at, payment"""
+
+SELECT_INTENT = f"SELECT {INTENT_COLUMNS} FROM pm.intent WHERE id = $1"
+
+SELECT_TIMELINE = """
+SELECT at, to_state, from_state, reason FROM pm.intent_event WHERE intent_id = $1 ORDER BY id
+"""
 
 # The intent, its first timeline entry and its outbox message in one statement: atomic without an
 # explicit transaction, and one round trip. $1 is the new pm.intent row as JSON (intents.NewIntent),
@@ -30,16 +38,15 @@ WITH intent AS (
 SELECT id, created_at FROM intent
 """
 
-_INTENT_COLUMNS = intent_queries.INTENT_COLUMNS
 
 SELECT_BY_IDEMPOTENCY_KEY = f"""
-SELECT {_INTENT_COLUMNS} FROM pm.intent WHERE key_id = $1 AND idempotency_key = $2
+SELECT {INTENT_COLUMNS} FROM pm.intent WHERE key_id = $1 AND idempotency_key = $2
 """
 
 
 # Newest first; the cursor is the (created_at, id) of the last row of the previous page.
 LIST_INTENTS = f"""
-SELECT {_INTENT_COLUMNS} FROM pm.intent
+SELECT {INTENT_COLUMNS} FROM pm.intent
 WHERE ($1::text IS NULL OR key_id = $1)
   AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
 ORDER BY created_at DESC, id DESC

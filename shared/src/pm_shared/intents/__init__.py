@@ -1,1 +1,0 @@
-"""Intents as PostgreSQL records them (`pm.intent`, `pm.intent_event`)."""
