@@ -180,6 +180,25 @@ def scenario_counts(summary: demo.DemoSummary) -> Counter[str]:
     return Counter(o.planned.scenario for o in summary.outcomes)
 
 
+async def assert_intents_as_planned(database_url: str, summary: demo.DemoSummary, *, count: int) -> None:
+    """The intent table has the run's `count` intents: every payment from a funded payer to an open
+    wallet settled, with the demo rules' fees; the others failed with their scenario's code."""
+    outcomes = {o.intent.id: o for o in summary.outcomes if o.intent is not None}
+    assert len(outcomes) == count
+    rows = await intent_rows(database_url, list(outcomes))
+    assert len(rows) == count
+    for intent_id, row in rows.items():
+        p = outcomes[intent_id].planned
+        assert (row["state"], row["failure_code"]) == demo.EXPECTED[p.scenario], (p, dict(row))
+        assert row["amount"] == p.amount
+        if p.payer is not None and p.payer.funded and p.scenario == "settles":
+            assert row["state"] == "SETTLED"
+            stamped = row["fees"] if isinstance(row["fees"], list) else json.loads(row["fees"])
+            fees = {f["ruleId"]: f["amount"] for f in stamped}
+            assert fees == demo.demo_fees(p.amount), (p, fees)
+    assert any(demo.POST_RULE in demo.demo_fees(o.planned.amount) for o in summary.payments())
+
+
 # -- the demo, in process -----------------------------------------------------------------------------
 
 
@@ -207,22 +226,8 @@ async def test_demo_settles_funded_payments_fails_the_others_and_the_ledger_agre
         ("P2P", "FAILED", "ACCOUNT_NOT_FOUND"): 2,
     }
 
-    # The intent table says the same, intent by intent: every payment from a funded payer to an open
-    # wallet settled, with the demo rules' fees; the others failed with their scenario's code.
-    outcomes = {o.intent.id: o for o in summary.outcomes if o.intent is not None}
-    assert len(outcomes) == 44
-    rows = await intent_rows(running.database_url, list(outcomes))
-    assert len(rows) == 44
-    for intent_id, row in rows.items():
-        p = outcomes[intent_id].planned
-        assert (row["state"], row["failure_code"]) == demo.EXPECTED[p.scenario], (p, dict(row))
-        assert row["amount"] == p.amount
-        if p.payer is not None and p.payer.funded and p.scenario == "settles":
-            assert row["state"] == "SETTLED"
-            stamped = row["fees"] if isinstance(row["fees"], list) else json.loads(row["fees"])
-            fees = {f["ruleId"]: f["amount"] for f in stamped}
-            assert fees == demo.demo_fees(p.amount), (p, fees)
-    assert any(demo.POST_RULE in demo.demo_fees(o.planned.amount) for o in summary.payments())
+    # The intent table says the same, intent by intent.
+    await assert_intents_as_planned(running.database_url, summary, count=44)
 
     # Balances straight from the ledger: what the demo read through the gateway, and what the settled
     # intents add up to (computed here again from the plan); nothing left pending.

@@ -1,7 +1,7 @@
 """The layout rules a maintainer relies on, checked on the sources of every workspace member.
 
-- Size: no module over MODULE_LINES lines, no function over FUNCTION_LINES lines (ruff checks the
-  complexity; nothing in ruff counts lines).
+- Size: no module over MODULE_LINES lines, no function over FUNCTION_LINES lines, in the sources
+  and in the tests (ruff checks the complexity; nothing in ruff counts lines).
 - Direction: `pm_shared` imports no tooling and no service; a service imports `pm_shared` and
   `pm_client`, never another service, the tools or a sandbox; a sandbox never imports a service.
 - The roster: a service's or sandbox's module is named as a string only by `pm_shared.fleet`
@@ -53,6 +53,13 @@ def all_sources() -> Iterator[Path]:
         yield from sources(package)
 
 
+def all_tests() -> Iterator[Path]:
+    """Every test module and conftest: each member's tests/ and the cross-service tests/."""
+    folders = [ROOT / "tests", *(package.parents[1] / "tests" for package in members().values())]
+    for folder in sorted(set(folders)):
+        yield from sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts)
+
+
 def imported(path: Path) -> set[str]:
     """Top-level names of every module `path` imports (absolute imports only)."""
     tops: set[str] = set()
@@ -73,13 +80,14 @@ def test_the_workspace_has_the_members_of_the_layout() -> None:
 
 
 def test_no_module_is_longer_than_the_limit() -> None:
-    long = [f"{rel(p)}: {n}" for p in all_sources() if (n := len(p.read_text().splitlines())) > MODULE_LINES]
+    every = [*all_sources(), *all_tests()]
+    long = [f"{rel(p)}: {n}" for p in every if (n := len(p.read_text().splitlines())) > MODULE_LINES]
     assert not long, f"modules over {MODULE_LINES} lines (split them by concept):\n" + "\n".join(long)
 
 
 def test_no_function_is_longer_than_the_limit() -> None:
     long = []
-    for path in all_sources():
+    for path in [*all_sources(), *all_tests()]:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
                 length = (node.end_lineno or node.lineno) - node.lineno + 1

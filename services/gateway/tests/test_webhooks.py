@@ -1,118 +1,43 @@
 """PSP callbacks on the gateway: verified, allowlisted, deduplicated, passed on as `PspHint`s.
 
-The gateway runs for real (uvicorn, real Redis database `PM_TEST_REDIS_DB`, the session's PostgreSQL);
-callbacks are signed here as the PSPs' wire formats say, and in the last tests by the sandboxes
-themselves, running as processes that deliver their callbacks to the gateway.
+The gateway runs for real (uvicorn, real Redis database `PM_TEST_REDIS_DB`, the session's PostgreSQL;
+its fixtures are in conftest.py); callbacks are signed here as the PSPs' wire formats say. The
+sandboxes' own callbacks are in test_webhook_sandboxes.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import hmac
-import subprocess
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import httpx
 import msgspec
-import pytest
 from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
-from pm_gateway import openapi
-from pm_gateway.main import main
-from pm_gateway.settings import Settings, load
-from pm_shared.fleet import IPPS_SANDBOX, QP_SANDBOX, Member
+from pm_gateway.settings import Settings
 from pm_shared.messages import PspHint, psp_key
-from pm_shared.settings import SettingsError, load_settings
-from pm_shared.streams.names import IPPS_HINTS, QP_HINTS
-from pm_shared.streams.provision import provision
-from pm_tools import processes
+from pm_shared.streams.names import IPPS_HINTS
 from pm_tools.processes import free_port
-from pm_tools.testing.fixtures import eventually
-from pm_tools.testing.gateway import delete_streams, key_encryption_key
+from pm_tools.testing.gateway import delete_streams
 
-IPPS_SECRET = "ipps-test-secret"
+IPPS_SECRET = "ipps-test-secret"  # the callback secrets `webhook_settings` gives the gateway
 QP_SECRET = "qp-test-secret"
 IPPS_KEY = "{pm:psp:ipps:hints:0}"
 QP_KEY = "{pm:psp:qp:hints:0}"
-_hint = msgspec.json.Decoder(PspHint)
+
+WebhookSettings = Callable[..., Settings]
+ServeGateway = Callable[[Settings], AbstractAsyncContextManager[str]]
+ReadHints = Callable[[Redis, str], Awaitable[list[PspHint]]]
 
 
-# --- the gateway, its streams, what it wrote ------------------------------------------------------
-
-
-@pytest.fixture
-async def clean(redis: Redis) -> AsyncIterator[Redis]:
-    """The hints streams provisioned and empty, no dedupe marks; the same left behind."""
-
-    async def wipe() -> None:
-        await delete_streams(redis, IPPS_HINTS.name, QP_HINTS.name)
-        marks = [k async for k in redis.scan_iter(match="pm:webhooks:seen:*")]
-        if marks:
-            await redis.delete(*marks)
-
-    await wipe()
-    await provision(redis, 1, [IPPS_HINTS, QP_HINTS])
-    yield redis
-    await wipe()
-
-
-def gateway_settings(redis_url: str, database_url: str, **env: str) -> Settings:
-    """Settings with the test secrets; `env` adds variables by name (`PM_…`)."""
-    return load_settings(
-        Settings,
-        "GATEWAY_",
-        {
-            "PM_REDIS_URL": redis_url,
-            "PM_DATABASE_URL": database_url,
-            "PM_KEY_ENCRYPTION_KEY": key_encryption_key(),
-            "PM_GATEWAY_IPPS_CALLBACK_SECRET": IPPS_SECRET,
-            "PM_GATEWAY_QP_CALLBACK_SECRET": QP_SECRET,
-            **env,
-        },
-    )
-
-
-@contextlib.asynccontextmanager
-async def serve(settings: Settings) -> AsyncIterator[str]:
-    """The gateway as `pm-gateway` serves it (`pm_gateway.main`), on a free port in this event loop."""
-    settings = msgspec.structs.replace(settings, host="127.0.0.1", port=free_port())
-    stop = asyncio.Event()
-    serving = asyncio.create_task(main(settings, stop))
-    url = f"http://127.0.0.1:{settings.port}"
-
-    async def listening() -> bool:
-        if serving.done():
-            serving.result()
-        try:
-            async with httpx.AsyncClient() as http:
-                return (await http.get(url + "/healthz")).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        await eventually(listening, what="the gateway answers /healthz")
-        yield url
-    finally:
-        stop.set()
-        await serving
-
-
-@pytest.fixture
-async def gw(clean: Redis, redis_url: str, database_url: str) -> AsyncIterator[str]:
-    async with serve(gateway_settings(redis_url, database_url)) as url:
-        yield url
-
-
-async def hints(redis: Redis, key: str) -> list[PspHint]:
-    entries: Any = await redis.xrange(key)
-    return [_hint.decode(fields[b"m"]) for _, fields in entries]
+# --- what the gateway wrote -----------------------------------------------------------------------
 
 
 async def marks(redis: Redis) -> list[bytes]:
@@ -198,7 +123,9 @@ async def post(url: str, body: bytes, headers: Mapping[str, str | bytes]) -> htt
 # --- accepted ------------------------------------------------------------------------------------
 
 
-async def test_a_valid_ipps_callback_becomes_exactly_one_hint(gw: str, clean: Redis) -> None:
+async def test_a_valid_ipps_callback_becomes_exactly_one_hint(
+    gw: str, clean: Redis, read_hints: ReadHints
+) -> None:
     intent_id = str(uuid.uuid4())
     key = psp_key(intent_id, "payout")
     body = ipps_body(key)
@@ -209,7 +136,7 @@ async def test_a_valid_ipps_callback_becomes_exactly_one_hint(gw: str, clean: Re
 
     assert response.status_code == 200, response.text
     assert response.json() == {"accepted": True, "duplicate": False}
-    [hint] = await hints(clean, IPPS_KEY)
+    [hint] = await read_hints(clean, IPPS_KEY)
     transfer_id = msgspec.json.decode(body)["transfer"]["transfer_id"]
     assert (hint.psp, hint.intent_id, hint.idempotency_key) == ("ipps", intent_id, key)
     assert (hint.psp_reference, hint.claimed_status) == (transfer_id, "SUCCESS")
@@ -221,7 +148,9 @@ async def test_a_valid_ipps_callback_becomes_exactly_one_hint(gw: str, clean: Re
     assert counted("ipps", "accepted") == before + 1
 
 
-async def test_a_valid_qp_callback_becomes_exactly_one_hint(gw: str, clean: Redis) -> None:
+async def test_a_valid_qp_callback_becomes_exactly_one_hint(
+    gw: str, clean: Redis, read_hints: ReadHints
+) -> None:
     intent_id = str(uuid.uuid4())
     order = psp_key(intent_id, "collect")
     body = qp_body(order, seq=3, status="ACCEPTED")
@@ -231,7 +160,7 @@ async def test_a_valid_qp_callback_becomes_exactly_one_hint(gw: str, clean: Redi
 
     assert response.status_code == 200, response.text
     assert response.json() == {"accepted": True, "duplicate": False}
-    [hint] = await hints(clean, QP_KEY)
+    [hint] = await read_hints(clean, QP_KEY)
     assert (hint.psp, hint.intent_id, hint.idempotency_key) == ("qp", intent_id, order)
     assert (hint.psp_reference, hint.claimed_status, hint.event_id) == (
         sent["qr_id"],
@@ -242,16 +171,18 @@ async def test_a_valid_qp_callback_becomes_exactly_one_hint(gw: str, clean: Redi
     assert await marks(clean) == [f"pm:webhooks:seen:qp:{sent['event_id']}".encode()]
 
 
-async def test_a_key_that_names_no_intent_gives_a_hint_with_an_empty_intent_id(gw: str, clean: Redis) -> None:
+async def test_a_key_that_names_no_intent_gives_a_hint_with_an_empty_intent_id(
+    gw: str, clean: Redis, read_hints: ReadHints
+) -> None:
     body = qp_body("merchant-order-77")
     response = await post(gw + "/v1/webhooks/qp", body, qp_headers(body))
     assert response.status_code == 200, response.text
-    [hint] = await hints(clean, QP_KEY)
+    [hint] = await read_hints(clean, QP_KEY)
     assert (hint.intent_id, hint.idempotency_key) == ("", "merchant-order-77")
 
 
 async def test_the_same_callback_twice_is_acknowledged_twice_and_passed_on_once(
-    gw: str, clean: Redis
+    gw: str, clean: Redis, read_hints: ReadHints
 ) -> None:
     ipps = ipps_body(psp_key(str(uuid.uuid4()), "payout"))
     qp = qp_body(psp_key(str(uuid.uuid4()), "collect"))
@@ -265,12 +196,14 @@ async def test_the_same_callback_twice_is_acknowledged_twice_and_passed_on_once(
 
     assert [r.status_code for r in (first, again, qp_first, qp_again)] == [200, 200, 200, 200]
     assert [r.json()["duplicate"] for r in (first, again, qp_first, qp_again)] == [False, True, False, True]
-    assert len(await hints(clean, IPPS_KEY)) == 1
-    assert len(await hints(clean, QP_KEY)) == 1
+    assert len(await read_hints(clean, IPPS_KEY)) == 1
+    assert len(await read_hints(clean, QP_KEY)) == 1
     assert counted("ipps", "duplicate") == before + 1
 
 
-async def test_out_of_order_callbacks_are_all_passed_on_in_arrival_order(gw: str, clean: Redis) -> None:
+async def test_out_of_order_callbacks_are_all_passed_on_in_arrival_order(
+    gw: str, clean: Redis, read_hints: ReadHints
+) -> None:
     key = psp_key(str(uuid.uuid4()), "payout")
     final = ipps_body(key, event="transfer.succeeded", sequence=2, status="SUCCESS")
     stale = ipps_body(key, event="transfer.pending", sequence=1, status="PENDING")
@@ -287,9 +220,9 @@ async def test_out_of_order_callbacks_are_all_passed_on_in_arrival_order(gw: str
         response = await post(gw + url, body, headers)
         assert response.json() == {"accepted": True, "duplicate": False}, response.text
 
-    assert [h.claimed_status for h in await hints(clean, IPPS_KEY)] == ["SUCCESS", "PENDING"]
-    assert [h.claimed_status for h in await hints(clean, QP_KEY)] == ["ACCEPTED", "IN_PROGRESS"]
-    ids = [h.message_id for h in await hints(clean, IPPS_KEY)]
+    assert [h.claimed_status for h in await read_hints(clean, IPPS_KEY)] == ["SUCCESS", "PENDING"]
+    assert [h.claimed_status for h in await read_hints(clean, QP_KEY)] == ["ACCEPTED", "IN_PROGRESS"]
+    ids = [h.message_id for h in await read_hints(clean, IPPS_KEY)]
     assert len(set(ids)) == 2
 
 
@@ -350,18 +283,16 @@ async def test_a_forged_or_stale_callback_is_401_and_changes_nothing(gw: str, cl
 
 
 async def test_a_callback_from_off_the_allowlist_is_403_and_changes_nothing(
-    clean: Redis, redis_url: str, database_url: str
+    clean: Redis, webhook_settings: WebhookSettings, serve_gateway: ServeGateway
 ) -> None:
-    settings = gateway_settings(
-        redis_url,
-        database_url,
+    settings = webhook_settings(
         PM_GATEWAY_IPPS_CALLBACK_ALLOWLIST="10.0.0.0/8",
         PM_GATEWAY_QP_CALLBACK_ALLOWLIST="192.0.2.1,::2",
     )
     ipps = ipps_body(psp_key(str(uuid.uuid4()), "payout"))
     qp = qp_body(psp_key(str(uuid.uuid4()), "collect"))
     before = counted("qp", "forbidden_source")
-    async with serve(settings) as url:
+    async with serve_gateway(settings) as url:
         # Validly signed, and claiming an allowed address: the header is not believed from an untrusted peer.
         first = await post(
             url + "/v1/webhooks/ipps", ipps, {**ipps_headers(ipps), "X-Forwarded-For": "10.1.2.3"}
@@ -376,17 +307,15 @@ async def test_a_callback_from_off_the_allowlist_is_403_and_changes_nothing(
 
 
 async def test_x_forwarded_for_counts_only_through_trusted_proxies(
-    clean: Redis, redis_url: str, database_url: str
+    clean: Redis, webhook_settings: WebhookSettings, serve_gateway: ServeGateway, read_hints: ReadHints
 ) -> None:
-    settings = gateway_settings(
-        redis_url,
-        database_url,
+    settings = webhook_settings(
         PM_GATEWAY_IPPS_CALLBACK_ALLOWLIST="10.1.2.3/32",
         PM_GATEWAY_CALLBACK_TRUSTED_PROXIES="127.0.0.0/8, 10.9.0.0/16",
     )
     key = psp_key(str(uuid.uuid4()), "payout")
     body = ipps_body(key)
-    async with serve(settings) as url:
+    async with serve_gateway(settings) as url:
         # The caller wrote an allowed address left of where our proxy saw it coming from: not believed.
         spoofed = await post(
             url + "/v1/webhooks/ipps", body, {**ipps_headers(body), "X-Forwarded-For": "10.1.2.3, 192.0.2.7"}
@@ -402,7 +331,7 @@ async def test_x_forwarded_for_counts_only_through_trusted_proxies(
             url + "/v1/webhooks/ipps", body, {**ipps_headers(body), "X-Forwarded-For": "10.1.2.3, 10.9.0.4"}
         )
     assert through.status_code == 200, through.text
-    assert len(await hints(clean, IPPS_KEY)) == 1
+    assert len(await read_hints(clean, IPPS_KEY)) == 1
 
 
 async def test_a_malformed_callback_is_4xx_and_changes_nothing(gw: str, clean: Redis) -> None:
@@ -432,13 +361,13 @@ async def test_a_malformed_callback_is_4xx_and_changes_nothing(gw: str, clean: R
 
 
 async def test_hints_over_the_threshold_are_503_backpressure_and_nothing_is_marked(
-    clean: Redis, redis_url: str, database_url: str
+    clean: Redis, webhook_settings: WebhookSettings, serve_gateway: ServeGateway
 ) -> None:
-    settings = gateway_settings(redis_url, database_url, PM_STREAM_BACKPRESSURE_THRESHOLD="1")
+    settings = webhook_settings(PM_STREAM_BACKPRESSURE_THRESHOLD="1")
     # One hint nobody has read yet: the adapter's group is at the threshold.
     await clean.xadd(QP_KEY, {b"m": b"{}"})
     body = qp_body(psp_key(str(uuid.uuid4()), "collect"))
-    async with serve(settings) as url:
+    async with serve_gateway(settings) as url:
         response = await post(url + "/v1/webhooks/qp", body, qp_headers(body))
         assert response.status_code == 503, response.text
         assert response.json()["code"] == "backpressure"
@@ -463,170 +392,15 @@ async def test_an_unprovisioned_hints_stream_is_503_and_nothing_is_marked(gw: st
     assert await marks(clean) == []
 
 
-async def test_an_unreachable_redis_is_503_unavailable(database_url: str) -> None:
-    settings = gateway_settings(f"redis://127.0.0.1:{free_port()}/0", database_url)
+async def test_an_unreachable_redis_is_503_unavailable(
+    webhook_settings: WebhookSettings, serve_gateway: ServeGateway
+) -> None:
+    settings = webhook_settings(PM_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     body = qp_body(psp_key(str(uuid.uuid4()), "collect"))
     before = counted("qp", "unavailable")
-    async with serve(settings) as url:
+    async with serve_gateway(settings) as url:
         response = await post(url + "/v1/webhooks/qp", body, qp_headers(body))
     assert response.status_code == 503, response.text
     assert response.json()["code"] == "unavailable"
     assert response.headers["retry-after"] == "1"
     assert counted("qp", "unavailable") == before + 1
-
-
-# --- configuration and documentation -------------------------------------------------------------
-
-
-def test_the_callback_secrets_default_to_the_sandboxes_defaults() -> None:
-    from pm_sandbox_ipps.settings import Settings as IppsSandbox
-    from pm_sandbox_qp.settings import Settings as QpSandbox
-
-    defaults = Settings()
-    assert defaults.ipps_callback_secret == IppsSandbox().callback_secret
-    assert defaults.qp_callback_secret == QpSandbox().secret
-    assert defaults.ipps_callback_allowlist == defaults.qp_callback_allowlist == "127.0.0.1/32,::1/128"
-    assert defaults.callback_trusted_proxies == ""
-    assert defaults.callback_dedupe_ttl_s == 7 * 86_400
-
-
-def test_a_malformed_allowlist_stops_the_start_naming_the_variable() -> None:
-    env = {"PM_KEY_ENCRYPTION_KEY": key_encryption_key(), "PM_GATEWAY_QP_CALLBACK_ALLOWLIST": "10.0.0.0/33"}
-    with pytest.raises(SettingsError, match="PM_GATEWAY_QP_CALLBACK_ALLOWLIST"):
-        load(env)
-    assert load({**env, "PM_GATEWAY_QP_CALLBACK_ALLOWLIST": "10.0.0.0/8, ::1"}).qp_callback_allowlist
-
-
-def test_the_webhooks_are_documented_without_a_service_key() -> None:
-    paths = openapi.document()["paths"]
-    for path, headers in (
-        ("/v1/webhooks/ipps", {"X-IPPS-Signature"}),
-        ("/v1/webhooks/qp", {"X-QP-Timestamp", "X-QP-Signature"}),
-    ):
-        operation = paths[path]["post"]
-        assert operation["security"] == []
-        assert {p["name"] for p in operation["parameters"]} == headers
-        assert set(operation["responses"]) >= {"200", "401", "403", "503"}
-    assert paths["/v1/intents"]["post"]["security"] == [{"serviceKey": []}]
-
-
-# --- the sandboxes' own callbacks, delivered by the sandboxes as processes -------------------------
-
-
-@contextlib.contextmanager
-def sandbox(member: Member, env: dict[str, str], port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    with log.open("wb") as out:
-        environ = processes.environment(member, env, port=port)
-        popen = processes.spawn(member, environ, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        yield popen
-    finally:
-        popen.kill()
-        popen.wait(10)
-
-
-async def wait_healthy(url: str) -> None:
-    async def up() -> bool:
-        try:
-            async with httpx.AsyncClient() as http:
-                return (await http.get(url + "/healthz")).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    await eventually(up, timeout=15, what=f"{url} answers /healthz")
-
-
-@pytest.mark.slow
-async def test_the_ipps_sandbox_callbacks_are_verified_deduplicated_and_passed_on(
-    clean: Redis, redis_url: str, database_url: str, tmp_path: Path
-) -> None:
-    # Both sides on their defaults: the default secrets match, which is what `pm up` relies on.
-    settings = gateway_settings(redis_url, database_url)
-    settings = msgspec.structs.replace(settings, ipps_callback_secret=Settings().ipps_callback_secret)
-    port = free_port()
-    base = processes.base_url(port)
-    key = psp_key(str(uuid.uuid4()), "payout")
-    async with serve(settings) as url:
-        env = {"PM_IPPS_SANDBOX_CALLBACK_URL": url + "/v1/webhooks/ipps"}
-        with sandbox(IPPS_SANDBOX, env, port, tmp_path / "ipps.log"):
-            await wait_healthy(base)
-            async with httpx.AsyncClient(base_url=base, timeout=10) as http:
-                inquiry = await http.post(
-                    "/v1/inquiry",
-                    json={"amount": 10_000, "proxy_type": "MSISDN", "proxy_value": "0812345678"},
-                )
-                assert inquiry.status_code == 200, inquiry.text
-                confirmed = await http.post(
-                    "/v1/transfers",
-                    json={
-                        "inquiry_id": inquiry.json()["inquiry_id"],
-                        "amount": 10_000,
-                        "idempotency_key": key,
-                    },
-                    headers={"X-Sandbox-Fault": "duplicate-callbacks,out-of-order-callbacks"},
-                )
-                assert confirmed.status_code == 201, confirmed.text
-                transfer_id = confirmed.json()["transfer_id"]
-
-                async def delivered() -> bool:
-                    return len((await http.get("/_sim/callbacks")).json()) >= 4
-
-                await eventually(delivered, what="four callback deliveries")
-                deliveries = (await http.get("/_sim/callbacks")).json()
-
-    # Final, final again, stale pending, stale pending again: every one acknowledged on its first attempt.
-    assert [(d["event"], d["attempt"], d["status_code"]) for d in deliveries] == [
-        ("transfer.succeeded", 1, 200),
-        ("transfer.succeeded", 1, 200),
-        ("transfer.pending", 1, 200),
-        ("transfer.pending", 1, 200),
-    ]
-    passed_on = await hints(clean, IPPS_KEY)
-    assert [(h.event_id, h.claimed_status) for h in passed_on] == [
-        (f"{transfer_id}:transfer.succeeded:2", "SUCCESS"),
-        (f"{transfer_id}:transfer.pending:1", "PENDING"),
-    ]
-    assert all(h.idempotency_key == key and h.psp_reference == transfer_id for h in passed_on)
-
-
-@pytest.mark.slow
-async def test_the_qp_sandbox_callbacks_are_verified_deduplicated_and_passed_on(
-    clean: Redis, redis_url: str, database_url: str, tmp_path: Path
-) -> None:
-    settings = gateway_settings(redis_url, database_url)
-    settings = msgspec.structs.replace(settings, qp_callback_secret=Settings().qp_callback_secret)
-    port = free_port()
-    base = processes.base_url(port)
-    order = psp_key(str(uuid.uuid4()), "collect")
-    auth = {"Authorization": f"Bearer {Settings().qp_callback_secret}"}
-    async with serve(settings) as url:
-        env = {"PM_QP_SANDBOX_CALLBACK_URL": url + "/v1/webhooks/qp"}
-        with sandbox(QP_SANDBOX, env, port, tmp_path / "qp.log"):
-            await wait_healthy(base)
-            async with httpx.AsyncClient(base_url=base, timeout=10, headers=auth) as http:
-                registered = await http.post(
-                    "/v1/qrs",
-                    json={"order": order, "amount": 10_000},
-                    headers={"X-Sandbox-Fault": "duplicate-callbacks"},
-                )
-                assert registered.status_code == 201, registered.text
-                qr_id = registered.json()["qr_id"]
-                paid = await http.post(f"/v1/sandbox/qrs/{qr_id}/pay")
-                assert paid.status_code == 200, paid.text
-
-                async def final_delivered() -> bool:
-                    found: list[dict[str, Any]] = (
-                        await http.get("/v1/sandbox/callbacks", params={"qr_id": qr_id})
-                    ).json()
-                    return sum(1 for d in found if d["status"] == "ACCEPTED") >= 2
-
-                await eventually(final_delivered, what="the ACCEPTED callback delivered twice")
-                deliveries = (await http.get("/v1/sandbox/callbacks", params={"qr_id": qr_id})).json()
-
-    assert deliveries and all((d["attempt"], d["http_status"]) == (1, 200) for d in deliveries), deliveries
-    event_ids = list(dict.fromkeys(d["event_id"] for d in deliveries))
-    assert len(deliveries) == 2 * len(event_ids)  # every event twice
-    passed_on = await hints(clean, QP_KEY)
-    assert [h.event_id for h in passed_on] == event_ids
-    assert passed_on[-1].claimed_status == "ACCEPTED"
-    assert all(h.idempotency_key == order and h.psp_reference == qr_id for h in passed_on)

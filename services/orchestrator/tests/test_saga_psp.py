@@ -1,6 +1,7 @@
 """The saga's PSP steps in this process, against real PostgreSQL (a database of this module's own) and
 real Redis: what PSP results do to PROMPTPAY_WITHDRAWAL and SBP_TOPUP intents, what the resume
-sweep does with intents a PSP adapter holds, and the DLQ review (docs/psp.md).
+sweep does with intents a PSP adapter holds, and the DLQ review (docs/psp.md; `World`: see
+conftest.py).
 
 Ledger and PSP results are built here; the adapters and the ledger-writer are tested on their own,
 and tests/test_psp.py runs the whole fleet against the PSP sandboxes.
@@ -8,218 +9,28 @@ and tests/test_psp.py runs the whole fleet against the PSP sandboxes.
 
 from __future__ import annotations
 
-import asyncio
-import secrets
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import pytest
 import tigerbeetle as tb
-from redis.asyncio import Redis
 
 from pm_orchestrator import failures, legs
 from pm_orchestrator.dead_letters import DeadLetters
-from pm_orchestrator.plan import Planner
-from pm_orchestrator.record import IntentRow
 from pm_orchestrator.resume import Resumer
-from pm_orchestrator.rules import Rules
-from pm_orchestrator.saga import Saga
 from pm_orchestrator.states import AUTHORIZED, CREATED, FAILED, SETTLED, VALIDATED
-from pm_orchestrator.steps import default_registry
-from pm_shared import db
-from pm_shared.db import Pool
-from pm_shared.ledger import accounts, chart
-from pm_shared.messages import (
-    IntentSubmitted,
-    LedgerCommand,
-    LedgerEventResult,
-    LedgerResult,
-    Party,
-    PspJob,
-    PspResult,
-    new_message_id,
-    now,
-    psp_key,
-)
-from pm_shared.streams import Delivery, Publisher
+from pm_shared.ledger import chart
+from pm_shared.messages import Party, PspJob, PspResult, new_message_id, now, psp_key
 from pm_shared.streams import dlq as dlqs
 from pm_shared.streams.names import IPPS_JOBS, PSP_RESULTS, QP_JOBS
-from pm_shared.streams.provision import provision
 from pm_shared.streams.publisher import PAYLOAD_FIELD
-from pm_tools.testing.db import new_database_url
-from pm_tools.testing.fleet import delete_streams
 
-STREAMS = ("pm:intents", "pm:ledger:commands", "pm:ledger:results", "pm:events", *(
-    s.name for s in (IPPS_JOBS, QP_JOBS, PSP_RESULTS)
-))  # fmt: skip
-PROXY = {"kind": "promptpay", "proxyType": "MSISDN", "proxyValue": "0812345678"}
+if TYPE_CHECKING:
+    from .conftest import World
+
 _pending = int(tb.TransferFlags.PENDING)
-
-
-@pytest.fixture(scope="module")
-def psp_db() -> Iterator[str]:
-    url = new_database_url()
-    asyncio.run(_create(url))
-    yield url
-    asyncio.run(db.drop_database(url, force=True))
-
-
-async def _create(url: str) -> None:
-    await db.ensure_database(url)
-    await db.migrate(url)
-
-
-def _payload(fields: object) -> bytes:
-    assert isinstance(fields, dict)
-    value = fields[PAYLOAD_FIELD]
-    assert isinstance(value, bytes)
-    return value
-
-
-@dataclass
-class World:
-    pool: Pool
-    redis: Redis
-    saga: Saga
-    planner: Planner
-    key_id: str
-
-    async def wallet(self, user: str, currency: str) -> None:
-        async with self.pool.acquire() as conn:
-            await accounts.record_opened(
-                conn, [chart.AccountSpec("user", user, currency, chart.Code.USER_WALLET)]
-            )
-
-    async def intent(
-        self, type_: str, source: dict[str, Any], target: dict[str, Any], amount: int, currency: str
-    ) -> str:
-        intent_id = str(uuid.uuid4())
-        await self.pool.execute(
-            """INSERT INTO pm.intent (id, key_id, idempotency_key, request_hash, type, state, amount,
-                                      currency, source, target, comment)
-               VALUES ($1, $2, $8, '\\x00', $3, 'CREATED', $4, $5, $6::jsonb, $7::jsonb, 'cash out')""",
-            uuid.UUID(intent_id),
-            self.key_id,
-            type_,
-            amount,
-            currency,
-            msgspec.json.encode(source).decode(),
-            msgspec.json.encode(target).decode(),
-            intent_id,
-        )
-        return intent_id
-
-    async def withdrawal(self, amount: int = 10_000) -> tuple[str, str]:
-        payer = f"u-{secrets.token_hex(4)}"
-        await self.wallet(payer, "THB")
-        return payer, await self.intent(
-            "PROMPTPAY_WITHDRAWAL", {"kind": "user", "id": payer}, PROXY, amount, "THB"
-        )
-
-    async def topup(self, amount: int = 50_000) -> tuple[str, str]:
-        payee = f"u-{secrets.token_hex(4)}"
-        await self.wallet(payee, "RUB")
-        return payee, await self.intent(
-            "SBP_TOPUP", {"kind": "sbp"}, {"kind": "user", "id": payee}, amount, "RUB"
-        )
-
-    async def row(self, intent_id: str) -> IntentRow:
-        record = await self.pool.fetchrow(
-            "SELECT id, type, state, step, channel, route, amount, currency, source, target, from_name,"
-            " to_name, comment, requires_monitoring, metadata, fees, created_at, updated_at, payment"
-            " FROM pm.intent WHERE id = $1",
-            uuid.UUID(intent_id),
-        )
-        assert record is not None
-        return IntentRow.from_record(record)
-
-    async def failure_code(self, intent_id: str) -> str | None:
-        code = await self.pool.fetchval(
-            "SELECT failure_code FROM pm.intent WHERE id = $1", uuid.UUID(intent_id)
-        )
-        return str(code) if code is not None else None
-
-    async def commands(self, intent_id: str) -> list[LedgerCommand]:
-        entries = await self.redis.xrange("{pm:ledger:commands:0}") or []
-        found = [msgspec.json.decode(_payload(f), type=LedgerCommand) for _, f in entries]
-        return [c for c in found if c.intent_id == intent_id]
-
-    async def jobs(self, intent_id: str, stream: str) -> list[PspJob]:
-        entries = await self.redis.xrange(f"{{{stream}:0}}") or []
-        found = [msgspec.json.decode(_payload(f), type=PspJob) for _, f in entries]
-        return [j for j in found if j.intent_id == intent_id]
-
-    async def results(self, intent_id: str) -> list[PspResult]:
-        entries = await self.redis.xrange("{pm:psp:results:0}") or []
-        found = [msgspec.json.decode(_payload(f), type=PspResult) for _, f in entries]
-        return [r for r in found if r.intent_id == intent_id]
-
-    async def timeline(self, intent_id: str) -> list[tuple[str | None, str, str]]:
-        rows = await self.pool.fetch(
-            "SELECT from_state, to_state, reason FROM pm.intent_event WHERE intent_id = $1 ORDER BY id",
-            uuid.UUID(intent_id),
-        )
-        return [(r["from_state"], r["to_state"], r["reason"]) for r in rows]
-
-    async def alerts(self, kind: str) -> list[dict[str, Any]]:
-        rows = await self.pool.fetch(
-            "SELECT * FROM pm.reconciliation_alert WHERE kind = $1 ORDER BY id", kind
-        )
-        return [dict(r) for r in rows]
-
-    async def take_in(self, intent_id: str) -> None:
-        message = IntentSubmitted(
-            intent_id=intent_id, message_id=new_message_id(), produced_at=now(), type="X", amount=1,
-            currency="THB", source=Party(kind="user"), target=Party(kind="user"), key_id="pk",
-        )  # fmt: skip
-        assert await self.saga.on_intents([_delivery("{pm:intents:0}", message)]) == {}
-
-    async def ledger_answers(self, command: LedgerCommand, statuses: Sequence[str] | None = None) -> None:
-        given = list(statuses) if statuses is not None else ["CREATED"] * len(command.transfers)
-        result = LedgerResult(
-            intent_id=command.intent_id, message_id=f"{command.message_id}:result", produced_at=now(),
-            command_id=command.message_id, step=command.step, ok=all(s == "CREATED" for s in given),
-            transfers=[
-                LedgerEventResult(id=t.id, status=s, timestamp=1)
-                for t, s in zip(command.transfers, given, strict=True)
-            ],
-        )  # fmt: skip
-        assert await self.saga.on_results([_delivery("{pm:ledger:results:0}", result)]) == {}
-
-    async def psp_answers(self, job: PspJob, status: str, **fields: Any) -> dict[str, BaseException]:
-        result = PspResult(
-            intent_id=job.intent_id, message_id=new_message_id(), produced_at=now(), psp=job.psp,
-            job_id=job.message_id, status=status, **fields,
-        )  # fmt: skip
-        return await self.saga.on_psp_results([_delivery("{pm:psp:results:0}", result)])
-
-
-def _delivery(key: str, message: Any) -> Delivery[Any]:
-    return Delivery(entry_id=f"{secrets.randbelow(10**9)}-0", key=key, message=message, attempt=1)
-
-
-@pytest.fixture
-async def world(psp_db: str, redis: Redis) -> AsyncIterator[World]:
-    await delete_streams(redis, *STREAMS)
-    await provision(redis, 1)
-    pool = await db.create_pool(psp_db, max_size=4)
-    key_id = f"pk_{secrets.token_hex(12)}"
-    await pool.execute(
-        "INSERT INTO pm.service_key (key_id, secret_encrypted, permissions) VALUES ($1, 'x', $2::jsonb)",
-        key_id,
-        '{"operations": ["*"], "owners": null, "admin": true}',
-    )
-    planner = Planner(default_registry(), 900, already_failed_grace_s=120.0)
-    saga = Saga(pool, Publisher(redis), Rules(redis, pool, refresh_s=0), planner, "standard")
-    try:
-        yield World(pool, redis, saga, planner, key_id)
-    finally:
-        await pool.close()
-        await delete_streams(redis, *STREAMS)
 
 
 async def _authorized_withdrawal(world: World, amount: int = 10_000) -> tuple[str, PspJob]:
@@ -259,7 +70,7 @@ async def test_a_withdrawal_is_authorized_paid_out_then_settled(world: World) ->
 
     await world.ledger_answers(settle[0])
     assert (await world.row(intent_id)).state == SETTLED
-    assert [(f, t) for f, t, _ in await world.timeline(intent_id)] == [
+    assert await world.moves(intent_id) == [
         (CREATED, VALIDATED),
         (VALIDATED, AUTHORIZED),
         (AUTHORIZED, AUTHORIZED),
@@ -393,7 +204,7 @@ async def test_a_topup_shows_the_qr_then_credits_the_wallet_outright(world: Worl
     await world.ledger_answers(settle)
     row = await world.row(intent_id)
     assert row.state == SETTLED
-    assert [(f, t) for f, t, _ in await world.timeline(intent_id)][-1] == (VALIDATED, SETTLED)
+    assert (await world.moves(intent_id))[-1] == (VALIDATED, SETTLED)
     history = await world.pool.fetch(
         "SELECT owner_id, direction, amount FROM pm.tx_history WHERE intent_id = $1", uuid.UUID(intent_id)
     )
@@ -489,7 +300,7 @@ async def test_a_dead_job_that_never_reached_the_psp_fails_its_intent(world: Wor
         job.message_id,
     )
     # The saga applies it like any refusal: void and FAILED.
-    assert await world.saga.on_psp_results([_delivery("{pm:psp:results:0}", result)]) == {}
+    assert await world.saga.on_psp_results([world.delivery("{pm:psp:results:0}", result)]) == {}
     assert await world.failure_code(intent_id) == failures.PSP_UNREACHABLE
     assert [c.step for c in await world.commands(intent_id)][-1] == "void"
     # Looked at once per process; a second review (a restart) publishes the same result again.
