@@ -105,20 +105,63 @@ async def test_a_lost_lease_is_detected_and_never_renewed_back(redis: Redis, key
     assert await redis.get(key) == usurper.token.encode()  # the new holder's lease is untouched
 
 
+class Lost(asyncio.Event):
+    """`lost`, remembering when it was set (the test's own wake-up may come later on a busy machine)."""
+
+    at: float | None = None
+
+    def set(self) -> None:
+        self.at = self.at or time.monotonic()
+        super().set()
+
+
+async def keep_until_lost(lease: Lease) -> Lost:
+    lost = Lost()
+    keeper = asyncio.create_task(lease.keep(lost))
+    try:
+        await asyncio.wait_for(lost.wait(), timeout=5)
+    finally:
+        keeper.cancel()
+        await asyncio.gather(keeper, return_exceptions=True)
+    return lost
+
+
 async def test_an_unreachable_redis_loses_the_lease_before_it_expires(key: str) -> None:
     # A client on a port nothing listens on: every renewal fails, as in a Redis outage.
     dead = Redis.from_url("redis://127.0.0.1:1/9", socket_connect_timeout=0.05)
     lease = Lease(dead, key, 600)
     # As if the acquiring SET had reached Redis just before the outage.
-    lease._valid_until = time.monotonic() + 0.6
-    started = time.monotonic()
-    lost = asyncio.Event()
-    keeper = asyncio.create_task(lease.keep(lost))
+    expires = lease._valid_until = time.monotonic() + 0.6
     try:
-        await asyncio.wait_for(lost.wait(), timeout=3)
+        lost = await keep_until_lost(lease)
     finally:
-        keeper.cancel()
-        await asyncio.gather(keeper, return_exceptions=True)
         await dead.aclose()
-    assert time.monotonic() - started < 0.6, "the lease must be given up before Redis could expire it"
+    assert lost.at is not None and lost.at < expires, (
+        "the lease must be given up before Redis could expire it"
+    )
+    assert not lease.held
+
+
+async def test_a_renewal_that_hangs_is_given_up_before_the_lease_could_expire(key: str) -> None:
+    # A Redis that takes the connection and never answers (a stalled server, a half-open link).
+    taken: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        taken.append(writer)
+        await reader.read()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    stalled = Redis.from_url(f"redis://127.0.0.1:{port}/9")
+    lease = Lease(stalled, key, 3_000)  # renews after 1 s; gives up 0.3 s before the lease ends
+    expires = lease._valid_until = time.monotonic() + 1.2
+    try:
+        lost = await keep_until_lost(lease)
+    finally:
+        await stalled.aclose()
+        for writer in taken:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert lost.at is not None and lost.at < expires, "the writer must stop before a standby can take over"
     assert not lease.held

@@ -115,8 +115,9 @@ class Lease:
             await asyncio.sleep(interval)
             while True:
                 try:
-                    # A renewal that hangs past the lease is a lost lease, not a wait.
-                    if await asyncio.wait_for(self.renew(), max(self.remaining_s, 0.001)):
+                    # A renewal that hangs is a lost lease, not a wait: given up `retry` before the
+                    # lease could expire in Redis, so the writer stops before a standby can take over.
+                    if await asyncio.wait_for(self.renew(), max(self.remaining_s - retry, 0.001)):
                         break
                     log.error("lease %s was taken over or expired: stopping as the writer", self.key)
                     lost.set()
