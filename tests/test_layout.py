@@ -159,3 +159,20 @@ def test_sources_cite_only_documents_the_repository_has() -> None:
             if found := OUTSIDE.search(line):
                 missing.append(f"{rel(path)}:{number} {found.group(0)}")
     assert not missing, "citations of documents outside the repository:\n" + "\n".join(missing)
+
+
+def test_the_terminal_states_are_one_set() -> None:
+    """`pm_client.api.TERMINAL_STATES` is the only literal collection of exactly the terminal states."""
+    terminal = {"SETTLED", "FAILED"}
+    # The definition, the SDK's test of its value, and this check.
+    allowed = {ROOT / "clients/python/src/pm_client/api.py", ROOT / "clients/python/tests/test_client.py"}
+    found = []
+    for path in [*all_sources(), *all_tests()]:
+        if path in allowed or path == Path(__file__).resolve():
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Set | ast.Tuple | ast.List) and len(node.elts) == len(terminal):
+                values = {e.value for e in node.elts if isinstance(e, ast.Constant)}
+                if values == terminal:
+                    found.append(f"{rel(path)}:{node.lineno}")
+    assert not found, "use pm_client.api.TERMINAL_STATES:\n" + "\n".join(found)

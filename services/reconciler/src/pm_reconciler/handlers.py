@@ -13,6 +13,7 @@ import logging
 
 import msgspec
 
+from pm_client.api import TERMINAL_STATES
 from pm_shared.messages import IntentStateChanged
 from pm_shared.runtime import Subscription
 from pm_shared.streams import Delivery
@@ -20,13 +21,11 @@ from pm_shared.streams.names import EVENTS
 
 log = logging.getLogger(__name__)
 
-TERMINAL = frozenset({"SETTLED", "FAILED"})
-
 
 async def on_state_changed(delivery: Delivery[IntentStateChanged]) -> None:
     event = delivery.message
     log.log(
-        logging.INFO if event.state in TERMINAL else logging.DEBUG,
+        logging.INFO if event.state in TERMINAL_STATES else logging.DEBUG,
         "intent %s: %s -> %s%s",
         event.intent_id,
         event.previous,
