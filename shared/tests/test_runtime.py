@@ -88,16 +88,14 @@ async def test_a_stop_request_ends_every_task_and_the_process_cleanly(script: Pa
     assert not [r for r in records if r["level"] in ("ERROR", "CRITICAL")]
 
 
-async def test_a_task_that_dies_cancels_the_others_and_is_named() -> None:
+async def test_a_task_that_dies_lets_the_others_finish_what_they_hold_and_is_named() -> None:
     stop = asyncio.Event()
-    cancelled = asyncio.Event()
+    finished: list[str] = []
 
-    async def steady() -> None:
-        try:
-            await stop.wait()
-        except asyncio.CancelledError:
-            cancelled.set()
-            raise
+    async def consumer() -> None:
+        await stop.wait()
+        await asyncio.sleep(0.05)  # the batch in hand: handled, then acked
+        finished.append("acked")
 
     async def dying() -> None:
         await asyncio.sleep(0.01)
@@ -105,12 +103,32 @@ async def test_a_task_that_dies_cancels_the_others_and_is_named() -> None:
 
     with pytest.raises(ExceptionGroup) as caught:
         async with runtime.supervise(stop) as tasks:
-            tasks.start("consumers", steady())
+            tasks.start("consumers", consumer())
             tasks.start("sweep", dying())
     (error,) = caught.value.exceptions
     assert isinstance(error, KeyError)
     assert error.__notes__ == ["(in the task 'sweep')"]
-    assert cancelled.is_set() and not stop.is_set()
+    assert finished == ["acked"] and stop.is_set()
+
+
+async def test_a_task_that_will_not_stop_after_a_failure_is_cancelled_after_the_wind_down() -> None:
+    cancelled = asyncio.Event()
+
+    async def deaf() -> None:
+        try:
+            await asyncio.Event().wait()  # ignores the stop request
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    async def dying() -> None:
+        raise KeyError("boom")
+
+    with pytest.raises(ExceptionGroup):
+        async with runtime.supervise(asyncio.Event(), wind_down_s=0.05) as tasks:
+            tasks.start("consumers", deaf())
+            tasks.start("sweep", dying())
+    assert cancelled.is_set()
 
 
 async def test_a_task_that_ends_while_the_service_is_not_stopping_is_an_error() -> None:

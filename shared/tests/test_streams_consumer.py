@@ -7,8 +7,10 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from pm_shared.streams import Consumer, Delivery, Publisher
+from pm_shared.streams.membership import Membership
 from pm_tools.testing.fixtures import eventually
 from pm_tools.testing.worker import Probe, probe
 
@@ -100,6 +102,38 @@ async def test_long_handler_keeps_its_lease_and_is_not_reclaimed(
     stop.set()
     await asyncio.gather(owner_task, other_task)
     assert calls == ["slow"]
+
+
+async def test_a_renewal_that_dies_still_lets_the_handled_batch_be_acked_once(
+    redis: Redis,
+    stream_name: str,
+    key: str,
+    make_consumer: MakeConsumer,
+    pending: Pending,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await Publisher(redis).publish(stream_name, probe(1))
+    handled: list[int] = []
+
+    async def slow(delivery: Delivery[Probe]) -> None:
+        await asyncio.sleep(0.25)  # past a third of the lease: the renewal starts, and dies
+        handled.append(delivery.attempt)
+
+    async def refused(self: Membership, key: str, ids: list[str]) -> list[str]:
+        raise ResponseError("NOGROUP No such key or consumer group")
+
+    monkeypatch.setattr(Membership, "owned", refused)
+    consumer = make_consumer(handle=slow, lease_ms=300)
+    stop = asyncio.Event()
+    running = asyncio.create_task(consumer.run(stop))
+    await eventually(lambda: _true(handled == [1]), timeout=5)
+    await eventually(lambda: _later(pending(), 0), timeout=5)
+    await asyncio.sleep(0.5)  # past the lease: a batch left unacked would be reclaimed by now
+    stop.set()
+    await running
+    assert handled == [1]  # handled once, acked: not delivered again
+    assert any("lease renewal" in r.getMessage() and r.exc_info for r in caplog.records)
 
 
 async def test_stop_finishes_the_batch_in_hand_and_acks_it(

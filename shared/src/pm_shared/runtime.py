@@ -148,9 +148,10 @@ class TaskEnded(RuntimeError):
 class Supervisor:
     """Starts a service's long-running tasks in one task group (see `supervise`)."""
 
-    def __init__(self, group: asyncio.TaskGroup, stop: asyncio.Event) -> None:
+    def __init__(self, group: asyncio.TaskGroup, stop: asyncio.Event, wind_down_s: float) -> None:
         self._group = group
         self._stop = stop
+        self._wind_down_s = wind_down_s
         self._main: list[asyncio.Task[None]] = []
         self._helpers: list[asyncio.Task[None]] = []
 
@@ -171,9 +172,23 @@ class Supervisor:
             await work
         except Exception as exc:
             exc.add_note(f"(in the task {name!r})")
+            await self._others_finish()
             raise
         if not helper and not self._stop.is_set():
-            raise TaskEnded(f"{name} ended while the service was not stopping")
+            ended = TaskEnded(f"{name} ended while the service was not stopping")
+            await self._others_finish()
+            raise ended
+
+    async def _others_finish(self) -> None:
+        """After a failure: ask every task to stop, as SIGTERM would, and give the others up to
+        `wind_down_s` to finish what they hold (a consumer acks the batch it handled) before the task
+        group cancels what is left. Cancelling at once would leave handled entries unacked, to be
+        delivered again (counting a delivery) after the restart."""
+        self._stop.set()
+        me = asyncio.current_task()
+        others = [task for task in self._main if task is not me and not task.done()]
+        if others:
+            await asyncio.wait(others, timeout=self._wind_down_s)
 
     async def _wind_down(self) -> None:
         if self._main:
@@ -182,17 +197,22 @@ class Supervisor:
             task.cancel()
 
 
+WIND_DOWN_S = 10.0
+"""How long the other tasks of a service get to finish what they hold after one of them failed."""
+
+
 @asynccontextmanager
-async def supervise(stop: asyncio.Event) -> AsyncIterator[Supervisor]:
+async def supervise(stop: asyncio.Event, wind_down_s: float = WIND_DOWN_S) -> AsyncIterator[Supervisor]:
     """A task group for a service's long-running tasks, left once they have all ended.
 
-    A task that raises, or that ends while `stop` is not set, cancels every other and the block
-    raises (an ExceptionGroup, each error noted with its task's name): `run_service` then logs it
-    with its traceback and exits 1. A stop request ends everything cleanly: each task finishes
-    what it has in hand and returns.
+    A task that raises, or that ends while `stop` is not set, sets `stop` so the others finish what
+    they hold (up to `wind_down_s`), then cancels what is left, and the block raises (an
+    ExceptionGroup, each error noted with its task's name): `run_service` then logs it with its
+    traceback and exits 1. A stop request ends everything cleanly: each task finishes what it has in
+    hand and returns.
     """
     async with asyncio.TaskGroup() as group:
-        supervisor = Supervisor(group, stop)
+        supervisor = Supervisor(group, stop, wind_down_s)
         yield supervisor
         await supervisor._wind_down()
 
