@@ -23,7 +23,7 @@ from pm_shared import db
 from pm_shared.keys.crypto import Cipher
 from pm_shared.keys.store import Permissions, create_key
 from pm_shared.settings import load_settings
-from pm_tools.testing.fleet import free_port
+from pm_tools.processes import free_port
 from pm_tools.testing.gateway import Gateway, key_encryption_key
 
 

@@ -32,7 +32,7 @@ from pm_shared.streams.connection import as_str
 from pm_shared.streams.names import stream_key, streams_read_by
 from pm_tools import processes
 from pm_tools.devenv.envfile import new_key_encryption_key
-from pm_tools.processes import free_port as free_port  # the tests take it from here, with the fleet
+from pm_tools.processes import free_port
 
 KEY_ENCRYPTION_KEY = new_key_encryption_key()
 
