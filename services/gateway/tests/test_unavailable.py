@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from pm_client.client import PMAuth
 from pm_gateway.app import _endpoint, create_app
-from pm_gateway.routes import Endpoint
+from pm_gateway.endpoints import Endpoint
 from pm_gateway.settings import Settings
 from pm_shared import db
 from pm_shared.keys.crypto import Cipher
@@ -77,7 +77,7 @@ def _raising(exc: BaseException) -> Endpoint:
 
 
 async def _answer(exc: BaseException) -> tuple[int, dict[str, str], dict[str, object]]:
-    app = Starlette(routes=[Route("/v1/intents", _endpoint(_raising(exc)), methods=["POST"])])
+    app = Starlette(routes=[Route("/v1/intents", _endpoint(_raising(exc), 1024), methods=["POST"])])
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
         response = await http.post("/v1/intents")
     return response.status_code, dict(response.headers), response.json()

@@ -20,17 +20,37 @@ AMOUNT_MAX = 10**12
 
 Amount = Annotated[
     int,
-    msgspec.Meta(gt=0, le=AMOUNT_MAX, description="Minor units (satang, cents, kopecks): an integer."),
+    msgspec.Meta(
+        gt=0,
+        le=AMOUNT_MAX,
+        description=(
+            "Minor units (satang, cents, kopecks): an integer written without a fraction or exponent "
+            "(4315, not 4315.0 or 4.315e3, which are refused)."
+        ),
+    ),
 ]
 Currency = Annotated[
     Literal["THB", "USD", "RUB"],
     msgspec.Meta(description="ISO 4217 code of a currency PM keeps a ledger for."),
 ]
-OwnerId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
-DisplayName = Annotated[str, msgspec.Meta(max_length=100)]
-Comment = Annotated[str, msgspec.Meta(max_length=500)]
-MetadataKey = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-MetadataValue = Annotated[str, msgspec.Meta(max_length=256)]
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}(?!\n)$"
+"""Every id a client names (owners, keys, rules; merchants and mini-apps to come): 1–64 characters
+of ASCII letters, digits, `_ . : -`, a letter or digit first (so never `.` or `..`)."""
+Id = Annotated[
+    str, msgspec.Meta(pattern=ID_PATTERN, description="1–64 of A-Z a-z 0-9 _ . : -, alphanumeric first.")
+]
+OwnerId = Id
+# Every pattern ends `(?!\n)$`: Python's `$` (msgspec checks with `re.search`) also matches before a
+# final newline, ECMA-262's (the JSON Schema reading) does not; with the lookahead both refuse "id\n".
+# Free text is stored in PostgreSQL, which holds no NUL character in text or jsonb: NUL is refused
+# everywhere; single-line text (names, keys, references) refuses every C0 control character and DEL.
+TEXT_PATTERN = r"^[^\u0000]*$"
+LINE_PATTERN = r"^[^\u0000-\u001f\u007f]*(?!\n)$"
+DisplayName = Annotated[str, msgspec.Meta(max_length=100, pattern=LINE_PATTERN)]
+Comment = Annotated[str, msgspec.Meta(max_length=500, pattern=TEXT_PATTERN)]
+MetadataKey = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=LINE_PATTERN)]
+MetadataValue = Annotated[str, msgspec.Meta(max_length=256, pattern=TEXT_PATTERN)]
+Description = Annotated[str, msgspec.Meta(max_length=200, pattern=TEXT_PATTERN)]
 Metadata = Annotated[dict[MetadataKey, MetadataValue], msgspec.Meta(max_length=20)]
 
 IntentType = Literal["P2P", "PROMPTPAY_WITHDRAWAL", "SBP_TOPUP", "ADJUSTMENT"]
@@ -66,15 +86,15 @@ class PromptPayParty(Struct, kw_only=True, tag="promptpay", tag_field="kind"):
     """A PromptPay payee: a credit-transfer proxy (Tag 29) or a biller (Tag 30, with references)."""
 
     proxy_type: Literal["MSISDN", "NATID", "EWALLET", "BILLER"]
-    proxy_value: Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[0-9A-Za-z]+$")]
-    ref1: Annotated[str, msgspec.Meta(max_length=20)] | None = None
-    ref2: Annotated[str, msgspec.Meta(max_length=20)] | None = None
+    proxy_value: Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[0-9A-Za-z]+(?!\n)$")]
+    ref1: Annotated[str, msgspec.Meta(max_length=20, pattern=LINE_PATTERN)] | None = None
+    ref2: Annotated[str, msgspec.Meta(max_length=20, pattern=LINE_PATTERN)] | None = None
 
 
 class ThaiQrParty(Struct, kw_only=True, tag="thaiqr", tag_field="kind"):
     """A scanned Thai QR (EMVCo) string."""
 
-    payload: Annotated[str, msgspec.Meta(min_length=20, max_length=512)]
+    payload: Annotated[str, msgspec.Meta(min_length=20, max_length=512, pattern=LINE_PATTERN)]
 
 
 Party = UserParty | OperatorParty | SbpParty | PromptPayParty | ThaiQrParty
@@ -84,7 +104,14 @@ Party = UserParty | OperatorParty | SbpParty | PromptPayParty | ThaiQrParty
 
 
 class CreateIntent(Struct, kw_only=True):
-    """`POST /v1/intents` (with an `Idempotency-Key` header)."""
+    """`POST /v1/intents` (with an `Idempotency-Key` header).
+
+    Checked beyond the schema (422 `invalid_parties`): the parties fit the type (P2P: user → user;
+    PROMPTPAY_WITHDRAWAL: user → promptpay or thaiqr; SBP_TOPUP: sbp → user; ADJUSTMENT: operator →
+    user or user → operator, admin keys only); a user never pays themselves; a BILLER payee needs
+    `ref1`, other proxies take no references. A `thaiqr` payee must parse (422 `invalid_thai_qr`),
+    pay THB, and carry the intent's amount if it has one (422 `qr_amount_mismatch`).
+    """
 
     type: IntentType
     amount: Amount
@@ -248,7 +275,11 @@ class CreateKey(Struct, kw_only=True):
     operations: Annotated[list[IntentType | Literal["*"]], msgspec.Meta(min_length=1)]
     owners: Annotated[list[OwnerId], msgspec.Meta(max_length=1000)] | None = None
     admin: bool = False
-    description: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    description: Description = ""
+
+    def __post_init__(self) -> None:
+        if {"ADJUSTMENT", "*"} & set(self.operations) and not self.admin:
+            raise ValueError("ADJUSTMENT (and so '*') is for admin keys only")
 
 
 class RotateKey(Struct, kw_only=True):
@@ -279,13 +310,44 @@ class ServiceKeySecret(Out, kw_only=True):
 
 # --- admin: fee rules, limit rules, routes; fee dry-run --------------------------------------------
 
-AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 with an offset (e.g. Z).")]
-RuleId = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
-Expression = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+YEARS = (1970, 9998)
+"""The years (as written, whatever the offset) a time given to PM may fall in: every such instant is
+one Python and PostgreSQL hold (9999-12-31T23:59:59-14:00 is in the year 10000 in UTC)."""
+AwareDatetime = Annotated[
+    datetime,
+    msgspec.Meta(
+        tz=True,
+        description="RFC 3339 with an offset (e.g. Z), in the years 1970 to 9998.",
+        # JSON Schema's reading of the range: the year as written.
+        extra_json_schema={
+            "pattern": r"^(?:19[7-9][0-9]|[2-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-"
+        },
+    ),
+]
+
+
+def _in_range(name: str, value: datetime | None) -> None:
+    if value is not None and not YEARS[0] <= value.year <= YEARS[1]:
+        raise ValueError(f"{name} must be in the years {YEARS[0]} to {YEARS[1]}")
+
+
+RULE_ID_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}(?!\n)$"
+RuleId = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=RULE_ID_PATTERN,
+        description="1–63 of a-z 0-9 _ . -, alphanumeric first: an id, lower-case (the rule tables' CHECK).",
+    ),
+]
+Expression = Annotated[str, msgspec.Meta(min_length=1, max_length=2000, pattern=TEXT_PATTERN)]
 
 
 class FeeRuleIn(Struct, kw_only=True):
-    """`POST /v1/admin/fee-rules`: a new rule, or the next version of an existing `ruleId`."""
+    """`POST /v1/admin/fee-rules`: a new rule, or the next version of an existing `ruleId`.
+
+    `activeUntil` must be after `activeFrom` (after now when `activeFrom` is not given); `condition`
+    and `amount` must compile as CEL (422 `fee_rule_invalid`).
+    """
 
     rule_id: RuleId
     operation_type: IntentType
@@ -298,7 +360,13 @@ class FeeRuleIn(Struct, kw_only=True):
     max_fee: Amount
     active_from: AwareDatetime | None = None
     active_until: AwareDatetime | None = None
-    description: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    description: Description = ""
+
+    def __post_init__(self) -> None:
+        _in_range("activeFrom", self.active_from)
+        _in_range("activeUntil", self.active_until)
+        if self.active_from and self.active_until and self.active_until <= self.active_from:
+            raise ValueError("activeUntil must be after activeFrom")
 
 
 class FeeRuleOut(Out, kw_only=True):
@@ -319,7 +387,8 @@ class FeeRuleOut(Out, kw_only=True):
 
 
 class LimitRuleIn(Struct, kw_only=True):
-    """`POST /v1/admin/limit-rules`: a cap per user or tier, operation and Bangkok day or month."""
+    """`POST /v1/admin/limit-rules`: a cap per user or tier, operation and Bangkok day or month;
+    `maxAmount`, `maxCount` or both."""
 
     rule_id: RuleId
     subject_kind: Literal["user", "tier"]
@@ -329,6 +398,10 @@ class LimitRuleIn(Struct, kw_only=True):
     period: Literal["day", "month"]
     max_amount: Amount | None = None
     max_count: Annotated[int, msgspec.Meta(gt=0, le=1_000_000)] | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_amount is None and self.max_count is None:
+            raise ValueError("a limit needs maxAmount, maxCount or both")
 
 
 class LimitRuleOut(Out, kw_only=True):
@@ -344,7 +417,7 @@ class LimitRuleOut(Out, kw_only=True):
     status: str
 
 
-StepName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,40}$")]
+StepName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,40}(?!\n)$")]
 
 
 class RouteIn(Struct, kw_only=True):

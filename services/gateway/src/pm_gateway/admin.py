@@ -3,7 +3,6 @@ orchestrator, which owns those tables."""
 
 from __future__ import annotations
 
-import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -21,13 +20,10 @@ from pm_shared.keys.store import (
     rotate_key,
 )
 
-_create = msgspec.json.Decoder(CreateKey)
-_rotate = msgspec.json.Decoder(RotateKey)
-
 
 async def keys(request: Request) -> Response:
     d = web.deps(request)
-    require_admin(await web.caller(request, await web.body(request, d.settings.max_body_bytes)))
+    require_admin(await web.caller(request))
     async with d.pool.acquire() as conn:
         found = await list_keys(conn)
     return web.json([views.info(k) for k in found])
@@ -35,11 +31,8 @@ async def keys(request: Request) -> Response:
 
 async def create(request: Request) -> Response:
     d = web.deps(request)
-    payload = await web.body(request, d.settings.max_body_bytes)
-    require_admin(await web.caller(request, payload))
-    wanted: CreateKey = web.decode(payload, _create)
-    if {"ADJUSTMENT", "*"} & set(wanted.operations) and not wanted.admin:
-        raise ProblemError(422, "validation_failed", "ADJUSTMENT (and so '*') is for admin keys only")
+    wanted: CreateKey = web.inputs(request).body
+    require_admin(await web.caller(request))
     permissions = Permissions(
         operations=frozenset(wanted.operations),
         owners=frozenset(wanted.owners) if wanted.owners is not None else None,
@@ -54,10 +47,10 @@ async def create(request: Request) -> Response:
 
 async def rotate(request: Request) -> Response:
     d = web.deps(request)
-    payload = await web.body(request, d.settings.max_body_bytes)
-    require_admin(await web.caller(request, payload))
-    wanted: RotateKey = web.decode(payload, _rotate) if payload else RotateKey()
-    key_id = request.path_params["key_id"]
+    given = web.inputs(request)
+    wanted: RotateKey = given.body
+    key_id: str = given.params["key_id"]
+    require_admin(await web.caller(request))
     try:
         async with d.pool.acquire() as conn:
             key, secret = await rotate_key(conn, d.auth.cipher, key_id, grace_s=wanted.grace_seconds)
@@ -69,8 +62,8 @@ async def rotate(request: Request) -> Response:
 
 async def deactivate(request: Request) -> Response:
     d = web.deps(request)
-    require_admin(await web.caller(request, await web.body(request, d.settings.max_body_bytes)))
-    key_id = request.path_params["key_id"]
+    key_id: str = web.inputs(request).params["key_id"]
+    require_admin(await web.caller(request))
     try:
         async with d.pool.acquire() as conn:
             key = await deactivate_key(conn, key_id)

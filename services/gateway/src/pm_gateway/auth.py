@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import secrets as secrets_module
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from prometheus_client import Counter
 from redis.asyncio import Redis
 
 from pm_client import signing
+from pm_client.api import ID_PATTERN
 from pm_gateway.problems import ProblemError
 from pm_shared.db import Pool
 from pm_shared.keys.crypto import Cipher
@@ -28,6 +30,8 @@ log = logging.getLogger(__name__)
 AUTH_FAILURES = Counter("pm_gateway_auth_failures_total", "Requests refused by authentication.", ["reason"])
 
 TOUCH_EVERY_S = 60.0
+_KEY_ID = re.compile(ID_PATTERN)
+_UNIX_SECONDS = re.compile(r"^[0-9]{1,12}$")  # int() would also take "+1", " 1" or "١"
 
 
 async def claim_nonce(redis: Redis, key: str, token: bytes) -> bool:
@@ -87,17 +91,16 @@ class Authenticator:
         ]
         if missing or key_id is None or timestamp is None or nonce is None or signature is None:
             raise refuse(401, "auth_missing_header", f"missing {', '.join(missing)}")
-        if len(nonce) > 128 or len(key_id) > 64:
-            raise refuse(401, "auth_malformed_header", "X-PM-Key or X-PM-Nonce is too long")
+        if len(nonce) > 128 or not _KEY_ID.match(key_id):
+            raise refuse(401, "auth_malformed_header", "X-PM-Key is not a key id, or X-PM-Nonce is too long")
         key, secrets, retired = await self._secrets(key_id)
         if key is None:
             raise refuse(401, "auth_unknown_key", "no such service key")
         if key.status != "active":
             raise refuse(401, "auth_inactive_key", "the service key is deactivated")
-        try:
-            sent_at = int(timestamp)
-        except ValueError:
-            raise refuse(401, "auth_malformed_header", "X-PM-Timestamp must be unix seconds") from None
+        if not _UNIX_SECONDS.match(timestamp):
+            raise refuse(401, "auth_malformed_header", "X-PM-Timestamp must be unix seconds")
+        sent_at = int(timestamp)
         if abs(time.time() - sent_at) > signing.MAX_SKEW_S:
             raise refuse(
                 401, "auth_timestamp_skew", f"X-PM-Timestamp is more than {signing.MAX_SKEW_S} s off"

@@ -10,8 +10,6 @@ orchestrator resumes intents left in CREATED.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import logging
 import re
@@ -24,8 +22,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from pm_client.api import TERMINAL_STATES, CreateIntent, Intent, IntentPage, Party
+from pm_gateway import cursors, shapes, views, web
 from pm_gateway import queries as q
-from pm_gateway import shapes, views, web
 from pm_gateway.auth import Caller, require_operation, require_owner
 from pm_gateway.ids import uuid7
 from pm_gateway.problems import ProblemError
@@ -40,14 +38,12 @@ log = logging.getLogger(__name__)
 BACKPRESSURE = Counter("pm_gateway_backpressure_total", "Intake requests refused under back-pressure.")
 
 IDEMPOTENCY_HEADER = "idempotency-key"
-_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
-_request = msgspec.json.Decoder(CreateIntent)
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*([0-9]{1,9})(?![0-9])", re.IGNORECASE)
 _canonical = msgspec.json.Encoder(order="deterministic")
-LIST_LIMIT_MAX = 200
 
 
 def _wait_seconds(request: Request, cap: int) -> int:
-    match = _PREFER_WAIT.search(request.headers.get("prefer", ""))
+    match = _PREFER_WAIT.search(web.inputs(request).params.get("prefer") or "")
     return min(int(match.group(1)), cap) if match else 0
 
 
@@ -58,17 +54,11 @@ def _message_party(party: Party) -> messages.Party:
 
 async def create(request: Request) -> Response:
     d = web.deps(request)
-    payload = await web.body(request, d.settings.max_body_bytes)
-    caller = await web.caller(request, payload)
-    key = request.headers.get(IDEMPOTENCY_HEADER)
-    if not key:
-        raise ProblemError(400, "idempotency_key_missing", "the Idempotency-Key header is required")
-    if len(key) > 255:
-        raise ProblemError(
-            400, "idempotency_key_invalid", "the Idempotency-Key may be at most 255 characters"
-        )
-    intent_request: CreateIntent = web.decode(payload, _request)
+    given = web.inputs(request)
+    key: str = given.params[IDEMPOTENCY_HEADER]
+    intent_request: CreateIntent = given.body
     shapes.check(intent_request)
+    caller = await web.caller(request)
     require_operation(caller, intent_request.type)
     require_owner(caller, shapes.acting_owner(intent_request))
     request_hash = hashlib.sha256(_canonical.encode(intent_request)).digest()
@@ -233,17 +223,10 @@ async def _load(request: Request, intent_id: uuid.UUID) -> Intent | None:
         return await views.load(conn, intent_id)
 
 
-def _intent_id(request: Request) -> uuid.UUID:
-    try:
-        return uuid.UUID(request.path_params["intent_id"])
-    except ValueError:
-        raise ProblemError(404, "intent_not_found", "no such intent") from None
-
-
 async def get(request: Request) -> Response:
     d = web.deps(request)
-    caller = await web.caller(request, await web.body(request, d.settings.max_body_bytes))
-    intent_id = _intent_id(request)
+    intent_id: uuid.UUID = web.inputs(request).params["intent_id"]
+    caller = await web.caller(request)
     async with d.pool.acquire() as conn:
         row = await conn.fetchrow(q.SELECT_INTENT, intent_id)
     # Another key's intent is reported as missing, not forbidden: ids do not leak across keys.
@@ -257,31 +240,24 @@ async def get(request: Request) -> Response:
 def _cursor(value: str | None) -> tuple[datetime | None, uuid.UUID | None]:
     if not value:
         return None, None
+    at, ident = cursors.decode(value)
     try:
-        at, _, ident = base64.urlsafe_b64decode(value.encode() + b"==").decode().partition("|")
-        return datetime.fromisoformat(at), uuid.UUID(ident)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ProblemError(400, "cursor_invalid", "the cursor is not one this API returned") from None
+        return at, uuid.UUID(ident)
+    except ValueError:
+        raise cursors.invalid() from None
 
 
 def _next_cursor(intent: Intent) -> str:
     assert intent.created_at is not None
-    raw = f"{intent.created_at.isoformat()}|{intent.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def limit(request: Request) -> int:
-    raw = request.query_params.get("limit", "50")
-    if not raw.isdigit() or not 1 <= int(raw) <= LIST_LIMIT_MAX:
-        raise ProblemError(400, "limit_invalid", f"limit must be an integer from 1 to {LIST_LIMIT_MAX}")
-    return int(raw)
+    return cursors.encode(intent.created_at, intent.id)
 
 
 async def list_(request: Request) -> Response:
     d = web.deps(request)
-    caller = await web.caller(request, await web.body(request, d.settings.max_body_bytes))
-    count = limit(request)
-    after_at, after_id = _cursor(request.query_params.get("cursor"))
+    given = web.inputs(request)
+    count: int = given.params["limit"]
+    after_at, after_id = _cursor(given.params["cursor"])
+    caller = await web.caller(request)
     async with d.pool.acquire() as conn:
         rows = await conn.fetch(
             q.LIST_INTENTS,

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
+from starlette.applications import Starlette
 
 from pm_gateway import settings
 from pm_gateway.app import create_app
@@ -23,6 +25,25 @@ class _Server(uvicorn.Server):
         yield
 
 
+def http_config(app: Starlette, host: str, port: int, **extra: Any) -> uvicorn.Config:
+    """How the gateway is served, wherever it is (pm-gateway, the test kit, the bench's bare app)."""
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        # llhttp (httptools) refuses a header line ended by a bare LF and obsolete line folding (400),
+        # which h11 accepts and rewrites: behind a proxy that reads them otherwise, either would let a
+        # client smuggle a header or a request past it (RFC 9112 §2.2, §5.2).
+        http="httptools",
+        log_config=None,
+        access_log=False,
+        # The socket peer stays the client: uvicorn would otherwise believe X-Forwarded-For from any
+        # local process, letting it pass a PSP callback allowlist (pm_gateway.sources decides instead).
+        proxy_headers=False,
+        **extra,
+    )
+
+
 async def main(config: settings.Settings, stop: asyncio.Event) -> None:
     failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -30,18 +51,9 @@ async def main(config: settings.Settings, stop: asyncio.Event) -> None:
         if not failed.done():
             failed.set_exception(exc)
 
+    app = create_app(config, on_background_failure=fail)
     server = _Server(
-        uvicorn.Config(
-            create_app(config, on_background_failure=fail),
-            host=config.host,
-            port=config.port,
-            log_config=None,
-            access_log=False,
-            # The socket peer stays the client: uvicorn would otherwise believe X-Forwarded-For from any
-            # local process, letting it pass a PSP callback allowlist (pm_gateway.sources decides instead).
-            proxy_headers=False,
-            timeout_graceful_shutdown=int(config.shutdown_grace_s),
-        )
+        http_config(app, config.host, config.port, timeout_graceful_shutdown=int(config.shutdown_grace_s))
     )
     async with runtime.supervise(stop) as tasks:
         tasks.start("http", runtime.serve_http(server, stop, f"{config.host}:{config.port}"))

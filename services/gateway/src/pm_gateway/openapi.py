@@ -11,11 +11,101 @@ from typing import Any
 import msgspec
 
 from pm_client import signing
-from pm_client.api import Problem
+from pm_client.api import INTENT_TYPES, Problem
+from pm_gateway import shapes
+from pm_gateway.endpoints import Endpoint, Param
 from pm_gateway.problems import MEDIA_TYPE
 from pm_gateway.routes import ENDPOINTS
 
 VERSION = "1.0.0"
+
+
+def _param(param: Param) -> dict[str, Any]:
+    schema = msgspec.json.schema(param.type)
+    if param.default is not None:
+        schema["default"] = param.default
+    return {
+        "name": param.name,
+        "in": param.where,
+        "required": param.required,
+        "description": param.description,
+        "schema": schema,
+    }
+
+
+def _problem(status: int, codes: tuple[str, ...], problem_ref: dict[str, Any]) -> dict[str, Any]:
+    """A refusal: the problem document, its `code` one of those this operation can give at `status`."""
+    return {
+        "description": "A problem document; `code` is one of: " + ", ".join(f"`{c}`" for c in codes) + ".",
+        "content": {
+            MEDIA_TYPE: {
+                "schema": {
+                    "allOf": [
+                        problem_ref,
+                        {"properties": {"status": {"const": status}, "code": {"enum": list(codes)}}},
+                    ]
+                }
+            }
+        },
+    }
+
+
+def _operation(endpoint: Endpoint, refs: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": endpoint.summary,
+        "operationId": f"{endpoint.method.lower()}_{endpoint.path.strip('/').replace('/', '_')}".replace(
+            "{", ""
+        ).replace("}", ""),
+        "tags": [endpoint.tag],
+        # An empty list: no PM service key (a PSP's callback carries the PSP's own signature).
+        "security": [{"serviceKey": []}] if endpoint.signed else [],
+        "parameters": [_param(p) for p in endpoint.params],
+        "responses": {},
+    }
+    if endpoint.body is not None:
+        operation["requestBody"] = {
+            "required": not endpoint.body_optional,
+            "content": {"application/json": {"schema": refs[id(endpoint.body)]}},
+        }
+    for status, body in endpoint.responses.items():
+        operation["responses"][str(status)] = {
+            "description": "OK",
+            "content": {"application/json": {"schema": refs[id(body)]}},
+        }
+    for status, codes in endpoint.all_problems().items():
+        operation["responses"][str(status)] = _problem(status, codes, refs[id(Problem)])
+    return operation
+
+
+def _ref(party: type) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{party.__name__}"}
+
+
+def _party_rules(components: dict[str, Any]) -> None:
+    """The cross-field rules JSON Schema can state, added where msgspec cannot put them: which party
+    kinds each intent type takes (`shapes.allowed_pairs`), and a BILLER payee's references. What it
+    cannot state (a user paying themselves, a Thai QR that must parse) the descriptions say."""
+    by_type = [
+        {
+            "if": {"properties": {"type": {"const": intent_type}}, "required": ["type"]},
+            "then": {
+                "anyOf": [
+                    {"properties": {"from": _ref(source), "to": _ref(target)}}
+                    for source, target in shapes.allowed_pairs(intent_type)
+                ]
+            },
+        }
+        for intent_type in INTENT_TYPES
+    ]
+    for name in ("CreateIntent", "FeeQuote"):
+        components[name]["allOf"] = by_type
+    components["PromptPayParty"].update(
+        {
+            "if": {"properties": {"proxyType": {"const": "BILLER"}}, "required": ["proxyType"]},
+            "then": {"required": ["ref1"], "properties": {"ref1": {"type": "string", "minLength": 1}}},
+            "else": {"properties": {"ref1": {"maxLength": 0}, "ref2": {"maxLength": 0}}},
+        }
+    )
 
 
 def document() -> dict[str, Any]:
@@ -23,48 +113,13 @@ def document() -> dict[str, Any]:
     for endpoint in ENDPOINTS:
         if endpoint.body is not None:
             types.append(endpoint.body)
-        types.extend(t for t in endpoint.responses.values() if t is not None)
+        types.extend(endpoint.responses.values())
     schemas, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
     refs = dict(zip(map(id, types), schemas, strict=True))
+    _party_rules(components)
     paths: dict[str, dict[str, Any]] = {}
     for endpoint in ENDPOINTS:
-        operation: dict[str, Any] = {
-            "summary": endpoint.summary,
-            "operationId": f"{endpoint.method.lower()}_{endpoint.path.strip('/').replace('/', '_')}".replace(
-                "{", ""
-            ).replace("}", ""),
-            "tags": [endpoint.tag],
-            # An empty list: no PM service key (a PSP's callback carries the PSP's own signature).
-            "security": [{"serviceKey": []}] if endpoint.signed else [],
-            "parameters": [
-                {
-                    "name": p.name,
-                    "in": p.where,
-                    "required": p.required,
-                    "description": p.description,
-                    "schema": p.schema,
-                }
-                for p in endpoint.params
-            ],
-            "responses": {},
-        }
-        if endpoint.body is not None:
-            operation["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": refs[id(endpoint.body)]}},
-            }
-        for status, body in endpoint.responses.items():
-            if body is None:
-                operation["responses"][str(status)] = {
-                    "description": "A problem document with a stable `code`.",
-                    "content": {MEDIA_TYPE: {"schema": refs[id(Problem)]}},
-                }
-            else:
-                operation["responses"][str(status)] = {
-                    "description": "OK",
-                    "content": {"application/json": {"schema": refs[id(body)]}},
-                }
-        paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = operation
+        paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint, refs)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -76,7 +131,10 @@ def document() -> dict[str, Any]:
                 f"{signing.KEY_HEADER}, {signing.TIMESTAMP_HEADER}, {signing.NONCE_HEADER} and "
                 f"{signing.SIGNATURE_HEADER} = hex HMAC-SHA256(secret, "
                 "timestamp\\nnonce\\nMETHOD\\npath?query\\nhex sha256(body)). Amounts are integers in "
-                "minor units."
+                "minor units. Every input is checked before anything is read or written: a refusal is "
+                "an application/problem+json document whose `code` is listed under each operation's "
+                "status. A method a path does not take is 405 with `Allow`; a JSON body must be sent "
+                "as application/json (415 otherwise); an operation without a body refuses one (400)."
             ),
         },
         "paths": paths,

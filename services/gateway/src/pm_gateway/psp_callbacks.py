@@ -24,7 +24,9 @@ QP_TIMESTAMP_HEADER = "X-QP-Timestamp"
 QP_SIGNATURE_HEADER = "X-QP-Signature"
 
 # Bounded: these end up in Redis keys and stream entries.
-Text = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+# Visible ASCII only: an id PM could not store or put in a Redis key is refused at the gateway (422),
+# not accepted and then dead-lettered by the adapter.
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=r"^[!-~]+(?!\n)$")]
 Sequence = Annotated[int, msgspec.Meta(ge=0, le=2**53)]
 _MAX_HEADER = 512
 

@@ -1,15 +1,15 @@
-"""Every API route once: the Starlette routes and `GET /openapi.json` are both built from this list."""
+"""Every API route once: the Starlette routes, the decoding of each request (`pm_gateway.inputs`) and
+`GET /openapi.json` are all built from this list (`pm_gateway.endpoints` says what an entry holds)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any
+import uuid
+from typing import Annotated, Any
 
-from starlette.requests import Request
-from starlette.responses import Response
+import msgspec
 
 from pm_client.api import (
+    ID_PATTERN,
     CreateIntent,
     CreateKey,
     FeeBreakdown,
@@ -17,19 +17,23 @@ from pm_client.api import (
     FeeRuleIn,
     FeeRuleOut,
     HistoryPage,
+    Id,
     Intent,
     IntentPage,
+    IntentType,
     LimitRuleIn,
     LimitRuleOut,
     OpenWallet,
     RotateKey,
     RouteIn,
     RouteOut,
+    RuleId,
     ServiceKeyInfo,
     ServiceKeySecret,
     Wallet,
 )
 from pm_gateway import admin, intents, rules, wallets, webhooks
+from pm_gateway.endpoints import Endpoint, Param
 from pm_gateway.psp_callbacks import (
     IPPS_SIGNATURE_HEADER,
     QP_SIGNATURE_HEADER,
@@ -38,36 +42,74 @@ from pm_gateway.psp_callbacks import (
     QpCallback,
 )
 
-Handler = Callable[[Request], Awaitable[Response]]
+LIST_LIMIT_MAX = 200
+IDEMPOTENCY_KEY_MAX = 255
+_ID_RULE = f"An id: {ID_PATTERN} (1–64 characters, a letter or digit first)."
+_IDEMPOTENCY = Param(
+    "Idempotency-Key",
+    "header",
+    "Same key and body: the same intent. 1–255 printable ASCII characters (space included).",
+    Annotated[str, msgspec.Meta(min_length=1, max_length=IDEMPOTENCY_KEY_MAX, pattern=r"^[ -~]+(?!\n)$")],
+    required=True,
+    code="idempotency_key_invalid",
+    missing_code="idempotency_key_missing",
+)
+_PREFER = Param(
+    "Prefer",
+    "header",
+    "`wait=N` (N ≤ 30; larger is read as 30): answer once the intent is terminal or after N s.",
+    Annotated[str, msgspec.Meta(max_length=200, pattern=r"^[ -~]*(?!\n)$")],
+)
+_LIMIT = Param(
+    "limit",
+    "query",
+    f"Page size, 1–{LIST_LIMIT_MAX} (default 50), ASCII digits.",
+    Annotated[int, msgspec.Meta(ge=1, le=LIST_LIMIT_MAX)],
+    code="limit_invalid",
+    default=50,
+)
+_CURSOR = Param(
+    "cursor",
+    "query",
+    "`nextCursor` of the previous page (opaque, base64url).",
+    Annotated[str, msgspec.Meta(min_length=1, max_length=400, pattern=r"^[A-Za-z0-9_-]+(?!\n)$")],
+    code="cursor_invalid",
+)
+_OWNER = Param("owner_id", "path", f"The owner's id. {_ID_RULE}", Id, required=True)
+_KEY = Param("key_id", "path", f"The key id. {_ID_RULE}", Id, required=True)
+_RULE = Param("rule_id", "path", "The rule id: lower-case letters, digits, `_ . -`.", RuleId, required=True)
+_INTENT = Param(
+    "intent_id",
+    "path",
+    "The intent id (a UUID); one that is not a UUID names no intent (404).",
+    uuid.UUID,
+    required=True,
+    status=404,
+    code="intent_not_found",
+)
+_CHANNEL = Annotated[str, msgspec.Meta(pattern=r"^[A-Z][A-Z0-9_]{0,40}(?!\n)$")]
+_BUSY = ("backpressure",)
+_PARTY_RULES = ("invalid_parties", "invalid_thai_qr", "qr_amount_mismatch")
+_IPPS_HOOKS = webhooks.hooks(webhooks.IPPS)
+_QP_HOOKS = webhooks.hooks(webhooks.QP)
 
 
-@dataclass(frozen=True)
-class Param:
-    name: str
-    where: str  # "path", "query" or "header"
-    description: str
-    required: bool = False
-    schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
+def _psp_header(name: str, description: str, kind: Any) -> Param:
+    """A header of a PSP's signature: missing or malformed, it is the same 401 as a wrong signature."""
+    return Param(
+        name,
+        "header",
+        description,
+        kind,
+        required=True,
+        status=401,
+        code="invalid_signature",
+        missing_status=401,
+        missing_code="invalid_signature",
+    )
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    method: str
-    path: str
-    handler: Handler
-    summary: str
-    body: type | None = None
-    responses: dict[int, type | None] = field(default_factory=dict)
-    params: tuple[Param, ...] = ()
-    tag: str = "intents"
-    signed: bool = True
-    """Signed with a PM service key; False for the PSPs' callbacks, which carry their own signature."""
-
-
-_IDEMPOTENCY = Param("Idempotency-Key", "header", "Same key and body: the same intent. ≤ 255 chars.", True)
-_PREFER = Param("Prefer", "header", "`wait=N` (N ≤ 30): answer once the intent is terminal or after N s.")
-_LIMIT = Param("limit", "query", "Page size, 1–200 (default 50).", schema={"type": "integer"})
-_CURSOR = Param("cursor", "query", "`nextCursor` of the previous page.")
+_SIGNATURE_HEADER = Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=r"^[ -~]+(?!\n)$")]
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
@@ -76,7 +118,13 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         intents.create,
         "Submit an intent (202 once it is durably accepted).",
         CreateIntent,
-        {202: Intent, 400: None, 401: None, 403: None, 409: None, 413: None, 422: None, 503: None},
+        {202: Intent},
+        {
+            403: ("forbidden_operation", "forbidden_owner"),
+            409: ("idempotency_key_reused",),
+            422: _PARTY_RULES,
+            503: _BUSY,
+        },
         (_IDEMPOTENCY, _PREFER),
     ),
     Endpoint(
@@ -85,8 +133,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         intents.list_,
         "List the intents created with this key (all of them for an admin key), newest first.",
         None,
-        {200: IntentPage, 400: None, 401: None},
-        (_LIMIT, _CURSOR),
+        {200: IntentPage},
+        params=(_LIMIT, _CURSOR),
     ),
     Endpoint(
         "GET",
@@ -94,8 +142,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         intents.get,
         "One intent: state, failure code, amounts, fees, ledger legs, timeline.",
         None,
-        {200: Intent, 401: None, 404: None},
-        (Param("intent_id", "path", "The intent id (a UUID).", True), _PREFER),
+        {200: Intent},
+        {404: ("intent_not_found",)},
+        (_INTENT, _PREFER),
     ),
     Endpoint(
         "POST",
@@ -103,7 +152,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         wallets.open_wallet,
         "Open a wallet (201), or 202 while the ledger-writer is still opening it.",
         OpenWallet,
-        {201: Wallet, 202: Wallet, 400: None, 401: None, 403: None, 422: None, 503: None},
+        {201: Wallet, 202: Wallet},
+        {403: ("forbidden_owner",), 503: _BUSY},
         tag="wallets",
     ),
     Endpoint(
@@ -112,8 +162,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         wallets.get_wallet,
         "A wallet's balances per currency, read from the ledger.",
         None,
-        {200: Wallet, 401: None, 403: None, 404: None},
-        (Param("owner_id", "path", "The owner's id.", True),),
+        {200: Wallet},
+        {403: ("forbidden_owner",), 404: ("wallet_not_found",)},
+        (_OWNER,),
         tag="wallets",
     ),
     Endpoint(
@@ -122,8 +173,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         wallets.history,
         "A wallet's settled movements, newest first.",
         None,
-        {200: HistoryPage, 400: None, 401: None, 403: None},
-        (Param("owner_id", "path", "The owner's id.", True), _LIMIT, _CURSOR),
+        {200: HistoryPage},
+        {403: ("forbidden_owner",)},
+        (_OWNER, _LIMIT, _CURSOR),
         tag="wallets",
     ),
     Endpoint(
@@ -132,7 +184,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         admin.keys,
         "Service keys (never their secrets).",
         None,
-        {200: list[ServiceKeyInfo], 401: None, 403: None},
+        {200: list[ServiceKeyInfo]},
+        {403: ("forbidden_admin",)},
         tag="admin",
     ),
     Endpoint(
@@ -141,27 +194,31 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         admin.create,
         "Create a service key; the answer is the only time its secret is shown.",
         CreateKey,
-        {201: ServiceKeySecret, 401: None, 403: None, 422: None},
+        {201: ServiceKeySecret},
+        {403: ("forbidden_admin",)},
         tag="admin",
     ),
     Endpoint(
         "POST",
         "/v1/admin/keys/{key_id}/rotate",
         admin.rotate,
-        "A new secret; the previous one stays valid for the grace period.",
+        "A new secret; the previous one stays valid for the grace period. The body may be empty.",
         RotateKey,
-        {200: ServiceKeySecret, 401: None, 403: None, 404: None},
-        (Param("key_id", "path", "The key id.", True),),
+        {200: ServiceKeySecret},
+        {403: ("forbidden_admin",), 404: ("key_not_found",)},
+        (_KEY,),
         tag="admin",
+        body_optional=True,
     ),
     Endpoint(
         "POST",
         "/v1/admin/keys/{key_id}/deactivate",
         admin.deactivate,
-        "Deactivate a key: its requests are refused from then on.",
+        "Deactivate a key: its requests are refused from then on. No body.",
         None,
-        {200: ServiceKeyInfo, 401: None, 403: None, 404: None},
-        (Param("key_id", "path", "The key id.", True),),
+        {200: ServiceKeyInfo},
+        {403: ("forbidden_admin",), 404: ("key_not_found",)},
+        (_KEY,),
         tag="admin",
     ),
     Endpoint(
@@ -170,7 +227,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         rules.dry_run,
         "The fees an intent would be charged now, by the same engine that prices intents.",
         FeeQuote,
-        {200: FeeBreakdown, 400: None, 401: None, 403: None, 422: None},
+        {200: FeeBreakdown},
+        {
+            403: ("forbidden_operation", "forbidden_owner"),
+            422: (*_PARTY_RULES, "fee_rule_invalid", "fee_rule_error", "fee_invalid", "fee_excessive"),
+        },
         tag="fees",
     ),
     Endpoint(
@@ -179,7 +240,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         rules.list_fee_rules,
         "The newest version of every fee rule.",
         None,
-        {200: list[FeeRuleOut], 401: None, 403: None},
+        {200: list[FeeRuleOut]},
+        {403: ("forbidden_admin",)},
         tag="admin",
     ),
     Endpoint(
@@ -188,17 +250,19 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         rules.create_fee_rule,
         "A new fee rule, or the next version of one (its CEL must compile).",
         FeeRuleIn,
-        {201: FeeRuleOut, 401: None, 403: None, 422: None},
+        {201: FeeRuleOut},
+        {403: ("forbidden_admin",), 409: ("rule_conflict",), 422: ("fee_rule_invalid",)},
         tag="admin",
     ),
     Endpoint(
         "POST",
         "/v1/admin/fee-rules/{rule_id}/retire",
         rules.retire_fee_rule,
-        "Retire a fee rule (a last version with status retired).",
+        "Retire a fee rule (a last version with status retired). No body.",
         None,
-        {200: FeeRuleOut, 401: None, 403: None, 404: None},
-        (Param("rule_id", "path", "The rule id.", True),),
+        {200: FeeRuleOut},
+        {403: ("forbidden_admin",), 404: ("rule_not_found",), 409: ("rule_conflict",)},
+        (_RULE,),
         tag="admin",
     ),
     Endpoint(
@@ -207,7 +271,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         rules.list_limit_rules,
         "The newest version of every limit rule.",
         None,
-        {200: list[LimitRuleOut], 401: None, 403: None},
+        {200: list[LimitRuleOut]},
+        {403: ("forbidden_admin",)},
         tag="admin",
     ),
     Endpoint(
@@ -216,17 +281,19 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         rules.create_limit_rule,
         "A new limit rule, or the next version of one.",
         LimitRuleIn,
-        {201: LimitRuleOut, 401: None, 403: None, 422: None},
+        {201: LimitRuleOut},
+        {403: ("forbidden_admin",), 409: ("rule_conflict",)},
         tag="admin",
     ),
     Endpoint(
         "POST",
         "/v1/admin/limit-rules/{rule_id}/retire",
         rules.retire_limit_rule,
-        "Retire a limit rule.",
+        "Retire a limit rule. No body.",
         None,
-        {200: LimitRuleOut, 401: None, 403: None, 404: None},
-        (Param("rule_id", "path", "The rule id.", True),),
+        {200: LimitRuleOut},
+        {403: ("forbidden_admin",), 404: ("rule_not_found",), 409: ("rule_conflict",)},
+        (_RULE,),
         tag="admin",
     ),
     Endpoint(
@@ -235,7 +302,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         rules.list_routes,
         "Payment routes: operation type and channel to steps.",
         None,
-        {200: list[RouteOut], 401: None, 403: None},
+        {200: list[RouteOut]},
+        {403: ("forbidden_admin",)},
         tag="admin",
     ),
     Endpoint(
@@ -244,10 +312,19 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         rules.put_route,
         "Create or change a route's steps.",
         RouteIn,
-        {200: RouteOut, 401: None, 403: None, 404: None, 422: None},
+        {200: RouteOut},
+        {403: ("forbidden_admin",)},
         (
-            Param("operation_type", "path", "The intent type.", True),
-            Param("channel", "path", "The channel.", True),
+            Param(
+                "operation_type",
+                "path",
+                "The intent type (another names no route: 404).",
+                IntentType,
+                required=True,
+                status=404,
+                code="route_not_found",
+            ),
+            Param("channel", "path", "The channel: an upper-case identifier.", _CHANNEL, required=True),
         ),
         tag="admin",
     ),
@@ -257,10 +334,18 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         webhooks.ipps,
         "An IPPS callback (its own signature, from an allowlisted address), passed on as a hint.",
         IppsCallback,
-        {200: webhooks.WebhookAck, 400: None, 401: None, 403: None, 413: None, 422: None, 503: None},
-        (Param(IPPS_SIGNATURE_HEADER, "header", "`t=<unix>,v1=<hex HMAC-SHA256(secret, t.body)>`.", True),),
+        {200: webhooks.WebhookAck},
+        {401: ("invalid_signature",), 403: ("forbidden_source",), 503: _BUSY},
+        (
+            _psp_header(
+                IPPS_SIGNATURE_HEADER, "`t=<unix>,v1=<hex HMAC-SHA256(secret, t.body)>`.", _SIGNATURE_HEADER
+            ),
+        ),
         tag="webhooks",
         signed=False,
+        guard=_IPPS_HOOKS.guard,
+        verify=_IPPS_HOOKS.verify,
+        on_problem=_IPPS_HOOKS.on_problem,
     ),
     Endpoint(
         "POST",
@@ -268,12 +353,20 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         webhooks.qp,
         "A QP callback (its own signature, from an allowlisted address), passed on as a hint.",
         QpCallback,
-        {200: webhooks.WebhookAck, 400: None, 401: None, 403: None, 413: None, 422: None, 503: None},
+        {200: webhooks.WebhookAck},
+        {401: ("invalid_signature",), 403: ("forbidden_source",), 503: _BUSY},
         (
-            Param(QP_TIMESTAMP_HEADER, "header", "Unix seconds.", True),
-            Param(QP_SIGNATURE_HEADER, "header", "Hex HMAC-SHA256(secret, timestamp.body).", True),
+            _psp_header(
+                QP_TIMESTAMP_HEADER,
+                "Unix seconds, ASCII digits.",
+                Annotated[str, msgspec.Meta(min_length=1, max_length=12, pattern=r"^[0-9]+(?!\n)$")],
+            ),
+            _psp_header(QP_SIGNATURE_HEADER, "Hex HMAC-SHA256(secret, timestamp.body).", _SIGNATURE_HEADER),
         ),
         tag="webhooks",
         signed=False,
+        guard=_QP_HOOKS.guard,
+        verify=_QP_HOOKS.verify,
+        on_problem=_QP_HOOKS.on_problem,
     ),
 )

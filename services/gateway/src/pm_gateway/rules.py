@@ -7,7 +7,6 @@ the compiler's message before anything is stored.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 
 import asyncpg
@@ -17,7 +16,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from pm_client.api import (
-    INTENT_TYPES,
     CreateIntent,
     Fee,
     FeeBreakdown,
@@ -38,18 +36,9 @@ from pm_gateway.problems import ProblemError
 from pm_shared.fees.engine import FeeEngine, FeeEvaluationError, FeeInput, FeeRuleError, compile_rule
 from pm_shared.fees.rules import FeeRule, load_rules
 
-_fee_rule = msgspec.json.Decoder(FeeRuleIn)
-_limit_rule = msgspec.json.Decoder(LimitRuleIn)
-_route = msgspec.json.Decoder(RouteIn)
-_quote = msgspec.json.Decoder(FeeQuote)
-_CHANNEL = re.compile(r"^[A-Z][A-Z0-9_]{0,40}$")
 
-
-async def _admin(request: Request) -> bytes:
-    d = web.deps(request)
-    payload = await web.body(request, d.settings.max_body_bytes)
-    require_admin(await web.caller(request, payload))
-    return payload
+async def _admin(request: Request) -> None:
+    require_admin(await web.caller(request))
 
 
 def _fee_out(row: asyncpg.Record) -> FeeRuleOut:
@@ -81,9 +70,14 @@ async def list_fee_rules(request: Request) -> Response:
 
 
 async def create_fee_rule(request: Request) -> Response:
-    wanted: FeeRuleIn = web.decode(await _admin(request), _fee_rule)
+    wanted: FeeRuleIn = web.inputs(request).body
     if wanted.active_until is not None and wanted.active_until <= (wanted.active_from or datetime.now(UTC)):
-        raise ProblemError(422, "validation_failed", "activeUntil must be after activeFrom")
+        raise ProblemError(
+            422,
+            "validation_failed",
+            "activeUntil must be after activeFrom (or now, when activeFrom is not given)",
+            errors=[FieldError(path="$.activeUntil", message="must be after activeFrom")],
+        )
     rule = FeeRule(
         rule_id=wanted.rule_id,
         version=1,
@@ -99,6 +93,7 @@ async def create_fee_rule(request: Request) -> Response:
         active_until=wanted.active_until,
         description=wanted.description,
     )
+    await _admin(request)  # before the CEL compiler runs: its work is for admins only
     try:
         compile_rule(rule)
     except FeeRuleError as exc:
@@ -113,8 +108,8 @@ async def create_fee_rule(request: Request) -> Response:
 
 
 async def retire_fee_rule(request: Request) -> Response:
+    rule_id: str = web.inputs(request).params["rule_id"]
     await _admin(request)
-    rule_id = request.path_params["rule_id"]
     async with web.deps(request).pool.acquire() as conn:
         latest = await conn.fetchrow(q.LATEST_FEE_RULE, rule_id)
     if latest is None:
@@ -155,9 +150,8 @@ async def list_limit_rules(request: Request) -> Response:
 
 
 async def create_limit_rule(request: Request) -> Response:
-    wanted: LimitRuleIn = web.decode(await _admin(request), _limit_rule)
-    if wanted.max_amount is None and wanted.max_count is None:
-        raise ProblemError(422, "validation_failed", "a limit needs maxAmount, maxCount or both")
+    wanted: LimitRuleIn = web.inputs(request).body
+    await _admin(request)
     row = await _insert_version(
         request,
         q.INSERT_LIMIT_RULE_VERSION,
@@ -175,8 +169,8 @@ async def create_limit_rule(request: Request) -> Response:
 
 
 async def retire_limit_rule(request: Request) -> Response:
+    rule_id: str = web.inputs(request).params["rule_id"]
     await _admin(request)
-    rule_id = request.path_params["rule_id"]
     async with web.deps(request).pool.acquire() as conn:
         latest = await conn.fetchrow(q.LATEST_LIMIT_RULE, rule_id)
     if latest is None:
@@ -207,12 +201,10 @@ async def list_routes(request: Request) -> Response:
 
 
 async def put_route(request: Request) -> Response:
-    wanted: RouteIn = web.decode(await _admin(request), _route)
-    operation, channel = request.path_params["operation_type"], request.path_params["channel"]
-    if operation not in INTENT_TYPES:
-        raise ProblemError(404, "route_not_found", f"no operation type {operation}")
-    if not _CHANNEL.match(channel):
-        raise ProblemError(422, "validation_failed", "a channel is an upper-case identifier")
+    given = web.inputs(request)
+    wanted: RouteIn = given.body
+    operation, channel = given.params["operation_type"], given.params["channel"]
+    await _admin(request)
     async with web.deps(request).pool.acquire() as conn:
         row = await conn.fetchrow(q.UPSERT_ROUTE, operation, channel, wanted.steps, wanted.enabled)
     assert row is not None
@@ -229,13 +221,12 @@ def _kind_id(party: Party) -> tuple[str, str | None]:
 
 async def dry_run(request: Request) -> Response:
     d = web.deps(request)
-    payload = await web.body(request, d.settings.max_body_bytes)
-    caller = await web.caller(request, payload)
-    quote: FeeQuote = web.decode(payload, _quote)
+    quote: FeeQuote = web.inputs(request).body
     as_intent = CreateIntent(
         type=quote.type, amount=quote.amount, currency=quote.currency, from_=quote.from_, to=quote.to
     )
     shapes.check(as_intent)
+    caller = await web.caller(request)
     require_operation(caller, quote.type)
     require_owner(caller, shapes.acting_owner(as_intent))
     async with d.pool.acquire() as conn:

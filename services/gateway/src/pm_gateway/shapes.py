@@ -23,6 +23,18 @@ _ALLOWED: dict[str, tuple[tuple[type[Party], ...], tuple[type[Party], ...]]] = {
 }
 
 
+def allowed_pairs(intent_type: str) -> list[tuple[type[Party], type[Party]]]:
+    """The (from, to) party kinds `intent_type` takes: what `check` enforces, as the schema states it."""
+    sources, targets = _ALLOWED[intent_type]
+    return [
+        (source, target)
+        for source in sources
+        for target in targets
+        # An ADJUSTMENT moves money between the operator and one user, in either direction.
+        if intent_type != "ADJUSTMENT" or (source is OperatorParty) != (target is OperatorParty)
+    ]
+
+
 def _kinds(types: tuple[type[Party], ...]) -> str:
     return " or ".join(repr(t.__struct_config__.tag) for t in types)
 

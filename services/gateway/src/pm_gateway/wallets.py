@@ -9,21 +9,16 @@ ledger; the history from `pm.tx_history`.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import time
-from datetime import datetime
 
-import msgspec
 import tigerbeetle as tb
 from starlette.requests import Request
 from starlette.responses import Response
 
 from pm_client.api import Balance, HistoryEntry, HistoryPage, OpenWallet, Wallet
+from pm_gateway import cursors, web
 from pm_gateway import queries as q
-from pm_gateway import web
 from pm_gateway.auth import require_owner
-from pm_gateway.intents import limit
 from pm_gateway.problems import ProblemError
 from pm_shared import messages
 from pm_shared.ledger import accounts, chart
@@ -33,7 +28,6 @@ from pm_shared.streams.names import LEDGER_COMMANDS
 POLL_S = 0.05
 OPEN_WALLET_STEP = "open_wallet"
 """The step of a wallet-opening command; the orchestrator acknowledges its result and does nothing."""
-_open = msgspec.json.Decoder(OpenWallet)
 
 
 def _balance(currency: str, account: tb.Account) -> Balance:
@@ -48,10 +42,8 @@ def _balance(currency: str, account: tb.Account) -> Balance:
 
 async def open_wallet(request: Request) -> Response:
     d = web.deps(request)
-    payload = await web.body(request, d.settings.max_body_bytes)
-    caller = await web.caller(request, payload)
-    wanted: OpenWallet = web.decode(payload, _open)
-    require_owner(caller, wanted.owner_id)
+    wanted: OpenWallet = web.inputs(request).body
+    require_owner(await web.caller(request), wanted.owner_id)
     spec = chart.AccountSpec(wanted.owner_kind, wanted.owner_id, wanted.currency, chart.Code.USER_WALLET)
     account = accounts.spec_account(spec)
     found = await d.ledger.lookup_accounts([account.id])
@@ -89,9 +81,8 @@ async def open_wallet(request: Request) -> Response:
 
 async def get_wallet(request: Request) -> Response:
     d = web.deps(request)
-    caller = await web.caller(request, await web.body(request, d.settings.max_body_bytes))
-    owner_id = request.path_params["owner_id"]
-    require_owner(caller, owner_id)
+    owner_id: str = web.inputs(request).params["owner_id"]
+    require_owner(await web.caller(request), owner_id)
     async with d.pool.acquire() as conn:
         rows = await conn.fetch(q.SELECT_WALLET_ACCOUNTS, "user", owner_id, int(chart.Code.USER_WALLET))
     if not rows:
@@ -106,23 +97,15 @@ async def get_wallet(request: Request) -> Response:
     return web.json(Wallet(owner_id=owner_id, balances=balances))
 
 
-def _cursor(value: str | None) -> tuple[datetime | None, int | None]:
-    if not value:
-        return None, None
-    try:
-        at, _, ident = base64.urlsafe_b64decode(value.encode() + b"==").decode().partition("|")
-        return datetime.fromisoformat(at), int(ident)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ProblemError(400, "cursor_invalid", "the cursor is not one this API returned") from None
-
-
 async def history(request: Request) -> Response:
     d = web.deps(request)
-    caller = await web.caller(request, await web.body(request, d.settings.max_body_bytes))
-    owner_id = request.path_params["owner_id"]
-    require_owner(caller, owner_id)
-    count = limit(request)
-    after_at, after_id = _cursor(request.query_params.get("cursor"))
+    given = web.inputs(request)
+    owner_id: str = given.params["owner_id"]
+    count: int = given.params["limit"]
+    after_at, after_id = (
+        cursors.decode_bigint(given.params["cursor"]) if given.params["cursor"] else (None, None)
+    )
+    require_owner(await web.caller(request), owner_id)
     async with d.pool.acquire() as conn:
         rows = await conn.fetch(q.LIST_HISTORY, "user", owner_id, after_at, after_id, count + 1)
     items = [
@@ -143,7 +126,5 @@ async def history(request: Request) -> Response:
     cursor = None
     if len(rows) > count:
         last = rows[count - 1]
-        cursor = (
-            base64.urlsafe_b64encode(f"{last['at'].isoformat()}|{last['id']}".encode()).decode().rstrip("=")
-        )
+        cursor = cursors.encode(last["at"], last["id"])
     return web.json(HistoryPage(items=items, next_cursor=cursor))

@@ -1,9 +1,11 @@
 """`POST /v1/webhooks/ipps` and `POST /v1/webhooks/qp`: the PSPs' callbacks, passed on as hints.
 
 Not signed with a PM service key (a PSP has none): each PSP signs with its own shared secret
-(`psp_callbacks`). Checks, in this order, each refusal changing nothing: the source address is on
-the PSP's allowlist (403 `forbidden_source`), the signature is valid and fresh (401
-`invalid_signature`), the body is a callback (400/422). Then the callback is deduplicated on its
+(`psp_callbacks`). Checks, in this order, each refusal changing nothing (`pm_gateway.inputs` runs them,
+from `hooks`): the source address is on the PSP's allowlist (403 `forbidden_source`), the signature
+is valid and fresh over the raw bytes (401 `invalid_signature`), the body is a callback (400, 415,
+422: an id PM could not act on, such as one with a NUL character, is refused here rather than
+accepted and lost later). Then the callback is deduplicated on its
 event id and published as a `PspHint` on `pm:psp:<psp>:hints`.
 
 A callback is only a hint: the adapter reads the PSP's status itself before any final transition,
@@ -73,7 +75,6 @@ class Psp:
     allowlist: Callable[[Settings], str]
     verify: Callable[[Settings, Request, bytes, float], bool]
     parse: Callable[[Any], Hint]
-    decoder: msgspec.json.Decoder[Any]
 
 
 def _verify_ipps(settings: Settings, request: Request, body: bytes, now: float) -> bool:
@@ -117,7 +118,6 @@ IPPS = Psp(
     lambda s: s.ipps_callback_allowlist,
     _verify_ipps,
     _ipps_hint,
-    msgspec.json.Decoder(psp_callbacks.IppsCallback),
 )
 QP = Psp(
     "qp",
@@ -125,7 +125,6 @@ QP = Psp(
     lambda s: s.qp_callback_allowlist,
     _verify_qp,
     _qp_hint,
-    msgspec.json.Decoder(psp_callbacks.QpCallback),
 )
 
 
@@ -151,16 +150,34 @@ def _message(psp: str, hint: Hint) -> messages.PspHint:
     )
 
 
+def _guard(psp: Psp) -> Callable[[Request], None]:
+    def guard(request: Request) -> None:
+        settings = web.deps(request).settings
+        trusted = networks(settings.callback_trusted_proxies)
+        if not sources.allowed(request, networks(psp.allowlist(settings)), trusted):
+            raise ProblemError(403, "forbidden_source", f"callbacks from {psp.name} come from elsewhere")
+
+    return guard
+
+
+def _verify(psp: Psp) -> Callable[[Request, bytes], None]:
+    def verify(request: Request, body: bytes) -> None:
+        if not psp.verify(web.deps(request).settings, request, body, time.time()):
+            raise ProblemError(401, "invalid_signature", "missing, stale or wrong signature")
+
+    return verify
+
+
+def _count(psp: Psp) -> Callable[[ProblemError], None]:
+    def count(exc: ProblemError) -> None:
+        CALLBACKS.labels(psp.name, _OUTCOMES.get(exc.code, "malformed")).inc()
+
+    return count
+
+
 async def _receive(request: Request, psp: Psp) -> Response:
     d = web.deps(request)
-    settings = d.settings
-    trusted = networks(settings.callback_trusted_proxies)
-    if not sources.allowed(request, networks(psp.allowlist(settings)), trusted):
-        raise ProblemError(403, "forbidden_source", f"callbacks from {psp.name} come from elsewhere")
-    body = await web.body(request, settings.max_body_bytes)
-    if not psp.verify(settings, request, body, time.time()):
-        raise ProblemError(401, "invalid_signature", "missing, stale or wrong signature")
-    hint = psp.parse(web.decode(body, psp.decoder))
+    hint = psp.parse(web.inputs(request).body)
     key = seen_key(psp.name, hint.event_id)
     if await d.redis.exists(key):
         CALLBACKS.labels(psp.name, "duplicate").inc()
@@ -181,12 +198,14 @@ async def _receive(request: Request, psp: Psp) -> Response:
             "the hints stream is not provisioned; retry later",
             headers={"Retry-After": "5"},
         ) from None
-    await d.redis.set(key, b"1", nx=True, ex=settings.callback_dedupe_ttl_s)
+    await d.redis.set(key, b"1", nx=True, ex=d.settings.callback_dedupe_ttl_s)
     CALLBACKS.labels(psp.name, "accepted").inc()
     return web.json(WebhookAck(accepted=True, duplicate=False))
 
 
 async def _counted(request: Request, psp: Psp) -> Response:
+    """`_receive`, with what went wrong after the input was accepted counted (refusals of the input
+    itself are counted by `Endpoint.on_problem`, see `hooks`)."""
     try:
         return await _receive(request, psp)
     except ProblemError as exc:
@@ -207,3 +226,16 @@ async def ipps(request: Request) -> Response:
 
 async def qp(request: Request) -> Response:
     return await _counted(request, QP)
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What the route list gives a PSP's callback endpoint: checks before decoding, and a counter."""
+
+    guard: Callable[[Request], None]
+    verify: Callable[[Request, bytes], None]
+    on_problem: Callable[[ProblemError], None]
+
+
+def hooks(psp: Psp) -> Hooks:
+    return Hooks(_guard(psp), _verify(psp), _count(psp))

@@ -30,6 +30,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from pm_client.api import CreateIntent, Party
+from pm_gateway.main import http_config
 from pm_shared import messages
 from pm_shared.fleet import Member
 from pm_shared.runtime import tune_gc
@@ -115,15 +116,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--maxlen", type=int, default=int(os.environ.get("PM_STREAM_MAXLEN", "10000")))
     args = parser.parse_args(argv)
     tune_gc()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(args.redis_url, args.maxlen),
-            host=args.host,
-            port=args.port,
-            log_config=None,
-            access_log=False,
-        )
-    )
+    # Served as the gateway is, so that the two differ only in what the gateway does per request.
+    server = uvicorn.Server(http_config(create_app(args.redis_url, args.maxlen), args.host, args.port))
     asyncio.run(server.serve())
 
 

@@ -21,7 +21,8 @@ from redis.asyncio import Redis
 
 from pm_client import signing
 from pm_client.api import INTENT_TYPES
-from pm_gateway.app import create_app
+from pm_gateway.app import UNDECLARED, create_app
+from pm_gateway.main import http_config
 from pm_gateway.settings import Settings
 from pm_shared import db
 from pm_shared.keys.crypto import Cipher
@@ -79,6 +80,11 @@ class Gateway:
         return await self.http.request(method, self.url + path, content=content, headers=sent)
 
 
+def undeclared_problems() -> float:
+    """How many problems the gateways of this process answered that their operation does not declare."""
+    return sum(s.value for m in UNDECLARED.collect() for s in m.samples if s.name.endswith("_total"))
+
+
 def key_encryption_key() -> str:
     return os.environ.get("PM_KEY_ENCRYPTION_KEY") or new_key_encryption_key()
 
@@ -107,9 +113,7 @@ async def gateway(redis: Redis, redis_url: str, database_url: str) -> AsyncItera
         },
     )
     cipher = Cipher.from_setting(settings.key_encryption_key)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_config=None, access_log=False)
-    )
+    server = uvicorn.Server(http_config(create_app(settings), "127.0.0.1", 0))
     serving = asyncio.create_task(server.serve())
     while not server.started:
         if serving.done():
@@ -120,9 +124,13 @@ async def gateway(redis: Redis, redis_url: str, database_url: str) -> AsyncItera
         gw = Gateway(f"http://127.0.0.1:{port}", settings, cipher, Key("", ""), Key("", ""), http)
         gw.admin = await gw.key(Permissions(operations=ALL_TYPES, owners=None, admin=True))
         gw.user = await gw.key(Permissions(operations=ALL_TYPES - {"ADJUSTMENT"}, owners=None))
+        undeclared = undeclared_problems()
         try:
             yield gw
         finally:
             server.should_exit = True
             await serving
             await delete_streams(redis, *(s.name for s in streams))
+        assert undeclared_problems() == undeclared, (
+            "the gateway answered a problem its contract (GET /openapi.json) does not declare; see the log"
+        )
