@@ -98,6 +98,7 @@ def test_create_json_prints_a_key_id_and_a_secret_that_verifies(keys: Keys) -> N
         "operations": ["P2P", "PROMPTPAY_WITHDRAWAL", "SBP_TOPUP"],
         "owners": None,
         "admin": False,
+        "merchant": None,  # a merchant's key names its merchant here
     }
     found = keys.secrets(made["keyId"])
     assert found is not None

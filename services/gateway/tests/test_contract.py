@@ -118,6 +118,14 @@ BUSINESS_REFUSALS: dict[str, tuple[Refusal, ...]] = {
         Refusal(422, "validation_failed", "maxAmount or maxCount: " + _CROSS_FIELD, "needs maxAmount"),
     ),
     "POST /v1/admin/fee-rules/{rule_id}/retire": (Refusal(404, "rule_not_found", _NOT_FOUND),),
+    "POST /v1/admin/merchants": (
+        Refusal(409, "merchant_exists", "a generated merchant id was onboarded earlier under another key"),
+        Refusal(409, "idempotency_key_reused", "a generated Idempotency-Key comes again with another body"),
+    ),
+    "GET /v1/admin/merchants/{merchant_id}": (Refusal(404, "merchant_not_found", _NOT_FOUND),),
+    "POST /v1/admin/merchants/{merchant_id}/deactivate": (Refusal(404, "merchant_not_found", _NOT_FOUND),),
+    "POST /v1/admin/merchants/{merchant_id}/reactivate": (Refusal(404, "merchant_not_found", _NOT_FOUND),),
+    "POST /v1/admin/merchants/{merchant_id}/rotate-secret": (Refusal(404, "merchant_not_found", _NOT_FOUND),),
     "POST /v1/admin/limit-rules/{rule_id}/retire": (Refusal(404, "rule_not_found", _NOT_FOUND),),
 }
 """`positive_data_acceptance`: how a schema-valid, validly signed request may be refused besides, by

@@ -267,6 +267,8 @@ class KeyPermissions(Out, kw_only=True):
     owners: list[str] | None = None
     """None: the key may act for any owner."""
     admin: bool = False
+    merchant: str | None = None
+    """A merchant's key: the merchant whose account and mini-apps it may touch."""
 
 
 class CreateKey(Struct, kw_only=True):
@@ -451,3 +453,56 @@ class FeeBreakdown(Out, kw_only=True):
     fees: list[Fee]
     total: int
     currency: str
+
+
+# --- admin: merchants -----------------------------------------------------------------------------
+
+MerchantName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=LINE_PATTERN)]
+
+
+class CreateMerchant(Struct, kw_only=True):
+    """`POST /v1/admin/merchants` (with an `Idempotency-Key` header): the merchant, its service key
+    and its ledger accounts (one per currency), as one idempotent operation."""
+
+    merchant_id: Id
+    name: MerchantName
+    currencies: Annotated[
+        list[Currency], msgspec.Meta(min_length=1, max_length=3, extra_json_schema={"uniqueItems": True})
+    ]
+
+    def __post_init__(self) -> None:
+        if len(set(self.currencies)) != len(self.currencies):
+            raise ValueError("each currency once")
+
+
+class MerchantAccount(Out, kw_only=True):
+    currency: str
+    account_id: str
+    """The ledger account's id, 32 lower-case hex digits."""
+    opened: bool
+    """False while the ledger-writer has not opened it yet (the onboarding answered 202)."""
+
+
+class MerchantEvent(Out, kw_only=True):
+    at: datetime
+    action: str
+    actor: str
+
+
+class Merchant(Out, kw_only=True):
+    merchant_id: str
+    name: str
+    status: Literal["ACTIVE", "INACTIVE"]
+    key_id: str
+    currencies: list[str]
+    accounts: list[MerchantAccount]
+    created_at: datetime
+    deactivated_at: datetime | None = None
+    events: list[MerchantEvent] = []
+
+
+class OnboardedMerchant(Merchant, kw_only=True):
+    """The answer to an onboarding (and to its replays, with the same Idempotency-Key, by the same
+    admin key): the merchant and its key's secret, which no other answer shows."""
+
+    secret: str

@@ -46,6 +46,7 @@ from pm_shared.outbox import Marks
 from pm_shared.runtime import TaskEnded
 from pm_shared.streams import Publisher
 from pm_shared.streams.connection import connect
+from pm_shared.streams.errors import StreamMissingError
 
 log = logging.getLogger(__name__)
 access = logging.getLogger("pm_gateway.access")
@@ -83,6 +84,7 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     *db.CONNECTION_LOST,  # PostgreSQL shutting down, restarting, unreachable (OSError included)
     asyncpg.TooManyConnectionsError,
     asyncpg.InterfaceError,
+    StreamMissingError,  # a stream not provisioned (yet): the services that provision it are starting
 )
 
 

@@ -12,6 +12,7 @@ from pm_client.api import (
     ID_PATTERN,
     CreateIntent,
     CreateKey,
+    CreateMerchant,
     FeeBreakdown,
     FeeQuote,
     FeeRuleIn,
@@ -23,6 +24,8 @@ from pm_client.api import (
     IntentType,
     LimitRuleIn,
     LimitRuleOut,
+    Merchant,
+    OnboardedMerchant,
     OpenWallet,
     RotateKey,
     RouteIn,
@@ -32,7 +35,7 @@ from pm_client.api import (
     ServiceKeySecret,
     Wallet,
 )
-from pm_gateway import admin, intents, rules, wallets, webhooks
+from pm_gateway import admin, intents, merchants, rules, wallets, webhooks
 from pm_gateway.endpoints import Endpoint, Param
 from pm_gateway.psp_callbacks import (
     IPPS_SIGNATURE_HEADER,
@@ -76,6 +79,7 @@ _CURSOR = Param(
     code="cursor_invalid",
 )
 _OWNER = Param("owner_id", "path", f"The owner's id. {_ID_RULE}", Id, required=True)
+_MERCHANT = Param("merchant_id", "path", f"The merchant id. {_ID_RULE}", Id, required=True)
 _KEY = Param("key_id", "path", f"The key id. {_ID_RULE}", Id, required=True)
 _RULE = Param("rule_id", "path", "The rule id: lower-case letters, digits, `_ . -`.", RuleId, required=True)
 _INTENT = Param(
@@ -220,6 +224,74 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         {403: ("forbidden_admin",), 404: ("key_not_found",)},
         (_KEY,),
         tag="admin",
+    ),
+    Endpoint(
+        "POST",
+        "/v1/admin/merchants",
+        merchants.onboard,
+        "Onboard a merchant: its service key and one ledger account per currency, idempotently (201, "
+        "or 202 while its accounts are being opened: repeat the request). The answer carries the "
+        "key's secret.",
+        CreateMerchant,
+        {201: OnboardedMerchant, 202: OnboardedMerchant},
+        {403: ("forbidden_admin",), 409: ("idempotency_key_reused", "merchant_exists"), 503: _BUSY},
+        (_IDEMPOTENCY,),
+        tag="merchants",
+    ),
+    Endpoint(
+        "GET",
+        "/v1/admin/merchants",
+        merchants.list_,
+        "Every merchant, oldest first.",
+        None,
+        {200: list[Merchant]},
+        {403: ("forbidden_admin",)},
+        tag="merchants",
+    ),
+    Endpoint(
+        "GET",
+        "/v1/admin/merchants/{merchant_id}",
+        merchants.show,
+        "One merchant: its key, its accounts (opened or not) and its audit trail.",
+        None,
+        {200: Merchant},
+        {403: ("forbidden_admin",), 404: ("merchant_not_found",)},
+        (_MERCHANT,),
+        tag="merchants",
+    ),
+    Endpoint(
+        "POST",
+        "/v1/admin/merchants/{merchant_id}/deactivate",
+        merchants.deactivate,
+        "Deactivate a merchant: its key is refused from the next request on; intents in flight finish.",
+        None,
+        {200: Merchant},
+        {403: ("forbidden_admin",), 404: ("merchant_not_found",)},
+        (_MERCHANT,),
+        tag="merchants",
+    ),
+    Endpoint(
+        "POST",
+        "/v1/admin/merchants/{merchant_id}/reactivate",
+        merchants.reactivate,
+        "Reactivate a merchant: its key signs again.",
+        None,
+        {200: Merchant},
+        {403: ("forbidden_admin",), 404: ("merchant_not_found",)},
+        (_MERCHANT,),
+        tag="merchants",
+    ),
+    Endpoint(
+        "POST",
+        "/v1/admin/merchants/{merchant_id}/rotate-secret",
+        merchants.rotate_secret,
+        "A new secret for the merchant's key; the previous one stays valid for the grace period.",
+        RotateKey,
+        {200: ServiceKeySecret},
+        {403: ("forbidden_admin",), 404: ("merchant_not_found",)},
+        (_MERCHANT,),
+        tag="merchants",
+        body_optional=True,
     ),
     Endpoint(
         "POST",

@@ -8,26 +8,16 @@ ledger; the history from `pm.tx_history`.
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import tigerbeetle as tb
 from starlette.requests import Request
 from starlette.responses import Response
 
 from pm_client.api import Balance, HistoryEntry, HistoryPage, OpenWallet, Wallet
-from pm_gateway import cursors, web
+from pm_gateway import cursors, opening, web
 from pm_gateway import queries as q
 from pm_gateway.auth import require_owner
 from pm_gateway.problems import ProblemError
-from pm_shared import messages
-from pm_shared.ledger import accounts, chart
-from pm_shared.streams import BackPressureError
-from pm_shared.streams.names import LEDGER_COMMANDS
-
-POLL_S = 0.05
-OPEN_WALLET_STEP = "open_wallet"
-"""The step of a wallet-opening command; the orchestrator acknowledges its result and does nothing."""
+from pm_shared.ledger import chart
 
 
 def _balance(currency: str, account: tb.Account) -> Balance:
@@ -45,38 +35,12 @@ async def open_wallet(request: Request) -> Response:
     wanted: OpenWallet = web.inputs(request).body
     require_owner(await web.caller(request), wanted.owner_id)
     spec = chart.AccountSpec(wanted.owner_kind, wanted.owner_id, wanted.currency, chart.Code.USER_WALLET)
-    account = accounts.spec_account(spec)
-    found = await d.ledger.lookup_accounts([account.id])
-    if not found:
-        command = messages.LedgerCommand(
-            intent_id=f"wallet:{account.id:032x}",
-            message_id=f"open-wallet:{account.id:032x}",
-            produced_at=messages.now(),
-            step=OPEN_WALLET_STEP,
-            accounts=[
-                messages.LedgerAccount(
-                    id=account.id, ledger=account.ledger, code=account.code, flags=int(account.flags)
-                )
-            ],
-        )
-        try:
-            await d.publisher.publish(LEDGER_COMMANDS, command)
-        except BackPressureError as exc:
-            retry = str(max(1, round(exc.retry_after_s)))
-            raise ProblemError(
-                503, "backpressure", "the ledger is busy; retry later", headers={"Retry-After": retry}
-            ) from None
-        deadline = time.monotonic() + d.settings.wallet_open_wait_s
-        while not found and time.monotonic() < deadline:
-            await asyncio.sleep(POLL_S)
-            found = await d.ledger.lookup_accounts([account.id])
-    if not found:
+    found = await opening.open_accounts(d, [spec])
+    if spec not in found:
         # The command is on its way; a repeat of this request answers once the writer has opened it.
         wallet = Wallet(owner_id=wanted.owner_id, balances=[])
         return web.json(wallet, 202, {"Retry-After": "1"})
-    async with d.pool.acquire() as conn:
-        await accounts.record_opened(conn, [spec])
-    return web.json(Wallet(owner_id=wanted.owner_id, balances=[_balance(wanted.currency, found[0])]), 201)
+    return web.json(Wallet(owner_id=wanted.owner_id, balances=[_balance(wanted.currency, found[spec])]), 201)
 
 
 async def get_wallet(request: Request) -> Response:

@@ -34,6 +34,14 @@ WHERE key_id = $1
 RETURNING {_COLUMNS}
 """
 
+REACTIVATE_KEY = f"""
+UPDATE pm.service_key
+SET status = 'active',
+    deactivated_at = NULL
+WHERE key_id = $1
+RETURNING {_COLUMNS}
+"""
+
 SELECT_KEYS = f"""
 SELECT {_COLUMNS}
 FROM pm.service_key

@@ -30,6 +30,7 @@ class _PermissionsJson(msgspec.Struct, frozen=True, kw_only=True):
     operations: list[str]
     owners: list[str] | None = None
     admin: bool = False
+    merchant: str | None = None
 
 
 _decode_permissions = msgspec.json.Decoder(_PermissionsJson)
@@ -37,11 +38,13 @@ _decode_permissions = msgspec.json.Decoder(_PermissionsJson)
 
 @dataclass(frozen=True)
 class Permissions:
-    """What a key may do: intent types (`*` = all), owners it may act for (None = any), admin routes."""
+    """What a key may do: intent types (`*` = all), owners it may act for (None = any), admin routes;
+    a merchant's key names its merchant, and may touch only that merchant's accounts and mini-apps."""
 
     operations: frozenset[str]
     owners: frozenset[str] | None
     admin: bool = False
+    merchant: str | None = None
 
     def allows_operation(self, operation: str) -> bool:
         return ALL_OPERATIONS in self.operations or operation in self.operations
@@ -50,12 +53,16 @@ class Permissions:
         return self.owners is None or owner_id in self.owners
 
     def to_json(self) -> dict[str, object]:
-        """The stored form: `{"operations": [...], "owners": [...] or null, "admin": bool}`, sorted."""
-        return {
+        """The stored form: `{"operations": [...], "owners": [...] or null, "admin": bool}`, sorted,
+        and `"merchant": <id>` on a merchant's key."""
+        stored: dict[str, object] = {
             "operations": sorted(self.operations),
             "owners": sorted(self.owners) if self.owners is not None else None,
             "admin": self.admin,
         }
+        if self.merchant is not None:
+            stored["merchant"] = self.merchant
+        return stored
 
     @classmethod
     def from_json(cls, value: object) -> Permissions:
@@ -68,6 +75,7 @@ class Permissions:
             operations=frozenset(parsed.operations),
             owners=frozenset(parsed.owners) if parsed.owners is not None else None,
             admin=parsed.admin,
+            merchant=parsed.merchant,
         )
 
 
@@ -177,6 +185,20 @@ class SigningSecrets:
     """What a request may be signed with (none for an inactive key)."""
     retired: str | None
     """The previous secret once its grace period is over, kept to tell a client why it is refused."""
+
+
+async def reactivate_key(conn: Conn, key_id: str) -> ServiceKey:
+    """Mark `key_id` active again (a reactivated merchant): its current secret signs again."""
+    row = await conn.fetchrow(queries.REACTIVATE_KEY, key_id)
+    if row is None:
+        raise KeyNotFoundError(key_id)
+    return _key(row)
+
+
+async def current_secret(conn: Conn, cipher: Cipher, key_id: str) -> str | None:
+    """The secret that signs for `key_id` now, decrypted (for a replayed onboarding answer only)."""
+    row = await conn.fetchrow(queries.SELECT_SECRETS, key_id)
+    return None if row is None else cipher.decrypt(row["secret_encrypted"], key_id=key_id)
 
 
 async def signing_secrets(conn: Conn, cipher: Cipher, key_id: str) -> SigningSecrets | None:

@@ -16,6 +16,7 @@ def info(key: ServiceKey) -> ServiceKeyInfo:
             operations=sorted(p.operations),
             owners=sorted(p.owners) if p.owners is not None else None,
             admin=p.admin,
+            merchant=p.merchant,
         ),
         description=key.description,
         created_at=key.created_at,

@@ -14,6 +14,7 @@ from pm_tools.cli import (
     intents_cmd,
     keys_cmd,
     ledger_cmd,
+    merchants_cmd,
     migrate_cmd,
     streams_cmd,
     up_cmd,
@@ -30,6 +31,7 @@ app.add_typer(dlq_cmd.app, name="dlq")
 app.add_typer(dev_cmd.app, name="dev")
 app.add_typer(ledger_cmd.app, name="ledger")
 app.add_typer(keys_cmd.app, name="keys")
+app.add_typer(merchants_cmd.app, name="merchants")
 app.add_typer(intents_cmd.app, name="intents")
 app.add_typer(alerts_cmd.app, name="alerts")
 

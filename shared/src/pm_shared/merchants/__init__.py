@@ -1,0 +1,1 @@
+"""Merchants: `pm.merchant`, its service key and audit trail (`store`); SQL in `queries`."""

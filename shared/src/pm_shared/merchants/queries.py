@@ -1,0 +1,56 @@
+"""SQL of `pm.merchant` and `pm.merchant_event` (pm_shared.merchants.store)."""
+
+_COLUMNS = """merchant_id, name, status, currencies, key_id, created_by, idempotency_key, request_hash,
+    created_at, updated_at, deactivated_at"""
+
+# Nothing is written when the (admin key, Idempotency-Key) pair or the merchant id is taken already:
+# the caller then reads what is there (a replay, or a conflict).
+INSERT_MERCHANT = f"""
+INSERT INTO pm.merchant (merchant_id, name, currencies, key_id, created_by, idempotency_key, request_hash)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT DO NOTHING
+RETURNING {_COLUMNS}
+"""
+
+SELECT_BY_IDEMPOTENCY_KEY = f"""
+SELECT {_COLUMNS}
+FROM pm.merchant
+WHERE created_by = $1 AND idempotency_key = $2
+"""
+
+SELECT_MERCHANT = f"""
+SELECT {_COLUMNS}
+FROM pm.merchant
+WHERE merchant_id = $1
+"""
+
+SELECT_MERCHANTS = f"""
+SELECT {_COLUMNS}
+FROM pm.merchant
+ORDER BY created_at, merchant_id
+"""
+
+# The status changes only when it differs: a repeated deactivation keeps the first time and writes
+# no second event (the caller records one only for a row this returns).
+SET_STATUS = f"""
+UPDATE pm.merchant
+SET status = $2,
+    updated_at = now(),
+    deactivated_at = CASE WHEN $2 = 'INACTIVE' THEN now() END
+WHERE merchant_id = $1 AND status <> $2
+RETURNING {_COLUMNS}
+"""
+
+INSERT_EVENT = """
+INSERT INTO pm.merchant_event (merchant_id, action, actor, detail)
+VALUES ($1, $2, $3, $4::jsonb)
+"""
+
+SELECT_EVENTS = """
+SELECT at, action, actor, detail
+FROM pm.merchant_event
+WHERE merchant_id = $1
+ORDER BY id
+"""
+
+LOCK_MERCHANT_ID = "SELECT pg_advisory_xact_lock(hashtextextended('pm.merchant:' || $1, 0))"
