@@ -3,8 +3,8 @@
 # declares, nothing else (no tooling in a service's image):
 #   docker build --build-arg PACKAGE=pm-gateway -t pm-gateway .
 # Services: pm-gateway, pm-orchestrator, pm-ledger-writer, pm-adapter-ipps, pm-adapter-qp,
-# pm-reconciler (each runs its console script, e.g. `pm-gateway`); the PSP sandboxes pm-sandbox-ipps
-# and pm-sandbox-qp (compose only); pm-tools for `pm migrate`, `pm streams --provision` and operators.
+# pm-reconciler (each runs its console script, e.g. `pm-gateway`); the sandboxes pm-sandbox-ipps,
+# pm-sandbox-qp and pm-sandbox-auth (compose only); pm-tools for `pm migrate`, `pm streams --provision` and operators.
 # compose/docker-compose.yml and compose/k8s build and run them; tests/test_members.py installs each
 # member alone with the same `uv sync` and imports every module of it there.
 
@@ -36,6 +36,7 @@ COPY services/adapter-qp/pyproject.toml services/adapter-qp/
 COPY services/reconciler/pyproject.toml services/reconciler/
 COPY sandboxes/ipps/pyproject.toml sandboxes/ipps/
 COPY sandboxes/qp/pyproject.toml sandboxes/qp/
+COPY sandboxes/auth-center/pyproject.toml sandboxes/auth-center/
 COPY tools/pyproject.toml tools/
 COPY clients/python/pyproject.toml clients/python/
 RUN uv sync --frozen --no-dev --package "$PACKAGE" --no-install-workspace
@@ -51,6 +52,7 @@ COPY services/adapter-qp/src services/adapter-qp/src
 COPY services/reconciler/src services/reconciler/src
 COPY sandboxes/ipps/src sandboxes/ipps/src
 COPY sandboxes/qp/src sandboxes/qp/src
+COPY sandboxes/auth-center/src sandboxes/auth-center/src
 COPY tools/src tools/src
 COPY clients/python/src clients/python/src
 RUN uv sync --frozen --no-dev --package "$PACKAGE" --no-editable \

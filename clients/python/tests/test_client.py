@@ -178,6 +178,7 @@ async def test_create_intent_sends_the_contract_body_and_headers() -> None:
         "comment": "dinner",
         "requiresMonitoring": False,
         "metadata": {},
+        "miniappId": None,
     }
 
 
@@ -438,7 +439,8 @@ def test_the_package_exports_the_clients_and_the_common_types_under_their_own_na
     assert set(pm_client.__all__) == {
         name
         for name in vars(pm_client)
-        if not name.startswith("_") and name not in ("annotations", "api", "client", "signing")
+        if not name.startswith("_")
+        and name not in ("annotations", "api", "client", "merchant_api", "signing")
     }
     assert pm_client.SyncPMClient is SyncPMClient
     assert pm_client.CreateIntent is api.CreateIntent

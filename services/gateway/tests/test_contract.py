@@ -48,7 +48,7 @@ from schemathesis.generation.meta import negated_parameters
 
 from pm_client import signing
 from pm_gateway.settings import Settings
-from pm_tools.testing.gateway import Gateway, Key
+from pm_tools.testing.gateway import PROXY_SECRET, Gateway, Key
 
 IPPS_SECRET = "ipps-test-secret"  # the callback secrets `webhook_settings` gives the gateway
 QP_SECRET = "qp-test-secret"
@@ -83,11 +83,14 @@ _CROSS_FIELD = "a rule across fields, beyond the schema (like invalid_parties)"
 BUSINESS_REFUSALS: dict[str, tuple[Refusal, ...]] = {
     "POST /v1/intents": (
         Refusal(409, "idempotency_key_reused", "a generated Idempotency-Key comes again with another body"),
+        Refusal(403, "forbidden_operation", "MINIAPP_* need a merchant's key, not the admin's", "MINIAPP_"),
+        Refusal(403, "charge_needs_consent", "a MINIAPP_CHARGE is made only by a confirmed payment request"),
         Refusal(422, "invalid_parties", "which parties fit which intent type: " + _CROSS_FIELD),
         Refusal(422, "invalid_thai_qr", "the Thai QR payload must parse and pay in THB: " + _CROSS_FIELD),
         Refusal(422, "qr_amount_mismatch", "the QR's amount must be the intent's: " + _CROSS_FIELD),
     ),
     "POST /v1/fees/dry-run": (
+        Refusal(403, "forbidden_operation", "MINIAPP_* need a merchant's key, not the admin's", "MINIAPP_"),
         Refusal(422, "invalid_parties", "as for intents: " + _CROSS_FIELD),
         Refusal(422, "invalid_thai_qr", "as for intents: " + _CROSS_FIELD),
         Refusal(422, "qr_amount_mismatch", "as for intents: " + _CROSS_FIELD),
@@ -123,6 +126,23 @@ BUSINESS_REFUSALS: dict[str, tuple[Refusal, ...]] = {
         Refusal(409, "idempotency_key_reused", "a generated Idempotency-Key comes again with another body"),
     ),
     "GET /v1/admin/merchants/{merchant_id}": (Refusal(404, "merchant_not_found", _NOT_FOUND),),
+    "POST /v1/payment-requests": (
+        Refusal(403, "forbidden_operation", "a payment request needs a merchant's key, not the admin's"),
+    ),
+    "GET /v1/payment-requests/{request_id}": (
+        Refusal(403, "forbidden_operation", "a payment request needs a merchant's key, not the admin's"),
+    ),
+    "POST /v1/me/payment-requests/{request_id}/confirm": (
+        Refusal(404, "payment_request_not_found", _NOT_FOUND),
+    ),
+    "POST /v1/me/payment-requests/{request_id}/decline": (
+        Refusal(404, "payment_request_not_found", _NOT_FOUND),
+    ),
+    "POST /v1/admin/miniapps": (
+        Refusal(422, "merchant_not_found", "a generated merchant id names no merchant"),
+        Refusal(409, "miniapp_exists", "a generated mini-app id was defined otherwise earlier in this run"),
+    ),
+    "POST /v1/admin/miniapps/{miniapp_id}/deactivate": (Refusal(404, "miniapp_not_found", _NOT_FOUND),),
     "POST /v1/admin/merchants/{merchant_id}/deactivate": (Refusal(404, "merchant_not_found", _NOT_FOUND),),
     "POST /v1/admin/merchants/{merchant_id}/reactivate": (Refusal(404, "merchant_not_found", _NOT_FOUND),),
     "POST /v1/admin/merchants/{merchant_id}/rotate-secret": (Refusal(404, "merchant_not_found", _NOT_FOUND),),
@@ -298,6 +318,20 @@ def _psp_headers(case: Case, path: str, body: bytes) -> dict[str, str]:
     return sent
 
 
+def _front_door_headers(case: Case) -> dict[str, str]:
+    """The proxy secret nginx adds on `/v1/me`, but where the case negates or leaves it out."""
+    headers: Mapping[str, Any] = case.headers or {}
+    negated = {
+        name.lower() for name, where in negated_parameters(case.meta) if where == ParameterLocation.HEADER
+    }
+    component = case.meta.components.get(ParameterLocation.HEADER) if case.meta is not None else None
+    if component is not None and component.mode.is_negative and not negated:
+        return {}
+    if "X-PM-Proxy-Secret" in headers and "x-pm-proxy-secret" not in negated:
+        return {"X-PM-Proxy-Secret": PROXY_SECRET}
+    return {}
+
+
 def _request(case: Case, url: str, admin: Key) -> httpx.Request:
     """The case as schemathesis' own transport would serialize it, then signed over what goes on the wire:
     httpx sends `url.raw_path` and `content` verbatim, and both are what the signatures cover."""
@@ -328,6 +362,8 @@ def _request(case: Case, url: str, admin: Key) -> httpx.Request:
         # Signed only when the case carries the admin key's id; a negated credential stays unsigned.
         if case.headers and case.headers.get(signing.KEY_HEADER) == admin.key_id:
             request.headers.update(signing.headers(admin.key_id, admin.secret, request.method, target, body))
+    elif case.operation.path.startswith("/v1/me/"):
+        request.headers.update(_front_door_headers(case))
     else:
         request.headers.update(_psp_headers(case, case.operation.path, body))
     return request
@@ -481,6 +517,7 @@ async def test_the_gateway_keeps_the_contract_of_its_openapi_document(
         PM_KEY_ENCRYPTION_KEY=gateway.settings.key_encryption_key,
         PM_GATEWAY_WALLET_OPEN_WAIT_S="0",
         PM_GATEWAY_MAX_WAIT_S="0",
+        PM_GATEWAY_PROXY_SECRET=PROXY_SECRET,
     )
     async with serve_gateway(settings) as url:
         # The gateway runs in this event loop; schemathesis drives it from a thread meanwhile.
@@ -496,6 +533,7 @@ async def test_the_gateway_keeps_the_contract_of_its_openapi_document(
         "POST /v1/intents",  # reachable as valid data since the document states the parties per type
         "POST /v1/fees/dry-run",
         "POST /v1/admin/fee-rules",
+        "GET /v1/me/payment-requests",  # the front door's proxy secret is added where it belongs
     }
     harness = run.sent >= 1000 and expected <= accepted
     if not harness or run.findings:

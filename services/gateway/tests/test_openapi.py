@@ -9,7 +9,9 @@ import msgspec
 
 from pm_client.api import (
     INTENT_TYPES,
+    MINIAPP_TYPES,
     CreateIntent,
+    MerchantParty,
     OperatorParty,
     Party,
     PromptPayParty,
@@ -90,14 +92,22 @@ def test_the_documented_party_pairs_are_the_ones_intake_takes() -> None:
         SbpParty(),
         PromptPayParty(proxy_type="MSISDN", proxy_value="0812345678"),
         ThaiQrParty(payload=thaiqr.generate_credit_transfer("mobile", "0812345678", amount=100)),
+        MerchantParty(id="coffee"),
     ]
-    targets = [*samples[:4], UserParty(id="bob"), samples[4]]
+    targets = [*samples[:4], UserParty(id="bob"), *samples[4:]]
     for intent_type in INTENT_TYPES:
         documented = set(shapes.allowed_pairs(intent_type))
         assert documented
         for source in samples:
             for target in targets:
-                request = CreateIntent(type=intent_type, amount=100, currency="THB", from_=source, to=target)  # type: ignore[arg-type]
+                request = CreateIntent(
+                    type=intent_type,  # type: ignore[arg-type]
+                    amount=100,
+                    currency="THB",
+                    from_=source,
+                    to=target,
+                    miniapp_id="app" if intent_type in MINIAPP_TYPES else None,
+                )
                 try:
                     shapes.check(request)
                 except ProblemError as exc:

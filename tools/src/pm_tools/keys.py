@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pm_client.api import INTENT_TYPES
+from pm_client.api import INTENT_TYPES, MINIAPP_TYPES
 from pm_shared import db
 from pm_shared.keys import store
 from pm_shared.keys.crypto import Cipher, KeyConfigError
@@ -18,7 +18,8 @@ from pm_tools import queries as q
 from pm_tools.database import connection
 from pm_tools.devenv.envfile import KEY_VARIABLE, key_encryption_key, read_env_file, write_env_file
 
-OPERATIONS: tuple[str, ...] = INTENT_TYPES
+# Merchants' keys (MINIAPP_*) are made by onboarding a merchant (`pm merchants create`), not here.
+OPERATIONS: tuple[str, ...] = tuple(t for t in INTENT_TYPES if t not in MINIAPP_TYPES)
 ADMIN_ONLY = "ADJUSTMENT"
 APPLICATION = "pm keys"
 MAX_DESCRIPTION = 200

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import msgspec
 import tigerbeetle as tb
 
-from pm_client.api import CreateMerchant
+from pm_client.merchant_api import CreateMerchant
 from pm_shared import db
 from pm_shared.keys import store as keys
 from pm_shared.keys.crypto import Cipher

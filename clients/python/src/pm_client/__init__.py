@@ -9,7 +9,8 @@
             idempotency_key="order-42",
         )
 
-Every request and response type is in `pm_client.api`; the most used are re-exported here.
+Every request and response type is in `pm_client.api` (merchants, mini-apps and payment requests in
+`pm_client.merchant_api`); the most used are re-exported here.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pm_client.api import (
     TERMINAL_STATES,
     CreateIntent,
     Intent,
+    MerchantParty,
     OperatorParty,
     Problem,
     PromptPayParty,
@@ -32,6 +34,7 @@ __all__ = [
     "TERMINAL_STATES",
     "CreateIntent",
     "Intent",
+    "MerchantParty",
     "OperatorParty",
     "PMAuth",
     "PMClient",

@@ -53,8 +53,13 @@ MetadataValue = Annotated[str, msgspec.Meta(max_length=256, pattern=TEXT_PATTERN
 Description = Annotated[str, msgspec.Meta(max_length=200, pattern=TEXT_PATTERN)]
 Metadata = Annotated[dict[MetadataKey, MetadataValue], msgspec.Meta(max_length=20)]
 
-IntentType = Literal["P2P", "PROMPTPAY_WITHDRAWAL", "SBP_TOPUP", "ADJUSTMENT"]
+IntentType = Literal[
+    "P2P", "PROMPTPAY_WITHDRAWAL", "SBP_TOPUP", "ADJUSTMENT", "MINIAPP_CHARGE", "MINIAPP_CREDIT"
+]
 INTENT_TYPES: tuple[str, ...] = get_args(IntentType)
+MINIAPP_TYPES = frozenset({"MINIAPP_CHARGE", "MINIAPP_CREDIT"})
+"""Made through a mini-app, by its merchant's key only (a charge only from a payment request the
+user confirms)."""
 IntentState = Literal["CREATED", "VALIDATED", "AUTHORIZED", "SETTLED", "FAILED"]
 TERMINAL_STATES = frozenset({"SETTLED", "FAILED"})
 
@@ -97,7 +102,14 @@ class ThaiQrParty(Struct, kw_only=True, tag="thaiqr", tag_field="kind"):
     payload: Annotated[str, msgspec.Meta(min_length=20, max_length=512, pattern=LINE_PATTERN)]
 
 
-Party = UserParty | OperatorParty | SbpParty | PromptPayParty | ThaiQrParty
+class MerchantParty(Struct, kw_only=True, tag="merchant", tag_field="kind"):
+    """A merchant's account (code 2) in the intent's currency: one side of a MINIAPP_* intent, or of
+    an ADJUSTMENT that funds it."""
+
+    id: Id
+
+
+Party = UserParty | OperatorParty | SbpParty | PromptPayParty | ThaiQrParty | MerchantParty
 
 
 # --- intents ------------------------------------------------------------------------------------
@@ -123,6 +135,12 @@ class CreateIntent(Struct, kw_only=True):
     comment: Comment | None = None
     requires_monitoring: bool = False
     metadata: Metadata = {}
+    miniapp_id: Id | None = None
+    """The mini-app a MINIAPP_* intent is made through (required for those, refused for others)."""
+
+    def __post_init__(self) -> None:
+        if (self.type in MINIAPP_TYPES) != (self.miniapp_id is not None):
+            raise ValueError("miniappId is required for MINIAPP_* intents and only for them")
 
 
 class Fee(Out, kw_only=True):
@@ -185,6 +203,7 @@ class Intent(Out, kw_only=True):
     legs: list[Leg] = []
     payment: Payment | None = None
     """Set once a PSP says what the payer must do (an SBP top-up's QR link); null otherwise."""
+    miniapp_id: str | None = None
     timeline: list[TimelineEntry] = []
     links: Links
 
@@ -274,7 +293,11 @@ class KeyPermissions(Out, kw_only=True):
 class CreateKey(Struct, kw_only=True):
     """`POST /v1/admin/keys`."""
 
-    operations: Annotated[list[IntentType | Literal["*"]], msgspec.Meta(min_length=1)]
+    operations: Annotated[
+        list[Literal["P2P", "PROMPTPAY_WITHDRAWAL", "SBP_TOPUP", "ADJUSTMENT", "*"]],
+        msgspec.Meta(min_length=1),
+    ]
+    """MINIAPP_* are not among them: a merchant's key is made by onboarding the merchant."""
     owners: Annotated[list[OwnerId], msgspec.Meta(max_length=1000)] | None = None
     admin: bool = False
     description: Description = ""
@@ -447,62 +470,14 @@ class FeeQuote(Struct, kw_only=True):
     to: Party
     requires_monitoring: bool = False
     metadata: Metadata = {}
+    miniapp_id: Id | None = None
+
+    def __post_init__(self) -> None:
+        if (self.type in MINIAPP_TYPES) != (self.miniapp_id is not None):
+            raise ValueError("miniappId is required for MINIAPP_* intents and only for them")
 
 
 class FeeBreakdown(Out, kw_only=True):
     fees: list[Fee]
     total: int
     currency: str
-
-
-# --- admin: merchants -----------------------------------------------------------------------------
-
-MerchantName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=LINE_PATTERN)]
-
-
-class CreateMerchant(Struct, kw_only=True):
-    """`POST /v1/admin/merchants` (with an `Idempotency-Key` header): the merchant, its service key
-    and its ledger accounts (one per currency), as one idempotent operation."""
-
-    merchant_id: Id
-    name: MerchantName
-    currencies: Annotated[
-        list[Currency], msgspec.Meta(min_length=1, max_length=3, extra_json_schema={"uniqueItems": True})
-    ]
-
-    def __post_init__(self) -> None:
-        if len(set(self.currencies)) != len(self.currencies):
-            raise ValueError("each currency once")
-
-
-class MerchantAccount(Out, kw_only=True):
-    currency: str
-    account_id: str
-    """The ledger account's id, 32 lower-case hex digits."""
-    opened: bool
-    """False while the ledger-writer has not opened it yet (the onboarding answered 202)."""
-
-
-class MerchantEvent(Out, kw_only=True):
-    at: datetime
-    action: str
-    actor: str
-
-
-class Merchant(Out, kw_only=True):
-    merchant_id: str
-    name: str
-    status: Literal["ACTIVE", "INACTIVE"]
-    key_id: str
-    currencies: list[str]
-    accounts: list[MerchantAccount]
-    created_at: datetime
-    deactivated_at: datetime | None = None
-    events: list[MerchantEvent] = []
-
-
-class OnboardedMerchant(Merchant, kw_only=True):
-    """The answer to an onboarding (and to its replays, with the same Idempotency-Key, by the same
-    admin key): the merchant and its key's secret, which no other answer shows."""
-
-    secret: str

@@ -44,7 +44,7 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
-from pm_client import api, signing
+from pm_client import api, merchant_api, signing
 
 __all__ = ["PMAuth", "PMClient", "PMError", "SyncPMClient"]
 
@@ -60,6 +60,9 @@ _INTENT = msgspec.json.Decoder(api.Intent)
 _INTENT_PAGE = msgspec.json.Decoder(api.IntentPage)
 _WALLET = msgspec.json.Decoder(api.Wallet)
 _HISTORY_PAGE = msgspec.json.Decoder(api.HistoryPage)
+_ONBOARDED = msgspec.json.Decoder(merchant_api.OnboardedMerchant)
+_MINIAPP = msgspec.json.Decoder(merchant_api.Miniapp)
+_PAYMENT_REQUEST = msgspec.json.Decoder(merchant_api.PaymentRequest)
 _PROBLEM = msgspec.json.Decoder(api.Problem)
 _HEADERS = {"Accept": "application/json", "User-Agent": "pm-client"}
 
@@ -209,6 +212,39 @@ def _wallet_history(owner_id: str, cursor: str | None, limit: int) -> _Call[api.
     return _Call("GET", path, _HISTORY_PAGE, params=_page(cursor, limit))
 
 
+def _onboard_merchant(
+    merchant: merchant_api.CreateMerchant, idempotency_key: str
+) -> _Call[merchant_api.OnboardedMerchant]:
+    content, headers = _json(merchant)
+    headers["Idempotency-Key"] = idempotency_key
+    path = "/v1/admin/merchants"
+    return _Call(
+        "POST", path, _ONBOARDED, ok=frozenset({201, 202}), headers=headers, content=content, retry_503=True
+    )
+
+
+def _create_miniapp(miniapp: merchant_api.CreateMiniapp) -> _Call[merchant_api.Miniapp]:
+    content, headers = _json(miniapp)
+    return _Call(
+        "POST", "/v1/admin/miniapps", _MINIAPP, ok=frozenset({200, 201}), headers=headers, content=content
+    )
+
+
+def _create_payment_request(
+    request: merchant_api.CreatePaymentRequest, idempotency_key: str
+) -> _Call[merchant_api.PaymentRequest]:
+    content, headers = _json(request)
+    headers["Idempotency-Key"] = idempotency_key
+    path = "/v1/payment-requests"
+    return _Call(
+        "POST", path, _PAYMENT_REQUEST, ok=frozenset({201}), headers=headers, content=content, retry_503=True
+    )
+
+
+def _get_payment_request(request_id: str) -> _Call[merchant_api.PaymentRequest]:
+    return _Call("GET", f"/v1/payment-requests/{_segment(request_id)}", _PAYMENT_REQUEST)
+
+
 # Failures after which the request may or may not have reached the server, and the answer was lost.
 _DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
@@ -324,6 +360,25 @@ class PMClient:
     ) -> api.HistoryPage:
         return await self._send(_wallet_history(owner_id, cursor, limit))
 
+    async def onboard_merchant(
+        self, merchant: merchant_api.CreateMerchant, *, idempotency_key: str
+    ) -> merchant_api.OnboardedMerchant:
+        """An admin key: the merchant, its key (with its secret) and accounts; `status == 202`-like
+        answers (`accounts[].opened` False) are finished by calling again with the same key."""
+        return await self._send(_onboard_merchant(merchant, idempotency_key))
+
+    async def create_miniapp(self, miniapp: merchant_api.CreateMiniapp) -> merchant_api.Miniapp:
+        return await self._send(_create_miniapp(miniapp))
+
+    async def create_payment_request(
+        self, request: merchant_api.CreatePaymentRequest, *, idempotency_key: str
+    ) -> merchant_api.PaymentRequest:
+        """A merchant's key: ask a user to pay (nothing moves until the user confirms)."""
+        return await self._send(_create_payment_request(request, idempotency_key))
+
+    async def get_payment_request(self, request_id: str) -> merchant_api.PaymentRequest:
+        return await self._send(_get_payment_request(request_id))
+
 
 class SyncPMClient:
     """Blocking client with the same methods as `PMClient`."""
@@ -405,3 +460,22 @@ class SyncPMClient:
 
     def wallet_history(self, owner_id: str, *, cursor: str | None = None, limit: int = 50) -> api.HistoryPage:
         return self._send(_wallet_history(owner_id, cursor, limit))
+
+    def onboard_merchant(
+        self, merchant: merchant_api.CreateMerchant, *, idempotency_key: str
+    ) -> merchant_api.OnboardedMerchant:
+        """An admin key: the merchant, its key (with its secret) and accounts; `status == 202`-like
+        answers (`accounts[].opened` False) are finished by calling again with the same key."""
+        return self._send(_onboard_merchant(merchant, idempotency_key))
+
+    def create_miniapp(self, miniapp: merchant_api.CreateMiniapp) -> merchant_api.Miniapp:
+        return self._send(_create_miniapp(miniapp))
+
+    def create_payment_request(
+        self, request: merchant_api.CreatePaymentRequest, *, idempotency_key: str
+    ) -> merchant_api.PaymentRequest:
+        """A merchant's key: ask a user to pay (nothing moves until the user confirms)."""
+        return self._send(_create_payment_request(request, idempotency_key))
+
+    def get_payment_request(self, request_id: str) -> merchant_api.PaymentRequest:
+        return self._send(_get_payment_request(request_id))

@@ -159,7 +159,12 @@ def require_operation(caller: Caller, operation: str) -> None:
         raise refuse(403, "forbidden_operation", f"this key may not create {operation} intents")
 
 
-def require_owner(caller: Caller, owner_id: str) -> None:
+def require_owner(caller: Caller, owner_id: str | None) -> None:
+    """`owner_id` None (no user is a party): only a key for every owner may act."""
+    if owner_id is None:
+        if caller.permissions.owners is not None:
+            raise refuse(403, "forbidden_owner", "this key may act only for its owners")
+        return
     if not caller.permissions.allows_owner(owner_id):
         raise refuse(403, "forbidden_owner", f"this key may not act for owner {owner_id}")
 

@@ -21,10 +21,10 @@ from prometheus_client import Counter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pm_client.api import TERMINAL_STATES, CreateIntent, Intent, IntentPage, Party
-from pm_gateway import cursors, shapes, views, web
+from pm_client.api import MINIAPP_TYPES, TERMINAL_STATES, CreateIntent, Intent, IntentPage, Party
+from pm_gateway import cursors, merchant_access, shapes, views, web
 from pm_gateway import queries as q
-from pm_gateway.auth import Caller, require_operation, require_owner
+from pm_gateway.auth import Caller, refuse, require_operation, require_owner
 from pm_gateway.ids import uuid7
 from pm_gateway.problems import ProblemError
 from pm_shared import messages
@@ -61,11 +61,30 @@ async def create(request: Request) -> Response:
     caller = await web.caller(request)
     require_operation(caller, intent_request.type)
     require_owner(caller, shapes.acting_owner(intent_request))
-    request_hash = hashlib.sha256(_canonical.encode(intent_request)).digest()
+    if intent_request.type == "MINIAPP_CHARGE":
+        raise refuse(403, "charge_needs_consent", "a charge is made by a payment request the user confirms")
+    if intent_request.type in MINIAPP_TYPES:
+        async with d.pool.acquire() as conn:
+            await merchant_access.check(conn, caller, intent_request)
+    return await submit(request, caller, key, intent_request)
+
+
+async def submit(
+    request: Request,
+    caller: Caller,
+    key: str,
+    intent_request: CreateIntent,
+    *,
+    intent_id: uuid.UUID | None = None,
+) -> Response:
+    """Write, publish and answer an intent that has passed every check (or find the one `key` made):
+    `POST /v1/intents`, and a payment request's confirmation, which names the id it minted."""
+    d = web.deps(request)
+    request_hash = _request_hash(intent_request)
     wait = _wait_seconds(request, d.settings.max_wait_s)
 
     # Refused under back-pressure before anything is written (a replay too: it can come back later).
-    intent_id = uuid7()
+    intent_id = intent_id or uuid7()
     stream_key = d.publisher.key_for(INTENTS, str(intent_id))
     try:
         await d.publisher.admit(stream_key)
@@ -110,6 +129,15 @@ async def create(request: Request) -> Response:
     return web.json(answer, 202, headers)
 
 
+def _request_hash(r: CreateIntent) -> bytes:
+    """sha256 of the canonical request. A field added later is left out while it is unset, so an
+    Idempotency-Key used before the field existed still matches its request after an upgrade."""
+    fields = msgspec.to_builtins(r)
+    if fields.get("miniappId") is None:
+        fields.pop("miniappId", None)
+    return hashlib.sha256(_canonical.encode(fields)).digest()
+
+
 def _message(caller: Caller, intent_id: uuid.UUID, r: CreateIntent) -> messages.IntentSubmitted:
     return messages.IntentSubmitted(
         intent_id=str(intent_id),
@@ -147,6 +175,7 @@ class NewIntent(msgspec.Struct, frozen=True):
     comment: str | None
     requires_monitoring: bool
     metadata: dict[str, str]
+    miniapp_id: str | None
 
     @classmethod
     def of(
@@ -167,6 +196,7 @@ class NewIntent(msgspec.Struct, frozen=True):
             comment=r.comment,
             requires_monitoring=r.requires_monitoring,
             metadata=r.metadata,
+            miniapp_id=r.miniapp_id,
         )
 
 

@@ -18,15 +18,8 @@ import tigerbeetle as tb
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pm_client.api import (
-    CreateMerchant,
-    Merchant,
-    MerchantAccount,
-    MerchantEvent,
-    OnboardedMerchant,
-    RotateKey,
-    ServiceKeySecret,
-)
+from pm_client.api import RotateKey, ServiceKeySecret
+from pm_client.merchant_api import CreateMerchant, Merchant, MerchantAccount, MerchantEvent, OnboardedMerchant
 from pm_gateway import opening, web
 from pm_gateway.auth import Caller, require_admin
 from pm_gateway.problems import ProblemError

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from pm_client import signing
-from pm_client.api import INTENT_TYPES, Problem
+from pm_client.api import INTENT_TYPES, MINIAPP_TYPES, Problem
 from pm_gateway import shapes
 from pm_gateway.endpoints import Endpoint, Param
 from pm_gateway.problems import MEDIA_TYPE
@@ -83,22 +83,28 @@ def _ref(party: type) -> dict[str, str]:
 
 def _party_rules(components: dict[str, Any]) -> None:
     """The cross-field rules JSON Schema can state, added where msgspec cannot put them: which party
-    kinds each intent type takes (`shapes.allowed_pairs`), and a BILLER payee's references. What it
+    kinds each intent type takes (`shapes.allowed_pairs`) and that MINIAPP_* (only) carry a
+    `miniappId`, and a BILLER payee's references. What it
     cannot state (a user paying themselves, a Thai QR that must parse) the descriptions say."""
-    by_type = [
-        {
-            "if": {"properties": {"type": {"const": intent_type}}, "required": ["type"]},
-            "then": {
-                "anyOf": [
-                    {"properties": {"from": _ref(source), "to": _ref(target)}}
-                    for source, target in shapes.allowed_pairs(intent_type)
-                ]
-            },
-        }
-        for intent_type in INTENT_TYPES
-    ]
+    # One flat anyOf of (type, from, to) combinations: nested if/then per type is the same statement,
+    # but too much for schemathesis to generate from once there are six types.
+    pairs = {
+        "anyOf": [
+            {
+                "properties": {
+                    "type": {"const": intent_type},
+                    "from": _ref(source),
+                    "to": _ref(target),
+                    "miniappId": {"type": "string"} if intent_type in MINIAPP_TYPES else {"type": "null"},
+                },
+                "required": ["type", "miniappId"] if intent_type in MINIAPP_TYPES else ["type"],
+            }
+            for intent_type in INTENT_TYPES
+            for source, target in shapes.allowed_pairs(intent_type)
+        ]
+    }
     for name in ("CreateIntent", "FeeQuote"):
-        components[name]["allOf"] = by_type
+        components[name]["allOf"] = [pairs]
     components["PromptPayParty"].update(
         {
             "if": {"properties": {"proxyType": {"const": "BILLER"}}, "required": ["proxyType"]},

@@ -7,7 +7,8 @@ from pm_shared.fees import queries as fee_queries
 # Every column an `Intent` is read from (views.intent).
 INTENT_COLUMNS = """
     id, key_id, request_hash, type, state, failure_code, amount, currency, source, target, from_name,
-    to_name, comment, requires_monitoring, metadata, fees, legs, created_at, updated_at, payment"""
+    to_name, comment, requires_monitoring, metadata, fees, legs, created_at, updated_at, payment,
+    miniapp_id"""
 
 SELECT_INTENT = f"SELECT {INTENT_COLUMNS} FROM pm.intent WHERE id = $1"
 
@@ -22,9 +23,10 @@ SELECT at, to_state, from_state, reason FROM pm.intent_event WHERE intent_id = $
 INSERT_INTENT = """
 WITH intent AS (
     INSERT INTO pm.intent (id, key_id, idempotency_key, request_hash, type, state, amount, currency,
-                           source, target, from_name, to_name, comment, requires_monitoring, metadata)
+                           source, target, from_name, to_name, comment, requires_monitoring, metadata,
+                           miniapp_id)
     SELECT id, key_id, idempotency_key, request_hash, type, 'CREATED', amount, currency,
-           source, target, from_name, to_name, comment, requires_monitoring, metadata
+           source, target, from_name, to_name, comment, requires_monitoring, metadata, miniapp_id
     FROM json_populate_record(NULL::pm.intent, $1::json)
     ON CONFLICT (key_id, idempotency_key) DO NOTHING
     RETURNING id, created_at
@@ -122,3 +124,45 @@ ON CONFLICT (operation_type, channel)
 DO UPDATE SET steps = excluded.steps, enabled = excluded.enabled, updated_at = now()
 RETURNING operation_type, channel, steps, enabled, updated_at
 """
+
+
+# --- payment requests -------------------------------------------------------------------------------
+
+_REQUEST_COLUMNS = """id, merchant_id, miniapp_id, user_id, amount, currency, description, status, key_id,
+    request_hash, intent_id, created_at, expires_at, decided_at"""
+
+# Nothing is written when the (merchant key, Idempotency-Key) pair is taken: the caller reads that one.
+INSERT_PAYMENT_REQUEST = f"""
+INSERT INTO pm.payment_request (id, merchant_id, miniapp_id, user_id, amount, currency, description,
+                                key_id, idempotency_key, request_hash, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now() + make_interval(secs => $11::float8))
+ON CONFLICT (key_id, idempotency_key) DO NOTHING
+RETURNING {_REQUEST_COLUMNS}
+"""
+
+SELECT_PAYMENT_REQUEST_BY_KEY = f"""
+SELECT {_REQUEST_COLUMNS} FROM pm.payment_request WHERE key_id = $1 AND idempotency_key = $2
+"""
+
+SELECT_PAYMENT_REQUEST = f"SELECT {_REQUEST_COLUMNS} FROM pm.payment_request WHERE id = $1"
+
+LIST_USER_PAYMENT_REQUESTS = f"""
+SELECT {_REQUEST_COLUMNS} FROM pm.payment_request WHERE user_id = $1 ORDER BY created_at DESC, id LIMIT $2
+"""
+
+# An answer is taken only from an OPEN request within its time, by its user: of two at once, one wins.
+CONFIRM_PAYMENT_REQUEST = f"""
+UPDATE pm.payment_request
+SET status = 'CONFIRMED', intent_id = $3, decided_at = now()
+WHERE id = $1 AND user_id = $2 AND status = 'OPEN' AND expires_at > now()
+RETURNING {_REQUEST_COLUMNS}
+"""
+
+DECLINE_PAYMENT_REQUEST = f"""
+UPDATE pm.payment_request
+SET status = 'DECLINED', decided_at = now()
+WHERE id = $1 AND user_id = $2 AND status = 'OPEN' AND expires_at > now()
+RETURNING {_REQUEST_COLUMNS}
+"""
+
+SELECT_KEY_PERMISSIONS = "SELECT status, permissions FROM pm.service_key WHERE key_id = $1"

@@ -12,7 +12,6 @@ from pm_client.api import (
     ID_PATTERN,
     CreateIntent,
     CreateKey,
-    CreateMerchant,
     FeeBreakdown,
     FeeQuote,
     FeeRuleIn,
@@ -24,8 +23,6 @@ from pm_client.api import (
     IntentType,
     LimitRuleIn,
     LimitRuleOut,
-    Merchant,
-    OnboardedMerchant,
     OpenWallet,
     RotateKey,
     RouteIn,
@@ -35,7 +32,27 @@ from pm_client.api import (
     ServiceKeySecret,
     Wallet,
 )
-from pm_gateway import admin, intents, merchants, rules, wallets, webhooks
+from pm_client.merchant_api import (
+    CreateMerchant,
+    CreateMiniapp,
+    CreatePaymentRequest,
+    Merchant,
+    Miniapp,
+    OnboardedMerchant,
+    PaymentRequest,
+)
+from pm_gateway import (
+    admin,
+    intents,
+    me,
+    merchant_access,
+    merchants,
+    miniapps,
+    payment_requests,
+    rules,
+    wallets,
+    webhooks,
+)
 from pm_gateway.endpoints import Endpoint, Param
 from pm_gateway.psp_callbacks import (
     IPPS_SIGNATURE_HEADER,
@@ -80,6 +97,40 @@ _CURSOR = Param(
 )
 _OWNER = Param("owner_id", "path", f"The owner's id. {_ID_RULE}", Id, required=True)
 _MERCHANT = Param("merchant_id", "path", f"The merchant id. {_ID_RULE}", Id, required=True)
+_REQUEST = Param(
+    "request_id",
+    "path",
+    "The payment request's id (a UUID); one that is not names none (404).",
+    uuid.UUID,
+    required=True,
+    status=404,
+    code="payment_request_not_found",
+)
+_ME = (
+    Param(
+        "X-PM-Proxy-Secret",
+        "header",
+        "Added by the front door (nginx); a request without it never speaks for a user.",
+        Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[!-~]+(?!\n)$")],
+        required=True,
+        status=401,
+        code="proxy_secret_invalid",
+        missing_status=401,
+        missing_code="proxy_secret_invalid",
+    ),
+    Param(
+        "X-PM-User",
+        "header",
+        "The user the Auth Center vouched for, set by the front door (a client's own is overwritten). "
+        + _ID_RULE,
+        Id,
+        required=True,
+        status=401,
+        code="user_invalid",
+        missing_status=401,
+        missing_code="user_missing",
+    ),
+)
 _KEY = Param("key_id", "path", f"The key id. {_ID_RULE}", Id, required=True)
 _RULE = Param("rule_id", "path", "The rule id: lower-case letters, digits, `_ . -`.", RuleId, required=True)
 _INTENT = Param(
@@ -124,7 +175,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         CreateIntent,
         {202: Intent},
         {
-            403: ("forbidden_operation", "forbidden_owner"),
+            403: ("forbidden_operation", "forbidden_owner", "charge_needs_consent", *merchant_access.CODES),
             409: ("idempotency_key_reused",),
             422: _PARTY_RULES,
             503: _BUSY,
@@ -295,13 +346,115 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ),
     Endpoint(
         "POST",
+        "/v1/admin/miniapps",
+        miniapps.create,
+        "Add a mini-app to the catalog (201), or find the same definition (200).",
+        CreateMiniapp,
+        {200: Miniapp, 201: Miniapp},
+        {403: ("forbidden_admin",), 409: ("miniapp_exists",), 422: ("merchant_not_found",)},
+        tag="merchants",
+    ),
+    Endpoint(
+        "GET",
+        "/v1/admin/miniapps",
+        miniapps.list_,
+        "The mini-app catalog (one merchant's with `merchant`).",
+        None,
+        {200: list[Miniapp]},
+        {403: ("forbidden_admin",)},
+        (Param("merchant", "query", f"Only this merchant's mini-apps. {_ID_RULE}", Id),),
+        tag="merchants",
+    ),
+    Endpoint(
+        "POST",
+        "/v1/admin/miniapps/{miniapp_id}/deactivate",
+        miniapps.deactivate,
+        "Deactivate a mini-app: intents through it are refused from then on.",
+        None,
+        {200: Miniapp},
+        {403: ("forbidden_admin",), 404: ("miniapp_not_found",)},
+        (Param("miniapp_id", "path", f"The mini-app id. {_ID_RULE}", Id, required=True),),
+        tag="merchants",
+    ),
+    Endpoint(
+        "POST",
+        "/v1/payment-requests",
+        payment_requests.create,
+        "Ask a user to pay through one of the merchant's mini-apps (a merchant's key); nothing moves "
+        "until the user confirms it.",
+        CreatePaymentRequest,
+        {201: PaymentRequest},
+        {
+            403: ("forbidden_operation", "merchant_key_required", *merchant_access.CODES),
+            409: ("idempotency_key_reused",),
+        },
+        (_IDEMPOTENCY,),
+        tag="payment requests",
+    ),
+    Endpoint(
+        "GET",
+        "/v1/payment-requests/{request_id}",
+        payment_requests.show,
+        "One of the merchant's payment requests: its status and, once confirmed, its intent.",
+        None,
+        {200: PaymentRequest},
+        {403: ("forbidden_operation", "merchant_key_required"), 404: ("payment_request_not_found",)},
+        (_REQUEST,),
+        tag="payment requests",
+    ),
+    Endpoint(
+        "GET",
+        "/v1/me/payment-requests",
+        me.list_requests,
+        "The user's payment requests, newest first (through the front door: nginx and the Auth Center).",
+        None,
+        {200: list[PaymentRequest]},
+        params=_ME,
+        tag="me",
+        signed=False,
+        guard=me.guard,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/me/payment-requests/{request_id}/confirm",
+        me.confirm,
+        "Confirm a payment request: its MINIAPP_CHARGE intent, made exactly once (202, as on POST "
+        "/v1/intents; a repeat answers with the same intent).",
+        None,
+        {202: Intent},
+        {
+            403: ("merchant_inactive", *merchant_access.CODES),
+            404: ("payment_request_not_found",),
+            409: ("payment_request_declined", "payment_request_expired", "idempotency_key_reused"),
+            503: _BUSY,
+        },
+        (*_ME, _REQUEST),
+        tag="me",
+        signed=False,
+        guard=me.guard,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/me/payment-requests/{request_id}/decline",
+        me.decline,
+        "Decline a payment request (a repeat answers the same).",
+        None,
+        {200: PaymentRequest},
+        {404: ("payment_request_not_found",), 409: ("payment_request_confirmed", "payment_request_expired")},
+        (*_ME, _REQUEST),
+        tag="me",
+        signed=False,
+        guard=me.guard,
+    ),
+    Endpoint(
+        "POST",
         "/v1/fees/dry-run",
         rules.dry_run,
         "The fees an intent would be charged now, by the same engine that prices intents.",
         FeeQuote,
         {200: FeeBreakdown},
         {
-            403: ("forbidden_operation", "forbidden_owner"),
+            403: ("forbidden_operation", "forbidden_owner", *merchant_access.CODES),
             422: (*_PARTY_RULES, "fee_rule_invalid", "fee_rule_error", "fee_invalid", "fee_excessive"),
         },
         tag="fees",

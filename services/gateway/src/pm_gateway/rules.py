@@ -29,8 +29,8 @@ from pm_client.api import (
     RouteIn,
     RouteOut,
 )
+from pm_gateway import merchant_access, shapes, web
 from pm_gateway import queries as q
-from pm_gateway import shapes, web
 from pm_gateway.auth import require_admin, require_operation, require_owner
 from pm_gateway.problems import ProblemError
 from pm_shared.fees.engine import FeeEngine, FeeEvaluationError, FeeInput, FeeRuleError, compile_rule
@@ -223,12 +223,19 @@ async def dry_run(request: Request) -> Response:
     d = web.deps(request)
     quote: FeeQuote = web.inputs(request).body
     as_intent = CreateIntent(
-        type=quote.type, amount=quote.amount, currency=quote.currency, from_=quote.from_, to=quote.to
+        type=quote.type,
+        amount=quote.amount,
+        currency=quote.currency,
+        from_=quote.from_,
+        to=quote.to,
+        miniapp_id=quote.miniapp_id,
     )
     shapes.check(as_intent)
     caller = await web.caller(request)
     require_operation(caller, quote.type)
     require_owner(caller, shapes.acting_owner(as_intent))
+    async with d.pool.acquire() as conn:
+        await merchant_access.check(conn, caller, as_intent)
     async with d.pool.acquire() as conn:
         rules = await load_rules(conn)
     source_kind, source_id = _kind_id(quote.from_)

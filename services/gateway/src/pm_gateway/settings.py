@@ -43,6 +43,8 @@ class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields
     qp_callback_allowlist: str = "127.0.0.1/32,::1/128"
     callback_trusted_proxies: str = ""
     """Comma-separated CIDRs of reverse proxies whose `X-Forwarded-For` is believed; none by default."""
+    proxy_secret: str = ""
+    """The secret nginx adds to every `/v1/me` request (pm_gateway.me); unset, `/v1/me` is refused."""
     callback_dedupe_ttl_s: Annotated[int, msgspec.Meta(ge=60)] = 7 * 86_400
     """How long a callback's id is remembered: a redelivery within it is acknowledged, not passed on."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pm_client.api import (
     CreateIntent,
     FieldError,
+    MerchantParty,
     OperatorParty,
     Party,
     PromptPayParty,
@@ -19,7 +20,9 @@ _ALLOWED: dict[str, tuple[tuple[type[Party], ...], tuple[type[Party], ...]]] = {
     "P2P": ((UserParty,), (UserParty,)),
     "PROMPTPAY_WITHDRAWAL": ((UserParty,), (PromptPayParty, ThaiQrParty)),
     "SBP_TOPUP": ((SbpParty,), (UserParty,)),
-    "ADJUSTMENT": ((OperatorParty, UserParty), (UserParty, OperatorParty)),
+    "ADJUSTMENT": ((OperatorParty, UserParty, MerchantParty), (UserParty, MerchantParty, OperatorParty)),
+    "MINIAPP_CHARGE": ((UserParty,), (MerchantParty,)),
+    "MINIAPP_CREDIT": ((MerchantParty,), (UserParty,)),
 }
 
 
@@ -30,7 +33,7 @@ def allowed_pairs(intent_type: str) -> list[tuple[type[Party], type[Party]]]:
         (source, target)
         for source in sources
         for target in targets
-        # An ADJUSTMENT moves money between the operator and one user, in either direction.
+        # An ADJUSTMENT moves money between the operator and one user or merchant, either way.
         if intent_type != "ADJUSTMENT" or (source is OperatorParty) != (target is OperatorParty)
     ]
 
@@ -91,7 +94,11 @@ def _pair_errors(request: CreateIntent) -> list[FieldError]:
     if request.type == "ADJUSTMENT" and isinstance(source, OperatorParty) == isinstance(
         target, OperatorParty
     ):
-        return [FieldError(path="$", message="an ADJUSTMENT moves money between the operator and one user")]
+        return [
+            FieldError(
+                path="$", message="an ADJUSTMENT moves money between the operator and one user or merchant"
+            )
+        ]
     if isinstance(target, PromptPayParty):
         if target.proxy_type == "BILLER" and not target.ref1:
             return [FieldError(path="$.to.ref1", message="a biller payment needs ref1")]
@@ -100,12 +107,13 @@ def _pair_errors(request: CreateIntent) -> list[FieldError]:
     return []
 
 
-def acting_owner(request: CreateIntent) -> str:
-    """The user the caller acts for: the payer, or for a top-up (and an operator credit) the payee.
+def acting_owner(request: CreateIntent) -> str | None:
+    """The user the caller acts for: the payer, or for a top-up (and an operator credit) the payee;
+    None when no user is a party (an ADJUSTMENT that funds a merchant, for admin keys only).
 
     A key with an owner scope may only act for the owners in it; whom they pay is not restricted.
     """
     for party in (request.from_, request.to):
         if isinstance(party, UserParty):
             return party.id
-    raise AssertionError("every intent type has a user on one side (checked before)")
+    return None

@@ -35,6 +35,7 @@ def new_intent(intent_id: str, r: CreateIntent, created_at: datetime) -> Intent:
         comment=r.comment,
         requires_monitoring=r.requires_monitoring,
         metadata=dict(r.metadata),
+        miniapp_id=r.miniapp_id,
         created_at=created_at,
         updated_at=created_at,
         timeline=[TimelineEntry(at=created_at, state="CREATED", reason=ACCEPTED)],
@@ -75,6 +76,7 @@ def intent(row: asyncpg.Record, timeline: Sequence[asyncpg.Record] = ()) -> Inte
         updated_at=row["updated_at"],
         legs=_legs.decode(_json(row["legs"])),
         payment=_payment.decode(_json(row["payment"])) if row["payment"] is not None else None,
+        miniapp_id=row["miniapp_id"],
         timeline=[
             TimelineEntry(at=t["at"], state=t["to_state"], previous=t["from_state"], reason=t["reason"])
             for t in timeline

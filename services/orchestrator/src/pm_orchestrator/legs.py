@@ -33,6 +33,8 @@ TRANSFER_CODES: dict[str, int] = {
     "ADJUSTMENT": 2,
     "PROMPTPAY_WITHDRAWAL": 3,
     "SBP_TOPUP": 4,
+    "MINIAPP_CHARGE": 5,
+    "MINIAPP_CREDIT": 6,
 }
 FEE_TRANSFER_CODE = 10
 
@@ -96,6 +98,9 @@ def party_account(side: Side, currency: str) -> Account:
         return wallet(side.id, currency)
     if side.kind == "operator":
         return operator(chart.Code.OPERATOR_EQUITY, currency)
+    if side.kind == "merchant" and side.id:
+        # Opened when the merchant was onboarded (pm_shared.merchants): one per currency it takes.
+        return _account("merchant", side.id, currency, chart.Code.MERCHANT)
     if side.kind in ("promptpay", "thaiqr"):
         return operator(chart.Code.IPPS_CLEARING, currency)
     if side.kind == "sbp":

@@ -54,3 +54,37 @@ ORDER BY id
 """
 
 LOCK_MERCHANT_ID = "SELECT pg_advisory_xact_lock(hashtextextended('pm.merchant:' || $1, 0))"
+
+# --- mini-apps ---------------------------------------------------------------------------------------
+
+_MINIAPP_COLUMNS = """miniapp_id, merchant_id, name, status, operations, max_charge, created_by, created_at,
+    updated_at, deactivated_at"""
+
+INSERT_MINIAPP = f"""
+INSERT INTO pm.miniapp (miniapp_id, merchant_id, name, operations, max_charge, created_by)
+VALUES ($1, $2, $3, $4, $5::jsonb, $6)
+ON CONFLICT (miniapp_id) DO NOTHING
+RETURNING {_MINIAPP_COLUMNS}
+"""
+
+SELECT_MINIAPP = f"""
+SELECT {_MINIAPP_COLUMNS}
+FROM pm.miniapp
+WHERE miniapp_id = $1
+"""
+
+SELECT_MINIAPPS = f"""
+SELECT {_MINIAPP_COLUMNS}
+FROM pm.miniapp
+WHERE $1::text IS NULL OR merchant_id = $1
+ORDER BY merchant_id, miniapp_id
+"""
+
+DEACTIVATE_MINIAPP = f"""
+UPDATE pm.miniapp
+SET status = 'INACTIVE',
+    updated_at = now(),
+    deactivated_at = coalesce(deactivated_at, now())
+WHERE miniapp_id = $1
+RETURNING {_MINIAPP_COLUMNS}
+"""

@@ -20,7 +20,7 @@ import uvicorn
 from redis.asyncio import Redis
 
 from pm_client import signing
-from pm_client.api import INTENT_TYPES
+from pm_client.api import INTENT_TYPES, MINIAPP_TYPES
 from pm_gateway.app import UNDECLARED, create_app
 from pm_gateway.main import http_config
 from pm_gateway.settings import Settings
@@ -32,7 +32,10 @@ from pm_shared.streams.names import EVENTS, INTENTS, LEDGER_COMMANDS, LEDGER_RES
 from pm_shared.streams.provision import provision
 from pm_tools.devenv.envfile import new_key_encryption_key
 
-ALL_TYPES = frozenset(INTENT_TYPES)
+PROXY_SECRET = "test-proxy-secret"
+"""What the test gateway expects from the front door on `/v1/me` (nginx adds it in a deployment)."""
+ALL_TYPES = frozenset(INTENT_TYPES) - MINIAPP_TYPES
+"""What a key that is not a merchant's may create (MINIAPP_* need a merchant's key)."""
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,7 @@ async def gateway(redis: Redis, redis_url: str, database_url: str) -> AsyncItera
             "PM_KEY_ENCRYPTION_KEY": key_encryption_key(),
             "PM_GATEWAY_KEY_CACHE_S": "0",
             "PM_GATEWAY_WALLET_OPEN_WAIT_S": "0.5",
+            "PM_GATEWAY_PROXY_SECRET": PROXY_SECRET,
         },
     )
     cipher = Cipher.from_setting(settings.key_encryption_key)

@@ -38,6 +38,7 @@ from pm_shared.streams.connection import as_str, connect
 from pm_tools.testing.db import new_database_url, run
 from pm_tools.testing.fixtures import test_redis_url
 from pm_tools.testing.fleet import KEY_ENCRYPTION_KEY, Fleet, Proc, delete_streams
+from pm_tools.testing.gateway import PROXY_SECRET
 
 STREAMS = ("pm:intents", "pm:events", "pm:ledger:commands", "pm:ledger:results", "pm:psp:results")
 CURRENCY: Final = "THB"
@@ -138,7 +139,7 @@ async def start(fleet: Fleet, redis: Redis, lease_key: str) -> SagaFleet:
         lease_key,
         Key("", ""),
         Key("", ""),
-        gateway=fleet.start("gateway"),
+        gateway=fleet.start("gateway", env={"PM_GATEWAY_PROXY_SECRET": PROXY_SECRET}),
         orchestrator=fleet.start("orchestrator", env=RECOVERY_ENV),
         writer=fleet.start(
             "ledger-writer",

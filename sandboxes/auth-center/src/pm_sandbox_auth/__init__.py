@@ -1,0 +1,1 @@
+"""A simulator of the Auth Center: issues end users' tokens and answers nginx's verify subrequest."""

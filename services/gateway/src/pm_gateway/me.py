@@ -1,0 +1,110 @@
+"""`/v1/me/...`: end users, through nginx and the Auth Center (docs/api.md, "End users").
+
+These requests carry no service key: nginx asks the Auth Center about the user's token
+(`auth_request`), overwrites `X-PM-User` with the user id it answers, and adds the proxy secret. So PM
+trusts `X-PM-User` only beside the proxy secret (`PM_GATEWAY_PROXY_SECRET`), compared in constant
+time before anything else; with no proxy secret configured, every `/v1/me` request is refused.
+
+The user's answer to a payment request: `confirm` makes the MINIAPP_CHARGE intent exactly once (see
+`pm_gateway.payment_requests`), submitted as if the merchant had (its key, its Idempotency-Key
+`payment-request:<id>`), after the checks a charge gets (`merchant_access`) are run again, since the
+merchant or its mini-app may have changed since it asked. `decline` closes the request.
+"""
+
+from __future__ import annotations
+
+import hmac
+import uuid
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from pm_gateway import intents, merchant_access, payment_requests, web
+from pm_gateway import queries as q
+from pm_gateway.auth import Caller, refuse
+from pm_gateway.ids import uuid7
+from pm_gateway.problems import ProblemError
+from pm_shared.keys.store import Permissions
+
+PROXY_SECRET_HEADER = "X-PM-Proxy-Secret"
+USER_HEADER = "X-PM-User"
+LIST_LIMIT = 50
+
+
+def guard(request: Request) -> None:
+    """The proxy secret, before the body is read: only nginx may speak for a user."""
+    expected = web.deps(request).settings.proxy_secret
+    given = request.headers.get(PROXY_SECRET_HEADER, "")
+    if not expected or not hmac.compare_digest(given.encode("latin-1"), expected.encode()):
+        raise refuse(401, "proxy_secret_invalid", "/v1/me is reached through the front door only")
+
+
+def _user(request: Request) -> str:
+    user: str = web.inputs(request).params[USER_HEADER.lower()]
+    return user
+
+
+def _not_found() -> ProblemError:
+    return ProblemError(404, "payment_request_not_found", "no such payment request")
+
+
+async def list_requests(request: Request) -> Response:
+    d = web.deps(request)
+    async with d.pool.acquire() as conn:
+        rows = await conn.fetch(q.LIST_USER_PAYMENT_REQUESTS, _user(request), LIST_LIMIT)
+        now = await conn.fetchval("SELECT now()")
+    return web.json([payment_requests.view(r, now) for r in rows])
+
+
+async def decline(request: Request) -> Response:
+    d = web.deps(request)
+    request_id: uuid.UUID = web.inputs(request).params["request_id"]
+    async with d.pool.acquire() as conn:
+        row = await conn.fetchrow(q.DECLINE_PAYMENT_REQUEST, request_id, _user(request))
+        if row is None:
+            row = await conn.fetchrow(q.SELECT_PAYMENT_REQUEST, request_id)
+            if row is None or row["user_id"] != _user(request):
+                raise _not_found()
+        now = await conn.fetchval("SELECT now()")
+    answer = payment_requests.view(row, now)
+    if answer.status != "DECLINED":
+        raise ProblemError(
+            409, f"payment_request_{answer.status.lower()}", f"the payment request is {answer.status}"
+        )
+    return web.json(answer)
+
+
+async def _merchant_caller(request: Request, key_id: str) -> Caller:
+    d = web.deps(request)
+    async with d.pool.acquire() as conn:
+        key = await conn.fetchrow(q.SELECT_KEY_PERMISSIONS, key_id)
+    if key is None or key["status"] != "active":
+        raise refuse(403, "merchant_inactive", "the merchant no longer takes payments")
+    return Caller(key_id, Permissions.from_json(key["permissions"]))
+
+
+async def confirm(request: Request) -> Response:
+    d = web.deps(request)
+    request_id: uuid.UUID = web.inputs(request).params["request_id"]
+    user = _user(request)
+    async with d.pool.acquire() as conn:
+        row = await conn.fetchrow(q.SELECT_PAYMENT_REQUEST, request_id)
+        now = await conn.fetchval("SELECT now()")
+    if row is None or row["user_id"] != user:
+        raise _not_found()
+    shown = payment_requests.status(row, now)
+    if shown in ("DECLINED", "EXPIRED"):
+        raise ProblemError(409, f"payment_request_{shown.lower()}", f"the payment request is {shown}")
+    caller = await _merchant_caller(request, row["key_id"])
+    body = payment_requests.charge(row, row["merchant_id"])
+    intent_id = row["intent_id"]
+    if intent_id is None:
+        async with d.pool.acquire() as conn:
+            await merchant_access.check(conn, caller, body)
+            # The intent's id is minted here, once: whichever confirmation wins names it.
+            confirmed = await conn.fetchrow(q.CONFIRM_PAYMENT_REQUEST, request_id, user, uuid7())
+        if confirmed is None:  # expired or answered meanwhile: say what it is now
+            return await confirm(request)
+        intent_id = confirmed["intent_id"]
+    key = payment_requests.intent_key(request_id)
+    return await intents.submit(request, caller, key, body, intent_id=intent_id)

@@ -1,0 +1,157 @@
+"""End users through the front door, on the wire: a real nginx (Debian's package, with auth_request)
+in front of the gateway, asking the Auth Center sandbox about each token (pm_tools.frontdoor). A valid
+token reaches `/v1/me` as its user; a missing or invalid one is 401 at nginx; a client's own
+`X-PM-User` never reaches PM; PM itself refuses `/v1/me` without the proxy secret."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from pm_client.client import PMAuth
+from pm_shared import db
+from pm_shared.keys.crypto import Cipher
+from pm_shared.keys.store import ALL_OPERATIONS, Permissions, create_key
+from pm_shared.streams.names import INTENTS, LEDGER_COMMANDS
+from pm_shared.streams.provision import provision
+from pm_tools import frontdoor
+from pm_tools.processes import free_port
+from pm_tools.testing.fixtures import eventually
+from pm_tools.testing.fleet import KEY_ENCRYPTION_KEY, Fleet, Proc, delete_streams
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(frontdoor.installed() is None, reason=f"no nginx: {frontdoor.INSTALL_HINT}"),
+]
+PROXY_SECRET = "front-door-test-secret"
+AUTH_SECRET = "auth-test-secret"
+
+
+@dataclass
+class Door:
+    url: str
+    """nginx."""
+    gateway: Proc
+    auth: Proc
+    admin: PMAuth
+
+
+@pytest.fixture
+async def door(fleet: Fleet, redis: Redis, tmp_path: Path) -> AsyncIterator[Door]:
+    await delete_streams(redis, "pm:intents", "pm:events", "pm:ledger:commands")
+    # No ledger-writer or orchestrator runs here: the streams they would provision are made ready.
+    await provision(redis, 1, [LEDGER_COMMANDS, INTENTS])
+    gateway = fleet.start("gateway", env={"PM_GATEWAY_PROXY_SECRET": PROXY_SECRET})
+    auth = fleet.start("auth-sandbox", env={"PM_AUTH_SANDBOX_SECRET": AUTH_SECRET})
+    await gateway.wait_ready()
+    await auth.wait_ready()
+    port = free_port()
+    spec = frontdoor.FrontDoor(f"127.0.0.1:{port}", gateway.url(""), auth.url(""), PROXY_SECRET)
+    with (tmp_path / "nginx.stderr").open("wb") as err:
+        nginx = frontdoor.start(spec, tmp_path / "nginx", stderr=err.fileno())
+    url = f"http://127.0.0.1:{port}"
+
+    async def up() -> bool:
+        assert nginx.poll() is None, (tmp_path / "nginx.stderr").read_text()
+        try:
+            async with httpx.AsyncClient(timeout=2) as http:
+                return (await http.get(url + "/healthz")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    conn = await db.connect(fleet.database_url)
+    try:
+        key, secret = await create_key(
+            conn,
+            Cipher.from_setting(KEY_ENCRYPTION_KEY),
+            permissions=Permissions(operations=frozenset({ALL_OPERATIONS}), owners=None, admin=True),
+        )
+    finally:
+        await conn.close()
+    try:
+        await eventually(up, timeout=20, what="nginx answers /healthz from the gateway")
+        yield Door(url, gateway, auth, PMAuth(key.key_id, secret))
+    finally:
+        nginx.terminate()
+        await asyncio.to_thread(nginx.wait, 10)
+
+
+async def token(door: Door, user: str) -> str:
+    async with httpx.AsyncClient(timeout=10) as http:
+        made = await http.post(door.auth.url("/tokens"), json={"userId": user})
+    assert made.status_code == 201, made.text
+    value: str = made.json()["token"]
+    return value
+
+
+async def ask_user_to_pay(door: Door, user: str) -> str:
+    """A merchant (onboarded through the front door, signed) asks `user` to pay; the request's id."""
+    merchant_id = f"m-{uuid.uuid4().hex[:8]}"
+    async with httpx.AsyncClient(base_url=door.url, auth=door.admin, timeout=30) as admin:
+        made = await admin.post(
+            "/v1/admin/merchants",
+            json={"merchantId": merchant_id, "name": "Kiosk", "currencies": ["THB"]},
+            headers={"Idempotency-Key": merchant_id},
+        )
+        assert made.status_code in (201, 202), made.text
+        app = {"miniappId": f"{merchant_id}-app", "merchantId": merchant_id, "name": "Kiosk"}
+        created = await admin.post("/v1/admin/miniapps", json={**app, "operations": ["MINIAPP_CHARGE"]})
+        assert created.status_code == 201, created.text
+    merchant = PMAuth(made.json()["keyId"], made.json()["secret"])
+    async with httpx.AsyncClient(base_url=door.url, auth=merchant, timeout=30) as shop:
+        body = {"miniappId": f"{merchant_id}-app", "userId": user, "amount": 500, "currency": "THB"}
+        asked = await shop.post("/v1/payment-requests", json=body, headers={"Idempotency-Key": "a"})
+    assert asked.status_code == 201, asked.text
+    request_id: str = asked.json()["id"]
+    return request_id
+
+
+async def test_a_token_reaches_v1_me_as_its_user_and_nothing_else_does(door: Door) -> None:
+    alice, mallory = f"u-{uuid.uuid4().hex[:6]}", f"u-{uuid.uuid4().hex[:6]}"
+    wanted = await ask_user_to_pay(door, alice)
+    path = "/v1/me/payment-requests"
+    async with httpx.AsyncClient(base_url=door.url, timeout=30) as http:
+        mine = await http.get(path, headers={"Authorization": f"Bearer {await token(door, alice)}"})
+        assert mine.status_code == 200, mine.text
+        assert [r["id"] for r in mine.json()] == [wanted]
+
+        # Mallory's own token, with Alice's id in the headers PM trusts: PM still sees Mallory.
+        forged = {
+            "Authorization": f"Bearer {await token(door, mallory)}",
+            "X-PM-User": alice,
+            "X-PM-Proxy-Secret": PROXY_SECRET,
+        }
+        theirs = await http.get(path, headers=forged)
+        assert theirs.status_code == 200 and theirs.json() == []
+        stolen = await http.post(f"{path}/{wanted}/confirm", headers=forged)
+        assert stolen.status_code == 404, stolen.text
+
+        for headers in ({}, {"Authorization": "Bearer forged"}, {"X-PM-User": alice}):
+            refused = await http.get(path, headers=headers)
+            assert refused.status_code == 401, (headers, refused.text)
+        assert (await http.get("/_pm_auth")).status_code == 404  # the subrequest is internal
+        assert (await http.post("/v1/webhooks/ipps", content=b"{}")).status_code == 404
+
+    # Straight to the gateway, without the front door's secret, a user id is worth nothing.
+    async with httpx.AsyncClient(base_url=door.gateway.url(""), timeout=30) as direct:
+        bypass = await direct.get(path, headers={"X-PM-User": alice})
+        assert (bypass.status_code, bypass.json()["code"]) == (401, "proxy_secret_invalid")
+
+    # Alice confirms through the front door: the charge is made.
+    async with httpx.AsyncClient(base_url=door.url, timeout=30) as http:
+        yes = await http.post(
+            f"{path}/{wanted}/confirm", headers={"Authorization": f"Bearer {await token(door, alice)}"}
+        )
+    assert yes.status_code == 202 and yes.json()["type"] == "MINIAPP_CHARGE", yes.text
+
+
+def test_the_compose_config_is_the_rendered_server_block() -> None:
+    committed = Path(__file__).parents[1] / "compose" / "nginx" / "pm.conf.template"
+    assert committed.read_text() == frontdoor.server_block(frontdoor.COMPOSE)
