@@ -16,15 +16,12 @@ import pytest
 from redis.asyncio import Redis
 
 from pm_client.client import PMAuth
-from pm_shared import db
-from pm_shared.keys.crypto import Cipher
-from pm_shared.keys.store import ALL_OPERATIONS, Permissions, create_key
 from pm_shared.streams.names import INTENTS, LEDGER_COMMANDS
 from pm_shared.streams.provision import provision
 from pm_tools import frontdoor
 from pm_tools.processes import free_port
 from pm_tools.testing.fixtures import eventually
-from pm_tools.testing.fleet import KEY_ENCRYPTION_KEY, Fleet, Proc, delete_streams
+from pm_tools.testing.fleet import Fleet, Proc, admin_key, delete_streams
 
 pytestmark = [
     pytest.mark.slow,
@@ -66,18 +63,10 @@ async def door(fleet: Fleet, redis: Redis, tmp_path: Path) -> AsyncIterator[Door
         except httpx.HTTPError:
             return False
 
-    conn = await db.connect(fleet.database_url)
-    try:
-        key, secret = await create_key(
-            conn,
-            Cipher.from_setting(KEY_ENCRYPTION_KEY),
-            permissions=Permissions(operations=frozenset({ALL_OPERATIONS}), owners=None, admin=True),
-        )
-    finally:
-        await conn.close()
+    key_id, secret = await admin_key(fleet.database_url)
     try:
         await eventually(up, timeout=20, what="nginx answers /healthz from the gateway")
-        yield Door(url, gateway, auth, PMAuth(key.key_id, secret))
+        yield Door(url, gateway, auth, PMAuth(key_id, secret))
     finally:
         nginx.terminate()
         await asyncio.to_thread(nginx.wait, 10)

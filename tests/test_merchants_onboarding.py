@@ -17,11 +17,9 @@ from redis.asyncio import Redis
 
 from pm_client.client import PMAuth
 from pm_shared import db
-from pm_shared.keys.crypto import Cipher
-from pm_shared.keys.store import ALL_OPERATIONS, Permissions, create_key
 from pm_shared.ledger import chart, ids, open_ledger
 from pm_tools.testing.fixtures import eventually
-from pm_tools.testing.fleet import KEY_ENCRYPTION_KEY, Fleet, Proc, delete_streams
+from pm_tools.testing.fleet import Fleet, Proc, admin_key, delete_streams
 
 pytestmark = pytest.mark.slow
 STREAMS = ("pm:intents", "pm:events", "pm:ledger:commands", "pm:ledger:results")
@@ -39,19 +37,11 @@ class Setup:
 async def setup(fleet: Fleet, redis: Redis) -> AsyncIterator[Setup]:
     await delete_streams(redis, *STREAMS)
     lease = f"test:merchants:ledger-writer:lease:{uuid.uuid4().hex[:8]}"
-    conn = await db.connect(fleet.database_url)
-    try:
-        key, secret = await create_key(
-            conn,
-            Cipher.from_setting(KEY_ENCRYPTION_KEY),
-            permissions=Permissions(operations=frozenset({ALL_OPERATIONS}), owners=None, admin=True),
-        )
-    finally:
-        await conn.close()
+    key_id, secret = await admin_key(fleet.database_url)
     gateway = fleet.start("gateway", env={"PM_GATEWAY_WALLET_OPEN_WAIT_S": "0.5"})
     await gateway.wait_ready()
     try:
-        yield Setup(fleet, lease, PMAuth(key.key_id, secret), gateway)
+        yield Setup(fleet, lease, PMAuth(key_id, secret), gateway)
     finally:
         await redis.delete(lease)
 

@@ -17,7 +17,7 @@ from pm_tools import keys
 from pm_tools.cli.up_cmd import select
 from pm_tools.devenv import DevEnv, Endpoint, Strategy
 from pm_tools.devenv.envfile import FILE_VARIABLE, KEY_VARIABLE, new_key_encryption_key, read_env_file
-from pm_tools.up import callback_wiring, fleet_env, qp_token_wiring
+from pm_tools.up import callback_wiring, fleet_env, front_door, front_door_wiring, qp_token_wiring
 
 PERMISSIONS = Permissions(operations=frozenset({"P2P"}), owners=None)
 
@@ -139,3 +139,15 @@ def test_the_fleet_gets_our_settings_and_the_servers_found_but_not_pm_env_file()
     assert env["PM_DATABASE_URL"] == "postgresql://postgres@127.0.0.1:5440/pm"
     assert (env[KEY_VARIABLE], env["PM_LOG_FORMAT"]) == ("the-key", "json")
     assert env["PM_IPPS_SANDBOX_CALLBACK_URL"].endswith("/v1/webhooks/ipps")
+
+
+def test_the_front_door_stands_before_this_runs_gateway_and_auth_center() -> None:
+    env = {"PM_GATEWAY_PORT": "18080", "PM_AUTH_SANDBOX_PORT": "19203"}
+    wired = front_door_wiring(env)
+    assert len(wired["PM_GATEWAY_PROXY_SECRET"]) >= 24
+    assert front_door_wiring({"PM_GATEWAY_PROXY_SECRET": "set"}) == {}  # a secret set is kept
+    door = front_door(FLEET, {**env, **wired})
+    assert door is not None
+    assert (door.gateway_url, door.auth_url) == ("http://127.0.0.1:18080", "http://127.0.0.1:19203")
+    assert door.proxy_secret == wired["PM_GATEWAY_PROXY_SECRET"] and door.listen == "127.0.0.1:8000"
+    assert front_door(select(FLEET, "gateway"), {**env, **wired}) is None  # no Auth Center in the run

@@ -33,6 +33,7 @@ TOOLING_VARIABLES: frozenset[str] = frozenset(
         "PM_HOME",
         "PM_GATEWAY_URL",
         "PM_ENV_FILE",
+        "PM_FRONT_DOOR_PORT",  # where `pm up` serves nginx (pm_tools.up.front_door)
     }
 )
 

@@ -7,16 +7,17 @@ The fleet is the roster (`pm_shared.fleet`); `pm_tools.supervisor` then runs it.
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pm_shared import db, streams
-from pm_shared.fleet import GATEWAY, Member
+from pm_shared.fleet import AUTH_SANDBOX, GATEWAY, Member
 from pm_shared.keys.crypto import Cipher
 from pm_shared.settings import CommonSettings
 from pm_shared.streams.connection import connect
-from pm_tools import devenv, keys, processes
+from pm_tools import devenv, frontdoor, keys, processes
 from pm_tools.devenv.demo_key import DemoKey, demo_key
 from pm_tools.devenv.envfile import without_file_variable
 
@@ -137,4 +138,31 @@ def fleet_env(
     env[devenv.KEY_VARIABLE] = key_encryption_key
     env.update(qp_token_wiring(env))
     env.update(callback_wiring(children, env))
+    env.update(front_door_wiring(env))
     return env
+
+
+FRONT_DOOR_PORT_VARIABLE = "PM_FRONT_DOOR_PORT"
+FRONT_DOOR_PORT = 8000
+
+
+def front_door_wiring(environ: Mapping[str, str]) -> dict[str, str]:
+    """The proxy secret the front door adds and the gateway checks: the one set, else a new one for
+    this run (nothing outside this run needs to know it)."""
+    if environ.get("PM_GATEWAY_PROXY_SECRET"):
+        return {}
+    return {"PM_GATEWAY_PROXY_SECRET": secrets.token_urlsafe(24)}
+
+
+def front_door(children: Sequence[Member], environ: Mapping[str, str]) -> frontdoor.FrontDoor | None:
+    """The front door this run serves (nginx before the gateway and the Auth Center sandbox), or None
+    when one of the two is not in the run."""
+    if GATEWAY not in children or AUTH_SANDBOX not in children:
+        return None
+    port = int(environ.get(FRONT_DOOR_PORT_VARIABLE) or FRONT_DOOR_PORT)
+    return frontdoor.FrontDoor(
+        f"{processes.HOST}:{port}",
+        processes.base_url(port_of(GATEWAY, environ)),
+        processes.base_url(port_of(AUTH_SANDBOX, environ)),
+        environ["PM_GATEWAY_PROXY_SECRET"],
+    )

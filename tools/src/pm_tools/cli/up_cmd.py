@@ -7,8 +7,10 @@ it is `pm_tools.supervisor`. This module reads options and prints.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
-from collections.abc import Mapping, Sequence
+import subprocess
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Annotated
 
 import typer
@@ -18,7 +20,7 @@ from rich.text import Text
 
 from pm_shared.fleet import FLEET, Member
 from pm_shared.settings import CommonSettings, SettingsError, load_settings
-from pm_tools import devenv, processes, up
+from pm_tools import devenv, frontdoor, processes, up
 from pm_tools.cli.common import infrastructure_table, wide_console
 from pm_tools.devenv.envfile import without_file_variable
 from pm_tools.supervisor import Supervisor, colours
@@ -96,13 +98,38 @@ def fleet_table(children: Sequence[Member], env: Mapping[str, str]) -> Table:
         if child.api:
             where = f"API {base}   health {base}/healthz   metrics {base}/metrics"
         elif not child.metrics:
-            where = f"PSP sandbox {base}   health {base}/healthz"
+            where = f"sandbox {base}   health {base}/healthz"
         else:
             where = f"health {base}/healthz   metrics {base}/metrics"
         table.add_row(Text(f"{child.name} |", style=styles[child.name]), where)
     table.add_row("Redis", devenv.redact(env["PM_REDIS_URL"]))
     table.add_row("PostgreSQL", devenv.redact(env["PM_DATABASE_URL"]))
     return table
+
+
+@contextlib.contextmanager
+def _front_door(
+    children: Sequence[Member], env: Mapping[str, str], say: Callable[[str], None]
+) -> Iterator[None]:
+    """nginx in front of the gateway for end users, while the fleet runs, when nginx is installed."""
+    door = up.front_door(children, env)
+    if door is None:
+        yield
+        return
+    if frontdoor.installed() is None:
+        say(f"front door: not started, no nginx ({frontdoor.INSTALL_HINT}); /v1/me needs it")
+        yield
+        return
+    nginx = frontdoor.start(door, devenv.default_home() / "nginx")
+    say(f"front door (nginx, for end users: /v1/me with an Auth Center token): http://{door.listen}")
+    try:
+        yield
+    finally:
+        nginx.terminate()
+        try:
+            nginx.wait(10)
+        except subprocess.TimeoutExpired:
+            nginx.kill()
 
 
 async def _up(children: Sequence[Member], *, json_logs: bool, grace: float, max_restarts: int) -> int:
@@ -139,7 +166,8 @@ async def _up(children: Sequence[Member], *, json_logs: bool, grace: float, max_
         console.print(fleet_table(children, env))
         say(f"demo key (admin; also in {ready.demo_file}): {ready.demo.key_id} secret {ready.demo.secret}")
         supervisor = Supervisor(children, env, console, grace=grace, max_restarts=max_restarts)
-        return await supervisor.run()
+        with _front_door(children, env, say):
+            return await supervisor.run()
     finally:
         for what in await infra.stop():
             say(f"stopped {what}")

@@ -26,8 +26,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from pm_shared import db
 from pm_shared import fleet as roster
 from pm_shared.fleet import Member
+from pm_shared.keys.crypto import Cipher
+from pm_shared.keys.store import ALL_OPERATIONS, Permissions, create_key
 from pm_shared.streams.connection import as_str
 from pm_shared.streams.names import stream_key, streams_read_by
 from pm_tools import processes
@@ -35,6 +38,23 @@ from pm_tools.devenv.envfile import new_key_encryption_key
 from pm_tools.processes import free_port
 
 KEY_ENCRYPTION_KEY = new_key_encryption_key()
+
+
+async def admin_key(database_url: str, description: str = "fleet tests: admin") -> tuple[str, str]:
+    """A new admin key (every operation, every owner) stored under the fleet's key-encryption key:
+    its id and secret, for a gateway the `fleet` fixture started."""
+    conn = await db.connect(database_url)
+    try:
+        key, secret = await create_key(
+            conn,
+            Cipher.from_setting(KEY_ENCRYPTION_KEY),
+            permissions=Permissions(operations=frozenset({ALL_OPERATIONS}), owners=None, admin=True),
+            description=description,
+        )
+    finally:
+        await conn.close()
+    return key.key_id, secret
+
 
 READY_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
