@@ -187,8 +187,14 @@ async def test_declined_and_expired_requests_cannot_be_confirmed(
 
 
 async def test_a_merchant_deactivated_since_it_asked_is_not_paid(gateway: Gateway, shop: Shop) -> None:
+    paid = (await ask(gateway, shop, asking(shop, "u-paid"))).json()
+    first = await answer(gateway, f"/v1/me/payment-requests/{paid['id']}", "confirm", "u-paid")
+    assert first.status_code == 202
     made = (await ask(gateway, shop, asking(shop, "u-wait"))).json()
     off = await gateway.send("POST", f"/v1/admin/merchants/{shop.merchant_id}/deactivate", key=gateway.admin)
     assert off.status_code == 200
     path = f"/v1/me/payment-requests/{made['id']}/confirm"
     assert code(await as_user(gateway, "POST", path, "u-wait")) == (403, "merchant_inactive")
+    # A request confirmed before still answers with its intent.
+    again = await answer(gateway, f"/v1/me/payment-requests/{paid['id']}", "confirm", "u-paid")
+    assert again.status_code == 202 and again.json()["id"] == first.json()["id"]

@@ -74,11 +74,12 @@ async def decline(request: Request) -> Response:
     return web.json(answer)
 
 
-async def _merchant_caller(request: Request, key_id: str) -> Caller:
+async def _merchant_caller(request: Request, key_id: str, *, active: bool) -> Caller:
+    """The merchant's key as the charge's submitter; `active`: refuse it (403) once deactivated."""
     d = web.deps(request)
     async with d.pool.acquire() as conn:
         key = await conn.fetchrow(q.SELECT_KEY_PERMISSIONS, key_id)
-    if key is None or key["status"] != "active":
+    if key is None or (active and key["status"] != "active"):
         raise refuse(403, "merchant_inactive", "the merchant no longer takes payments")
     return Caller(key_id, Permissions.from_json(key["permissions"]))
 
@@ -95,9 +96,11 @@ async def confirm(request: Request) -> Response:
     shown = payment_requests.status(row, now)
     if shown in ("DECLINED", "EXPIRED"):
         raise ProblemError(409, f"payment_request_{shown.lower()}", f"the payment request is {shown}")
-    caller = await _merchant_caller(request, row["key_id"])
-    body = payment_requests.charge(row, row["merchant_id"])
     intent_id = row["intent_id"]
+    # A request confirmed already names its intent: a repeat finds (or finishes) that one, even if the
+    # merchant was deactivated since; a new confirmation needs an active merchant.
+    caller = await _merchant_caller(request, row["key_id"], active=intent_id is None)
+    body = payment_requests.charge(row, row["merchant_id"])
     if intent_id is None:
         async with d.pool.acquire() as conn:
             await merchant_access.check(conn, caller, body)
