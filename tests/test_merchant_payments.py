@@ -257,3 +257,12 @@ async def test_a_confirmed_charge_pays_the_merchant_less_its_commission(saga: Sa
     assert posted(found[wallet_id(user)]) == 8_000
     assert posted(found[merchant_account(merchant_id)]) == 1_970
     assert await fee_revenue(saga) == revenue_before + 30
+    # The user sees it through the front door: the wallet, and the charge beside the funding.
+    async with httpx.AsyncClient(base_url=saga.url, timeout=40.0) as http:
+        wallet = (await http.get("/v1/me/wallets", headers=front_door)).json()
+        moves = (await http.get("/v1/me/history?limit=5", headers=front_door)).json()["items"]
+    assert [(b["currency"], b["posted"]) for b in wallet["balances"]] == [(CURRENCY, 8_000)]
+    assert [(m["type"], m["direction"], m["amount"]) for m in moves][:2] == [
+        ("MINIAPP_CHARGE", "out", 2_000),
+        ("ADJUSTMENT", "in", 10_000),
+    ]

@@ -132,6 +132,8 @@ BUSINESS_REFUSALS: dict[str, tuple[Refusal, ...]] = {
     "GET /v1/payment-requests/{request_id}": (
         Refusal(403, "forbidden_operation", "a payment request needs a merchant's key, not the admin's"),
     ),
+    "GET /v1/me/wallets": (Refusal(404, "wallet_not_found", _NOT_FOUND),),
+    "GET /v1/me/history": (Refusal(400, "cursor_invalid", "a generated cursor is no token this API issued"),),
     "POST /v1/me/payment-requests/{request_id}/confirm": (
         Refusal(404, "payment_request_not_found", _NOT_FOUND),
     ),

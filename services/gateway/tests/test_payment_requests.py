@@ -117,6 +117,11 @@ async def test_only_the_front_door_speaks_for_a_user(gateway: Gateway, shop: Sho
     mine = await as_user(gateway, "GET", path, "u-list")
     assert mine.status_code == 200 and [r["id"] for r in mine.json()] == [made["id"]]
     assert (await as_user(gateway, "GET", path, "u-other")).json() == []
+    assert code(await as_user(gateway, "GET", "/v1/me/wallets", "u-list")) == (404, "wallet_not_found")
+    history = await as_user(gateway, "GET", "/v1/me/history", "u-list")
+    assert history.status_code == 200 and history.json()["items"] == []
+    spoofed = await as_user(gateway, "GET", "/v1/me/wallets", "u-list", secret=None)
+    assert code(spoofed) == (401, "proxy_secret_invalid")
 
 
 async def test_a_confirmation_makes_exactly_one_charge(

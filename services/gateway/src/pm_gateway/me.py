@@ -5,7 +5,8 @@ These requests carry no service key: nginx asks the Auth Center about the user's
 trusts `X-PM-User` only beside the proxy secret (`PM_GATEWAY_PROXY_SECRET`), compared in constant
 time before anything else; with no proxy secret configured, every `/v1/me` request is refused.
 
-The user's answer to a payment request: `confirm` makes the MINIAPP_CHARGE intent exactly once (see
+The user's own wallet (`/v1/me/wallets`) and history (`/v1/me/history`), read as the signed routes
+read them. The user's answer to a payment request: `confirm` makes the MINIAPP_CHARGE intent exactly once (see
 `pm_gateway.payment_requests`), submitted as if the merchant had (its key, its Idempotency-Key
 `payment-request:<id>`), after the checks a charge gets (`merchant_access`) are run again, since the
 merchant or its mini-app may have changed since it asked. `decline` closes the request.
@@ -19,7 +20,7 @@ import uuid
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pm_gateway import intents, merchant_access, payment_requests, web
+from pm_gateway import intents, merchant_access, payment_requests, wallets, web
 from pm_gateway import queries as q
 from pm_gateway.auth import Caller, refuse
 from pm_gateway.ids import uuid7
@@ -46,6 +47,14 @@ def _user(request: Request) -> str:
 
 def _not_found() -> ProblemError:
     return ProblemError(404, "payment_request_not_found", "no such payment request")
+
+
+async def wallets_(request: Request) -> Response:
+    return web.json(await wallets.wallet_of(request, _user(request)))
+
+
+async def history(request: Request) -> Response:
+    return web.json(await wallets.history_of(request, _user(request)))
 
 
 async def list_requests(request: Request) -> Response:

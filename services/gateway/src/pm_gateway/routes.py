@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Annotated, Any
 
 import msgspec
 
 from pm_client.api import (
-    ID_PATTERN,
     CreateIntent,
     CreateKey,
     FeeBreakdown,
@@ -17,7 +15,6 @@ from pm_client.api import (
     FeeRuleIn,
     FeeRuleOut,
     HistoryPage,
-    Id,
     Intent,
     IntentPage,
     IntentType,
@@ -27,33 +24,33 @@ from pm_client.api import (
     RotateKey,
     RouteIn,
     RouteOut,
-    RuleId,
     ServiceKeyInfo,
     ServiceKeySecret,
     Wallet,
 )
-from pm_client.merchant_api import (
-    CreateMerchant,
-    CreateMiniapp,
-    CreatePaymentRequest,
-    Merchant,
-    Miniapp,
-    OnboardedMerchant,
-    PaymentRequest,
-)
 from pm_gateway import (
     admin,
     intents,
-    me,
     merchant_access,
-    merchants,
-    miniapps,
-    payment_requests,
+    merchant_routes,
     rules,
     wallets,
     webhooks,
 )
 from pm_gateway.endpoints import Endpoint, Param
+from pm_gateway.params import (
+    BUSY,
+    CHANNEL,
+    CURSOR,
+    IDEMPOTENCY,
+    INTENT,
+    KEY,
+    LIMIT,
+    OWNER,
+    PARTY_RULES,
+    PREFER,
+    RULE,
+)
 from pm_gateway.psp_callbacks import (
     IPPS_SIGNATURE_HEADER,
     QP_SIGNATURE_HEADER,
@@ -62,89 +59,6 @@ from pm_gateway.psp_callbacks import (
     QpCallback,
 )
 
-LIST_LIMIT_MAX = 200
-IDEMPOTENCY_KEY_MAX = 255
-_ID_RULE = f"An id: {ID_PATTERN} (1–64 characters, a letter or digit first)."
-_IDEMPOTENCY = Param(
-    "Idempotency-Key",
-    "header",
-    "Same key and body: the same intent. 1–255 printable ASCII characters (space included).",
-    Annotated[str, msgspec.Meta(min_length=1, max_length=IDEMPOTENCY_KEY_MAX, pattern=r"^[ -~]+(?!\n)$")],
-    required=True,
-    code="idempotency_key_invalid",
-    missing_code="idempotency_key_missing",
-)
-_PREFER = Param(
-    "Prefer",
-    "header",
-    "`wait=N` (N ≤ 30; larger is read as 30): answer once the intent is terminal or after N s.",
-    Annotated[str, msgspec.Meta(max_length=200, pattern=r"^[ -~]*(?!\n)$")],
-)
-_LIMIT = Param(
-    "limit",
-    "query",
-    f"Page size, 1–{LIST_LIMIT_MAX} (default 50), ASCII digits.",
-    Annotated[int, msgspec.Meta(ge=1, le=LIST_LIMIT_MAX)],
-    code="limit_invalid",
-    default=50,
-)
-_CURSOR = Param(
-    "cursor",
-    "query",
-    "`nextCursor` of the previous page (opaque, base64url).",
-    Annotated[str, msgspec.Meta(min_length=1, max_length=400, pattern=r"^[A-Za-z0-9_-]+(?!\n)$")],
-    code="cursor_invalid",
-)
-_OWNER = Param("owner_id", "path", f"The owner's id. {_ID_RULE}", Id, required=True)
-_MERCHANT = Param("merchant_id", "path", f"The merchant id. {_ID_RULE}", Id, required=True)
-_REQUEST = Param(
-    "request_id",
-    "path",
-    "The payment request's id (a UUID); one that is not names none (404).",
-    uuid.UUID,
-    required=True,
-    status=404,
-    code="payment_request_not_found",
-)
-_ME = (
-    Param(
-        "X-PM-Proxy-Secret",
-        "header",
-        "Added by the front door (nginx); a request without it never speaks for a user.",
-        Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^[!-~]+(?!\n)$")],
-        required=True,
-        status=401,
-        code="proxy_secret_invalid",
-        missing_status=401,
-        missing_code="proxy_secret_invalid",
-    ),
-    Param(
-        "X-PM-User",
-        "header",
-        "The user the Auth Center vouched for, set by the front door (a client's own is overwritten). "
-        + _ID_RULE,
-        Id,
-        required=True,
-        status=401,
-        code="user_invalid",
-        missing_status=401,
-        missing_code="user_missing",
-    ),
-)
-_KEY = Param("key_id", "path", f"The key id. {_ID_RULE}", Id, required=True)
-_RULE = Param("rule_id", "path", "The rule id: lower-case letters, digits, `_ . -`.", RuleId, required=True)
-_INTENT = Param(
-    "intent_id",
-    "path",
-    "The intent id (a UUID); one that is not a UUID names no intent (404).",
-    uuid.UUID,
-    required=True,
-    status=404,
-    code="intent_not_found",
-)
-_CHANNEL = Annotated[str, msgspec.Meta(pattern=r"^[A-Z][A-Z0-9_]{0,40}(?!\n)$")]
-_BUSY = ("backpressure",)
-_PARTY_RULES = ("invalid_parties", "invalid_thai_qr", "qr_amount_mismatch")
 _IPPS_HOOKS = webhooks.hooks(webhooks.IPPS)
 _QP_HOOKS = webhooks.hooks(webhooks.QP)
 
@@ -177,10 +91,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         {
             403: ("forbidden_operation", "forbidden_owner", "charge_needs_consent", *merchant_access.CODES),
             409: ("idempotency_key_reused",),
-            422: _PARTY_RULES,
-            503: _BUSY,
+            422: PARTY_RULES,
+            503: BUSY,
         },
-        (_IDEMPOTENCY, _PREFER),
+        (IDEMPOTENCY, PREFER),
     ),
     Endpoint(
         "GET",
@@ -189,7 +103,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "List the intents created with this key (all of them for an admin key), newest first.",
         None,
         {200: IntentPage},
-        params=(_LIMIT, _CURSOR),
+        params=(LIMIT, CURSOR),
     ),
     Endpoint(
         "GET",
@@ -199,7 +113,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         None,
         {200: Intent},
         {404: ("intent_not_found",)},
-        (_INTENT, _PREFER),
+        (INTENT, PREFER),
     ),
     Endpoint(
         "POST",
@@ -208,7 +122,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Open a wallet (201), or 202 while the ledger-writer is still opening it.",
         OpenWallet,
         {201: Wallet, 202: Wallet},
-        {403: ("forbidden_owner",), 503: _BUSY},
+        {403: ("forbidden_owner",), 503: BUSY},
         tag="wallets",
     ),
     Endpoint(
@@ -219,7 +133,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         None,
         {200: Wallet},
         {403: ("forbidden_owner",), 404: ("wallet_not_found",)},
-        (_OWNER,),
+        (OWNER,),
         tag="wallets",
     ),
     Endpoint(
@@ -230,7 +144,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         None,
         {200: HistoryPage},
         {403: ("forbidden_owner",)},
-        (_OWNER, _LIMIT, _CURSOR),
+        (OWNER, LIMIT, CURSOR),
         tag="wallets",
     ),
     Endpoint(
@@ -261,7 +175,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         RotateKey,
         {200: ServiceKeySecret},
         {403: ("forbidden_admin",), 404: ("key_not_found",)},
-        (_KEY,),
+        (KEY,),
         tag="admin",
         body_optional=True,
     ),
@@ -273,178 +187,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         None,
         {200: ServiceKeyInfo},
         {403: ("forbidden_admin",), 404: ("key_not_found",)},
-        (_KEY,),
+        (KEY,),
         tag="admin",
-    ),
-    Endpoint(
-        "POST",
-        "/v1/admin/merchants",
-        merchants.onboard,
-        "Onboard a merchant: its service key and one ledger account per currency, idempotently (201, "
-        "or 202 while its accounts are being opened: repeat the request). The answer carries the "
-        "key's secret.",
-        CreateMerchant,
-        {201: OnboardedMerchant, 202: OnboardedMerchant},
-        {403: ("forbidden_admin",), 409: ("idempotency_key_reused", "merchant_exists"), 503: _BUSY},
-        (_IDEMPOTENCY,),
-        tag="merchants",
-    ),
-    Endpoint(
-        "GET",
-        "/v1/admin/merchants",
-        merchants.list_,
-        "Every merchant, oldest first.",
-        None,
-        {200: list[Merchant]},
-        {403: ("forbidden_admin",)},
-        tag="merchants",
-    ),
-    Endpoint(
-        "GET",
-        "/v1/admin/merchants/{merchant_id}",
-        merchants.show,
-        "One merchant: its key, its accounts (opened or not) and its audit trail.",
-        None,
-        {200: Merchant},
-        {403: ("forbidden_admin",), 404: ("merchant_not_found",)},
-        (_MERCHANT,),
-        tag="merchants",
-    ),
-    Endpoint(
-        "POST",
-        "/v1/admin/merchants/{merchant_id}/deactivate",
-        merchants.deactivate,
-        "Deactivate a merchant: its key is refused from the next request on; intents in flight finish.",
-        None,
-        {200: Merchant},
-        {403: ("forbidden_admin",), 404: ("merchant_not_found",)},
-        (_MERCHANT,),
-        tag="merchants",
-    ),
-    Endpoint(
-        "POST",
-        "/v1/admin/merchants/{merchant_id}/reactivate",
-        merchants.reactivate,
-        "Reactivate a merchant: its key signs again.",
-        None,
-        {200: Merchant},
-        {403: ("forbidden_admin",), 404: ("merchant_not_found",)},
-        (_MERCHANT,),
-        tag="merchants",
-    ),
-    Endpoint(
-        "POST",
-        "/v1/admin/merchants/{merchant_id}/rotate-secret",
-        merchants.rotate_secret,
-        "A new secret for the merchant's key; the previous one stays valid for the grace period.",
-        RotateKey,
-        {200: ServiceKeySecret},
-        {403: ("forbidden_admin",), 404: ("merchant_not_found",)},
-        (_MERCHANT,),
-        tag="merchants",
-        body_optional=True,
-    ),
-    Endpoint(
-        "POST",
-        "/v1/admin/miniapps",
-        miniapps.create,
-        "Add a mini-app to the catalog (201), or find the same definition (200).",
-        CreateMiniapp,
-        {200: Miniapp, 201: Miniapp},
-        {403: ("forbidden_admin",), 409: ("miniapp_exists",), 422: ("merchant_not_found",)},
-        tag="merchants",
-    ),
-    Endpoint(
-        "GET",
-        "/v1/admin/miniapps",
-        miniapps.list_,
-        "The mini-app catalog (one merchant's with `merchant`).",
-        None,
-        {200: list[Miniapp]},
-        {403: ("forbidden_admin",)},
-        (Param("merchant", "query", f"Only this merchant's mini-apps. {_ID_RULE}", Id),),
-        tag="merchants",
-    ),
-    Endpoint(
-        "POST",
-        "/v1/admin/miniapps/{miniapp_id}/deactivate",
-        miniapps.deactivate,
-        "Deactivate a mini-app: intents through it are refused from then on.",
-        None,
-        {200: Miniapp},
-        {403: ("forbidden_admin",), 404: ("miniapp_not_found",)},
-        (Param("miniapp_id", "path", f"The mini-app id. {_ID_RULE}", Id, required=True),),
-        tag="merchants",
-    ),
-    Endpoint(
-        "POST",
-        "/v1/payment-requests",
-        payment_requests.create,
-        "Ask a user to pay through one of the merchant's mini-apps (a merchant's key); nothing moves "
-        "until the user confirms it.",
-        CreatePaymentRequest,
-        {201: PaymentRequest},
-        {
-            403: ("forbidden_operation", "merchant_key_required", *merchant_access.CODES),
-            409: ("idempotency_key_reused",),
-        },
-        (_IDEMPOTENCY,),
-        tag="payment requests",
-    ),
-    Endpoint(
-        "GET",
-        "/v1/payment-requests/{request_id}",
-        payment_requests.show,
-        "One of the merchant's payment requests: its status and, once confirmed, its intent.",
-        None,
-        {200: PaymentRequest},
-        {403: ("forbidden_operation", "merchant_key_required"), 404: ("payment_request_not_found",)},
-        (_REQUEST,),
-        tag="payment requests",
-    ),
-    Endpoint(
-        "GET",
-        "/v1/me/payment-requests",
-        me.list_requests,
-        "The user's payment requests, newest first (through the front door: nginx and the Auth Center).",
-        None,
-        {200: list[PaymentRequest]},
-        params=_ME,
-        tag="me",
-        signed=False,
-        guard=me.guard,
-    ),
-    Endpoint(
-        "POST",
-        "/v1/me/payment-requests/{request_id}/confirm",
-        me.confirm,
-        "Confirm a payment request: its MINIAPP_CHARGE intent, made exactly once (202, as on POST "
-        "/v1/intents; a repeat answers with the same intent).",
-        None,
-        {202: Intent},
-        {
-            403: ("merchant_inactive", *merchant_access.CODES),
-            404: ("payment_request_not_found",),
-            409: ("payment_request_declined", "payment_request_expired", "idempotency_key_reused"),
-            503: _BUSY,
-        },
-        (*_ME, _REQUEST),
-        tag="me",
-        signed=False,
-        guard=me.guard,
-    ),
-    Endpoint(
-        "POST",
-        "/v1/me/payment-requests/{request_id}/decline",
-        me.decline,
-        "Decline a payment request (a repeat answers the same).",
-        None,
-        {200: PaymentRequest},
-        {404: ("payment_request_not_found",), 409: ("payment_request_confirmed", "payment_request_expired")},
-        (*_ME, _REQUEST),
-        tag="me",
-        signed=False,
-        guard=me.guard,
     ),
     Endpoint(
         "POST",
@@ -455,7 +199,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         {200: FeeBreakdown},
         {
             403: ("forbidden_operation", "forbidden_owner", *merchant_access.CODES),
-            422: (*_PARTY_RULES, "fee_rule_invalid", "fee_rule_error", "fee_invalid", "fee_excessive"),
+            422: (*PARTY_RULES, "fee_rule_invalid", "fee_rule_error", "fee_invalid", "fee_excessive"),
         },
         tag="fees",
     ),
@@ -487,7 +231,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         None,
         {200: FeeRuleOut},
         {403: ("forbidden_admin",), 404: ("rule_not_found",), 409: ("rule_conflict",)},
-        (_RULE,),
+        (RULE,),
         tag="admin",
     ),
     Endpoint(
@@ -518,7 +262,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         None,
         {200: LimitRuleOut},
         {403: ("forbidden_admin",), 404: ("rule_not_found",), 409: ("rule_conflict",)},
-        (_RULE,),
+        (RULE,),
         tag="admin",
     ),
     Endpoint(
@@ -549,7 +293,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 status=404,
                 code="route_not_found",
             ),
-            Param("channel", "path", "The channel: an upper-case identifier.", _CHANNEL, required=True),
+            Param("channel", "path", "The channel: an upper-case identifier.", CHANNEL, required=True),
         ),
         tag="admin",
     ),
@@ -560,7 +304,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "An IPPS callback (its own signature, from an allowlisted address), passed on as a hint.",
         IppsCallback,
         {200: webhooks.WebhookAck},
-        {401: ("invalid_signature",), 403: ("forbidden_source",), 503: _BUSY},
+        {401: ("invalid_signature",), 403: ("forbidden_source",), 503: BUSY},
         (
             _psp_header(
                 IPPS_SIGNATURE_HEADER, "`t=<unix>,v1=<hex HMAC-SHA256(secret, t.body)>`.", _SIGNATURE_HEADER
@@ -579,7 +323,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "A QP callback (its own signature, from an allowlisted address), passed on as a hint.",
         QpCallback,
         {200: webhooks.WebhookAck},
-        {401: ("invalid_signature",), 403: ("forbidden_source",), 503: _BUSY},
+        {401: ("invalid_signature",), 403: ("forbidden_source",), 503: BUSY},
         (
             _psp_header(
                 QP_TIMESTAMP_HEADER,
@@ -594,4 +338,6 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         verify=_QP_HOOKS.verify,
         on_problem=_QP_HOOKS.on_problem,
     ),
+    # Merchants, mini-apps, payment requests and end users (`/v1/me`).
+    *merchant_routes.ENDPOINTS,
 )

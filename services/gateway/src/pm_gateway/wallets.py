@@ -44,9 +44,14 @@ async def open_wallet(request: Request) -> Response:
 
 
 async def get_wallet(request: Request) -> Response:
-    d = web.deps(request)
     owner_id: str = web.inputs(request).params["owner_id"]
     require_owner(await web.caller(request), owner_id)
+    return web.json(await wallet_of(request, owner_id))
+
+
+async def wallet_of(request: Request, owner_id: str) -> Wallet:
+    """A user's balances per currency, from the ledger (404 `wallet_not_found` without a wallet)."""
+    d = web.deps(request)
     async with d.pool.acquire() as conn:
         rows = await conn.fetch(q.SELECT_WALLET_ACCOUNTS, "user", owner_id, int(chart.Code.USER_WALLET))
     if not rows:
@@ -58,18 +63,23 @@ async def get_wallet(request: Request) -> Response:
         for row in rows
         if row["account_id"].int in by_id
     ]
-    return web.json(Wallet(owner_id=owner_id, balances=balances))
+    return Wallet(owner_id=owner_id, balances=balances)
 
 
 async def history(request: Request) -> Response:
+    owner_id: str = web.inputs(request).params["owner_id"]
+    require_owner(await web.caller(request), owner_id)
+    return web.json(await history_of(request, owner_id))
+
+
+async def history_of(request: Request, owner_id: str) -> HistoryPage:
+    """A page of a user's settled movements, newest first (the `limit` and `cursor` parameters)."""
     d = web.deps(request)
     given = web.inputs(request)
-    owner_id: str = given.params["owner_id"]
     count: int = given.params["limit"]
     after_at, after_id = (
         cursors.decode_bigint(given.params["cursor"]) if given.params["cursor"] else (None, None)
     )
-    require_owner(await web.caller(request), owner_id)
     async with d.pool.acquire() as conn:
         rows = await conn.fetch(q.LIST_HISTORY, "user", owner_id, after_at, after_id, count + 1)
     items = [
@@ -91,4 +101,4 @@ async def history(request: Request) -> Response:
     if len(rows) > count:
         last = rows[count - 1]
         cursor = cursors.encode(last["at"], last["id"])
-    return web.json(HistoryPage(items=items, next_cursor=cursor))
+    return HistoryPage(items=items, next_cursor=cursor)
