@@ -61,8 +61,7 @@ async def list_requests(request: Request) -> Response:
     d = web.deps(request)
     async with d.pool.acquire() as conn:
         rows = await conn.fetch(q.LIST_USER_PAYMENT_REQUESTS, _user(request), LIST_LIMIT)
-        now = await conn.fetchval("SELECT now()")
-    return web.json([payment_requests.view(r, now) for r in rows])
+    return web.json([payment_requests.view(r) for r in rows])
 
 
 async def decline(request: Request) -> Response:
@@ -74,8 +73,7 @@ async def decline(request: Request) -> Response:
             row = await conn.fetchrow(q.SELECT_PAYMENT_REQUEST, request_id)
             if row is None or row["user_id"] != _user(request):
                 raise _not_found()
-        now = await conn.fetchval("SELECT now()")
-    answer = payment_requests.view(row, now)
+    answer = payment_requests.view(row)
     if answer.status != "DECLINED":
         raise ProblemError(
             409, f"payment_request_{answer.status.lower()}", f"the payment request is {answer.status}"
@@ -99,17 +97,16 @@ async def confirm(request: Request) -> Response:
     user = _user(request)
     async with d.pool.acquire() as conn:
         row = await conn.fetchrow(q.SELECT_PAYMENT_REQUEST, request_id)
-        now = await conn.fetchval("SELECT now()")
     if row is None or row["user_id"] != user:
         raise _not_found()
-    shown = payment_requests.status(row, now)
+    shown: str = row["shown"]
     if shown in ("DECLINED", "EXPIRED"):
         raise ProblemError(409, f"payment_request_{shown.lower()}", f"the payment request is {shown}")
     intent_id = row["intent_id"]
     # A request confirmed already names its intent: a repeat finds (or finishes) that one, even if the
     # merchant was deactivated since; a new confirmation needs an active merchant.
     caller = await _merchant_caller(request, row["key_id"], active=intent_id is None)
-    body = payment_requests.charge(row, row["merchant_id"])
+    body = payment_requests.charge_of(row)
     if intent_id is None:
         async with d.pool.acquire() as conn:
             await merchant_access.check(conn, caller, body)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from datetime import datetime
 from typing import Literal
 
 import asyncpg
@@ -37,30 +36,37 @@ def intent_key(request_id: uuid.UUID) -> str:
     return f"payment-request:{request_id}"
 
 
-def charge(row: asyncpg.Record | CreatePaymentRequest, merchant_id: str) -> CreateIntent:
+def charge(
+    merchant_id: str, user_id: str, miniapp_id: str, amount: int, currency: str, description: str
+) -> CreateIntent:
     """The MINIAPP_CHARGE a payment request stands for."""
-    get = row.__getitem__ if isinstance(row, asyncpg.Record) else lambda name: getattr(row, name)
     return CreateIntent(
         type=CHARGE,
-        amount=get("amount"),
-        currency=get("currency"),
-        from_=UserParty(id=get("user_id")),
+        amount=amount,
+        currency=currency,  # type: ignore[arg-type]
+        from_=UserParty(id=user_id),
         to=MerchantParty(id=merchant_id),
-        miniapp_id=get("miniapp_id"),
-        comment=get("description") or None,
+        miniapp_id=miniapp_id,
+        comment=description or None,
     )
 
 
-def status(row: asyncpg.Record, now: datetime) -> str:
-    """The status as the API shows it: an OPEN request past its expiry is EXPIRED."""
-    state: str = row["status"]
-    return "EXPIRED" if state == "OPEN" and row["expires_at"] <= now else state
+def charge_of(row: asyncpg.Record) -> CreateIntent:
+    """The charge of a stored payment request."""
+    return charge(
+        row["merchant_id"],
+        row["user_id"],
+        row["miniapp_id"],
+        row["amount"],
+        row["currency"],
+        row["description"],
+    )
 
 
-def view(row: asyncpg.Record, now: datetime) -> PaymentRequest:
+def view(row: asyncpg.Record) -> PaymentRequest:
     return PaymentRequest(
         id=str(row["id"]),
-        status=status(row, now),  # type: ignore[arg-type]
+        status=row["shown"],
         merchant_id=row["merchant_id"],
         miniapp_id=row["miniapp_id"],
         user_id=row["user_id"],
@@ -90,7 +96,10 @@ async def create(request: Request) -> Response:
     merchant = _merchant_of(caller)
     request_hash = hashlib.sha256(_canonical.encode(wanted)).digest()
     async with d.pool.acquire() as conn:
-        await merchant_access.check(conn, caller, charge(wanted, merchant))
+        asked = charge(
+            merchant, wanted.user_id, wanted.miniapp_id, wanted.amount, wanted.currency, wanted.description
+        )
+        await merchant_access.check(conn, caller, asked)
         row = await conn.fetchrow(
             q.INSERT_PAYMENT_REQUEST,
             uuid.uuid4(),
@@ -113,11 +122,10 @@ async def create(request: Request) -> Response:
                 raise ProblemError(
                     409, "idempotency_key_reused", "this Idempotency-Key was used with another body"
                 )
-        now = await conn.fetchval("SELECT now()")
     headers = {"Location": f"/v1/payment-requests/{row['id']}"}
     if replayed:
         headers["Idempotent-Replayed"] = "true"
-    return web.json(view(row, now), 201, headers)
+    return web.json(view(row), 201, headers)
 
 
 async def show(request: Request) -> Response:
@@ -127,8 +135,7 @@ async def show(request: Request) -> Response:
     merchant = _merchant_of(caller)
     async with d.pool.acquire() as conn:
         row = await conn.fetchrow(q.SELECT_PAYMENT_REQUEST, request_id)
-        now = await conn.fetchval("SELECT now()")
     # Another merchant's request is reported as missing: ids do not leak across merchants.
     if row is None or row["merchant_id"] != merchant:
         raise ProblemError(404, "payment_request_not_found", "no such payment request")
-    return web.json(view(row, now))
+    return web.json(view(row))

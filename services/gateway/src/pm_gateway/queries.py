@@ -128,8 +128,11 @@ RETURNING operation_type, channel, steps, enabled, updated_at
 
 # --- payment requests -------------------------------------------------------------------------------
 
+# `shown`: the status as the API shows it, by the database's clock (an OPEN request past its time is
+# EXPIRED; nothing writes that, so no sweep is needed and no answer disagrees with the clock).
 _REQUEST_COLUMNS = """id, merchant_id, miniapp_id, user_id, amount, currency, description, status, key_id,
-    request_hash, intent_id, created_at, expires_at, decided_at"""
+    request_hash, intent_id, created_at, expires_at, decided_at,
+    CASE WHEN status = 'OPEN' AND expires_at <= now() THEN 'EXPIRED' ELSE status END AS shown"""
 
 # Nothing is written when the (merchant key, Idempotency-Key) pair is taken: the caller reads that one.
 INSERT_PAYMENT_REQUEST = f"""
