@@ -2,6 +2,7 @@
 module's own): an admin onboards a merchant and funds its account with an ADJUSTMENT; the merchant's
 key credits a user through its mini-app (MINIAPP_CREDIT), and cannot credit more than its account
 holds. Every combination a merchant's key may not make is a 403 with its own code, and changes nothing.
+End users, through the front door's headers: a confirmed charge, and a payment from their own wallet.
 """
 
 from __future__ import annotations
@@ -266,3 +267,29 @@ async def test_a_confirmed_charge_pays_the_merchant_less_its_commission(saga: Sa
         ("MINIAPP_CHARGE", "out", 2_000),
         ("ADJUSTMENT", "in", 10_000),
     ]
+
+
+async def test_a_user_pays_from_their_own_wallet_through_the_front_door(saga: SagaFleet) -> None:
+    payer, payee = f"u-{uuid.uuid4().hex[:8]}", f"u-{uuid.uuid4().hex[:8]}"
+    async with saga.client(saga.admin) as pm:
+        await open_wallet(pm, payer)
+        await open_wallet(pm, payee)
+        await fund(pm, payer, 5_000)
+    body = {"type": "P2P", "amount": 1_200, "currency": CURRENCY, "to": {"kind": "user", "id": payee}}
+    headers = {"X-PM-User": payer, "X-PM-Proxy-Secret": PROXY_SECRET, "Idempotency-Key": "dinner"}
+    async with httpx.AsyncClient(base_url=saga.url, timeout=40.0) as http:
+        made = await http.post("/v1/me/intents", json=body, headers={**headers, "Prefer": "wait=20"})
+        assert made.status_code == 202, made.text
+        # The payee reads it too (their own movement); both see it settled.
+        seen = await http.get(
+            made.headers["Location"], headers={"X-PM-User": payee, "X-PM-Proxy-Secret": PROXY_SECRET}
+        )
+        too_much = await http.post(
+            "/v1/me/intents",
+            json={**body, "amount": 1_000_000},
+            headers={**headers, "Idempotency-Key": "too-much", "Prefer": "wait=20"},
+        )
+    assert (made.json()["status"], seen.json()["status"]) == ("SETTLED", "SETTLED"), made.text
+    assert (too_much.json()["status"], too_much.json()["failureCode"]) == ("FAILED", "INSUFFICIENT_FUNDS")
+    found = await accounts(saga.database_url, [wallet_id(payer), wallet_id(payee)])
+    assert (posted(found[wallet_id(payer)]), posted(found[wallet_id(payee)])) == (3_800, 1_200)

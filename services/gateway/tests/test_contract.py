@@ -133,6 +133,17 @@ BUSINESS_REFUSALS: dict[str, tuple[Refusal, ...]] = {
         Refusal(403, "forbidden_operation", "a payment request needs a merchant's key, not the admin's"),
     ),
     "GET /v1/me/wallets": (Refusal(404, "wallet_not_found", _NOT_FOUND),),
+    "POST /v1/me/intents": (
+        Refusal(409, "idempotency_key_reused", "a generated Idempotency-Key comes again with another body"),
+        Refusal(
+            422,
+            "invalid_parties",
+            "a user never pays themselves, withdrawals go to PromptPay: " + _CROSS_FIELD,
+        ),
+        Refusal(422, "invalid_thai_qr", "the Thai QR payload must parse and pay in THB: " + _CROSS_FIELD),
+        Refusal(422, "qr_amount_mismatch", "the QR's amount must be the intent's: " + _CROSS_FIELD),
+    ),
+    "GET /v1/me/intents/{intent_id}": (Refusal(404, "intent_not_found", _NOT_FOUND),),
     "GET /v1/me/history": (Refusal(400, "cursor_invalid", "a generated cursor is no token this API issued"),),
     "POST /v1/me/payment-requests/{request_id}/confirm": (
         Refusal(404, "payment_request_not_found", _NOT_FOUND),

@@ -143,6 +143,38 @@ class CreateIntent(Struct, kw_only=True):
             raise ValueError("miniappId is required for MINIAPP_* intents and only for them")
 
 
+MyIntentType = Literal["P2P", "PROMPTPAY_WITHDRAWAL"]
+
+
+class CreateMyIntent(Struct, kw_only=True):
+    """`POST /v1/me/intents` (with an `Idempotency-Key` header): an end user pays from their own wallet.
+
+    The payer is the user the front door vouched for (`X-PM-User`); the body never names it. Checked
+    as `CreateIntent` is (the payee fits the type, a user never pays themselves, Thai QR rules).
+    """
+
+    type: MyIntentType
+    amount: Amount
+    currency: Currency
+    to: UserParty | PromptPayParty | ThaiQrParty
+    to_name: DisplayName | None = None
+    comment: Comment | None = None
+    metadata: Metadata = {}
+
+    def intent(self, user_id: str) -> CreateIntent:
+        """The intent this asks for, paid by `user_id`."""
+        return CreateIntent(
+            type=self.type,
+            amount=self.amount,
+            currency=self.currency,
+            from_=UserParty(id=user_id),
+            to=self.to,
+            to_name=self.to_name,
+            comment=self.comment,
+            metadata=self.metadata,
+        )
+
+
 class Fee(Out, kw_only=True):
     rule_id: str
     rule_version: int

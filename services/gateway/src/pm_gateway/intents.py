@@ -21,7 +21,7 @@ from prometheus_client import Counter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pm_client.api import MINIAPP_TYPES, TERMINAL_STATES, CreateIntent, Intent, IntentPage, Party
+from pm_client.api import MINIAPP_TYPES, TERMINAL_STATES, CreateIntent, Intent, IntentPage, Links, Party
 from pm_gateway import cursors, merchant_access, shapes, views, web
 from pm_gateway import queries as q
 from pm_gateway.auth import Caller, refuse, require_operation, require_owner
@@ -38,11 +38,12 @@ log = logging.getLogger(__name__)
 BACKPRESSURE = Counter("pm_gateway_backpressure_total", "Intake requests refused under back-pressure.")
 
 IDEMPOTENCY_HEADER = "idempotency-key"
+INTENTS_PATH = "/v1/intents"
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*([0-9]{1,9})(?![0-9])", re.IGNORECASE)
 _canonical = msgspec.json.Encoder(order="deterministic")
 
 
-def _wait_seconds(request: Request, cap: int) -> int:
+def wait_seconds(request: Request, cap: int) -> int:
     match = _PREFER_WAIT.search(web.inputs(request).params.get("prefer") or "")
     return min(int(match.group(1)), cap) if match else 0
 
@@ -76,12 +77,13 @@ async def submit(
     intent_request: CreateIntent,
     *,
     intent_id: uuid.UUID | None = None,
+    links: str = INTENTS_PATH,
 ) -> Response:
     """Write, publish and answer an intent that has passed every check (or find the one `key` made):
-    `POST /v1/intents`, and a payment request's confirmation, which names the id it minted."""
+    `POST /v1/intents`, and the front door's (`/v1/me/...`), whose answers link under `links`."""
     d = web.deps(request)
     request_hash = _request_hash(intent_request)
-    wait = _wait_seconds(request, d.settings.max_wait_s)
+    wait = wait_seconds(request, d.settings.max_wait_s)
 
     # Refused under back-pressure before anything is written (a replay too: it can come back later).
     intent_id = intent_id or uuid7()
@@ -113,20 +115,28 @@ async def submit(
         await _publish(request, stream_key, message.message_id, payload)
         answer = views.new_intent(str(intent_id), intent_request, created_at)
         if wait:
-            answer = await _read(request, intent_id, wait, payment_answers=True)
+            answer = await read(request, intent_id, wait, payment_answers=True)
     else:
         if bytes(existing["request_hash"]) != request_hash:
             raise ProblemError(
                 409, "idempotency_key_reused", "this Idempotency-Key was used with another body"
             )
         intent_id = existing["id"]
-        answer = await _read(request, intent_id, wait, payment_answers=True)
+        answer = await read(request, intent_id, wait, payment_answers=True)
+    answer = linked(answer, links)
     headers = {"Location": answer.links.self_}
     if existing is not None:
         headers["Idempotent-Replayed"] = "true"
     if wait:
         headers["Preference-Applied"] = f"wait={wait}"
     return web.json(answer, 202, headers)
+
+
+def linked(answer: Intent, links: str) -> Intent:
+    """`answer` with its self link under `links` (the front door's callers read `/v1/me/intents`)."""
+    if links == INTENTS_PATH:
+        return answer
+    return msgspec.structs.replace(answer, links=Links(self_=f"{links}/{answer.id}"))
 
 
 def _request_hash(r: CreateIntent) -> bytes:
@@ -224,9 +234,7 @@ async def _publish(request: Request, stream_key: str, message_id: str, payload: 
     d.marks.add(message_id)
 
 
-async def _read(
-    request: Request, intent_id: uuid.UUID, wait: int, *, payment_answers: bool = False
-) -> Intent:
+async def read(request: Request, intent_id: uuid.UUID, wait: int, *, payment_answers: bool = False) -> Intent:
     """The intent, after waiting up to `wait` s until it is terminal or its payer gets a QR to pay.
 
     `payment_answers`: a QR already there answers at once (a POST: its caller has not seen the QR
@@ -262,8 +270,8 @@ async def get(request: Request) -> Response:
     # Another key's intent is reported as missing, not forbidden: ids do not leak across keys.
     if row is None or (row["key_id"] != caller.key_id and not caller.permissions.admin):
         raise ProblemError(404, "intent_not_found", "no such intent")
-    wait = _wait_seconds(request, d.settings.max_wait_s)
-    answer = await _read(request, intent_id, wait)
+    wait = wait_seconds(request, d.settings.max_wait_s)
+    answer = await read(request, intent_id, wait)
     return web.json(answer, 200, {"Preference-Applied": f"wait={wait}"} if wait else None)
 
 

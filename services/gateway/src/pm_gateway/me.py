@@ -6,7 +6,12 @@ trusts `X-PM-User` only beside the proxy secret (`PM_GATEWAY_PROXY_SECRET`), com
 time before anything else; with no proxy secret configured, every `/v1/me` request is refused.
 
 The user's own wallet (`/v1/me/wallets`) and history (`/v1/me/history`), read as the signed routes
-read them. The user's answer to a payment request: `confirm` makes the MINIAPP_CHARGE intent exactly once (see
+read them. Payments from the user's own wallet (`POST /v1/me/intents`: P2P and PromptPay
+withdrawals), made as `POST /v1/intents` makes them, under the front door's key
+(`FRONT_DOOR_KEY_ID`, which never signs) with the Idempotency-Key kept per user (`me:<user>:<key>`);
+the user reads them back at `/v1/me/intents/{id}` (theirs only: payer or payee).
+
+The user's answer to a payment request: `confirm` makes the MINIAPP_CHARGE intent exactly once (see
 `pm_gateway.payment_requests`), submitted as if the merchant had (its key, its Idempotency-Key
 `payment-request:<id>`), after the checks a charge gets (`merchant_access`) are run again, since the
 merchant or its mini-app may have changed since it asked. `decline` closes the request.
@@ -15,18 +20,25 @@ merchant or its mini-app may have changed since it asked. `decline` closes the r
 from __future__ import annotations
 
 import hmac
+import json
 import uuid
+from typing import get_args
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pm_gateway import intents, merchant_access, payment_requests, wallets, web
+from pm_client.api import CreateMyIntent, MyIntentType
+from pm_gateway import intents, merchant_access, payment_requests, shapes, wallets, web
 from pm_gateway import queries as q
 from pm_gateway.auth import Caller, refuse
 from pm_gateway.ids import uuid7
 from pm_gateway.problems import ProblemError
 from pm_shared.keys.store import Permissions
 
+FRONT_DOOR_KEY_ID = "pk_" + "0" * 24
+"""The key end users' intents are kept under (migration 0015): inactive for ever, it never signs."""
+FRONT_DOOR = Caller(FRONT_DOOR_KEY_ID, Permissions(operations=frozenset(get_args(MyIntentType)), owners=None))
+LINKS = "/v1/me/intents"
 PROXY_SECRET_HEADER = "X-PM-Proxy-Secret"
 USER_HEADER = "X-PM-User"
 LIST_LIMIT = 50
@@ -55,6 +67,30 @@ async def wallets_(request: Request) -> Response:
 
 async def history(request: Request) -> Response:
     return web.json(await wallets.history_of(request, _user(request)))
+
+
+async def create_intent(request: Request) -> Response:
+    given = web.inputs(request)
+    user = _user(request)
+    mine: CreateMyIntent = given.body
+    intent_request = mine.intent(user)
+    shapes.check(intent_request)
+    key = f"me:{user}:{given.params[intents.IDEMPOTENCY_HEADER]}"
+    return await intents.submit(request, FRONT_DOOR, key, intent_request, links=LINKS)
+
+
+async def show_intent(request: Request) -> Response:
+    d = web.deps(request)
+    intent_id: uuid.UUID = web.inputs(request).params["intent_id"]
+    user = {"kind": "user", "id": _user(request)}
+    async with d.pool.acquire() as conn:
+        mine = await conn.fetchval(q.IS_USERS_INTENT, intent_id, json.dumps(user))
+    # Someone else's intent is as missing as one that does not exist: ids do not leak across users.
+    if not mine:
+        raise ProblemError(404, "intent_not_found", "no such intent")
+    wait = intents.wait_seconds(request, d.settings.max_wait_s)
+    answer = intents.linked(await intents.read(request, intent_id, wait), LINKS)
+    return web.json(answer, 200, {"Preference-Applied": f"wait={wait}"} if wait else None)
 
 
 async def list_requests(request: Request) -> Response:
@@ -116,4 +152,4 @@ async def confirm(request: Request) -> Response:
             return await confirm(request)
         intent_id = confirmed["intent_id"]
     key = payment_requests.intent_key(request_id)
-    return await intents.submit(request, caller, key, body, intent_id=intent_id)
+    return await intents.submit(request, caller, key, body, intent_id=intent_id, links=LINKS)

@@ -3,7 +3,7 @@ merchant-key and front-door operations, as `pm_gateway.routes` declares the othe
 
 from __future__ import annotations
 
-from pm_client.api import HistoryPage, Id, Intent, RotateKey, ServiceKeySecret, Wallet
+from pm_client.api import CreateMyIntent, HistoryPage, Id, Intent, RotateKey, ServiceKeySecret, Wallet
 from pm_client.merchant_api import (
     CreateMerchant,
     CreateMiniapp,
@@ -15,7 +15,20 @@ from pm_client.merchant_api import (
 )
 from pm_gateway import me, merchant_access, merchants, miniapps, payment_requests
 from pm_gateway.endpoints import Endpoint, Param
-from pm_gateway.params import BUSY, CURSOR, ID_RULE, IDEMPOTENCY, LIMIT, ME, MERCHANT, REQUEST
+from pm_gateway.params import (
+    BUSY,
+    CURSOR,
+    ID_RULE,
+    IDEMPOTENCY,
+    INTENT,
+    LIMIT,
+    ME,
+    ME_IDEMPOTENCY,
+    MERCHANT,
+    PARTY_RULES,
+    PREFER,
+    REQUEST,
+)
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
@@ -165,6 +178,33 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         None,
         {200: HistoryPage},
         params=(*ME, LIMIT, CURSOR),
+        tag="me",
+        signed=False,
+        guard=me.guard,
+    ),
+    Endpoint(
+        "POST",
+        "/v1/me/intents",
+        me.create_intent,
+        "Pay from the user's own wallet: a P2P payment or a PromptPay withdrawal (202 once durably "
+        "accepted, as on POST /v1/intents; the same Idempotency-Key and body answer the same intent).",
+        CreateMyIntent,
+        {202: Intent},
+        {409: ("idempotency_key_reused",), 422: PARTY_RULES, 503: BUSY},
+        (*ME, ME_IDEMPOTENCY, PREFER),
+        tag="me",
+        signed=False,
+        guard=me.guard,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/me/intents/{intent_id}",
+        me.show_intent,
+        "One of the user's intents (paid by or to them): state, failure code, fees, legs, timeline.",
+        None,
+        {200: Intent},
+        {404: ("intent_not_found",)},
+        (*ME, INTENT, PREFER),
         tag="me",
         signed=False,
         guard=me.guard,

@@ -23,6 +23,16 @@ IDEMPOTENCY = Param(
     code="idempotency_key_invalid",
     missing_code="idempotency_key_missing",
 )
+ME_IDEMPOTENCY_KEY_MAX = 128
+ME_IDEMPOTENCY = Param(
+    "Idempotency-Key",
+    "header",
+    "Same key and body: the same intent (keys are the user's own). 1–128 printable ASCII characters.",
+    Annotated[str, msgspec.Meta(min_length=1, max_length=ME_IDEMPOTENCY_KEY_MAX, pattern=r"^[ -~]+(?!\n)$")],
+    required=True,
+    code="idempotency_key_invalid",
+    missing_code="idempotency_key_missing",
+)
 PREFER = Param(
     "Prefer",
     "header",

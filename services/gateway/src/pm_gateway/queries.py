@@ -169,3 +169,8 @@ RETURNING {_REQUEST_COLUMNS}
 """
 
 SELECT_KEY_PERMISSIONS = "SELECT status, permissions FROM pm.service_key WHERE key_id = $1"
+
+# An end user may read an intent they pay or are paid by ($2: their party, {"kind": "user", "id": …}).
+IS_USERS_INTENT = """
+SELECT EXISTS (SELECT 1 FROM pm.intent WHERE id = $1 AND (source @> $2::jsonb OR target @> $2::jsonb))
+"""
