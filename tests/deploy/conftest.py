@@ -270,7 +270,28 @@ class Manifests:
             for doc in yaml.safe_load_all((folder / resource).read_text()):
                 if doc:
                     found.append(doc)
+        found += [
+            self.generated(folder, kustomization, g) for g in kustomization.get("configMapGenerator", [])
+        ]
         self.objects: tuple[Obj, ...] = tuple(found)
+
+    GENERATED_HASH: ClassVar[re.Pattern[str]] = re.compile(r"-[a-z0-9]{10}$")
+    """What kustomize appends to a generated object's name (a hash of its content)."""
+
+    @staticmethod
+    def generated(folder: Path, kustomization: Obj, generator: Obj) -> Obj:
+        """The ConfigMap a `configMapGenerator` entry makes, under its name without kustomize's hash."""
+        assert set(generator) <= {"name", "files", "options"}, f"unexpected generator fields {generator}"
+        data = {}
+        for entry in generator["files"]:
+            key, _, path = entry.rpartition("=")  # `key=path`, or `path` (its file name is the key)
+            data[key or Path(path).name] = (folder / path).read_text()
+        metadata: Obj = {"name": generator["name"], "namespace": kustomization["namespace"]}
+        metadata["labels"] = dict(generator.get("options", {}).get("labels", {}))
+        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
+
+    def generated_names(self) -> set[str]:
+        return {g["name"] for g in self.kustomization.get("configMapGenerator", [])}
 
     def all(self, kind: str) -> list[Obj]:
         return [o for o in self.objects if o["kind"] == kind]

@@ -6,7 +6,8 @@ see: every service of the roster (pm_shared.fleet) is a Deployment, and nothing 
 console script from the image of its own workspace member; every `PM_*` variable a pod gets is
 accepted by that service's settings loader; every Deployment probes the port its settings bind,
 outlives the stream lease on SIGTERM, runs unprivileged and has a PDB; the migration Job runs before
-the Deployments.
+the Deployments. The front door (nginx, not a PM process) is the one other Deployment: it runs
+unprivileged and has a PDB too; test_k8s_front_door.py checks the rest of it.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ DEPLOYMENTS = sorted(SERVICES)
 """Not autoscaled by design: one active writer (a Redis lease) and one standby."""
 TOOLS_IMAGE = "pm-tools"
 """The image of the migration Job (the `pm` CLI)."""
+FRONT_DOOR = "front-door"
+"""The front door's Deployment: nginx (test_k8s_front_door.py), the one Deployment not of the roster."""
+FRONT_DOOR_IMAGE = "nginx"
+ALL_DEPLOYMENTS = sorted([*DEPLOYMENTS, FRONT_DOOR])
 
 
 # ------------------------------------------------------------------------------- the files and kustomize
@@ -69,6 +74,11 @@ def test_kustomize_builds_the_same_objects(manifests: Manifests, workspace: Work
         ["kubectl", "kustomize", str(K8S)], check=True, capture_output=True, text=True, timeout=60
     ).stdout
     objs = [d for d in yaml.safe_load_all(built) if d]
+    for obj in objs:  # a generated ConfigMap's name ends with a hash of its content
+        unhashed = manifests.GENERATED_HASH.sub("", obj["metadata"]["name"])
+        if obj["kind"] == "ConfigMap" and unhashed in manifests.generated_names():
+            assert obj["data"] == manifests.one("ConfigMap", unhashed)["data"]
+            obj["metadata"]["name"] = unhashed
     assert sorted(manifests.id(o) for o in objs) == sorted(manifests.id(o) for o in manifests.objects)
     images = {
         c["image"]
@@ -77,8 +87,13 @@ def test_kustomize_builds_the_same_objects(manifests: Manifests, workspace: Work
         for c in o["spec"]["template"]["spec"].get("initContainers", [])
         + o["spec"]["template"]["spec"]["containers"]
     }
-    expected = {workspace.member(m.module).distribution for m in fleet.SERVICES} | {TOOLS_IMAGE}
-    assert {i.rsplit(":", 1)[0] for i in images} == expected, "one image per service, pm-tools for the Job"
+    expected = {workspace.member(m.module).distribution for m in fleet.SERVICES} | {
+        TOOLS_IMAGE,
+        FRONT_DOOR_IMAGE,
+    }
+    assert {i.rsplit(":", 1)[0] for i in images} == expected, (
+        "one image per service, pm-tools for the Job, nginx for the front door"
+    )
 
 
 # ------------------------------------------------------------------------------- Kubernetes core schemas
@@ -111,7 +126,7 @@ def test_service_settings_accept_the_pod_environment(name: str, manifests: Manif
 
 
 def test_every_service_of_the_roster_is_a_deployment_and_nothing_else(manifests: Manifests) -> None:
-    assert sorted(d["metadata"]["name"] for d in manifests.all("Deployment")) == DEPLOYMENTS
+    assert sorted(d["metadata"]["name"] for d in manifests.all("Deployment")) == ALL_DEPLOYMENTS
     groups = {g for s in names.ALL_STREAMS for g in s.groups}
     consumers = {m.group for m in fleet.SERVICES if m.group is not None}
     assert groups == consumers, "every consumer group is a service of the roster, named after it"
@@ -194,7 +209,7 @@ def test_termination_grace_outlives_the_lease_and_the_shutdown_grace(name: str, 
         assert grace > msgspec.structs.asdict(settings)["lease_ms"] / 1000
 
 
-@pytest.mark.parametrize("name", DEPLOYMENTS)
+@pytest.mark.parametrize("name", ALL_DEPLOYMENTS)
 def test_pods_run_unprivileged_with_limits(name: str, manifests: Manifests) -> None:
     deployment = manifests.one("Deployment", name)
     pod = deployment["spec"]["template"]["spec"]
@@ -215,7 +230,7 @@ def test_pods_run_unprivileged_with_limits(name: str, manifests: Manifests) -> N
     assert "memory" in resources["limits"], f"{name}: no memory limit"
 
 
-@pytest.mark.parametrize("name", DEPLOYMENTS)
+@pytest.mark.parametrize("name", ALL_DEPLOYMENTS)
 def test_every_deployment_has_exactly_one_pdb(name: str, manifests: Manifests) -> None:
     deployment = manifests.one("Deployment", name)
     assert manifests.selects(deployment["spec"]["selector"], manifests.pod_labels(deployment))
@@ -286,12 +301,17 @@ def test_migration_job_runs_migrate_then_provision_before_the_deployments(manife
         wave = _wave(deployment)
         assert wave > job_wave, f"{manifests.id(deployment)} must sync after the Job"
         container = manifests.container(deployment)
-        refs = [("ConfigMap", s["configMapRef"]["name"]) for s in container["envFrom"] if "configMapRef" in s]
-        refs += [("Secret", s["secretRef"]["name"]) for s in container["envFrom"] if "secretRef" in s]
+        sources = container.get("envFrom", [])
+        refs = [("ConfigMap", s["configMapRef"]["name"]) for s in sources if "configMapRef" in s]
+        refs += [("Secret", s["secretRef"]["name"]) for s in sources if "secretRef" in s]
+        for kind, ref in (("Secret", "secretKeyRef"), ("ConfigMap", "configMapKeyRef")):
+            refs += [
+                (kind, v["valueFrom"][ref]["name"]) for v in container["env"] if ref in v.get("valueFrom", {})
+            ]
         refs += [
-            ("Secret", v["valueFrom"]["secretKeyRef"]["name"])
-            for v in container["env"]
-            if "secretKeyRef" in v.get("valueFrom", {})
+            ("ConfigMap", v["configMap"]["name"])
+            for v in deployment["spec"]["template"]["spec"].get("volumes", [])
+            if "configMap" in v
         ]
         for kind, name in refs:
             assert _wave(manifests.one(kind, name)) < wave, (
