@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
 import secrets
 import signal
 import tempfile
@@ -20,6 +21,7 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -37,6 +39,7 @@ WRITER_LEASE_KEY = "pm:bench:ledger-writer:lease"
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
 DELETE_CHUNK = 1_000
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def redis_url(url: str) -> str:
@@ -145,6 +148,60 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
     except TimeoutError:
         process.kill()
         await process.wait()
+
+
+def cpu_seconds(pid: int, children: bool = False) -> float | None:
+    """User + system CPU seconds of process `pid` (with `children`, plus its direct children's, as
+    nginx's workers under its master), from /proc; None where there is no /proc or no such process."""
+    pids = [pid]
+    if children:
+        try:
+            pids += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        except OSError:
+            return None
+    total = 0.0
+    for one in pids:
+        try:
+            # The command name (field 2) may hold spaces: the fields after its ")" are split safely.
+            fields = Path(f"/proc/{one}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            return None
+        total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime (fields 14, 15)
+    return total
+
+
+def postgres_cpu_seconds(database: str) -> float | None:
+    """CPU seconds used so far by the PostgreSQL backends connected to `database` (their command lines
+    name it), from /proc; None where there is no /proc. Backends that ended are not counted: read it
+    while the connections that do the work are open (pools keep theirs)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    total = 0.0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # A backend's title: "postgres: [<cluster>:] <user> <database> <client> <state>".
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").split()
+        except OSError:
+            continue
+        if title[:1] == ["postgres:"] and database in title[1:4]:
+            total += cpu_seconds(int(entry.name)) or 0.0
+    return total
+
+
+def cpu_delta_ms(
+    before: Mapping[str, float | None], after: Mapping[str, float | None], per: int
+) -> dict[str, float]:
+    """CPU ms per `per` units of work (a request, a flow) of each process named in both samples; those
+    /proc could not tell, left out."""
+    found = {}
+    for name, start in before.items():
+        end = after.get(name)
+        if start is not None and end is not None and per > 0:
+            found[name] = (end - start) / per * 1000
+    return found
 
 
 # --- stores -------------------------------------------------------------------------------------

@@ -1,11 +1,12 @@
 """What `pm bench` measured, as data: every benchmark fills these structs, and `report` writes
 them out (JSON, markdown, plots).
 
-A `Section` per benchmark module (streams runtime, ledger, gateway, saga, PSP) holds:
+A `Section` per benchmark module (streams runtime, ledger, gateway, saga, PSP, merchant charges, front
+door) holds:
 
 - `Benchmark`s: one figure each (throughput, and latency percentiles where the benchmark measures
   them), beside the baseline measured in the same run when there is one, the ratio of the two, and
-  the goal the figure is held to (met or not);
+  the goal the figure is held to (met or not), or why it was skipped;
 - `StageSet`s: where an intent's time goes, stage by stage (the saga's runs, the PSP run's types);
 - `LoadSweep`s: achieved throughput and latency percentiles at several offered loads.
 
@@ -54,6 +55,9 @@ class Benchmark(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     note: str | None = None
     extra: dict[str, float] = msgspec.field(default_factory=dict)
     """Other figures of the same measurement, by name (units in the name)."""
+    skipped: str | None = None
+    """Why the figure was not measured at all (nginx not installed, say): not held to its goal, and no
+    failure."""
 
 
 class StageTimes(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

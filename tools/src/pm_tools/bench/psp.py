@@ -258,7 +258,7 @@ async def run(
         "psp",
         orchestrators=orchestrators,
         users=users,
-        operations=frozenset({P2P, WITHDRAWAL}),
+        setup=workload.Setup(operations=frozenset({P2P, WITHDRAWAL})),
         ipps_latency_ms=latency_ms,
     ) as rig:
         p2p, withdrawals, adapter, metrics = await _mixed(rig, intents)

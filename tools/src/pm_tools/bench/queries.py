@@ -60,3 +60,19 @@ SELECT_PAYOUT_ATTEMPTS = """
 SELECT created_at, result_at, attempts, polls FROM pm.psp_tx_map
 WHERE psp = 'ipps' AND action = 'payout' AND intent_id = ANY($1::text[])
 """
+
+# OPEN payment requests, as the gateway leaves them, one row per element of the arrays.
+# $1 merchant id, $2 mini-app id, $3 the merchant's key id, $4 amount, $5 currency, $6 a request hash,
+# $7 seconds to expiry, $8 ids, $9 users.
+INSERT_PAYMENT_REQUESTS = """
+INSERT INTO pm.payment_request (id, merchant_id, miniapp_id, user_id, amount, currency, description,
+                                key_id, idempotency_key, request_hash, expires_at)
+SELECT t.id, $1, $2, t.user_id, $4, $5, 'pm bench', $3, 'bench-' || t.id::text, $6,
+       now() + make_interval(secs => $7::float8)
+FROM unnest($8::uuid[], $9::text[]) AS t(id, user_id)
+"""
+
+# The intents of $1 that are in one of the states $2, with their state.
+SELECT_IN_STATES = """
+SELECT id::text AS id, state FROM pm.intent WHERE id = ANY($1::uuid[]) AND state = ANY($2::text[])
+"""

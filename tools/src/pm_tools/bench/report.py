@@ -188,6 +188,8 @@ def _ratio(value: float | None) -> str:
 
 
 def _goal(b: Benchmark) -> str:
+    if b.skipped is not None:
+        return f"{b.goal}: skipped" if b.goal else "skipped"
     if b.goal is None:
         return ""
     verdict = {True: "met", False: "MISSED", None: "not held"}[b.goal_met]
@@ -217,7 +219,7 @@ def summary_table(run: BenchRun) -> list[str]:
                 _row(
                     [
                         b.name,
-                        _rate(b.throughput, b.unit),
+                        _rate(b.throughput, b.unit) or ("SKIPPED" if b.skipped else ""),
                         baseline,
                         _ratio(b.ratio),
                         _ms(b.p50_ms),
@@ -278,7 +280,8 @@ def stages_table(stage_sets: Sequence[StageSet]) -> list[str]:
 
 
 def _details(b: Benchmark) -> str | None:
-    parts = [b.note] if b.note else []
+    parts = [f"SKIPPED (not a failure): {b.skipped}"] if b.skipped else []
+    parts += [b.note] if b.note else []
     parts += [f"{name} {_number(value)}" for name, value in b.extra.items()]
     return f"- {b.name}: " + "; ".join(parts) + "." if parts else None
 

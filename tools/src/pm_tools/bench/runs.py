@@ -157,7 +157,7 @@ async def quiet(conn: db.Conn, redis: Redis) -> None:
 # --- reading the outcome ------------------------------------------------------------------------
 
 
-async def _ends(conn: db.Conn, intent_ids: list[str]) -> tuple[int, Counter[str], Counter[str]]:
+async def ends(conn: db.Conn, intent_ids: list[str]) -> tuple[int, Counter[str], Counter[str]]:
     """What the intents ended as: how many settled, the failed by code, the still open by state."""
     settled = 0
     failed: Counter[str] = Counter()
@@ -218,7 +218,7 @@ async def outcome(
     """
     id_list = list(started)
     timeline = await _timeline(conn, timeline_sql, id_list)
-    settled, failed, unfinished = await _ends(conn, id_list)
+    settled, failed, unfinished = await ends(conn, id_list)
     first_name, first_state = first_stage
     chain = ([first_state] if first_state else []) + list(chain)
     names = [first_name] + [f"{a} → {b}" for a, b in zip(chain, chain[1:], strict=False)]

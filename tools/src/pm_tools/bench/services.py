@@ -1,11 +1,12 @@
-"""The fleet the saga and PSP benchmarks run, as real processes with their default settings, and what
-its metrics say.
+"""The fleet the saga, PSP and merchant-charge benchmarks run, as real processes with their default
+settings, and what its metrics say.
 
-`running` makes the whole stage of such a run: a throw-away database with the workload's wallets,
-fee rules and key (`workload.set_up`), Redis database `harness.REDIS_DB` with every `{pm:*` key
-deleted before and after, and the fleet: the ledger-writer, `orchestrators` orchestrators (each its
-own consumer name), the reconciler (it drains `pm:events`, as in production) and the gateway; for a
-run that pays out, the IPPS sandbox and adapter-ipps too. The orchestrators resume stalled intents
+`stores` sets up the stores of such a run: a throw-away database with the workload's wallets, fee
+rules and key (`workload.set_up`), Redis database `harness.REDIS_DB` with every `{pm:*` key deleted
+before and after (the front-door benchmark starts its own members on them). `running` adds the
+fleet: the ledger-writer, `orchestrators` orchestrators (each its own consumer name), the reconciler
+(it drains `pm:events`, as in production) and the gateway; for a run that pays out, the IPPS sandbox
+and adapter-ipps too. The orchestrators resume stalled intents
 only after an hour: a pipeline run's intents are all inserted before the first is published, and a
 sweep taking in those still waiting for their message would measure the benchmark, not the saga.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import httpx
@@ -44,15 +45,26 @@ class Fleet:
     """Base URLs of the orchestrators (their /metrics)."""
     sandbox: str | None = None
     """Base URL of the IPPS sandbox, when the fleet pays out."""
+    pids: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    """Each service's process id, by role (`gateway`, `orchestrator-0`, …), to read its CPU time."""
+
+    def cpu(self) -> dict[str, float | None]:
+        """CPU seconds used so far by each service (`harness.cpu_seconds`)."""
+        return {role: harness.cpu_seconds(pid) for role, pid in self.pids.items()}
 
 
 @contextlib.asynccontextmanager
 async def start(
-    dsn: str, redis_url: str, kek: str, orchestrators: int, ipps_latency_ms: int | None = None
+    dsn: str,
+    redis_url: str,
+    kek: str,
+    orchestrators: int,
+    ipps_latency_ms: int | None = None,
+    gateway_variables: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Fleet]:
-    """Ledger-writer, orchestrators, reconciler and gateway, each ready; with `ipps_latency_ms`, the
-    IPPS sandbox first (answering that late) and adapter-ipps last. Stopped in reverse order on exit,
-    so the adapter never runs without its PSP."""
+    """Ledger-writer, orchestrators, reconciler and gateway (with `gateway_variables` besides the
+    fleet's), each ready; with `ipps_latency_ms`, the IPPS sandbox first (answering that late) and
+    adapter-ipps last. Stopped in reverse order on exit, so the adapter never runs without its PSP."""
 
     def variables(role: str) -> dict[str, str]:
         return harness.service_variables(dsn, redis_url, role, kek)
@@ -64,20 +76,28 @@ async def start(
             quiet_late = {"PM_IPPS_SANDBOX_LATENCY_MS": str(ipps_latency_ms), "PM_LOG_LEVEL": "WARNING"}
             sandbox = (await stack.enter_async_context(harness.started(fleet.IPPS_SANDBOX, quiet_late))).base
         writer = {**variables("ledger-writer"), "PM_LEDGER_WRITER_LEASE_KEY": harness.WRITER_LEASE_KEY}
-        await stack.enter_async_context(harness.started(fleet.LEDGER_WRITER, writer))
+        started = await stack.enter_async_context(harness.started(fleet.LEDGER_WRITER, writer))
+        pids = {"ledger-writer": started.process.pid}
         bases = []
         for n in range(orchestrators):
             env = {**variables(f"orchestrator-{n}"), "PM_ORCHESTRATOR_RESUME_AFTER_S": str(RESUME_AFTER_S)}
-            started = harness.started(fleet.ORCHESTRATOR, env, f"orchestrator {n}")
-            bases.append((await stack.enter_async_context(started)).base)
-        await stack.enter_async_context(harness.started(fleet.RECONCILER, variables("reconciler")))
-        gateway = await stack.enter_async_context(harness.started(fleet.GATEWAY, variables("gateway")))
+            started = await stack.enter_async_context(
+                harness.started(fleet.ORCHESTRATOR, env, f"orchestrator {n}")
+            )
+            bases.append(started.base)
+            pids[f"orchestrator-{n}"] = started.process.pid
+        reconciler = await stack.enter_async_context(
+            harness.started(fleet.RECONCILER, variables("reconciler"))
+        )
+        gateway_env = {**variables("gateway"), **(gateway_variables or {})}
+        gateway = await stack.enter_async_context(harness.started(fleet.GATEWAY, gateway_env))
+        pids |= {"reconciler": reconciler.process.pid, "gateway": gateway.process.pid}
         # The orchestrators' start-up sweep of open intents must be over before the runs add any.
         await asyncio.sleep(1.0)
         if sandbox is not None:
             adapter = {**variables("adapter-ipps"), "PM_ADAPTER_IPPS_IPPS_URL": sandbox}
             await stack.enter_async_context(harness.started(fleet.ADAPTER_IPPS, adapter))
-        yield Fleet(gateway.base, bases, sandbox)
+        yield Fleet(gateway.base, bases, sandbox, pids)
 
 
 @dataclass(frozen=True)
@@ -91,6 +111,55 @@ class Rig:
     """The service key made for the run: (key id, secret)."""
     users: list[str]
     """The funded wallets."""
+    dsn: str
+    """The run's throw-away database."""
+    kek: str
+    """The fleet's `PM_KEY_ENCRYPTION_KEY` (to make more keys the gateway can read)."""
+
+
+@dataclass(frozen=True)
+class Stores:
+    """A run's stores, set up and before any service starts."""
+
+    dsn: str
+    """The run's throw-away database."""
+    redis_url: str
+    """Database `harness.REDIS_DB` of the server given."""
+    redis: Redis
+    kek: str
+    key: tuple[str, str]
+    users: list[str]
+
+
+@contextlib.asynccontextmanager
+async def stores(
+    server_dsn: str,
+    redis_url: str,
+    label: str,
+    *,
+    users: int,
+    setup: workload.Setup = workload.P2P_ONLY,
+) -> AsyncIterator[Stores]:
+    """A throw-away database (`pm_bench_<label>_…`) set up with `users` funded wallets and what `setup`
+    asks for (a key, fee rules); Redis database `harness.REDIS_DB` of
+    `redis_url` with its streams provisioned and every key of the fleet deleted before and after."""
+    tune_gc()
+    url = harness.redis_url(redis_url)
+    kek = harness.key_encryption_key()
+    names = workload.user_names(users)
+    async with harness.database(server_dsn, label) as dsn:
+        redis = connect(url, name=f"pm-bench-{label}")
+        try:
+            key = await workload.set_up(dsn, Cipher.from_setting(kek), names, setup)
+            await _delete_keys(redis)
+            try:
+                await provision(redis, 1)
+                yield Stores(dsn, url, redis, kek, key, names)
+            finally:
+                with contextlib.suppress(ResponseError):
+                    await _delete_keys(redis)
+        finally:
+            await redis.aclose()
 
 
 @contextlib.asynccontextmanager
@@ -101,33 +170,19 @@ async def running(
     *,
     orchestrators: int,
     users: int,
-    operations: frozenset[str] = frozenset({"P2P"}),
+    setup: workload.Setup = workload.P2P_ONLY,
     ipps_latency_ms: int | None = None,
+    gateway_variables: Mapping[str, str] | None = None,
 ) -> AsyncIterator[Rig]:
-    """The fleet on a throw-away database (`pm_bench_<label>_…`) set up with `users` funded wallets and
-    a key for `operations`, on Redis database `harness.REDIS_DB` of `redis_url`; all gone on exit."""
-    tune_gc()
-    url = harness.redis_url(redis_url)
-    kek = harness.key_encryption_key()
-    names = workload.user_names(users)
-    async with harness.database(server_dsn, label) as dsn:
-        redis = connect(url, name=f"pm-bench-{label}")
-        try:
-            key = await workload.set_up(dsn, Cipher.from_setting(kek), names, operations)
-            await _delete_keys(redis)
+    """The fleet on the `stores` of the run; all gone on exit."""
+    async with stores(server_dsn, redis_url, label, users=users, setup=setup) as made:
+        dsn, url, kek = made.dsn, made.redis_url, made.kek
+        async with start(dsn, url, kek, orchestrators, ipps_latency_ms, gateway_variables) as started:
+            conn = await db.connect(dsn, application_name=f"pm-bench-{label}")
             try:
-                await provision(redis, 1)
-                async with start(dsn, url, kek, orchestrators, ipps_latency_ms) as started:
-                    conn = await db.connect(dsn, application_name=f"pm-bench-{label}")
-                    try:
-                        yield Rig(started, conn, redis, key, names)
-                    finally:
-                        await conn.close()
+                yield Rig(started, conn, made.redis, made.key, made.users, dsn, kek)
             finally:
-                with contextlib.suppress(ResponseError):
-                    await _delete_keys(redis)
-        finally:
-            await redis.aclose()
+                await conn.close()
 
 
 async def _delete_keys(redis: Redis) -> None:

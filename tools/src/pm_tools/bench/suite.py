@@ -14,7 +14,7 @@ from typing import Any
 from rich.console import RenderableType
 from rich.text import Text
 
-from pm_tools.bench import gateway, ledger, model, psp, saga, streams
+from pm_tools.bench import charges, front_door, gateway, ledger, model, psp, saga, streams
 
 # Read before `Options` names its fields after the modules.
 RATES, PSP_INTENTS, PSP_LATENCY_MS = saga.RATES, psp.INTENTS_DEFAULT, psp.LATENCY_MS
@@ -38,6 +38,8 @@ class Options:
     psp: bool = True
     psp_intents: int = PSP_INTENTS
     psp_latency_ms: int = PSP_LATENCY_MS
+    charges: bool = True
+    front_door: bool = True
     quick: bool = False
 
     def settings(self) -> dict[str, str | int | float | bool]:
@@ -53,6 +55,8 @@ class Options:
             "orchestrators": self.orchestrators,
             "psp_intents": self.psp_intents if self.psp else 0,
             "psp_latency_ms": self.psp_latency_ms,
+            "charges": self.charges,
+            "front_door": self.front_door,
             "quick": self.quick,
         }
 
@@ -70,7 +74,7 @@ Step = Callable[[], Coroutine[Any, Any, Measured]]
 
 def steps(options: Options, redis_url: str, database_url: str) -> list[Step]:
     """The benchmarks `options` asks for, in order: the streams runtime always, then the ledger, the
-    gateway, the saga and the PSP run."""
+    gateway, the saga, the PSP run, merchant charges and the front door."""
 
     async def streams_step() -> Measured:
         results, version = await streams.run(redis_url, options.messages, options.repeat)
@@ -124,8 +128,36 @@ def steps(options: Options, redis_url: str, database_url: str) -> list[Step]:
         (options.gateway, gateway_step),
         (options.saga, saga_step),
         (options.psp, psp_step),
+        *_merchant_steps(options, redis_url, database_url),
     )
     return [step for chosen, step in wanted if chosen]
+
+
+def _merchant_steps(options: Options, redis_url: str, database_url: str) -> list[tuple[bool, Step]]:
+    """Merchant charges beside P2P, and the front door beside direct requests, each if asked for."""
+
+    async def charges_step() -> Measured:
+        result = await charges.run(
+            database_url,
+            redis_url,
+            concurrency=options.concurrency,
+            seconds=options.seconds,
+            rounds=options.repeat,
+            orchestrators=options.orchestrators,
+        )
+        return Measured(charges.section(result), [charges.table(result), charges.stages_table(result)])
+
+    async def front_door_step() -> Measured:
+        result = await front_door.run(
+            database_url,
+            redis_url,
+            concurrency=options.concurrency,
+            seconds=options.seconds,
+            rounds=options.repeat,
+        )
+        return Measured(front_door.section(result), [front_door.table(result)])
+
+    return [(options.charges, charges_step), (options.front_door, front_door_step)]
 
 
 def record(

@@ -14,6 +14,7 @@ import secrets
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,6 +37,22 @@ AMOUNT = 10_000
 FUNDS = 10**12
 """Per wallet: enough for every intent a run can make it pay, fees included."""
 PRE_RULE, POST_RULE = "bench-pre", "bench-post"
+PRICED = ("P2P",)
+"""The intent types the fee rules price by default (each type gets both rules)."""
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What `set_up` makes besides the wallets: a key for `operations`, the fee rules of `priced`."""
+
+    operations: frozenset[str] = frozenset({"P2P"})
+    priced: tuple[str, ...] = PRICED
+
+
+P2P_ONLY = Setup()
+"""A P2P key, P2P's fee rules: the saga benchmark's."""
+
+
 INSERT_CHUNK = 5_000
 STREAM_MAXLEN = 10_000
 """The fleet's default: back-pressure at half of it is part of what is measured."""
@@ -67,10 +84,9 @@ def uuid7() -> uuid.UUID:
 # --- before the fleet starts --------------------------------------------------------------------
 
 
-async def set_up(
-    dsn: str, cipher: Cipher, users: Sequence[str], operations: frozenset[str] = frozenset({"P2P"})
-) -> tuple[str, str]:
-    """Open and fund the wallets, install the fee rules, make a key for `operations`: (key id, secret).
+async def set_up(dsn: str, cipher: Cipher, users: Sequence[str], setup: Setup = P2P_ONLY) -> tuple[str, str]:
+    """Open and fund the wallets, install the fee rules of `setup.priced`, make a key for
+    `setup.operations`: (key id, secret).
 
     The ledger is written directly, before any service starts; its handle is closed on return.
     """
@@ -98,12 +114,12 @@ async def set_up(
             refused = {r.status for r in results} - {tb.CreateTransferStatus.CREATED}
             if refused:
                 raise RuntimeError(f"funding the benchmark wallets failed: {refused}")
-        for rule in fee_rules():
+        for rule in fee_rules(setup.priced):
             await insert_rule(conn, rule)
         made, secret = await create_key(
             conn,
             cipher,
-            permissions=Permissions(operations=operations, owners=None),
+            permissions=Permissions(operations=setup.operations, owners=None),
             description="pm bench (saga)",
         )
     finally:
@@ -112,16 +128,22 @@ async def set_up(
     return made.key_id, secret
 
 
-def fee_rules() -> list[FeeRule]:
-    """1 % before (a pending leg in the authorization), 1.00 flat after (posted at settlement)."""
-    return [
-        _rule(PRE_RULE, "intent.amount / 100", "PRE", 10, "pm bench: 1 %"),
-        _rule(POST_RULE, "100", "POST", 20, "pm bench: 1.00 flat"),
-    ]
+def fee_rules(priced: Sequence[str] = PRICED) -> list[FeeRule]:
+    """Per type of `priced`: 1 % before (a pending leg in the authorization), 1.00 flat after (posted
+    at settlement), both paid by the payer, so every type does the same fee work. P2P's rules keep
+    the ids `PRE_RULE` and `POST_RULE`; another type's are suffixed with its name."""
+    found = []
+    for operation in priced:
+        suffix = "" if operation == "P2P" else "-" + operation.lower().replace("_", "-")
+        found += [
+            _rule(PRE_RULE + suffix, operation, "intent.amount / 100", "PRE", 10, "pm bench: 1 %"),
+            _rule(POST_RULE + suffix, operation, "100", "POST", 20, "pm bench: 1.00 flat"),
+        ]
+    return found
 
 
-def _rule(rule_id: str, amount: str, timing: str, priority: int, description: str) -> FeeRule:
-    """A P2P rule charging the payer, on every payment, active since yesterday."""
+def _rule(rule_id: str, operation: str, amount: str, timing: str, priority: int, description: str) -> FeeRule:
+    """A rule on `operation` charging the payer, on every payment, active since yesterday."""
     return FeeRule(
         rule_id=rule_id,
         version=0,
@@ -132,7 +154,7 @@ def _rule(rule_id: str, amount: str, timing: str, priority: int, description: st
         max_fee=1_000_000,
         active_from=datetime.now(UTC) - timedelta(days=1),
         description=description,
-        operation_type="P2P",
+        operation_type=operation,
         condition="true",
         payer="source",
         active_until=None,

@@ -1,6 +1,7 @@
 """`pm bench`: the streams runtime beside raw redis-py; the ledger, bare and through the ledger-writer;
 the gateway's signed intake beside a bare endpoint doing the same XADD; the saga end to end; PromptPay
-withdrawals beside P2P against the IPPS sandbox. The benchmarks themselves are `pm_tools.bench`."""
+withdrawals beside P2P against the IPPS sandbox; merchant charges beside P2P; end users' requests
+through nginx beside direct ones. The benchmarks themselves are `pm_tools.bench`."""
 
 from __future__ import annotations
 
@@ -25,10 +26,17 @@ QUICK = {
     "rates": "100,300",
     "psp_intents": 500,
 }
-"""`--quick`: what each option not given on the command line becomes (about a minute and a half in all)."""
+"""`--quick`: what each option not given on the command line becomes (a few minutes in all)."""
 
 Messages = Annotated[int, typer.Option(min=1_000, help="Messages per run.")]
-Repeat = Annotated[int, typer.Option(min=1, help="Runs per figure; the best is reported.")]
+Repeat = Annotated[
+    int,
+    typer.Option(
+        min=1,
+        help="Runs per figure; the best is reported (merchant charges and the front door: rounds of "
+        "both ways, alternating which goes first).",
+    ),
+]
 Ledger = Annotated[
     bool, typer.Option(help="Also measure the embedded ledger engine, bare and through the ledger-writer.")
 ]
@@ -40,12 +48,20 @@ Gateway = Annotated[
     typer.Option(help="Also measure signed POST /v1/intents through the gateway beside a bare endpoint."),
 ]
 Concurrency = Annotated[
-    int, typer.Option(min=1, max=1_000, help="Concurrent requests offered to the gateway and bare endpoint.")
+    int,
+    typer.Option(
+        min=1,
+        max=1_000,
+        help="Concurrent requests offered to the gateway and bare endpoint; concurrent flows of the "
+        "merchant-charge runs and concurrent requests of the front-door runs.",
+    ),
 ]
 Seconds = Annotated[
     float,
     typer.Option(
-        min=0.1, help="Timed seconds per gateway/bare run (after a 1 s warm-up), and of the saga's HTTP run."
+        min=0.1,
+        help="Timed seconds per gateway/bare run (after a 1 s warm-up), of the saga's HTTP run, and of "
+        "each merchant-charge and front-door phase (after a 1 s warm-up).",
     ),
 ]
 Saga = Annotated[
@@ -85,6 +101,21 @@ PspIntents = Annotated[
 ]
 PspLatency = Annotated[
     int, typer.Option(min=0, max=10_000, help="The IPPS sandbox's latency, added to each of its answers.")
+]
+Charges = Annotated[
+    bool,
+    typer.Option(
+        help="Also measure merchant charges (payment request → confirm → SETTLED) beside P2P "
+        "(signed POST /v1/intents → SETTLED), closed loop at --concurrency, in one run of the saga's fleet."
+    ),
+]
+FrontDoor = Annotated[
+    bool,
+    typer.Option(
+        help="Also measure end users' requests through nginx (auth_request → Auth Center sandbox → "
+        "gateway) beside the same requests straight to the gateway, at --concurrency (skipped, not "
+        "failed, without nginx)."
+    ),
 ]
 DatabaseUrl = Annotated[
     str | None, typer.Option("--database-url", envvar="PM_DATABASE_URL", help="PostgreSQL server to use.")
@@ -150,6 +181,8 @@ def bench(
     psp: Psp = True,
     psp_intents: PspIntents = suite.PSP_INTENTS,
     psp_latency_ms: PspLatency = suite.PSP_LATENCY_MS,
+    charges: Charges = True,
+    front_door: FrontDoor = True,
     database_url: DatabaseUrl = None,
     quick: Quick = False,
     out: Out = report.OUT_DIR,
@@ -160,18 +193,14 @@ def bench(
     Then the ledger: the bare embedded engine (goal: ≥ 20,000 transfers/s) and the real
     ledger-writer driving it (goal: ≥ 60 % of bare), for commands of 1, 2 and 10 transfers.
 
-    The benchmark works on streams of its own (`bench:*`), a throw-away database, and Redis
-    database 14 of the same server for the ledger-writer (only its `{pm:ledger:*` keys are
-    deleted, before and after); it deletes them afterwards.
+    On streams of its own (`bench:*`), throw-away databases, and Redis database 14 of the same
+    server (only the keys a benchmark makes are deleted, before and after).
 
     Then the gateway: signed `POST /v1/intents` requests/s, p50 and p99 beside an unsigned bare
-    Starlette endpoint doing the same XADD (goal: ≥ 50 % of the bare endpoint), both real processes,
-    on another throw-away database and Redis database 14 (only its `{pm:intents:*` and
-    `{pm:events:*` keys are deleted, before and after).
+    Starlette endpoint doing the same XADD (goal: ≥ 50 % of the bare endpoint), both real processes.
 
     Then the saga: the whole fleet (ledger-writer, `--orchestrators` orchestrators, reconciler,
-    gateway) on a throw-away database and Redis database 14 (every `{pm:*` key deleted, before and
-    after); settled P2P intents/s and accept → SETTLED p50/p95/p99 pipeline-only (`--intents`
+    gateway); settled P2P intents/s and accept → SETTLED p50/p95/p99 pipeline-only (`--intents`
     published straight to `pm:intents`; goal: ≥ 1,000 settled/s) and through HTTP, a load sweep
     (each of `--rates` intents/s offered open-loop for `--seconds`, in turn; goal: p99 ≤ 250 ms at
     300/s and below), with the time per stage and the fee engine's time per intent.
@@ -182,6 +211,14 @@ def bench(
     settled/s, publish → SETTLED p50/p95/p99 and the time per stage (a withdrawal's PSP stage
     apart); withdrawals/s ÷ P2P/s, against the serialized ceiling (one payout at a time:
     1 / (2 × latency)), and the payouts in flight at the adapter.
+
+    Then merchant charges (`--charges`): the saga's fleet with a merchant; `--concurrency` flows at a
+    time, each begun when the last settled: payment request, confirm straight to the gateway, SETTLED,
+    beside signed P2P intents the same way, `--repeat` rounds (goal: charges/s ≥ 80 % of P2P/s).
+
+    Then the front door (`--front-door`): `GET /v1/me/wallets`, a confirm and a signed read through
+    nginx and the Auth Center sandbox beside straight to the gateway, at `--concurrency` (goal: ≥ 80 %
+    of direct); without nginx, skipped (no failure).
 
     Last, unless `--no-report`, the report in `--out`: <YYYY-MM-DD>-<commit>.json (every figure,
     the settings, the machine), .md (the tables) and -throughput, -latency and -stages .png plots.
@@ -199,6 +236,8 @@ def bench(
         orchestrators=orchestrators,
         psp=psp,
         psp_latency_ms=psp_latency_ms,
+        charges=charges,
+        front_door=front_door,
         quick=quick,
     )
     config = common.settings()
