@@ -2,7 +2,9 @@
 module's own): an admin onboards a merchant and funds its account with an ADJUSTMENT; the merchant's
 key credits a user through its mini-app (MINIAPP_CREDIT), and cannot credit more than its account
 holds. Every combination a merchant's key may not make is a 403 with its own code, and changes nothing.
-End users, through the front door's headers: a confirmed charge, and a payment from their own wallet.
+A deactivated merchant's accounts close (balance to the suspense account, every transfer refused) and
+reopen with the balance back. End users, through the front door's headers: a confirmed charge, and a
+payment from their own wallet.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+import tigerbeetle as tb
 
 from pm_client import api as http_api
 from pm_client.client import PMAuth
@@ -293,3 +296,58 @@ async def test_a_user_pays_from_their_own_wallet_through_the_front_door(saga: Sa
     assert (too_much.json()["status"], too_much.json()["failureCode"]) == ("FAILED", "INSUFFICIENT_FUNDS")
     found = await accounts(saga.database_url, [wallet_id(payer), wallet_id(payee)])
     assert (posted(found[wallet_id(payer)]), posted(found[wallet_id(payee)])) == (3_800, 1_200)
+
+
+def suspense() -> int:
+    return ids.account_id(
+        "operator", "merchant_suspense", chart.ledger_of(CURRENCY), int(chart.Code.MERCHANT_SUSPENSE)
+    )
+
+
+async def test_a_deactivated_merchants_accounts_close_and_reopen_with_their_balance(
+    saga: SagaFleet, shop: Shop
+) -> None:
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    account = merchant_account(shop.merchant_id)
+    base = f"/v1/admin/merchants/{shop.merchant_id}"
+    async with saga.client(saga.admin) as pm:
+        await open_wallet(pm, user)
+        await run_intent(pm, http_api.CreateIntent(
+            type="ADJUSTMENT", amount=4_000, currency=CURRENCY,
+            from_=http_api.OperatorParty(), to=http_api.MerchantParty(id=shop.merchant_id),
+        ))  # fmt: skip
+    held_before = posted((await accounts(saga.database_url, [suspense()]))[suspense()])
+    async with saga.http(saga.admin) as admin:
+        active = await admin.post(f"{base}/close-accounts")
+        assert (active.status_code, active.json()["code"]) == (409, "merchant_active")
+        assert (await admin.post(f"{base}/deactivate")).status_code == 200
+        closed = await admin.post(f"{base}/close-accounts")
+        assert (closed.status_code, closed.json()["accountsState"]) == (200, "CLOSED"), closed.text
+        again = await admin.post(f"{base}/close-accounts")
+        assert (again.status_code, again.json()["accountsState"]) == (200, "CLOSED")
+        assert [e["action"] for e in again.json()["events"]].count("accounts_closed") == 1
+    found = await accounts(saga.database_url, [account, suspense()])
+    assert found[account].flags & tb.AccountFlags.CLOSED
+    assert posted(found[account]) == 0
+    assert posted(found[suspense()]) == held_before + 4_000
+    # Money sent to a closed account fails cleanly: nothing moves.
+    async with saga.client(saga.admin) as pm:
+        refused = await run_intent(pm, http_api.CreateIntent(
+            type="ADJUSTMENT", amount=100, currency=CURRENCY,
+            from_=http_api.OperatorParty(), to=http_api.MerchantParty(id=shop.merchant_id),
+        ))  # fmt: skip
+    assert (refused.status, refused.failure_code) == ("FAILED", "ACCOUNT_CLOSED"), refused
+
+    async with saga.http(saga.admin) as admin:
+        reopened = await admin.post(f"{base}/reactivate")
+        assert reopened.status_code == 200, reopened.text
+        assert (reopened.json()["status"], reopened.json()["accountsState"]) == ("ACTIVE", "OPEN")
+    found = await accounts(saga.database_url, [account, suspense()])
+    assert not found[account].flags & tb.AccountFlags.CLOSED
+    assert (posted(found[account]), posted(found[suspense()])) == (4_000, held_before)
+    # The merchant's key works again, and its account pays out what it holds.
+    async with saga.client(saga.admin) as pm:
+        await open_wallet(pm, user)
+    paid = await follow(saga, shop, credit(shop, user, 1_500))
+    assert (paid.status, paid.failure_code) == ("SETTLED", None), paid
+    assert posted((await accounts(saga.database_url, [account]))[account]) == 2_500

@@ -13,6 +13,7 @@ from rich.console import Console
 from typer.testing import CliRunner, Result
 
 from pm_shared import db
+from pm_shared.ledger import accounts, open_ledger
 from pm_shared.streams.connection import connect
 from pm_shared.streams.names import LEDGER_COMMANDS
 from pm_shared.streams.provision import provision
@@ -103,3 +104,42 @@ def test_bad_input_and_unknown_merchants_exit_with_their_codes(database_url: str
     missing = invoke(database_url, redis_url, ["deactivate", "nobody-here"])
     assert missing.exit_code == 1 and "no merchant" in missing.output, missing.output
     assert run(keys_of(database_url, "m-eur")) == []
+
+
+async def open_operator_accounts(database_url: str) -> None:
+    # What the ledger-writer does when it starts (none runs here): the suspense accounts a close needs.
+    ledger = await open_ledger("embedded+" + database_url)
+    conn = await db.connect(database_url)
+    try:
+        await accounts.open_operator_accounts(ledger, conn, ["THB"])
+    finally:
+        await conn.close()
+        await ledger.close()
+
+
+@pytest.mark.usefixtures("streams")
+def test_close_accounts_needs_a_deactivated_merchant_and_reactivate_reopens(
+    database_url: str, redis_url: str
+) -> None:
+    run(open_operator_accounts(database_url))
+    merchant_id = f"m-{uuid.uuid4().hex[:8]}"
+    made = invoke(
+        database_url, redis_url, ["create", merchant_id, "--name", "Tea", "--currency", "THB", "--wait", "0"]
+    )
+    assert made.exit_code == 0, made.output
+    active = invoke(database_url, redis_url, ["close-accounts", merchant_id, "--wait", "0"])
+    assert active.exit_code == 1 and "deactivate it first" in active.output, active.output
+    # Its account was never opened (no ledger-writer): nothing to move, so the close is immediate.
+    closed = invoke(database_url, redis_url, ["deactivate", merchant_id, "--close-accounts", "--wait", "1"])
+    assert closed.exit_code == 0, closed.output
+    assert f"{merchant_id}: INACTIVE, accounts CLOSED" in closed.output
+    reopened = invoke(database_url, redis_url, ["reactivate", merchant_id, "--wait", "1"])
+    assert reopened.exit_code == 0 and f"{merchant_id}: ACTIVE, accounts OPEN" in reopened.output, (
+        reopened.output
+    )
+    shown = invoke(database_url, redis_url, ["show", merchant_id])
+    assert re.search(r"accounts\s+.\s+OPEN", shown.output), shown.output
+    for action in ("accounts_closed", "accounts_reopened"):
+        assert action + " by pm merchants (" in shown.output, shown.output
+    missing = invoke(database_url, redis_url, ["close-accounts", "nobody-here"])
+    assert missing.exit_code == 1 and "no merchant" in missing.output

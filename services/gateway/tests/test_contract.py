@@ -158,6 +158,11 @@ BUSINESS_REFUSALS: dict[str, tuple[Refusal, ...]] = {
     "POST /v1/admin/miniapps/{miniapp_id}/deactivate": (Refusal(404, "miniapp_not_found", _NOT_FOUND),),
     "POST /v1/admin/merchants/{merchant_id}/deactivate": (Refusal(404, "merchant_not_found", _NOT_FOUND),),
     "POST /v1/admin/merchants/{merchant_id}/reactivate": (Refusal(404, "merchant_not_found", _NOT_FOUND),),
+    "POST /v1/admin/merchants/{merchant_id}/close-accounts": (
+        Refusal(404, "merchant_not_found", _NOT_FOUND),
+        Refusal(409, "merchant_active", "a merchant onboarded earlier in this run is still active"),
+        Refusal(409, "merchant_busy", "an intent of a merchant onboarded in this run is in flight"),
+    ),
     "POST /v1/admin/merchants/{merchant_id}/rotate-secret": (Refusal(404, "merchant_not_found", _NOT_FOUND),),
     "POST /v1/admin/limit-rules/{rule_id}/retire": (Refusal(404, "rule_not_found", _NOT_FOUND),),
 }

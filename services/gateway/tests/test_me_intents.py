@@ -102,7 +102,7 @@ async def test_what_a_user_may_not_send_is_refused_and_writes_nothing(
 ) -> None:
     alice, bob = user(), user()
     before = await count(database_url)
-    cases: list[tuple[dict[str, str] | None, Any, tuple[int, str]]] = [
+    cases: list[tuple[dict[str, str | None] | None, Any, tuple[int, str]]] = [
         # The payer is the signed-in user: a body naming one is refused, not obeyed.
         (None, {**p2p(bob), "from": {"kind": "user", "id": bob}}, (422, "validation_failed")),
         (None, p2p(alice), (422, "invalid_parties")),  # paying themselves

@@ -117,3 +117,37 @@ async def test_a_rotated_merchant_secret_overlaps_with_the_previous_one(gateway:
     assert (await gateway.send("GET", "/v1/intents", key=newest)).status_code == 200
     shown = (await gateway.send("GET", f"/v1/admin/merchants/{merchant_id}", key=gateway.admin)).json()
     assert [e["action"] for e in shown["events"]] == ["created", "secret_rotated", "secret_rotated"]
+
+
+async def test_accounts_close_only_once_the_merchant_is_deactivated_and_idle(gateway: Gateway) -> None:
+    merchant_id = f"m-{uuid.uuid4().hex[:8]}"
+    made = (await onboard(gateway, merchant_body(merchant_id), merchant_id)).json()
+    shop = Key(made["keyId"], made["secret"])
+    app = {"miniappId": f"{merchant_id}-app", "merchantId": merchant_id, "name": "Rewards",
+           "operations": ["MINIAPP_CREDIT"], "maxCharge": {}}  # fmt: skip
+    assert (await gateway.send("POST", "/v1/admin/miniapps", app, key=gateway.admin)).status_code == 201
+    base = f"/v1/admin/merchants/{merchant_id}"
+    active = await gateway.send("POST", f"{base}/close-accounts", key=gateway.admin)
+    assert (active.status_code, problem_code(active)) == (409, "merchant_active")
+    # No orchestrator runs here: the credit stays in flight for as long as the test needs.
+    credit = {
+        "type": "MINIAPP_CREDIT",
+        "amount": 100,
+        "currency": "THB",
+        "miniappId": f"{merchant_id}-app",
+        "from": {"kind": "merchant", "id": merchant_id},
+        "to": {"kind": "user", "id": "u-1"},
+    }
+    sent = await gateway.send("POST", "/v1/intents", credit, key=shop, headers={"Idempotency-Key": "c-1"})
+    assert sent.status_code == 202, sent.text
+    assert (await gateway.send("POST", f"{base}/deactivate", key=gateway.admin)).status_code == 200
+    busy = await gateway.send("POST", f"{base}/close-accounts", key=gateway.admin)
+    assert (busy.status_code, problem_code(busy)) == (409, "merchant_busy")
+    assert "1 intents" in busy.json()["detail"]
+    shown = await gateway.send("GET", base, key=gateway.admin)
+    assert (shown.json()["status"], shown.json()["accountsState"]) == ("INACTIVE", "OPEN")
+    assert "accounts_closed" not in [e["action"] for e in shown.json()["events"]]
+    missing = await gateway.send("POST", "/v1/admin/merchants/nobody-here/close-accounts", key=gateway.admin)
+    assert (missing.status_code, problem_code(missing)) == (404, "merchant_not_found")
+    forbidden = await gateway.send("POST", f"{base}/close-accounts", key=shop)
+    assert forbidden.status_code == 401  # its own key is deactivated: it signs nothing now

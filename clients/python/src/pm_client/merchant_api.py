@@ -42,6 +42,7 @@ class MerchantAccount(Out, kw_only=True):
 class MerchantEvent(Out, kw_only=True):
     at: datetime
     action: str
+    """created, deactivated, reactivated, secret_rotated, accounts_closed or accounts_reopened."""
     actor: str
 
 
@@ -54,6 +55,9 @@ class Merchant(Out, kw_only=True):
     accounts: list[MerchantAccount]
     created_at: datetime
     deactivated_at: datetime | None = None
+    accounts_state: Literal["OPEN", "CLOSING", "CLOSED", "REOPENING"] = "OPEN"
+    """Its ledger accounts: OPEN; CLOSED (deactivated, balances moved to the suspense account, every
+    transfer refused) after `close-accounts`; CLOSING and REOPENING while the ledger-writer works."""
     events: list[MerchantEvent] = []
 
 

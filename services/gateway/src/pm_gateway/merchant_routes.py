@@ -78,12 +78,31 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ),
     Endpoint(
         "POST",
+        "/v1/admin/merchants/{merchant_id}/close-accounts",
+        merchants.close_accounts,
+        "Close a deactivated merchant's ledger accounts once no intent moves its money: each balance "
+        "moves to the suspense account and the account refuses every transfer until reactivation "
+        "(200; 202 while the ledger-writer works: repeat the request).",
+        None,
+        {200: Merchant, 202: Merchant},
+        {
+            403: ("forbidden_admin",),
+            404: ("merchant_not_found",),
+            409: ("merchant_active", "merchant_busy", "merchant_reopening"),
+            503: (*BUSY, "ledger_not_ready"),
+        },
+        (MERCHANT,),
+        tag="merchants",
+    ),
+    Endpoint(
+        "POST",
         "/v1/admin/merchants/{merchant_id}/reactivate",
         merchants.reactivate,
-        "Reactivate a merchant: its key signs again.",
+        "Reactivate a merchant: closed accounts are reopened with their balances back (202 while the "
+        "ledger-writer works: repeat the request), then its key signs again.",
         None,
-        {200: Merchant},
-        {403: ("forbidden_admin",), 404: ("merchant_not_found",)},
+        {200: Merchant, 202: Merchant},
+        {403: ("forbidden_admin",), 404: ("merchant_not_found",), 503: BUSY},
         (MERCHANT,),
         tag="merchants",
     ),

@@ -1,5 +1,6 @@
 """Admin routes for merchants (docs/api.md, "Merchants"): onboard, list, show, deactivate,
-reactivate, rotate the secret. Admin keys only; every change is recorded with the admin key's id.
+close the accounts (`pm_shared.merchants.closing`), reactivate (reopening them), rotate the secret.
+Admin keys only; every change is recorded with the admin key's id.
 
 Onboarding is one idempotent operation, keyed by the admin key and its `Idempotency-Key`: the
 service key and the `pm.merchant` row are written in one transaction (`pm_shared.merchants.store`),
@@ -26,8 +27,9 @@ from pm_gateway.problems import ProblemError
 from pm_shared.keys import store as keys
 from pm_shared.keys import views as key_views
 from pm_shared.ledger import accounts, chart
-from pm_shared.merchants import store
+from pm_shared.merchants import closing, store
 from pm_shared.merchants.store import MerchantConflictError, MerchantNotFoundError
+from pm_shared.streams import BackPressureError
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 _canonical = msgspec.json.Encoder(order="deterministic")
@@ -54,6 +56,7 @@ def _view(
         ],
         created_at=merchant.created_at,
         deactivated_at=merchant.deactivated_at,
+        accounts_state=merchant.accounts_state,  # type: ignore[arg-type]  # the table's CHECK
         events=[MerchantEvent(at=e.at, action=e.action, actor=e.actor) for e in events or ()],
     )
 
@@ -133,10 +136,11 @@ async def show(request: Request) -> Response:
     return web.json(await _show(request, merchant))
 
 
-async def _set_status(request: Request, status: str) -> Response:
+async def _set_status(request: Request, status: str, caller: Caller | None = None) -> Response:
+    """`caller`: the admin, when the handler authenticated the request already (a nonce counts once)."""
     d = web.deps(request)
     merchant_id: str = web.inputs(request).params["merchant_id"]
-    caller = await _admin(request)
+    caller = caller or await _admin(request)
     try:
         async with d.pool.acquire() as conn:
             merchant = await store.set_status(conn, merchant_id, status, caller.key_id)
@@ -151,8 +155,69 @@ async def deactivate(request: Request) -> Response:
     return await _set_status(request, store.INACTIVE)
 
 
+def _closer(request: Request, caller: Caller) -> closing.Closer:
+    d = web.deps(request)
+    return closing.Closer(d.ledger, d.publisher, d.pool, caller.key_id, d.settings.wallet_open_wait_s)
+
+
 async def reactivate(request: Request) -> Response:
-    return await _set_status(request, store.ACTIVE)
+    """Reopen its accounts if they were closed (202 while the ledger-writer works: repeat), then
+    let its key sign again."""
+    merchant_id: str = web.inputs(request).params["merchant_id"]
+    caller = await _admin(request)
+    try:
+        merchant, reopened = await _closer(request, caller).reopen(merchant_id)
+    except MerchantNotFoundError:
+        raise _not_found(merchant_id) from None
+    except BackPressureError as exc:
+        raise _busy(exc) from None
+    if not reopened:
+        return web.json(await _show(request, merchant), 202, {"Retry-After": "1"})
+    return await _set_status(request, store.ACTIVE, caller)
+
+
+async def close_accounts(request: Request) -> Response:
+    merchant_id: str = web.inputs(request).params["merchant_id"]
+    caller = await _admin(request)
+    try:
+        merchant, closed = await _closer(request, caller).close(merchant_id)
+    except MerchantNotFoundError:
+        raise _not_found(merchant_id) from None
+    except closing.MerchantActiveError:
+        raise ProblemError(
+            409, "merchant_active", "deactivate the merchant before closing its accounts"
+        ) from None
+    except closing.MerchantBusyError as exc:
+        raise ProblemError(
+            409,
+            "merchant_busy",
+            f"{exc.in_flight} intents still move this merchant's money; close once they finish",
+            headers={"Retry-After": "1"},
+        ) from None
+    except closing.ReopeningError:
+        raise ProblemError(
+            409, "merchant_reopening", "its accounts are being reopened: finish the reactivation first"
+        ) from None
+    except closing.SuspenseMissingError:
+        raise ProblemError(
+            503,
+            "ledger_not_ready",
+            "the ledger has no suspense account for one of its currencies yet (the ledger-writer "
+            "opens it when it starts)",
+            headers={"Retry-After": "5"},
+        ) from None
+    except BackPressureError as exc:
+        raise _busy(exc) from None
+    if not closed:
+        return web.json(await _show(request, merchant), 202, {"Retry-After": "1"})
+    return web.json(await _show(request, merchant))
+
+
+def _busy(exc: BackPressureError) -> ProblemError:
+    retry = str(max(1, round(exc.retry_after_s)))
+    return ProblemError(
+        503, "backpressure", "the ledger is busy; retry later", headers={"Retry-After": retry}
+    )
 
 
 async def rotate_secret(request: Request) -> Response:

@@ -29,6 +29,8 @@ from pm_orchestrator.steps import Context
 from pm_shared import logs
 from pm_shared.db import DATABASE_ERRORS, Pool
 from pm_shared.errors import PermanentError
+from pm_shared.ledger import opening
+from pm_shared.merchants import closing
 from pm_shared.messages import IntentSubmitted, LedgerResult, PspResult
 from pm_shared.outbox import Marks, publish_committed
 from pm_shared.streams import Delivery, Publisher
@@ -55,7 +57,8 @@ ALERTS = Counter(
     ["kind"],
 )
 
-OPEN_WALLET_STEP = "open_wallet"
+OUTSIDE_INTENTS = frozenset({opening.OPEN_STEP, closing.CLOSE_STEP, closing.REOPEN_STEP})
+"""Steps of ledger commands made outside any intent (their results are no saga's business)."""
 
 
 class UnknownIntentError(PermanentError):
@@ -140,8 +143,12 @@ class Saga:
         jobs: list[Job] = []
         for d in deliveries:
             result = d.message
-            if result.step == OPEN_WALLET_STEP:
-                continue  # the gateway watches the ledger for the wallet itself
+            if result.step in OUTSIDE_INTENTS:
+                # Accounts opened, a merchant's closed or reopened: whoever asked watches the ledger;
+                # a refusal is logged here, where someone can see it.
+                if not result.ok:
+                    log.warning("ledger command %s (%s) refused: %s", result.command_id, result.step, result)
+                continue
             if result.step == planning.VOID_STEP:
                 _check_void(result)
                 continue

@@ -25,6 +25,7 @@ class Code(IntEnum):
     IPPS_CLEARING = 20
     QP_CLEARING = 21
     FX_LIQUIDITY = 30
+    MERCHANT_SUSPENSE = 40
     OPERATOR_EQUITY = 90
 
 
@@ -37,6 +38,8 @@ FLAGS: dict[Code, tb.AccountFlags] = {
     Code.QP_CLEARING: tb.AccountFlags.HISTORY,
     # Liquidity must exist before it is paid out: a missing leg fails the whole FX chain.
     Code.FX_LIQUIDITY: tb.AccountFlags.DEBITS_MUST_NOT_EXCEED_CREDITS | tb.AccountFlags.HISTORY,
+    # What closed merchant accounts held, kept until they reopen (the close-account recipe's control).
+    Code.MERCHANT_SUSPENSE: tb.AccountFlags.HISTORY,
     Code.OPERATOR_EQUITY: tb.AccountFlags.HISTORY,
 }
 
@@ -46,6 +49,7 @@ OPERATOR_CODES: tuple[Code, ...] = (
     Code.IPPS_CLEARING,
     Code.QP_CLEARING,
     Code.FX_LIQUIDITY,
+    Code.MERCHANT_SUSPENSE,
     Code.OPERATOR_EQUITY,
 )
 

@@ -1,7 +1,7 @@
 """SQL of `pm.merchant` and `pm.merchant_event` (pm_shared.merchants.store)."""
 
 _COLUMNS = """merchant_id, name, status, currencies, key_id, created_by, idempotency_key, request_hash,
-    created_at, updated_at, deactivated_at"""
+    created_at, updated_at, deactivated_at, accounts_state, closings"""
 
 # Nothing is written when the (admin key, Idempotency-Key) pair or the merchant id is taken already:
 # the caller then reads what is there (a replay, or a conflict).
@@ -51,6 +51,43 @@ SELECT at, action, actor, detail
 FROM pm.merchant_event
 WHERE merchant_id = $1
 ORDER BY id
+"""
+
+# --- closing and reopening the accounts (pm_shared.merchants.closing) --------------------------------
+
+# Each step moves from one state only: of two concurrent callers, one moves it and the other re-reads.
+BEGIN_CLOSE = f"""
+UPDATE pm.merchant
+SET accounts_state = 'CLOSING', closings = closings + 1, updated_at = now()
+WHERE merchant_id = $1 AND status = 'INACTIVE' AND accounts_state = 'OPEN'
+RETURNING {_COLUMNS}
+"""
+
+FINISH_CLOSE = f"""
+UPDATE pm.merchant
+SET accounts_state = 'CLOSED', updated_at = now()
+WHERE merchant_id = $1 AND accounts_state = 'CLOSING'
+RETURNING {_COLUMNS}
+"""
+
+BEGIN_REOPEN = f"""
+UPDATE pm.merchant
+SET accounts_state = 'REOPENING', updated_at = now()
+WHERE merchant_id = $1 AND accounts_state = 'CLOSED'
+RETURNING {_COLUMNS}
+"""
+
+FINISH_REOPEN = f"""
+UPDATE pm.merchant
+SET accounts_state = 'OPEN', updated_at = now()
+WHERE merchant_id = $1 AND accounts_state = 'REOPENING'
+RETURNING {_COLUMNS}
+"""
+
+# Intents still moving money to or from the merchant ($1: its party, {"kind": "merchant", "id": …}).
+COUNT_IN_FLIGHT = """
+SELECT count(*) FROM pm.intent
+WHERE state NOT IN ('SETTLED', 'FAILED') AND (source @> $1::jsonb OR target @> $1::jsonb)
 """
 
 LOCK_MERCHANT_ID = "SELECT pg_advisory_xact_lock(hashtextextended('pm.merchant:' || $1, 0))"

@@ -53,6 +53,10 @@ class Merchant:
     created_at: datetime
     updated_at: datetime
     deactivated_at: datetime | None
+    accounts_state: str = "OPEN"
+    """OPEN, CLOSING, CLOSED or REOPENING: where its ledger accounts are (pm_shared.merchants.closing)."""
+    closings: int = 0
+    """How many times its accounts were closed: the last close's number names its transfers."""
 
     @property
     def active(self) -> bool:
@@ -79,7 +83,7 @@ class Event:
     detail: dict[str, object]
 
 
-def _merchant(row: asyncpg.Record) -> Merchant:
+def merchant_of(row: asyncpg.Record) -> Merchant:
     return Merchant(
         merchant_id=row["merchant_id"],
         name=row["name"],
@@ -92,6 +96,8 @@ def _merchant(row: asyncpg.Record) -> Merchant:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         deactivated_at=row["deactivated_at"],
+        accounts_state=row["accounts_state"],
+        closings=row["closings"],
     )
 
 
@@ -119,13 +125,13 @@ async def onboard(conn: Conn, cipher: Cipher, wanted: Onboarding) -> tuple[Merch
             queries.SELECT_BY_IDEMPOTENCY_KEY, wanted.created_by, wanted.idempotency_key
         )
         if row is not None:
-            found = _merchant(row)
+            found = merchant_of(row)
             if found.request_hash != wanted.request_hash:
                 raise MerchantConflictError("idempotency_key_reused", found)
             return found, False
         row = await conn.fetchrow(queries.SELECT_MERCHANT, wanted.merchant_id)
         if row is not None:
-            raise MerchantConflictError("merchant_exists", _merchant(row))
+            raise MerchantConflictError("merchant_exists", merchant_of(row))
         permissions = keys.Permissions(
             operations=MERCHANT_OPERATIONS, owners=None, admin=False, merchant=wanted.merchant_id
         )
@@ -143,8 +149,8 @@ async def onboard(conn: Conn, cipher: Cipher, wanted: Onboarding) -> tuple[Merch
             wanted.request_hash,
         )
         assert row is not None  # both conflicts were ruled out under the lock
-        created = _merchant(row)
-        await _event(conn, created.merchant_id, "created", wanted.created_by, {"keyId": key.key_id})
+        created = merchant_of(row)
+        await record(conn, created.merchant_id, "created", wanted.created_by, {"keyId": key.key_id})
     return created, True
 
 
@@ -152,11 +158,11 @@ async def get(conn: Conn, merchant_id: str) -> Merchant:
     row = await conn.fetchrow(queries.SELECT_MERCHANT, merchant_id)
     if row is None:
         raise MerchantNotFoundError(merchant_id)
-    return _merchant(row)
+    return merchant_of(row)
 
 
 async def list_all(conn: Conn) -> list[Merchant]:
-    return [_merchant(row) for row in await conn.fetch(queries.SELECT_MERCHANTS)]
+    return [merchant_of(row) for row in await conn.fetch(queries.SELECT_MERCHANTS)]
 
 
 async def events(conn: Conn, merchant_id: str) -> list[Event]:
@@ -171,13 +177,13 @@ async def set_status(conn: Conn, merchant_id: str, status: str, actor: str) -> M
         row = await conn.fetchrow(queries.SET_STATUS, merchant_id, status)
         if row is None:
             return await get(conn, merchant_id)  # already so (or no such merchant: NotFound)
-        merchant = _merchant(row)
+        merchant = merchant_of(row)
         if status == INACTIVE:
             await keys.deactivate_key(conn, merchant.key_id)
         else:
             await keys.reactivate_key(conn, merchant.key_id)
         action = "deactivated" if status == INACTIVE else "reactivated"
-        await _event(conn, merchant_id, action, actor, {})
+        await record(conn, merchant_id, action, actor, {})
     return merchant
 
 
@@ -188,9 +194,10 @@ async def rotate_secret(
     async with conn.transaction():
         merchant = await get(conn, merchant_id)
         key, secret = await keys.rotate_key(conn, cipher, merchant.key_id, grace_s=grace_s)
-        await _event(conn, merchant_id, "secret_rotated", actor, {"graceSeconds": grace_s})
+        await record(conn, merchant_id, "secret_rotated", actor, {"graceSeconds": grace_s})
     return merchant, key, secret
 
 
-async def _event(conn: Conn, merchant_id: str, action: str, actor: str, detail: dict[str, object]) -> None:
+async def record(conn: Conn, merchant_id: str, action: str, actor: str, detail: dict[str, object]) -> None:
+    """One entry of the merchant's audit trail."""
     await conn.execute(queries.INSERT_EVENT, merchant_id, action, actor, json.dumps(detail))

@@ -1,9 +1,12 @@
-"""`pm merchants create|list|show|deactivate|reactivate|rotate-secret` (docs/api.md, "Merchants").
+"""`pm merchants create|list|show|deactivate|close-accounts|reactivate|rotate-secret` (docs/api.md,
+"Merchants").
 The work is `pm_tools.merchants`; this module reads options and prints.
 
-Exit codes: 0 ok; 1 no such merchant, or its id taken by another onboarding; 2 bad input,
-PM_KEY_ENCRYPTION_KEY missing or invalid, or the database or Redis cannot be reached. The merchant's
-secret is printed by `create` (and by a repeat of it) and by `rotate-secret`; store it then.
+Exit codes: 0 ok; 1 no such merchant, its id taken by another onboarding, an active merchant's
+accounts asked to close, or intents still in flight after `--wait`; 2 bad input, PM_KEY_ENCRYPTION_KEY
+missing or invalid, the database or Redis cannot be reached, or the ledger-writer did not answer.
+The merchant's secret is printed by `create` (and by a repeat of it) and by `rotate-secret`; store
+it then.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from redis.exceptions import RedisError
 from rich.table import Table
 
 from pm_shared.keys.crypto import Cipher, DecryptionError, KeyConfigError
-from pm_shared.merchants import store
+from pm_shared.merchants import closing, store
 from pm_shared.streams import BackPressureError
 from pm_shared.streams.errors import StreamMissingError
 from pm_tools import merchants
@@ -26,7 +29,8 @@ from pm_tools.cli import common
 T = TypeVar("T")
 
 app = typer.Typer(
-    help="Merchants: onboard (key and ledger accounts), list, show, deactivate, reactivate, rotate.",
+    help="Merchants: onboard (key and ledger accounts), list, show, deactivate, close accounts, "
+    "reactivate, rotate.",
     no_args_is_help=True,
 )
 MerchantArgument = Annotated[str, typer.Argument(metavar="MERCHANT_ID", help="The merchant id.")]
@@ -68,6 +72,7 @@ def _print(shown: merchants.Shown) -> None:
     for field, value in (
         ("name", m.name),
         ("status", m.status),
+        ("accounts", m.accounts_state),
         ("key id", m.key_id),
         ("created", _when(m.created_at)),
         ("deactivated", _when(m.deactivated_at)),
@@ -127,22 +132,70 @@ def show_command(merchant_id: MerchantArgument) -> None:
     _print(_run(merchants.show(config, merchant_id), config.database_url))
 
 
+WaitOption = Annotated[
+    float,
+    typer.Option(
+        "--wait", min=0, max=3_600, help="Seconds to wait for intents in flight and the ledger-writer."
+    ),
+]
+
+
 @app.command("deactivate")
-def deactivate_command(merchant_id: MerchantArgument) -> None:
+def deactivate_command(
+    merchant_id: MerchantArgument,
+    close_accounts: Annotated[
+        bool, typer.Option("--close-accounts", help="Then close its ledger accounts (see close-accounts).")
+    ] = False,
+    wait: WaitOption = 30.0,
+) -> None:
     """Refuse the merchant's key from now on (intents in flight finish)."""
     config = common.settings()
     merchant = _run(
         merchants.set_status(config.database_url, merchant_id, store.INACTIVE), config.database_url
     )
     common.out.print(f"{merchant.merchant_id}: {merchant.status}")
+    if close_accounts:
+        close_accounts_command(merchant_id, wait)
+
+
+@app.command("close-accounts")
+def close_accounts_command(merchant_id: MerchantArgument, wait: WaitOption = 30.0) -> None:
+    """Close a deactivated merchant's ledger accounts once no intent moves its money: balances move to
+    the suspense account, every transfer is refused; `reactivate` reopens them with their balances."""
+    config = common.settings()
+    try:
+        merchant, closed = _run(
+            merchants.close_accounts(config, merchant_id, wait_s=wait), config.database_url
+        )
+    except closing.MerchantActiveError:
+        common.fail(f"{merchant_id} is active: deactivate it first", common.EXIT_FAILED)
+    except closing.MerchantBusyError as exc:
+        common.fail(
+            f"{merchant_id}: {exc.in_flight} intents still move its money after {wait:g} s; run this again "
+            "once they finish",
+            common.EXIT_FAILED,
+        )
+    except closing.ReopeningError:
+        common.fail(f"{merchant_id}: its accounts are being reopened; run `pm merchants reactivate` first")
+    except closing.SuspenseMissingError:
+        common.fail("the ledger has no suspense account yet: start the ledger-writer (it opens it)")
+    if not closed:
+        common.fail(
+            f"{merchant_id}: accounts {merchant.accounts_state}; is the ledger-writer running? run this again"
+        )
+    common.out.print(f"{merchant.merchant_id}: {merchant.status}, accounts {merchant.accounts_state}")
 
 
 @app.command("reactivate")
-def reactivate_command(merchant_id: MerchantArgument) -> None:
-    """Accept the merchant's key again."""
+def reactivate_command(merchant_id: MerchantArgument, wait: WaitOption = 30.0) -> None:
+    """Reopen the merchant's closed accounts (balances back), then accept its key again."""
     config = common.settings()
-    merchant = _run(merchants.set_status(config.database_url, merchant_id, store.ACTIVE), config.database_url)
-    common.out.print(f"{merchant.merchant_id}: {merchant.status}")
+    merchant, done = _run(merchants.reactivate(config, merchant_id, wait_s=wait), config.database_url)
+    if not done:
+        common.fail(
+            f"{merchant_id}: accounts {merchant.accounts_state}; is the ledger-writer running? run this again"
+        )
+    common.out.print(f"{merchant.merchant_id}: {merchant.status}, accounts {merchant.accounts_state}")
 
 
 @app.command("rotate-secret")
