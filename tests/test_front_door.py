@@ -27,7 +27,7 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(frontdoor.installed() is None, reason=f"no nginx: {frontdoor.INSTALL_HINT}"),
 ]
-PROXY_SECRET = "front-door-test-secret"
+PROXY_SECRET = "front-door-test-secret-of-32-characters"
 AUTH_SECRET = "auth-test-secret"
 
 

@@ -144,7 +144,7 @@ def test_the_fleet_gets_our_settings_and_the_servers_found_but_not_pm_env_file()
 def test_the_front_door_stands_before_this_runs_gateway_and_auth_center() -> None:
     env = {"PM_GATEWAY_PORT": "18080", "PM_AUTH_SANDBOX_PORT": "19203"}
     wired = front_door_wiring(env)
-    assert len(wired["PM_GATEWAY_PROXY_SECRET"]) >= 24
+    assert len(wired["PM_GATEWAY_PROXY_SECRET"]) >= 32  # what the gateway requires (PROXY_SECRET_MIN)
     assert front_door_wiring({"PM_GATEWAY_PROXY_SECRET": "set"}) == {}  # a secret set is kept
     door = front_door(FLEET, {**env, **wired})
     assert door is not None

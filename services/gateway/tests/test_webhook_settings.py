@@ -1,5 +1,6 @@
-"""The gateway's PSP callback settings and their documentation: the secrets' defaults match the
-sandboxes', a malformed allowlist stops the start, and the webhooks need no service key."""
+"""The gateway's PSP callback and front-door settings and their documentation: the secrets' defaults
+match the sandboxes', a malformed allowlist or a short proxy secret stops the start, and the webhooks
+need no service key."""
 
 from __future__ import annotations
 
@@ -41,3 +42,13 @@ def test_the_webhooks_are_documented_without_a_service_key() -> None:
         assert {p["name"] for p in operation["parameters"]} == headers
         assert set(operation["responses"]) >= {"200", "401", "403", "503"}
     assert paths["/v1/intents"]["post"]["security"] == [{"serviceKey": []}]
+
+
+@pytest.mark.parametrize("secret", ["REPLACE_ME", "x" * 31])
+def test_a_short_proxy_secret_stops_the_start(secret: str) -> None:
+    # Whoever knows the proxy secret may speak for any user: a placeholder left in place must not serve.
+    env = {"PM_KEY_ENCRYPTION_KEY": key_encryption_key(), "PM_GATEWAY_PROXY_SECRET": secret}
+    with pytest.raises(SettingsError, match="PM_GATEWAY_PROXY_SECRET"):
+        load(env)
+    assert load({**env, "PM_GATEWAY_PROXY_SECRET": "x" * 32}).proxy_secret == "x" * 32
+    assert load({**env, "PM_GATEWAY_PROXY_SECRET": ""}).proxy_secret == ""

@@ -17,6 +17,7 @@ from pm_shared.settings import Port, ServiceSettings, SettingsError, load_settin
 PREFIX = fleet.GATEWAY.prefix
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+PROXY_SECRET_MIN = 32
 
 
 class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -44,7 +45,9 @@ class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields
     callback_trusted_proxies: str = ""
     """Comma-separated CIDRs of reverse proxies whose `X-Forwarded-For` is believed; none by default."""
     proxy_secret: str = ""
-    """The secret nginx adds to every `/v1/me` request (pm_gateway.me); unset, `/v1/me` is refused."""
+    """The secret nginx adds to every `/v1/me` request (pm_gateway.me); unset, `/v1/me` is refused.
+    At least `PROXY_SECRET_MIN` characters: a short one (a placeholder left in place) is a
+    configuration error, since whoever knows it may speak for any user."""
     callback_dedupe_ttl_s: Annotated[int, msgspec.Meta(ge=60)] = 7 * 86_400
     """How long a callback's id is remembered: a redelivery within it is acknowledged, not passed on."""
 
@@ -60,6 +63,11 @@ def load(environ: Mapping[str, str] = os.environ) -> Settings:
     except KeyConfigError as exc:
         # A configuration error (exit 2 naming the variable), not a crash after start.
         raise SettingsError(str(exc)) from None
+    if settings.proxy_secret and len(settings.proxy_secret) < PROXY_SECRET_MIN:
+        raise SettingsError(
+            f"PM_{PREFIX}PROXY_SECRET must be at least {PROXY_SECRET_MIN} characters (a random one: "
+            "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`), or unset to close /v1/me"
+        )
     for field in ("ipps_callback_allowlist", "qp_callback_allowlist", "callback_trusted_proxies"):
         try:
             networks(getattr(settings, field))

@@ -32,7 +32,7 @@ from pm_shared.streams.names import EVENTS, INTENTS, LEDGER_COMMANDS, LEDGER_RES
 from pm_shared.streams.provision import provision
 from pm_tools.devenv.envfile import new_key_encryption_key
 
-PROXY_SECRET = "test-proxy-secret"
+PROXY_SECRET = "test-proxy-secret-of-32-characters-or-more"
 """What the test gateway expects from the front door on `/v1/me` (nginx adds it in a deployment)."""
 ALL_TYPES = frozenset(INTENT_TYPES) - MINIAPP_TYPES
 """What a key that is not a merchant's may create (MINIAPP_* need a merchant's key)."""
