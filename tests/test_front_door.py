@@ -139,6 +139,28 @@ async def test_a_token_reaches_v1_me_as_its_user_and_nothing_else_does(door: Doo
             f"{path}/{wanted}/confirm", headers={"Authorization": f"Bearer {await token(door, alice)}"}
         )
     assert yes.status_code == 202 and yes.json()["type"] == "MINIAPP_CHARGE", yes.text
+    # The charge is Alice's to read, through the front door, where its link points.
+    async with httpx.AsyncClient(base_url=door.url, timeout=30) as http:
+        seen = await http.get(
+            yes.headers["Location"], headers={"Authorization": f"Bearer {await token(door, alice)}"}
+        )
+    assert (seen.status_code, seen.json()["id"]) == (200, yes.json()["id"]), seen.text
+
+
+async def test_a_user_pays_from_their_own_wallet_through_the_front_door(door: Door) -> None:
+    alice, bob = f"u-{uuid.uuid4().hex[:6]}", f"u-{uuid.uuid4().hex[:6]}"
+    body = {"type": "P2P", "amount": 700, "currency": "THB", "to": {"kind": "user", "id": bob}}
+    async with httpx.AsyncClient(base_url=door.url, timeout=30) as http:
+        alices = {"Authorization": f"Bearer {await token(door, alice)}", "Idempotency-Key": "lunch"}
+        made = await http.post("/v1/me/intents", json=body, headers=alices)
+        assert made.status_code == 202, made.text
+        # The payer is whoever the token is: a forged X-PM-User changes nothing.
+        assert made.json()["from"] == {"kind": "user", "id": alice}
+        again = await http.post("/v1/me/intents", json=body, headers={**alices, "X-PM-User": bob})
+        assert (again.status_code, again.json()["id"]) == (202, made.json()["id"]), again.text
+        assert again.headers["Idempotent-Replayed"] == "true"
+        no_token = await http.post("/v1/me/intents", json=body, headers={"Idempotency-Key": "x"})
+        assert no_token.status_code == 401
 
 
 def test_the_compose_config_is_the_rendered_server_block() -> None:
