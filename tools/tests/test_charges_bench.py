@@ -50,6 +50,15 @@ async def test_charges_bench_settles_every_flow_of_both_types_and_compares_them(
     # The ratio is of the two measured figures, the best phase of each.
     assert result.best_p2p.rate == max(p.rate for p in result.p2p)
     assert result.ratio == pytest.approx(result.best_charge.rate / result.best_p2p.rate)
+    # Where /proc tells, each process's CPU per flow, and the ratio it predicts.
+    p2p_cpu, charge_cpu = result.best_p2p.cpu_ms, result.best_charge.cpu_ms
+    if p2p_cpu:
+        assert (
+            {"gateway", "orchestrators", "ledger-writer", "postgres"} <= p2p_cpu.keys() == charge_cpu.keys()
+        )
+        assert p2p_cpu["gateway"] > 0 and charge_cpu["gateway"] > 0
+        predicted = sum(p2p_cpu.values()) / sum(charge_cpu.values())
+        assert result.cpu_bound_ratio == pytest.approx(predicted)
 
     console = Console(record=True, width=300)
     met = charges.report(result, console)

@@ -32,6 +32,11 @@ async def test_front_door_bench_measures_each_route_both_ways(redis_url: str) ->
             assert 0 < side.p50_ms <= side.p99_ms and math.isfinite(side.p99_ms)
         # The ratio is of the two measured figures.
         assert found.ratio == pytest.approx(found.best_nginx.rate / found.best_direct.rate)
+        direct_cpu, nginx_cpu = found.best_direct.cpu_ms, found.best_nginx.cpu_ms
+        if direct_cpu:  # where /proc tells: each member's CPU per request, and the ratio it predicts
+            assert set(front_door.MEMBERS) == direct_cpu.keys() == nginx_cpu.keys()
+            predicted = sum(direct_cpu.values()) / sum(nginx_cpu.values())
+            assert found.cpu_bound_ratio == pytest.approx(predicted)
 
     console = Console(record=True, width=300)
     met = front_door.report(result, console)

@@ -314,6 +314,11 @@ class ChargesResult:
     def clean(self) -> bool:
         return all(phase.clean for phase in (*self.p2p, *self.charges))
 
+    @property
+    def cpu_bound_ratio(self) -> float | None:
+        """Charges/s ÷ P2P/s as their CPU per flow predicts it (best phases; `harness.cpu_bound_ratio`)."""
+        return harness.cpu_bound_ratio(self.best_p2p.cpu_ms, self.best_charge.cpu_ms)
+
 
 async def run(
     server_dsn: str,
@@ -487,6 +492,7 @@ def section(result: ChargesResult) -> model.Section:
                 "confirm → SETTLED p50 ms": None if confirm is None else confirm.p50_ms,
                 "confirm → SETTLED p95 ms": None if confirm is None else confirm.p95_ms,
                 "confirm → SETTLED p99 ms": None if confirm is None else confirm.p99_ms,
+                "ratio the CPU per flow predicts": result.cpu_bound_ratio,
                 **_cpu_extra(c),
                 "generator CPU (cores)": c.generator_cpu,
             }

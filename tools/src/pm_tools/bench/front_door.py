@@ -315,6 +315,11 @@ class RouteResult:
     def met(self) -> bool:
         return self.clean and self.ratio >= GOAL
 
+    @property
+    def cpu_bound_ratio(self) -> float | None:
+        """nginx ÷ direct as the CPU per request predicts it (best phases; `harness.cpu_bound_ratio`)."""
+        return harness.cpu_bound_ratio(self.best_direct.cpu_ms, self.best_nginx.cpu_ms)
+
 
 @dataclass(frozen=True)
 class FrontDoorResult:
@@ -379,8 +384,11 @@ DIRECT_BASELINE = "the same requests straight to the gateway, with the headers n
 SIGNED_BASELINE = "the same signed requests straight to the gateway"
 
 
-def _cpu(side: Side) -> str:
+def _cpu(side: Side, found: RouteResult) -> str:
     shown = [f"{name} {side.cpu_ms[name]:.2f}" for name in MEMBERS if name in side.cpu_ms]
+    bound = found.cpu_bound_ratio
+    if side is found.best_nginx and bound is not None:
+        shown.append(f"({bound:.0%} of direct as the CPU predicts it)")
     return ", ".join(shown) or "—"
 
 
@@ -437,7 +445,7 @@ def table(result: FrontDoorResult) -> Table:
                 f"{side.generator_cpu:.0%} of a core",
                 f"{found.ratio:.1%}" if last else "",
                 verdict if last else "",
-                _cpu(side),
+                _cpu(side, found),
                 _problems(side),
                 end_section=last,
             )
@@ -455,6 +463,7 @@ def _benchmark(found: RouteResult) -> model.Benchmark:
     extra: dict[str, float | None] = {
         "direct p50 ms": direct.p50_ms,
         "direct p99 ms": direct.p99_ms,
+        "ratio the CPU per request predicts": found.cpu_bound_ratio,
         **{
             f"{way} round {n} requests/s": s.rate
             for way, sides in (("direct", found.direct), ("nginx", found.nginx))

@@ -204,6 +204,16 @@ def cpu_delta_ms(
     return found
 
 
+def cpu_bound_ratio(baseline: Mapping[str, float], figure: Mapping[str, float]) -> float | None:
+    """The throughput ratio figure ÷ baseline the CPU per unit of work predicts when the cores are
+    saturated by this work alone: the baseline's CPU over the figure's, summed over the processes both
+    measured (None when they share none). On a machine shared with other work, a steadier guide than
+    two throughputs measured a few seconds apart."""
+    common = baseline.keys() & figure.keys()
+    spent = sum(figure[name] for name in common)
+    return sum(baseline[name] for name in common) / spent if common and spent > 0 else None
+
+
 # --- stores -------------------------------------------------------------------------------------
 
 
