@@ -456,6 +456,10 @@ def _rounds(phases: Sequence[Phase]) -> dict[str, float | None]:
     return {f"round {n} settled/s": phase.rate for n, phase in enumerate(phases, 1)}
 
 
+def _percent(ratio: float | None) -> float | None:
+    return None if ratio is None else ratio * 100
+
+
 def _cpu_extra(phase: Phase) -> dict[str, float | None]:
     return {f"CPU ms per flow, {name}": phase.cpu_ms.get(name) for name in CPU_SHOWN}
 
@@ -492,7 +496,7 @@ def section(result: ChargesResult) -> model.Section:
                 "confirm → SETTLED p50 ms": None if confirm is None else confirm.p50_ms,
                 "confirm → SETTLED p95 ms": None if confirm is None else confirm.p95_ms,
                 "confirm → SETTLED p99 ms": None if confirm is None else confirm.p99_ms,
-                "ratio the CPU per flow predicts": result.cpu_bound_ratio,
+                "ratio the CPU per flow predicts (%)": _percent(result.cpu_bound_ratio),
                 **_cpu_extra(c),
                 "generator CPU (cores)": c.generator_cpu,
             }

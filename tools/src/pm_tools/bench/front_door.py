@@ -385,11 +385,11 @@ SIGNED_BASELINE = "the same signed requests straight to the gateway"
 
 
 def _cpu(side: Side, found: RouteResult) -> str:
-    shown = [f"{name} {side.cpu_ms[name]:.2f}" for name in MEMBERS if name in side.cpu_ms]
+    shown = ", ".join(f"{name} {side.cpu_ms[name]:.2f}" for name in MEMBERS if name in side.cpu_ms)
     bound = found.cpu_bound_ratio
     if side is found.best_nginx and bound is not None:
-        shown.append(f"({bound:.0%} of direct as the CPU predicts it)")
-    return ", ".join(shown) or "—"
+        shown += f" ({bound:.0%} of direct as the CPU predicts it)"
+    return shown or "—"
 
 
 def _problems(side: Side) -> str:
@@ -460,10 +460,11 @@ def report(result: FrontDoorResult, console: Console) -> bool | None:
 def _benchmark(found: RouteResult) -> model.Benchmark:
     direct, nginx = found.best_direct, found.best_nginx
     signed = found.route.key == "signed"
+    bound = found.cpu_bound_ratio
     extra: dict[str, float | None] = {
         "direct p50 ms": direct.p50_ms,
         "direct p99 ms": direct.p99_ms,
-        "ratio the CPU per request predicts": found.cpu_bound_ratio,
+        "ratio the CPU per request predicts (%)": None if bound is None else bound * 100,
         **{
             f"{way} round {n} requests/s": s.rate
             for way, sides in (("direct", found.direct), ("nginx", found.nginx))
