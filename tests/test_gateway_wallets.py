@@ -17,9 +17,9 @@ from pm_ledger_writer.writer import Writer
 from pm_shared.ledger import chart, ids, open_ledger
 from pm_shared.streams import Consumer, Publisher
 from pm_shared.streams.names import GROUP_LEDGER_WRITER
-from pm_tools.testing.gateway import Gateway, gateway
+from pm_tools.testing.gateway import Gateway, gateway, gateway_env
 
-__all__ = ["gateway"]
+__all__ = ["gateway", "gateway_env"]
 
 
 @pytest.fixture

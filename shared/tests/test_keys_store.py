@@ -147,9 +147,9 @@ async def test_create_stores_only_the_encrypted_secret_and_lists_and_gets_the_ke
         [key, other], key=lambda k: k.key_id
     )
     assert await store.get_key(db_conn, key.key_id) == key
-    assert await store.get_key(db_conn, "pk_" + "0" * 24) is None
+    assert await store.get_key(db_conn, "pk_" + "f" * 24) is None
     assert await store.verification_secrets(db_conn, cipher, key.key_id) == (key, [secret])
-    assert await store.verification_secrets(db_conn, cipher, "pk_" + "0" * 24) is None
+    assert await store.verification_secrets(db_conn, cipher, "pk_" + "f" * 24) is None
 
 
 async def test_rotate_keeps_the_previous_secret_only_during_the_grace_period(

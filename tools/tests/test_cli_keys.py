@@ -95,7 +95,7 @@ def test_create_json_prints_a_key_id_and_a_secret_that_verifies(keys: Keys) -> N
     assert KEY_ID.fullmatch(made["keyId"])
     assert made["key"]["keyId"] == made["keyId"] and made["key"]["status"] == "active"
     assert made["key"]["permissions"] == {
-        "operations": ["P2P", "PROMPTPAY_WITHDRAWAL", "SBP_TOPUP"],
+        "operations": ["FX_EXCHANGE", "P2P", "PROMPTPAY_WITHDRAWAL", "SBP_TOPUP"],
         "owners": None,
         "admin": False,
         "merchant": None,  # a merchant's key names its merchant here

@@ -27,9 +27,9 @@ from pm_shared.streams.names import IPPS_HINTS, QP_HINTS
 from pm_shared.streams.provision import provision
 from pm_tools.processes import free_port
 from pm_tools.testing.fixtures import eventually
-from pm_tools.testing.gateway import delete_streams, gateway, key_encryption_key
+from pm_tools.testing.gateway import delete_streams, gateway, gateway_env, key_encryption_key
 
-__all__ = ["gateway"]
+__all__ = ["gateway", "gateway_env"]
 
 IPPS_SECRET = "ipps-test-secret"
 QP_SECRET = "qp-test-secret"

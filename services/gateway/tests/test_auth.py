@@ -64,7 +64,7 @@ async def test_a_missing_header(gateway: Gateway, redis: Redis, header: str) -> 
 
 
 async def test_an_unknown_key(gateway: Gateway, redis: Redis) -> None:
-    ghost = Key("pk_" + "0" * 24, "whatever")
+    ghost = Key("pk_" + "f" * 24, "whatever")  # (pk_000… is the front door's key, which exists)
     response = await gateway.send("POST", "/v1/intents", p2p(), key=ghost, headers={"Idempotency-Key": "k"})
     assert (response.status_code, code(response)) == (401, "auth_unknown_key")
     assert await nothing_published(redis)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import uuid
 from pathlib import Path
 
 import msgspec
@@ -11,6 +12,7 @@ from pm_client.api import (
     INTENT_TYPES,
     MINIAPP_TYPES,
     CreateIntent,
+    LiquidityParty,
     MerchantParty,
     OperatorParty,
     Party,
@@ -93,6 +95,7 @@ def test_the_documented_party_pairs_are_the_ones_intake_takes() -> None:
         PromptPayParty(proxy_type="MSISDN", proxy_value="0812345678"),
         ThaiQrParty(payload=thaiqr.generate_credit_transfer("mobile", "0812345678", amount=100)),
         MerchantParty(id="coffee"),
+        LiquidityParty(),
     ]
     targets = [*samples[:4], UserParty(id="bob"), *samples[4:]]
     for intent_type in INTENT_TYPES:
@@ -107,11 +110,14 @@ def test_the_documented_party_pairs_are_the_ones_intake_takes() -> None:
                     from_=source,
                     to=target,
                     miniapp_id="app" if intent_type in MINIAPP_TYPES else None,
+                    quote_id=uuid.uuid4() if intent_type == "FX_EXCHANGE" else None,
                 )
+                # Users are one user (an exchange) or two (every other type), beyond the schema.
+                same_user_wrong = (source == target) != (intent_type == "FX_EXCHANGE")
                 try:
                     shapes.check(request)
                 except ProblemError as exc:
                     assert exc.code == "invalid_parties", exc
-                    assert (type(source), type(target)) not in documented or source == target
+                    assert (type(source), type(target)) not in documented or same_user_wrong
                 else:
                     assert (type(source), type(target)) in documented

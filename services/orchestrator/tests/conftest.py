@@ -186,7 +186,8 @@ class World:
     async def row(self, intent_id: str) -> IntentRow:
         record = await self.pool.fetchrow(
             "SELECT id, type, state, step, channel, route, amount, currency, source, target, from_name,"
-            " to_name, comment, requires_monitoring, metadata, fees, created_at, updated_at, payment"
+            " to_name, comment, requires_monitoring, metadata, fees, created_at, updated_at, payment,"
+            " exchange"
             " FROM pm.intent WHERE id = $1",
             uuid.UUID(intent_id),
         )

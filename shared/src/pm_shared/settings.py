@@ -72,6 +72,10 @@ class CommonSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     # failure counts as a delivery (see pm_shared.streams.batches).
     stream_transient_retry_s: Annotated[float, msgspec.Meta(ge=0)] = 300.0
     shutdown_grace_s: Annotated[float, msgspec.Meta(gt=0)] = 25.0
+    # Currency exchange (docs/fx.md): a quote is refused when the newest rate of its pair is older
+    # than this, and is locked this long once given.
+    fx_rate_max_age_s: Annotated[float, msgspec.Meta(gt=0)] = 3_600.0
+    fx_quote_ttl_s: Annotated[float, msgspec.Meta(ge=1, le=86_400)] = 60.0
 
     def consumer(self, service: str) -> str:
         """This process's consumer name: configured, else the host name (a pod name on Kubernetes)."""

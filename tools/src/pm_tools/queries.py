@@ -21,5 +21,6 @@ RETURNING id
 
 SELECT_KNOWN_IDS = "SELECT id FROM pm.reconciliation_alert WHERE id = ANY($1::bigint[])"
 
-# How many service keys exist (each secret encrypted under the key-encryption key).
-COUNT_SERVICE_KEYS = "SELECT count(*) FROM pm.service_key"
+# How many service keys hold a secret encrypted under the key-encryption key (the front door's key,
+# made by migration 0015, holds none: it never signs).
+COUNT_SERVICE_KEYS = "SELECT count(*) FROM pm.service_key WHERE length(secret_encrypted) > 0"

@@ -8,6 +8,7 @@ may not change meaning.
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Annotated, Literal, get_args
 
@@ -54,7 +55,13 @@ Description = Annotated[str, msgspec.Meta(max_length=200, pattern=TEXT_PATTERN)]
 Metadata = Annotated[dict[MetadataKey, MetadataValue], msgspec.Meta(max_length=20)]
 
 IntentType = Literal[
-    "P2P", "PROMPTPAY_WITHDRAWAL", "SBP_TOPUP", "ADJUSTMENT", "MINIAPP_CHARGE", "MINIAPP_CREDIT"
+    "P2P",
+    "PROMPTPAY_WITHDRAWAL",
+    "SBP_TOPUP",
+    "ADJUSTMENT",
+    "MINIAPP_CHARGE",
+    "MINIAPP_CREDIT",
+    "FX_EXCHANGE",
 ]
 INTENT_TYPES: tuple[str, ...] = get_args(IntentType)
 MINIAPP_TYPES = frozenset({"MINIAPP_CHARGE", "MINIAPP_CREDIT"})
@@ -109,7 +116,12 @@ class MerchantParty(Struct, kw_only=True, tag="merchant", tag_field="kind"):
     id: Id
 
 
-Party = UserParty | OperatorParty | SbpParty | PromptPayParty | ThaiQrParty | MerchantParty
+class LiquidityParty(Struct, kw_only=True, tag="liquidity", tag_field="kind"):
+    """The operator's FX liquidity account (code 30) in the intent's currency: one side of an
+    ADJUSTMENT that funds it (or takes from it)."""
+
+
+Party = UserParty | OperatorParty | SbpParty | PromptPayParty | ThaiQrParty | MerchantParty | LiquidityParty
 
 
 # --- intents ------------------------------------------------------------------------------------
@@ -137,10 +149,15 @@ class CreateIntent(Struct, kw_only=True):
     metadata: Metadata = {}
     miniapp_id: Id | None = None
     """The mini-app a MINIAPP_* intent is made through (required for those, refused for others)."""
+    quote_id: uuid.UUID | None = None
+    """The FX quote an FX_EXCHANGE carries out (required for it, refused for others): `amount` and
+    `currency` are what the quote sells, and the intent's id is the quote's."""
 
     def __post_init__(self) -> None:
         if (self.type in MINIAPP_TYPES) != (self.miniapp_id is not None):
             raise ValueError("miniappId is required for MINIAPP_* intents and only for them")
+        if (self.type == "FX_EXCHANGE") != (self.quote_id is not None):
+            raise ValueError("quoteId is required for FX_EXCHANGE and only for it")
 
 
 MyIntentType = Literal["P2P", "PROMPTPAY_WITHDRAWAL"]
@@ -213,6 +230,21 @@ class Payment(Out, kw_only=True):
     psp_reference: str | None = None
 
 
+class Exchange(Out, kw_only=True):
+    """What an FX_EXCHANGE moves, as its quote priced it: `amount` (in `currency`) leaves the wallet,
+    of which `spread` goes to fee revenue and `principal` is exchanged into `buyAmount` of
+    `buyCurrency`."""
+
+    quote_id: str
+    buy_currency: str
+    buy_amount: int
+    principal: int
+    spread: int
+    rate: str
+    pair: str
+    spread_bps: int
+
+
 class Intent(Out, kw_only=True):
     """An intent as the API shows it (`POST` answers with it; `GET` adds legs and the timeline)."""
 
@@ -236,6 +268,7 @@ class Intent(Out, kw_only=True):
     payment: Payment | None = None
     """Set once a PSP says what the payer must do (an SBP top-up's QR link); null otherwise."""
     miniapp_id: str | None = None
+    exchange: Exchange | None = None
     timeline: list[TimelineEntry] = []
     links: Links
 
@@ -326,7 +359,7 @@ class CreateKey(Struct, kw_only=True):
     """`POST /v1/admin/keys`."""
 
     operations: Annotated[
-        list[Literal["P2P", "PROMPTPAY_WITHDRAWAL", "SBP_TOPUP", "ADJUSTMENT", "*"]],
+        list[Literal["P2P", "PROMPTPAY_WITHDRAWAL", "SBP_TOPUP", "ADJUSTMENT", "FX_EXCHANGE", "*"]],
         msgspec.Meta(min_length=1),
     ]
     """MINIAPP_* are not among them: a merchant's key is made by onboarding the merchant."""

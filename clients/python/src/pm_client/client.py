@@ -44,7 +44,7 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
-from pm_client import api, merchant_api, signing
+from pm_client import api, fx_api, merchant_api, signing
 
 __all__ = ["PMAuth", "PMClient", "PMError", "SyncPMClient"]
 
@@ -63,6 +63,8 @@ _HISTORY_PAGE = msgspec.json.Decoder(api.HistoryPage)
 _ONBOARDED = msgspec.json.Decoder(merchant_api.OnboardedMerchant)
 _MINIAPP = msgspec.json.Decoder(merchant_api.Miniapp)
 _PAYMENT_REQUEST = msgspec.json.Decoder(merchant_api.PaymentRequest)
+_RATE = msgspec.json.Decoder(fx_api.Rate)
+_QUOTE = msgspec.json.Decoder(fx_api.Quote)
 _PROBLEM = msgspec.json.Decoder(api.Problem)
 _HEADERS = {"Accept": "application/json", "User-Agent": "pm-client"}
 
@@ -245,6 +247,20 @@ def _get_payment_request(request_id: str) -> _Call[merchant_api.PaymentRequest]:
     return _Call("GET", f"/v1/payment-requests/{_segment(request_id)}", _PAYMENT_REQUEST)
 
 
+def _set_fx_rate(rate: fx_api.SetRate) -> _Call[fx_api.Rate]:
+    content, headers = _json(rate)
+    return _Call("POST", "/v1/admin/fx/rates", _RATE, ok=frozenset({201}), headers=headers, content=content)
+
+
+def _create_fx_quote(quote: fx_api.CreateQuote) -> _Call[fx_api.Quote]:
+    content, headers = _json(quote)
+    return _Call("POST", "/v1/fx/quotes", _QUOTE, ok=frozenset({201}), headers=headers, content=content)
+
+
+def _get_fx_quote(quote_id: str) -> _Call[fx_api.Quote]:
+    return _Call("GET", f"/v1/fx/quotes/{_segment(quote_id)}", _QUOTE)
+
+
 # Failures after which the request may or may not have reached the server, and the answer was lost.
 _DROPPED = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
@@ -379,6 +395,17 @@ class PMClient:
     async def get_payment_request(self, request_id: str) -> merchant_api.PaymentRequest:
         return await self._send(_get_payment_request(request_id))
 
+    async def set_fx_rate(self, rate: fx_api.SetRate) -> fx_api.Rate:
+        """An admin key: a pair's new rate (earlier ones are kept)."""
+        return await self._send(_set_fx_rate(rate))
+
+    async def create_fx_quote(self, quote: fx_api.CreateQuote) -> fx_api.Quote:
+        """A price locked for one FX_EXCHANGE (`CreateIntent(type="FX_EXCHANGE", quote_id=…)`)."""
+        return await self._send(_create_fx_quote(quote))
+
+    async def get_fx_quote(self, quote_id: str) -> fx_api.Quote:
+        return await self._send(_get_fx_quote(quote_id))
+
 
 class SyncPMClient:
     """Blocking client with the same methods as `PMClient`."""
@@ -479,3 +506,14 @@ class SyncPMClient:
 
     def get_payment_request(self, request_id: str) -> merchant_api.PaymentRequest:
         return self._send(_get_payment_request(request_id))
+
+    def set_fx_rate(self, rate: fx_api.SetRate) -> fx_api.Rate:
+        """An admin key: a pair's new rate (earlier ones are kept)."""
+        return self._send(_set_fx_rate(rate))
+
+    def create_fx_quote(self, quote: fx_api.CreateQuote) -> fx_api.Quote:
+        """A price locked for one FX_EXCHANGE (`CreateIntent(type="FX_EXCHANGE", quote_id=…)`)."""
+        return self._send(_create_fx_quote(quote))
+
+    def get_fx_quote(self, quote_id: str) -> fx_api.Quote:
+        return self._send(_get_fx_quote(quote_id))

@@ -16,13 +16,23 @@ import re
 import uuid
 from datetime import datetime
 
+import asyncpg
 import msgspec
 from prometheus_client import Counter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pm_client.api import MINIAPP_TYPES, TERMINAL_STATES, CreateIntent, Intent, IntentPage, Links, Party
-from pm_gateway import cursors, merchant_access, shapes, views, web
+from pm_client.api import (
+    MINIAPP_TYPES,
+    TERMINAL_STATES,
+    CreateIntent,
+    Exchange,
+    Intent,
+    IntentPage,
+    Links,
+    Party,
+)
+from pm_gateway import cursors, fx, merchant_access, shapes, views, web
 from pm_gateway import queries as q
 from pm_gateway.auth import Caller, refuse, require_operation, require_owner
 from pm_gateway.ids import uuid7
@@ -67,6 +77,12 @@ async def create(request: Request) -> Response:
     if intent_request.type in MINIAPP_TYPES:
         async with d.pool.acquire() as conn:
             await merchant_access.check(conn, caller, intent_request)
+    if intent_request.quote_id is not None:
+        # An exchange is its quote carried out: the intent takes the quote's id (one intent per quote).
+        exchange = await fx.quote_of(request, intent_request)
+        return await submit(
+            request, caller, key, intent_request, intent_id=intent_request.quote_id, exchange=exchange
+        )
     return await submit(request, caller, key, intent_request)
 
 
@@ -78,6 +94,7 @@ async def submit(
     *,
     intent_id: uuid.UUID | None = None,
     links: str = INTENTS_PATH,
+    exchange: Exchange | None = None,
 ) -> Response:
     """Write, publish and answer an intent that has passed every check (or find the one `key` made):
     `POST /v1/intents`, and the front door's (`/v1/me/...`), whose answers link under `links`."""
@@ -104,8 +121,12 @@ async def submit(
     message = _message(caller, intent_id, intent_request)
     payload = encode(message)
     async with d.pool.acquire() as conn:
-        new = NewIntent.of(intent_id, caller, key, request_hash, intent_request)
-        created_at = await _insert(conn, new, message, payload)
+        new = NewIntent.of(intent_id, caller, key, request_hash, intent_request, exchange)
+        try:
+            created_at = await _insert(conn, new, message, payload)
+        except asyncpg.UniqueViolationError:
+            # Only an FX_EXCHANGE names its id (its quote's): another request made that intent already.
+            raise ProblemError(409, "quote_used", "this quote was used by another request") from None
         existing = None
         if created_at is None:
             existing = await conn.fetchrow(q.SELECT_BY_IDEMPOTENCY_KEY, caller.key_id, key)
@@ -113,7 +134,7 @@ async def submit(
     if existing is None:
         assert created_at is not None
         await _publish(request, stream_key, message.message_id, payload)
-        answer = views.new_intent(str(intent_id), intent_request, created_at)
+        answer = views.new_intent(str(intent_id), intent_request, created_at, exchange)
         if wait:
             answer = await read(request, intent_id, wait, payment_answers=True)
     else:
@@ -143,8 +164,9 @@ def _request_hash(r: CreateIntent) -> bytes:
     """sha256 of the canonical request. A field added later is left out while it is unset, so an
     Idempotency-Key used before the field existed still matches its request after an upgrade."""
     fields = msgspec.to_builtins(r)
-    if fields.get("miniappId") is None:
-        fields.pop("miniappId", None)
+    for later in ("miniappId", "quoteId"):
+        if fields.get(later) is None:
+            fields.pop(later, None)
     return hashlib.sha256(_canonical.encode(fields)).digest()
 
 
@@ -186,10 +208,17 @@ class NewIntent(msgspec.Struct, frozen=True):
     requires_monitoring: bool
     metadata: dict[str, str]
     miniapp_id: str | None
+    exchange: Exchange | None
 
     @classmethod
     def of(
-        cls, intent_id: uuid.UUID, caller: Caller, key: str, request_hash: bytes, r: CreateIntent
+        cls,
+        intent_id: uuid.UUID,
+        caller: Caller,
+        key: str,
+        request_hash: bytes,
+        r: CreateIntent,
+        exchange: Exchange | None = None,
     ) -> NewIntent:
         return cls(
             id=intent_id,
@@ -207,6 +236,7 @@ class NewIntent(msgspec.Struct, frozen=True):
             requires_monitoring=r.requires_monitoring,
             metadata=r.metadata,
             miniapp_id=r.miniapp_id,
+            exchange=exchange,
         )
 
 

@@ -83,28 +83,18 @@ def _ref(party: type) -> dict[str, str]:
 
 def _party_rules(components: dict[str, Any]) -> None:
     """The cross-field rules JSON Schema can state, added where msgspec cannot put them: which party
-    kinds each intent type takes (`shapes.allowed_pairs`) and that MINIAPP_* (only) carry a
-    `miniappId`, and a BILLER payee's references. What it
+    kinds each intent type takes (`shapes.allowed_pairs`), that MINIAPP_* (only) carry a
+    `miniappId` and FX_EXCHANGE (only) a `quoteId`, and a BILLER payee's references. What it
     cannot state (a user paying themselves, a Thai QR that must parse) the descriptions say."""
     # One flat anyOf of (type, from, to) combinations: nested if/then per type is the same statement,
     # but too much for schemathesis to generate from once there are six types.
-    pairs = {
-        "anyOf": [
-            {
-                "properties": {
-                    "type": {"const": intent_type},
-                    "from": _ref(source),
-                    "to": _ref(target),
-                    "miniappId": {"type": "string"} if intent_type in MINIAPP_TYPES else {"type": "null"},
-                },
-                "required": ["type", "miniappId"] if intent_type in MINIAPP_TYPES else ["type"],
-            }
-            for intent_type in INTENT_TYPES
-            for source, target in shapes.allowed_pairs(intent_type)
-        ]
-    }
-    for name in ("CreateIntent", "FeeQuote"):
-        components[name]["allOf"] = [pairs]
+    for name, quoted in (("CreateIntent", True), ("FeeQuote", False)):
+        components[name]["allOf"] = [{"anyOf": [_combination(*c, quoted=quoted) for c in _combinations()]}]
+    # A quote names exactly one amount: what is sold, or what is bought.
+    components["CreateQuote"]["oneOf"] = [
+        {"properties": {side: {"required": ["amount"], "properties": {"amount": {"type": "integer"}}}}}
+        for side in ("sell", "buy")
+    ]
     components["PromptPayParty"].update(
         {
             "if": {"properties": {"proxyType": {"const": "BILLER"}}, "required": ["proxyType"]},
@@ -112,6 +102,26 @@ def _party_rules(components: dict[str, Any]) -> None:
             "else": {"properties": {"ref1": {"maxLength": 0}, "ref2": {"maxLength": 0}}},
         }
     )
+
+
+def _combinations() -> list[tuple[str, type, type]]:
+    return [(t, source, target) for t in INTENT_TYPES for source, target in shapes.allowed_pairs(t)]
+
+
+def _combination(intent_type: str, source: type, target: type, *, quoted: bool) -> dict[str, Any]:
+    """One allowed (type, from, to), with the fields that type alone takes: a MINIAPP_*'s `miniappId`;
+    an FX_EXCHANGE's `quoteId` (`quoted`: an intent, not a dry run, which names no quote)."""
+    properties: dict[str, Any] = {"type": {"const": intent_type}, "from": _ref(source), "to": _ref(target)}
+    required = ["type"]
+    properties["miniappId"] = {"type": "string"} if intent_type in MINIAPP_TYPES else {"type": "null"}
+    if intent_type in MINIAPP_TYPES:
+        required.append("miniappId")
+    if quoted:
+        fx = intent_type == "FX_EXCHANGE"
+        properties["quoteId"] = {"type": "string", "format": "uuid"} if fx else {"type": "null"}
+        if fx:
+            required.append("quoteId")
+    return {"properties": properties, "required": required}
 
 
 def document() -> dict[str, Any]:

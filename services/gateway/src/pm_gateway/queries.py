@@ -8,7 +8,7 @@ from pm_shared.fees import queries as fee_queries
 INTENT_COLUMNS = """
     id, key_id, request_hash, type, state, failure_code, amount, currency, source, target, from_name,
     to_name, comment, requires_monitoring, metadata, fees, legs, created_at, updated_at, payment,
-    miniapp_id"""
+    miniapp_id, exchange"""
 
 SELECT_INTENT = f"SELECT {INTENT_COLUMNS} FROM pm.intent WHERE id = $1"
 
@@ -24,9 +24,10 @@ INSERT_INTENT = """
 WITH intent AS (
     INSERT INTO pm.intent (id, key_id, idempotency_key, request_hash, type, state, amount, currency,
                            source, target, from_name, to_name, comment, requires_monitoring, metadata,
-                           miniapp_id)
+                           miniapp_id, exchange)
     SELECT id, key_id, idempotency_key, request_hash, type, 'CREATED', amount, currency,
-           source, target, from_name, to_name, comment, requires_monitoring, metadata, miniapp_id
+           source, target, from_name, to_name, comment, requires_monitoring, metadata, miniapp_id,
+           exchange
     FROM json_populate_record(NULL::pm.intent, $1::json)
     ON CONFLICT (key_id, idempotency_key) DO NOTHING
     RETURNING id, created_at
@@ -174,3 +175,5 @@ SELECT_KEY_PERMISSIONS = "SELECT status, permissions FROM pm.service_key WHERE k
 IS_USERS_INTENT = """
 SELECT EXISTS (SELECT 1 FROM pm.intent WHERE id = $1 AND (source @> $2::jsonb OR target @> $2::jsonb))
 """
+
+INTENT_EXISTS = "SELECT EXISTS (SELECT 1 FROM pm.intent WHERE id = $1)"

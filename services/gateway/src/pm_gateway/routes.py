@@ -30,6 +30,7 @@ from pm_client.api import (
 )
 from pm_gateway import (
     admin,
+    fx_routes,
     intents,
     merchant_access,
     merchant_routes,
@@ -90,8 +91,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         {202: Intent},
         {
             403: ("forbidden_operation", "forbidden_owner", "charge_needs_consent", *merchant_access.CODES),
-            409: ("idempotency_key_reused",),
-            422: PARTY_RULES,
+            409: ("idempotency_key_reused", "quote_used"),
+            422: (*PARTY_RULES, *fx_routes.QUOTE_RULES),
             503: BUSY,
         },
         (IDEMPOTENCY, PREFER),
@@ -340,4 +341,6 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ),
     # Merchants, mini-apps, payment requests and end users (`/v1/me`).
     *merchant_routes.ENDPOINTS,
+    # Currency exchange: rates and quotes.
+    *fx_routes.ENDPOINTS,
 )

@@ -7,6 +7,7 @@ the compiler's message before anything is stored.
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 
 import asyncpg
@@ -219,6 +220,9 @@ def _kind_id(party: Party) -> tuple[str, str | None]:
     return str(tag), getattr(party, "id", None)
 
 
+_NO_QUOTE = uuid.UUID(int=0)
+
+
 async def dry_run(request: Request) -> Response:
     d = web.deps(request)
     quote: FeeQuote = web.inputs(request).body
@@ -229,6 +233,8 @@ async def dry_run(request: Request) -> Response:
         from_=quote.from_,
         to=quote.to,
         miniapp_id=quote.miniapp_id,
+        # A dry run prices the fee rules only: an exchange's spread comes with its FX quote.
+        quote_id=_NO_QUOTE if quote.type == "FX_EXCHANGE" else None,
     )
     shapes.check(as_intent)
     caller = await web.caller(request)

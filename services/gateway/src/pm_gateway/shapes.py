@@ -5,6 +5,7 @@ from __future__ import annotations
 from pm_client.api import (
     CreateIntent,
     FieldError,
+    LiquidityParty,
     MerchantParty,
     OperatorParty,
     Party,
@@ -20,9 +21,13 @@ _ALLOWED: dict[str, tuple[tuple[type[Party], ...], tuple[type[Party], ...]]] = {
     "P2P": ((UserParty,), (UserParty,)),
     "PROMPTPAY_WITHDRAWAL": ((UserParty,), (PromptPayParty, ThaiQrParty)),
     "SBP_TOPUP": ((SbpParty,), (UserParty,)),
-    "ADJUSTMENT": ((OperatorParty, UserParty, MerchantParty), (UserParty, MerchantParty, OperatorParty)),
+    "ADJUSTMENT": (
+        (OperatorParty, UserParty, MerchantParty, LiquidityParty),
+        (UserParty, MerchantParty, LiquidityParty, OperatorParty),
+    ),
     "MINIAPP_CHARGE": ((UserParty,), (MerchantParty,)),
     "MINIAPP_CREDIT": ((MerchantParty,), (UserParty,)),
+    "FX_EXCHANGE": ((UserParty,), (UserParty,)),
 }
 
 
@@ -89,6 +94,10 @@ def _check_thai_qr(request: CreateIntent, target: ThaiQrParty) -> None:
 
 def _pair_errors(request: CreateIntent) -> list[FieldError]:
     source, target = request.from_, request.to
+    if request.type == "FX_EXCHANGE":
+        if isinstance(source, UserParty) and isinstance(target, UserParty) and source.id != target.id:
+            return [FieldError(path="$.to.id", message="an exchange is between one user's own wallets")]
+        return []
     if isinstance(source, UserParty) and isinstance(target, UserParty) and source.id == target.id:
         return [FieldError(path="$.to.id", message="a user cannot pay themselves")]
     if request.type == "ADJUSTMENT" and isinstance(source, OperatorParty) == isinstance(
@@ -96,7 +105,9 @@ def _pair_errors(request: CreateIntent) -> list[FieldError]:
     ):
         return [
             FieldError(
-                path="$", message="an ADJUSTMENT moves money between the operator and one user or merchant"
+                path="$",
+                message="an ADJUSTMENT moves money between the operator and one user, merchant or "
+                "liquidity account",
             )
         ]
     if isinstance(target, PromptPayParty):

@@ -10,7 +10,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from pm_client.api import CreateIntent, Fee, Intent, Leg, Links, Party, Payment, TimelineEntry
+from pm_client.api import CreateIntent, Exchange, Fee, Intent, Leg, Links, Party, Payment, TimelineEntry
 from pm_gateway import queries
 from pm_shared.db import Conn
 
@@ -20,7 +20,9 @@ ACCEPTED = "accepted by the gateway"
 """The reason of every intent's first timeline entry (written by queries.INSERT_INTENT)."""
 
 
-def new_intent(intent_id: str, r: CreateIntent, created_at: datetime) -> Intent:
+def new_intent(
+    intent_id: str, r: CreateIntent, created_at: datetime, exchange: Exchange | None = None
+) -> Intent:
     """A just-inserted intent, as `intent()` would read it back (no second round trip)."""
     return Intent(
         id=intent_id,
@@ -36,6 +38,7 @@ def new_intent(intent_id: str, r: CreateIntent, created_at: datetime) -> Intent:
         requires_monitoring=r.requires_monitoring,
         metadata=dict(r.metadata),
         miniapp_id=r.miniapp_id,
+        exchange=exchange,
         created_at=created_at,
         updated_at=created_at,
         timeline=[TimelineEntry(at=created_at, state="CREATED", reason=ACCEPTED)],
@@ -48,6 +51,7 @@ _fees = msgspec.json.Decoder(list[Fee])
 _legs = msgspec.json.Decoder(list[Leg])
 _metadata = msgspec.json.Decoder(dict[str, str])
 _payment = msgspec.json.Decoder(Payment)
+_exchange = msgspec.json.Decoder(Exchange)
 
 
 def _json(value: Any) -> bytes:
@@ -77,6 +81,7 @@ def intent(row: asyncpg.Record, timeline: Sequence[asyncpg.Record] = ()) -> Inte
         legs=_legs.decode(_json(row["legs"])),
         payment=_payment.decode(_json(row["payment"])) if row["payment"] is not None else None,
         miniapp_id=row["miniapp_id"],
+        exchange=_exchange.decode(_json(row["exchange"])) if row["exchange"] is not None else None,
         timeline=[
             TimelineEntry(at=t["at"], state=t["to_state"], previous=t["from_state"], reason=t["reason"])
             for t in timeline

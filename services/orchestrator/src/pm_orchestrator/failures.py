@@ -10,6 +10,8 @@ from pm_shared.messages import LedgerEventResult, LedgerResult, PspResult
 ACCOUNT_NOT_FOUND = "ACCOUNT_NOT_FOUND"
 ACCOUNT_CLOSED = "ACCOUNT_CLOSED"
 INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+LIQUIDITY_INSUFFICIENT = "LIQUIDITY_INSUFFICIENT"
+"""An exchange the operator's liquidity in the bought currency cannot cover."""
 LIMIT_EXCEEDED = "LIMIT_EXCEEDED"
 AUTHORIZATION_EXPIRED = "AUTHORIZATION_EXPIRED"
 ROUTE_UNAVAILABLE = "ROUTE_UNAVAILABLE"
@@ -27,6 +29,7 @@ CODES = frozenset(
         ACCOUNT_NOT_FOUND,
         ACCOUNT_CLOSED,
         INSUFFICIENT_FUNDS,
+        LIQUIDITY_INSUFFICIENT,
         LIMIT_EXCEEDED,
         AUTHORIZATION_EXPIRED,
         ROUTE_UNAVAILABLE,
@@ -85,8 +88,17 @@ def lost_first_answer(result: LedgerResult) -> bool:
     return event is not None and event.status == ID_ALREADY_FAILED and event.first_failure is None
 
 
-def from_ledger(result: LedgerResult) -> Failure:
-    """The failure a refused ledger command stands for."""
+def from_ledger(result: LedgerResult, liquidity: frozenset[int] = frozenset()) -> Failure:
+    """The failure a refused ledger command stands for; `liquidity`: the ids of transfers paid out of
+    the operator's liquidity (an exchange's bought amount), whose overdraft is LIQUIDITY_INSUFFICIENT."""
+    failure = _from_ledger(result)
+    event = cause_event(result)
+    if failure.code == INSUFFICIENT_FUNDS and event is not None and event.id in liquidity:
+        return Failure(LIQUIDITY_INSUFFICIENT, f"{failure.reason} (the liquidity account)")
+    return failure
+
+
+def _from_ledger(result: LedgerResult) -> Failure:
     if result.error is not None:
         return Failure(
             LEDGER_REJECTED, f"the ledger-writer refused the {result.step} command: {result.error}"

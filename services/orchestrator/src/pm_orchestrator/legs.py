@@ -26,6 +26,10 @@ from pm_shared.ledger import chart, ids
 from pm_shared.messages import LedgerTransfer
 
 PRINCIPAL = "principal"
+SPREAD = "spread"
+"""An exchange's spread, in the sold currency, to fee revenue."""
+BUY = "buy"
+"""An exchange's bought amount, from the liquidity account of the bought currency."""
 
 # Transfer codes: what kind of money movement a ledger transfer is (its `code`).
 TRANSFER_CODES: dict[str, int] = {
@@ -35,6 +39,7 @@ TRANSFER_CODES: dict[str, int] = {
     "SBP_TOPUP": 4,
     "MINIAPP_CHARGE": 5,
     "MINIAPP_CREDIT": 6,
+    "FX_EXCHANGE": 7,
 }
 FEE_TRANSFER_CODE = 10
 
@@ -105,6 +110,8 @@ def party_account(side: Side, currency: str) -> Account:
         return operator(chart.Code.IPPS_CLEARING, currency)
     if side.kind == "sbp":
         return operator(chart.Code.QP_CLEARING, currency)
+    if side.kind == "liquidity":
+        return operator(chart.Code.FX_LIQUIDITY, currency)
     raise LegError(f"no ledger account for a {side.kind!r} party")
 
 
@@ -126,14 +133,39 @@ def holds(intent: IntentRow) -> bool:
     return intent.route is None or "authorize" in intent.route
 
 
+def _exchange_legs(intent: IntentRow, source: Account, held: bool) -> list[Leg]:
+    """An exchange, as TigerBeetle's currency-exchange recipe lays it out: the principal into the
+    liquidity account of the sold currency, the spread to fee revenue (its own transfer, so the ledger
+    records it), and the bought amount out of the liquidity account of the other currency."""
+    fx = intent.exchange
+    assert fx is not None
+    sold, bought = intent.currency, fx.buy_currency
+    target = party_account(intent.target, bought)
+
+    def leg(name: str, debit: Account, credit: Account, amount: int) -> Leg:
+        return Leg(name, debit, credit, amount, held, ids.transfer_id(intent.id, name))
+
+    spread = [leg(SPREAD, source, operator(chart.Code.FEE_REVENUE, sold), fx.spread)] if fx.spread else []
+    return [
+        leg(PRINCIPAL, source, operator(chart.Code.FX_LIQUIDITY, sold), fx.principal),
+        *spread,
+        leg(BUY, operator(chart.Code.FX_LIQUIDITY, bought), target, fx.buy_amount),
+    ]
+
+
 def legs(intent: IntentRow, fees: Sequence[StoredFee] | None = None) -> list[Leg]:
-    """The principal, then each fee in priority order (`fees` defaults to those stamped on the intent)."""
+    """The principal (an exchange's three legs), then each fee in priority order (`fees` defaults to
+    those stamped on the intent)."""
     source = party_account(intent.source, intent.currency)
-    target = party_account(intent.target, intent.currency)
     held = holds(intent)
-    out = [Leg(PRINCIPAL, source, target, intent.amount, held, ids.transfer_id(intent.id, PRINCIPAL))]
+    if intent.exchange is not None:
+        out = _exchange_legs(intent, source, held)
+    else:
+        target = party_account(intent.target, intent.currency)
+        out = [Leg(PRINCIPAL, source, target, intent.amount, held, ids.transfer_id(intent.id, PRINCIPAL))]
     for fee in intent.fees if fees is None else fees:
-        payer = source if fee.payer == "source" else target
+        # A fee is in the intent's currency: an exchange's payee pays its fees from that wallet too.
+        payer = source if fee.payer == "source" else party_account(intent.target, intent.currency)
         name = f"fee:{fee.rule_id}"
         out.append(
             Leg(
@@ -163,11 +195,17 @@ def _user_data(intent: IntentRow) -> int:
 
 
 def _code(intent: IntentRow, leg: Leg) -> int:
-    return TRANSFER_CODES.get(intent.type, 99) if leg.name == PRINCIPAL else FEE_TRANSFER_CODE
+    if leg.name in (PRINCIPAL, BUY):
+        return TRANSFER_CODES.get(intent.type, 99)
+    return FEE_TRANSFER_CODE  # fees, and an exchange's spread
+
+
+def _ledger(leg: Leg) -> int:
+    # Both accounts of a transfer are on one ledger; an exchange's legs are on two.
+    return chart.ledger_of(leg.debit.currency)
 
 
 def authorize(intent: IntentRow, all_legs: Iterable[Leg], *, timeout_s: int) -> list[LedgerTransfer]:
-    ledger = chart.ledger_of(intent.currency)
     return _chain(
         [
             LedgerTransfer(
@@ -177,7 +215,7 @@ def authorize(intent: IntentRow, all_legs: Iterable[Leg], *, timeout_s: int) -> 
                 amount=leg.amount,
                 user_data_128=_user_data(intent),
                 timeout=timeout_s,
-                ledger=ledger,
+                ledger=_ledger(leg),
                 code=_code(intent, leg),
                 flags=_PENDING,
             )
@@ -189,14 +227,13 @@ def authorize(intent: IntentRow, all_legs: Iterable[Leg], *, timeout_s: int) -> 
 
 def _resolve(intent: IntentRow, all_legs: Iterable[Leg], suffix: str, flags: int) -> list[LedgerTransfer]:
     """Post (or void) each pending leg with its exact amount (never AMOUNT_MAX: a retry must match)."""
-    ledger = chart.ledger_of(intent.currency)
     return [
         LedgerTransfer(
             id=leg.transfer_id(intent.id, suffix),
             pending_id=leg.id,
             amount=leg.amount,
             user_data_128=_user_data(intent),
-            ledger=ledger,
+            ledger=_ledger(leg),
             code=_code(intent, leg),
             flags=flags,
         )
@@ -206,7 +243,6 @@ def _resolve(intent: IntentRow, all_legs: Iterable[Leg], suffix: str, flags: int
 
 
 def settle(intent: IntentRow, all_legs: Iterable[Leg]) -> list[LedgerTransfer]:
-    ledger = chart.ledger_of(intent.currency)
     listed = list(all_legs)
     direct = [
         LedgerTransfer(
@@ -215,7 +251,7 @@ def settle(intent: IntentRow, all_legs: Iterable[Leg]) -> list[LedgerTransfer]:
             credit_account_id=leg.credit.id,
             amount=leg.amount,
             user_data_128=_user_data(intent),
-            ledger=ledger,
+            ledger=_ledger(leg),
             code=_code(intent, leg),
         )
         for leg in listed

@@ -200,7 +200,8 @@ class Planner:
                 ),
                 [self._send(intent, upcoming, all_legs, f"{intent.id}:{upcoming}")],
             )
-        failure = failures.from_ledger(result)
+        liquidity = frozenset(leg.id for leg in all_legs if leg.name == legs.BUY)
+        failure = failures.from_ledger(result, liquidity)
         if failures.lost_first_answer(result):
             # A repeat of a command the ledger refused before: that first answer carries the real
             # reason and is on its way, unless it was lost long ago — as it was when this answers a

@@ -62,9 +62,17 @@ def history_rows(intent: IntentRow, at: datetime) -> list[HistoryRow]:
         (intent.source, "out", intent.to_name, "source"),
         (intent.target, "in", intent.from_name, "target"),
     )
+    fx = intent.exchange
     for side, direction, counterparty, role in parties:
         if side.kind != "user" or side.id is None:
             continue
+        # An exchange: the principal out with its spread as a fee (as a payment's amount and fees
+        # leave a wallet), the bought amount in.
+        amount, currency, fee = intent.amount, intent.currency, intent.fees_paid_by(role)
+        if fx is not None and direction == "in":
+            amount, currency = fx.buy_amount, fx.buy_currency
+        elif fx is not None:
+            amount, fee = fx.principal, fee + fx.spread
         rows.append(
             HistoryRow(
                 owner_kind="user",
@@ -72,9 +80,9 @@ def history_rows(intent: IntentRow, at: datetime) -> list[HistoryRow]:
                 intent_id=uuid.UUID(intent.id),
                 type=intent.type,
                 direction=direction,
-                amount=intent.amount,
-                currency=intent.currency,
-                fee=intent.fees_paid_by(role),
+                amount=amount,
+                currency=currency,
+                fee=fee,
                 counterparty_name=counterparty,
                 comment=intent.comment,
                 requires_monitoring=intent.requires_monitoring,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 _INTENT_COLUMNS = """
     id, type, state, step, channel, route, amount, currency, source, target, from_name, to_name,
-    comment, requires_monitoring, metadata, fees, created_at, updated_at, payment
+    comment, requires_monitoring, metadata, fees, created_at, updated_at, payment, exchange
 """
 
 SELECT_INTENTS = f"""

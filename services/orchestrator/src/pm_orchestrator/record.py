@@ -36,7 +36,19 @@ class StoredFee(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
         )
 
 
+class Exchange(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """An FX_EXCHANGE's quote as stamped on `pm.intent.exchange`: the intent's amount leaves the payer's
+    wallet in its currency (`principal` exchanged, `spread` to fee revenue); `buy_amount` arrives."""
+
+    quote_id: str
+    buy_currency: str
+    buy_amount: int
+    principal: int
+    spread: int
+
+
 _fees = msgspec.json.Decoder(list[StoredFee])
+_exchange = msgspec.json.Decoder(Exchange)
 _object = msgspec.json.Decoder(dict[str, Any])
 _metadata = msgspec.json.Decoder(dict[str, str])
 
@@ -77,6 +89,13 @@ class IntentRow:
     updated_at: datetime
     payment: dict[str, Any] | None = None
     """What the payer is shown (`pm.intent.payment`: an SBP QR link), once a PSP gave it."""
+    exchange: Exchange | None = None
+    """An FX_EXCHANGE's quote: what it buys, and in which currency."""
+
+    @property
+    def currencies(self) -> tuple[str, ...]:
+        """The currencies it moves: its own, and an exchange's other."""
+        return (self.currency,) if self.exchange is None else (self.currency, self.exchange.buy_currency)
 
     @classmethod
     def from_record(cls, row: asyncpg.Record) -> IntentRow:
@@ -101,6 +120,7 @@ class IntentRow:
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             payment=_object.decode(_json(row["payment"])) if row["payment"] is not None else None,
+            exchange=_exchange.decode(_json(row["exchange"])) if row["exchange"] is not None else None,
         )
 
     def fees_paid_by(self, side: str) -> int:

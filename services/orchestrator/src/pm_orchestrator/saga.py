@@ -308,7 +308,7 @@ def _wallets_to_check(
 ) -> set[tuple[str, str]]:
     """The (user id, currency) wallets the intents taken in by this batch need."""
     return {
-        (side.id, row.currency)
+        (side.id, currency)
         for job, key in zip(jobs, keys, strict=True)
         if job.result is None
         and job.psp is None
@@ -317,6 +317,7 @@ def _wallets_to_check(
         and row.state == CREATED
         for side in (row.source, row.target)
         if side.kind == "user" and side.id is not None
+        for currency in row.currencies
     }
 
 

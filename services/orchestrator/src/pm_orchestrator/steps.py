@@ -118,17 +118,20 @@ async def validate(ctx: Context, draft: Draft) -> None:
         ledger.chart.ledger_of(intent.currency)
     except ledger.chart.UnknownCurrencyError as exc:
         raise StepFailed(failures.INVALID_INTENT, str(exc)) from None
-    for role, side in (("payer", intent.source), ("payee", intent.target)):
+    # An exchange pays from the payer's wallet in its currency into the payee's in the other.
+    receives = intent.currency if intent.exchange is None else intent.exchange.buy_currency
+    for role, side, currency in (
+        ("payer", intent.source, intent.currency),
+        ("payee", intent.target, receives),
+    ):
         if side.kind == "user":
             if side.id is None:
                 raise StepFailed(failures.INVALID_INTENT, f"the {role} has no user id")
-            if (side.id, intent.currency) not in ctx.wallets:
-                raise StepFailed(
-                    failures.ACCOUNT_NOT_FOUND, f"the {role} {side.id} has no {intent.currency} wallet"
-                )
+            if (side.id, currency) not in ctx.wallets:
+                raise StepFailed(failures.ACCOUNT_NOT_FOUND, f"the {role} {side.id} has no {currency} wallet")
         else:
             try:
-                legs.party_account(side, intent.currency)
+                legs.party_account(side, currency)
             except legs.LegError as exc:
                 raise StepFailed(failures.ROUTE_UNAVAILABLE, str(exc)) from None
 

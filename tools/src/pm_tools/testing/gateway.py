@@ -100,7 +100,16 @@ async def delete_streams(redis: Redis, *names: str) -> None:
 
 
 @pytest.fixture
-async def gateway(redis: Redis, redis_url: str, database_url: str) -> AsyncIterator[Gateway]:
+def gateway_env() -> dict[str, str]:
+    """More `PM_*` settings for the `gateway` fixture: a test module overrides this fixture to run
+    its gateway otherwise configured (a short quote TTL, say)."""
+    return {}
+
+
+@pytest.fixture
+async def gateway(
+    redis: Redis, redis_url: str, database_url: str, gateway_env: dict[str, str]
+) -> AsyncIterator[Gateway]:
     streams = [INTENTS, EVENTS, LEDGER_COMMANDS, LEDGER_RESULTS]
     await delete_streams(redis, *(s.name for s in streams))
     await provision(redis, 1, streams)
@@ -114,6 +123,7 @@ async def gateway(redis: Redis, redis_url: str, database_url: str) -> AsyncItera
             "PM_GATEWAY_KEY_CACHE_S": "0",
             "PM_GATEWAY_WALLET_OPEN_WAIT_S": "0.5",
             "PM_GATEWAY_PROXY_SECRET": PROXY_SECRET,
+            **gateway_env,
         },
     )
     cipher = Cipher.from_setting(settings.key_encryption_key)

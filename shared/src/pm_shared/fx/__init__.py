@@ -1,0 +1,1 @@
+"""Currency exchange (docs/fx.md): rates, pricing and quotes."""
