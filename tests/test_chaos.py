@@ -1,7 +1,8 @@
 """A short seeded chaos run (the long one is `make chaos`): the whole fleet on private Redis and
-PostgreSQL servers of its own, every intent type through the gateway while processes are SIGKILLed
-and restarted, Redis and PostgreSQL restart and the PSP sandboxes inject faults; then every invariant
-(docs/invariants.md) must hold and the report's counts must add up.
+PostgreSQL servers of its own, every intent type through the gateway — a merchant's credits and its
+users' confirmed charges among them — while processes are SIGKILLed and restarted, Redis and
+PostgreSQL restart and the PSP sandboxes inject faults; then every invariant (docs/invariants.md)
+must hold and the report's counts must add up.
 """
 
 from __future__ import annotations
@@ -46,8 +47,22 @@ async def test_a_short_seeded_chaos_run_keeps_every_invariant() -> None:
         "P2P",
         "PROMPTPAY_WITHDRAWAL",
         "SBP_TOPUP",
+        "MINIAPP_CREDIT",
+        "MINIAPP_CHARGE",
     }
     assert all(code for _, state, code in report.by_state if state == "FAILED")
+    # The merchant's traffic settled (its credits, its users' confirmed charges with its commission),
+    # and the money checks covered its account: never below zero, exactly what its intents moved, its
+    # intents' legs between its account and the wallets.
+    assert report.by_state[("MINIAPP_CREDIT", "SETTLED", "")] > 0
+    assert report.by_state[("MINIAPP_CHARGE", "SETTLED", "")] > 0
+    assert report.accounts_checked["merchant"] == 1 and report.accounts_checked["user"] > 0
+    assert {
+        "per ledger debits = credits",
+        "no wallet or merchant account below zero",
+        "wallets and merchant accounts = what settled intents moved",
+        "SETTLED has exactly its posted legs",
+    } <= set(report.invariants)
     # The chaos happened as scheduled: every kill restarted, one Redis and one PostgreSQL restart.
     assert sum(report.kills.values()) == KILLS
     assert (report.redis_restarts, report.postgres_restarts) == (1, 1)

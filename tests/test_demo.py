@@ -1,15 +1,19 @@
 """`pm demo` against a real fleet: gateway, orchestrator, ledger-writer, adapter-ipps and the IPPS
 sandbox as processes, on a database of this module's own (so the fee revenue account and the intent
-table hold only what these tests did).
+table hold only what these tests did). The gateway has a front-door proxy secret, which the demo is
+given, so it answers the demo merchant's payment requests for its users at /v1/me.
 
-The demo checks itself (it compares each outcome with its scenario and each wallet with what the
-settled intents moved); these tests check it again from outside: the intent table, the embedded
-ledger's accounts and the transaction history, read directly.
+The demo checks itself (it compares each outcome with its scenario, each wallet with what the settled
+intents moved, and reads the ledger: per ledger debits = credits, no wallet or merchant account below
+zero, the merchant's account); these tests check it again from outside: the intent and payment
+request tables, the embedded ledger's accounts and the transaction history, read directly.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import subprocess
 import sys
 import uuid
@@ -35,6 +39,7 @@ from pm_tools import demo, processes
 from pm_tools.testing.db import new_database_url, run
 from pm_tools.testing.fixtures import eventually
 from pm_tools.testing.fleet import KEY_ENCRYPTION_KEY, Fleet, delete_streams
+from pm_tools.testing.gateway import PROXY_SECRET
 
 pytestmark = pytest.mark.slow
 
@@ -71,6 +76,22 @@ class Running:
     secret: str
     database_url: str
 
+    async def run(self, options: demo.DemoOptions, key: tuple[str, str] | None = None) -> demo.DemoSummary:
+        """The demo, in process, as the command runs it: it answers for its users at the gateway's
+        /v1/me with the proxy secret, and checks the embedded ledger at the end."""
+        key_id, secret = key or (self.key_id, self.secret)
+        door = demo.Door(self.url, proxy_secret=PROXY_SECRET)
+        ledger = "embedded+" + self.database_url
+        return await demo.run_demo(self.url, key_id, secret, options, door=door, ledger_url=ledger)
+
+    def cli(self, *, proxy: bool = True) -> list[str]:
+        """The command's options for this fleet: its gateway, its key, its ledger (and the proxy secret)."""
+        secret = ["--proxy-secret", PROXY_SECRET] if proxy else []
+        return ["--gateway", self.url, "--key-id", self.key_id, "--secret", self.secret, *secret] + [
+            "--database-url",
+            self.database_url,
+        ]
+
 
 @pytest.fixture
 async def ipps_sandbox(tmp_path: Path) -> AsyncIterator[str]:
@@ -97,30 +118,43 @@ async def ipps_sandbox(tmp_path: Path) -> AsyncIterator[str]:
         popen.wait(10)
 
 
+async def new_admin_key(database_url: str, description: str = "pm demo test") -> tuple[str, str]:
+    conn = await db.connect(database_url)
+    try:
+        key, secret = await create_key(
+            conn,
+            Cipher.from_setting(KEY_ENCRYPTION_KEY),
+            permissions=Permissions(operations=frozenset({ALL_OPERATIONS}), owners=None, admin=True),
+            description=description,
+        )
+    finally:
+        await conn.close()
+    return key.key_id, secret
+
+
+@pytest.fixture(scope="module")
+def admin(database_url: str) -> tuple[str, str]:
+    """The admin key of this module's tests (id, secret): one for all, as `.pm/demo-key.json` is one
+    for every `make up`, so the demo merchant onboarded by the first run is found again by the next."""
+    return run(new_admin_key(database_url))
+
+
 @pytest.fixture
-async def running(fleet: Fleet, redis: Redis, ipps_sandbox: str) -> AsyncIterator[Running]:
+async def running(
+    fleet: Fleet, redis: Redis, ipps_sandbox: str, admin: tuple[str, str]
+) -> AsyncIterator[Running]:
     await delete_streams(redis, *STREAMS)
     lease = f"test:demo:ledger-writer:lease:{uuid.uuid4().hex[:8]}"
     procs = [
         fleet.start("ledger-writer", env={"PM_LEDGER_WRITER_LEASE_KEY": lease}),
         fleet.start("orchestrator"),
-        fleet.start("gateway"),
+        fleet.start("gateway", env={"PM_GATEWAY_PROXY_SECRET": PROXY_SECRET}),
         fleet.start("adapter-ipps", env={"PM_ADAPTER_IPPS_IPPS_URL": ipps_sandbox}),
     ]
     try:
         for proc in procs:
             await proc.wait_ready()
-        conn = await db.connect(fleet.database_url)
-        try:
-            key, secret = await create_key(
-                conn,
-                Cipher.from_setting(KEY_ENCRYPTION_KEY),
-                permissions=Permissions(operations=frozenset({ALL_OPERATIONS}), owners=None, admin=True),
-                description="pm demo test",
-            )
-        finally:
-            await conn.close()
-        yield Running(procs[2].url(""), key.key_id, secret, fleet.database_url)
+        yield Running(procs[2].url(""), *admin, fleet.database_url)
     finally:
         await redis.delete(lease)
 
@@ -128,28 +162,22 @@ async def running(fleet: Fleet, redis: Redis, ipps_sandbox: str) -> AsyncIterato
 # -- reading what happened, without the demo ---------------------------------------------------------
 
 
-async def intent_rows(database_url: str, intent_ids: list[str]) -> dict[str, asyncpg.Record]:
+async def fetch(database_url: str, sql: str, *args: object) -> list[asyncpg.Record]:
     conn = await db.connect(database_url)
     try:
-        rows = await conn.fetch(
-            "SELECT id::text, type, state, failure_code, amount, fees FROM pm.intent"
-            " WHERE id = ANY($1::uuid[])",
-            intent_ids,
-        )
+        return list(await conn.fetch(sql, *args))
     finally:
         await conn.close()
-    return {row["id"]: row for row in rows}
+
+
+async def intent_rows(database_url: str, intent_ids: list[str]) -> dict[str, asyncpg.Record]:
+    sql = "SELECT id::text, type, state, failure_code, amount, fees FROM pm.intent WHERE id = ANY($1::uuid[])"
+    return {row["id"]: row for row in await fetch(database_url, sql, intent_ids)}
 
 
 async def history_count(database_url: str, owners: list[str]) -> int:
-    conn = await db.connect(database_url)
-    try:
-        count: int = await conn.fetchval(
-            "SELECT count(*) FROM pm.tx_history WHERE owner_kind = 'user' AND owner_id = ANY($1)", owners
-        )
-    finally:
-        await conn.close()
-    return count
+    sql = "SELECT count(*) FROM pm.tx_history WHERE owner_kind = 'user' AND owner_id = ANY($1)"
+    return int((await fetch(database_url, sql, owners))[0][0])
 
 
 async def ledger_posted(
@@ -164,6 +192,16 @@ async def ledger_posted(
     finally:
         await ledger.close()
     return [found[i].credits_posted - found[i].debits_posted if i in found else None for i in wanted]
+
+
+MERCHANT = [("merchant", demo.DEMO_MERCHANT, int(chart.Code.MERCHANT))]
+REVENUE = [("operator", "fee_revenue", int(chart.Code.FEE_REVENUE))]
+
+
+async def merchant_posted(running: Running) -> int:
+    """The demo merchant's posted THB balance (0 before it was ever onboarded)."""
+    (posted,) = await ledger_posted(running.database_url, MERCHANT, "THB")
+    return posted or 0
 
 
 async def add_limit(running: Running, rule: api.LimitRuleIn) -> None:
@@ -182,7 +220,8 @@ def scenario_counts(summary: demo.DemoSummary) -> Counter[str]:
 
 async def assert_intents_as_planned(database_url: str, summary: demo.DemoSummary, *, count: int) -> None:
     """The intent table has the run's `count` intents: every payment from a funded payer to an open
-    wallet settled, with the demo rules' fees; the others failed with their scenario's code."""
+    wallet settled, with the demo rules' fees; every settled charge with the merchant's commission,
+    paid by the merchant; the others failed with their scenario's code."""
     outcomes = {o.intent.id: o for o in summary.outcomes if o.intent is not None}
     assert len(outcomes) == count
     rows = await intent_rows(database_url, list(outcomes))
@@ -190,80 +229,158 @@ async def assert_intents_as_planned(database_url: str, summary: demo.DemoSummary
     for intent_id, row in rows.items():
         p = outcomes[intent_id].planned
         assert (row["state"], row["failure_code"]) == demo.EXPECTED[p.scenario], (p, dict(row))
-        assert row["amount"] == p.amount
-        if p.payer is not None and p.payer.funded and p.scenario == "settles":
-            assert row["state"] == "SETTLED"
-            stamped = row["fees"] if isinstance(row["fees"], list) else json.loads(row["fees"])
-            fees = {f["ruleId"]: f["amount"] for f in stamped}
-            assert fees == demo.demo_fees(p.amount), (p, fees)
+        assert (row["type"], row["amount"]) == (p.type, p.amount)
+        stamped = row["fees"] if isinstance(row["fees"], list) else json.loads(row["fees"])
+        fees = {f["ruleId"]: (f["amount"], f.get("payer", "source")) for f in stamped}
+        if p.scenario == "settles":
+            assert fees == {rule: (fee, "source") for rule, fee in demo.demo_fees(p.amount).items()}, p
+        elif p.scenario == "charge":
+            assert fees == {demo.COMMISSION_RULE: (demo.commission(p.amount), "target")}, (p, fees)
+        elif p.type in ("MINIAPP_CREDIT", "ADJUSTMENT"):
+            assert fees == {}, (p, fees)
     assert any(demo.POST_RULE in demo.demo_fees(o.planned.amount) for o in summary.payments())
+
+
+def expected_moves(summary: demo.DemoSummary) -> Counter[str]:
+    """What the settled intents moved for each user and the merchant, computed here again from the
+    plan and the rules (not from the demo's own bookkeeping)."""
+    moves = Counter[str]()
+    for o in (o for o in summary.outcomes if o.state == "SETTLED"):
+        p = o.planned
+        assert p.type != "PROMPTPAY_WITHDRAWAL", p  # these runs send none
+        if p.payee is not None:
+            moves[p.payee.id] += p.amount - (demo.commission(p.amount) if p.type == "MINIAPP_CHARGE" else 0)
+        if p.payer is not None:
+            moves[p.payer.id] -= p.amount + (sum(demo.demo_fees(p.amount).values()) if p.type == "P2P" else 0)
+    return moves
+
+
+async def assert_payment_requests(running: Running, summary: demo.DemoSummary) -> None:
+    """The confirmed requests name their charge, the declined one none; none was made over the cap."""
+    charges = {o.planned.key: o for o in summary.outcomes if o.planned.type == "MINIAPP_CHARGE"}
+    rows = await fetch(
+        running.database_url,
+        "SELECT idempotency_key, status, intent_id::text, amount FROM pm.payment_request"
+        " WHERE merchant_id = $1 AND idempotency_key = ANY($2)",
+        demo.DEMO_MERCHANT,
+        list(charges),
+    )
+    found = {row["idempotency_key"]: (row["status"], row["intent_id"], row["amount"]) for row in rows}
+    assert found == {
+        key: ("DECLINED", None, o.planned.amount)
+        if o.planned.scenario == "declined"
+        else ("CONFIRMED", o.intent.id if o.intent is not None else "?", o.planned.amount)
+        for key, o in charges.items()
+        if o.planned.scenario != "over-cap"
+    }
+
+
+async def assert_merchant_moved(running: Running, summary: demo.DemoSummary, before: int, moved: int) -> None:
+    """The demo merchant's account moved by `moved` (its funding + charges - commission - credits), on
+    the ledger and as the demo's own check found it."""
+    fees = summary.fees_collected()
+    assert moved == (
+        summary.moved_in("merchant-funding")
+        + summary.moved("MINIAPP_CHARGE")
+        - fees[demo.COMMISSION_RULE]
+        - summary.moved("MINIAPP_CREDIT")
+    )
+    assert await merchant_posted(running) - before == moved > 0
+    merchant = summary.ledger.merchant if summary.ledger is not None else None
+    assert merchant is not None and merchant.ok and (merchant.before or 0, merchant.moved) == (before, moved)
+
+
+async def assert_ledger_adds_up(running: Running, summary: demo.DemoSummary) -> None:
+    """Per ledger the accounts sum to zero (posted and pending), no wallet or merchant account is below
+    zero: read from the ledger's table here, and as the demo read it through the ledger."""
+    rows = await fetch(
+        running.database_url,
+        "SELECT ledger, sum(debits_posted - credits_posted), sum(debits_pending - credits_pending),"
+        " count(*) FILTER (WHERE code IN (1, 2) AND debits_posted + debits_pending > credits_posted),"
+        " count(*) FILTER (WHERE code = 2) FROM ledger.accounts GROUP BY ledger",
+    )
+    assert {int(r[0]): (int(r[1]), int(r[2]), r[3], r[4]) for r in rows} == {
+        chart.ledger_of(c): (0, 0, 0, 1) for c in demo.CURRENCIES
+    }
+    check = summary.ledger
+    assert check is not None and check.ok and check.problems() == [] and not check.below_zero
+    assert {t.ledger for t in check.totals} == set(chart.LEDGERS.values())
+    assert all(t.balanced for t in check.totals)
+    assert check.checked["merchant account"] == len(demo.CURRENCIES)
+    assert check.checked["wallet"] >= len(summary.users)
 
 
 # -- the demo, in process -----------------------------------------------------------------------------
 
 
 async def test_demo_settles_funded_payments_fails_the_others_and_the_ledger_agrees(running: Running) -> None:
-    revenue_account = [("operator", "fee_revenue", int(chart.Code.FEE_REVENUE))]
-    (revenue_before,) = await ledger_posted(running.database_url, revenue_account, "THB")
-    options = demo.DemoOptions(users=6, payments=40, concurrency=8, seed=11)
-    summary = await demo.run_demo(running.url, running.key_id, running.secret, options)
-
-    assert summary.problems == []
-    assert summary.ok
-    planned = scenario_counts(summary)
-    # 6 % and 4 % of 40, rounded, at least one each; 4 of the 6 users are funded.
-    assert planned == {"funding": 4, "unfunded-payer": 2, "no-payee-wallet": 2, "settles": 36}
+    (revenue_before,) = await ledger_posted(running.database_url, REVENUE, "THB")
+    merchant_before = await merchant_posted(running)
+    summary = await running.run(
+        demo.DemoOptions(users=6, payments=40, concurrency=8, seed=11, credits=5, charges=6)
+    )
+    assert summary.problems == [] and summary.ok
+    # 6 % and 4 % of 40, rounded, at least one each; 4 of the 6 users are funded. Six charges: one of
+    # each fault (an empty wallet, a decline, over the cap), three that settle.
     assert summary.by_scenario() == {
         ("funding", "SETTLED", ""): 4,
         ("settles", "SETTLED", ""): 36,
         ("unfunded-payer", "FAILED", "INSUFFICIENT_FUNDS"): 2,
         ("no-payee-wallet", "FAILED", "ACCOUNT_NOT_FOUND"): 2,
+        ("merchant-funding", "SETTLED", ""): 1,
+        ("credit", "SETTLED", ""): 5,
+        ("charge", "SETTLED", ""): 3,
+        ("charge-unfunded", "FAILED", "INSUFFICIENT_FUNDS"): 1,
+        ("declined", "DECLINED", ""): 1,
+        ("over-cap", "REFUSED", "over_miniapp_cap"): 1,
     }
     assert summary.by_state() == {
-        ("ADJUSTMENT", "SETTLED", ""): 4,
+        ("ADJUSTMENT", "SETTLED", ""): 5,
         ("P2P", "SETTLED", ""): 36,
         ("P2P", "FAILED", "INSUFFICIENT_FUNDS"): 2,
         ("P2P", "FAILED", "ACCOUNT_NOT_FOUND"): 2,
+        ("MINIAPP_CREDIT", "SETTLED", ""): 5,
+        ("MINIAPP_CHARGE", "SETTLED", ""): 3,
+        ("MINIAPP_CHARGE", "FAILED", "INSUFFICIENT_FUNDS"): 1,
+        ("MINIAPP_CHARGE", "DECLINED", ""): 1,
+        ("MINIAPP_CHARGE", "REFUSED", "over_miniapp_cap"): 1,
     }
-
-    # The intent table says the same, intent by intent.
-    await assert_intents_as_planned(running.database_url, summary, count=44)
+    # The intent table says the same, intent by intent (the declined and the refused request made none),
+    # and so do the payment requests.
+    await assert_intents_as_planned(running.database_url, summary, count=54)
+    await assert_payment_requests(running, summary)
 
     # Balances straight from the ledger: what the demo read through the gateway, and what the settled
     # intents add up to (computed here again from the plan); nothing left pending.
     users = summary.users
     posted = await ledger_posted(running.database_url, [("user", u.id, 1) for u in users], "THB")
-    expected = Counter[str]()
-    for o in summary.outcomes:
-        if o.state == "SETTLED":
-            p = o.planned
-            assert p.payee is not None  # this run sends no withdrawals
-            expected[p.payee.id] += p.amount
-            if p.payer is not None:
-                expected[p.payer.id] -= p.amount + sum(demo.demo_fees(p.amount).values())
-    assert posted == [expected[u.id] for u in users]
-    assert [w.posted for w in summary.wallets] == posted
+    moves = expected_moves(summary)
+    assert posted == [moves[u.id] for u in users] == [w.posted for w in summary.wallets]
     assert all(w.pending == 0 for w in summary.wallets)
     assert [w.posted for w in summary.wallets if not w.funded] == [0, 0]
     assert all(w.posted is not None and w.posted > 0 for w in summary.wallets if w.funded)
     # The payee that never had a wallet still has none.
-    (ghost,) = {
-        o.planned.payee.id
-        for o in summary.outcomes
-        if o.planned.scenario == "no-payee-wallet" and o.planned.payee is not None
-    }
-    assert await ledger_posted(running.database_url, [("user", ghost, 1)], "THB") == [None]
+    (ghost,) = {o.planned.payee for o in summary.outcomes if o.planned.scenario == "no-payee-wallet"}
+    assert ghost is not None and await ledger_posted(
+        running.database_url, [("user", ghost.id, 1)], "THB"
+    ) == [None]
 
-    # The fees went to the operator's fee revenue account.
+    # The merchant's account moved by its funding + its charges - its commission - its credits.
+    moved = moves[demo.DEMO_MERCHANT]
+    await assert_merchant_moved(running, summary, merchant_before, moved)
+    await assert_ledger_adds_up(running, summary)
+
+    # The fees went to the operator's fee revenue account, the commission with them.
     fees = summary.fees_collected()
-    assert fees[demo.PRE_RULE] > 0 and fees[demo.POST_RULE] > 0
-    (revenue_after,) = await ledger_posted(running.database_url, revenue_account, "THB")
+    assert fees[demo.PRE_RULE] > 0 and fees[demo.POST_RULE] > 0 and fees[demo.COMMISSION_RULE] > 0
+    (revenue_after,) = await ledger_posted(running.database_url, REVENUE, "THB")
     assert revenue_before is not None and revenue_after is not None
     assert revenue_after - revenue_before == sum(fees.values())
     assert summary.moved("P2P") == sum(o.planned.amount for o in summary.payments() if o.state == "SETTLED")
 
-    # Both parties of each settled payment, and the funded user of each adjustment, got a history row.
-    assert await history_count(running.database_url, [u.id for u in users]) == 2 * 36 + 4
+    # Both parties of each settled payment, the funded user of each adjustment, and the user of each
+    # settled credit and charge got a history row.
+    assert await history_count(running.database_url, [u.id for u in users]) == 2 * 36 + 4 + 5 + 3
 
     # Timing figures exist and are sane.
     p50, p95 = summary.latency_ms(0.5), summary.latency_ms(0.95)
@@ -271,13 +388,37 @@ async def test_demo_settles_funded_payments_fails_the_others_and_the_ledger_agre
     assert summary.throughput() > 0
     report = summary.to_json()
     assert report["ok"] is True and report["feesTotal"] == revenue_after - revenue_before
+    assert isinstance(report["merchant"], dict) and report["merchant"]["moved"] == moved
+    assert isinstance(report["ledger"], dict) and report["ledger"]["ok"] is True
+
+
+async def test_a_second_demo_finds_the_merchant_again_and_another_admin_key_takes_it_over(
+    running: Running,
+) -> None:
+    options = demo.DemoOptions(users=4, payments=3, concurrency=4, seed=2, credits=2, charges=2)
+    first, again = await running.run(options), await running.run(options)
+    # Another admin key: the merchant was onboarded under this module's, so its secret is rotated.
+    taken = await running.run(options, await new_admin_key(running.database_url, "another admin"))
+    assert first.ok and again.ok and taken.ok, (first.problems, again.problems, taken.problems)
+    assert first.shop is not None and again.shop is not None and taken.shop is not None
+    assert again.shop.onboarding.startswith("found again") and again.shop.miniapp_id == demo.DEMO_MINIAPP
+    assert "secret rotated" in taken.shop.onboarding and taken.shop.miniapp_id == demo.DEMO_MINIAPP
+    for summary in (first, again, taken):
+        assert summary.ledger is not None and summary.ledger.merchant is not None
+        assert summary.ledger.merchant.ok and summary.ledger.merchant.moved > 0
+        assert summary.by_state()[("MINIAPP_CHARGE", "SETTLED", "")] == 2
+        assert summary.by_state()[("MINIAPP_CREDIT", "SETTLED", "")] == 2
+    # Each run starts where the one before left the merchant's account.
+    assert again.ledger is not None and again.ledger.merchant is not None
+    assert first.ledger is not None and first.ledger.merchant is not None
+    assert again.ledger.merchant.before == first.ledger.merchant.after
 
 
 async def test_demo_withdrawals_pay_out_through_promptpay_and_the_wallets_add_up(running: Running) -> None:
-    options = demo.DemoOptions(users=5, payments=6, concurrency=4, seed=7, withdrawals=9)
-    summary = await demo.run_demo(running.url, running.key_id, running.secret, options)
+    summary = await running.run(demo.DemoOptions(users=5, payments=6, concurrency=4, seed=7, withdrawals=9))
 
     assert summary.problems == [] and summary.ok
+    assert summary.shop is None  # no merchant traffic asked for
     assert {k: v for k, v in summary.by_scenario().items() if k[0] in ("withdrawal", "refused-payee")} == {
         ("withdrawal", "SETTLED", ""): 8,
         ("refused-payee", "FAILED", "PAYEE_INVALID"): 1,
@@ -293,12 +434,7 @@ async def test_demo_withdrawals_pay_out_through_promptpay_and_the_wallets_add_up
         o.planned.amount for o in withdrawn if o.state == "SETTLED"
     )
     assert all(w.ok and w.pending == 0 for w in summary.wallets)
-
-
-def test_withdrawals_are_thb_only() -> None:
-    with pytest.raises(demo.DemoError, match="PromptPay withdrawals pay THB") as refused:
-        demo.DemoOptions(currency="USD", withdrawals=1).check()
-    assert refused.value.exit_code == 2
+    assert summary.ledger is not None and summary.ledger.ok
 
 
 async def test_demo_reports_a_payment_that_ends_otherwise_than_expected(running: Running) -> None:
@@ -317,8 +453,7 @@ async def test_demo_reports_a_payment_that_ends_otherwise_than_expected(running:
             max_amount=1,
         ),
     )
-    options = demo.DemoOptions(users=4, payments=12, concurrency=4, seed=5, run_id=run_id)
-    summary = await demo.run_demo(running.url, running.key_id, running.secret, options)
+    summary = await running.run(demo.DemoOptions(users=4, payments=12, concurrency=4, seed=5, run_id=run_id))
 
     assert not summary.ok
     limited = [o for o in summary.payments() if o.planned.payer is not None and o.planned.payer.id == capped]
@@ -335,7 +470,7 @@ async def test_demo_reports_a_payment_that_ends_otherwise_than_expected(running:
 # -- the command ------------------------------------------------------------------------------------
 
 
-def pm(*args: str) -> subprocess.CompletedProcess[str]:
+def pm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """The `pm` entry point (pyproject: pm_tools.cli.app:main) as a process."""
     script = Path(sys.executable).with_name("pm")
     argv = (
@@ -343,60 +478,73 @@ def pm(*args: str) -> subprocess.CompletedProcess[str]:
         if script.exists()
         else [sys.executable, "-c", "from pm_tools.cli.app import main; main()"]
     )
-    return subprocess.run([*argv, *args], capture_output=True, text=True, timeout=120, check=False)
+    environ = None if env is None else {**os.environ, **env}
+    return subprocess.run(
+        [*argv, *args], capture_output=True, text=True, timeout=120, check=False, env=environ
+    )
 
 
 async def test_pm_demo_command_prints_the_summary_as_json_and_exits_0(running: Running) -> None:
-    done = pm(
-        "demo",
-        "--gateway",
-        running.url,
-        "--key-id",
-        running.key_id,
-        "--secret",
-        running.secret,
-        "--users",
-        "5",
-        "--payments",
-        "12",
-        "--concurrency",
-        "4",
-        "--seed",
-        "3",
-        "--json",
-    )
+    options = ["--users", "5", "--payments", "12", "--concurrency", "4", "--seed", "3", "--json"]
+    done = pm("demo", *running.cli(), *options)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["ok"] is True and report["problems"] == []
+    assert report["ok"] is True and report["problems"] == [] and report["notes"] == []
     counts = {(i["type"], i["state"], i["failureCode"]): i["count"] for i in report["intents"]}
     assert counts == {
-        ("ADJUSTMENT", "SETTLED", None): 3,
+        ("ADJUSTMENT", "SETTLED", None): 4,  # three users and the merchant funded
         ("P2P", "SETTLED", None): 10,
         ("P2P", "FAILED", "INSUFFICIENT_FUNDS"): 1,
         ("P2P", "FAILED", "ACCOUNT_NOT_FOUND"): 1,
         # The command's default in THB: ten withdrawals, one to a number PromptPay does not know.
         ("PROMPTPAY_WITHDRAWAL", "SETTLED", None): 9,
         ("PROMPTPAY_WITHDRAWAL", "FAILED", "PAYEE_INVALID"): 1,
+        # Its merchant defaults: eight credits, twelve charges (three of them bound not to settle).
+        ("MINIAPP_CREDIT", "SETTLED", None): 8,
+        ("MINIAPP_CHARGE", "SETTLED", None): 9,
+        ("MINIAPP_CHARGE", "FAILED", "INSUFFICIENT_FUNDS"): 1,
+        ("MINIAPP_CHARGE", "DECLINED", None): 1,
+        ("MINIAPP_CHARGE", "REFUSED", "over_miniapp_cap"): 1,
     }
-    assert report["moved"]["PROMPTPAY_WITHDRAWAL"] > 0
+    assert report["moved"]["PROMPTPAY_WITHDRAWAL"] > 0 and report["moved"]["MINIAPP_CHARGE"] > 0
     assert len(report["wallets"]) == 5 and all(w["ok"] for w in report["wallets"])
+    merchant = report["merchant"]
+    assert merchant["merchantId"] == demo.DEMO_MERCHANT and merchant["account"]["ok"] is True
+    assert 0 < merchant["commission"] < merchant["charged"] and merchant["credited"] > 0
+    assert report["ledger"]["ok"] is True and report["ledger"]["belowZero"] == []
+    assert all(entry["balanced"] for entry in report["ledger"]["ledgers"])
 
 
-async def test_pm_demo_command_prints_tables(running: Running, tmp_path: Path) -> None:
+async def test_pm_demo_command_prints_tables_and_without_a_door_leaves_the_charges_out(
+    running: Running, tmp_path: Path
+) -> None:
     key_file = tmp_path / "demo-key.json"
     key_file.write_text(json.dumps({"keyId": running.key_id, "secret": running.secret}))
+    # No proxy secret, and nothing where the front door and the Auth Center would be.
+    nowhere = str(processes.free_port())
     done = pm(
-        "demo", "--gateway", running.url, "--key-file", str(key_file), "--users", "4", "--payments", "5"
+        *f"demo --gateway {running.url} --key-file {key_file} --users 4 --payments 5".split(),
+        *["--database-url", running.database_url],
+        env={"PM_FRONT_DOOR_PORT": nowhere, "PM_AUTH_SANDBOX_PORT": nowhere},
     )
     assert done.returncode == 0, done.stderr
     for text in (
         "intents by type and outcome",
         "INSUFFICIENT_FUNDS",
         "ACCOUNT_NOT_FOUND",
+        "MINIAPP_CREDIT",
         "latency p95",
+        f"The demo merchant {demo.DEMO_MERCHANT}",
+        "what its settled intents leave on it",
+        "sum zero",
+        "none below zero",
         "ok: all",
+        "no wallet or merchant account below zero",
     ):
         assert text in done.stdout, done.stdout
+    assert "UNBALANCED" not in done.stdout and "MISMATCH" not in done.stdout
+    assert not re.search(r"│ MINIAPP_CHARGE +│", done.stdout), done.stdout  # no charge was sent
+    assert "note: charges left out: nothing answers for users" in done.stderr, done.stderr
 
 
 async def test_pm_demo_command_exits_1_listing_intents_that_ended_otherwise(running: Running) -> None:
@@ -413,27 +561,14 @@ async def test_pm_demo_command_exits_1_listing_intents_that_ended_otherwise(runn
             max_amount=1,
         ),
     )
-    done = pm(
-        "demo",
-        "--gateway",
-        running.url,
-        "--key-id",
-        running.key_id,
-        "--secret",
-        running.secret,
-        "--currency",
-        "RUB",
-        "--users",
-        "4",
-        "--payments",
-        "6",
-    )
+    done = pm("demo", *running.cli(), *["--currency", "RUB", "--users", "4", "--payments", "6"])
     assert done.returncode == 1, (done.stdout, done.stderr)
     assert "LIMIT_EXCEEDED" in done.stdout and "UNEXPECTED" in done.stdout, done.stdout
     assert "did not end as expected" in done.stderr, done.stderr
     assert "got FAILED LIMIT_EXCEEDED" in done.stderr, done.stderr
-    # The funding (ADJUSTMENT: no limits) still settled in RUB.
-    assert "ADJUSTMENT │ SETTLED" in done.stdout, done.stdout
+    # The funding (ADJUSTMENT: no limits) still settled in RUB, and so did the merchant's business.
+    assert re.search(r"ADJUSTMENT +│ SETTLED", done.stdout), done.stdout
+    assert re.search(r"MINIAPP_CHARGE +│ SETTLED", done.stdout), done.stdout
 
 
 def test_pm_demo_without_a_gateway_exits_2_saying_so(tmp_path: Path) -> None:

@@ -3,17 +3,16 @@ consistent picture and catches the violation it exists for, naming the offender.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections import Counter
-from pathlib import Path
+from dataclasses import replace
 
 import pytest
-from typer.testing import CliRunner
 
 from pm_shared.ledger import chart
 from pm_tools.chaos import invariants as inv
-from pm_tools.chaos.invariants import (
+from pm_tools.chaos.report import Report
+from pm_tools.chaos.rows import (
     AccountFact,
     AlertFact,
     DeadLetterFact,
@@ -22,13 +21,11 @@ from pm_tools.chaos.invariants import (
     PendingEntry,
     PspFact,
     TransferFact,
+    merchant_account,
+    operator_account,
     tid,
     wallet_account,
 )
-from pm_tools.chaos.load import IPPS_FAULT_AMOUNTS, plan
-from pm_tools.chaos.report import Report
-from pm_tools.chaos.run import gateway_error
-from pm_tools.chaos.schedule import KILLABLE, schedule
 
 THB = chart.ledger_of("THB")
 FEE = {
@@ -81,10 +78,21 @@ def topup(amount: int = 5_000) -> IntentFact:
 def legs_of(intent: IntentFact) -> list[TransferFact]:
     """What the ledger holds for a rightly settled intent."""
     out = []
-    for transfer_id, (kind, amount) in inv.expected_legs(intent).items():
-        flags = {"pending": inv.PENDING, "post": inv.POST, "plain": 0}[kind]
-        status = inv.STATUS_POSTED if kind == "pending" else None
-        out.append(TransferFact(transfer_id, intent.id, amount, flags, THB, pending_status=status))
+    for transfer_id, leg in inv.expected_legs(intent).items():
+        assert leg.debit is not None and leg.credit is not None
+        out.append(
+            TransferFact(
+                transfer_id,
+                intent.id,
+                leg.amount,
+                {"pending": inv.PENDING, "post": inv.POST, "plain": 0}[leg.kind],
+                THB,
+                pending_status=inv.STATUS_POSTED if leg.kind == "pending" else None,
+                debit_account_id=leg.debit,
+                credit_account_id=leg.credit,
+                code=leg.code,
+            )
+        )
     return out
 
 
@@ -123,19 +131,22 @@ def test_unbalanced_ledgers_compares_posted_and_pending_sums_per_ledger() -> Non
     assert list(inv.unbalanced_ledgers([equity, wallet, other])) == ["ledger 643"]
 
 
-def test_wallets_below_zero_counts_pending_debits_and_ignores_operator_accounts() -> None:
+def test_accounts_below_zero_counts_pending_debits_for_wallets_and_merchants_not_the_operator() -> None:
     fine = account(credits_posted=100, debits_posted=60, debits_pending=40)
     overdrawn = account(credits_posted=100, debits_posted=101)
     over_held = account(credits_posted=100, debits_posted=60, debits_pending=41)
     operator = account(code=90, debits_posted=10_000)
-    found = inv.wallets_below_zero([fine, overdrawn, over_held, operator])
-    assert set(found) == {overdrawn.id, over_held.id}
+    shop = account(code=2, credits_posted=5_000, debits_posted=5_000)
+    shop_overdrawn = account(code=2, credits_posted=5_000, debits_posted=4_000, debits_pending=1_001)
+    found = inv.accounts_below_zero([fine, overdrawn, over_held, operator, shop, shop_overdrawn])
+    assert set(found) == {overdrawn.id, over_held.id, shop_overdrawn.id}
+    assert "merchant account" in found[shop_overdrawn.id] and "wallet" in found[overdrawn.id]
 
 
-def test_wallets_disagree_when_a_balance_is_not_what_settled_intents_moved() -> None:
+def test_balances_disagree_when_a_wallet_is_not_what_settled_intents_moved() -> None:
     paid, failed = p2p(amount=10_000), p2p("FAILED", amount=50_000)
     alice, bob = wallet_account("alice", "THB"), wallet_account("bob", "THB")
-    wallets = {("alice", "THB"): alice, ("bob", "THB"): bob}
+    wallets = {("user", "alice", "THB"): alice, ("user", "bob", "THB"): bob}
     # alice was funded 20,000 by an adjustment, then paid 10,000 + 300 of fees to bob.
     fund = IntentFact(
         _id(),
@@ -151,12 +162,12 @@ def test_wallets_disagree_when_a_balance_is_not_what_settled_intents_moved() -> 
         AccountFact(alice, THB, 1, 0, 10_300, 0, 20_000),
         AccountFact(bob, THB, 1, 0, 0, 0, 10_000),
     ]
-    assert inv.expected_wallets([paid, failed, fund]) == Counter(
-        {("alice", "THB"): 9_700, ("bob", "THB"): 10_000}
+    assert inv.expected_balances([paid, failed, fund]) == Counter(
+        {("user", "alice", "THB"): 9_700, ("user", "bob", "THB"): 10_000}
     )
-    assert inv.wallets_disagree(by_id(paid, failed, fund), rows, wallets) == {}
+    assert inv.balances_disagree(by_id(paid, failed, fund), rows, wallets) == {}
     doubled = [rows[0], AccountFact(bob, THB, 1, 0, 0, 0, 20_000)]  # a transfer applied twice
-    assert list(inv.wallets_disagree(by_id(paid, failed, fund), doubled, wallets)) == [bob]
+    assert list(inv.balances_disagree(by_id(paid, failed, fund), doubled, wallets)) == [bob]
 
 
 def test_orphan_transfers_are_transfers_no_intent_made() -> None:
@@ -167,14 +178,132 @@ def test_orphan_transfers_are_transfers_no_intent_made() -> None:
     assert list(inv.orphan_transfers(by_id(intent), [*legs, stray])) == [stray.id]
 
 
+# -- merchants: their accounts never below zero, and holding exactly what their intents moved ---------
+
+COMMISSION = {
+    "ruleId": "shop-commission",
+    "ruleVersion": 1,
+    "amount": 300,
+    "currency": "THB",
+    "timing": "POST",
+    "payer": "target",
+}
+HELD_ROUTE = ["validate", "price", "reserve_limits", "authorize", "settle"]
+
+
+def charge(state: str = "SETTLED", *, amount: int = 20_000) -> IntentFact:
+    """alice pays the merchant `shop` (a confirmed payment request); the merchant pays its commission."""
+    return IntentFact(
+        id=_id(),
+        type="MINIAPP_CHARGE",
+        state=state,
+        failure_code="INSUFFICIENT_FUNDS" if state == "FAILED" else None,
+        amount=amount,
+        currency="THB",
+        source={"kind": "user", "id": "alice"},
+        target={"kind": "merchant", "id": "shop"},
+        fees=[COMMISSION] if state == "SETTLED" else [],
+        route=HELD_ROUTE,
+    )
+
+
+def credit(state: str = "SETTLED", *, amount: int = 5_000) -> IntentFact:
+    """The merchant `shop` credits bob through its mini-app."""
+    return IntentFact(
+        id=_id(),
+        type="MINIAPP_CREDIT",
+        state=state,
+        failure_code="INSUFFICIENT_FUNDS" if state == "FAILED" else None,
+        amount=amount,
+        currency="THB",
+        source={"kind": "merchant", "id": "shop"},
+        target={"kind": "user", "id": "bob"},
+        route=HELD_ROUTE,
+    )
+
+
+def test_merchant_balances_are_what_funding_charges_commissions_and_credits_leave() -> None:
+    fund = IntentFact(
+        _id(),
+        "ADJUSTMENT",
+        "SETTLED",
+        None,
+        10_000,
+        "THB",
+        {"kind": "operator"},
+        {"kind": "merchant", "id": "shop"},
+    )
+    paid, credited, overdrawn = charge(), credit(), credit("FAILED", amount=10**11)
+    intents = by_id(fund, paid, credited, overdrawn)
+    assert inv.expected_balances(intents.values()) == Counter(
+        {
+            # 10,000 funded + 20,000 charged - 300 commission - 5,000 credited.
+            ("merchant", "shop", "THB"): 24_700,
+            ("user", "alice", "THB"): -20_000,
+            ("user", "bob", "THB"): 5_000,
+        }
+    )
+    shop, alice, bob = (
+        merchant_account("shop", "THB"),
+        wallet_account("alice", "THB"),
+        wallet_account("bob", "THB"),
+    )
+    owned = {("merchant", "shop", "THB"): shop, ("user", "alice", "THB"): alice, ("user", "bob", "THB"): bob}
+    rows = [
+        AccountFact(shop, THB, 2, 0, 5_300, 0, 30_000),
+        AccountFact(alice, THB, 1, 0, 20_000, 0, 20_000),
+        AccountFact(bob, THB, 1, 0, 0, 0, 5_000),
+    ]
+    # alice's own funding is not among these intents: her wallet is checked against them alone.
+    assert list(inv.balances_disagree(intents, rows, owned)) == [alice]
+    fair = [rows[0], AccountFact(alice, THB, 1, 0, 20_000, 0, 0), rows[2]]
+    assert inv.balances_disagree(intents, fair, owned) == {}
+    # The commission taken twice; and a merchant account PM did not map is still checked (by its id).
+    twice = [AccountFact(shop, THB, 2, 0, 5_600, 0, 30_000), *fair[1:]]
+    found = inv.balances_disagree(intents, twice, owned)
+    assert list(found) == [shop] and "merchant account of shop" in found[shop]
+    unmapped = {k: v for k, v in owned.items() if k[0] == "user"}
+    assert list(inv.balances_disagree(intents, twice, unmapped)) == [shop]
+
+
+def test_merchant_legs_run_between_its_account_and_the_wallet_with_their_codes() -> None:
+    paid, credited = charge(), credit()
+    legs = legs_of(paid) + legs_of(credited)
+    assert inv.settled_legs_wrong(by_id(paid, credited), legs) == {}
+    shop, alice, bob = (
+        merchant_account("shop", "THB"),
+        wallet_account("alice", "THB"),
+        wallet_account("bob", "THB"),
+    )
+    charged = inv.expected_legs(paid)
+    principal, fee = charged[tid(paid.id, "principal")], charged[tid(paid.id, "fee:shop-commission")]
+    assert (principal.kind, principal.debit, principal.credit, principal.code) == ("pending", alice, shop, 5)
+    revenue = operator_account(chart.Code.FEE_REVENUE, "THB")
+    # The commission: paid by the merchant (the target), at settlement, into fee revenue.
+    assert (fee.kind, fee.amount, fee.debit, fee.credit, fee.code) == ("plain", 300, shop, revenue, 10)
+    back = inv.expected_legs(credited)[tid(credited.id, "principal")]
+    assert (back.debit, back.credit, back.code) == (shop, bob, 6)
+
+    fee_id, credit_id = tid(paid.id, "fee:shop-commission"), tid(credited.id, "principal")
+    from_the_user = [replace(t, debit_account_id=alice) if t.id == fee_id else t for t in legs]
+    assert list(inv.settled_legs_wrong(by_id(paid, credited), from_the_user)) == [paid.id]
+    as_a_charge = [replace(t, code=5) if t.id == credit_id else t for t in legs]
+    found = inv.settled_legs_wrong(by_id(paid, credited), as_a_charge)
+    assert list(found) == [credited.id] and "code 5, expected 6" in found[credited.id]
+    to_someone_else = [replace(t, credit_account_id=alice) if t.id == credit_id else t for t in legs]
+    assert list(inv.settled_legs_wrong(by_id(paid, credited), to_someone_else)) == [credited.id]
+
+
 # -- SETTLED ↔ exactly its posted legs; FAILED ↔ none posted, none pending ------------------------------
 
 
 def test_settled_legs_hold_for_held_and_outright_intents() -> None:
     held, outright = p2p(), topup()
     # P2P: principal and PRE fee pending then posted, POST fee outright; a top-up: principal outright.
-    assert {kind for kind, _ in inv.expected_legs(held).values()} == {"pending", "post", "plain"}
-    assert set(inv.expected_legs(outright).values()) == {("plain", outright.amount)}
+    assert {leg.kind for leg in inv.expected_legs(held).values()} == {"pending", "post", "plain"}
+    assert [(leg.kind, leg.amount) for leg in inv.expected_legs(outright).values()] == [
+        ("plain", outright.amount)
+    ]
     assert inv.settled_legs_wrong(by_id(held, outright), legs_of(held) + legs_of(outright)) == {}
 
 
@@ -341,7 +470,7 @@ def test_check_all_on_a_consistent_run_holds_and_a_report_names_the_offenders() 
     facts = Facts(intents=by_id(intent), transfers=legs_of(intent))
     # Balances as the legs leave them: alice pays principal and fees, bob receives, fee revenue earns.
     alice, bob = wallet_account("alice", "THB"), wallet_account("bob", "THB")
-    facts.wallets = {("alice", "THB"): alice, ("bob", "THB"): bob}
+    facts.owned = {("user", "alice", "THB"): alice, ("user", "bob", "THB"): bob}
     facts.accounts = [
         AccountFact(alice, THB, 1, 0, 10_300, 0, 0),
         AccountFact(bob, THB, 1, 0, 0, 0, 10_000),
@@ -350,94 +479,12 @@ def test_check_all_on_a_consistent_run_holds_and_a_report_names_the_offenders() 
     ]
     results = inv.check_all(facts, lease_ms=4_000, killed=[])
     # The ledger agrees with the intent (alice is -10,300 by what settled), but she was never funded:
-    # only "no wallet below zero" objects.
+    # only "no wallet or merchant account below zero" objects.
     assert {name: list(offenders) for name, offenders in results.items() if offenders} == {
-        "no wallet below zero": [alice]
+        "no wallet or merchant account below zero": [alice]
     }
 
     report = Report(seed=1, planned=1, invariants=results)
     assert not report.ok and report.offending_ids() == [alice]
     assert any(alice in line for line in report.problems())
     assert Report(seed=1, planned=1, invariants={"x": {}}).ok
-
-
-# -- the plan and the schedule are seeded -------------------------------------------------------------
-
-
-def test_the_plan_is_the_same_for_a_seed_and_covers_every_type_and_fault() -> None:
-    first, again, other = plan(3, 400, "r"), plan(3, 400, "r"), plan(4, 400, "r")
-    assert first == again and first != other
-    assert len(first.funding) + len(first.intents) == 400
-    types = {p.body.type for p in first.intents + first.funding}
-    assert types == {"ADJUSTMENT", "P2P", "PROMPTPAY_WITHDRAWAL", "SBP_TOPUP"}
-    scenarios = {p.scenario for p in first.intents}
-    assert {"p2p-empty", "topup-expire", "withdrawal-bad-proxy"} <= scenarios
-    assert any(s.removeprefix("withdrawal-") in IPPS_FAULT_AMOUNTS.values() for s in scenarios)
-    assert len({p.key for p in first.funding + first.intents}) == 400  # one key per intent
-
-
-def test_the_schedule_is_seeded_kills_every_service_first_and_restarts_each_server_once() -> None:
-    actions = schedule(5, len(KILLABLE))
-    assert actions == schedule(5, len(KILLABLE)) and actions != schedule(6, len(KILLABLE))
-    assert {a.target for a in actions if a.kind == "kill"} == set(KILLABLE)
-    assert Counter(a.kind for a in actions) == Counter({"kill": len(KILLABLE), "redis": 1, "postgres": 1})
-    assert [a.at for a in actions] == sorted(a.at for a in actions)
-    assert all(0.0 < a.at < 0.9 for a in actions)
-
-
-def test_pm_chaos_exits_2_with_a_clear_message_without_redis_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pm_tools.cli.app import app
-
-    monkeypatch.setenv("PATH", "/nonexistent")
-    result = CliRunner().invoke(app, ["chaos", "--seed", "1"])
-    assert result.exit_code == 2, result.output
-    assert "redis-server is not installed" in result.output
-
-
-def test_pm_chaos_exits_1_naming_the_offenders_and_prints_json(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pm_tools.cli import chaos_cmd
-    from pm_tools.cli.app import app
-
-    stuck = "01a20f63-c299-75be-bc0b-3804dcbf5ce5"
-
-    async def failing(options: object) -> Report:
-        report = Report(seed=9, planned=2, accepted=2, intents_in_db=2)
-        report.by_state = Counter({("P2P", "SETTLED", ""): 1, ("P2P", "AUTHORIZED", ""): 1})
-        report.invariants = {"every accepted intent terminal": {stuck: "still AUTHORIZED"}, "other": {}}
-        return report
-
-    monkeypatch.setattr(chaos_cmd, "run_chaos", failing)
-    result = CliRunner().invoke(app, ["chaos", "--seed", "9"])
-    assert result.exit_code == 1, result.output
-    assert stuck in result.output and "1 invariant(s) failed" in result.output
-
-    result = CliRunner().invoke(app, ["chaos", "--seed", "9", "--json"])
-    assert result.exit_code == 1
-    body = result.stdout[: result.stdout.rindex("}") + 1]
-    decoded = json.loads(body)
-    assert decoded["ok"] is False and decoded["seed"] == 9
-    assert decoded["invariants"][0] == {
-        "name": "every accepted intent terminal",
-        "holds": False,
-        "offenders": {stuck: "still AUTHORIZED"},
-    }
-
-
-def test_a_spurious_answer_is_reported_with_the_exception_the_gateway_logged(tmp_path: Path) -> None:
-    logged = {
-        "level": "ERROR",
-        "msg": "unexpected error in POST /v1/intents (request 71f522031fb23d0db5dd985a)",
-        "exc": "Traceback (most recent call last):\n  File ...\n"
-        "asyncpg.exceptions._base.InternalClientError: cannot switch to state 12",
-    }
-    (tmp_path / "gateway.log").write_text(
-        "not json (request 71f522031fb23d0db5dd985a)\n"
-        + json.dumps({"msg": "POST /v1/intents 500 (request 0000000000000000)", "exc": "Other: no"})
-        + "\n"
-        + json.dumps(logged)
-        + "\n"
-    )
-    assert gateway_error(tmp_path, "71f522031fb23d0db5dd985a") == (
-        "asyncpg.exceptions._base.InternalClientError: cannot switch to state 12"
-    )
-    assert gateway_error(tmp_path, "ffffffffffffffff") is None

@@ -2,8 +2,9 @@
 restart, then every invariant (docs/invariants.md) checked.
 
 Modules: `servers` (the run's private Redis and PostgreSQL), `fleet` (the processes), `load` (the
-seeded traffic), `schedule` (the seeded chaos), `facts` (reading back), `invariants` (the checks),
-`report`, `run` (one run start to finish). Nothing here imports pytest.
+seeded traffic plan: users, the merchant and its mini-app, every intent type), `send` (the traffic
+on the wire), `schedule` (the seeded chaos), `facts` (reading back into `rows`), `invariants` (the
+checks), `report`, `run` (one run start to finish). Nothing here imports pytest.
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ from pm_shared.messages import psp_key
 from pm_shared.streams import dlq
 from pm_shared.streams.connection import as_str
 from pm_shared.streams.names import ALL_STREAMS, dlq_key, parse_key, stream_key
-from pm_tools.chaos.invariants import (
+from pm_tools.chaos.invariants import intent_of_payload
+from pm_tools.chaos.rows import (
+    BOUNDED,
     AccountFact,
     AlertFact,
     DeadLetterFact,
@@ -26,8 +28,6 @@ from pm_tools.chaos.invariants import (
     PendingEntry,
     PspFact,
     TransferFact,
-    intent_of_payload,
-    wallet_account,
 )
 
 INTENTS_SQL = """
@@ -41,14 +41,19 @@ OPEN_SQL = "SELECT count(*) FROM pm.intent WHERE state <> ALL($1::text[])"
 TERMINAL = sorted(TERMINAL_STATES)
 """$1 of INTENTS_SQL and OPEN_SQL."""
 TRANSFERS_SQL = """
-SELECT id::text, user_data_128::text AS intent_id, amount, flags, ledger, pending_id::text, pending_status
+SELECT id::text, user_data_128::text AS intent_id, amount, flags, ledger, pending_id::text, pending_status,
+       debit_account_id::text, credit_account_id::text, code
 FROM ledger.transfers
 """
 ACCOUNTS_SQL = """
 SELECT id::text, ledger, code, debits_pending, debits_posted, credits_pending, credits_posted
 FROM ledger.accounts
 """
-WALLETS_SQL = "SELECT owner_id, currency FROM pm.tb_account_map WHERE owner_kind = 'user' AND code = 1"
+OWNED_SQL = """
+SELECT owner_kind, owner_id, currency, account_id::text FROM pm.tb_account_map
+WHERE (owner_kind, code) IN (SELECT * FROM unnest($1::text[], $2::int[]))
+"""
+"""Every user wallet and merchant account PM mapped ($1, $2: `BOUNDED`'s owner kinds and codes)."""
 ALERTS_SQL = "SELECT kind, intent_id, stream, entry_id FROM pm.reconciliation_alert"
 PSP_SQL = "SELECT intent_id, phase, status, failure_code FROM pm.psp_tx_map"
 HELD_SQL = "SELECT count(*) FROM ledger.transfers WHERE pending_status = 1"
@@ -103,6 +108,9 @@ async def read_database(database_url: str, facts: Facts) -> None:
                 ledger=int(r["ledger"]),
                 pending_id=r["pending_id"],
                 pending_status=r["pending_status"],
+                debit_account_id=r["debit_account_id"],
+                credit_account_id=r["credit_account_id"],
+                code=int(r["code"]),
             )
             for r in await conn.fetch(TRANSFERS_SQL)
         ]
@@ -118,9 +126,9 @@ async def read_database(database_url: str, facts: Facts) -> None:
             )
             for r in await conn.fetch(ACCOUNTS_SQL)
         ]
-        for r in await conn.fetch(WALLETS_SQL):
-            owner, currency = r["owner_id"], str(r["currency"]).strip()
-            facts.wallets[(owner, currency)] = wallet_account(owner, currency)
+        for r in await conn.fetch(OWNED_SQL, list(BOUNDED), list(BOUNDED.values())):
+            owner = (r["owner_kind"], r["owner_id"], str(r["currency"]).strip())
+            facts.owned[owner] = r["account_id"]
         facts.alerts = [
             AlertFact(r["kind"], r["intent_id"], r["stream"], r["entry_id"])
             for r in await conn.fetch(ALERTS_SQL)

@@ -1,16 +1,18 @@
-"""The invariants (docs/invariants.md), each a pure function over what the run read back (`facts`).
+"""The invariants (docs/invariants.md), each a pure function over what the run read back (the rows
+of `pm_tools.chaos.rows`).
 
 Each returns what breaks it: `{offending id: why}` (intent ids, ledger account ids, ledgers, stream
 entries); empty means it holds. They take plain rows, so the unit tests feed them fabricated ones.
 
 - `not_terminal`: every accepted intent reached SETTLED or FAILED (invariant 1).
 - `unbalanced_ledgers`: per ledger, debits = credits, posted and pending (invariant 2).
-- `wallets_below_zero`: no user wallet's debits (posted, or posted + pending) exceed its credits
-  (invariant 2).
-- `wallets_disagree`: each wallet's posted balance is what the SETTLED intents moved (invariant 2:
-  nothing applied twice, nothing created).
+- `accounts_below_zero`: no user wallet's or merchant account's debits (posted, or posted + pending)
+  exceed its credits (invariant 2).
+- `balances_disagree`: each wallet's and merchant account's posted balance is what the SETTLED intents
+  moved, fees included (invariant 2: nothing applied twice, nothing created).
 - `settled_legs_wrong`: a SETTLED intent has exactly its legs — principal and every fee, posted, with
-  the amounts on the intent — and nothing else (no void) (invariant 3).
+  the amounts on the intent, between the accounts of its parties (the fee's payer to the fee
+  account), with its type's transfer code — and nothing else (no void) (invariant 3).
 - `failed_legs_wrong`: a FAILED intent has no posted leg and no pending one left open (invariant 3).
 - `orphan_transfers`: every ledger transfer belongs to an intent (invariant 2).
 - `payouts_wrong`: the IPPS sandbox paid every SETTLED withdrawal once, with its amount, and nothing
@@ -22,19 +24,43 @@ entries); empty means it holds. They take plain rows, so the unit tests feed the
 from __future__ import annotations
 
 import json
-import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from typing import NamedTuple
 
 import tigerbeetle as tb
 
 from pm_client.api import TERMINAL_STATES
-from pm_shared.ledger import chart, ids
+from pm_shared.ledger import chart
 from pm_shared.streams import names
+from pm_tools.chaos.rows import (
+    BOUNDED,
+    AccountFact,
+    AlertFact,
+    DeadLetterFact,
+    Facts,
+    IntentFact,
+    Owner,
+    PendingEntry,
+    PspFact,
+    TransferFact,
+    operator_account,
+    owned_account,
+    party_account,
+    tid,
+)
 
-WALLET_CODE = int(chart.Code.USER_WALLET)
+# Each intent type's principal transfer code, and a fee's, as docs/ledger.md lists them: written out
+# here rather than imported from the orchestrator, so the check does not share the code it checks.
+TRANSFER_CODES: dict[str, int] = {
+    "P2P": 1,
+    "ADJUSTMENT": 2,
+    "PROMPTPAY_WITHDRAWAL": 3,
+    "SBP_TOPUP": 4,
+    "MINIAPP_CHARGE": 5,
+    "MINIAPP_CREDIT": 6,
+}
+FEE_TRANSFER_CODE = 10
 PENDING = int(tb.TransferFlags.PENDING)
 POST = int(tb.TransferFlags.POST_PENDING_TRANSFER)
 VOID = int(tb.TransferFlags.VOID_PENDING_TRANSFER)
@@ -44,120 +70,6 @@ STATUS_PENDING, STATUS_POSTED, STATUS_VOIDED, STATUS_EXPIRED = 1, 2, 3, 4
 # Which service consumes each logical stream (for dead letters of a consumer that was SIGKILLed): a
 # consumer group is named after the service that reads in it.
 CONSUMER_OF: dict[str, str] = {spec.name: group for spec in names.ALL_STREAMS for group in spec.groups}
-
-
-@dataclass(frozen=True)
-class IntentFact:
-    id: str
-    type: str
-    state: str
-    failure_code: str | None
-    amount: int
-    currency: str
-    source: Mapping[str, object]
-    target: Mapping[str, object]
-    fees: Sequence[Mapping[str, object]] = ()
-    route: Sequence[str] | None = None
-    step: str | None = None
-    created_at: datetime | None = None
-    terminal_at: datetime | None = None
-
-    @property
-    def holds(self) -> bool:
-        """Authorizes before it settles (a top-up's route does not: its legs are made outright)."""
-        return self.route is None or "authorize" in self.route
-
-
-@dataclass(frozen=True)
-class TransferFact:
-    id: str
-    """The transfer id as a UUID string (the embedded ledger's u128)."""
-    intent_id: str
-    """user_data_128 as a UUID string: the intent that made it."""
-    amount: int
-    flags: int
-    ledger: int
-    pending_id: str = "00000000-0000-0000-0000-000000000000"
-    pending_status: int | None = None
-
-
-@dataclass(frozen=True)
-class AccountFact:
-    id: str
-    ledger: int
-    code: int
-    debits_pending: int
-    debits_posted: int
-    credits_pending: int
-    credits_posted: int
-
-
-@dataclass(frozen=True)
-class PendingEntry:
-    """One entry of a consumer group's pending list (XPENDING)."""
-
-    key: str
-    group: str
-    entry_id: str
-    consumer: str
-    idle_ms: int
-    deliveries: int
-
-
-@dataclass(frozen=True)
-class DeadLetterFact:
-    dlq: str
-    entry_id: str
-    stream: str
-    """The logical stream it came from (`pm:psp:ipps:jobs`)."""
-    reason: str
-    error: str
-    intent_id: str | None
-
-
-@dataclass(frozen=True)
-class AlertFact:
-    kind: str
-    intent_id: str | None
-    stream: str | None
-    entry_id: str | None
-
-
-@dataclass(frozen=True)
-class PspFact:
-    intent_id: str
-    phase: str
-    status: str | None
-    failure_code: str | None
-
-
-@dataclass
-class Facts:
-    """Everything the invariants look at, read once the run is quiet."""
-
-    intents: dict[str, IntentFact] = field(default_factory=dict)
-    transfers: list[TransferFact] = field(default_factory=list)
-    accounts: list[AccountFact] = field(default_factory=list)
-    wallets: dict[tuple[str, str], str] = field(default_factory=dict)
-    """(owner id, currency) → the wallet's ledger account id, for every wallet PM mapped."""
-    pending: list[PendingEntry] = field(default_factory=list)
-    dead_letters: list[DeadLetterFact] = field(default_factory=list)
-    alerts: list[AlertFact] = field(default_factory=list)
-    psp: list[PspFact] = field(default_factory=list)
-    payouts: dict[str, tuple[str, int] | None] = field(default_factory=dict)
-    """Withdrawal intent id → what the IPPS sandbox holds under its payout key: (status, amount) or None."""
-    ipps_paid: int | None = None
-    """What the IPPS sandbox paid out in all (None: not read)."""
-
-
-def tid(intent_id: str, leg: str) -> str:
-    """A leg's transfer id as the embedded ledger stores it (a UUID string)."""
-    return str(uuid.UUID(int=ids.transfer_id(intent_id, leg)))
-
-
-def wallet_account(owner_id: str, currency: str) -> str:
-    ledger = chart.ledger_of(currency)
-    return str(uuid.UUID(int=ids.account_id("user", owner_id, ledger, WALLET_CODE)))
 
 
 # -- 1. an accepted intent is never lost --------------------------------------------------------------
@@ -190,56 +102,64 @@ def unbalanced_ledgers(accounts: Iterable[AccountFact]) -> dict[str, str]:
     return out
 
 
-def wallets_below_zero(accounts: Iterable[AccountFact]) -> dict[str, str]:
+def accounts_below_zero(accounts: Iterable[AccountFact]) -> dict[str, str]:
+    """User wallets and merchant accounts whose debits (posted, or posted + pending) exceed their credits."""
+    bounded = {code: kind for kind, code in BOUNDED.items()}
     out: dict[str, str] = {}
     for a in accounts:
-        if a.code != WALLET_CODE:
+        if a.code not in bounded:
             continue
         if a.debits_posted > a.credits_posted or a.debits_posted + a.debits_pending > a.credits_posted:
+            what = "wallet" if bounded[a.code] == "user" else "merchant account"
             out[a.id] = (
-                f"wallet on ledger {a.ledger}: credits posted {a.credits_posted}, debits posted "
+                f"{what} on ledger {a.ledger}: credits posted {a.credits_posted}, debits posted "
                 f"{a.debits_posted} (+{a.debits_pending} pending)"
             )
     return out
 
 
-def _user(party: Mapping[str, object]) -> str | None:
-    return str(party.get("id")) if party.get("kind") == "user" and party.get("id") else None
+def _owner(party: Mapping[str, object], currency: str) -> Owner | None:
+    """(kind, id, currency) of a user or merchant party: the owners whose balances are checked."""
+    kind, owner_id = party.get("kind"), party.get("id")
+    return (str(kind), str(owner_id), currency) if kind in BOUNDED and owner_id else None
 
 
-def expected_wallets(intents: Iterable[IntentFact]) -> Counter[tuple[str, str]]:
-    """What the SETTLED intents leave on each (owner, currency) wallet: in - out - the fees it paid."""
-    out: Counter[tuple[str, str]] = Counter()
+def expected_balances(intents: Iterable[IntentFact]) -> Counter[Owner]:
+    """What the SETTLED intents leave on each wallet and merchant account: in - out - the fees it paid
+    (a fee's `payer` is the intent's `source`, or its `target`: a merchant's commission)."""
+    out: Counter[Owner] = Counter()
     for i in intents:
         if i.state != "SETTLED":
             continue
-        source, target = _user(i.source), _user(i.target)
+        source, target = _owner(i.source, i.currency), _owner(i.target, i.currency)
         if source:
-            out[(source, i.currency)] -= i.amount
+            out[source] -= i.amount
         if target:
-            out[(target, i.currency)] += i.amount
+            out[target] += i.amount
         for fee in i.fees:
             payer = source if fee.get("payer", "source") == "source" else target
             if payer:
-                out[(payer, i.currency)] -= int(str(fee["amount"]))
+                out[payer] -= int(str(fee["amount"]))
     return out
 
 
-def wallets_disagree(
-    intents: Mapping[str, IntentFact], accounts: Iterable[AccountFact], wallets: Mapping[tuple[str, str], str]
+def balances_disagree(
+    intents: Mapping[str, IntentFact], accounts: Iterable[AccountFact], owned: Mapping[Owner, str]
 ) -> dict[str, str]:
+    """Wallets and merchant accounts whose posted balance is not what the SETTLED intents moved."""
     by_id = {a.id: a for a in accounts}
-    expected = expected_wallets(intents.values())
+    expected = expected_balances(intents.values())
     out: dict[str, str] = {}
-    for owner_currency in sorted(set(wallets) | set(expected)):
-        account_id = wallets.get(owner_currency) or wallet_account(*owner_currency)
+    for owner in sorted(set(owned) | set(expected)):
+        account_id = owned.get(owner) or owned_account(owner)
         account = by_id.get(account_id)
         posted = account.credits_posted - account.debits_posted if account is not None else 0
-        if posted != expected[owner_currency]:
-            owner, currency = owner_currency
+        if posted != expected[owner]:
+            kind, owner_id, currency = owner
+            what = "wallet" if kind == "user" else "merchant account"
             out[account_id] = (
-                f"wallet of {owner} ({currency}): posted {posted}, settled intents add up to "
-                f"{expected[owner_currency]}"
+                f"{what} of {owner_id} ({currency}): posted {posted}, settled intents add up to "
+                f"{expected[owner]}"
             )
     return out
 
@@ -262,22 +182,73 @@ def _by_intent(transfers: Iterable[TransferFact]) -> dict[str, list[TransferFact
     return out
 
 
-def expected_legs(intent: IntentFact) -> dict[str, tuple[str, int]]:
-    """The transfers a SETTLED intent must have: transfer id → (kind, amount); kind is `pending`
-    (held then posted), `post` (the post of a pending one) or `plain` (made outright)."""
-    held = intent.holds
-    legs: list[tuple[str, int, bool]] = [("principal", intent.amount, held)]
+class ExpectedLeg(NamedTuple):
+    """One transfer a SETTLED intent must have."""
+
+    kind: str
+    """`pending` (held then posted), `post` (the post of a pending one) or `plain` (made outright)."""
+    amount: int
+    debit: str | None
+    credit: str | None
+    """The accounts it moves money between (None: PM has no account for that party)."""
+    code: int
+
+
+def _fee_legs(intent: IntentFact, source: str | None, target: str | None) -> list[tuple[str, ExpectedLeg]]:
+    """Each fee: from its payer (the source, or the target: a merchant's commission) to its fee account."""
+    out: list[tuple[str, ExpectedLeg]] = []
     for fee in intent.fees:
         rule_id = fee.get("ruleId", fee.get("rule_id"))
-        legs.append((f"fee:{rule_id}", int(str(fee["amount"])), held and fee.get("timing") == "PRE"))
-    out: dict[str, tuple[str, int]] = {}
-    for name, amount, pending in legs:
-        if pending:
-            out[tid(intent.id, name)] = ("pending", amount)
-            out[tid(intent.id, name + ":post")] = ("post", amount)
-        else:
-            out[tid(intent.id, name)] = ("plain", amount)
+        payer = source if fee.get("payer", "source") == "source" else target
+        fee_code = chart.Code(int(str(fee.get("feeAccountCode", int(chart.Code.FEE_REVENUE)))))
+        held = intent.holds and fee.get("timing") == "PRE"
+        leg = ExpectedLeg(
+            "pending" if held else "plain",
+            int(str(fee["amount"])),
+            payer,
+            operator_account(fee_code, intent.currency),
+            FEE_TRANSFER_CODE,
+        )
+        out.append((f"fee:{rule_id}", leg))
     return out
+
+
+def expected_legs(intent: IntentFact) -> dict[str, ExpectedLeg]:
+    """The transfers a SETTLED intent must have, by transfer id: the principal from the source's
+    account to the target's with its type's code, then each fee; a held leg also has its post."""
+    source = party_account(intent.source, intent.currency)
+    target = party_account(intent.target, intent.currency)
+    principal = ExpectedLeg(
+        "pending" if intent.holds else "plain",
+        intent.amount,
+        source,
+        target,
+        TRANSFER_CODES.get(intent.type, -1),
+    )
+    out: dict[str, ExpectedLeg] = {}
+    for name, leg in [("principal", principal), *_fee_legs(intent, source, target)]:
+        out[tid(intent.id, name)] = leg
+        if leg.kind == "pending":
+            out[tid(intent.id, name + ":post")] = leg._replace(kind="post")
+    return out
+
+
+def _leg_wrong(transfer_id: str, want: ExpectedLeg, t: TransferFact | None) -> str | None:
+    """What is wrong with one leg of a SETTLED intent, or None."""
+    if t is None:
+        return f"{want.kind} leg {transfer_id} of {want.amount} missing"
+    if (_kind(t), t.amount) != (want.kind, want.amount):
+        return f"leg {transfer_id}: {_kind(t)} {t.amount}, expected {want.kind} {want.amount}"
+    if (t.debit_account_id, t.credit_account_id) != (want.debit, want.credit):
+        return (
+            f"leg {transfer_id}: from {t.debit_account_id} to {t.credit_account_id}, expected from "
+            f"{want.debit} to {want.credit}"
+        )
+    if t.code != want.code:
+        return f"leg {transfer_id}: code {t.code}, expected {want.code}"
+    if want.kind == "pending" and t.pending_status != STATUS_POSTED:
+        return f"pending leg {transfer_id} has status {t.pending_status}, not posted"
+    return None
 
 
 def _kind(t: TransferFact) -> str:
@@ -300,15 +271,11 @@ def settled_legs_wrong(
             continue
         want = expected_legs(intent)
         have = {t.id: t for t in found.get(intent.id, [])}
-        problems: list[str] = []
-        for transfer_id, (kind, amount) in want.items():
-            t = have.get(transfer_id)
-            if t is None:
-                problems.append(f"{kind} leg {transfer_id} of {amount} missing")
-            elif (_kind(t), t.amount) != (kind, amount):
-                problems.append(f"leg {transfer_id}: {_kind(t)} {t.amount}, expected {kind} {amount}")
-            elif kind == "pending" and t.pending_status != STATUS_POSTED:
-                problems.append(f"pending leg {transfer_id} has status {t.pending_status}, not posted")
+        problems = [
+            wrong
+            for transfer_id, leg in want.items()
+            if (wrong := _leg_wrong(transfer_id, leg, have.get(transfer_id))) is not None
+        ]
         for transfer_id, t in have.items():
             if transfer_id not in want:
                 problems.append(f"unexpected {_kind(t)} transfer {transfer_id} of {t.amount}")
@@ -478,9 +445,9 @@ def check_all(facts: Facts, *, lease_ms: int, killed: Iterable[str]) -> dict[str
     return {
         "every accepted intent terminal": not_terminal(facts.intents),
         "per ledger debits = credits": unbalanced_ledgers(facts.accounts),
-        "no wallet below zero": wallets_below_zero(facts.accounts),
-        "wallets = what settled intents moved": wallets_disagree(
-            facts.intents, facts.accounts, facts.wallets
+        "no wallet or merchant account below zero": accounts_below_zero(facts.accounts),
+        "wallets and merchant accounts = what settled intents moved": balances_disagree(
+            facts.intents, facts.accounts, facts.owned
         ),
         "SETTLED has exactly its posted legs": settled_legs_wrong(facts.intents, facts.transfers),
         "FAILED has none posted, none pending": failed_legs_wrong(facts.intents, facts.transfers),

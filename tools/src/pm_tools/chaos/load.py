@@ -1,32 +1,26 @@
-"""The chaos run's traffic: a seeded mix of every implemented intent type, sent through the gateway.
+"""The chaos run's traffic plan: a seeded mix of every implemented intent type (`pm_tools.chaos.send`
+sends it through the gateway).
 
-The plan (the same for the same seed and size): ADJUSTMENT funding of every funded THB wallet first
-(and a few debits), then, shuffled, P2P between funded wallets and some from wallets never funded
-(INSUFFICIENT_FUNDS), PROMPTPAY_WITHDRAWAL to a PromptPay mobile number with some of the IPPS
-sandbox's fault amounts and proxy values, and SBP_TOPUP into RUB wallets (the QP sandbox pays every
-QR by itself; some ask for `sandbox-fault=expire` in their comment and expire).
-
-Every request is signed and carries its own Idempotency-Key; a 503 or a connection error is sent
-again with the SAME key (so a request that committed before its answer was lost is recognised, not
-doubled), until a deadline. 503 `backpressure` answers are counted as back-pressure refusals. A 500,
-or a 401 calling our single-use nonce replayed, is sent again too (the same key makes that safe) and
-kept as a finding: a backing service that is away must be a 503, and a valid request is not refused.
+The plan (the same for the same seed and size): ADJUSTMENT funding of every funded THB wallet and of
+the run's merchant first (and a few debits), then, shuffled, P2P between funded wallets and some from
+wallets never funded (INSUFFICIENT_FUNDS), PROMPTPAY_WITHDRAWAL to a PromptPay mobile number with some
+of the IPPS sandbox's fault amounts and proxy values, SBP_TOPUP into RUB wallets (the QP sandbox pays
+every QR by itself; some ask for `sandbox-fault=expire` in their comment and expire), and the
+merchant's traffic: MINIAPP_CREDIT from its account to funded wallets (a few for more than it could
+ever hold: INSUFFICIENT_FUNDS) and MINIAPP_CHARGE, each a payment request the user confirms (some
+from wallets never funded), with the merchant's commission on every charge.
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import httpx
-import msgspec
+from typing import Literal
 
 from pm_client import api as http_api
-from pm_client.client import PMAuth
+from pm_client import merchant_api
 from pm_sandbox_ipps.values import MAGIC_AMOUNTS, MAGIC_SUFFIXES
 
 # The IPPS sandbox's magic amounts and what each asks for.
@@ -39,15 +33,60 @@ BAD_PROXIES = tuple(
     if code in ("PROXY_NOT_FOUND", "ACCOUNT_CLOSED")
 )
 QP_EXPIRE = "sandbox-fault=expire"
-REQUEST_DEADLINE_S = 180.0
+MAX_CHARGE = 50_000
+"""The mini-app's cap on one charge; every planned charge is within it."""
+OVERDRAW = 10**11
+"""A credit larger than everything the merchant could ever hold in a run: the ledger refuses it."""
+COMMISSION_PERMILLE = 15
+
+Via = Literal["admin", "merchant", "charge"]
+"""How an intent is made: POST /v1/intents with the admin key or the merchant's; or a charge: the
+merchant's payment request, which the user confirms at /v1/me."""
+
+
+@dataclass(frozen=True)
+class Shop:
+    """The run's merchant and its mini-app (credits and charges, in THB)."""
+
+    merchant_id: str
+    miniapp_id: str
+
+    def onboarding(self) -> merchant_api.CreateMerchant:
+        return merchant_api.CreateMerchant(
+            merchant_id=self.merchant_id, name="Chaos Coffee", currencies=["THB"]
+        )
+
+    def miniapp(self) -> merchant_api.CreateMiniapp:
+        return merchant_api.CreateMiniapp(
+            miniapp_id=self.miniapp_id,
+            merchant_id=self.merchant_id,
+            name="Chaos Coffee",
+            operations=["MINIAPP_CHARGE", "MINIAPP_CREDIT"],
+            max_charge={"THB": MAX_CHARGE},
+        )
+
+    def commission(self, rule_id: str) -> http_api.FeeRuleIn:
+        """1.5 % of each of its charges, paid by the merchant (the charge's target)."""
+        return http_api.FeeRuleIn(
+            rule_id=rule_id,
+            operation_type="MINIAPP_CHARGE",
+            condition=f'intent.target.kind == "merchant" && intent.target.id == "{self.merchant_id}"',
+            amount=f"intent.amount * {COMMISSION_PERMILLE} / 1000",
+            timing="POST",
+            payer="target",
+            max_fee=MAX_CHARGE,
+            priority=1,
+        )
 
 
 @dataclass(frozen=True)
 class Planned:
     key: str
-    """Its Idempotency-Key."""
+    """Its Idempotency-Key (a charge's payment request's)."""
     scenario: str
     body: http_api.CreateIntent
+    """The intent (for a charge: the one the user's confirmation makes)."""
+    via: Via = "admin"
 
 
 @dataclass(frozen=True)
@@ -58,6 +97,7 @@ class Plan:
     """Sent first, and followed until they settle, so the payments after them find the money."""
     intents: list[Planned]
     fee_rules: list[http_api.FeeRuleIn]
+    shop: Shop
 
 
 def p2p_fee_rules(rule_prefix: str, payer_prefix: str, post_from: int) -> list[http_api.FeeRuleIn]:
@@ -120,7 +160,9 @@ class _Draft:
     funded: list[str]
     empty: list[str]
     rub: list[str]
+    shop: Shop
     needs: Counter[str] = field(default_factory=Counter)
+    """Owner id (user or merchant) → what its planned payments take from it, at most."""
 
 
 def _p2p(d: _Draft, n: int) -> Planned:
@@ -208,26 +250,76 @@ def _debit(d: _Draft, n: int) -> Planned:
     return Planned(f"{d.prefix}{n}", "adjustment-debit", intent)
 
 
+def _credit(d: _Draft, n: int, *, overdraw: bool = False) -> Planned:
+    """The merchant credits a funded wallet through its mini-app (its own key)."""
+    payee = d.rng.choice(d.funded)
+    amount = OVERDRAW if overdraw else _amount(d.rng, 100, 20_000)
+    if not overdraw:
+        d.needs[d.shop.merchant_id] += amount
+    intent = http_api.CreateIntent(
+        type="MINIAPP_CREDIT",
+        amount=amount,
+        currency="THB",
+        from_=http_api.MerchantParty(id=d.shop.merchant_id),
+        to=http_api.UserParty(id=payee),
+        miniapp_id=d.shop.miniapp_id,
+        comment=f"chaos cashback {n}",
+    )
+    return Planned(f"{d.prefix}{n}", "credit-overdraw" if overdraw else "credit", intent, "merchant")
+
+
+def _credit_overdraw(d: _Draft, n: int) -> Planned:
+    return _credit(d, n, overdraw=True)
+
+
+def _charge(d: _Draft, n: int, *, empty: bool = False) -> Planned:
+    """A payment request the user confirms: user → merchant, the merchant paying its commission."""
+    payer = d.rng.choice(d.empty if empty else d.funded)
+    amount = _amount(d.rng, 100, 20_000)
+    if not empty:
+        d.needs[payer] += amount
+    intent = http_api.CreateIntent(
+        type="MINIAPP_CHARGE",
+        amount=amount,
+        currency="THB",
+        from_=http_api.UserParty(id=payer),
+        to=http_api.MerchantParty(id=d.shop.merchant_id),
+        miniapp_id=d.shop.miniapp_id,
+        comment=f"chaos order {n}",
+    )
+    return Planned(f"{d.prefix}{n}", "charge-empty" if empty else "charge", intent, "charge")
+
+
+def _charge_from_empty(d: _Draft, n: int) -> Planned:
+    return _charge(d, n, empty=True)
+
+
 # Each intent's scenario: the first whose bound the seeded roll is under (the mix of the plan).
 _SCENARIOS: tuple[tuple[float, Callable[[_Draft, int], Planned]], ...] = (
-    (0.50, _p2p),
-    (0.56, _p2p_from_empty),
-    (0.80, _withdrawal),
-    (0.96, _topup),
-    (1.00, _debit),
+    (0.44, _p2p),
+    (0.50, _p2p_from_empty),
+    (0.70, _withdrawal),
+    (0.82, _topup),
+    (0.85, _debit),
+    (0.91, _credit),
+    (0.92, _credit_overdraw),
+    (0.99, _charge),
+    (1.00, _charge_from_empty),
 )
 
 
-def _funding(d: _Draft, owner: str) -> Planned:
+def _funding(d: _Draft, owner: str, *, merchant: bool = False) -> Planned:
+    """An ADJUSTMENT from the operator: what the owner's planned payments take, and some to spare."""
+    target: http_api.Party = http_api.MerchantParty(id=owner) if merchant else http_api.UserParty(id=owner)
     return Planned(
         f"{d.prefix}fund-{owner}",
-        "funding",
+        "merchant-funding" if merchant else "funding",
         http_api.CreateIntent(
             type="ADJUSTMENT",
             amount=d.needs[owner] + d.rng.randint(1_000, 50_000),
             currency="THB",
             from_=http_api.OperatorParty(),
-            to=http_api.UserParty(id=owner),
+            to=target,
             from_name="PM operator",
             comment="chaos funding",
         ),
@@ -242,189 +334,15 @@ def plan(seed: int, count: int, run_id: str) -> Plan:
     funded = [f"{prefix}u{i:03d}" for i in range(max(6, count // 12))]
     empty = [f"{prefix}empty{i}" for i in range(3)]
     rub = [f"{prefix}rub{i:02d}" for i in range(max(3, count // 30))]
-    draft = _Draft(rng, prefix, funded, empty, rub)
+    shop = Shop(f"{prefix}shop", f"{prefix}app")
+    draft = _Draft(rng, prefix, funded, empty, rub, shop)
     body: list[Planned] = []
-    for n in range(count - len(funded)):
+    # Every funded wallet and the merchant get one funding each; the rest of `count` is the mix.
+    for n in range(count - len(funded) - 1):
         roll = rng.random()
         scenario = next(make for bound, make in _SCENARIOS if roll < bound)
         body.append(scenario(draft, n))
     funding = [_funding(draft, owner) for owner in funded]
-    return Plan(funded + empty, rub, funding, body, _fee_rules(prefix))
-
-
-@dataclass
-class Accepted:
-    intent_id: str
-    planned: Planned
-    accepted_at: float
-    """Wall-clock time of the answer that accepted it."""
-    attempts: int
-
-
-@dataclass
-class LoadStats:
-    accepted: list[Accepted] = field(default_factory=list)
-    backpressure: int = 0
-    """503 `backpressure` answers (each sent again with the same key)."""
-    unavailable: int = 0
-    """Other 503 answers (a backing service down: Redis or PostgreSQL restarting)."""
-    connection_errors: int = 0
-    """Requests without an answer (the gateway killed or restarting), sent again with the same key."""
-    refused: list[str] = field(default_factory=list)
-    """Planned intents the gateway refused outright (a 4xx or 500), or never accepted by the deadline."""
-    retried: int = 0
-    """Intents accepted only after more than one attempt."""
-    server_errors: list[str] = field(default_factory=list)
-    """Spurious refusals of a valid request: a 500 (or another 5xx but 503; the gateway promises 503
-    when a backing service is away), or 401 `auth_replayed_nonce` for a nonce sent once. Each is sent
-    again with the same key, as a careful client would, and kept as a finding."""
-
-
-_ENCODER = msgspec.json.Encoder()
-
-
-def client(base_url: str, key_id: str, secret: str, connections: int = 64) -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        base_url=base_url,
-        auth=PMAuth(key_id, secret),
-        timeout=httpx.Timeout(30.0, connect=5.0),
-        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-        headers={"Content-Type": "application/json", "Accept": "application/json"},
-    )
-
-
-def _problem_code(response: httpx.Response) -> str:
-    try:
-        code = response.json().get("code")
-    except ValueError:
-        return ""
-    return str(code) if code else ""
-
-
-def _retry_after(response: httpx.Response) -> float:
-    try:
-        return min(1.0, max(0.05, float(response.headers.get("Retry-After", "0.2"))))
-    except ValueError:
-        return 0.2
-
-
-async def submit(
-    http: httpx.AsyncClient, p: Planned, stats: LoadStats, rng: random.Random
-) -> Accepted | None:
-    """POST one intent until accepted (same key every time); None when refused or past the deadline."""
-    content = _ENCODER.encode(p.body)
-    deadline = time.monotonic() + REQUEST_DEADLINE_S
-    attempt = 0
-    while time.monotonic() < deadline:
-        attempt += 1
-        try:
-            response = await http.post("/v1/intents", content=content, headers={"Idempotency-Key": p.key})
-        except httpx.TransportError:
-            stats.connection_errors += 1
-            await asyncio.sleep(0.2 + rng.random() * 0.3)
-            continue
-        if response.status_code in (200, 201, 202):
-            if attempt > 1:
-                stats.retried += 1
-            return Accepted(str(response.json()["id"]), p, time.time(), attempt)
-        if response.status_code == 503:
-            if _problem_code(response) == "backpressure":
-                stats.backpressure += 1
-            else:
-                stats.unavailable += 1
-            await asyncio.sleep(_retry_after(response) * (0.5 + rng.random()))
-            continue
-        spurious = response.status_code >= 500 or (
-            response.status_code == 401 and _problem_code(response) == "auth_replayed_nonce"
-        )
-        if spurious:
-            # A 500, or a nonce we used once called replayed (the gateway's SET NX of it retried after
-            # a lost reply): nothing was accepted, and the same key makes sending again safe.
-            request_id = response.headers.get("X-Request-Id", "?")
-            stats.server_errors.append(
-                f"{p.key} ({p.scenario}): HTTP {response.status_code} request {request_id} at "
-                f"{time.strftime('%H:%M:%S')}: {response.text[:200]}"
-            )
-            await asyncio.sleep(0.3 + rng.random() * 0.3)
-            continue
-        stats.refused.append(f"{p.key} ({p.scenario}): HTTP {response.status_code} {response.text[:300]}")
-        return None
-    stats.refused.append(f"{p.key} ({p.scenario}): not accepted within {REQUEST_DEADLINE_S:g}s")
-    return None
-
-
-async def send_all(
-    http: httpx.AsyncClient,
-    planned: list[Planned],
-    concurrency: int,
-    stats: LoadStats,
-    seed: int,
-    on_accept: Callable[[int], None] = lambda n: None,
-    rate: float | None = None,
-) -> None:
-    """Send `planned` in order from `concurrency` workers, at most `rate` new intents a second (open
-    loop: the n-th is not sent before n / rate seconds); `on_accept` hears the running accepted count."""
-    queue = list(reversed(planned))
-    began = time.monotonic()
-    sent = 0
-
-    async def worker(index: int) -> None:
-        nonlocal sent
-        rng = random.Random(seed * 1000 + index)
-        while queue:
-            p = queue.pop()
-            if rate:
-                due = began + sent / rate
-                sent += 1
-                await asyncio.sleep(max(0.0, due - time.monotonic()))
-            done = await submit(http, p, stats, rng)
-            if done is not None:
-                stats.accepted.append(done)
-                on_accept(len(stats.accepted))
-
-    async with asyncio.TaskGroup() as tasks:
-        for index in range(min(concurrency, len(planned))):
-            tasks.create_task(worker(index))
-
-
-async def request_until(
-    http: httpx.AsyncClient,
-    method: str,
-    path: str,
-    body: msgspec.Struct,
-    ok: frozenset[int],
-    timeout: float = 60.0,
-) -> httpx.Response:
-    """An admin or wallet request sent until it answers one of `ok` (a 202 wallet is asked again)."""
-    content = _ENCODER.encode(body)
-    deadline = time.monotonic() + timeout
-    last = ""
-    while time.monotonic() < deadline:
-        try:
-            response = await http.request(method, path, content=content)
-        except httpx.TransportError as exc:
-            last = repr(exc)
-        else:
-            if response.status_code in ok:
-                return response
-            last = f"HTTP {response.status_code} {response.text[:300]}"
-            if response.status_code not in (202, 503):
-                break
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"{method} {path} failed: {last}")
-
-
-async def open_wallets(
-    http: httpx.AsyncClient, owners: list[str], currency: str, concurrency: int = 8
-) -> None:
-    queue = list(owners)
-
-    async def worker() -> None:
-        while queue:
-            owner = queue.pop()
-            body = http_api.OpenWallet(owner_kind="user", owner_id=owner, currency=currency)  # type: ignore[arg-type]
-            await request_until(http, "POST", "/v1/wallets", body, frozenset({200, 201}))
-
-    async with asyncio.TaskGroup() as tasks:
-        for _ in range(min(concurrency, len(owners))):
-            tasks.create_task(worker())
+    funding.append(_funding(draft, shop.merchant_id, merchant=True))
+    rules = [*_fee_rules(prefix), shop.commission(f"{prefix}commission")]
+    return Plan(funded + empty, rub, funding, body, rules, shop)

@@ -48,6 +48,8 @@ class Report:
     total_s: float = 0.0
     quiesced: bool = False
     invariants: dict[str, dict[str, str]] = field(default_factory=dict)
+    accounts_checked: Counter[str] = field(default_factory=Counter)
+    """Owner kind (`user`, `merchant`) → the accounts whose balances the invariants held to the intents."""
     workdir: str = ""
 
     @property
@@ -100,6 +102,7 @@ class Report:
                 {"name": name, "holds": not offenders, "offenders": offenders}
                 for name, offenders in self.invariants.items()
             ],
+            "accountsChecked": dict(self.accounts_checked),
             "workdir": self.workdir,
         }
 
@@ -125,6 +128,10 @@ class Report:
             figures.add_row(f"  {record}", f"explained: {why}")
         reclaims = ", ".join(f"{k} ×{n}" for k, n in sorted(self.reclaims.items()) if n) or "none"
         figures.add_row("reclaims", f"{sum(self.reclaims.values())}: {reclaims}")
+        figures.add_row(
+            "balances checked (wallets / merchant accounts)",
+            f"{self.accounts_checked['user']} / {self.accounts_checked['merchant']}",
+        )
         figures.add_row("back-pressure refusals (503 to the load)", str(self.backpressure))
         figures.add_row("back-pressure inside the fleet", str(self.backpressure_internal))
         figures.add_row("spurious 500 / 401 answers (resent; findings)", str(len(self.server_errors)))

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 from redis.asyncio import Redis
 
 from pm_shared import db, streams
@@ -34,10 +35,21 @@ from pm_shared.keys.store import Permissions, create_key
 from pm_shared.streams.connection import connect
 from pm_tools.chaos import facts as read
 from pm_tools.chaos.fleet import Fleet, Slot, slot_name
-from pm_tools.chaos.invariants import Facts, check_all, explain_dead_letter
-from pm_tools.chaos.load import LoadStats, client, open_wallets, plan, request_until, send_all
+from pm_tools.chaos.invariants import check_all, explain_dead_letter
+from pm_tools.chaos.load import Plan, plan
 from pm_tools.chaos.report import Report
+from pm_tools.chaos.rows import Facts
 from pm_tools.chaos.schedule import Action, schedule
+from pm_tools.chaos.send import (
+    LoadStats,
+    Senders,
+    client,
+    open_shop,
+    open_wallets,
+    request_until,
+    send_all,
+    user_side,
+)
 from pm_tools.chaos.servers import ChaosPostgres, ChaosRedis, ServersUnavailable, prepare_dir
 from pm_tools.devenv.envfile import new_key_encryption_key
 
@@ -119,6 +131,8 @@ class ChaosRun:
         self.redis: Redis | None = None
         self.incidents: dict[str, str] = {}
         self.stats = LoadStats()
+        # The front door's secret for this run: the load speaks for users at /v1/me with it.
+        self.proxy_secret = secrets.token_urlsafe(32)
 
     def say(self, message: str) -> None:
         if self.options.progress is not None:
@@ -165,6 +179,7 @@ class ChaosRun:
             "PM_IPPS_SANDBOX_CALLBACK_SECRET": ipps_callback_secret,
             "PM_GATEWAY_IPPS_CALLBACK_SECRET": ipps_callback_secret,
             "PM_GATEWAY_QP_CALLBACK_SECRET": qp_secret,
+            "PM_GATEWAY_PROXY_SECRET": self.proxy_secret,
         }
         fleet = self.fleet = Fleet(slots(), env, self.workdir)
         gateway = fleet.url(GATEWAY.name)
@@ -235,43 +250,61 @@ class ChaosRun:
 
     # -- the run -----------------------------------------------------------------------------------
 
+    async def set_up(self, http: httpx.AsyncClient, the_plan: Plan) -> tuple[str, str]:
+        """Fee rules, wallets and the merchant with its mini-app: the merchant key's id and secret."""
+        for rule in the_plan.fee_rules:
+            await request_until(http, "POST", "/v1/admin/fee-rules", rule, frozenset({201}))
+        rules_at = time.monotonic()
+        await open_wallets(http, the_plan.thb_users, "THB")
+        await open_wallets(http, the_plan.rub_users, "RUB")
+        merchant = await open_shop(http, the_plan.shop)
+        await asyncio.sleep(max(0.0, rules_at + RULES_SETTLE_S - time.monotonic()))
+        return merchant
+
     async def load_and_chaos(self, gateway: str, key_id: str, secret: str) -> None:
         opts = self.options
         the_plan = plan(opts.seed, opts.intents, secrets.token_hex(3))
         actions = schedule(opts.seed, opts.kills, opts.redis_restarts, opts.postgres_restarts)
-        async with client(gateway, key_id, secret, connections=opts.concurrency + 8) as http:
-            for rule in the_plan.fee_rules:
-                await request_until(http, "POST", "/v1/admin/fee-rules", rule, frozenset({201}))
-            rules_at = time.monotonic()
-            await open_wallets(http, the_plan.thb_users, "THB")
-            await open_wallets(http, the_plan.rub_users, "RUB")
-            await asyncio.sleep(max(0.0, rules_at + RULES_SETTLE_S - time.monotonic()))
-            began = time.monotonic()
-            await send_all(http, the_plan.funding, opts.concurrency, self.stats, opts.seed)
-            await self.settled(FUNDING_TIMEOUT_S)
-            funded = len(self.stats.accepted)
-            self.say(
-                f"{len(the_plan.thb_users)} THB and {len(the_plan.rub_users)} RUB wallets open, "
-                f"{len(the_plan.fee_rules)} fee rules, {funded} funded; sending {len(the_plan.intents)} "
-                f"intents at {opts.rate:g}/s with {len(actions)} chaos actions"
-            )
-            loaded = asyncio.Event()
-
-            def on_accept(n: int) -> None:
-                if n % 100 == 0:
-                    self.say(f"{n} intents accepted")
-
-            async def load() -> None:
-                try:
-                    await send_all(
-                        http, the_plan.intents, opts.concurrency, self.stats, opts.seed, on_accept, opts.rate
-                    )
-                finally:
-                    loaded.set()
-
-            await asyncio.gather(load(), self.chaos(actions, loaded, funded, len(the_plan.intents)))
+        connections = opts.concurrency + 8
+        async with client(gateway, key_id, secret, connections=connections) as http:
+            merchant_key, merchant_secret = await self.set_up(http, the_plan)
+            async with (
+                client(gateway, merchant_key, merchant_secret, connections=connections) as shop,
+                user_side(gateway, self.proxy_secret, connections=connections) as users,
+            ):
+                senders = Senders(http, shop, users)
+                began = time.monotonic()
+                await send_all(senders, the_plan.funding, opts.concurrency, self.stats, opts.seed)
+                await self.settled(FUNDING_TIMEOUT_S)
+                funded = len(self.stats.accepted)
+                self.say(
+                    f"{len(the_plan.thb_users)} THB and {len(the_plan.rub_users)} RUB wallets open, "
+                    f"merchant {the_plan.shop.merchant_id} onboarded, {len(the_plan.fee_rules)} fee rules, "
+                    f"{funded} funded; sending {len(the_plan.intents)} intents at {opts.rate:g}/s with "
+                    f"{len(actions)} chaos actions"
+                )
+                await self.under_chaos(senders, the_plan, actions, funded)
             self.report.load_s = time.monotonic() - began
             self.say(f"load done in {self.report.load_s:.1f}s: {len(self.stats.accepted)} accepted")
+
+    async def under_chaos(self, senders: Senders, the_plan: Plan, actions: list[Action], funded: int) -> None:
+        """The planned intents at the run's rate, while the chaos actions happen."""
+        opts = self.options
+        loaded = asyncio.Event()
+
+        def on_accept(n: int) -> None:
+            if n % 100 == 0:
+                self.say(f"{n} intents accepted")
+
+        async def load() -> None:
+            try:
+                await send_all(
+                    senders, the_plan.intents, opts.concurrency, self.stats, opts.seed, on_accept, opts.rate
+                )
+            finally:
+                loaded.set()
+
+        await asyncio.gather(load(), self.chaos(actions, loaded, funded, len(the_plan.intents)))
 
     async def settled(self, timeout: float) -> None:
         """Wait until no intent is open (the funding, before the chaos starts)."""
@@ -354,6 +387,7 @@ class ChaosRun:
             r.p50_to_terminal_s = statistics.median(ordered)
             r.p99_to_terminal_s = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
         r.invariants = check_all(facts, lease_ms=LEASE_MS, killed=killed)
+        r.accounts_checked = Counter(kind for kind, _, _ in facts.owned)
         missing = accepted_ids - set(facts.intents)
         r.invariants["every accepted intent in the database"] = {i: "answered 202, no row" for i in missing}
         r.invariants["no entry trimmed before its ack"] = lost

@@ -1,7 +1,9 @@
 """`pm demo`: drive a realistic mix of traffic through a running gateway and summarise what happened.
 
-Exit codes: 0 every intent reached a terminal state and ended as its scenario says; 1 some did not
-(each is listed), or the run could not finish; 2 bad options, no usable key, or the gateway does not
+Exit codes: 0 every intent reached a terminal state and ended as its scenario says, and the money adds
+up (wallets, and on the ledger: per ledger debits = credits, no wallet or merchant account below
+zero, the merchant's account as its intents say); 1 something did not (each is listed), or the run
+could not finish; 2 bad options, no usable key, or the gateway, the ledger or the users' door does not
 answer. The work itself is `pm_tools.demo`; this module reads options and prints.
 """
 
@@ -9,22 +11,28 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import msgspec
 import typer
 from rich.table import Table
 
-from pm_tools import demo, devenv
+from pm_tools import demo, devenv, ledger_ops
 from pm_tools.cli import common
 from pm_tools.cli.ledger_cmd import format_amount
 from pm_tools.devenv.demo_key import DemoKey
+from pm_tools.devenv.envfile import with_env_file
 
 DEFAULT_GATEWAY_PORT = 8080
+DEFAULT_FRONT_DOOR_PORT = 8000
+DEFAULT_AUTH_CENTER_PORT = 9203
 SHOWN_WALLETS = 6
 SHOWN_PROBLEMS = 20
 DEFAULT_WITHDRAWALS = 10
+PROXY_SECRET_VARIABLE = "PM_GATEWAY_PROXY_SECRET"
 
 
 def default_gateway(environ: dict[str, str] | None = None) -> str:
@@ -33,6 +41,54 @@ def default_gateway(environ: dict[str, str] | None = None) -> str:
     if env.get("PM_GATEWAY_URL"):
         return env["PM_GATEWAY_URL"]
     return f"http://127.0.0.1:{env.get('PM_GATEWAY_PORT') or DEFAULT_GATEWAY_PORT}"
+
+
+def _local(environ: Mapping[str, str], variable: str, port: int) -> str:
+    """This host at the port `variable` names (as `pm up` reads it), else `port`."""
+    return f"http://127.0.0.1:{environ.get(variable) or port}"
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url.rstrip("/") + "/healthz", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def resolve_door(
+    gateway: str, proxy_secret: str | None, front_door: str | None, auth_center: str | None
+) -> tuple[demo.Door | None, str | None]:
+    """How the users answer payment requests, and a note when the charges must be left out.
+
+    The proxy secret (`--proxy-secret`, `PM_GATEWAY_PROXY_SECRET`) goes straight to the gateway; else
+    the front door and the Auth Center (`--front-door`, `--auth-center`; by default those `pm up`
+    starts, when nginx is installed). `pm up` makes a proxy secret of its own run that nothing else
+    knows: without its front door, and unless the fleet was started with a secret given, nothing
+    can answer for a user, and the charges are left out (said in the summary's notes).
+    """
+    env = with_env_file()
+    secret = proxy_secret or env.get(PROXY_SECRET_VARIABLE)
+    if secret:
+        return demo.Door(gateway, proxy_secret=secret), None
+    door = demo.Door(
+        (front_door or _local(env, "PM_FRONT_DOOR_PORT", DEFAULT_FRONT_DOOR_PORT)).rstrip("/"),
+        auth_url=(auth_center or _local(env, "PM_AUTH_SANDBOX_PORT", DEFAULT_AUTH_CENTER_PORT)).rstrip("/"),
+    )
+    if front_door is None and not (_answers(door.url) and door.auth_url and _answers(door.auth_url)):
+        return None, (
+            f"charges left out: nothing answers for users (no front door at {door.url} with an Auth Center "
+            f"at {door.auth_url}; `make up` starts both when nginx is installed), and no --proxy-secret"
+        )
+    return door, None
+
+
+def resolve_ledger(database_url: str | None, ledger_url: str | None) -> str:
+    """The ledger to check: --ledger-url, else the embedded one in --database-url, else the settings'."""
+    config = common.settings() if not database_url or not ledger_url else None
+    try:
+        return ledger_ops.targets(database_url, ledger_url, config).ledger_url
+    except ValueError as exc:
+        common.fail(str(exc))
 
 
 def _key(key_file: Path | None, key_id: str | None, secret: str | None) -> DemoKey:
@@ -52,8 +108,7 @@ def _key(key_file: Path | None, key_id: str | None, secret: str | None) -> DemoK
         common.fail(f"cannot read the key file {path}: {exc}")
 
 
-def _tables(summary: demo.DemoSummary) -> list[Table]:
-    money = summary.currency
+def _intent_tables(summary: demo.DemoSummary) -> list[Table]:
     intents = Table(title=f"pm demo {summary.run_id}: intents by type and outcome")
     for column in ("type", "state", "failure code", "count"):
         intents.add_column(column, justify="right" if column == "count" else "left")
@@ -68,7 +123,11 @@ def _tables(summary: demo.DemoSummary) -> list[Table]:
         expected = demo.EXPECTED[scenario]
         mark = "ok" if (state, code or None) == expected else "UNEXPECTED"
         scenarios.add_row(scenario, " ".join(filter(None, expected)), got, str(count), mark)
+    return [intents, scenarios]
 
+
+def _figures(summary: demo.DemoSummary) -> Table:
+    money = summary.currency
     figures = Table(title="Money and timing", show_header=False)
     figures.add_column("figure")
     figures.add_column("value", justify="right")
@@ -87,7 +146,11 @@ def _tables(summary: demo.DemoSummary) -> list[Table]:
     for label, quantile in (("p50", 0.5), ("p95", 0.95)):
         value = summary.latency_ms(quantile)
         figures.add_row(f"latency {label} (accepted → terminal)", "-" if value is None else f"{value:.0f} ms")
+    return figures
 
+
+def _wallets(summary: demo.DemoSummary) -> Table:
+    money = summary.currency
     wallets = Table(title="Some wallets (ledger balance beside what the settled intents add up to)")
     for column in ("owner", "name", "funded", "available", "posted", "expected", ""):
         wallets.add_column(
@@ -106,7 +169,75 @@ def _tables(summary: demo.DemoSummary) -> list[Table]:
             format_amount(w.expected, money),
             "ok" if w.ok else "MISMATCH",
         )
-    return [intents, scenarios, figures, wallets]
+    return wallets
+
+
+def _merchant(summary: demo.DemoSummary, shop: demo.ShopSummary) -> Table:
+    money = summary.currency
+    table = Table(
+        title=f"The demo merchant {shop.merchant_id} (mini-app {shop.miniapp_id})", show_header=False
+    )
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    table.add_row("this run", shop.onboarding)
+    table.add_row(
+        "funded by the operator (settled ADJUSTMENT)",
+        format_amount(summary.moved_in("merchant-funding"), money),
+    )
+    table.add_row(
+        "credited to users (settled MINIAPP_CREDIT)", format_amount(summary.moved("MINIAPP_CREDIT"), money)
+    )
+    table.add_row(
+        "charged to users (settled MINIAPP_CHARGE)", format_amount(summary.moved("MINIAPP_CHARGE"), money)
+    )
+    commission = summary.fees_collected().get(demo.COMMISSION_RULE, 0)
+    table.add_row(f"commission paid ({demo.COMMISSION_RULE})", format_amount(commission, money))
+    m = summary.ledger.merchant if summary.ledger is not None else None
+    if m is None:
+        table.add_row("its account", "not read (no ledger check)")
+    else:
+        table.add_row("its account before the run", format_amount(m.before or 0, money))
+        table.add_row("its account after the run", "-" if m.after is None else format_amount(m.after, money))
+        expected = format_amount((m.before or 0) + m.moved, money)
+        table.add_row("what its settled intents leave on it", f"{expected} {'ok' if m.ok else 'MISMATCH'}")
+    return table
+
+
+def _ledger(check: demo.LedgerCheck) -> Table:
+    table = Table(title=f"The ledger ({check.where}): sum of every account per ledger")
+    for column in (
+        "ledger",
+        "accounts",
+        "debits posted",
+        "credits posted",
+        "debits pending",
+        "credits pending",
+        "",
+    ):
+        table.add_column(column, justify="left" if column in ("ledger", "") else "right")
+    for t in check.totals:
+        table.add_row(
+            f"{t.currency} ({t.ledger})",
+            str(t.accounts),
+            format_amount(t.debits_posted, t.currency),
+            format_amount(t.credits_posted, t.currency),
+            format_amount(t.debits_pending, t.currency),
+            format_amount(t.credits_pending, t.currency),
+            "sum zero" if t.balanced else "UNBALANCED",
+        )
+    held = ", ".join(f"{n} {what}s" for what, n in check.checked.items())
+    below = f"{len(check.below_zero)} below zero" if check.below_zero else "none below zero"
+    table.caption = f"held to zero or more: {held}; {below}"
+    return table
+
+
+def _tables(summary: demo.DemoSummary) -> list[Table]:
+    tables = [*_intent_tables(summary), _figures(summary), _wallets(summary)]
+    if summary.shop is not None:
+        tables.append(_merchant(summary, summary.shop))
+    if summary.ledger is not None:
+        tables.append(_ledger(summary.ledger))
+    return tables
 
 
 GatewayUrl = Annotated[
@@ -151,6 +282,69 @@ Withdrawals = Annotated[
         "and its sandbox, which `pm up` runs).",
     ),
 ]
+Credits = Annotated[
+    int, typer.Option("--credits", min=0, help="MINIAPP_CREDITs from the demo merchant to funded users.")
+]
+Charges = Annotated[
+    int,
+    typer.Option(
+        "--charges",
+        min=0,
+        help="Payment requests of the demo merchant that users answer at /v1/me (from 4 on: one from an "
+        "empty wallet, one declined, one over the mini-app's cap). Need --proxy-secret or a front door.",
+    ),
+]
+ProxySecret = Annotated[
+    str | None,
+    typer.Option(
+        "--proxy-secret",
+        envvar=PROXY_SECRET_VARIABLE,
+        show_envvar=True,
+        show_default=False,
+        help="The gateway's front-door secret: answer for users at the gateway's /v1/me directly.",
+    ),
+]
+FrontDoor = Annotated[
+    str | None,
+    typer.Option(
+        "--front-door",
+        metavar="URL",
+        show_default=False,
+        help="The front door (nginx) users go through, without --proxy-secret; default "
+        "http://127.0.0.1:PM_FRONT_DOOR_PORT (8000), used when it answers.",
+    ),
+]
+AuthCenter = Annotated[
+    str | None,
+    typer.Option(
+        "--auth-center",
+        metavar="URL",
+        show_default=False,
+        help="The Auth Center that gives users their tokens for the front door; default "
+        "http://127.0.0.1:PM_AUTH_SANDBOX_PORT (9203).",
+    ),
+]
+DatabaseUrl = Annotated[str | None, common.database_url_option("the embedded ledger the money check reads")]
+LedgerUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--ledger-url",
+        metavar="URL",
+        envvar="PM_LEDGER_URL",
+        show_envvar=True,
+        show_default=False,
+        help="The ledger the money check reads (tigerbeetle://… or embedded+postgresql://…); default the "
+        "embedded one in the database.",
+    ),
+]
+NoLedgerCheck = Annotated[
+    bool,
+    typer.Option(
+        "--no-ledger-check",
+        help="Skip the ledger check (per ledger debits = credits, no wallet or merchant account below "
+        "zero, the merchant's account): for a gateway whose ledger this machine cannot read.",
+    ),
+]
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
 
 
@@ -165,19 +359,32 @@ def demo_command(
     concurrency: Concurrency = 16,
     seed: Seed = None,
     withdrawals: Withdrawals = None,
+    credits: Credits = 8,  # noqa: A002 - the option's name
+    charges: Charges = 12,
+    proxy_secret: ProxySecret = None,
+    front_door: FrontDoor = None,
+    auth_center: AuthCenter = None,
+    database_url: DatabaseUrl = None,
+    ledger_url: LedgerUrl = None,
+    no_ledger_check: NoLedgerCheck = False,
     json_output: JsonOutput = False,
 ) -> None:
     """Open wallets, fund them, install demo fee rules and send P2P payments (some bound to fail),
-    and PromptPay withdrawals (one in eight to a number PromptPay does not know).
+    PromptPay withdrawals (one in eight to a number PromptPay does not know), and the demo merchant's
+    business: its credits to users, and charges the users confirm (or decline) at /v1/me.
 
     Every intent goes through the gateway over signed HTTP and is followed to its terminal state;
-    then the summary: intents by outcome, fees, money moved, throughput, latency and some balances.
-    Wallets are new each run (demo-<run>-<n>); the fee rules demo-p2p-pre and demo-p2p-post get a
-    new version each run and only price payments between demo-… wallets.
+    then the summary: intents by outcome, fees, money moved, throughput, latency, some balances, the
+    merchant's account, and the ledger's own sums (per ledger zero; no wallet or merchant account
+    below zero). Wallets are new each run (demo-<run>-<n>); the merchant pm-demo-shop and its mini-app
+    pm-demo-app are onboarded once and found again; the fee rules demo-p2p-pre, demo-p2p-post and
+    demo-miniapp-commission get a new version each run and price only the demo's own traffic.
     """
     key = _key(key_file, key_id, secret)
     url = (gateway or default_gateway()).rstrip("/")
     money = currency.upper()
+    door, note = resolve_door(url, proxy_secret, front_door, auth_center) if charges else (None, None)
+    ledger = None if no_ledger_check else resolve_ledger(database_url, ledger_url)
     options = demo.DemoOptions(
         users=users,
         payments=payments,
@@ -187,11 +394,19 @@ def demo_command(
         withdrawals=withdrawals
         if withdrawals is not None
         else (DEFAULT_WITHDRAWALS if money == "THB" else 0),
+        credits=credits,
+        charges=charges if door is not None else 0,
     )
     try:
-        summary = asyncio.run(demo.run_demo(url, key.key_id, key.secret, options))
+        summary = asyncio.run(
+            demo.run_demo(url, key.key_id, key.secret, options, door=door, ledger_url=ledger)
+        )
     except demo.DemoError as exc:
         common.fail(str(exc), exc.exit_code)
+    if note is not None:
+        summary.notes.insert(0, note)
+    if no_ledger_check:
+        summary.notes.append("ledger check skipped (--no-ledger-check): the merchant's account was not read")
     _report(summary, json_output)
 
 
@@ -202,16 +417,24 @@ def _report(summary: demo.DemoSummary, json_output: bool) -> None:
     else:
         for table in _tables(summary):
             common.print_table(table)
+    for line in summary.notes:
+        common.warn(f"note: {line}")
     if summary.problems:
         for problem in summary.problems[:SHOWN_PROBLEMS]:
             common.warn(f"  {problem}")
         if len(summary.problems) > SHOWN_PROBLEMS:
             common.warn(f"  … and {len(summary.problems) - SHOWN_PROBLEMS} more")
         common.fail(
-            f"{len(summary.problems)} intent(s) or wallet(s) did not end as expected (listed above)",
+            f"{len(summary.problems)} intent(s) or balance(s) did not end as expected (listed above)",
             common.EXIT_FAILED,
         )
     if not json_output:
+        checked = (
+            "; per ledger debits = credits, no wallet or merchant account below zero"
+            if summary.ledger is not None
+            else ""
+        )
         common.out.print(
-            f"ok: all {len(summary.outcomes)} intents terminal and as expected; balances match", markup=False
+            f"ok: all {len(summary.outcomes)} intents terminal and as expected; balances match{checked}",
+            markup=False,
         )

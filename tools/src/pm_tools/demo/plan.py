@@ -1,6 +1,6 @@
 """What `pm demo` sends and what each intent must end as: its options, wallets, scenarios and the
 demo fee rules (which only price payments between `demo-…` wallets, so other traffic is never
-charged by them)."""
+charged by them). The demo merchant's part of the plan is `pm_tools.demo.merchant`."""
 
 from __future__ import annotations
 
@@ -28,7 +28,22 @@ _DEMO_PAYER = f'intent.source.kind == "user" && intent.source.id.startsWith("{DE
 _DEMO_PAYEE = f'intent.target.kind == "user" && intent.target.id.startsWith("{DEMO_PREFIX}")'
 _DEMO_ONLY = f"{_DEMO_PAYER} && {_DEMO_PAYEE}"
 
-Scenario = Literal["funding", "settles", "unfunded-payer", "no-payee-wallet", "withdrawal", "refused-payee"]
+Scenario = Literal[
+    "funding",
+    "settles",
+    "unfunded-payer",
+    "no-payee-wallet",
+    "withdrawal",
+    "refused-payee",
+    "merchant-funding",
+    "credit",
+    "charge",
+    "charge-unfunded",
+    "declined",
+    "over-cap",
+]
+REFUSED = "REFUSED"
+"""The state of an expected refusal: the gateway said no (its problem code is the failure code)."""
 # What each scenario must end as: (state, failure code).
 EXPECTED: dict[str, tuple[str, str | None]] = {
     "funding": ("SETTLED", None),
@@ -39,6 +54,16 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
     # is one the sandbox's registry does not know (its magic values: see docs/psp.md).
     "withdrawal": ("SETTLED", None),
     "refused-payee": ("FAILED", "PAYEE_INVALID"),
+    # The demo merchant: funded by the operator, it credits funded users through its mini-app, and
+    # charges users who confirm its payment requests at /v1/me (it pays a commission on each charge).
+    "merchant-funding": ("SETTLED", None),
+    "credit": ("SETTLED", None),
+    "charge": ("SETTLED", None),
+    "charge-unfunded": ("FAILED", "INSUFFICIENT_FUNDS"),
+    # A request the user declines makes no intent (and confirming it afterwards is refused, 409).
+    "declined": ("DECLINED", None),
+    # A request for more than the mini-app's cap on one charge is refused when the merchant asks.
+    "over-cap": (REFUSED, "over_miniapp_cap"),
 }
 UNKNOWN_PROXY = "0812345404"
 # Mobile numbers the IPPS sandbox refuses at inquiry: a demo payee must not end so by chance.
@@ -79,6 +104,12 @@ class DemoOptions:
     withdrawals: int = 0
     """PromptPay withdrawals from funded wallets (THB only; they need adapter-ipps and its sandbox,
     which `pm up` runs); about one in eight goes to a mobile number PromptPay does not know."""
+    credits: int = 0
+    """MINIAPP_CREDITs from the demo merchant to funded wallets (its own key)."""
+    charges: int = 0
+    """Payment requests of the demo merchant that users answer at /v1/me (a way to answer for them is
+    needed: `pm_tools.demo.door`). From four on, one is from an unfunded wallet (INSUFFICIENT_FUNDS),
+    one is declined and one asks more than the mini-app's cap (refused); the others settle."""
 
     def check(self) -> None:
         """Raise DemoError (exit 2) for options the demo cannot run with."""
@@ -96,6 +127,13 @@ class DemoOptions:
             raise DemoError("--withdrawals must be 0 or more", 2)
         if self.withdrawals and self.currency != "THB":
             raise DemoError("PromptPay withdrawals pay THB: use --currency THB or --withdrawals 0", 2)
+        if self.credits < 0 or self.charges < 0:
+            raise DemoError("--credits and --charges must be 0 or more", 2)
+
+    @property
+    def merchant(self) -> bool:
+        """Whether the run has merchant traffic (and so onboards the demo merchant)."""
+        return bool(self.credits or self.charges)
 
 
 @dataclass(frozen=True)
@@ -106,16 +144,24 @@ class User:
 
 
 @dataclass(frozen=True)
+class Merchant:
+    """A merchant party: the demo merchant, paying its credits and paid by its charges."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True)
 class Planned:
     """One intent the demo sends, and what it must end as."""
 
     key: str
     """Its idempotency key."""
     scenario: Scenario
-    type: Literal["P2P", "ADJUSTMENT", "PROMPTPAY_WITHDRAWAL"]
+    type: Literal["P2P", "ADJUSTMENT", "PROMPTPAY_WITHDRAWAL", "MINIAPP_CREDIT", "MINIAPP_CHARGE"]
     amount: int
-    payer: User | None  # None: the operator (funding)
-    payee: User | None  # None: a PromptPay mobile number (`proxy`)
+    payer: User | Merchant | None  # None: the operator (funding)
+    payee: User | Merchant | None  # None: a PromptPay mobile number (`proxy`)
     comment: str = ""
     proxy: str | None = None
 
@@ -262,8 +308,9 @@ def funding(
     """One ADJUSTMENT per funded user: what its payments need with fees, and some to spare."""
     needs: Counter[str] = Counter()
     for p in payments:
-        if p.payer is not None and p.payer.funded:
-            # The demo's fee rules price P2P payments only.
+        # What a funded user pays (a request declined or refused moves nothing).
+        if isinstance(p.payer, User) and p.payer.funded and p.expected[0] in api.TERMINAL_STATES:
+            # The demo's fee rules price P2P payments only (the merchant pays its own commission).
             fees = sum(demo_fees(p.amount).values()) if p.type == "P2P" else 0
             needs[p.payer.id] += p.amount + fees
     return [

@@ -1,5 +1,7 @@
-"""`pm demo`'s conversation with the gateway: signed HTTP only, every intent followed to its terminal
-state, and the run that puts it together (`run_demo`)."""
+"""`pm demo`'s conversation with the gateway: signed HTTP (the admin key, and the demo merchant's for
+its credits and payment requests), the users' answers to payment requests at /v1/me
+(`pm_tools.demo.door`), every intent followed to its terminal state, and the run that puts it
+together (`run_demo`), checked at the end against the ledger itself (`pm_tools.demo.ledger_check`)."""
 
 from __future__ import annotations
 
@@ -8,25 +10,41 @@ import random
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar, cast
 
 import httpx
 import msgspec
 
-from pm_client import api
+from pm_client import api, merchant_api
 from pm_client.client import PMAuth, PMClient, PMError
+from pm_tools.demo.door import Door, DoorClient
 from pm_tools.demo.errors import DemoError, GatewayUnavailableError
-from pm_tools.demo.plan import DemoOptions, Planned, User, fee_rules, funding, plan
-from pm_tools.demo.summary import DemoSummary, Outcome, WalletCheck, expected_balances, problems
+from pm_tools.demo.ledger_check import LedgerCheck, LedgerReader, MerchantCheck, merchant_account
+from pm_tools.demo.merchant import DEMO_MERCHANT, SHOP, commission_rule, merchant_funding, merchant_plan
+from pm_tools.demo.plan import REFUSED, DemoOptions, Merchant, Planned, User, fee_rules, funding, plan
+from pm_tools.demo.shop import ShopKeys, open_shop
+from pm_tools.demo.summary import (
+    DemoSummary,
+    Outcome,
+    WalletCheck,
+    expected_balances,
+    party_moves,
+    problems,
+)
 
 T = TypeVar("T")
 
 
-def _body(p: Planned, currency: str) -> api.CreateIntent:
-    source: api.Party = api.OperatorParty() if p.payer is None else api.UserParty(id=p.payer.id)
+def _party(party: User | Merchant) -> api.Party:
+    return api.MerchantParty(id=party.id) if isinstance(party, Merchant) else api.UserParty(id=party.id)
+
+
+def _body(p: Planned, currency: str, miniapp_id: str | None = None) -> api.CreateIntent:
+    source: api.Party = api.OperatorParty() if p.payer is None else _party(p.payer)
     target: api.Party
     if p.payee is not None:
-        target, to_name = api.UserParty(id=p.payee.id), p.payee.name
+        target, to_name = _party(p.payee), p.payee.name
     else:
         assert p.proxy is not None, "a withdrawal names its PromptPay number"
         target, to_name = (
@@ -43,6 +61,18 @@ def _body(p: Planned, currency: str) -> api.CreateIntent:
         to_name=to_name,
         comment=p.comment or None,
         metadata={"demo": "pm demo"},
+        miniapp_id=miniapp_id if p.type.startswith("MINIAPP_") else None,
+    )
+
+
+def _payment_request(p: Planned, currency: str, miniapp_id: str) -> merchant_api.CreatePaymentRequest:
+    assert isinstance(p.payer, User), "a charge is paid by a user"
+    return merchant_api.CreatePaymentRequest(
+        miniapp_id=miniapp_id,
+        user_id=p.payer.id,
+        amount=p.amount,
+        currency=cast(api.Currency, currency),
+        description=p.comment,
     )
 
 
@@ -90,6 +120,17 @@ class Demo:
         self.client = client
         self.admin = admin
         self.options = options
+        self.shop: ShopKeys | None = None
+        self.merchant: PMClient | None = None
+        """Signed with the demo merchant's key (its credits and payment requests)."""
+        self.door: DoorClient | None = None
+        self.notes: list[str] = []
+
+    async def aclose(self) -> None:
+        if self.merchant is not None:
+            await self.merchant.aclose()
+        if self.door is not None:
+            await self.door.aclose()
 
     async def preflight(self) -> None:
         """The gateway answers /readyz with 200, else GatewayUnavailableError."""
@@ -122,9 +163,9 @@ class Demo:
                 raise DemoError(f"wallet {user.id} still not open after {self.options.wait_s:.0f}s")
             await asyncio.sleep(0.2)
 
-    async def install_fee_rules(self) -> None:
+    async def install_fee_rules(self, rules: Sequence[api.FeeRuleIn]) -> None:
         encoder = msgspec.json.Encoder()
-        for rule in fee_rules():
+        for rule in rules:
             try:
                 response = await self.admin.post(
                     "/v1/admin/fee-rules",
@@ -137,15 +178,50 @@ class Demo:
                 problem = PMError(response.status_code, _problem(response))
                 raise _refused(problem)
 
+    async def open_shop(self, run_id: str, door: Door | None, user: str) -> ShopKeys:
+        """The demo merchant set up (`pm_tools.demo.shop`), its key's client, and the door for charges."""
+        shop, notes = await open_shop(self.client, self.admin, run_id, self.options.wait_s)
+        self.shop, self.notes = shop, self.notes + notes
+        transport = httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=self.options.concurrency + 4)
+        )
+        self.merchant = PMClient(str(self.admin.base_url), shop.key_id, shop.secret, transport=transport)
+        if self.options.charges:
+            assert door is not None, "DemoOptions with charges need a door"
+            self.door = DoorClient(door)
+            await self.door.preflight(user)
+        return shop
+
     async def send(self, outcome: Outcome) -> None:
-        """Submit one intent and wait until it is terminal (or `wait_s` passes)."""
+        """Submit one intent and wait until it is terminal (or `wait_s` passes); a charge is the
+        merchant's payment request and the user's answer (`charge`)."""
         p = outcome.planned
+        if p.type == "MINIAPP_CHARGE":
+            await self.charge(outcome)
+            return
+        merchant = p.type == "MINIAPP_CREDIT"
+        client = self.merchant if merchant else self.client
+        assert client is not None and (self.shop is not None or not merchant), "the merchant is set up first"
+        miniapp_id = self.shop.summary.miniapp_id if self.shop is not None else None
         try:
-            created = await self.client.create_intent(_body(p, self.options.currency), idempotency_key=p.key)
-            intent = await self.client.wait_intent(created.id, timeout=self.options.wait_s)
+            created = await client.create_intent(
+                _body(p, self.options.currency, miniapp_id), idempotency_key=p.key
+            )
         except PMError as exc:
-            if exc.status in (401, 403):
+            if exc.status in (401, 403) and not merchant:
                 raise _refused(exc) from exc
+            outcome.error = str(exc)
+            return
+        except httpx.TransportError as exc:
+            outcome.error = f"{type(exc).__name__}: {exc}"
+            return
+        await self.follow(client, created.id, outcome)
+
+    async def follow(self, client: PMClient, intent_id: str, outcome: Outcome) -> None:
+        """Wait for the intent to be terminal (or `wait_s` to pass) and note it on `outcome`."""
+        try:
+            intent = await client.wait_intent(intent_id, timeout=self.options.wait_s)
+        except PMError as exc:
             outcome.error = str(exc)
             return
         except httpx.TransportError as exc:
@@ -156,6 +232,56 @@ class Demo:
             outcome.latency_s = _latency(intent)
         else:
             outcome.error = f"still {intent.status} after {self.options.wait_s:.0f}s"
+
+    async def charge(self, outcome: Outcome) -> None:
+        """The merchant asks the user to pay; the user confirms (or declines) at /v1/me; the charge
+        the confirmation makes is followed to its end. A request over the cap is refused outright."""
+        p = outcome.planned
+        assert self.merchant is not None and self.shop is not None and self.door is not None
+        request = _payment_request(p, self.options.currency, self.shop.summary.miniapp_id)
+        try:
+            asked = await self.merchant.create_payment_request(request, idempotency_key=p.key)
+        except PMError as exc:
+            code = exc.problem.code if exc.problem is not None else None
+            if p.expected == (REFUSED, code):
+                outcome.refused = code
+            else:
+                outcome.error = str(exc)
+            return
+        except httpx.TransportError as exc:
+            outcome.error = f"{type(exc).__name__}: {exc}"
+            return
+        outcome.request = asked
+        try:
+            if p.scenario == "declined":
+                await self.decline(outcome, asked)
+                return
+            confirmed = await self.door.confirm(request.user_id, asked.id)
+        except httpx.TransportError as exc:
+            outcome.error = f"{type(exc).__name__}: {exc} (answering {asked.id})"
+            return
+        if confirmed.status_code != 202:
+            outcome.error = f"HTTP {confirmed.status_code} {confirmed.text[:200]} (confirming {asked.id})"
+            return
+        charge = msgspec.json.decode(confirmed.content, type=api.Intent)
+        await self.follow(self.merchant, charge.id, outcome)
+
+    async def decline(self, outcome: Outcome, asked: merchant_api.PaymentRequest) -> None:
+        """The user declines; a confirmation afterwards must be refused (409 payment_request_declined)."""
+        assert self.door is not None and isinstance(outcome.planned.payer, User)
+        user = outcome.planned.payer.id
+        declined = await self.door.decline(user, asked.id)
+        if declined.status_code != 200:
+            outcome.error = f"HTTP {declined.status_code} {declined.text[:200]} (declining {asked.id})"
+            return
+        outcome.request = msgspec.json.decode(declined.content, type=merchant_api.PaymentRequest)
+        again = await self.door.confirm(user, asked.id)
+        problem = _problem(again)
+        if (again.status_code, problem.code if problem else None) != (409, "payment_request_declined"):
+            outcome.error = (
+                f"confirming the declined request {asked.id} answered {again.status_code} "
+                f"{again.text[:200]}, not 409 payment_request_declined"
+            )
 
     async def wallet(self, user: User, expected: int) -> WalletCheck:
         try:
@@ -187,17 +313,95 @@ def _problem(response: httpx.Response) -> api.Problem | None:
         return None
 
 
-async def run_demo(gateway: str, key_id: str, secret: str, options: DemoOptions) -> DemoSummary:
+@dataclass(frozen=True)
+class Planning:
+    """What one run sends: its users, the fundings (sent first) and the rest, in sending order."""
+
+    run_id: str
+    users: list[User]
+    fundings: list[Planned]
+    payments: list[Planned]
+
+    @classmethod
+    def of(cls, options: DemoOptions) -> Planning:
+        run_id = options.run_id or secrets.token_hex(3)
+        rng = random.Random(options.seed)
+        users, payments, _ghost = plan(options, run_id, rng)
+        if options.merchant:
+            payments += merchant_plan(options, run_id, rng, users)
+        fundings = funding(users, payments, run_id, rng)
+        if options.merchant:
+            fundings.append(merchant_funding(payments, run_id, rng))
+        return cls(run_id, users, fundings, payments)
+
+
+async def _run(demo: Demo, planning: Planning, door: Door | None, reader: LedgerReader | None) -> DemoSummary:
+    """The run itself, once the gateway (and the ledger, when checked) answered."""
+    options = demo.options
+    rules = fee_rules() + ([commission_rule()] if options.merchant else [])
+    await demo.install_fee_rules(rules)
+    rules_at = time.monotonic()
+    await _bounded(options.concurrency, planning.users, demo.open_wallet)
+    shop, before = None, None
+    if options.merchant:
+        shop = await demo.open_shop(planning.run_id, door, planning.users[0].id)
+        if reader is not None:
+            before, _ = await reader.balance(merchant_account(DEMO_MERCHANT, options.currency))
+    funded = [Outcome(p) for p in planning.fundings]
+    await _bounded(options.concurrency, funded, demo.send)
+    await asyncio.sleep(max(0.0, rules_at + options.rules_settle_s - time.monotonic()))
+    paid = [Outcome(p) for p in planning.payments]
+    started = time.monotonic()
+    await _bounded(options.concurrency, paid, demo.send)
+    payments_s = time.monotonic() - started
+    outcomes = funded + paid
+    expected = expected_balances(planning.users, outcomes)
+    wallets = [await demo.wallet(u, expected[u.id]) for u in planning.users]
+    ledger: LedgerCheck | None = None
+    if reader is not None:
+        ledger = await reader.check()
+        if shop is not None:
+            account = merchant_account(DEMO_MERCHANT, options.currency)
+            after, pending = await reader.balance(account)
+            moved = party_moves(outcomes)[SHOP.id]
+            ledger.merchant = MerchantCheck(
+                DEMO_MERCHANT, options.currency, account, before, after, pending, moved
+            )
+    return DemoSummary(
+        planning.run_id,
+        options.currency,
+        planning.users,
+        outcomes,
+        wallets,
+        payments_s,
+        problems(outcomes, wallets, ledger),
+        shop=shop.summary if shop is not None else None,
+        ledger=ledger,
+        notes=list(demo.notes),
+    )
+
+
+async def run_demo(
+    gateway: str,
+    key_id: str,
+    secret: str,
+    options: DemoOptions,
+    *,
+    door: Door | None = None,
+    ledger_url: str | None = None,
+) -> DemoSummary:
     """One demo run against the gateway at `gateway`, signed with an admin key.
 
-    Raises GatewayUnavailableError when nothing answers there, DemoError when the run cannot go on
-    (the key is refused, a wallet does not open); otherwise returns the summary, problems included.
+    `door` is how the users answer the merchant's payment requests (needed when `options.charges`);
+    `ledger_url` (TigerBeetle or `embedded+postgresql://…`), when given, is read at the end for the
+    money check (`pm_tools.demo.ledger_check`). Raises GatewayUnavailableError when nothing answers at
+    the gateway, DemoError when the run cannot go on (the key is refused, a wallet does not open, the
+    ledger or the door cannot be reached); otherwise returns the summary, problems included.
     """
     options.check()
-    run_id = options.run_id or secrets.token_hex(3)
-    rng = random.Random(options.seed)
-    users, payments, _ghost = plan(options, run_id, rng)
-    fundings = funding(users, payments, run_id, rng)
+    if options.charges and door is None:
+        raise DemoError("charges need a way to answer for the users (a front door or the proxy secret)", 2)
+    planning = Planning.of(options)
     # A connection per worker, so none waits for the pool while the others long-poll.
     transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=options.concurrency + 4))
     async with (
@@ -206,19 +410,10 @@ async def run_demo(gateway: str, key_id: str, secret: str, options: DemoOptions)
     ):
         demo = Demo(client, admin, options)
         await demo.preflight()
-        await demo.install_fee_rules()
-        rules_at = time.monotonic()
-        await _bounded(options.concurrency, users, demo.open_wallet)
-        funded = [Outcome(p) for p in fundings]
-        await _bounded(options.concurrency, funded, demo.send)
-        await asyncio.sleep(max(0.0, rules_at + options.rules_settle_s - time.monotonic()))
-        paid = [Outcome(p) for p in payments]
-        started = time.monotonic()
-        await _bounded(options.concurrency, paid, demo.send)
-        payments_s = time.monotonic() - started
-        outcomes = funded + paid
-        expected = expected_balances(users, outcomes)
-        wallets = [await demo.wallet(u, expected[u.id]) for u in users]
-    return DemoSummary(
-        run_id, options.currency, users, outcomes, wallets, payments_s, problems(outcomes, wallets)
-    )
+        reader = await LedgerReader.open(ledger_url) if ledger_url is not None else None
+        try:
+            return await _run(demo, planning, door, reader)
+        finally:
+            await demo.aclose()
+            if reader is not None:
+                await reader.close()
