@@ -255,6 +255,8 @@ class Manifests:
     POD_NAME: ClassVar[str] = "pod-name-from-the-downward-api"
     """What a `fieldRef` to `metadata.name` stands for."""
     VALID_KEY: ClassVar[str] = base64.b64encode(bytes(range(32))).decode()
+    VALID_PROXY_SECRET: ClassVar[str] = "an-operators-proxy-secret-of-32-characters"
+    """Stands in for the operator's PM_GATEWAY_PROXY_SECRET (the committed Secret's is a placeholder)."""
     """Stands in for the operator's PM_KEY_ENCRYPTION_KEY: the committed Secret holds a placeholder."""
     LOADERS: ClassVar[dict[str, Callable[[Mapping[str, str]], ServiceSettings]]] = {
         m.name: importlib.import_module(f"{m.module}.settings").load for m in fleet.SERVICES
@@ -352,6 +354,8 @@ class Manifests:
         env = self.container_env(self.container(self.one("Deployment", name)))
         if "PM_KEY_ENCRYPTION_KEY" in env:
             env["PM_KEY_ENCRYPTION_KEY"] = self.VALID_KEY
+        if "PM_GATEWAY_PROXY_SECRET" in env:
+            env["PM_GATEWAY_PROXY_SECRET"] = self.VALID_PROXY_SECRET
         return env
 
     def settings(self, name: str) -> ServiceSettings:

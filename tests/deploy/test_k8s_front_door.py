@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
-import msgspec
 import pytest
 import yaml
 
@@ -113,6 +112,8 @@ def _servers(text: str) -> dict[int, str]:
     """Each `server { … }` of the http context by the port it listens on."""
     found: dict[int, str] = {}
     for head, body in _parse(_block(text, "http"))[1]:
+        if head.startswith("upstream "):
+            continue
         assert head == "server", head
         (listen,) = [d for d in _directives(body) if d.startswith("listen ")]
         found[int(listen.split()[1].rsplit(":", 1)[-1])] = body
@@ -201,7 +202,8 @@ def test_the_proxy_secret_comes_from_the_secret_key_the_gateway_reads(manifests:
     assert door["valueFrom"] == gateway["valueFrom"]
     assert set(door["valueFrom"]) == {"secretKeyRef"}
     secret = manifests.container_env(manifests.container(_deployment(manifests)))["PM_PROXY_SECRET"]
-    assert secret and msgspec.structs.asdict(manifests.settings("gateway"))["proxy_secret"] == secret
+    gateway_env = manifests.container_env(manifests.container(manifests.one("Deployment", "gateway")))
+    assert secret and gateway_env["PM_GATEWAY_PROXY_SECRET"] == secret
     for config_map in manifests.all("ConfigMap"):
         assert not [k for k in config_map["data"] if "SECRET" in k], manifests.id(config_map)
 
@@ -312,7 +314,11 @@ def _localize(tmp: Path, *, auth_url: str, gateway_url: str) -> Local:
     text = _envsubst(TEMPLATE.read_text(), {"PM_AUTH_CENTER_VERIFY_URL": auth_url, "PM_PROXY_SECRET": SECRET})
     local = Local(tmp / "nginx.conf", tmp, free_port(), free_port())
     for old, new in [
-        (frontdoor.KUBERNETES.gateway_url, gateway_url),
+        # The gateway is named once, as the upstream's server.
+        (
+            f"server {frontdoor.KUBERNETES.gateway_url.removeprefix('http://')};",
+            f"server {gateway_url.removeprefix('http://')};",
+        ),
         (f"listen {frontdoor.KUBERNETES.listen};", f"listen 127.0.0.1:{local.port};"),
         (f"listen {frontdoor.KUBERNETES_PROBE_PORT};", f"listen 127.0.0.1:{local.probe_port};"),
         (f" {frontdoor.KUBERNETES_RUNTIME_DIR}/", f" {tmp}/"),

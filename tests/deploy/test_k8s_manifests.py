@@ -138,6 +138,14 @@ def test_the_gateway_refuses_to_start_with_the_placeholder_key(manifests: Manife
         manifests.LOADERS[fleet.GATEWAY.name](env)
 
 
+def test_the_gateway_refuses_to_start_with_the_placeholder_proxy_secret(manifests: Manifests) -> None:
+    # Whoever knows the proxy secret speaks for any user: the committed placeholder must not serve.
+    env = manifests.container_env(manifests.container(manifests.one("Deployment", fleet.GATEWAY.name)))
+    env["PM_KEY_ENCRYPTION_KEY"] = manifests.VALID_KEY
+    with pytest.raises(SettingsError, match="PM_GATEWAY_PROXY_SECRET"):
+        manifests.LOADERS[fleet.GATEWAY.name](env)
+
+
 def test_secrets_reach_only_the_services_that_need_them(manifests: Manifests) -> None:
     for deployment in manifests.all("Deployment"):
         container = manifests.container(deployment)
