@@ -24,6 +24,7 @@ import json
 import uuid
 from typing import get_args
 
+import asyncpg
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -34,6 +35,7 @@ from pm_gateway.auth import Caller, refuse
 from pm_gateway.ids import uuid7
 from pm_gateway.problems import ProblemError
 from pm_shared.keys.store import Permissions
+from pm_shared.merchants import miniapps
 
 FRONT_DOOR_KEY_ID = "pk_" + "0" * 24
 """The key end users' intents are kept under (migration 0015): inactive for ever, it never signs."""
@@ -117,39 +119,40 @@ async def decline(request: Request) -> Response:
     return web.json(answer)
 
 
-async def _merchant_caller(request: Request, key_id: str, *, active: bool) -> Caller:
+def _merchant_caller(row: asyncpg.Record, *, active: bool) -> Caller:
     """The merchant's key as the charge's submitter; `active`: refuse it (403) once deactivated."""
-    d = web.deps(request)
-    async with d.pool.acquire() as conn:
-        key = await conn.fetchrow(q.SELECT_KEY_PERMISSIONS, key_id)
+    key = None if row["merchant_key"] is None else json.loads(row["merchant_key"])
     if key is None or (active and key["status"] != "active"):
         raise refuse(403, "merchant_inactive", "the merchant no longer takes payments")
-    return Caller(key_id, Permissions.from_json(key["permissions"]))
+    return Caller(row["key_id"], Permissions.from_json(key["permissions"]))
 
 
 async def confirm(request: Request) -> Response:
     d = web.deps(request)
     request_id: uuid.UUID = web.inputs(request).params["request_id"]
     user = _user(request)
+    # One connection, two statements before the intent's insert: the request with its merchant's key
+    # and mini-app, then (for a first confirmation) the update that takes the answer.
     async with d.pool.acquire() as conn:
-        row = await conn.fetchrow(q.SELECT_PAYMENT_REQUEST, request_id)
-    if row is None or row["user_id"] != user:
-        raise _not_found()
-    shown: str = row["shown"]
-    if shown in ("DECLINED", "EXPIRED"):
-        raise ProblemError(409, f"payment_request_{shown.lower()}", f"the payment request is {shown}")
-    intent_id = row["intent_id"]
-    # A request confirmed already names its intent: a repeat finds (or finishes) that one, even if the
-    # merchant was deactivated since; a new confirmation needs an active merchant.
-    caller = await _merchant_caller(request, row["key_id"], active=intent_id is None)
-    body = payment_requests.charge_of(row)
-    if intent_id is None:
-        async with d.pool.acquire() as conn:
-            await merchant_access.check(conn, caller, body)
+        row = await conn.fetchrow(q.SELECT_CONFIRMATION, request_id)
+        if row is None or row["user_id"] != user:
+            raise _not_found()
+        shown: str = row["shown"]
+        if shown in ("DECLINED", "EXPIRED"):
+            raise ProblemError(409, f"payment_request_{shown.lower()}", f"the payment request is {shown}")
+        intent_id = row["intent_id"]
+        # A request confirmed already names its intent: a repeat finds (or finishes) that one, even if
+        # the merchant was deactivated since; a new confirmation needs an active merchant.
+        caller = _merchant_caller(row, active=intent_id is None)
+        body = payment_requests.charge_of(row)
+        if intent_id is None:
+            app = None if row["miniapp"] is None else miniapps.from_json(row["miniapp"])
+            merchant_access.allowed(caller, body, app)
             # The intent's id is minted here, once: whichever confirmation wins names it.
             confirmed = await conn.fetchrow(q.CONFIRM_PAYMENT_REQUEST, request_id, user, uuid7())
-        if confirmed is None:  # expired or answered meanwhile: say what it is now
-            return await confirm(request)
-        intent_id = confirmed["intent_id"]
+            if confirmed is not None:
+                intent_id = confirmed["intent_id"]
+    if intent_id is None:  # expired or answered meanwhile: say what it is now
+        return await confirm(request)
     key = payment_requests.intent_key(request_id)
     return await intents.submit(request, caller, key, body, intent_id=intent_id, links=LINKS)

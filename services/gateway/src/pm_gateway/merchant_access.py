@@ -44,6 +44,16 @@ async def check(conn: Conn, caller: Caller, request: CreateIntent) -> None:
         app = await miniapps.lookup(conn, request.miniapp_id)
     except miniapps.MiniappNotFoundError:
         app = None
+    allowed(caller, request, app)
+
+
+def allowed(caller: Caller, request: CreateIntent, app: miniapps.Miniapp | None) -> None:
+    """`check` with the request's mini-app (None: there is none) read already."""
+    merchant = caller.permissions.merchant
+    if merchant is None:
+        raise refuse(403, "merchant_key_required", f"{request.type} is made with a merchant's key")
+    if _merchant_side(request).id != merchant:
+        raise refuse(403, "forbidden_merchant", "a merchant's key touches only its own account")
     # Another merchant's mini-app is refused as if it did not exist: ids do not leak across merchants.
     if app is None or app.merchant_id != merchant:
         raise refuse(

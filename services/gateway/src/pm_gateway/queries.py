@@ -150,6 +150,18 @@ SELECT {_REQUEST_COLUMNS} FROM pm.payment_request WHERE key_id = $1 AND idempote
 
 SELECT_PAYMENT_REQUEST = f"SELECT {_REQUEST_COLUMNS} FROM pm.payment_request WHERE id = $1"
 
+# A confirmation's reads in one statement: the request, the key that asked (status and permissions,
+# as JSON) and its mini-app (its row as JSON, null when gone). Subqueries, so the request's columns
+# stay unqualified.
+SELECT_CONFIRMATION = f"""
+SELECT {_REQUEST_COLUMNS},
+       (SELECT jsonb_build_object('status', k.status, 'permissions', k.permissions)
+        FROM pm.service_key AS k WHERE k.key_id = r.key_id) AS merchant_key,
+       (SELECT to_jsonb(m) FROM pm.miniapp AS m WHERE m.miniapp_id = r.miniapp_id) AS miniapp
+FROM pm.payment_request AS r
+WHERE r.id = $1
+"""
+
 LIST_USER_PAYMENT_REQUESTS = f"""
 SELECT {_REQUEST_COLUMNS} FROM pm.payment_request WHERE user_id = $1 ORDER BY created_at DESC, id LIMIT $2
 """
@@ -169,7 +181,6 @@ WHERE id = $1 AND user_id = $2 AND status = 'OPEN' AND expires_at > now()
 RETURNING {_REQUEST_COLUMNS}
 """
 
-SELECT_KEY_PERMISSIONS = "SELECT status, permissions FROM pm.service_key WHERE key_id = $1"
 
 # An end user may read an intent they pay or are paid by ($2: their party, {"kind": "user", "id": …}).
 IS_USERS_INTENT = """

@@ -66,6 +66,24 @@ def _miniapp(row: asyncpg.Record) -> Miniapp:
     )
 
 
+def from_json(text: str) -> Miniapp:
+    """A mini-app from its row as JSON (`to_jsonb(m)`), as a query that reads it beside other rows
+    returns it."""
+    data = json.loads(text)
+    deactivated = data["deactivated_at"]
+    return Miniapp(
+        miniapp_id=data["miniapp_id"],
+        merchant_id=data["merchant_id"],
+        name=data["name"],
+        status=data["status"],
+        operations=frozenset(data["operations"]),
+        max_charge={k: int(v) for k, v in data["max_charge"].items()},
+        created_by=data["created_by"],
+        created_at=datetime.fromisoformat(data["created_at"]),
+        deactivated_at=None if deactivated is None else datetime.fromisoformat(deactivated),
+    )
+
+
 async def create(
     conn: Conn,
     *,
