@@ -1,4 +1,4 @@
-"""PromptPay withdrawals and SBP top-ups end to end: the whole fleet as real processes —
+"""PromptPay withdrawals end to end (SBP top-ups: tests/test_psp_sbp.py): the whole fleet as real processes —
 gateway, orchestrator, ledger-writer, reconciler, adapter-ipps, adapter-qp — against both PSP
 sandboxes as real processes over HTTP, the sandboxes' callbacks going to the gateway.
 
@@ -15,7 +15,6 @@ import hmac
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,130 +25,41 @@ from redis.asyncio import Redis
 
 from pm_client import api as http_api
 from pm_client.client import PMClient, PMError
-from pm_gateway.settings import Settings as GatewaySettings
 from pm_shared import thaiqr
-from pm_shared.fleet import IPPS_SANDBOX, QP_SANDBOX
-from pm_shared.ledger import ids
+from pm_shared.fleet import IPPS_SANDBOX
 from pm_shared.messages import PspHint, psp_key
 from pm_shared.streams.connection import connect
 from pm_shared.streams.publisher import PAYLOAD_FIELD
 from pm_tools.testing import fixtures
-from pm_tools.testing.db import run
 from pm_tools.testing.fixtures import eventually
-from pm_tools.testing.fleet import Fleet, Proc, sample_value
+from pm_tools.testing.fleet import sample_value
+from pm_tools.testing.psp import (
+    HANG_S,
+    IPPS_CALLBACK_SECRET,
+    IPPS_HINTS_KEY,
+    MOBILE,
+    Psp,
+    ledger_legs,
+    psp_fleet,
+    states,
+    user,
+)
 from pm_tools.testing.saga import (
-    RECOVERY_ENV,
-    SagaFleet,
     admin_post,
     fetch,
     fund,
-    module_saga,
     open_wallet,
     run_intent,
     thb_balance,
-    transfers,
 )
 
 pytestmark = pytest.mark.slow
 
-PSP_STREAMS = ("pm:psp:ipps:jobs", "pm:psp:qp:jobs", "pm:psp:ipps:hints", "pm:psp:qp:hints", "pm:psp:results")
-IPPS_HINTS_KEY = "{pm:psp:ipps:hints:0}"
-MOBILE = "0812345678"
-# The gateway's and the sandboxes' default secrets agree (as `pm up` runs them).
-IPPS_CALLBACK_SECRET = GatewaySettings().ipps_callback_secret
-QP_SECRET = GatewaySettings().qp_callback_secret
-HANG_S = 4
-"""How long the IPPS sandbox's `timeout` fault holds a committed confirm's answer."""
-
-ADAPTER_IPPS_ENV = {
-    **RECOVERY_ENV,
-    "PM_ADAPTER_IPPS_REQUEST_TIMEOUT_MS": "1500",
-    "PM_ADAPTER_IPPS_POLL_INITIAL_MS": "100",
-    "PM_ADAPTER_IPPS_POLL_MAX_MS": "400",
-    "PM_ADAPTER_IPPS_POLL_ATTEMPTS": "4",
-    "PM_ADAPTER_IPPS_SWEEP_INTERVAL_MS": "500",
-    "PM_ADAPTER_IPPS_NOT_EXECUTED_AFTER_S": "0.5",
-}
-ADAPTER_QP_ENV = {**RECOVERY_ENV, "PM_ADAPTER_QP_SWEEP_INTERVAL_MS": "300"}
-
-
-@dataclass
-class Psp:
-    saga: SagaFleet
-    ipps_url: str
-    qp_url: str
-    adapter_ipps: Proc
-    adapter_qp: Proc
-
-    @property
-    def fleet(self) -> Fleet:
-        return self.saga.fleet
-
-    def start_adapter_ipps(self, **env: str) -> Proc:
-        self.adapter_ipps = self.fleet.start(
-            "adapter-ipps", env={**ADAPTER_IPPS_ENV, "PM_ADAPTER_IPPS_IPPS_URL": self.ipps_url, **env}
-        )
-        return self.adapter_ipps
-
-    async def ipps_transfer(self, intent_id: str) -> dict[str, Any] | None:
-        """What IPPS made under the intent's payout key (None: nothing)."""
-        key = psp_key(intent_id, "psp_payout")
-        async with httpx.AsyncClient(base_url=self.ipps_url, timeout=5.0) as http:
-            response = await http.get("/v1/transfers", params={"idempotency_key": key})
-        if response.status_code == 404:
-            return None
-        assert response.status_code == 200, response.text
-        found: dict[str, Any] = response.json()
-        return found
-
-    async def ipps_paid(self) -> int:
-        async with httpx.AsyncClient(base_url=self.ipps_url, timeout=5.0) as http:
-            paid: int = (await http.get("/_sim/ledger")).json()["paid"]
-        return paid
-
-    async def qp(self, method: str, path: str) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {QP_SECRET}"}
-        async with httpx.AsyncClient(base_url=self.qp_url, timeout=5.0, headers=headers) as http:
-            return await http.request(method, path)
-
-
-async def _start_psps(saga: SagaFleet) -> Psp:
-    """Both sandboxes, calling back the saga's gateway, and both adapters talking to them."""
-    fleet = saga.fleet
-    ipps = fleet.start(
-        IPPS_SANDBOX.name,
-        env={
-            "PM_IPPS_SANDBOX_CALLBACK_URL": saga.url + "/v1/webhooks/ipps",
-            "PM_IPPS_SANDBOX_CALLBACK_SECRET": IPPS_CALLBACK_SECRET,
-            "PM_IPPS_SANDBOX_HANG_S": str(HANG_S),
-            "PM_IPPS_SANDBOX_PENDING_MS": "300",
-            "PM_IPPS_SANDBOX_INQUIRY_TTL_S": "2",  # a confirm that never took is concluded soon
-        },
-    )
-    qp = fleet.start(
-        QP_SANDBOX.name,
-        env={"PM_QP_SANDBOX_CALLBACK_URL": saga.url + "/v1/webhooks/qp", "PM_QP_SANDBOX_SECRET": QP_SECRET},
-    )
-    await ipps.wait_ready()
-    await qp.wait_ready()
-    ipps_url, qp_url = ipps.url(""), qp.url("")
-    adapter_qp = fleet.start(
-        "adapter-qp",
-        env={**ADAPTER_QP_ENV, "PM_ADAPTER_QP_QP_URL": qp_url, "PM_ADAPTER_QP_QP_SECRET": QP_SECRET},
-    )
-    psp = Psp(saga, ipps_url, qp_url, adapter_qp, adapter_qp)
-    psp.start_adapter_ipps()
-    for proc in (psp.adapter_ipps, adapter_qp):
-        await proc.wait_ready()
-    return psp
-
 
 @pytest.fixture(scope="module")
 def psp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Psp]:
-    """The saga's fleet, the sandboxes and the adapters on a database of the module's own; every
-    process is killed at the end (the sandboxes too)."""
-    with module_saga(Path(tmp_path_factory.mktemp("psp")), streams=PSP_STREAMS) as saga:
-        yield run(_start_psps(saga))
+    with psp_fleet(Path(tmp_path_factory.mktemp("psp"))) as running:
+        yield running
 
 
 @pytest.fixture
@@ -171,8 +81,7 @@ async def redis() -> AsyncIterator[Redis]:
     await client.aclose()
 
 
-def _user(test: str) -> str:
-    return f"{test}-{uuid.uuid4().hex[:6]}"
+_user = user
 
 
 def withdrawal(payer: str, amount: int, to: http_api.Party) -> http_api.CreateIntent:
@@ -190,21 +99,6 @@ async def funded(admin: PMClient, test: str, amount: int) -> str:
     await open_wallet(admin, payer)
     await fund(admin, payer, amount)
     return payer
-
-
-def states(intent: http_api.Intent) -> list[str]:
-    return [e.state for e in intent.timeline]
-
-
-async def ledger_legs(psp: Psp, intent_id: str) -> dict[str, int]:
-    """The principal's ledger transfers by kind (pending, post, void): their amounts."""
-    wanted = {
-        "pending": ids.transfer_id(intent_id, "principal"),
-        "post": ids.transfer_id(intent_id, "principal:post"),
-        "void": ids.transfer_id(intent_id, "principal:void"),
-    }
-    found = await transfers(psp.saga.database_url, list(wanted.values()))
-    return {kind: found[tid].amount for kind, tid in wanted.items() if tid in found}
 
 
 async def psp_row(psp: Psp, intent_id: str, step: str = "psp_payout") -> dict[str, Any]:
@@ -487,89 +381,3 @@ async def test_a_qr_with_a_bad_crc_is_refused_at_intake_and_changes_nothing(
         i for i in page.items if i.type == "PROMPTPAY_WITHDRAWAL" and i.from_ == http_api.UserParty(id=payer)
     ]
     assert (await thb_balance(admin, payer)).posted == 20_000
-
-
-# -- SBP_TOPUP -----------------------------------------------------------------------------------------
-
-
-async def rub_wallet(admin: PMClient, owner: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            await admin.open_wallet(owner, "RUB")
-            return
-        except PMError as exc:
-            if exc.status != 202 or time.monotonic() > deadline:
-                raise
-        await asyncio.sleep(0.1)
-
-
-async def rub_posted(admin: PMClient, owner: str) -> int:
-    wallet = await admin.get_wallet(owner)
-    return sum(b.posted for b in wallet.balances if b.currency == "RUB")
-
-
-def topup(payee: str, amount: int) -> http_api.CreateIntent:
-    return http_api.CreateIntent(
-        type="SBP_TOPUP",
-        amount=amount,
-        currency="RUB",
-        from_=http_api.SbpParty(),
-        to=http_api.UserParty(id=payee),
-    )
-
-
-async def shown_qr(admin: PMClient, payee: str, amount: int, key: str | None = None) -> http_api.Intent:
-    """A top-up created with `Prefer: wait`: it answers once the payer has a QR to pay."""
-    intent = await admin.create_intent(topup(payee, amount), idempotency_key=key or uuid.uuid4().hex, wait=20)
-    if intent.payment is None:  # created before the waiter could register: wait on the GET
-        intent = await admin.get_intent(intent.id, wait=20)
-    assert intent.status == "VALIDATED" and intent.payment is not None, intent
-    return intent
-
-
-async def test_an_sbp_topup_shows_its_qr_and_credits_the_wallet_once_paid(psp: Psp, admin: PMClient) -> None:
-    payee = _user("sbp")
-    await rub_wallet(admin, payee)
-    key = uuid.uuid4().hex
-    intent = await shown_qr(admin, payee, 75_000, key)
-    payment = intent.payment
-    # The same POST again (its answer was lost): the QR is there, so `Prefer: wait` answers at once.
-    asked = time.monotonic()
-    again = await admin.create_intent(topup(payee, 75_000), idempotency_key=key, wait=20)
-    assert (again.id, again.payment) == (intent.id, payment) and time.monotonic() - asked < 5
-    assert payment is not None and payment.kind == "qp_qr"
-    assert (
-        payment.link.startswith("https://qr.nspk.ru/")
-        and "sum=75000" in payment.link
-        and "cur=RUB" in payment.link
-    )
-    assert payment.psp_reference and payment.psp_reference in payment.link
-    assert await rub_posted(admin, payee) == 0
-
-    paid = await psp.qp("POST", f"/v1/sandbox/qrs/{payment.psp_reference}/pay")
-    assert paid.status_code == 200, paid.text
-    done = await admin.wait_intent(intent.id, timeout=30)
-    assert (done.status, done.failure_code) == ("SETTLED", None), psp.saga.about(intent.id)
-    assert states(done)[-1] == "SETTLED" and "AUTHORIZED" not in states(done)
-    assert await rub_posted(admin, payee) == 75_000
-    legs = await ledger_legs(psp, intent.id)
-    assert legs == {"pending": 75_000}  # made outright: the principal's own id, not pending, no post
-    found = await transfers(psp.saga.database_url, [ids.transfer_id(intent.id, "principal")])
-    assert all(t.flags == 0 for t in found.values())
-
-
-@pytest.mark.parametrize(("action", "code"), [("reject", "PAYMENT_REJECTED"), ("expire", "PAYMENT_EXPIRED")])
-async def test_a_rejected_or_expired_sbp_qr_fails_the_topup_and_credits_nothing(
-    psp: Psp, admin: PMClient, action: str, code: str
-) -> None:
-    payee = _user(action)
-    await rub_wallet(admin, payee)
-    intent = await shown_qr(admin, payee, 30_000)
-    assert intent.payment is not None
-    answered = await psp.qp("POST", f"/v1/sandbox/qrs/{intent.payment.psp_reference}/{action}")
-    assert answered.status_code == 200, answered.text
-    done = await admin.wait_intent(intent.id, timeout=30)
-    assert (done.status, done.failure_code) == ("FAILED", code), psp.saga.about(intent.id)
-    assert await rub_posted(admin, payee) == 0
-    assert await ledger_legs(psp, intent.id) == {}

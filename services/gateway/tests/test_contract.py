@@ -92,6 +92,8 @@ BUSINESS_REFUSALS: dict[str, tuple[Refusal, ...]] = {
         Refusal(422, "quote_expired", "a quote made earlier in this run has expired"),
         Refusal(422, "quote_mismatch", "a quote made earlier in this run sells another amount"),
         Refusal(409, "quote_used", "a quote made earlier in this run was used by another request"),
+        Refusal(422, "currency_unsupported", "PromptPay pays THB only: " + _CROSS_FIELD),
+        Refusal(422, "unknown_pair", "an SBP top-up into THB or USD needs a RUB rate, none is set"),
     ),
     "POST /v1/fx/quotes": (
         Refusal(422, "validation_failed", "sell and buy differ: " + _CROSS_FIELD, "two different currencies"),
@@ -102,6 +104,7 @@ BUSINESS_REFUSALS: dict[str, tuple[Refusal, ...]] = {
     ),
     "GET /v1/fx/quotes/{quote_id}": (Refusal(404, "quote_not_found", _NOT_FOUND),),
     "POST /v1/fees/dry-run": (
+        Refusal(422, "currency_unsupported", "PromptPay pays THB only: " + _CROSS_FIELD),
         Refusal(403, "forbidden_operation", "MINIAPP_* need a merchant's key, not the admin's", "MINIAPP_"),
         Refusal(422, "invalid_parties", "as for intents: " + _CROSS_FIELD),
         Refusal(422, "invalid_thai_qr", "as for intents: " + _CROSS_FIELD),
@@ -154,6 +157,7 @@ BUSINESS_REFUSALS: dict[str, tuple[Refusal, ...]] = {
         ),
         Refusal(422, "invalid_thai_qr", "the Thai QR payload must parse and pay in THB: " + _CROSS_FIELD),
         Refusal(422, "qr_amount_mismatch", "the QR's amount must be the intent's: " + _CROSS_FIELD),
+        Refusal(422, "currency_unsupported", "PromptPay pays THB only: " + _CROSS_FIELD),
     ),
     "GET /v1/me/intents/{intent_id}": (Refusal(404, "intent_not_found", _NOT_FOUND),),
     "GET /v1/me/history": (Refusal(400, "cursor_invalid", "a generated cursor is no token this API issued"),),

@@ -3,9 +3,11 @@ the checks an FX_EXCHANGE intent's quote gets at intake (`quote_of`)."""
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
 from typing import cast
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -151,3 +153,52 @@ async def quote_of(request: Request, intent: CreateIntent) -> Exchange:
         pair=found.pair,
         spread_bps=found.spread_bps,
     )
+
+
+async def topup(
+    request: Request, caller_key: str, intent: CreateIntent
+) -> tuple[uuid.UUID, CreateIntent, Exchange]:
+    """An SBP top-up into a wallet of another currency than roubles, priced now: the payer pays the
+    roubles of a quote for exactly the asked amount (the QR carries them), exchanged into the wallet's
+    currency when the payment arrives, at this price even if the quote has expired by then (the house
+    carries that risk). Returns the intent's id (the quote's), the intent as it will be made (its
+    amount and currency: the roubles collected) and its exchange. 422 when no rate can price it."""
+    d = web.deps(request)
+    owner = getattr(intent.to, "id", None)
+    assert owner is not None  # shapes.check: a top-up's payee is a user
+    asked = store.Asked(
+        owner_id=owner,
+        key_id=caller_key,
+        sell="RUB",
+        buy=intent.currency,
+        sell_amount=None,
+        buy_amount=intent.amount,
+    )
+    config = d.settings
+    try:
+        async with d.pool.acquire() as conn:
+            found = await store.quote(
+                conn,
+                uuid7(),
+                asked,
+                max_age_s=config.fx_rate_max_age_s,
+                ttl_s=config.fx_quote_ttl_s,
+                amount_max=AMOUNT_MAX,
+            )
+    except pricing.PricingError as exc:
+        raise ProblemError(
+            422, exc.code, f"an SBP top-up into {intent.currency} is exchanged from RUB: {exc}"
+        ) from None
+    price = found.price
+    collected = msgspec.structs.replace(intent, amount=price.sell_amount, currency="RUB")
+    exchange = Exchange(
+        quote_id=str(found.id),
+        buy_currency=price.buy,
+        buy_amount=price.buy_amount,
+        principal=price.principal,
+        spread=price.fee,
+        rate=found.rate,
+        pair=found.pair,
+        spread_bps=found.spread_bps,
+    )
+    return found.id, collected, exchange

@@ -83,6 +83,19 @@ async def create(request: Request) -> Response:
         return await submit(
             request, caller, key, intent_request, intent_id=intent_request.quote_id, exchange=exchange
         )
+    if intent_request.type == "SBP_TOPUP" and intent_request.currency != shapes.NATIVE_CURRENCY["SBP_TOPUP"]:
+        # Roubles collected, exchanged into the wallet's currency: the Idempotency-Key still answers
+        # for the request as sent (its hash), the intent is made in roubles with its exchange.
+        quote_id, collected, exchange = await fx.topup(request, caller.key_id, intent_request)
+        return await submit(
+            request,
+            caller,
+            key,
+            collected,
+            intent_id=quote_id,
+            exchange=exchange,
+            request_hash=_request_hash(intent_request),
+        )
     return await submit(request, caller, key, intent_request)
 
 
@@ -95,11 +108,12 @@ async def submit(
     intent_id: uuid.UUID | None = None,
     links: str = INTENTS_PATH,
     exchange: Exchange | None = None,
+    request_hash: bytes | None = None,
 ) -> Response:
     """Write, publish and answer an intent that has passed every check (or find the one `key` made):
     `POST /v1/intents`, and the front door's (`/v1/me/...`), whose answers link under `links`."""
     d = web.deps(request)
-    request_hash = _request_hash(intent_request)
+    request_hash = request_hash or _request_hash(intent_request)
     wait = wait_seconds(request, d.settings.max_wait_s)
 
     # Refused under back-pressure before anything is written (a replay too: it can come back later).

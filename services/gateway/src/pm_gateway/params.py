@@ -103,4 +103,4 @@ INTENT = Param(
 )
 CHANNEL = Annotated[str, msgspec.Meta(pattern=r"^[A-Z][A-Z0-9_]{0,40}(?!\n)$")]
 BUSY = ("backpressure",)
-PARTY_RULES = ("invalid_parties", "invalid_thai_qr", "qr_amount_mismatch")
+PARTY_RULES = ("invalid_parties", "invalid_thai_qr", "qr_amount_mismatch", "currency_unsupported")

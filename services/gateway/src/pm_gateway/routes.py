@@ -92,7 +92,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         {
             403: ("forbidden_operation", "forbidden_owner", "charge_needs_consent", *merchant_access.CODES),
             409: ("idempotency_key_reused", "quote_used"),
-            422: (*PARTY_RULES, *fx_routes.QUOTE_RULES),
+            422: (*PARTY_RULES, *fx_routes.QUOTE_RULES, *fx_routes.PRICING),
             503: BUSY,
         },
         (IDEMPOTENCY, PREFER),

@@ -47,8 +47,14 @@ def _kinds(types: tuple[type[Party], ...]) -> str:
     return " or ".join(repr(t.__struct_config__.tag) for t in types)
 
 
+# The currencies a PSP route moves as they are: PromptPay pays baht only; SBP collects roubles, and a
+# top-up into another currency is exchanged from roubles (`pm_gateway.fx.topup`).
+NATIVE_CURRENCY: dict[str, str] = {"PROMPTPAY_WITHDRAWAL": "THB", "SBP_TOPUP": "RUB"}
+
+
 def check(request: CreateIntent) -> None:
-    """Raise a 422 problem when the parties do not fit the intent type."""
+    """Raise a 422 problem when the parties do not fit the intent type, or no route can move its
+    currency (a PromptPay withdrawal of anything but baht)."""
     sources, targets = _ALLOWED[request.type]
     errors: list[FieldError] = []
     if not isinstance(request.from_, sources):
@@ -59,6 +65,13 @@ def check(request: CreateIntent) -> None:
         errors += _pair_errors(request)
     if errors:
         raise ProblemError(422, "invalid_parties", "the parties do not fit the intent type", errors=errors)
+    if request.type == "PROMPTPAY_WITHDRAWAL" and request.currency != NATIVE_CURRENCY[request.type]:
+        raise ProblemError(
+            422,
+            "currency_unsupported",
+            f"PromptPay pays THB only, not {request.currency}",
+            errors=[FieldError(path="$.currency", message="PROMPTPAY_WITHDRAWAL takes THB")],
+        )
     if isinstance(request.to, ThaiQrParty):
         _check_thai_qr(request, request.to)
 
