@@ -468,6 +468,7 @@ def test_alert_rules_cover_what_the_operators_need() -> None:
         "pm_ledger_writer_active": "ledger-writer without a lease holder",
         "pm_reconciliation_alerts_total": "reconciliation alerts raised",
         "pm_stream_dlq_total": "PSP results dead-lettered",
+        "pm_fx_liquidity_available": "FX liquidity running low",
     }.items():
         assert metric in used, f"no alert rule uses {metric} ({why})"
 

@@ -15,7 +15,7 @@ from typing import Any
 from prometheus_client import Gauge
 from redis.exceptions import RedisError
 
-from pm_ledger_writer import handlers, startup
+from pm_ledger_writer import handlers, liquidity, startup
 from pm_ledger_writer.lease import Lease
 from pm_ledger_writer.settings import Settings, load
 from pm_ledger_writer.writer import Writer
@@ -84,6 +84,9 @@ async def _write_while_held(
         async with runtime.supervise(halt) as tasks:
             tasks.start("lease keeper", lease.keep(halt), helper=True)
             tasks.start("stop relay", _set_when(stop, halt), helper=True)
+            thresholds = liquidity.parse_thresholds(config.fx_liquidity_low)
+            watching = liquidity.watch(writer.ledger, thresholds, config.fx_liquidity_interval_s, halt)
+            tasks.start("fx liquidity", watching, helper=True)
             tasks.start("consumers", runtime.run_consumers_until(config, clients, consumers, halt))
     finally:
         active.clear()

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import msgspec
 
+from pm_ledger_writer.liquidity import parse_thresholds
 from pm_shared import fleet
 from pm_shared.ledger.api import BATCH_MAX
 from pm_shared.ledger.urls import LedgerUrlError, parse
@@ -32,6 +33,12 @@ class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields
     """Embedded ledger only: apply pending migrations (schema `ledger`) before opening it. Off by
     default: migrations are a deployment step (`pm migrate`, which `pm up` runs), not a side effect."""
 
+    fx_liquidity_low: str = "THB:1000000,USD:30000,RUB:3000000"
+    """Per currency, in minor units: FX liquidity below it raises PMFxLiquidityLow (see
+    pm_ledger_writer.liquidity)."""
+    fx_liquidity_interval_s: Annotated[float, msgspec.Meta(ge=1, le=3_600)] = 15.0
+    """How often the active writer reads the liquidity accounts for the gauge."""
+
     def ledger(self) -> str:
         """The ledger URL: `PM_LEDGER_URL`, else the embedded engine in the fleet's database."""
         return self.ledger_url or "embedded+" + self.database_url
@@ -44,4 +51,8 @@ def load(environ: Mapping[str, str] = os.environ) -> Settings:
     except LedgerUrlError as exc:
         # A configuration error (exit 2 naming the variable), not a crash after start.
         raise SettingsError(f"PM_LEDGER_URL: {exc}") from None
+    try:
+        parse_thresholds(settings.fx_liquidity_low)
+    except ValueError as exc:
+        raise SettingsError(f"PM_{PREFIX}FX_LIQUIDITY_LOW: {exc}") from None
     return settings
