@@ -6,6 +6,7 @@ LIQUIDITY_INSUFFICIENT with nothing held or moved on either ledger; every ledger
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ import tigerbeetle as tb
 from pm_client import PMClient, PMError, fx_api
 from pm_client import api as http_api
 from pm_shared.ledger import chart, ids, open_ledger
-from pm_tools.testing.saga import SagaFleet, accounts, module_saga, posted, run_intent
+from pm_tools.testing.saga import SagaFleet, accounts, module_saga, posted, run_intent, transfers
 
 pytestmark = pytest.mark.slow
 
@@ -136,4 +137,48 @@ async def test_an_exchange_moves_money_on_two_ledgers_and_liquidity_bounds_it(sa
     after = await accounts(saga.database_url, [wallet(owner, "THB"), wallet(owner, "USD"), usd_liquidity])
     assert posted(after[wallet(owner, "THB")]) == 900_000 and posted(after[wallet(owner, "USD")]) == 2_778
     assert all(a.debits_pending == 0 and a.credits_pending == 0 for a in after.values())
+    assert set((await ledger_totals(saga.database_url)).values()) == {0}
+
+
+async def test_liquidity_running_out_mid_run_fails_exchanges_whole(saga: SagaFleet) -> None:
+    """Twelve exchanges at once, the USD liquidity enough for about half: each one either moved on
+    both ledgers or on neither (no leg posted on one without the other), and nothing stays held."""
+    owners = [f"u-{uuid.uuid4().hex[:8]}" for _ in range(12)]
+    async with saga.client(saga.admin) as pm:
+        await pm.set_fx_rate(fx_api.SetRate(pair="USD/THB", rate="35", spread_bps=0))
+        for owner in owners:
+            for currency in ("THB", "USD"):
+                await open_wallet(pm, owner, currency)
+            await adjust(pm, http_api.UserParty(id=owner), 100_000, "THB")
+        usd_liquidity = operator(chart.Code.FX_LIQUIDITY, "USD")
+        left = posted((await accounts(saga.database_url, [usd_liquidity]))[usd_liquidity])
+        # What is left of the earlier test's funding, topped up to cover 6 exchanges of 20.00 USD.
+        await adjust(pm, http_api.LiquidityParty(), 6 * 2_000 - left + 1_000, "USD")
+        quotes = [
+            await pm.create_fx_quote(
+                fx_api.CreateQuote(
+                    owner_id=owner,
+                    sell=fx_api.QuoteSide(currency="THB"),
+                    buy=fx_api.QuoteSide(currency="USD", amount=2_000),
+                )
+            )
+            for owner in owners
+        ]
+        done = await asyncio.gather(*(exchange(pm, q.owner_id, q) for q in quotes))
+    outcomes = sorted((d.status, d.failure_code) for d in done)
+    assert outcomes == [("FAILED", "LIQUIDITY_INSUFFICIENT")] * 6 + [("SETTLED", None)] * 6, outcomes
+    legs = [
+        ids.transfer_id(d.id, leg + suffix)
+        for d in done
+        for leg in ("principal", "buy")
+        for suffix in ("", ":post")
+    ]
+    made = await transfers(saga.database_url, legs)
+    for d in done:
+        posted_legs = {leg for leg in ("principal", "buy") if ids.transfer_id(d.id, leg + ":post") in made}
+        assert posted_legs == ({"principal", "buy"} if d.status == "SETTLED" else set()), d
+    wallets = await accounts(saga.database_url, [wallet(o, c) for o in owners for c in ("THB", "USD")])
+    assert all(a.debits_pending == 0 for a in wallets.values())
+    assert sum(posted(wallets[wallet(o, "USD")]) for o in owners) == 6 * 2_000
+    assert posted((await accounts(saga.database_url, [usd_liquidity]))[usd_liquidity]) == 1_000
     assert set((await ledger_totals(saga.database_url)).values()) == {0}
