@@ -179,6 +179,7 @@ async def test_create_intent_sends_the_contract_body_and_headers() -> None:
         "requiresMonitoring": False,
         "metadata": {},
         "miniappId": None,
+        "quoteId": None,
     }
 
 
@@ -440,7 +441,7 @@ def test_the_package_exports_the_clients_and_the_common_types_under_their_own_na
         name
         for name in vars(pm_client)
         if not name.startswith("_")
-        and name not in ("annotations", "api", "client", "merchant_api", "signing")
+        and name not in ("annotations", "api", "calls", "client", "fx_api", "merchant_api", "signing")
     }
     assert pm_client.SyncPMClient is SyncPMClient
     assert pm_client.CreateIntent is api.CreateIntent

@@ -1,5 +1,6 @@
 """The SDK's merchant calls against the real gateway, as the README shows them: onboard a merchant (no
-ledger-writer here, so its account is reported not opened yet), add its mini-app, ask a user to pay."""
+ledger-writer here, so its account is reported not opened yet), add its mini-app, ask a user to pay;
+and an admin's other calls: merchants' status, secrets and accounts, the catalog, FX rates."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import uuid
 import pytest
 
 from pm_client import PMClient, PMError
+from pm_client.fx_api import SetRate
 from pm_client.merchant_api import CreateMerchant, CreateMiniapp, CreatePaymentRequest
 from pm_tools.testing.gateway import Gateway
 
@@ -53,3 +55,36 @@ async def test_onboard_a_merchant_add_its_miniapp_and_ask_a_user_to_pay(gateway:
                 idempotency_key="order-8",
             )
         assert refused.value.problem is not None and refused.value.problem.code == "over_miniapp_cap"
+
+
+async def test_an_admin_manages_merchants_miniapps_and_rates_with_the_sdk(gateway: Gateway) -> None:
+    merchant_id = f"m-{uuid.uuid4().hex[:8]}"
+    async with PMClient(gateway.url, gateway.admin.key_id, gateway.admin.secret) as admin:
+        shop = await admin.onboard_merchant(
+            CreateMerchant(merchant_id=merchant_id, name="Tea", currencies=["THB"]),
+            idempotency_key=merchant_id,
+        )
+        await admin.create_miniapp(
+            CreateMiniapp(
+                miniapp_id=f"{merchant_id}-app",
+                merchant_id=merchant_id,
+                name="Tea",
+                operations=["MINIAPP_CREDIT"],
+            )
+        )
+        assert merchant_id in [m.merchant_id for m in await admin.list_merchants()]
+        assert (await admin.deactivate_merchant(merchant_id)).status == "INACTIVE"
+        assert (await admin.get_merchant(merchant_id)).status == "INACTIVE"
+        back = await admin.reactivate_merchant(merchant_id)
+        assert (back.status, back.accounts_state) == ("ACTIVE", "OPEN")
+        rotated = await admin.rotate_merchant_secret(merchant_id, grace_seconds=0)
+        assert rotated.key_id == shop.key_id and rotated.secret != shop.secret
+        with pytest.raises(PMError) as active:
+            await admin.close_merchant_accounts(merchant_id)
+        assert active.value.problem is not None and active.value.problem.code == "merchant_active"
+        apps = await admin.list_miniapps(merchant_id)
+        assert [a.miniapp_id for a in apps] == [f"{merchant_id}-app"]
+        assert (await admin.deactivate_miniapp(f"{merchant_id}-app")).status == "INACTIVE"
+        await admin.set_fx_rate(SetRate(pair="USD/RUB", rate="91.25", spread_bps=40))
+        rates = await admin.list_fx_rates("USD/RUB")
+        assert (rates[0].rate, rates[0].spread_bps) == ("91.25", 40)

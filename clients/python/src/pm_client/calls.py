@@ -1,0 +1,203 @@
+"""The API calls both clients make (`pm_client.client`), without the I/O: each function builds a `Call`
+(method, path, query, headers, body, the statuses it expects and the decoder of its answer)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+from urllib.parse import quote
+
+import httpx
+import msgspec
+
+from pm_client import api, fx_api, merchant_api
+
+T = TypeVar("T")
+
+MAX_PREFER_WAIT_S = 30
+"""The longest `Prefer: wait=N` the gateway honours."""
+
+_ENCODER = msgspec.json.Encoder()
+_INTENT = msgspec.json.Decoder(api.Intent)
+_INTENT_PAGE = msgspec.json.Decoder(api.IntentPage)
+_WALLET = msgspec.json.Decoder(api.Wallet)
+_HISTORY_PAGE = msgspec.json.Decoder(api.HistoryPage)
+_ONBOARDED = msgspec.json.Decoder(merchant_api.OnboardedMerchant)
+_MINIAPP = msgspec.json.Decoder(merchant_api.Miniapp)
+_PAYMENT_REQUEST = msgspec.json.Decoder(merchant_api.PaymentRequest)
+_RATE = msgspec.json.Decoder(fx_api.Rate)
+_QUOTE = msgspec.json.Decoder(fx_api.Quote)
+_RATES = msgspec.json.Decoder(list[fx_api.Rate])
+_MERCHANT = msgspec.json.Decoder(merchant_api.Merchant)
+_MERCHANTS = msgspec.json.Decoder(list[merchant_api.Merchant])
+_MINIAPPS = msgspec.json.Decoder(list[merchant_api.Miniapp])
+_KEY_SECRET = msgspec.json.Decoder(api.ServiceKeySecret)
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One API call, without the I/O: what to send and how to read the answer."""
+
+    method: str
+    path: str
+    decoder: msgspec.json.Decoder[T]
+    ok: frozenset[int] = frozenset({200})
+    params: httpx.QueryParams = field(default_factory=httpx.QueryParams)
+    headers: dict[str, str] = field(default_factory=dict)
+    content: bytes | None = None
+    retry_503: bool = False
+    retry_dropped: bool = True
+    """Whether a dropped connection may be retried: False for the calls a repeat would not leave as
+    they are (a second rotation would lose the first's secret)."""
+
+
+def _segment(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _prefer(wait: float | None) -> dict[str, str]:
+    """`Prefer: wait=N`, with N rounded up to whole seconds and kept within 1..30."""
+    if wait is None:
+        return {}
+    seconds = min(MAX_PREFER_WAIT_S, max(1, math.ceil(wait)))
+    return {"Prefer": f"wait={seconds}"}
+
+
+def _page(cursor: str | None, limit: int) -> httpx.QueryParams:
+    params = httpx.QueryParams({"limit": limit})
+    return params if cursor is None else params.set("cursor", cursor)
+
+
+def _json(body: msgspec.Struct) -> tuple[bytes, dict[str, str]]:
+    return _ENCODER.encode(body), {"Content-Type": "application/json"}
+
+
+def create_intent(intent: api.CreateIntent, idempotency_key: str, wait: float | None) -> Call[api.Intent]:
+    content, headers = _json(intent)
+    headers |= {"Idempotency-Key": idempotency_key, **_prefer(wait)}
+    return Call(
+        "POST",
+        "/v1/intents",
+        _INTENT,
+        ok=frozenset({200, 201, 202}),
+        headers=headers,
+        content=content,
+        retry_503=True,
+    )
+
+
+def get_intent(intent_id: str, wait: float | None) -> Call[api.Intent]:
+    return Call("GET", f"/v1/intents/{_segment(intent_id)}", _INTENT, headers=_prefer(wait))
+
+
+def list_intents(cursor: str | None, limit: int) -> Call[api.IntentPage]:
+    return Call("GET", "/v1/intents", _INTENT_PAGE, params=_page(cursor, limit))
+
+
+def open_wallet(owner_id: str, currency: str, owner_kind: str) -> Call[api.Wallet]:
+    # Built with `convert` so a bad kind or currency fails here, as the gateway would reject it.
+    body = msgspec.convert(
+        {"ownerKind": owner_kind, "ownerId": owner_id, "currency": currency}, api.OpenWallet
+    )
+    content, headers = _json(body)
+    return Call("POST", "/v1/wallets", _WALLET, ok=frozenset({200, 201}), headers=headers, content=content)
+
+
+def get_wallet(owner_id: str) -> Call[api.Wallet]:
+    return Call("GET", f"/v1/wallets/{_segment(owner_id)}", _WALLET)
+
+
+def wallet_history(owner_id: str, cursor: str | None, limit: int) -> Call[api.HistoryPage]:
+    path = f"/v1/wallets/{_segment(owner_id)}/history"
+    return Call("GET", path, _HISTORY_PAGE, params=_page(cursor, limit))
+
+
+def onboard_merchant(
+    merchant: merchant_api.CreateMerchant, idempotency_key: str
+) -> Call[merchant_api.OnboardedMerchant]:
+    content, headers = _json(merchant)
+    headers["Idempotency-Key"] = idempotency_key
+    path = "/v1/admin/merchants"
+    return Call(
+        "POST", path, _ONBOARDED, ok=frozenset({201, 202}), headers=headers, content=content, retry_503=True
+    )
+
+
+def create_miniapp(miniapp: merchant_api.CreateMiniapp) -> Call[merchant_api.Miniapp]:
+    content, headers = _json(miniapp)
+    return Call(
+        "POST", "/v1/admin/miniapps", _MINIAPP, ok=frozenset({200, 201}), headers=headers, content=content
+    )
+
+
+def create_payment_request(
+    request: merchant_api.CreatePaymentRequest, idempotency_key: str
+) -> Call[merchant_api.PaymentRequest]:
+    content, headers = _json(request)
+    headers["Idempotency-Key"] = idempotency_key
+    path = "/v1/payment-requests"
+    return Call(
+        "POST", path, _PAYMENT_REQUEST, ok=frozenset({201}), headers=headers, content=content, retry_503=True
+    )
+
+
+def get_payment_request(request_id: str) -> Call[merchant_api.PaymentRequest]:
+    return Call("GET", f"/v1/payment-requests/{_segment(request_id)}", _PAYMENT_REQUEST)
+
+
+def get_merchant(merchant_id: str) -> Call[merchant_api.Merchant]:
+    return Call("GET", f"/v1/admin/merchants/{_segment(merchant_id)}", _MERCHANT)
+
+
+def list_merchants() -> Call[list[merchant_api.Merchant]]:
+    return Call("GET", "/v1/admin/merchants", _MERCHANTS)
+
+
+def merchant_action(merchant_id: str, action: str) -> Call[merchant_api.Merchant]:
+    """`deactivate`, `close-accounts` or `reactivate` (the last two answer 202 while under way)."""
+    path = f"/v1/admin/merchants/{_segment(merchant_id)}/{action}"
+    return Call("POST", path, _MERCHANT, ok=frozenset({200, 202}), retry_503=True)
+
+
+def rotate_merchant_secret(merchant_id: str, grace_seconds: int) -> Call[api.ServiceKeySecret]:
+    content, headers = _json(api.RotateKey(grace_seconds=grace_seconds))
+    path = f"/v1/admin/merchants/{_segment(merchant_id)}/rotate-secret"
+    return Call("POST", path, _KEY_SECRET, headers=headers, content=content, retry_dropped=False)
+
+
+def list_miniapps(merchant_id: str | None) -> Call[list[merchant_api.Miniapp]]:
+    params = httpx.QueryParams() if merchant_id is None else httpx.QueryParams({"merchant": merchant_id})
+    return Call("GET", "/v1/admin/miniapps", _MINIAPPS, params=params)
+
+
+def deactivate_miniapp(miniapp_id: str) -> Call[merchant_api.Miniapp]:
+    return Call("POST", f"/v1/admin/miniapps/{_segment(miniapp_id)}/deactivate", _MINIAPP)
+
+
+def set_fx_rate(rate: fx_api.SetRate) -> Call[fx_api.Rate]:
+    content, headers = _json(rate)
+    # Not retried on a dropped connection: a repeat would record the rate twice.
+    return Call(
+        "POST",
+        "/v1/admin/fx/rates",
+        _RATE,
+        ok=frozenset({201}),
+        headers=headers,
+        content=content,
+        retry_dropped=False,
+    )
+
+
+def list_fx_rates(pair: str | None) -> Call[list[fx_api.Rate]]:
+    params = httpx.QueryParams() if pair is None else httpx.QueryParams({"pair": pair})
+    return Call("GET", "/v1/admin/fx/rates", _RATES, params=params)
+
+
+def create_fx_quote(quote: fx_api.CreateQuote) -> Call[fx_api.Quote]:
+    content, headers = _json(quote)
+    return Call("POST", "/v1/fx/quotes", _QUOTE, ok=frozenset({201}), headers=headers, content=content)
+
+
+def get_fx_quote(quote_id: str) -> Call[fx_api.Quote]:
+    return Call("GET", f"/v1/fx/quotes/{_segment(quote_id)}", _QUOTE)
