@@ -29,7 +29,8 @@ READY_PATH = "/healthz"
 
 
 class ExhaustedError(Exception):
-    """Raised by an operation that has nothing left to do: its worker stops (the loop records it)."""
+    """Raised by an operation that has nothing left to do: its worker stops, and the loop records it
+    with the exception's message (a run that ran out is a lower bound, and says why)."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class Loop(Generic[T]):
     """This process's CPU time over the wall time of the run (1.0: one core, busy throughout)."""
     exhausted: bool = False
     """Some worker ran out of work before the window ended (its figures are then a lower bound)."""
+    exhausted_why: str | None = None
+    """The message of the first `ExhaustedError` that stopped a worker before the window ended."""
 
     @property
     def seconds(self) -> float:
@@ -92,7 +95,7 @@ async def run(
     A transport error (httpx.HTTPError) is recorded in its operation's place; `ExhaustedError` stops
     the worker that meets it; anything else raises."""
     records: list[Timed[T]] = []
-    exhausted = False
+    exhausted: list[str] = []
     counter = iter(range(1 << 62))
     async with contextlib.AsyncExitStack() as stack:
         clients = [await stack.enter_async_context(client(base)) for _ in range(concurrency)]
@@ -102,7 +105,6 @@ async def run(
         stop = wall + warmup_s + seconds
 
         async def worker(http: httpx.AsyncClient) -> None:
-            nonlocal exhausted
             while time.perf_counter() < stop:
                 started = time.time()
                 try:
@@ -110,14 +112,17 @@ async def run(
                     error = None
                 except httpx.HTTPError as exc:
                     value, error = None, repr(exc)
-                except ExhaustedError:
-                    exhausted = exhausted or time.perf_counter() < stop
+                except ExhaustedError as exc:
+                    if time.perf_counter() < stop:
+                        exhausted.append(str(exc) or "ran out of work")
                     return
                 records.append(Timed(started, time.time(), value, error))
 
         await asyncio.gather(*(worker(c) for c in clients))
         generator_cpu = (time.process_time() - cpu) / (time.perf_counter() - wall)
-    return Loop(records, epoch + warmup_s, epoch + warmup_s + seconds, generator_cpu, exhausted)
+    window = (epoch + warmup_s, epoch + warmup_s + seconds)
+    why = exhausted[0] if exhausted else None
+    return Loop(records, *window, generator_cpu, exhausted=why is not None, exhausted_why=why)
 
 
 def first_error(errors: Sequence[str | None]) -> str | None:

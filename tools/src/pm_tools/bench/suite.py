@@ -14,7 +14,7 @@ from typing import Any
 from rich.console import RenderableType
 from rich.text import Text
 
-from pm_tools.bench import charges, front_door, gateway, ledger, model, psp, saga, streams
+from pm_tools.bench import charges, front_door, fx, gateway, ledger, model, psp, saga, streams
 
 # Read before `Options` names its fields after the modules.
 RATES, PSP_INTENTS, PSP_LATENCY_MS = saga.RATES, psp.INTENTS_DEFAULT, psp.LATENCY_MS
@@ -39,6 +39,7 @@ class Options:
     psp_intents: int = PSP_INTENTS
     psp_latency_ms: int = PSP_LATENCY_MS
     charges: bool = True
+    fx: bool = True
     front_door: bool = True
     quick: bool = False
 
@@ -56,6 +57,7 @@ class Options:
             "psp_intents": self.psp_intents if self.psp else 0,
             "psp_latency_ms": self.psp_latency_ms,
             "charges": self.charges,
+            "fx": self.fx,
             "front_door": self.front_door,
             "quick": self.quick,
         }
@@ -74,7 +76,7 @@ Step = Callable[[], Coroutine[Any, Any, Measured]]
 
 def steps(options: Options, redis_url: str, database_url: str) -> list[Step]:
     """The benchmarks `options` asks for, in order: the streams runtime always, then the ledger, the
-    gateway, the saga, the PSP run, merchant charges and the front door."""
+    gateway, the saga, the PSP run, merchant charges, currency exchange and the front door."""
 
     async def streams_step() -> Measured:
         results, version = await streams.run(redis_url, options.messages, options.repeat)
@@ -134,7 +136,8 @@ def steps(options: Options, redis_url: str, database_url: str) -> list[Step]:
 
 
 def _merchant_steps(options: Options, redis_url: str, database_url: str) -> list[tuple[bool, Step]]:
-    """Merchant charges beside P2P, and the front door beside direct requests, each if asked for."""
+    """Merchant charges and exchanges, each beside P2P, and the front door beside direct requests, each
+    if asked for."""
 
     async def charges_step() -> Measured:
         result = await charges.run(
@@ -147,6 +150,17 @@ def _merchant_steps(options: Options, redis_url: str, database_url: str) -> list
         )
         return Measured(charges.section(result), [charges.table(result), charges.stages_table(result)])
 
+    async def fx_step() -> Measured:
+        result = await fx.run(
+            database_url,
+            redis_url,
+            concurrency=options.concurrency,
+            seconds=options.seconds,
+            rounds=options.repeat,
+            orchestrators=options.orchestrators,
+        )
+        return Measured(fx.section(result), [fx.table(result), fx.stages_table(result)])
+
     async def front_door_step() -> Measured:
         result = await front_door.run(
             database_url,
@@ -157,7 +171,7 @@ def _merchant_steps(options: Options, redis_url: str, database_url: str) -> list
         )
         return Measured(front_door.section(result), [front_door.table(result)])
 
-    return [(options.charges, charges_step), (options.front_door, front_door_step)]
+    return [(options.charges, charges_step), (options.fx, fx_step), (options.front_door, front_door_step)]
 
 
 def record(

@@ -43,10 +43,13 @@ PRICED = ("P2P",)
 
 @dataclass(frozen=True)
 class Setup:
-    """What `set_up` makes besides the wallets: a key for `operations`, the fee rules of `priced`."""
+    """What `set_up` makes besides the wallets: a key for `operations`, the fee rules of `priced`, and
+    each user's wallet in every one of `currencies` (only the `CURRENCY` wallet funded: an exchange
+    pays into the others)."""
 
     operations: frozenset[str] = frozenset({"P2P"})
     priced: tuple[str, ...] = PRICED
+    currencies: tuple[str, ...] = (CURRENCY,)
 
 
 P2P_ONLY = Setup()
@@ -85,16 +88,21 @@ def uuid7() -> uuid.UUID:
 
 
 async def set_up(dsn: str, cipher: Cipher, users: Sequence[str], setup: Setup = P2P_ONLY) -> tuple[str, str]:
-    """Open and fund the wallets, install the fee rules of `setup.priced`, make a key for
-    `setup.operations`: (key id, secret).
+    """Open the wallets (in each of `setup.currencies`) and fund those in `CURRENCY`, install the fee
+    rules of `setup.priced`, make a key for `setup.operations`: (key id, secret).
 
     The ledger is written directly, before any service starts; its handle is closed on return.
     """
     ledger = await open_ledger("embedded+" + dsn)
     conn = await db.connect(dsn)
     try:
-        await open_operator_accounts(ledger, conn, [CURRENCY])
-        specs = [chart.AccountSpec("user", user, CURRENCY, chart.Code.USER_WALLET) for user in users]
+        currencies = list(dict.fromkeys((CURRENCY, *setup.currencies)))
+        await open_operator_accounts(ledger, conn, currencies)
+        specs = [
+            chart.AccountSpec("user", user, currency, chart.Code.USER_WALLET)
+            for currency in currencies
+            for user in users
+        ]
         await open_accounts(ledger, conn, specs)
         book = chart.ledger_of(CURRENCY)
         equity = ids.account_id("operator", "operator_equity", book, int(chart.Code.OPERATOR_EQUITY))

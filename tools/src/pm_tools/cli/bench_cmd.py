@@ -1,7 +1,7 @@
 """`pm bench`: the streams runtime beside raw redis-py; the ledger, bare and through the ledger-writer;
 the gateway's signed intake beside a bare endpoint doing the same XADD; the saga end to end; PromptPay
-withdrawals beside P2P against the IPPS sandbox; merchant charges beside P2P; end users' requests
-through nginx beside direct ones. The benchmarks themselves are `pm_tools.bench`."""
+withdrawals beside P2P against the IPPS sandbox; merchant charges and currency exchanges, each beside
+P2P; end users' requests through nginx beside direct ones. The benchmarks themselves are `pm_tools.bench`."""
 
 from __future__ import annotations
 
@@ -33,8 +33,8 @@ Repeat = Annotated[
     int,
     typer.Option(
         min=1,
-        help="Runs per figure; the best is reported (merchant charges and the front door: rounds of "
-        "both ways, alternating which goes first).",
+        help="Runs per figure; the best is reported (merchant charges, exchanges and the front door: "
+        "rounds of each way, alternating which goes first).",
     ),
 ]
 Ledger = Annotated[
@@ -53,7 +53,7 @@ Concurrency = Annotated[
         min=1,
         max=1_000,
         help="Concurrent requests offered to the gateway and bare endpoint; concurrent flows of the "
-        "merchant-charge runs and concurrent requests of the front-door runs.",
+        "merchant-charge and exchange runs and concurrent requests of the front-door runs.",
     ),
 ]
 Seconds = Annotated[
@@ -61,7 +61,7 @@ Seconds = Annotated[
     typer.Option(
         min=0.1,
         help="Timed seconds per gateway/bare run (after a 1 s warm-up), of the saga's HTTP run, and of "
-        "each merchant-charge and front-door phase (after a 1 s warm-up).",
+        "each merchant-charge, exchange and front-door phase (after a 1 s warm-up).",
     ),
 ]
 Saga = Annotated[
@@ -105,8 +105,16 @@ PspLatency = Annotated[
 Charges = Annotated[
     bool,
     typer.Option(
-        help="Also measure merchant charges (payment request → confirm → SETTLED) beside P2P "
-        "(signed POST /v1/intents → SETTLED), closed loop at --concurrency, in one run of the saga's fleet."
+        help="Also measure merchant charges (confirm of a payment request made beforehand → SETTLED; "
+        "and, with no goal, with the request inside the flow) beside P2P (signed POST /v1/intents → "
+        "SETTLED), closed loop at --concurrency, in one run of the saga's fleet."
+    ),
+]
+Fx = Annotated[
+    bool,
+    typer.Option(
+        help="Also measure currency exchanges (POST /v1/fx/quotes → FX_EXCHANGE → SETTLED, THB for USD) "
+        "beside P2P, closed loop at --concurrency, in one run of the saga's fleet, with the quote's latency."
     ),
 ]
 FrontDoor = Annotated[
@@ -182,46 +190,45 @@ def bench(
     psp_intents: PspIntents = suite.PSP_INTENTS,
     psp_latency_ms: PspLatency = suite.PSP_LATENCY_MS,
     charges: Charges = True,
+    fx: Fx = True,
     front_door: FrontDoor = True,
     database_url: DatabaseUrl = None,
     quick: Quick = False,
     out: Out = report.OUT_DIR,
     write_report: Report = True,
 ) -> None:
-    """Consumer and publisher throughput against raw redis-py (goal: ≥ 70 % of raw).
+    """Consumer and publisher throughput against raw redis-py (goal: ≥ 70 % of raw). On streams of its
+    own (`bench:*`), throw-away databases, and Redis database 14 of the same server (only the keys a
+    benchmark makes are deleted, before and after).
 
     Then the ledger: the bare embedded engine (goal: ≥ 20,000 transfers/s) and the real
     ledger-writer driving it (goal: ≥ 60 % of bare), for commands of 1, 2 and 10 transfers.
-
-    On streams of its own (`bench:*`), throw-away databases, and Redis database 14 of the same
-    server (only the keys a benchmark makes are deleted, before and after).
 
     Then the gateway: signed `POST /v1/intents` requests/s, p50 and p99 beside an unsigned bare
     Starlette endpoint doing the same XADD (goal: ≥ 50 % of the bare endpoint), both real processes.
 
     Then the saga: the whole fleet (ledger-writer, `--orchestrators` orchestrators, reconciler,
     gateway); settled P2P intents/s and accept → SETTLED p50/p95/p99 pipeline-only (`--intents`
-    published straight to `pm:intents`; goal: ≥ 1,000 settled/s) and through HTTP, a load sweep
-    (each of `--rates` intents/s offered open-loop for `--seconds`, in turn; goal: p99 ≤ 250 ms at
-    300/s and below), with the time per stage and the fee engine's time per intent.
+    straight to `pm:intents`; goal: ≥ 1,000 settled/s) and through HTTP, a load sweep (each of
+    `--rates` intents/s offered open-loop for `--seconds`; goal: p99 ≤ 250 ms at 300/s), by stage.
 
     Then PromptPay withdrawals (`--psp`): the same fleet plus adapter-ipps and the IPPS sandbox
-    answering each call after `--psp-latency-ms`, on a throw-away database and Redis database 14;
-    `--psp-intents` published straight to `pm:intents`, P2P and withdrawals interleaved. Per type:
-    settled/s, publish → SETTLED p50/p95/p99 and the time per stage (a withdrawal's PSP stage
-    apart); withdrawals/s ÷ P2P/s, against the serialized ceiling (one payout at a time:
+    answering each call after `--psp-latency-ms`; `--psp-intents` published straight to `pm:intents`,
+    P2P and withdrawals interleaved. Per type: settled/s, publish → SETTLED p50/p95/p99 and the time
+    per stage; withdrawals/s ÷ P2P/s, against the serialized ceiling (one payout at a time:
     1 / (2 × latency)), and the payouts in flight at the adapter.
 
-    Then merchant charges (`--charges`): the saga's fleet with a merchant; `--concurrency` flows at a
-    time, each begun when the last settled: payment request, confirm straight to the gateway, SETTLED,
-    beside signed P2P intents the same way, `--repeat` rounds (goal: charges/s ≥ 80 % of P2P/s).
+    Then merchant charges and currency exchange (`--charges`, `--fx`), each on the saga's fleet beside
+    signed P2P intents, `--concurrency` flows at a time, each begun when the last settled, `--repeat`
+    rounds: a user's confirm of a payment request made beforehand → SETTLED (goal: ≥ 80 % of P2P/s;
+    with the merchant's request inside the flow too, no goal); a quote, then the FX_EXCHANGE that uses
+    it → SETTLED (goal: ≥ 70 % of P2P/s), with the quote's latency.
 
     Then the front door (`--front-door`): `GET /v1/me/wallets`, a confirm and a signed read through
-    nginx and the Auth Center sandbox beside straight to the gateway, at `--concurrency` (goal: ≥ 80 %
-    of direct); without nginx, skipped (no failure).
+    nginx and the Auth Center beside direct (goal: ≥ 80 % of direct); no nginx: skipped, no failure.
 
-    Last, unless `--no-report`, the report in `--out`: <YYYY-MM-DD>-<commit>.json (every figure,
-    the settings, the machine), .md (the tables) and -throughput, -latency and -stages .png plots.
+    Last, unless `--no-report`, the report in `--out`: .json (every figure, the settings, the
+    machine), .md (the tables) and -throughput, -latency and -stages .png plots.
     """
     sized: dict[str, Any] = {"messages": messages, "repeat": repeat, "transfers": transfers}
     sized |= {"seconds": seconds, "intents": intents, "rates": rates, "psp_intents": psp_intents}
@@ -237,6 +244,7 @@ def bench(
         psp=psp,
         psp_latency_ms=psp_latency_ms,
         charges=charges,
+        fx=fx,
         front_door=front_door,
         quick=quick,
     )
