@@ -85,17 +85,23 @@ async def create(request: Request) -> Response:
         )
     if intent_request.type == "SBP_TOPUP" and intent_request.currency != shapes.NATIVE_CURRENCY["SBP_TOPUP"]:
         # Roubles collected, exchanged into the wallet's currency: the Idempotency-Key still answers
-        # for the request as sent (its hash), the intent is made in roubles with its exchange.
-        quote_id, collected, exchange = await fx.topup(request, caller.key_id, intent_request)
-        return await submit(
-            request,
-            caller,
-            key,
-            collected,
-            intent_id=quote_id,
-            exchange=exchange,
-            request_hash=_request_hash(intent_request),
-        )
+        # for the request as sent (its hash), the intent is made in roubles with its exchange. A
+        # repeat is not priced again (a rate gone stale since must not turn it into a refusal).
+        asked_hash = _request_hash(intent_request)
+        async with d.pool.acquire() as conn:
+            made = await conn.fetchval(q.INTENT_BY_IDEMPOTENCY_KEY, caller.key_id, key)
+        if made is None:
+            quote_id, collected, exchange = await fx.topup(request, caller.key_id, intent_request)
+            return await submit(
+                request,
+                caller,
+                key,
+                collected,
+                intent_id=quote_id,
+                exchange=exchange,
+                request_hash=asked_hash,
+            )
+        return await submit(request, caller, key, intent_request, request_hash=asked_hash)
     return await submit(request, caller, key, intent_request)
 
 

@@ -42,6 +42,8 @@ SELECT id, created_at FROM intent
 """
 
 
+INTENT_BY_IDEMPOTENCY_KEY = "SELECT id FROM pm.intent WHERE key_id = $1 AND idempotency_key = $2"
+
 SELECT_BY_IDEMPOTENCY_KEY = f"""
 SELECT {INTENT_COLUMNS} FROM pm.intent WHERE key_id = $1 AND idempotency_key = $2
 """
