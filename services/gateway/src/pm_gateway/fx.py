@@ -13,7 +13,6 @@ from starlette.responses import Response
 
 from pm_client.api import AMOUNT_MAX, CreateIntent, Currency, Exchange
 from pm_client.fx_api import Amounts, CreateQuote, Quote, Rate, SetRate
-from pm_gateway import queries as q
 from pm_gateway import web
 from pm_gateway.auth import require_admin, require_operation, require_owner
 from pm_gateway.ids import uuid7
@@ -129,12 +128,11 @@ async def quote_of(request: Request, intent: CreateIntent) -> Exchange:
     assert intent.quote_id is not None
     async with d.pool.acquire() as conn:
         found = await store.get_quote(conn, intent.quote_id)
-        used = found is not None and await conn.fetchval(q.INTENT_EXISTS, found.id)
     payer = getattr(intent.from_, "id", None)
     if found is None or found.owner_id != payer:
         raise ProblemError(422, "quote_not_found", "no such quote for this owner")
     # A quote already used answers as its intent does (a replay finds it; another request is 409).
-    if found.expired and not used:
+    if found.expired and not found.used:
         raise ProblemError(422, "quote_expired", f"the quote expired at {found.expires_at.isoformat()}")
     price = found.price
     if (intent.amount, intent.currency) != (price.sell_amount, price.sell):

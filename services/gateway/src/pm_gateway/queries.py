@@ -188,5 +188,3 @@ RETURNING {_REQUEST_COLUMNS}
 IS_USERS_INTENT = """
 SELECT EXISTS (SELECT 1 FROM pm.intent WHERE id = $1 AND (source @> $2::jsonb OR target @> $2::jsonb))
 """
-
-INTENT_EXISTS = "SELECT EXISTS (SELECT 1 FROM pm.intent WHERE id = $1)"

@@ -26,7 +26,8 @@ LIMIT 1
 
 _QUOTE_COLUMNS = """q.id, q.owner_id, q.key_id, q.rate_id, q.sell_currency, q.buy_currency, q.sell_amount,
     q.principal, q.fee, q.buy_amount, q.created_at, q.expires_at, r.pair, r.rate::text AS rate,
-    r.spread_bps, q.expires_at <= now() AS expired"""
+    r.spread_bps, q.expires_at <= now() AS expired,
+    EXISTS (SELECT 1 FROM pm.intent AS i WHERE i.id = q.id) AS used"""
 
 INSERT_QUOTE = f"""
 WITH q AS (

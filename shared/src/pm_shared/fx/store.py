@@ -65,6 +65,8 @@ class Quote:
     created_at: datetime
     expires_at: datetime
     expired: bool
+    used: bool
+    """An intent carries it out already (an FX_EXCHANGE's or a top-up's id is its quote's)."""
 
 
 def _quote(row: asyncpg.Record) -> Quote:
@@ -87,6 +89,7 @@ def _quote(row: asyncpg.Record) -> Quote:
         created_at=row["created_at"],
         expires_at=row["expires_at"],
         expired=row["expired"],
+        used=row["used"],
     )
 
 

@@ -196,25 +196,31 @@ class Closer:
         """The merchant, and whether its accounts are closed now (False: on their way; call again).
 
         Raises MerchantNotFoundError, MerchantActiveError, MerchantBusyError or ReopeningError."""
+        merchant = await self._begin_close(merchant_id)
+        while merchant is None:  # moved meanwhile (reactivated, or another close began): look again
+            merchant = await self._begin_close(merchant_id)
+        if merchant.accounts_state == CLOSED:
+            return merchant, True
+        return await self._finish_close(merchant)
+
+    async def _begin_close(self, merchant_id: str) -> store.Merchant | None:
+        """The merchant with its close begun (or under way, or done); None when it moved meanwhile.
+        (One connection at a time: the CLI's pool holds one.)"""
         async with self.pool.acquire() as conn:
             merchant = await store.get(conn, merchant_id)
             if merchant.accounts_state == REOPENING:
                 raise ReopeningError(merchant_id)
-            if merchant.accounts_state == OPEN:
-                if merchant.active:
-                    raise MerchantActiveError(merchant_id)
-                party = json.dumps({"kind": store.OWNER_KIND, "id": merchant_id})
-                in_flight: int = await conn.fetchval(queries.COUNT_IN_FLIGHT, party)
-                if in_flight:
-                    raise MerchantBusyError(in_flight)
-                await self._check_suspense(merchant)
-                row = await conn.fetchrow(queries.BEGIN_CLOSE, merchant_id)
-                if row is None:  # moved meanwhile (reactivated, or another close began): look again
-                    return await self.close(merchant_id)
-                merchant = store.merchant_of(row)
-        if merchant.accounts_state == CLOSED:
-            return merchant, True
-        return await self._finish_close(merchant)
+            if merchant.accounts_state != OPEN:
+                return merchant
+            if merchant.active:
+                raise MerchantActiveError(merchant_id)
+            party = json.dumps({"kind": store.OWNER_KIND, "id": merchant_id})
+            in_flight: int = await conn.fetchval(queries.COUNT_IN_FLIGHT, party)
+            if in_flight:
+                raise MerchantBusyError(in_flight)
+            await self._check_suspense(merchant)
+            row = await conn.fetchrow(queries.BEGIN_CLOSE, merchant_id)
+        return None if row is None else store.merchant_of(row)
 
     async def _finish_close(self, merchant: store.Merchant) -> tuple[store.Merchant, bool]:
         all_legs = await self._opened_legs(merchant)
