@@ -134,8 +134,8 @@ def test_the_config_is_what_frontdoor_renders_for_kubernetes(manifests: Manifest
     )
     assert manifests.one("ConfigMap", CONFIG_MAP)["data"] == {TEMPLATE.name: TEMPLATE.read_text()}
     # The same server as docker compose's, but for what Kubernetes gives it: the verify URL whole.
-    compose = frontdoor.server_block(frontdoor.COMPOSE)
-    kubernetes = frontdoor.server_block(frontdoor.KUBERNETES)
+    compose = _block(frontdoor.server_block(frontdoor.COMPOSE), "server")
+    kubernetes = _block(frontdoor.server_block(frontdoor.KUBERNETES), "server")
     assert _locations(kubernetes).keys() == _locations(compose).keys()
 
 

@@ -60,18 +60,34 @@ KUBERNETES_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 """Debian's CA bundle, in the official nginx image (it installs `ca-certificates`)."""
 
 
+def _auth(door: FrontDoor) -> tuple[str, str]:
+    """The Auth Center's `upstream` block (empty when there is none) and the subrequest's URL. A plain
+    `http://host:port` Auth Center (the sandbox's) gets kept-alive connections too; a whole verify URL
+    from configuration (Kubernetes: often https, named by a variable) is proxied to as it is."""
+    auth = door.auth_url.rstrip("/")
+    if not auth.startswith("http://") or "$" in auth or "/" in auth.removeprefix("http://"):
+        return "", auth + door.verify_path
+    upstream = f"""upstream pm_auth {{
+    server {auth.removeprefix("http://")};
+    keepalive 16;
+}}
+
+"""
+    return upstream, "http://pm_auth" + door.verify_path
+
+
 def server_block(door: FrontDoor) -> str:
-    """The front door's `upstream` of the gateway and its `server { … }` (nginx syntax, http context)."""
-    gateway, auth, secret = door.gateway_url.rstrip("/"), door.auth_url.rstrip("/"), door.proxy_secret
-    verify = auth + door.verify_path
-    return f"""# Connections to the gateway are kept alive: without this nginx opens one per request
-# (HTTP/1.0), a TCP handshake the gateway pays for on every request (`pm bench`, front door).
+    """The front door's `upstream` blocks and its `server { … }` (nginx syntax, http context)."""
+    gateway, secret = door.gateway_url.rstrip("/"), door.proxy_secret
+    auth_upstream, verify = _auth(door)
+    return f"""# Connections are kept alive: without this nginx opens one per request (HTTP/1.0), a TCP
+# handshake the gateway (and the Auth Center) pays for on every request (`pm bench`, front door).
 upstream pm_gateway {{
     server {gateway.removeprefix("http://")};
     keepalive 32;
 }}
 
-server {{
+{auth_upstream}server {{
     listen {door.listen};
     proxy_http_version 1.1;
     # Identity is set here or not at all: whatever a client sent in these headers is dropped.
@@ -87,6 +103,7 @@ server {{
         proxy_set_header Authorization $http_authorization;
         proxy_set_header X-PM-User "";
         proxy_set_header X-PM-Proxy-Secret "";
+        proxy_set_header Connection "";
     }}
 
     location /v1/me/ {{
