@@ -1,8 +1,8 @@
 """A short seeded chaos run (the long one is `make chaos`): the whole fleet on private Redis and
 PostgreSQL servers of its own, every intent type through the gateway — a merchant's credits and its
-users' confirmed charges among them — while processes are SIGKILLed and restarted, Redis and
-PostgreSQL restart and the PSP sandboxes inject faults; then every invariant (docs/invariants.md)
-must hold and the report's counts must add up.
+users' confirmed charges, exchanges THB <-> USD over two ledgers among them — while processes are
+SIGKILLed and restarted, Redis and PostgreSQL restart and the PSP sandboxes inject faults; then every
+invariant (docs/invariants.md) must hold, per ledger, and the report's counts must add up.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ async def test_a_short_seeded_chaos_run_keeps_every_invariant() -> None:
         "SBP_TOPUP",
         "MINIAPP_CREDIT",
         "MINIAPP_CHARGE",
+        "FX_EXCHANGE",
     }
     assert all(code for _, state, code in report.by_state if state == "FAILED")
     # The merchant's traffic settled (its credits, its users' confirmed charges with its commission),
@@ -57,11 +58,18 @@ async def test_a_short_seeded_chaos_run_keeps_every_invariant() -> None:
     assert report.by_state[("MINIAPP_CREDIT", "SETTLED", "")] > 0
     assert report.by_state[("MINIAPP_CHARGE", "SETTLED", "")] > 0
     assert report.accounts_checked["merchant"] == 1 and report.accounts_checked["user"] > 0
+    assert report.accounts_checked["liquidity"] == 2  # THB and USD
+    # Exchanges settled both ways on two ledgers, and the one beyond the USD liquidity failed whole:
+    # the checks held each one's legs on both ledgers, the liquidity accounts never below zero and as
+    # the exchanges moved them, and the users' wallets in each currency.
+    assert report.by_state[("FX_EXCHANGE", "SETTLED", "")] > 0
+    assert report.by_state[("FX_EXCHANGE", "FAILED", "LIQUIDITY_INSUFFICIENT")] >= 1
     assert {
         "per ledger debits = credits",
-        "no wallet or merchant account below zero",
-        "wallets and merchant accounts = what settled intents moved",
+        "no wallet, merchant or liquidity account below zero",
+        "wallets, merchant and liquidity accounts = what settled intents moved",
         "SETTLED has exactly its posted legs",
+        "FAILED has none posted, none pending",
     } <= set(report.invariants)
     # The chaos happened as scheduled: every kill restarted, one Redis and one PostgreSQL restart.
     assert sum(report.kills.values()) == KILLS

@@ -248,7 +248,7 @@ def expected_moves(summary: demo.DemoSummary) -> Counter[str]:
     for o in (o for o in summary.outcomes if o.state == "SETTLED"):
         p = o.planned
         assert p.type != "PROMPTPAY_WITHDRAWAL", p  # these runs send none
-        if p.payee is not None:
+        if isinstance(p.payee, demo.User | demo.Merchant):
             moves[p.payee.id] += p.amount - (demo.commission(p.amount) if p.type == "MINIAPP_CHARGE" else 0)
         if p.payer is not None:
             moves[p.payer.id] -= p.amount + (sum(demo.demo_fees(p.amount).values()) if p.type == "P2P" else 0)
@@ -291,12 +291,12 @@ async def assert_merchant_moved(running: Running, summary: demo.DemoSummary, bef
 
 
 async def assert_ledger_adds_up(running: Running, summary: demo.DemoSummary) -> None:
-    """Per ledger the accounts sum to zero (posted and pending), no wallet or merchant account is below
-    zero: read from the ledger's table here, and as the demo read it through the ledger."""
+    """Per ledger the accounts sum to zero (posted and pending), no wallet, merchant or liquidity account
+    is below zero: read from the ledger's table here, and as the demo read it through the ledger."""
     rows = await fetch(
         running.database_url,
         "SELECT ledger, sum(debits_posted - credits_posted), sum(debits_pending - credits_pending),"
-        " count(*) FILTER (WHERE code IN (1, 2) AND debits_posted + debits_pending > credits_posted),"
+        " count(*) FILTER (WHERE code IN (1, 2, 30) AND debits_posted + debits_pending > credits_posted),"
         " count(*) FILTER (WHERE code = 2) FROM ledger.accounts GROUP BY ledger",
     )
     assert {int(r[0]): (int(r[1]), int(r[2]), r[3], r[4]) for r in rows} == {
@@ -306,7 +306,7 @@ async def assert_ledger_adds_up(running: Running, summary: demo.DemoSummary) -> 
     assert check is not None and check.ok and check.problems() == [] and not check.below_zero
     assert {t.ledger for t in check.totals} == set(chart.LEDGERS.values())
     assert all(t.balanced for t in check.totals)
-    assert check.checked["merchant account"] == len(demo.CURRENCIES)
+    assert check.checked["merchant account"] == check.checked["liquidity account"] == len(demo.CURRENCIES)
     assert check.checked["wallet"] >= len(summary.users)
 
 
@@ -361,7 +361,7 @@ async def test_demo_settles_funded_payments_fails_the_others_and_the_ledger_agre
     assert all(w.posted is not None and w.posted > 0 for w in summary.wallets if w.funded)
     # The payee that never had a wallet still has none.
     (ghost,) = {o.planned.payee for o in summary.outcomes if o.planned.scenario == "no-payee-wallet"}
-    assert ghost is not None and await ledger_posted(
+    assert isinstance(ghost, demo.User) and await ledger_posted(
         running.database_url, [("user", ghost.id, 1)], "THB"
     ) == [None]
 
@@ -492,7 +492,6 @@ async def test_pm_demo_command_prints_the_summary_as_json_and_exits_0(running: R
     assert report["ok"] is True and report["problems"] == [] and report["notes"] == []
     counts = {(i["type"], i["state"], i["failureCode"]): i["count"] for i in report["intents"]}
     assert counts == {
-        ("ADJUSTMENT", "SETTLED", None): 4,  # three users and the merchant funded
         ("P2P", "SETTLED", None): 10,
         ("P2P", "FAILED", "INSUFFICIENT_FUNDS"): 1,
         ("P2P", "FAILED", "ACCOUNT_NOT_FOUND"): 1,
@@ -505,9 +504,22 @@ async def test_pm_demo_command_prints_the_summary_as_json_and_exits_0(running: R
         ("MINIAPP_CHARGE", "FAILED", "INSUFFICIENT_FUNDS"): 1,
         ("MINIAPP_CHARGE", "DECLINED", None): 1,
         ("MINIAPP_CHARGE", "REFUSED", "over_miniapp_cap"): 1,
+        # Its exchanges in THB: eight settle both ways, a quote used again is refused, and one that buys
+        # more than the USD liquidity holds fails.
+        ("FX_EXCHANGE", "SETTLED", None): 8,
+        ("FX_EXCHANGE", "REFUSED", "quote_used"): 1,
+        ("FX_EXCHANGE", "FAILED", "LIQUIDITY_INSUFFICIENT"): 1,
+        # Three users and the merchant; for the exchanges three USD wallets, the two liquidity accounts
+        # and the user of the one beyond the liquidity.
+        ("ADJUSTMENT", "SETTLED", None): 4 + 3 + 2 + 1,
     }
     assert report["moved"]["PROMPTPAY_WITHDRAWAL"] > 0 and report["moved"]["MINIAPP_CHARGE"] > 0
-    assert len(report["wallets"]) == 5 and all(w["ok"] for w in report["wallets"])
+    # Five THB wallets and the USD ones of the three users who exchanged, each as its intents say.
+    assert Counter(w["currency"] for w in report["wallets"]) == {"THB": 5, "USD": 3}
+    assert all(w["ok"] for w in report["wallets"])
+    exchanged = report["exchanges"]
+    assert [(d["sell"], d["buy"]) for d in exchanged["directions"]] == [("THB", "USD"), ("USD", "THB")]
+    assert [(c["currency"], c["ok"]) for c in exchanged["liquidity"]] == [("THB", True), ("USD", True)]
     merchant = report["merchant"]
     assert merchant["merchantId"] == demo.DEMO_MERCHANT and merchant["account"]["ok"] is True
     assert 0 < merchant["commission"] < merchant["charged"] and merchant["credited"] > 0
@@ -536,10 +548,14 @@ async def test_pm_demo_command_prints_tables_and_without_a_door_leaves_the_charg
         "latency p95",
         f"The demo merchant {demo.DEMO_MERCHANT}",
         "what its settled intents leave on it",
+        "Exchanges at USD/THB",
+        "THB → USD: bought out of liquidity",
+        "USD liquidity as the settled intents leave it",
         "sum zero",
         "none below zero",
+        "liquidity accounts",
         "ok: all",
-        "no wallet or merchant account below zero",
+        "no wallet, merchant or liquidity account below zero",
     ):
         assert text in done.stdout, done.stdout
     assert "UNBALANCED" not in done.stdout and "MISMATCH" not in done.stdout

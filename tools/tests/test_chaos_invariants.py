@@ -86,7 +86,7 @@ def legs_of(intent: IntentFact) -> list[TransferFact]:
                 intent.id,
                 leg.amount,
                 {"pending": inv.PENDING, "post": inv.POST, "plain": 0}[leg.kind],
-                THB,
+                leg.ledger,
                 pending_status=inv.STATUS_POSTED if leg.kind == "pending" else None,
                 debit_account_id=leg.debit,
                 credit_account_id=leg.credit,
@@ -479,9 +479,9 @@ def test_check_all_on_a_consistent_run_holds_and_a_report_names_the_offenders() 
     ]
     results = inv.check_all(facts, lease_ms=4_000, killed=[])
     # The ledger agrees with the intent (alice is -10,300 by what settled), but she was never funded:
-    # only "no wallet or merchant account below zero" objects.
+    # only "no wallet, merchant or liquidity account below zero" objects.
     assert {name: list(offenders) for name, offenders in results.items() if offenders} == {
-        "no wallet or merchant account below zero": [alice]
+        "no wallet, merchant or liquidity account below zero": [alice]
     }
 
     report = Report(seed=1, planned=1, invariants=results)

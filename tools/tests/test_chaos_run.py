@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from pm_client.api import MerchantParty, UserParty
-from pm_tools.chaos.load import IPPS_FAULT_AMOUNTS, MAX_CHARGE, plan
+from pm_client.api import LiquidityParty, MerchantParty, UserParty
+from pm_shared.fx import pricing
+from pm_tools.chaos.load import IPPS_FAULT_AMOUNTS, MAX_CHARGE, QUOTE_PENDING, RATE, plan
 from pm_tools.chaos.report import Report
 from pm_tools.chaos.run import gateway_error
 from pm_tools.chaos.schedule import KILLABLE, schedule
@@ -33,8 +35,10 @@ def test_the_plan_is_the_same_for_a_seed_and_covers_every_type_and_fault() -> No
         "SBP_TOPUP",
         "MINIAPP_CREDIT",
         "MINIAPP_CHARGE",
+        "FX_EXCHANGE",
     }
     scenarios = {p.scenario for p in first.intents}
+    assert {"fx", "fx-back", "fx-no-liquidity"} <= scenarios
     assert {"p2p-empty", "topup-expire", "withdrawal-bad-proxy"} <= scenarios
     assert {"credit", "credit-overdraw", "charge", "charge-empty"} <= scenarios
     assert any(s.removeprefix("withdrawal-") in IPPS_FAULT_AMOUNTS.values() for s in scenarios)
@@ -64,6 +68,41 @@ def test_the_merchant_is_funded_for_its_credits_and_its_charges_are_payment_requ
     (commission,) = [r for r in the_plan.fee_rules if r.operation_type == "MINIAPP_CHARGE"]
     assert (commission.payer, commission.timing) == ("target", "POST")
     assert shop.merchant_id in commission.condition
+
+
+def test_exchanges_are_funded_quoted_when_sent_and_some_go_beyond_any_liquidity() -> None:
+    the_plan = plan(3, 400, "r")
+    assert (
+        the_plan.rates == [RATE] and the_plan.usd_users and set(the_plan.usd_users) <= set(the_plan.thb_users)
+    )
+    rate = pricing.Rate(pricing.Pair.parse(RATE.pair), Decimal(RATE.rate), RATE.spread_bps)
+    fundings = {
+        p.scenario: p for p in the_plan.funding if p.body.currency == "USD" or p.scenario.startswith("liq")
+    }
+    liquidity = {
+        p.body.currency: p.body.amount for p in the_plan.funding if isinstance(p.body.to, LiquidityParty)
+    }
+    assert set(liquidity) == {"THB", "USD"} and "usd-funding" in fundings
+    exchanges = [p for p in the_plan.intents if p.body.type == "FX_EXCHANGE"]
+    bought: Counter[str] = Counter()
+    sold_usd = 0
+    for p in exchanges:
+        assert p.quote is not None and p.body.quote_id == QUOTE_PENDING and p.via == "admin"
+        assert p.body.from_ == p.body.to and isinstance(p.body.from_, UserParty)
+        assert p.body.from_.id in the_plan.usd_users and p.quote.owner_id == p.body.from_.id
+        assert (p.quote.sell.currency, p.quote.sell.amount) == (p.body.currency, p.body.amount)
+        buy = "USD" if p.body.currency == "THB" else "THB"
+        price = pricing.selling(rate, p.body.currency, buy, p.body.amount, amount_max=10**12)
+        if p.scenario == "fx-no-liquidity":
+            continue
+        bought[buy] += price.buy_amount
+        sold_usd += price.principal if p.body.currency == "USD" else 0
+    # Each liquidity account holds what the exchanges buy; one beyond it buys more than the USD one
+    # could ever hold (its funding and every dollar sold into it).
+    assert liquidity["USD"] > bought["USD"] and liquidity["THB"] > bought["THB"]
+    for p in (p for p in exchanges if p.scenario == "fx-no-liquidity"):
+        beyond = pricing.selling(rate, "THB", "USD", p.body.amount, amount_max=10**12).buy_amount
+        assert beyond > liquidity["USD"] + sold_usd
 
 
 def test_the_schedule_is_seeded_kills_every_service_first_and_restarts_each_server_once() -> None:

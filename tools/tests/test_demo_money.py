@@ -66,7 +66,11 @@ def test_the_merchant_plans_credits_to_funded_users_and_one_of_each_charge_fault
     float_ = merchant_funding(business, "r", rng)
     assert (float_.payee, float_.payer) == (SHOP, None)
     assert float_.amount > sum(p.amount for p in credits_)
-    fundings = {f.payee.id: f.amount for f in funding(users, payments + business, "r", rng) if f.payee}
+    fundings = {
+        f.payee.id: f.amount
+        for f in funding(users, payments + business, "r", rng)
+        if isinstance(f.payee, demo.User)
+    }
     for user in (u for u in users if u.funded):
         pays = [p for p in payments + charges if p.payer == user and p.scenario in ("settles", "charge")]
         assert fundings[user.id] > sum(p.amount for p in pays)
@@ -87,10 +91,10 @@ def test_the_commission_comes_off_the_merchant_and_the_users_pay_only_the_charge
         settled(credit),
         demo.Outcome(refused, refused="over_miniapp_cap"),
     ]
-    moves = party_moves(outcomes)
+    moves = party_moves(outcomes, "THB")
     assert demo.commission(20_000) == 300
-    assert moves == {SHOP.id: 10_000 + 20_000 - 300 - 3_000, alice.id: -20_000 + 3_000}
-    assert expected_balances([alice], outcomes) == {alice.id: -17_000}
+    assert moves == {(SHOP.id, "THB"): 10_000 + 20_000 - 300 - 3_000, (alice.id, "THB"): -20_000 + 3_000}
+    assert expected_balances([(alice.id, "THB")], outcomes, "THB") == {(alice.id, "THB"): -17_000}
     assert problems(outcomes, []) == []
     # A commission other than the rule's, an expected refusal that did not come: both problems.
     wrong = settled(charge, {demo.COMMISSION_RULE: 299})

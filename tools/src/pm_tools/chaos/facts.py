@@ -32,7 +32,7 @@ from pm_tools.chaos.rows import (
 
 INTENTS_SQL = """
 SELECT i.id::text AS id, i.type, i.state, i.failure_code, i.amount, i.currency, i.source, i.target,
-       i.fees, i.route, i.step, i.created_at,
+       i.fees, i.route, i.step, i.created_at, i.exchange,
        (SELECT max(e.at) FROM pm.intent_event e
         WHERE e.intent_id = i.id AND e.to_state = ANY($1::text[])) AS terminal_at
 FROM pm.intent i
@@ -98,6 +98,7 @@ async def read_database(database_url: str, facts: Facts) -> None:
                 step=r["step"],
                 created_at=r["created_at"],
                 terminal_at=r["terminal_at"],
+                exchange=_json(r["exchange"]),
             )
         facts.transfers = [
             TransferFact(

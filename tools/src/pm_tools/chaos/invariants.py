@@ -6,14 +6,19 @@ entries); empty means it holds. They take plain rows, so the unit tests feed the
 
 - `not_terminal`: every accepted intent reached SETTLED or FAILED (invariant 1).
 - `unbalanced_ledgers`: per ledger, debits = credits, posted and pending (invariant 2).
-- `accounts_below_zero`: no user wallet's or merchant account's debits (posted, or posted + pending)
-  exceed its credits (invariant 2).
-- `balances_disagree`: each wallet's and merchant account's posted balance is what the SETTLED intents
-  moved, fees included (invariant 2: nothing applied twice, nothing created).
+- `accounts_below_zero`: no user wallet's, merchant account's or FX liquidity account's debits
+  (posted, or posted + pending) exceed its credits (invariant 2).
+- `balances_disagree`: each wallet's (per currency), merchant account's and liquidity account's posted
+  balance is what the SETTLED intents moved, fees and exchanges included (invariant 2: nothing
+  applied twice, nothing created).
 - `settled_legs_wrong`: a SETTLED intent has exactly its legs — principal and every fee, posted, with
   the amounts on the intent, between the accounts of its parties (the fee's payer to the fee
-  account), with its type's transfer code — and nothing else (no void) (invariant 3).
-- `failed_legs_wrong`: a FAILED intent has no posted leg and no pending one left open (invariant 3).
+  account), on its currency's ledger, with its type's transfer code — and nothing else (no void). An
+  exchange's are `principal` (the user's wallet → liquidity, sold currency), `spread` (→ fee revenue,
+  absent when 0) and `buy` (liquidity → the user's wallet, bought currency), all naming the intent,
+  whose id is its quote's (invariant 3).
+- `failed_legs_wrong`: a FAILED intent has no posted leg and no pending one left open, on any ledger
+  (an exchange's two included) (invariant 3).
 - `orphan_transfers`: every ledger transfer belongs to an intent (invariant 2).
 - `payouts_wrong`: the IPPS sandbox paid every SETTLED withdrawal once, with its amount, and nothing
   for a FAILED one; what it paid in all is what the SETTLED withdrawals add up to (invariant 2).
@@ -35,6 +40,8 @@ from pm_shared.ledger import chart
 from pm_shared.streams import names
 from pm_tools.chaos.rows import (
     BOUNDED,
+    LIQUIDITY,
+    LIQUIDITY_CODE,
     AccountFact,
     AlertFact,
     DeadLetterFact,
@@ -59,6 +66,7 @@ TRANSFER_CODES: dict[str, int] = {
     "SBP_TOPUP": 4,
     "MINIAPP_CHARGE": 5,
     "MINIAPP_CREDIT": 6,
+    "FX_EXCHANGE": 7,
 }
 FEE_TRANSFER_CODE = 10
 PENDING = int(tb.TransferFlags.PENDING)
@@ -102,15 +110,19 @@ def unbalanced_ledgers(accounts: Iterable[AccountFact]) -> dict[str, str]:
     return out
 
 
+_WHAT = {"user": "wallet", "merchant": "merchant account", LIQUIDITY: "liquidity account"}
+
+
 def accounts_below_zero(accounts: Iterable[AccountFact]) -> dict[str, str]:
-    """User wallets and merchant accounts whose debits (posted, or posted + pending) exceed their credits."""
-    bounded = {code: kind for kind, code in BOUNDED.items()}
+    """User wallets, merchant accounts and FX liquidity accounts whose debits (posted, or posted +
+    pending) exceed their credits."""
+    bounded = {code: kind for kind, code in BOUNDED.items()} | {LIQUIDITY_CODE: LIQUIDITY}
     out: dict[str, str] = {}
     for a in accounts:
         if a.code not in bounded:
             continue
         if a.debits_posted > a.credits_posted or a.debits_posted + a.debits_pending > a.credits_posted:
-            what = "wallet" if bounded[a.code] == "user" else "merchant account"
+            what = _WHAT[bounded[a.code]]
             out[a.id] = (
                 f"{what} on ledger {a.ledger}: credits posted {a.credits_posted}, debits posted "
                 f"{a.debits_posted} (+{a.debits_pending} pending)"
@@ -119,23 +131,47 @@ def accounts_below_zero(accounts: Iterable[AccountFact]) -> dict[str, str]:
 
 
 def _owner(party: Mapping[str, object], currency: str) -> Owner | None:
-    """(kind, id, currency) of a user or merchant party: the owners whose balances are checked."""
+    """(kind, id, currency) of a user, merchant or liquidity party: the owners whose balances are
+    checked."""
     kind, owner_id = party.get("kind"), party.get("id")
+    if kind == LIQUIDITY:
+        return (LIQUIDITY, "", currency)
     return (str(kind), str(owner_id), currency) if kind in BOUNDED and owner_id else None
 
 
+def _exchanged(i: IntentFact, out: Counter[Owner]) -> None:
+    """An exchange's moves: its amount out of the user's wallet in the sold currency, the principal into
+    that currency's liquidity, the bought amount out of the other's liquidity into the user's wallet
+    in it (the spread goes to fee revenue)."""
+    fx = i.exchange
+    assert fx is not None
+    bought = str(fx["buyCurrency"])
+    buy_amount = int(str(fx["buyAmount"]))
+    source, target = _owner(i.source, i.currency), _owner(i.target, bought)
+    if source:
+        out[source] -= i.amount
+    if target:
+        out[target] += buy_amount
+    out[(LIQUIDITY, "", i.currency)] += int(str(fx["principal"]))
+    out[(LIQUIDITY, "", bought)] -= buy_amount
+
+
 def expected_balances(intents: Iterable[IntentFact]) -> Counter[Owner]:
-    """What the SETTLED intents leave on each wallet and merchant account: in - out - the fees it paid
-    (a fee's `payer` is the intent's `source`, or its `target`: a merchant's commission)."""
+    """What the SETTLED intents leave on each wallet, merchant and liquidity account: in - out - the
+    fees it paid (a fee's `payer` is the intent's `source`, or its `target`: a merchant's commission;
+    a fee is in the intent's currency, an exchange's sold one)."""
     out: Counter[Owner] = Counter()
     for i in intents:
         if i.state != "SETTLED":
             continue
         source, target = _owner(i.source, i.currency), _owner(i.target, i.currency)
-        if source:
-            out[source] -= i.amount
-        if target:
-            out[target] += i.amount
+        if i.exchange is not None:
+            _exchanged(i, out)
+        else:
+            if source:
+                out[source] -= i.amount
+            if target:
+                out[target] += i.amount
         for fee in i.fees:
             payer = source if fee.get("payer", "source") == "source" else target
             if payer:
@@ -146,7 +182,8 @@ def expected_balances(intents: Iterable[IntentFact]) -> Counter[Owner]:
 def balances_disagree(
     intents: Mapping[str, IntentFact], accounts: Iterable[AccountFact], owned: Mapping[Owner, str]
 ) -> dict[str, str]:
-    """Wallets and merchant accounts whose posted balance is not what the SETTLED intents moved."""
+    """Wallets, merchant and liquidity accounts whose posted balance is not what the SETTLED intents
+    moved (the run's database is its own: nothing else moved them)."""
     by_id = {a.id: a for a in accounts}
     expected = expected_balances(intents.values())
     out: dict[str, str] = {}
@@ -156,10 +193,9 @@ def balances_disagree(
         posted = account.credits_posted - account.debits_posted if account is not None else 0
         if posted != expected[owner]:
             kind, owner_id, currency = owner
-            what = "wallet" if kind == "user" else "merchant account"
+            what = _WHAT[kind] + (f" of {owner_id}" if owner_id else "")
             out[account_id] = (
-                f"{what} of {owner_id} ({currency}): posted {posted}, settled intents add up to "
-                f"{expected[owner]}"
+                f"{what} ({currency}): posted {posted}, settled intents add up to {expected[owner]}"
             )
     return out
 
@@ -192,6 +228,7 @@ class ExpectedLeg(NamedTuple):
     credit: str | None
     """The accounts it moves money between (None: PM has no account for that party)."""
     code: int
+    ledger: int
 
 
 def _fee_legs(intent: IntentFact, source: str | None, target: str | None) -> list[tuple[str, ExpectedLeg]]:
@@ -208,14 +245,37 @@ def _fee_legs(intent: IntentFact, source: str | None, target: str | None) -> lis
             payer,
             operator_account(fee_code, intent.currency),
             FEE_TRANSFER_CODE,
+            chart.ledger_of(intent.currency),
         )
         out.append((f"fee:{rule_id}", leg))
     return out
 
 
+def _exchange_legs(intent: IntentFact, source: str | None) -> list[tuple[str, ExpectedLeg]]:
+    """An exchange's principal, spread (when not 0) and bought amount, as docs/fx.md lays them out."""
+    fx = intent.exchange
+    assert fx is not None
+    sold, bought = intent.currency, str(fx["buyCurrency"])
+    code = TRANSFER_CODES["FX_EXCHANGE"]
+
+    def leg(amount: object, debit: str | None, credit: str | None, code: int, currency: str) -> ExpectedLeg:
+        kind = "pending" if intent.holds else "plain"
+        return ExpectedLeg(kind, int(str(amount)), debit, credit, code, chart.ledger_of(currency))
+
+    liquidity = {c: operator_account(chart.Code.FX_LIQUIDITY, c) for c in (sold, bought)}
+    legs = [("principal", leg(fx["principal"], source, liquidity[sold], code, sold))]
+    if int(str(fx["spread"])):
+        revenue = operator_account(chart.Code.FEE_REVENUE, sold)
+        legs.append(("spread", leg(fx["spread"], source, revenue, FEE_TRANSFER_CODE, sold)))
+    target = party_account(intent.target, bought)
+    legs.append(("buy", leg(fx["buyAmount"], liquidity[bought], target, code, bought)))
+    return legs
+
+
 def expected_legs(intent: IntentFact) -> dict[str, ExpectedLeg]:
     """The transfers a SETTLED intent must have, by transfer id: the principal from the source's
-    account to the target's with its type's code, then each fee; a held leg also has its post."""
+    account to the target's with its type's code (an exchange: its three legs), then each fee; a held
+    leg also has its post."""
     source = party_account(intent.source, intent.currency)
     target = party_account(intent.target, intent.currency)
     principal = ExpectedLeg(
@@ -224,9 +284,11 @@ def expected_legs(intent: IntentFact) -> dict[str, ExpectedLeg]:
         source,
         target,
         TRANSFER_CODES.get(intent.type, -1),
+        chart.ledger_of(intent.currency),
     )
+    mine = [("principal", principal)] if intent.exchange is None else _exchange_legs(intent, source)
     out: dict[str, ExpectedLeg] = {}
-    for name, leg in [("principal", principal), *_fee_legs(intent, source, target)]:
+    for name, leg in [*mine, *_fee_legs(intent, source, target)]:
         out[tid(intent.id, name)] = leg
         if leg.kind == "pending":
             out[tid(intent.id, name + ":post")] = leg._replace(kind="post")
@@ -246,6 +308,8 @@ def _leg_wrong(transfer_id: str, want: ExpectedLeg, t: TransferFact | None) -> s
         )
     if t.code != want.code:
         return f"leg {transfer_id}: code {t.code}, expected {want.code}"
+    if t.ledger != want.ledger:
+        return f"leg {transfer_id}: on ledger {t.ledger}, expected {want.ledger}"
     if want.kind == "pending" and t.pending_status != STATUS_POSTED:
         return f"pending leg {transfer_id} has status {t.pending_status}, not posted"
     return None
@@ -279,6 +343,9 @@ def settled_legs_wrong(
         for transfer_id, t in have.items():
             if transfer_id not in want:
                 problems.append(f"unexpected {_kind(t)} transfer {transfer_id} of {t.amount}")
+        quote = intent.exchange.get("quoteId") if intent.exchange is not None else intent.id
+        if quote != intent.id:
+            problems.append(f"carries out quote {quote}, but an exchange's id is its quote's")
         if problems:
             out[intent.id] = f"SETTLED {intent.type}: " + "; ".join(problems)
     return out
@@ -445,8 +512,8 @@ def check_all(facts: Facts, *, lease_ms: int, killed: Iterable[str]) -> dict[str
     return {
         "every accepted intent terminal": not_terminal(facts.intents),
         "per ledger debits = credits": unbalanced_ledgers(facts.accounts),
-        "no wallet or merchant account below zero": accounts_below_zero(facts.accounts),
-        "wallets and merchant accounts = what settled intents moved": balances_disagree(
+        "no wallet, merchant or liquidity account below zero": accounts_below_zero(facts.accounts),
+        "wallets, merchant and liquidity accounts = what settled intents moved": balances_disagree(
             facts.intents, facts.accounts, facts.owned
         ),
         "SETTLED has exactly its posted legs": settled_legs_wrong(facts.intents, facts.transfers),

@@ -8,20 +8,27 @@ of the IPPS sandbox's fault amounts and proxy values, SBP_TOPUP into RUB wallets
 every QR by itself; some ask for `sandbox-fault=expire` in their comment and expire), and the
 merchant's traffic: MINIAPP_CREDIT from its account to funded wallets (a few for more than it could
 ever hold: INSUFFICIENT_FUNDS) and MINIAPP_CHARGE, each a payment request the user confirms (some
-from wallets never funded), with the merchant's commission on every charge.
+from wallets never funded), with the merchant's commission on every charge; and FX_EXCHANGE at the
+run's USD/THB rate by users who also hold a USD wallet, THB for USD and back (each a quote asked when
+it is sent, then the exchange), with a small fee of their own, and a few that buy more USD than the
+liquidity could ever hold (LIQUIDITY_INSUFFICIENT). The operator funds the liquidity accounts in THB
+and USD first, for what the exchanges buy out of them.
 """
 
 from __future__ import annotations
 
 import random
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Literal
 
 from pm_client import api as http_api
-from pm_client import merchant_api
+from pm_client import fx_api, merchant_api
 from pm_sandbox_ipps.values import MAGIC_AMOUNTS, MAGIC_SUFFIXES
+from pm_shared.fx import pricing
 
 # The IPPS sandbox's magic amounts and what each asks for.
 IPPS_FAULT_AMOUNTS = MAGIC_AMOUNTS
@@ -38,6 +45,12 @@ MAX_CHARGE = 50_000
 OVERDRAW = 10**11
 """A credit larger than everything the merchant could ever hold in a run: the ledger refuses it."""
 COMMISSION_PERMILLE = 15
+RATE = fx_api.SetRate(pair="USD/THB", rate="35.8125", spread_bps=50, source="pm chaos")
+"""The run's one rate: every quote is priced at it, so the plan knows what each exchange buys."""
+QUOTE_PENDING = uuid.UUID(int=0)
+"""The `quoteId` of a planned exchange until its quote is asked, when it is sent (`send.submit`)."""
+FX_FEE = 100
+"""A flat PRE fee on each exchange, in the sold currency (so exchanges have fee legs too)."""
 
 Via = Literal["admin", "merchant", "charge"]
 """How an intent is made: POST /v1/intents with the admin key or the merchant's; or a charge: the
@@ -85,19 +98,25 @@ class Planned:
     """Its Idempotency-Key (a charge's payment request's)."""
     scenario: str
     body: http_api.CreateIntent
-    """The intent (for a charge: the one the user's confirmation makes)."""
+    """The intent (for a charge: the one the user's confirmation makes; for an exchange: with
+    QUOTE_PENDING for the quote asked when it is sent)."""
     via: Via = "admin"
+    quote: fx_api.CreateQuote | None = None
+    """An exchange's quote, asked (admin key) just before the exchange is made."""
 
 
 @dataclass(frozen=True)
 class Plan:
     thb_users: list[str]
     rub_users: list[str]
+    usd_users: list[str]
+    """THB users who also hold a USD wallet and exchange."""
     funding: list[Planned]
     """Sent first, and followed until they settle, so the payments after them find the money."""
     intents: list[Planned]
     fee_rules: list[http_api.FeeRuleIn]
     shop: Shop
+    rates: list[fx_api.SetRate] = field(default_factory=lambda: [RATE])
 
 
 def p2p_fee_rules(rule_prefix: str, payer_prefix: str, post_from: int) -> list[http_api.FeeRuleIn]:
@@ -137,7 +156,16 @@ def _fee_rules(prefix: str) -> list[http_api.FeeRuleIn]:
         max_fee=500,
         priority=1,
     )
-    return [*p2p_fee_rules(f"{prefix}p2p-", prefix, 10_000), withdrawals]
+    exchanges = http_api.FeeRuleIn(
+        rule_id=f"{prefix}fx-pre",
+        operation_type="FX_EXCHANGE",
+        condition=f'intent.source.kind == "user" && intent.source.id.startsWith("{prefix}")',
+        amount=str(FX_FEE),
+        timing="PRE",
+        max_fee=FX_FEE,
+        priority=1,
+    )
+    return [*p2p_fee_rules(f"{prefix}p2p-", prefix, 10_000), withdrawals, exchanges]
 
 
 MAX_FEES = 1_000
@@ -161,8 +189,15 @@ class _Draft:
     empty: list[str]
     rub: list[str]
     shop: Shop
+    usd: list[str] = field(default_factory=list)
     needs: Counter[str] = field(default_factory=Counter)
-    """Owner id (user or merchant) → what its planned payments take from it, at most."""
+    """Owner id (user or merchant) → what its planned payments take from it in THB, at most."""
+    needs_usd: Counter[str] = field(default_factory=Counter)
+    """User id → the dollars its exchanges sell, fees included."""
+    buys: Counter[str] = field(default_factory=Counter)
+    """Currency → what the exchanges buy out of its liquidity account."""
+    sold_usd: int = 0
+    """The dollars the exchanges put into the USD liquidity account (their principal), at most."""
 
 
 def _p2p(d: _Draft, n: int) -> Planned:
@@ -294,9 +329,67 @@ def _charge_from_empty(d: _Draft, n: int) -> Planned:
     return _charge(d, n, empty=True)
 
 
+def _price(sell: str, buy: str, amount: int) -> pricing.Price:
+    rate = pricing.Rate(pricing.Pair.parse(RATE.pair), Decimal(RATE.rate), RATE.spread_bps)
+    return pricing.selling(rate, sell, buy, amount, amount_max=http_api.AMOUNT_MAX)
+
+
+def _exchange_of(
+    d: _Draft, n: int, user: str, sell: http_api.Currency, amount: int, scenario: str
+) -> Planned:
+    """`user` sells `amount` of `sell` for the other of THB and USD (quoted when sent)."""
+    buy: http_api.Currency = "USD" if sell == "THB" else "THB"
+    party = http_api.UserParty(id=user)
+    intent = http_api.CreateIntent(
+        type="FX_EXCHANGE",
+        amount=amount,
+        currency=sell,
+        from_=party,
+        to=party,
+        comment=f"chaos exchange {n}",
+        quote_id=QUOTE_PENDING,
+    )
+    quote = fx_api.CreateQuote(
+        owner_id=user, sell=fx_api.QuoteSide(currency=sell, amount=amount), buy=fx_api.QuoteSide(currency=buy)
+    )
+    return Planned(f"{d.prefix}{n}", scenario, intent, quote=quote)
+
+
+def _exchange(d: _Draft, n: int) -> Planned:
+    """THB for USD, out of the USD liquidity (funded for it)."""
+    user, amount = d.rng.choice(d.usd), _amount(d.rng, 1_000, 50_000)
+    d.needs[user] += amount + MAX_FEES
+    d.buys["USD"] += _price("THB", "USD", amount).buy_amount
+    return _exchange_of(d, n, user, "THB", amount, "fx")
+
+
+def _exchange_back(d: _Draft, n: int) -> Planned:
+    """USD for THB, out of the THB liquidity; its principal goes into the USD liquidity."""
+    user, amount = d.rng.choice(d.usd), _amount(d.rng, 100, 2_000)
+    d.needs_usd[user] += amount + MAX_FEES
+    priced = _price("USD", "THB", amount)
+    d.buys["THB"] += priced.buy_amount
+    d.sold_usd += priced.principal
+    return _exchange_of(d, n, user, "USD", amount, "fx-back")
+
+
+def _beyond_liquidity(d: _Draft, n: int, usd_liquidity: int) -> Planned:
+    """THB for more USD than the USD liquidity could ever hold (its funding and every dollar the
+    exchanges sell into it): LIQUIDITY_INSUFFICIENT, whatever the order the exchanges happen in. Its
+    user is funded for it, so only the liquidity can refuse it."""
+    most = usd_liquidity + d.sold_usd
+    amount = (most + 10_000) * 37  # satang: more than 35.8125 a dollar with its 0.5 % spread
+    assert _price("THB", "USD", amount).buy_amount > most
+    user = d.rng.choice(d.usd)
+    d.needs[user] += amount + MAX_FEES
+    return _exchange_of(d, n, user, "THB", amount, "fx-no-liquidity")
+
+
 # Each intent's scenario: the first whose bound the seeded roll is under (the mix of the plan).
 _SCENARIOS: tuple[tuple[float, Callable[[_Draft, int], Planned]], ...] = (
-    (0.44, _p2p),
+    (0.38, _p2p),
+    (0.42, _exchange),
+    (0.44, _exchange_back),
     (0.50, _p2p_from_empty),
     (0.70, _withdrawal),
     (0.82, _topup),
@@ -311,19 +404,57 @@ _SCENARIOS: tuple[tuple[float, Callable[[_Draft, int], Planned]], ...] = (
 def _funding(d: _Draft, owner: str, *, merchant: bool = False) -> Planned:
     """An ADJUSTMENT from the operator: what the owner's planned payments take, and some to spare."""
     target: http_api.Party = http_api.MerchantParty(id=owner) if merchant else http_api.UserParty(id=owner)
-    return Planned(
+    return _adjustment(
         f"{d.prefix}fund-{owner}",
         "merchant-funding" if merchant else "funding",
-        http_api.CreateIntent(
-            type="ADJUSTMENT",
-            amount=d.needs[owner] + d.rng.randint(1_000, 50_000),
-            currency="THB",
-            from_=http_api.OperatorParty(),
-            to=target,
-            from_name="PM operator",
-            comment="chaos funding",
-        ),
+        d.needs[owner] + d.rng.randint(1_000, 50_000),
+        "THB",
+        target,
     )
+
+
+def _adjustment(
+    key: str, scenario: str, amount: int, currency: http_api.Currency, target: http_api.Party
+) -> Planned:
+    intent = http_api.CreateIntent(
+        type="ADJUSTMENT",
+        amount=amount,
+        currency=currency,
+        from_=http_api.OperatorParty(),
+        to=target,
+        from_name="PM operator",
+        comment="chaos funding",
+    )
+    return Planned(key, scenario, intent)
+
+
+def _fx_funding(d: _Draft, usd_liquidity: int) -> list[Planned]:
+    """The USD wallets of those who exchange, for the dollars they sell, and both liquidity accounts,
+    for what the exchanges buy out of them (`usd_liquidity` for the USD one)."""
+    wallets = [
+        _adjustment(
+            f"{d.prefix}fund-usd-{user}",
+            "usd-funding",
+            d.needs_usd[user] + d.rng.randint(1_000, 5_000),
+            "USD",
+            http_api.UserParty(id=user),
+        )
+        for user in d.usd
+    ]
+    thb = d.buys["THB"] + d.rng.randint(100_000, 500_000)
+    return [
+        *wallets,
+        _adjustment(
+            f"{d.prefix}fund-liquidity-THB", "liquidity-funding", thb, "THB", http_api.LiquidityParty()
+        ),
+        _adjustment(
+            f"{d.prefix}fund-liquidity-USD",
+            "liquidity-funding",
+            usd_liquidity,
+            "USD",
+            http_api.LiquidityParty(),
+        ),
+    ]
 
 
 def plan(seed: int, count: int, run_id: str) -> Plan:
@@ -334,15 +465,23 @@ def plan(seed: int, count: int, run_id: str) -> Plan:
     funded = [f"{prefix}u{i:03d}" for i in range(max(6, count // 12))]
     empty = [f"{prefix}empty{i}" for i in range(3)]
     rub = [f"{prefix}rub{i:02d}" for i in range(max(3, count // 30))]
+    usd = funded[: max(3, count // 40)]
     shop = Shop(f"{prefix}shop", f"{prefix}app")
-    draft = _Draft(rng, prefix, funded, empty, rub, shop)
+    draft = _Draft(rng, prefix, funded, empty, rub, shop, usd)
     body: list[Planned] = []
-    # Every funded wallet and the merchant get one funding each; the rest of `count` is the mix.
-    for n in range(count - len(funded) - 1):
+    # Every funded wallet, the merchant, every USD wallet and both liquidity accounts get one funding
+    # each; a few exchanges go beyond the liquidity; the rest of `count` is the mix.
+    beyond = max(1, count // 250)
+    mix = count - len(funded) - 1 - len(usd) - 2 - beyond
+    for n in range(mix):
         roll = rng.random()
         scenario = next(make for bound, make in _SCENARIOS if roll < bound)
         body.append(scenario(draft, n))
+    usd_liquidity = draft.buys["USD"] + rng.randint(10_000, 50_000)
+    for n in range(mix, mix + beyond):
+        body.insert(rng.randint(0, len(body)), _beyond_liquidity(draft, n, usd_liquidity))
     funding = [_funding(draft, owner) for owner in funded]
     funding.append(_funding(draft, shop.merchant_id, merchant=True))
+    funding += _fx_funding(draft, usd_liquidity)
     rules = [*_fee_rules(prefix), shop.commission(f"{prefix}commission")]
-    return Plan(funded + empty, rub, funding, body, rules, shop)
+    return Plan(funded + empty, rub, usd, funding, body, rules, shop)

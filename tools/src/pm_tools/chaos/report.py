@@ -49,7 +49,8 @@ class Report:
     quiesced: bool = False
     invariants: dict[str, dict[str, str]] = field(default_factory=dict)
     accounts_checked: Counter[str] = field(default_factory=Counter)
-    """Owner kind (`user`, `merchant`) → the accounts whose balances the invariants held to the intents."""
+    """Owner kind (`user`, `merchant`, `liquidity`) → the accounts whose balances the invariants held to
+    the intents."""
     workdir: str = ""
 
     @property
@@ -129,8 +130,8 @@ class Report:
         reclaims = ", ".join(f"{k} ×{n}" for k, n in sorted(self.reclaims.items()) if n) or "none"
         figures.add_row("reclaims", f"{sum(self.reclaims.values())}: {reclaims}")
         figures.add_row(
-            "balances checked (wallets / merchant accounts)",
-            f"{self.accounts_checked['user']} / {self.accounts_checked['merchant']}",
+            "balances checked (wallets / merchant / liquidity accounts)",
+            " / ".join(str(self.accounts_checked[kind]) for kind in ("user", "merchant", "liquidity")),
         )
         figures.add_row("back-pressure refusals (503 to the load)", str(self.backpressure))
         figures.add_row("back-pressure inside the fleet", str(self.backpressure_internal))

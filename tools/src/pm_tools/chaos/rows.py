@@ -13,12 +13,17 @@ from pm_shared.ledger import chart, ids
 
 WALLET_CODE = int(chart.Code.USER_WALLET)
 MERCHANT_CODE = int(chart.Code.MERCHANT)
-# The accounts whose debits may never exceed their credits, by the owner kind that holds them.
+LIQUIDITY_CODE = int(chart.Code.FX_LIQUIDITY)
+# The accounts whose debits may never exceed their credits, by the owner kind that holds them (PM maps
+# one per owner and currency in `pm.tb_account_map`); the operator's liquidity accounts are bounded too.
 BOUNDED: dict[str, int] = {"user": WALLET_CODE, "merchant": MERCHANT_CODE}
+LIQUIDITY = "liquidity"
+"""The owner kind of the operator's FX liquidity account of a currency (one per ledger, id "")."""
 ZERO_ID = str(uuid.UUID(int=0))
 
 Owner = tuple[str, str, str]
-"""(owner kind, owner id, currency) of a user wallet (`user`) or a merchant account (`merchant`)."""
+"""(owner kind, owner id, currency) of a user wallet (`user`), a merchant account (`merchant`) or the
+operator's liquidity account (`liquidity`, id "")."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,9 @@ class IntentFact:
     step: str | None = None
     created_at: datetime | None = None
     terminal_at: datetime | None = None
+    exchange: Mapping[str, object] | None = None
+    """An FX_EXCHANGE's figures as its quote priced them (`pm.intent.exchange`): quoteId, buyCurrency,
+    buyAmount, principal, spread, …"""
 
     @property
     def holds(self) -> bool:
@@ -149,8 +157,10 @@ def merchant_account(merchant_id: str, currency: str) -> str:
 
 
 def owned_account(owner: Owner) -> str:
-    """The wallet or merchant account of (owner kind, owner id, currency)."""
+    """The wallet, merchant account or liquidity account of (owner kind, owner id, currency)."""
     kind, owner_id, currency = owner
+    if kind == LIQUIDITY:
+        return operator_account(chart.Code.FX_LIQUIDITY, currency)
     return account_of(kind, owner_id, BOUNDED[kind], currency)
 
 
@@ -169,5 +179,6 @@ def party_account(party: Mapping[str, object], currency: str) -> str | None:
         "promptpay": chart.Code.IPPS_CLEARING,
         "thaiqr": chart.Code.IPPS_CLEARING,
         "sbp": chart.Code.QP_CLEARING,
+        LIQUIDITY: chart.Code.FX_LIQUIDITY,
     }.get(str(kind))
     return operator_account(clearing, currency) if clearing is not None else None

@@ -35,7 +35,7 @@ from pm_shared.keys.store import Permissions, create_key
 from pm_shared.streams.connection import connect
 from pm_tools.chaos import facts as read
 from pm_tools.chaos.fleet import Fleet, Slot, slot_name
-from pm_tools.chaos.invariants import check_all, explain_dead_letter
+from pm_tools.chaos.invariants import check_all, expected_balances, explain_dead_letter
 from pm_tools.chaos.load import Plan, plan
 from pm_tools.chaos.report import Report
 from pm_tools.chaos.rows import Facts
@@ -76,6 +76,8 @@ RECOVERY_ENV: dict[str, str] = {
     "PM_IPPS_SANDBOX_INQUIRY_TTL_S": "2",
     "PM_QP_SANDBOX_AUTO_PAY": "accept",
     "PM_QP_SANDBOX_AUTO_PAY_DELAY_MS": "300",
+    # A quote outlives every resend of its exchange (send.REQUEST_DEADLINE_S), outages included.
+    "PM_FX_QUOTE_TTL_S": "600",
 }
 REPLICAS = {ORCHESTRATOR: 2, LEDGER_WRITER: 2}
 """Two orchestrators share the work; two ledger writers, one active and one standing by."""
@@ -251,12 +253,16 @@ class ChaosRun:
     # -- the run -----------------------------------------------------------------------------------
 
     async def set_up(self, http: httpx.AsyncClient, the_plan: Plan) -> tuple[str, str]:
-        """Fee rules, wallets and the merchant with its mini-app: the merchant key's id and secret."""
+        """Fee rules, the exchange rate, wallets and the merchant with its mini-app: the merchant key's
+        id and secret."""
         for rule in the_plan.fee_rules:
             await request_until(http, "POST", "/v1/admin/fee-rules", rule, frozenset({201}))
+        for rate in the_plan.rates:
+            await request_until(http, "POST", "/v1/admin/fx/rates", rate, frozenset({201}))
         rules_at = time.monotonic()
         await open_wallets(http, the_plan.thb_users, "THB")
         await open_wallets(http, the_plan.rub_users, "RUB")
+        await open_wallets(http, the_plan.usd_users, "USD")
         merchant = await open_shop(http, the_plan.shop)
         await asyncio.sleep(max(0.0, rules_at + RULES_SETTLE_S - time.monotonic()))
         return merchant
@@ -278,7 +284,8 @@ class ChaosRun:
                 await self.settled(FUNDING_TIMEOUT_S)
                 funded = len(self.stats.accepted)
                 self.say(
-                    f"{len(the_plan.thb_users)} THB and {len(the_plan.rub_users)} RUB wallets open, "
+                    f"{len(the_plan.thb_users)} THB, {len(the_plan.rub_users)} RUB and "
+                    f"{len(the_plan.usd_users)} USD wallets open, "
                     f"merchant {the_plan.shop.merchant_id} onboarded, {len(the_plan.fee_rules)} fee rules, "
                     f"{funded} funded; sending {len(the_plan.intents)} intents at {opts.rate:g}/s with "
                     f"{len(actions)} chaos actions"
@@ -387,7 +394,9 @@ class ChaosRun:
             r.p50_to_terminal_s = statistics.median(ordered)
             r.p99_to_terminal_s = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
         r.invariants = check_all(facts, lease_ms=LEASE_MS, killed=killed)
-        r.accounts_checked = Counter(kind for kind, _, _ in facts.owned)
+        # Every mapped wallet and merchant account, and each liquidity account the intents moved.
+        moved = expected_balances(facts.intents.values())
+        r.accounts_checked = Counter(kind for kind, _, _ in {*facts.owned, *moved})
         missing = accepted_ids - set(facts.intents)
         r.invariants["every accepted intent in the database"] = {i: "answered 202, no row" for i in missing}
         r.invariants["no entry trimmed before its ack"] = lost

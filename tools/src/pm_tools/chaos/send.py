@@ -9,7 +9,10 @@ kept as a finding: a backing service that is away must be a 503, and a valid req
 Intents go as the plan says (`Planned.via`): POST /v1/intents with the admin key or the merchant's;
 a charge is the merchant's payment request (its own Idempotency-Key), then the user's confirmation at
 /v1/me (the front door's proxy secret and `X-PM-User`, as nginx sends them), whose answer is the
-MINIAPP_CHARGE intent. A confirmation sent again finds the same intent: one per request.
+MINIAPP_CHARGE intent. A confirmation sent again finds the same intent: one per request. An exchange
+asks its quote first (`POST /v1/fx/quotes`; a lost answer just means another quote, never used), then
+makes the FX_EXCHANGE carrying it out, resent with the same key and the same quote: the run's quotes
+live longer than a request's deadline (`PM_FX_QUOTE_TTL_S`), so a resend never finds its quote expired.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import httpx
 import msgspec
 
 from pm_client import api as http_api
-from pm_client import merchant_api
+from pm_client import fx_api, merchant_api
 from pm_client.client import PMAuth
 from pm_tools.chaos.load import Planned, Shop
 
@@ -185,12 +188,28 @@ async def _charge(senders: Senders, attempts: _Attempts) -> httpx.Response | Non
     return await attempts.send(senders.user, path, b"", {USER_HEADER: user})
 
 
+async def _exchange(senders: Senders, attempts: _Attempts) -> httpx.Response | None:
+    """The quote, then the exchange carrying it out: the exchange's answer, or None."""
+    p = attempts.p
+    assert p.quote is not None
+    asked = await attempts.send(senders.of(p), "/v1/fx/quotes", _ENCODER.encode(p.quote), {})
+    if asked is None:
+        return None
+    quote = msgspec.json.decode(asked.content, type=fx_api.Quote)
+    body = msgspec.structs.replace(p.body, quote_id=quote.quote_id, amount=quote.sell.amount)
+    return await attempts.send(
+        senders.of(p), "/v1/intents", _ENCODER.encode(body), {"Idempotency-Key": p.key}
+    )
+
+
 async def submit(senders: Senders, p: Planned, stats: LoadStats, rng: random.Random) -> Accepted | None:
     """Make one planned intent until accepted (same keys every time); None when refused or past the
     deadline."""
     attempts = _Attempts(p, stats, rng, time.monotonic() + REQUEST_DEADLINE_S)
     if p.via == "charge":
         answered = await _charge(senders, attempts)
+    elif p.quote is not None:
+        answered = await _exchange(senders, attempts)
     else:
         content = _ENCODER.encode(p.body)
         answered = await attempts.send(senders.of(p), "/v1/intents", content, {"Idempotency-Key": p.key})

@@ -11,6 +11,7 @@ from pm_tools.cli import (
     demo_cmd,
     dev_cmd,
     dlq_cmd,
+    fx_cmd,
     intents_cmd,
     keys_cmd,
     ledger_cmd,
@@ -34,6 +35,7 @@ app.add_typer(keys_cmd.app, name="keys")
 app.add_typer(merchants_cmd.app, name="merchants")
 app.add_typer(intents_cmd.app, name="intents")
 app.add_typer(alerts_cmd.app, name="alerts")
+app.add_typer(fx_cmd.app, name="fx")
 
 
 def main() -> None:

@@ -1,8 +1,9 @@
 """`pm demo`: drive a realistic mix of traffic through a running gateway and summarise what happened.
 
 Exit codes: 0 every intent reached a terminal state and ended as its scenario says, and the money adds
-up (wallets, and on the ledger: per ledger debits = credits, no wallet or merchant account below
-zero, the merchant's account as its intents say); 1 something did not (each is listed), or the run
+up (wallets in both currencies, and on the ledger: per ledger debits = credits, no wallet, merchant or
+liquidity account below zero, the merchant's and the liquidity accounts as its intents say); 1
+something did not (each is listed), or the run
 could not finish; 2 bad options, no usable key, or the gateway, the ledger or the users' door does not
 answer. The work itself is `pm_tools.demo`; this module reads options and prints.
 """
@@ -20,6 +21,7 @@ import msgspec
 import typer
 from rich.table import Table
 
+from pm_client import fx_api
 from pm_tools import demo, devenv, ledger_ops
 from pm_tools.cli import common
 from pm_tools.cli.ledger_cmd import format_amount
@@ -32,6 +34,7 @@ DEFAULT_AUTH_CENTER_PORT = 9203
 SHOWN_WALLETS = 6
 SHOWN_PROBLEMS = 20
 DEFAULT_WITHDRAWALS = 10
+DEFAULT_EXCHANGES = 8
 PROXY_SECRET_VARIABLE = "PM_GATEWAY_PROXY_SECRET"
 
 
@@ -136,7 +139,7 @@ def _figures(summary: demo.DemoSummary) -> Table:
         figures.add_row(f"fees collected ({rule_id})", format_amount(amount, money))
     figures.add_row("fees collected (total)", format_amount(sum(fees.values()), money))
     figures.add_row("moved by payments (settled P2P)", format_amount(summary.moved("P2P"), money))
-    figures.add_row("funded (settled ADJUSTMENT)", format_amount(summary.moved("ADJUSTMENT"), money))
+    figures.add_row("users funded (settled ADJUSTMENT)", format_amount(summary.moved_in("funding"), money))
     withdrawn = summary.moved("PROMPTPAY_WITHDRAWAL")
     if withdrawn or any(o.planned.type == "PROMPTPAY_WITHDRAWAL" for o in summary.outcomes):
         figures.add_row("paid out by PromptPay (settled withdrawals)", format_amount(withdrawn, money))
@@ -150,16 +153,18 @@ def _figures(summary: demo.DemoSummary) -> Table:
 
 
 def _wallets(summary: demo.DemoSummary) -> Table:
-    money = summary.currency
     wallets = Table(title="Some wallets (ledger balance beside what the settled intents add up to)")
     for column in ("owner", "name", "funded", "available", "posted", "expected", ""):
         wallets.add_column(
             column, justify="right" if column in ("available", "posted", "expected") else "left"
         )
+    home = [w for w in summary.wallets if w.currency == summary.currency]
+    foreign = [w for w in summary.wallets if w.currency != summary.currency and w.ok][:2]
     shown = [w for w in summary.wallets if not w.ok]
-    shown += [w for w in summary.wallets if w.ok and w.funded][: max(0, SHOWN_WALLETS - 2 - len(shown))]
-    shown += [w for w in summary.wallets if w.ok and not w.funded][:2]
+    shown += [w for w in home if w.ok and w.funded][: max(0, SHOWN_WALLETS - 2 - len(shown))]
+    shown += [w for w in home if w.ok and not w.funded][:2] + foreign
     for w in shown:
+        money = w.currency
         wallets.add_row(
             w.owner_id,
             w.name,
@@ -170,6 +175,36 @@ def _wallets(summary: demo.DemoSummary) -> Table:
             "ok" if w.ok else "MISMATCH",
         )
     return wallets
+
+
+def _exchanges(summary: demo.DemoSummary, rate: fx_api.Rate) -> Table:
+    table = Table(
+        title=f"Exchanges at {rate.pair} {rate.rate}, spread {rate.spread_bps} bp (rate {rate.id})",
+        show_header=False,
+    )
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for f in summary.exchanges():
+        way = f"{f.sell} → {f.buy}"
+        table.add_row(f"{way}: settled", str(f.settled))
+        table.add_row(f"{way}: sold (principal + spread)", format_amount(f.sold, f.sell))
+        table.add_row(f"{way}: spread to fee revenue", format_amount(f.spread, f.sell))
+        table.add_row(f"{way}: bought out of liquidity", format_amount(f.bought, f.buy))
+    checks = summary.ledger.liquidity if summary.ledger is not None else []
+    if not checks:
+        table.add_row("liquidity accounts", "not read (no ledger check)")
+    for c in checks:
+        expected = format_amount((c.before or 0) + c.moved, c.currency)
+        table.add_row(f"{c.currency} liquidity before the run", format_amount(c.before or 0, c.currency))
+        table.add_row(
+            f"{c.currency} liquidity after the run",
+            "-" if c.after is None else format_amount(c.after, c.currency),
+        )
+        table.add_row(
+            f"{c.currency} liquidity as the settled intents leave it",
+            f"{expected} {'ok' if c.ok else 'MISMATCH'}",
+        )
+    return table
 
 
 def _merchant(summary: demo.DemoSummary, shop: demo.ShopSummary) -> Table:
@@ -235,6 +270,8 @@ def _tables(summary: demo.DemoSummary) -> list[Table]:
     tables = [*_intent_tables(summary), _figures(summary), _wallets(summary)]
     if summary.shop is not None:
         tables.append(_merchant(summary, summary.shop))
+    if summary.rate is not None:
+        tables.append(_exchanges(summary, summary.rate))
     if summary.ledger is not None:
         tables.append(_ledger(summary.ledger))
     return tables
@@ -294,6 +331,16 @@ Charges = Annotated[
         "empty wallet, one declined, one over the mini-app's cap). Need --proxy-secret or a front door.",
     ),
 ]
+Exchanges = Annotated[
+    int | None,
+    typer.Option(
+        "--exchanges",
+        min=0,
+        show_default=False,
+        help="FX_EXCHANGEs THB <-> USD at a rate the demo sets (THB only; default 8 in THB, else 0); "
+        "from 2 on also a quote used twice and, with the ledger check, one beyond the USD liquidity.",
+    ),
+]
 ProxySecret = Annotated[
     str | None,
     typer.Option(
@@ -341,8 +388,9 @@ NoLedgerCheck = Annotated[
     bool,
     typer.Option(
         "--no-ledger-check",
-        help="Skip the ledger check (per ledger debits = credits, no wallet or merchant account below "
-        "zero, the merchant's account): for a gateway whose ledger this machine cannot read.",
+        help="Skip the ledger check (per ledger debits = credits, no wallet, merchant or liquidity account "
+        "below zero, the merchant's and the liquidity accounts): for a gateway whose ledger this machine "
+        "cannot read.",
     ),
 ]
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")]
@@ -361,6 +409,7 @@ def demo_command(
     withdrawals: Withdrawals = None,
     credits: Credits = 8,  # noqa: A002 - the option's name
     charges: Charges = 12,
+    exchanges: Exchanges = None,
     proxy_secret: ProxySecret = None,
     front_door: FrontDoor = None,
     auth_center: AuthCenter = None,
@@ -370,15 +419,18 @@ def demo_command(
     json_output: JsonOutput = False,
 ) -> None:
     """Open wallets, fund them, install demo fee rules and send P2P payments (some bound to fail),
-    PromptPay withdrawals (one in eight to a number PromptPay does not know), and the demo merchant's
-    business: its credits to users, and charges the users confirm (or decline) at /v1/me.
+    PromptPay withdrawals (one in eight to a number PromptPay does not know), the demo merchant's
+    business (its credits to users, and charges the users confirm or decline at /v1/me), and exchanges
+    THB <-> USD at a rate the demo sets, out of liquidity it funds (a quote used twice is refused; one
+    exchange beyond the USD liquidity fails).
 
     Every intent goes through the gateway over signed HTTP and is followed to its terminal state;
     then the summary: intents by outcome, fees, money moved, throughput, latency, some balances, the
-    merchant's account, and the ledger's own sums (per ledger zero; no wallet or merchant account
-    below zero). Wallets are new each run (demo-<run>-<n>); the merchant pm-demo-shop and its mini-app
-    pm-demo-app are onboarded once and found again; the fee rules demo-p2p-pre, demo-p2p-post and
-    demo-miniapp-commission get a new version each run and price only the demo's own traffic.
+    merchant's account, the exchanges and the liquidity accounts, and the ledger's own sums (per
+    ledger zero; no wallet, merchant or liquidity account below zero). Wallets are new each run
+    (demo-<run>-<n>); the merchant pm-demo-shop and its mini-app pm-demo-app are onboarded once and
+    found again; the fee rules demo-p2p-pre, demo-p2p-post and demo-miniapp-commission get a new
+    version each run and price only the demo's own traffic; each run sets a new USD/THB rate.
     """
     key = _key(key_file, key_id, secret)
     url = (gateway or default_gateway()).rstrip("/")
@@ -396,6 +448,7 @@ def demo_command(
         else (DEFAULT_WITHDRAWALS if money == "THB" else 0),
         credits=credits,
         charges=charges if door is not None else 0,
+        exchanges=exchanges if exchanges is not None else (DEFAULT_EXCHANGES if money == "THB" else 0),
     )
     try:
         summary = asyncio.run(
@@ -406,7 +459,9 @@ def demo_command(
     if note is not None:
         summary.notes.insert(0, note)
     if no_ledger_check:
-        summary.notes.append("ledger check skipped (--no-ledger-check): the merchant's account was not read")
+        summary.notes.append(
+            "ledger check skipped (--no-ledger-check): the merchant's and liquidity accounts were not read"
+        )
     _report(summary, json_output)
 
 
@@ -430,7 +485,7 @@ def _report(summary: demo.DemoSummary, json_output: bool) -> None:
         )
     if not json_output:
         checked = (
-            "; per ledger debits = credits, no wallet or merchant account below zero"
+            "; per ledger debits = credits, no wallet, merchant or liquidity account below zero"
             if summary.ledger is not None
             else ""
         )

@@ -25,9 +25,18 @@ One run, over signed HTTP only (and /v1/me for the users' answers):
    which makes each MINIAPP_CHARGE: they settle, but for one from an unfunded wallet
    (INSUFFICIENT_FUNDS), one the user declines (DECLINED; confirming it afterwards is refused) and
    one over the mini-app's cap (refused when asked, `over_miniapp_cap`);
-7. reads every wallet back and compares it with what the settled intents moved; with a ledger URL,
-   checks the ledger itself: per ledger the debits equal the credits, no wallet and no merchant
-   account is below zero, and the merchant's account moved by exactly what its intents say.
+7. with `exchanges` (THB runs), sets a USD/THB rate, opens and funds USD wallets for a few funded
+   users, funds the operator's FX liquidity in THB and USD, and sends FX_EXCHANGEs both ways among
+   the other traffic, each at a quote (`pm_tools.demo.fx_plan`, `pm_tools.demo.fx_traffic`); then a
+   quote used again is refused (409 `quote_used`) and, with the ledger read, an exchange buying more
+   USD than the liquidity holds fails LIQUIDITY_INSUFFICIENT;
+8. reads every wallet back (the USD ones too) and compares it with what the settled intents moved;
+   with a ledger URL, checks the ledger itself: per ledger the debits equal the credits, no wallet,
+   merchant account or liquidity account is below zero, and the merchant's account and the liquidity
+   accounts moved by exactly what the run's intents say.
+
+To come (issue 16, being built): an SBP top-up into a THB wallet (see the marked place in
+`pm_tools.demo.traffic`).
 
 Whatever did not go as its scenario says (a payment that should have settled and did not, fees other
 than the demo rules', an intent still open, a balance that does not add up) is a `problem`: the
@@ -38,7 +47,8 @@ from __future__ import annotations
 
 from pm_tools.demo.door import Door
 from pm_tools.demo.errors import DemoError, GatewayUnavailableError
-from pm_tools.demo.ledger_check import LedgerCheck
+from pm_tools.demo.fx_plan import FOREIGN, PAIR, SPREAD_BPS
+from pm_tools.demo.ledger_check import LedgerCheck, LiquidityCheck
 from pm_tools.demo.merchant import (
     COMMISSION_RULE,
     DEMO_MERCHANT,
@@ -53,13 +63,14 @@ from pm_tools.demo.plan import (
     PRE_RULE,
     REFUSED,
     DemoOptions,
+    Liquidity,
     Merchant,
     Planned,
     User,
     demo_fees,
     fee_rules,
 )
-from pm_tools.demo.summary import DemoSummary, Outcome, ShopSummary, WalletCheck
+from pm_tools.demo.summary import DemoSummary, ExchangeFigures, Outcome, ShopSummary, WalletCheck
 from pm_tools.demo.traffic import run_demo
 
 __all__ = [
@@ -68,16 +79,22 @@ __all__ = [
     "DEMO_MERCHANT",
     "DEMO_MINIAPP",
     "EXPECTED",
+    "FOREIGN",
     "MAX_CHARGE",
+    "PAIR",
     "POST_RULE",
     "PRE_RULE",
     "REFUSED",
+    "SPREAD_BPS",
     "DemoError",
     "DemoOptions",
     "DemoSummary",
     "Door",
+    "ExchangeFigures",
     "GatewayUnavailableError",
     "LedgerCheck",
+    "Liquidity",
+    "LiquidityCheck",
     "Merchant",
     "Outcome",
     "Planned",

@@ -1,6 +1,7 @@
 """`pm demo`'s money check on the ledger itself, once its intents are terminal: per ledger the debits
-equal the credits (posted, and pending), no user wallet and no merchant account is below zero, and
-the demo merchant's account moved by exactly what the run's settled intents say.
+equal the credits (posted, and pending), no user wallet, merchant account or FX liquidity account is
+below zero, and the demo merchant's account and the liquidity accounts the run's exchanges used moved
+by exactly what the run's settled intents say.
 
 The gateway shows user wallets only, so this reads the ledger directly (TigerBeetle or the embedded
 one, read-only): every account of every ledger PM keeps, page by page (`query_accounts`). It is
@@ -24,6 +25,7 @@ from pm_tools.demo.errors import DemoError
 BOUNDED: dict[int, str] = {
     int(chart.Code.USER_WALLET): "wallet",
     int(chart.Code.MERCHANT): "merchant account",
+    int(chart.Code.FX_LIQUIDITY): "liquidity account",
 }
 
 
@@ -75,6 +77,23 @@ class MerchantCheck:
         return self.after == (self.before or 0) + self.moved and self.pending == 0
 
 
+@dataclass(frozen=True)
+class LiquidityCheck:
+    """The FX liquidity account of one currency: before the run's first funding of it, after the run,
+    and what its settled intents say it moved (fundings + principal sold into it - bought out of it)."""
+
+    currency: str
+    account_id: int
+    before: int | None
+    after: int | None
+    pending: int | None
+    moved: int
+
+    @property
+    def ok(self) -> bool:
+        return self.after == (self.before or 0) + self.moved and self.pending == 0
+
+
 @dataclass
 class LedgerCheck:
     """What the ledger says once the run is done; `problems` lists what does not add up."""
@@ -84,8 +103,10 @@ class LedgerCheck:
     totals: list[LedgerTotals] = field(default_factory=list)
     below_zero: list[BelowZero] = field(default_factory=list)
     checked: dict[str, int] = field(default_factory=dict)
-    """"wallet" / "merchant account" → how many were held to "not below zero"."""
+    """"wallet" / "merchant account" / "liquidity account" → how many were held to "not below zero"."""
     merchant: MerchantCheck | None = None
+    liquidity: list[LiquidityCheck] = field(default_factory=list)
+    """The liquidity accounts of a run with exchanges (read before and after it)."""
 
     @property
     def ok(self) -> bool:
@@ -109,11 +130,22 @@ class LedgerCheck:
                 f"merchant account of {m.merchant_id} ({m.currency}): posted {m.after} pending {m.pending}, "
                 f"expected posted {(m.before or 0) + m.moved} (before {m.before}, moved {m.moved}) pending 0"
             )
+        found += [
+            f"liquidity account ({c.currency}): posted {c.after} pending {c.pending}, expected posted "
+            f"{(c.before or 0) + c.moved} (before {c.before}, moved {c.moved}) pending 0"
+            for c in self.liquidity
+            if not c.ok
+        ]
         return found
 
 
 def merchant_account(merchant_id: str, currency: str) -> int:
     return ids.account_id("merchant", merchant_id, chart.ledger_of(currency), int(chart.Code.MERCHANT))
+
+
+def liquidity_account(currency: str) -> int:
+    code = chart.Code.FX_LIQUIDITY
+    return ids.account_id("operator", code.name.lower(), chart.ledger_of(currency), int(code))
 
 
 async def _accounts(ledger: Ledger, ledger_id: int) -> list[tb.Account]:
@@ -174,7 +206,7 @@ class LedgerReader:
         return found[0].credits_posted - found[0].debits_posted, found[0].debits_pending
 
     async def check(self) -> LedgerCheck:
-        """The sums of every ledger, and every wallet and merchant account below zero."""
+        """The sums of every ledger, and every wallet, merchant and liquidity account below zero."""
         out = LedgerCheck(self.where, checked=dict.fromkeys(BOUNDED.values(), 0))
         for currency, ledger_id in sorted(chart.LEDGERS.items()):
             accounts = await _accounts(self.ledger, ledger_id)

@@ -41,6 +41,13 @@ Scenario = Literal[
     "charge-unfunded",
     "declined",
     "over-cap",
+    "usd-funding",
+    "liquidity-funding",
+    "exchange-to-usd",
+    "exchange-to-thb",
+    "quote-reused",
+    "no-liquidity-funding",
+    "no-liquidity",
 ]
 REFUSED = "REFUSED"
 """The state of an expected refusal: the gateway said no (its problem code is the failure code)."""
@@ -64,6 +71,18 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
     "declined": ("DECLINED", None),
     # A request for more than the mini-app's cap on one charge is refused when the merchant asks.
     "over-cap": (REFUSED, "over_miniapp_cap"),
+    # Exchanges THB <-> USD (`pm_tools.demo.exchange`): some users' USD wallets and both liquidity
+    # accounts are funded by the operator, then the users exchange at quotes of the demo's rate.
+    "usd-funding": ("SETTLED", None),
+    "liquidity-funding": ("SETTLED", None),
+    "exchange-to-usd": ("SETTLED", None),
+    "exchange-to-thb": ("SETTLED", None),
+    # A quote already used, sent again under another Idempotency-Key: refused, nothing moves.
+    "quote-reused": (REFUSED, "quote_used"),
+    # A user funded for an exchange that buys more USD than the liquidity account holds: it fails
+    # whole, nothing moves on either ledger.
+    "no-liquidity-funding": ("SETTLED", None),
+    "no-liquidity": ("FAILED", "LIQUIDITY_INSUFFICIENT"),
 }
 UNKNOWN_PROXY = "0812345404"
 # Mobile numbers the IPPS sandbox refuses at inquiry: a demo payee must not end so by chance.
@@ -111,6 +130,10 @@ class DemoOptions:
     needed: `pm_tools.demo.door`). From four on, one is from an unfunded wallet (INSUFFICIENT_FUNDS),
     one is declined and one asks more than the mini-app's cap (refused); the others settle."""
 
+    exchanges: int = 0
+    """FX_EXCHANGEs THB <-> USD by funded users (THB only; `pm_tools.demo.exchange`); from two on, a
+    quote used twice (refused) and, with the ledger read, one the USD liquidity cannot cover."""
+
     def check(self) -> None:
         """Raise DemoError (exit 2) for options the demo cannot run with."""
         if self.unfunded < 1 or self.users < self.unfunded + 2:
@@ -129,6 +152,10 @@ class DemoOptions:
             raise DemoError("PromptPay withdrawals pay THB: use --currency THB or --withdrawals 0", 2)
         if self.credits < 0 or self.charges < 0:
             raise DemoError("--credits and --charges must be 0 or more", 2)
+        if self.exchanges < 0:
+            raise DemoError("--exchanges must be 0 or more", 2)
+        if self.exchanges and self.currency != "THB":
+            raise DemoError("the demo exchanges THB <-> USD: use --currency THB or --exchanges 0", 2)
 
     @property
     def merchant(self) -> bool:
@@ -152,18 +179,38 @@ class Merchant:
 
 
 @dataclass(frozen=True)
+class Liquidity:
+    """The operator's FX liquidity account (code 30) in a currency: funded by an ADJUSTMENT."""
+
+    name: str = "FX liquidity"
+
+
+@dataclass(frozen=True)
 class Planned:
     """One intent the demo sends, and what it must end as."""
 
     key: str
     """Its idempotency key."""
     scenario: Scenario
-    type: Literal["P2P", "ADJUSTMENT", "PROMPTPAY_WITHDRAWAL", "MINIAPP_CREDIT", "MINIAPP_CHARGE"]
+    type: Literal[
+        "P2P", "ADJUSTMENT", "PROMPTPAY_WITHDRAWAL", "MINIAPP_CREDIT", "MINIAPP_CHARGE", "FX_EXCHANGE"
+    ]
     amount: int
+    """In `currency`; an exchange's is what it sells (spread included)."""
     payer: User | Merchant | None  # None: the operator (funding)
-    payee: User | Merchant | None  # None: a PromptPay mobile number (`proxy`)
+    payee: User | Merchant | Liquidity | None  # None: a PromptPay mobile number (`proxy`)
     comment: str = ""
     proxy: str | None = None
+    currency: str | None = None
+    """What it moves (an exchange: what it sells); None: the run's currency."""
+    buys: str | None = None
+    """An exchange's bought currency; None: the run's currency."""
+
+    def money(self, run_currency: str) -> tuple[str, str]:
+        """(the currency it takes from the payer, the one it gives the payee): one and the same but
+        for an exchange."""
+        sold = self.currency or run_currency
+        return sold, (self.buys or run_currency) if self.type == "FX_EXCHANGE" else sold
 
     @property
     def expected(self) -> tuple[str, str | None]:
@@ -308,11 +355,13 @@ def funding(
     """One ADJUSTMENT per funded user: what its payments need with fees, and some to spare."""
     needs: Counter[str] = Counter()
     for p in payments:
-        # What a funded user pays (a request declined or refused moves nothing).
-        if isinstance(p.payer, User) and p.payer.funded and p.expected[0] in api.TERMINAL_STATES:
+        # What a funded user pays in the run's currency (a request declined or refused moves nothing;
+        # an exchange that sells USD is funded in USD: `pm_tools.demo.exchange`).
+        payer, home = p.payer, p.currency is None
+        if isinstance(payer, User) and payer.funded and home and p.expected[0] in api.TERMINAL_STATES:
             # The demo's fee rules price P2P payments only (the merchant pays its own commission).
             fees = sum(demo_fees(p.amount).values()) if p.type == "P2P" else 0
-            needs[p.payer.id] += p.amount + fees
+            needs[payer.id] += p.amount + fees
     return [
         Planned(
             key=f"{run_id}:fund:{u.id}",

@@ -9,10 +9,11 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pm_client import api, merchant_api
+from pm_client import api, fx_api, merchant_api
+from pm_tools.demo.fx_plan import repriced
 from pm_tools.demo.ledger_check import LedgerCheck
 from pm_tools.demo.merchant import COMMISSION_RULE, SHOP, commission
-from pm_tools.demo.plan import REFUSED, Merchant, Planned, User, demo_fees, expected_text
+from pm_tools.demo.plan import REFUSED, Liquidity, Merchant, Planned, User, demo_fees, expected_text
 
 
 @dataclass
@@ -27,7 +28,9 @@ class Outcome:
     request: merchant_api.PaymentRequest | None = None
     """A charge's payment request (its last answer: DECLINED for one the user declined)."""
     refused: str | None = None
-    """The problem code of a refusal the scenario expects (`over_miniapp_cap`)."""
+    """The problem code of a refusal the scenario expects (`over_miniapp_cap`, `quote_used`)."""
+    quote: fx_api.Quote | None = None
+    """An exchange's quote (a quote used twice: the one used again)."""
 
     @property
     def state(self) -> str:
@@ -46,12 +49,17 @@ class Outcome:
     def fees(self) -> list[api.Fee]:
         return self.intent.fees if self.intent is not None and self.state == "SETTLED" else []
 
+    def exchange(self) -> api.Exchange | None:
+        """What a settled exchange moved, as its intent says (its quote's figures)."""
+        return self.intent.exchange if self.intent is not None and self.state == "SETTLED" else None
+
 
 @dataclass(frozen=True)
 class WalletCheck:
     owner_id: str
     name: str
     funded: bool
+    currency: str
     expected: int
     """What the settled intents leave on it (posted; nothing should stay pending)."""
     posted: int | None
@@ -74,6 +82,19 @@ class ShopSummary:
     onboarded earlier under another admin key (its secret rotated for this run)."""
 
 
+@dataclass(frozen=True)
+class ExchangeFigures:
+    """The settled exchanges of one direction: what they sold (principal + spread) and bought."""
+
+    sell: str
+    buy: str
+    settled: int
+    sold: int
+    principal: int
+    spread: int
+    bought: int
+
+
 @dataclass
 class DemoSummary:
     run_id: str
@@ -90,6 +111,8 @@ class DemoSummary:
     """The ledger's own check (None: not asked for)."""
     notes: list[str] = field(default_factory=list)
     """What the run left out or did on its own, and why (not problems)."""
+    rate: fx_api.Rate | None = None
+    """The rate the run set for its exchanges (None: it had none)."""
 
     @property
     def ok(self) -> bool:
@@ -114,16 +137,42 @@ class DemoSummary:
         return dict(out)
 
     def moved(self, type_: str) -> int:
-        """Principal moved by settled intents of `type_`."""
+        """Principal moved by settled intents of `type_` in the run's currency (an exchange: sold)."""
         return sum(
-            o.planned.amount for o in self.outcomes if o.planned.type == type_ and o.state == "SETTLED"
+            o.planned.amount
+            for o in self.outcomes
+            if o.planned.type == type_ and o.state == "SETTLED" and o.planned.currency is None
         )
 
-    def moved_in(self, scenario: str) -> int:
-        """Principal moved by settled intents of `scenario`."""
+    def moved_in(self, scenario: str, currency: str | None = None) -> int:
+        """Principal moved by settled intents of `scenario` (in `currency`, default the run's)."""
         return sum(
-            o.planned.amount for o in self.outcomes if o.planned.scenario == scenario and o.state == "SETTLED"
+            o.planned.amount
+            for o in self.outcomes
+            if o.planned.scenario == scenario
+            and o.state == "SETTLED"
+            and o.planned.money(self.currency)[0] == (currency or self.currency)
         )
+
+    def exchanges(self) -> list[ExchangeFigures]:
+        """The settled exchanges by direction (sold → bought currency), from their intents."""
+        by: dict[tuple[str, str], list[api.Exchange]] = {}
+        for o in self.outcomes:
+            done = o.exchange()
+            if done is not None:
+                by.setdefault(o.planned.money(self.currency), []).append(done)
+        return [
+            ExchangeFigures(
+                sell,
+                buy,
+                len(done),
+                sum(e.principal + e.spread for e in done),
+                sum(e.principal for e in done),
+                sum(e.spread for e in done),
+                sum(e.buy_amount for e in done),
+            )
+            for (sell, buy), done in sorted(by.items())
+        ]
 
     def throughput(self) -> float:
         done = sum(1 for o in self.payments() if o.intent is not None)
@@ -161,7 +210,14 @@ class DemoSummary:
             "feesTotal": sum(self.fees_collected().values()),
             "moved": {
                 t: self.moved(t)
-                for t in ("P2P", "ADJUSTMENT", "PROMPTPAY_WITHDRAWAL", "MINIAPP_CREDIT", "MINIAPP_CHARGE")
+                for t in (
+                    "P2P",
+                    "ADJUSTMENT",
+                    "PROMPTPAY_WITHDRAWAL",
+                    "MINIAPP_CREDIT",
+                    "MINIAPP_CHARGE",
+                    "FX_EXCHANGE",
+                )
             },
             "payments": len(self.payments()),
             "paymentsSeconds": round(self.payments_s, 3),
@@ -172,6 +228,7 @@ class DemoSummary:
                     "ownerId": w.owner_id,
                     "name": w.name,
                     "funded": w.funded,
+                    "currency": w.currency,
                     "expected": w.expected,
                     "posted": w.posted,
                     "pending": w.pending,
@@ -181,6 +238,7 @@ class DemoSummary:
                 for w in self.wallets
             ],
             "merchant": None if self.shop is None else self._merchant_json(self.shop),
+            "exchanges": None if self.rate is None else self._exchanges_json(self.rate),
             "ledger": None if self.ledger is None else _ledger_json(self.ledger),
             "notes": self.notes,
             "problems": self.problems,
@@ -201,8 +259,37 @@ class DemoSummary:
             "credited": self.moved("MINIAPP_CREDIT"),
             "charged": self.moved("MINIAPP_CHARGE"),
             "commission": self.fees_collected().get(COMMISSION_RULE, 0),
-            "moved": party_moves(self.outcomes)[SHOP.id],
+            "moved": party_moves(self.outcomes, self.currency)[(SHOP.id, self.currency)],
             "account": account,
+        }
+
+    def _exchanges_json(self, rate: fx_api.Rate) -> dict[str, object]:
+        checks = self.ledger.liquidity if self.ledger is not None else []
+        return {
+            "rate": {"id": rate.id, "pair": rate.pair, "rate": rate.rate, "spreadBps": rate.spread_bps},
+            "directions": [
+                {
+                    "sell": f.sell,
+                    "buy": f.buy,
+                    "settled": f.settled,
+                    "sold": f.sold,
+                    "principal": f.principal,
+                    "spread": f.spread,
+                    "bought": f.bought,
+                }
+                for f in self.exchanges()
+            ],
+            "liquidity": [
+                {
+                    "currency": c.currency,
+                    "before": c.before,
+                    "after": c.after,
+                    "pending": c.pending,
+                    "moved": c.moved,
+                    "ok": c.ok,
+                }
+                for c in checks
+            ],
         }
 
 
@@ -241,29 +328,55 @@ def fee_payer(rule_id: str) -> str:
     return "target" if rule_id == COMMISSION_RULE else "source"
 
 
-def party_moves(outcomes: Sequence[Outcome]) -> Counter[str]:
-    """What the settled intents moved in and out of each user and merchant, by id, fees included (from
-    what the intents say they moved)."""
+def party_moves(outcomes: Sequence[Outcome], currency: str) -> Counter[tuple[str, str]]:
+    """What the settled intents moved in and out of each user and merchant, by (id, currency), fees
+    included (from what the intents say they moved; `currency` is the run's). An exchange takes its
+    amount in the sold currency and gives what its intent says it bought in the other."""
+    moves: Counter[tuple[str, str]] = Counter()
+    for o in outcomes:
+        if o.state != "SETTLED":
+            continue
+        p = o.planned
+        sold, bought = p.money(currency)
+        exchanged = o.exchange()
+        if isinstance(p.payee, User | Merchant):
+            moves[(p.payee.id, bought)] += exchanged.buy_amount if exchanged is not None else p.amount
+        if isinstance(p.payer, User | Merchant):
+            moves[(p.payer.id, sold)] -= p.amount
+        for fee in o.fees():
+            # A fee is in the intent's currency (an exchange's: the sold one), whoever pays it.
+            side = p.payee if fee_payer(fee.rule_id) == "target" else p.payer
+            if isinstance(side, User | Merchant):
+                moves[(side.id, sold)] -= fee.amount
+    return moves
+
+
+def liquidity_moves(outcomes: Sequence[Outcome], currency: str) -> Counter[str]:
+    """What the settled intents moved in and out of the liquidity account of each currency: its
+    fundings, each exchange's principal into the sold currency's, and its bought amount out of the
+    other's (the spread goes to fee revenue)."""
     moves: Counter[str] = Counter()
     for o in outcomes:
         if o.state != "SETTLED":
             continue
         p = o.planned
-        if isinstance(p.payee, User | Merchant):
-            moves[p.payee.id] += p.amount
-        if isinstance(p.payer, User | Merchant):
-            moves[p.payer.id] -= p.amount
-        for fee in o.fees():
-            side = p.payee if fee_payer(fee.rule_id) == "target" else p.payer
-            if isinstance(side, User | Merchant):
-                moves[side.id] -= fee.amount
+        sold, bought = p.money(currency)
+        if isinstance(p.payee, Liquidity):
+            moves[sold] += p.amount
+        exchanged = o.exchange()
+        if exchanged is not None:
+            moves[sold] += exchanged.principal
+            moves[bought] -= exchanged.buy_amount
     return moves
 
 
-def expected_balances(users: Sequence[User], outcomes: Sequence[Outcome]) -> dict[str, int]:
-    """Each wallet's posted balance after the settled intents (its wallet is new each run)."""
-    moves = party_moves(outcomes)
-    return {u.id: moves[u.id] for u in users}
+def expected_balances(
+    wallets: Sequence[tuple[str, str]], outcomes: Sequence[Outcome], currency: str
+) -> dict[tuple[str, str], int]:
+    """The posted balance of each (user id, currency) wallet after the settled intents (its wallet is
+    new each run); `currency` is the run's."""
+    moves = party_moves(outcomes, currency)
+    return {wallet: moves[wallet] for wallet in wallets}
 
 
 def expected_fees(p: Planned) -> dict[str, int] | None:
@@ -273,8 +386,32 @@ def expected_fees(p: Planned) -> dict[str, int] | None:
     if p.type == "MINIAPP_CHARGE":
         fee = commission(p.amount)
         return {COMMISSION_RULE: fee} if fee else {}
-    if p.type == "MINIAPP_CREDIT":
+    if p.type in ("MINIAPP_CREDIT", "FX_EXCHANGE"):
         return {}
+    return None
+
+
+def exchange_wrong(o: Outcome) -> str | None:
+    """What is wrong with a settled exchange: its quote not what its own rate prices, or its intent not
+    carrying out exactly its quote (the intent's id is the quote's)."""
+    quote, intent = o.quote, o.intent
+    if quote is None or intent is None:
+        return "no quote" if intent is not None else None
+    if not repriced(quote):
+        priced = f"its rate {quote.rate} and spread {quote.spread_bps} bp"
+        return f"its quote {quote.quote_id} is not what {priced} price"
+    wanted = api.Exchange(
+        quote_id=str(quote.quote_id),
+        buy_currency=quote.buy.currency,
+        buy_amount=quote.buy.amount,
+        principal=quote.principal,
+        spread=quote.fee,
+        rate=quote.rate,
+        pair=quote.pair,
+        spread_bps=quote.spread_bps,
+    )
+    if intent.id != str(quote.quote_id) or intent.exchange != wanted:
+        return f"intent {intent.id} carries out {intent.exchange}, not its quote {wanted}"
     return None
 
 
@@ -300,10 +437,13 @@ def problems(
             fees = {f.rule_id: f.amount for f in o.intent.fees}
             if fees != wanted:
                 found.append(f"{what}: fees {fees}, expected {wanted}")
+        wrong = exchange_wrong(o) if p.type == "FX_EXCHANGE" and o.state == "SETTLED" else None
+        if wrong is not None:
+            found.append(f"{what}: {wrong}")
     for w in wallets:
         if not w.ok:
             found.append(
-                f"wallet {w.owner_id}: posted {w.posted} pending {w.pending}, "
+                f"wallet {w.owner_id} ({w.currency}): posted {w.posted} pending {w.pending}, "
                 f"expected posted {w.expected} pending 0"
             )
     if ledger is not None:

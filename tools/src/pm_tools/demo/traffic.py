@@ -1,7 +1,8 @@
 """`pm demo`'s conversation with the gateway: signed HTTP (the admin key, and the demo merchant's for
 its credits and payment requests), the users' answers to payment requests at /v1/me
-(`pm_tools.demo.door`), every intent followed to its terminal state, and the run that puts it
-together (`run_demo`), checked at the end against the ledger itself (`pm_tools.demo.ledger_check`)."""
+(`pm_tools.demo.door`), the exchanges (`pm_tools.demo.fx_traffic`), every intent followed to its
+terminal state, and the run that puts it together (`run_demo`), checked at the end against the ledger
+itself (`pm_tools.demo.ledger_check`)."""
 
 from __future__ import annotations
 
@@ -20,15 +21,35 @@ from pm_client import api, merchant_api
 from pm_client.client import PMAuth, PMClient, PMError
 from pm_tools.demo.door import Door, DoorClient
 from pm_tools.demo.errors import DemoError, GatewayUnavailableError
-from pm_tools.demo.ledger_check import LedgerCheck, LedgerReader, MerchantCheck, merchant_account
+from pm_tools.demo.fx_plan import FOREIGN, HOME, FxPlan, fx_plan
+from pm_tools.demo.fx_traffic import Exchanges
+from pm_tools.demo.ledger_check import (
+    LedgerCheck,
+    LedgerReader,
+    LiquidityCheck,
+    MerchantCheck,
+    liquidity_account,
+    merchant_account,
+)
 from pm_tools.demo.merchant import DEMO_MERCHANT, SHOP, commission_rule, merchant_funding, merchant_plan
-from pm_tools.demo.plan import REFUSED, DemoOptions, Merchant, Planned, User, fee_rules, funding, plan
+from pm_tools.demo.plan import (
+    REFUSED,
+    DemoOptions,
+    Liquidity,
+    Merchant,
+    Planned,
+    User,
+    fee_rules,
+    funding,
+    plan,
+)
 from pm_tools.demo.shop import ShopKeys, open_shop
 from pm_tools.demo.summary import (
     DemoSummary,
     Outcome,
     WalletCheck,
     expected_balances,
+    liquidity_moves,
     party_moves,
     problems,
 )
@@ -36,11 +57,13 @@ from pm_tools.demo.summary import (
 T = TypeVar("T")
 
 
-def _party(party: User | Merchant) -> api.Party:
+def _party(party: User | Merchant | Liquidity) -> api.Party:
+    if isinstance(party, Liquidity):
+        return api.LiquidityParty()
     return api.MerchantParty(id=party.id) if isinstance(party, Merchant) else api.UserParty(id=party.id)
 
 
-def _body(p: Planned, currency: str, miniapp_id: str | None = None) -> api.CreateIntent:
+def _body(p: Planned, run_currency: str, miniapp_id: str | None = None) -> api.CreateIntent:
     source: api.Party = api.OperatorParty() if p.payer is None else _party(p.payer)
     target: api.Party
     if p.payee is not None:
@@ -54,7 +77,8 @@ def _body(p: Planned, currency: str, miniapp_id: str | None = None) -> api.Creat
     return api.CreateIntent(
         type=p.type,
         amount=p.amount,
-        currency=cast(api.Currency, currency),  # one of CURRENCIES: DemoOptions.check
+        # One of CURRENCIES: DemoOptions.check (an exchange's other currency is USD).
+        currency=cast(api.Currency, p.currency or run_currency),
         from_=source,
         to=target,
         from_name=p.payer.name if p.payer is not None else "PM operator",
@@ -125,6 +149,7 @@ class Demo:
         """Signed with the demo merchant's key (its credits and payment requests)."""
         self.door: DoorClient | None = None
         self.notes: list[str] = []
+        self.fx = Exchanges(client, self.follow, self.send)
 
     async def aclose(self) -> None:
         if self.merchant is not None:
@@ -147,12 +172,14 @@ class Demo:
                 f"({response.status_code} {response.text[:200]})"
             )
 
-    async def open_wallet(self, user: User) -> None:
-        # 202 means the ledger-writer has not opened it yet: asking again answers once it has.
+    async def open_wallet(self, wallet: tuple[User, str]) -> None:
+        """Open the user's wallet in the currency (202 means the ledger-writer has not opened it yet:
+        asking again answers once it has)."""
+        user, currency = wallet
         deadline = time.monotonic() + self.options.wait_s
         while True:
             try:
-                await self.client.open_wallet(user.id, self.options.currency)
+                await self.client.open_wallet(user.id, currency)
                 return
             except PMError as exc:
                 if exc.status != 202:
@@ -198,6 +225,9 @@ class Demo:
         p = outcome.planned
         if p.type == "MINIAPP_CHARGE":
             await self.charge(outcome)
+            return
+        if p.type == "FX_EXCHANGE":
+            await self.fx.exchange(outcome)
             return
         merchant = p.type == "MINIAPP_CREDIT"
         client = self.merchant if merchant else self.client
@@ -283,23 +313,34 @@ class Demo:
                 f"{again.text[:200]}, not 409 payment_request_declined"
             )
 
-    async def wallet(self, user: User, expected: int) -> WalletCheck:
-        try:
-            wallet = await self.client.get_wallet(user.id)
-        except PMError as exc:
-            raise _refused(exc) from exc
-        except httpx.TransportError as exc:
-            raise _lost(self.admin, exc) from exc
-        balance = next((b for b in wallet.balances if b.currency == self.options.currency), None)
-        return WalletCheck(
-            user.id,
-            user.name,
-            user.funded,
-            expected,
-            balance.posted if balance else None,
-            balance.pending if balance else None,
-            balance.available if balance else None,
-        )
+    async def wallets(
+        self, wallets: Sequence[tuple[User, str]], expected: dict[tuple[str, str], int]
+    ) -> list[WalletCheck]:
+        """Each (user, currency) wallet as the gateway shows it, beside what it should hold."""
+        found: dict[str, api.Wallet] = {}
+        out: list[WalletCheck] = []
+        for user, currency in wallets:
+            if user.id not in found:
+                try:
+                    found[user.id] = await self.client.get_wallet(user.id)
+                except PMError as exc:
+                    raise _refused(exc) from exc
+                except httpx.TransportError as exc:
+                    raise _lost(self.admin, exc) from exc
+            balance = next((b for b in found[user.id].balances if b.currency == currency), None)
+            out.append(
+                WalletCheck(
+                    owner_id=user.id,
+                    name=user.name,
+                    funded=user.funded,
+                    currency=currency,
+                    expected=expected[(user.id, currency)],
+                    posted=balance.posted if balance else None,
+                    pending=balance.pending if balance else None,
+                    available=balance.available if balance else None,
+                )
+            )
+        return out
 
 
 def _lost(http: httpx.AsyncClient, exc: httpx.TransportError) -> GatewayUnavailableError:
@@ -321,6 +362,14 @@ class Planning:
     users: list[User]
     fundings: list[Planned]
     payments: list[Planned]
+    fx: FxPlan | None = None
+    """The exchanges' part of the plan (their rate, who exchanges), None without exchanges."""
+
+    def wallets(self, currency: str) -> list[tuple[User, str]]:
+        """Every wallet the run opens and checks: each user's in the run's `currency`, and a USD one
+        for each user who exchanges."""
+        foreign = self.fx.users if self.fx is not None else []
+        return [(u, currency) for u in self.users] + [(u, FOREIGN) for u in foreign]
 
     @classmethod
     def of(cls, options: DemoOptions) -> Planning:
@@ -329,10 +378,47 @@ class Planning:
         users, payments, _ghost = plan(options, run_id, rng)
         if options.merchant:
             payments += merchant_plan(options, run_id, rng, users)
+        fx = fx_plan(options, run_id, rng, users)
+        if fx is not None:
+            for exchange in fx.exchanges:  # among the other traffic
+                payments.insert(rng.randint(0, len(payments)), exchange)
         fundings = funding(users, payments, run_id, rng)
         if options.merchant:
             fundings.append(merchant_funding(payments, run_id, rng))
-        return cls(run_id, users, fundings, payments)
+        if fx is not None:
+            fundings += fx.fundings
+        return cls(run_id, users, fundings, payments, fx)
+
+
+async def _posted(reader: LedgerReader | None, accounts: Sequence[int]) -> dict[int, int | None]:
+    """The posted balance of each account (None: not opened yet) before the run moves money."""
+    if reader is None:
+        return {}
+    return {account: (await reader.balance(account))[0] for account in accounts}
+
+
+async def _ledger(
+    reader: LedgerReader, before: dict[int, int | None], outcomes: Sequence[Outcome], currency: str
+) -> LedgerCheck:
+    """The ledger's own check, with the merchant's and the liquidity accounts read `before` the run
+    held to what the run's settled intents moved (`currency` is the run's)."""
+    ledger = await reader.check()
+    merchant = merchant_account(DEMO_MERCHANT, currency)
+    if merchant in before:
+        after, pending = await reader.balance(merchant)
+        moved = party_moves(outcomes, currency)[(SHOP.id, currency)]
+        ledger.merchant = MerchantCheck(
+            DEMO_MERCHANT, currency, merchant, before[merchant], after, pending, moved
+        )
+    moves = liquidity_moves(outcomes, currency)
+    for money in (HOME, FOREIGN):
+        account = liquidity_account(money)
+        if account in before:
+            after, pending = await reader.balance(account)
+            ledger.liquidity.append(
+                LiquidityCheck(money, account, before[account], after, pending, moves[money])
+            )
+    return ledger
 
 
 async def _run(demo: Demo, planning: Planning, door: Door | None, reader: LedgerReader | None) -> DemoSummary:
@@ -341,12 +427,13 @@ async def _run(demo: Demo, planning: Planning, door: Door | None, reader: Ledger
     rules = fee_rules() + ([commission_rule()] if options.merchant else [])
     await demo.install_fee_rules(rules)
     rules_at = time.monotonic()
-    await _bounded(options.concurrency, planning.users, demo.open_wallet)
-    shop, before = None, None
-    if options.merchant:
-        shop = await demo.open_shop(planning.run_id, door, planning.users[0].id)
-        if reader is not None:
-            before, _ = await reader.balance(merchant_account(DEMO_MERCHANT, options.currency))
+    wallets = planning.wallets(options.currency)
+    await _bounded(options.concurrency, wallets, demo.open_wallet)
+    shop = await demo.open_shop(planning.run_id, door, planning.users[0].id) if options.merchant else None
+    watched = [merchant_account(DEMO_MERCHANT, options.currency)] if shop is not None else []
+    watched += [liquidity_account(c) for c in (HOME, FOREIGN)] if planning.fx is not None else []
+    before = await _posted(reader, watched)
+    rate = await demo.fx.set_rate(planning.fx.rate) if planning.fx is not None else None
     funded = [Outcome(p) for p in planning.fundings]
     await _bounded(options.concurrency, funded, demo.send)
     await asyncio.sleep(max(0.0, rules_at + options.rules_settle_s - time.monotonic()))
@@ -355,29 +442,26 @@ async def _run(demo: Demo, planning: Planning, door: Door | None, reader: Ledger
     await _bounded(options.concurrency, paid, demo.send)
     payments_s = time.monotonic() - started
     outcomes = funded + paid
-    expected = expected_balances(planning.users, outcomes)
-    wallets = [await demo.wallet(u, expected[u.id]) for u in planning.users]
-    ledger: LedgerCheck | None = None
-    if reader is not None:
-        ledger = await reader.check()
-        if shop is not None:
-            account = merchant_account(DEMO_MERCHANT, options.currency)
-            after, pending = await reader.balance(account)
-            moved = party_moves(outcomes)[SHOP.id]
-            ledger.merchant = MerchantCheck(
-                DEMO_MERCHANT, options.currency, account, before, after, pending, moved
-            )
+    if planning.fx is not None:
+        outcomes += await demo.fx.afterwards(outcomes, reader, planning.fx.users, planning.run_id)
+    # TO COME (issue 16, being built): an SBP top-up into a THB wallet, roubles collected at a quote
+    # locked when the QR is issued. It goes here, after the exchanges, with scenarios of its own in
+    # `pm_tools.demo.plan.EXPECTED` and its wallet moves in `summary.party_moves`.
+    expected = expected_balances([(u.id, c) for u, c in wallets], outcomes, options.currency)
+    checks = await demo.wallets(wallets, expected)
+    ledger = await _ledger(reader, before, outcomes, options.currency) if reader is not None else None
     return DemoSummary(
         planning.run_id,
         options.currency,
         planning.users,
         outcomes,
-        wallets,
+        checks,
         payments_s,
-        problems(outcomes, wallets, ledger),
+        problems(outcomes, checks, ledger),
         shop=shop.summary if shop is not None else None,
         ledger=ledger,
-        notes=list(demo.notes),
+        notes=demo.notes + demo.fx.notes,
+        rate=rate,
     )
 
 
