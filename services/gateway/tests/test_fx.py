@@ -126,7 +126,7 @@ async def test_quotes_that_cannot_be_priced_are_refused_and_stored_nowhere(
     assert (await set_rate(gateway, "THB/RUB", "2.5", validFrom=stale_from)).status_code == 201
     assert (await set_rate(gateway)).status_code == 201
     before = await counts(database_url)
-    cases = [
+    cases: list[tuple[dict[str, Any], dict[str, Any], tuple[int, str]]] = [
         ({"currency": "THB", "amount": 1_000}, {"currency": "RUB"}, (422, "rate_stale")),
         ({"currency": "RUB", "amount": 1_000}, {"currency": "USD"}, (422, "unknown_pair")),
         ({"currency": "THB", "amount": 35}, {"currency": "USD"}, (422, "amount_too_small")),
