@@ -9,6 +9,7 @@ payment from their own wallet.
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -351,3 +352,28 @@ async def test_a_deactivated_merchants_accounts_close_and_reopen_with_their_bala
     paid = await follow(saga, shop, credit(shop, user, 1_500))
     assert (paid.status, paid.failure_code) == ("SETTLED", None), paid
     assert posted((await accounts(saga.database_url, [account]))[account]) == 2_500
+
+
+async def test_intents_accepted_before_a_deactivation_finish(saga: SagaFleet, shop: Shop) -> None:
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    async with saga.client(saga.admin) as pm:
+        await open_wallet(pm, user)
+        await run_intent(pm, http_api.CreateIntent(
+            type="ADJUSTMENT", amount=2_000, currency=CURRENCY,
+            from_=http_api.OperatorParty(), to=http_api.MerchantParty(id=shop.merchant_id),
+        ))  # fmt: skip
+    # The orchestrator is stopped, so the credit is still only accepted when the merchant goes.
+    stopped = saga.orchestrator
+    stopped.popen.terminate()
+    await asyncio.to_thread(stopped.popen.wait, 30)
+    accepted = await submit(shop.http, credit(shop, user, 700))
+    assert accepted.status_code == 202, accepted.text
+    async with saga.http(saga.admin) as admin:
+        assert (await admin.post(f"/v1/admin/merchants/{shop.merchant_id}/deactivate")).status_code == 200
+    refused = await submit(shop.http, credit(shop, user, 100))
+    assert (refused.status_code, refused.json()["code"]) == (401, "auth_inactive_key")
+    await saga.start_orchestrator().wait_ready()
+    async with saga.client(saga.admin) as pm:
+        done = await pm.wait_intent(accepted.json()["id"], timeout=30)
+    assert (done.status, done.failure_code) == ("SETTLED", None), done
+    assert posted((await accounts(saga.database_url, [wallet_id(user)]))[wallet_id(user)]) == 700
