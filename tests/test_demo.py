@@ -85,12 +85,12 @@ class Running:
         return await demo.run_demo(self.url, key_id, secret, options, door=door, ledger_url=ledger)
 
     def cli(self, *, proxy: bool = True) -> list[str]:
-        """The command's options for this fleet: its gateway, its key, its ledger (and the proxy secret)."""
+        """The command's options for this fleet: its gateway, its key, its ledger (and the proxy secret),
+        and a QP sandbox that never answers (this fleet has none): the top-ups are left out."""
         secret = ["--proxy-secret", PROXY_SECRET] if proxy else []
-        return ["--gateway", self.url, "--key-id", self.key_id, "--secret", self.secret, *secret] + [
-            "--database-url",
-            self.database_url,
-        ]
+        no_qp = processes.base_url(processes.free_port())
+        rest = ["--database-url", self.database_url, "--qp-sandbox", no_qp]
+        return ["--gateway", self.url, "--key-id", self.key_id, "--secret", self.secret, *secret, *rest]
 
 
 @pytest.fixture
@@ -250,7 +250,7 @@ def expected_moves(summary: demo.DemoSummary) -> Counter[str]:
         assert p.type != "PROMPTPAY_WITHDRAWAL", p  # these runs send none
         if isinstance(p.payee, demo.User | demo.Merchant):
             moves[p.payee.id] += p.amount - (demo.commission(p.amount) if p.type == "MINIAPP_CHARGE" else 0)
-        if p.payer is not None:
+        if isinstance(p.payer, demo.User | demo.Merchant):
             moves[p.payer.id] -= p.amount + (sum(demo.demo_fees(p.amount).values()) if p.type == "P2P" else 0)
     return moves
 
@@ -456,7 +456,7 @@ async def test_demo_reports_a_payment_that_ends_otherwise_than_expected(running:
     summary = await running.run(demo.DemoOptions(users=4, payments=12, concurrency=4, seed=5, run_id=run_id))
 
     assert not summary.ok
-    limited = [o for o in summary.payments() if o.planned.payer is not None and o.planned.payer.id == capped]
+    limited = [o for o in summary.payments() if getattr(o.planned.payer, "id", None) == capped]
     assert limited, "the seed gives the capped user no payment"
     settles = [o for o in limited if o.planned.scenario == "settles"]
     assert settles and all((o.state, o.failure_code) == ("FAILED", "LIMIT_EXCEEDED") for o in settles)
@@ -489,7 +489,9 @@ async def test_pm_demo_command_prints_the_summary_as_json_and_exits_0(running: R
     done = pm("demo", *running.cli(), *options)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["ok"] is True and report["problems"] == [] and report["notes"] == []
+    assert report["ok"] is True and report["problems"] == [] and report["topups"] is None
+    # The command's three top-ups in THB, left out: no QP sandbox answers (`Running.cli`).
+    assert [n.split(" at ")[0] for n in report["notes"]] == ["SBP top-ups left out: no QP sandbox answers"]
     counts = {(i["type"], i["state"], i["failureCode"]): i["count"] for i in report["intents"]}
     assert counts == {
         ("P2P", "SETTLED", None): 10,
@@ -537,7 +539,7 @@ async def test_pm_demo_command_prints_tables_and_without_a_door_leaves_the_charg
     done = pm(
         *f"demo --gateway {running.url} --key-file {key_file} --users 4 --payments 5".split(),
         *["--database-url", running.database_url],
-        env={"PM_FRONT_DOOR_PORT": nowhere, "PM_AUTH_SANDBOX_PORT": nowhere},
+        env={"PM_FRONT_DOOR_PORT": nowhere, "PM_AUTH_SANDBOX_PORT": nowhere, "PM_QP_SANDBOX_PORT": nowhere},
     )
     assert done.returncode == 0, done.stderr
     for text in (
@@ -561,6 +563,7 @@ async def test_pm_demo_command_prints_tables_and_without_a_door_leaves_the_charg
     assert "UNBALANCED" not in done.stdout and "MISMATCH" not in done.stdout
     assert not re.search(r"│ MINIAPP_CHARGE +│", done.stdout), done.stdout  # no charge was sent
     assert "note: charges left out: nothing answers for users" in done.stderr, done.stderr
+    assert f"note: SBP top-ups left out: no QP sandbox answers at http://127.0.0.1:{nowhere}" in done.stderr
 
 
 async def test_pm_demo_command_exits_1_listing_intents_that_ended_otherwise(running: Running) -> None:

@@ -3,9 +3,9 @@
 Exit codes: 0 every intent reached a terminal state and ended as its scenario says, and the money adds
 up (wallets in both currencies, and on the ledger: per ledger debits = credits, no wallet, merchant or
 liquidity account below zero, the merchant's and the liquidity accounts as its intents say); 1
-something did not (each is listed), or the run
-could not finish; 2 bad options, no usable key, or the gateway, the ledger or the users' door does not
-answer. The work itself is `pm_tools.demo`; this module reads options and prints.
+something did not (each is listed), or the run could not finish; 2 bad options, no usable key, or the
+gateway, the ledger or the users' door does not answer (a QP sandbox that does not answer only leaves
+the SBP top-ups out). The work itself is `pm_tools.demo`; this module reads options and prints.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ SHOWN_WALLETS = 6
 SHOWN_PROBLEMS = 20
 DEFAULT_WITHDRAWALS = 10
 DEFAULT_EXCHANGES = 8
+DEFAULT_TOPUPS = 3
 PROXY_SECRET_VARIABLE = "PM_GATEWAY_PROXY_SECRET"
 
 
@@ -190,7 +191,14 @@ def _exchanges(summary: demo.DemoSummary, rate: fx_api.Rate) -> Table:
         table.add_row(f"{way}: sold (principal + spread)", format_amount(f.sold, f.sell))
         table.add_row(f"{way}: spread to fee revenue", format_amount(f.spread, f.sell))
         table.add_row(f"{way}: bought out of liquidity", format_amount(f.bought, f.buy))
+    _liquidity(table, summary, ("THB", "USD"))
+    return table
+
+
+def _liquidity(table: Table, summary: demo.DemoSummary, currencies: tuple[str, ...]) -> None:
+    """Rows for the liquidity accounts of `currencies` the ledger check read, before and after."""
     checks = summary.ledger.liquidity if summary.ledger is not None else []
+    checks = [c for c in checks if c.currency in currencies]
     if not checks:
         table.add_row("liquidity accounts", "not read (no ledger check)")
     for c in checks:
@@ -204,6 +212,21 @@ def _exchanges(summary: demo.DemoSummary, rate: fx_api.Rate) -> Table:
             f"{c.currency} liquidity as the settled intents leave it",
             f"{expected} {'ok' if c.ok else 'MISMATCH'}",
         )
+
+
+def _topups(summary: demo.DemoSummary, rate: fx_api.Rate) -> Table:
+    table = Table(
+        title=f"SBP top-ups at {rate.pair} {rate.rate}, spread {rate.spread_bps} bp (rate {rate.id})",
+        show_header=False,
+    )
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    f = summary.topups()
+    table.add_row("settled", str(f.settled))
+    table.add_row("paid by SBP (principal + spread)", format_amount(f.collected, "RUB"))
+    table.add_row("spread to fee revenue", format_amount(f.spread, "RUB"))
+    table.add_row("credited to THB wallets, out of liquidity", format_amount(f.bought, "THB"))
+    _liquidity(table, summary, ("RUB", "THB"))
     return table
 
 
@@ -272,6 +295,8 @@ def _tables(summary: demo.DemoSummary) -> list[Table]:
         tables.append(_merchant(summary, summary.shop))
     if summary.rate is not None:
         tables.append(_exchanges(summary, summary.rate))
+    if summary.topup_rate is not None:
+        tables.append(_topups(summary, summary.topup_rate))
     if summary.ledger is not None:
         tables.append(_ledger(summary.ledger))
     return tables
@@ -339,6 +364,35 @@ Exchanges = Annotated[
         show_default=False,
         help="FX_EXCHANGEs THB <-> USD at a rate the demo sets (THB only; default 8 in THB, else 0); "
         "from 2 on also a quote used twice and, with the ledger check, one beyond the USD liquidity.",
+    ),
+]
+Topups = Annotated[
+    int | None,
+    typer.Option(
+        "--topups",
+        min=0,
+        show_default=False,
+        help="SBP_TOPUPs into THB wallets at a THB/RUB rate the demo sets, their QRs paid in the QP "
+        "sandbox (THB only; default 3 in THB, else 0; left out, with a note, when no QP sandbox answers).",
+    ),
+]
+QpSandboxUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--qp-sandbox",
+        metavar="URL",
+        show_default=False,
+        help="The QP sandbox the top-ups' QRs are paid in; default "
+        "http://127.0.0.1:PM_QP_SANDBOX_PORT (9202).",
+    ),
+]
+QpSecret = Annotated[
+    str | None,
+    typer.Option(
+        "--qp-secret",
+        show_default=False,
+        help="The QP sandbox's bearer token; default PM_QP_SANDBOX_SECRET (or adapter-qp's, or the "
+        "gateway's QP callback secret), else the sandbox's default, as `pm up` runs it.",
     ),
 ]
 ProxySecret = Annotated[
@@ -410,6 +464,9 @@ def demo_command(
     credits: Credits = 8,  # noqa: A002 - the option's name
     charges: Charges = 12,
     exchanges: Exchanges = None,
+    topups: Topups = None,
+    qp_sandbox: QpSandboxUrl = None,
+    qp_secret: QpSecret = None,
     proxy_secret: ProxySecret = None,
     front_door: FrontDoor = None,
     auth_center: AuthCenter = None,
@@ -420,9 +477,10 @@ def demo_command(
 ) -> None:
     """Open wallets, fund them, install demo fee rules and send P2P payments (some bound to fail),
     PromptPay withdrawals (one in eight to a number PromptPay does not know), the demo merchant's
-    business (its credits to users, and charges the users confirm or decline at /v1/me), and exchanges
+    business (its credits to users, and charges the users confirm or decline at /v1/me), exchanges
     THB <-> USD at a rate the demo sets, out of liquidity it funds (a quote used twice is refused; one
-    exchange beyond the USD liquidity fails).
+    exchange beyond the USD liquidity fails), and SBP top-ups into THB wallets priced in roubles at a
+    THB/RUB rate it sets, their QRs paid in the QP sandbox.
 
     Every intent goes through the gateway over signed HTTP and is followed to its terminal state;
     then the summary: intents by outcome, fees, money moved, throughput, latency, some balances, the
@@ -430,7 +488,7 @@ def demo_command(
     ledger zero; no wallet, merchant or liquidity account below zero). Wallets are new each run
     (demo-<run>-<n>); the merchant pm-demo-shop and its mini-app pm-demo-app are onboarded once and
     found again; the fee rules demo-p2p-pre, demo-p2p-post and demo-miniapp-commission get a new
-    version each run and price only the demo's own traffic; each run sets a new USD/THB rate.
+    version each run and price only the demo's own traffic; each run sets new USD/THB and THB/RUB rates.
     """
     key = _key(key_file, key_id, secret)
     url = (gateway or default_gateway()).rstrip("/")
@@ -443,16 +501,16 @@ def demo_command(
         currency=money,
         concurrency=concurrency,
         seed=seed,
-        withdrawals=withdrawals
-        if withdrawals is not None
-        else (DEFAULT_WITHDRAWALS if money == "THB" else 0),
+        withdrawals=_in_thb(withdrawals, DEFAULT_WITHDRAWALS, money),
         credits=credits,
         charges=charges if door is not None else 0,
-        exchanges=exchanges if exchanges is not None else (DEFAULT_EXCHANGES if money == "THB" else 0),
+        exchanges=_in_thb(exchanges, DEFAULT_EXCHANGES, money),
+        topups=_in_thb(topups, DEFAULT_TOPUPS, money),
     )
+    qp = demo.QpSandbox.resolve(qp_sandbox, qp_secret, with_env_file())
     try:
         summary = asyncio.run(
-            demo.run_demo(url, key.key_id, key.secret, options, door=door, ledger_url=ledger)
+            demo.run_demo(url, key.key_id, key.secret, options, door=door, ledger_url=ledger, qp=qp)
         )
     except demo.DemoError as exc:
         common.fail(str(exc), exc.exit_code)
@@ -463,6 +521,13 @@ def demo_command(
             "ledger check skipped (--no-ledger-check): the merchant's and liquidity accounts were not read"
         )
     _report(summary, json_output)
+
+
+def _in_thb(given: int | None, default: int, currency: str) -> int:
+    """`given`, else `default` in a THB run (withdrawals, exchanges and top-ups are THB's), else 0."""
+    if given is not None:
+        return given
+    return default if currency == "THB" else 0
 
 
 def _report(summary: demo.DemoSummary, json_output: bool) -> None:

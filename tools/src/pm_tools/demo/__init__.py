@@ -30,13 +30,18 @@ One run, over signed HTTP only (and /v1/me for the users' answers):
    the other traffic, each at a quote (`pm_tools.demo.fx_plan`, `pm_tools.demo.fx_traffic`); then a
    quote used again is refused (409 `quote_used`) and, with the ledger read, an exchange buying more
    USD than the liquidity holds fails LIQUIDITY_INSUFFICIENT;
-8. reads every wallet back (the USD ones too) and compares it with what the settled intents moved;
+8. with `topups` (THB runs) and a QP sandbox that answers (`pm_tools.demo.topups`; else they are left
+   out, said in the notes), sets a THB/RUB rate and funds the THB liquidity first; after the other
+   traffic, asks each SBP_TOPUP into a funded user's THB wallet with `Prefer: wait` until its QR is
+   there (priced in roubles at intake), asks it again (the same intent and QR), pays the QR in the QP
+   sandbox, and follows it: it settles, the wallet credited exactly the baht asked, the THB liquidity
+   paying them, the roubles from QP clearing into the RUB liquidity (principal) and fee revenue
+   (spread) (`pm_tools.demo.topup_plan`);
+9. reads every wallet back (the USD ones too) and compares it with what the settled intents moved;
    with a ledger URL, checks the ledger itself: per ledger the debits equal the credits, no wallet,
-   merchant account or liquidity account is below zero, and the merchant's account and the liquidity
-   accounts moved by exactly what the run's intents say.
-
-To come (issue 16, being built): an SBP top-up into a THB wallet (see the marked place in
-`pm_tools.demo.traffic`).
+   merchant account or liquidity account is below zero (QP clearing, which pays the top-ups, goes
+   below zero by design: it stands for money QP owes the operator), and the merchant's account and
+   the liquidity accounts moved by exactly what the run's intents say.
 
 Whatever did not go as its scenario says (a payment that should have settled and did not, fees other
 than the demo rules', an intent still open, a balance that does not add up) is a `problem`: the
@@ -66,11 +71,21 @@ from pm_tools.demo.plan import (
     Liquidity,
     Merchant,
     Planned,
+    Sbp,
     User,
     demo_fees,
     fee_rules,
 )
-from pm_tools.demo.summary import DemoSummary, ExchangeFigures, Outcome, ShopSummary, WalletCheck
+from pm_tools.demo.summary import (
+    DemoSummary,
+    ExchangeFigures,
+    Outcome,
+    ShopSummary,
+    TopupFigures,
+    WalletCheck,
+)
+from pm_tools.demo.topup_plan import PAIR as TOPUP_PAIR
+from pm_tools.demo.topups import QpSandbox, qp_preflight
 from pm_tools.demo.traffic import run_demo
 
 __all__ = [
@@ -86,6 +101,7 @@ __all__ = [
     "PRE_RULE",
     "REFUSED",
     "SPREAD_BPS",
+    "TOPUP_PAIR",
     "DemoError",
     "DemoOptions",
     "DemoSummary",
@@ -98,11 +114,15 @@ __all__ = [
     "Merchant",
     "Outcome",
     "Planned",
+    "QpSandbox",
+    "Sbp",
     "ShopSummary",
+    "TopupFigures",
     "User",
     "WalletCheck",
     "commission",
     "demo_fees",
     "fee_rules",
+    "qp_preflight",
     "run_demo",
 ]

@@ -48,6 +48,8 @@ Scenario = Literal[
     "quote-reused",
     "no-liquidity-funding",
     "no-liquidity",
+    "topup-liquidity-funding",
+    "topup",
 ]
 REFUSED = "REFUSED"
 """The state of an expected refusal: the gateway said no (its problem code is the failure code)."""
@@ -83,6 +85,10 @@ EXPECTED: dict[str, tuple[str, str | None]] = {
     # whole, nothing moves on either ledger.
     "no-liquidity-funding": ("SETTLED", None),
     "no-liquidity": ("FAILED", "LIQUIDITY_INSUFFICIENT"),
+    # SBP top-ups into THB wallets (`pm_tools.demo.topup_plan`): the THB liquidity is funded first, then
+    # each top-up is priced in roubles at intake, its QR paid in the QP sandbox, and it settles.
+    "topup-liquidity-funding": ("SETTLED", None),
+    "topup": ("SETTLED", None),
 }
 UNKNOWN_PROXY = "0812345404"
 # Mobile numbers the IPPS sandbox refuses at inquiry: a demo payee must not end so by chance.
@@ -133,6 +139,9 @@ class DemoOptions:
     exchanges: int = 0
     """FX_EXCHANGEs THB <-> USD by funded users (THB only; `pm_tools.demo.exchange`); from two on, a
     quote used twice (refused) and, with the ledger read, one the USD liquidity cannot cover."""
+    topups: int = 0
+    """SBP_TOPUPs into funded users' THB wallets, paid in roubles (THB only; `pm_tools.demo.topups`):
+    they need adapter-qp and the QP sandbox the demo pays their QRs in, and are left out without it."""
 
     def check(self) -> None:
         """Raise DemoError (exit 2) for options the demo cannot run with."""
@@ -156,6 +165,10 @@ class DemoOptions:
             raise DemoError("--exchanges must be 0 or more", 2)
         if self.exchanges and self.currency != "THB":
             raise DemoError("the demo exchanges THB <-> USD: use --currency THB or --exchanges 0", 2)
+        if self.topups < 0:
+            raise DemoError("--topups must be 0 or more", 2)
+        if self.topups and self.currency != "THB":
+            raise DemoError("the demo tops up THB wallets via SBP: use --currency THB or --topups 0", 2)
 
     @property
     def merchant(self) -> bool:
@@ -186,6 +199,17 @@ class Liquidity:
 
 
 @dataclass(frozen=True)
+class Sbp:
+    """The payer of an SBP top-up: whoever pays its QR, in roubles, through QP (QP clearing pays)."""
+
+    name: str = "SBP payer"
+
+
+SBP_CURRENCY = "RUB"
+"""What an SBP top-up collects, whatever the wallet's currency (docs/fx.md)."""
+
+
+@dataclass(frozen=True)
 class Planned:
     """One intent the demo sends, and what it must end as."""
 
@@ -193,11 +217,18 @@ class Planned:
     """Its idempotency key."""
     scenario: Scenario
     type: Literal[
-        "P2P", "ADJUSTMENT", "PROMPTPAY_WITHDRAWAL", "MINIAPP_CREDIT", "MINIAPP_CHARGE", "FX_EXCHANGE"
+        "P2P",
+        "ADJUSTMENT",
+        "PROMPTPAY_WITHDRAWAL",
+        "MINIAPP_CREDIT",
+        "MINIAPP_CHARGE",
+        "FX_EXCHANGE",
+        "SBP_TOPUP",
     ]
     amount: int
-    """In `currency`; an exchange's is what it sells (spread included)."""
-    payer: User | Merchant | None  # None: the operator (funding)
+    """In `currency`; an exchange's is what it sells (spread included); a top-up's is what it asks
+    into the wallet (in the run's currency: the roubles it collects are priced at intake)."""
+    payer: User | Merchant | Sbp | None  # None: the operator (funding)
     payee: User | Merchant | Liquidity | None  # None: a PromptPay mobile number (`proxy`)
     comment: str = ""
     proxy: str | None = None
@@ -208,7 +239,9 @@ class Planned:
 
     def money(self, run_currency: str) -> tuple[str, str]:
         """(the currency it takes from the payer, the one it gives the payee): one and the same but
-        for an exchange."""
+        for an exchange, and for a top-up, which collects roubles for the run's currency."""
+        if self.type == "SBP_TOPUP":
+            return SBP_CURRENCY, run_currency
         sold = self.currency or run_currency
         return sold, (self.buys or run_currency) if self.type == "FX_EXCHANGE" else sold
 

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 
 from pm_client import api, fx_api, merchant_api
 from pm_tools.demo.fx_plan import repriced
-from pm_tools.demo.ledger_check import LedgerCheck
+from pm_tools.demo.ledger_check import LedgerCheck, LiquidityCheck
 from pm_tools.demo.merchant import COMMISSION_RULE, SHOP, commission
 from pm_tools.demo.plan import REFUSED, Liquidity, Merchant, Planned, User, demo_fees, expected_text
+from pm_tools.demo.topup_plan import topup_wrong
 
 
 @dataclass
@@ -31,6 +32,8 @@ class Outcome:
     """The problem code of a refusal the scenario expects (`over_miniapp_cap`, `quote_used`)."""
     quote: fx_api.Quote | None = None
     """An exchange's quote (a quote used twice: the one used again)."""
+    payment: api.Payment | None = None
+    """A top-up's QR, as its intent showed it before the demo paid it."""
 
     @property
     def state(self) -> str:
@@ -50,7 +53,7 @@ class Outcome:
         return self.intent.fees if self.intent is not None and self.state == "SETTLED" else []
 
     def exchange(self) -> api.Exchange | None:
-        """What a settled exchange moved, as its intent says (its quote's figures)."""
+        """What a settled exchange (or top-up) moved, as its intent says (its quote's figures)."""
         return self.intent.exchange if self.intent is not None and self.state == "SETTLED" else None
 
 
@@ -95,6 +98,17 @@ class ExchangeFigures:
     bought: int
 
 
+@dataclass(frozen=True)
+class TopupFigures:
+    """The settled SBP top-ups: the roubles they collected (principal + spread) and the baht bought."""
+
+    settled: int
+    collected: int
+    principal: int
+    spread: int
+    bought: int
+
+
 @dataclass
 class DemoSummary:
     run_id: str
@@ -113,6 +127,8 @@ class DemoSummary:
     """What the run left out or did on its own, and why (not problems)."""
     rate: fx_api.Rate | None = None
     """The rate the run set for its exchanges (None: it had none)."""
+    topup_rate: fx_api.Rate | None = None
+    """The THB/RUB rate the run set for its SBP top-ups (None: it made none)."""
 
     @property
     def ok(self) -> bool:
@@ -158,7 +174,7 @@ class DemoSummary:
         """The settled exchanges by direction (sold → bought currency), from their intents."""
         by: dict[tuple[str, str], list[api.Exchange]] = {}
         for o in self.outcomes:
-            done = o.exchange()
+            done = o.exchange() if o.planned.type == "FX_EXCHANGE" else None
             if done is not None:
                 by.setdefault(o.planned.money(self.currency), []).append(done)
         return [
@@ -173,6 +189,21 @@ class DemoSummary:
             )
             for (sell, buy), done in sorted(by.items())
         ]
+
+    def topups(self) -> TopupFigures:
+        """The settled top-ups, from their intents (the roubles collected, the baht bought)."""
+        done = [
+            (o.intent.amount, e)
+            for o in self.outcomes
+            if o.planned.type == "SBP_TOPUP" and o.intent is not None and (e := o.exchange()) is not None
+        ]
+        return TopupFigures(
+            len(done),
+            sum(amount for amount, _ in done),
+            sum(e.principal for _, e in done),
+            sum(e.spread for _, e in done),
+            sum(e.buy_amount for _, e in done),
+        )
 
     def throughput(self) -> float:
         done = sum(1 for o in self.payments() if o.intent is not None)
@@ -217,6 +248,7 @@ class DemoSummary:
                     "MINIAPP_CREDIT",
                     "MINIAPP_CHARGE",
                     "FX_EXCHANGE",
+                    "SBP_TOPUP",
                 )
             },
             "payments": len(self.payments()),
@@ -239,6 +271,7 @@ class DemoSummary:
             ],
             "merchant": None if self.shop is None else self._merchant_json(self.shop),
             "exchanges": None if self.rate is None else self._exchanges_json(self.rate),
+            "topups": None if self.topup_rate is None else self._topups_json(self.topup_rate),
             "ledger": None if self.ledger is None else _ledger_json(self.ledger),
             "notes": self.notes,
             "problems": self.problems,
@@ -263,10 +296,25 @@ class DemoSummary:
             "account": account,
         }
 
+    def _topups_json(self, rate: fx_api.Rate) -> dict[str, object]:
+        figures = self.topups()
+        moved = ("RUB", "THB")
+        checks = [c for c in self.ledger.liquidity if c.currency in moved] if self.ledger is not None else []
+        return {
+            "rate": _rate_json(rate),
+            "settled": figures.settled,
+            "collected": figures.collected,
+            "principal": figures.principal,
+            "spread": figures.spread,
+            "bought": figures.bought,
+            "liquidity": [_liquidity_json(c) for c in checks],
+        }
+
     def _exchanges_json(self, rate: fx_api.Rate) -> dict[str, object]:
         checks = self.ledger.liquidity if self.ledger is not None else []
+        checks = [c for c in checks if c.currency in ("THB", "USD")]
         return {
-            "rate": {"id": rate.id, "pair": rate.pair, "rate": rate.rate, "spreadBps": rate.spread_bps},
+            "rate": _rate_json(rate),
             "directions": [
                 {
                     "sell": f.sell,
@@ -279,18 +327,23 @@ class DemoSummary:
                 }
                 for f in self.exchanges()
             ],
-            "liquidity": [
-                {
-                    "currency": c.currency,
-                    "before": c.before,
-                    "after": c.after,
-                    "pending": c.pending,
-                    "moved": c.moved,
-                    "ok": c.ok,
-                }
-                for c in checks
-            ],
+            "liquidity": [_liquidity_json(c) for c in checks],
         }
+
+
+def _rate_json(rate: fx_api.Rate) -> dict[str, object]:
+    return {"id": rate.id, "pair": rate.pair, "rate": rate.rate, "spreadBps": rate.spread_bps}
+
+
+def _liquidity_json(c: LiquidityCheck) -> dict[str, object]:
+    return {
+        "currency": c.currency,
+        "before": c.before,
+        "after": c.after,
+        "pending": c.pending,
+        "moved": c.moved,
+        "ok": c.ok,
+    }
 
 
 def _ledger_json(check: LedgerCheck) -> dict[str, object]:
@@ -353,8 +406,8 @@ def party_moves(outcomes: Sequence[Outcome], currency: str) -> Counter[tuple[str
 
 def liquidity_moves(outcomes: Sequence[Outcome], currency: str) -> Counter[str]:
     """What the settled intents moved in and out of the liquidity account of each currency: its
-    fundings, each exchange's principal into the sold currency's, and its bought amount out of the
-    other's (the spread goes to fee revenue)."""
+    fundings, each exchange's (and top-up's) principal into the sold currency's, and its bought amount
+    out of the other's (the spread goes to fee revenue)."""
     moves: Counter[str] = Counter()
     for o in outcomes:
         if o.state != "SETTLED":
@@ -386,7 +439,7 @@ def expected_fees(p: Planned) -> dict[str, int] | None:
     if p.type == "MINIAPP_CHARGE":
         fee = commission(p.amount)
         return {COMMISSION_RULE: fee} if fee else {}
-    if p.type in ("MINIAPP_CREDIT", "FX_EXCHANGE"):
+    if p.type in ("MINIAPP_CREDIT", "FX_EXCHANGE", "SBP_TOPUP"):
         return {}
     return None
 
@@ -415,6 +468,15 @@ def exchange_wrong(o: Outcome) -> str | None:
     return None
 
 
+def _wrong(o: Outcome) -> str | None:
+    """What is wrong with a settled exchange or top-up beyond its state (None: nothing)."""
+    if o.planned.type == "FX_EXCHANGE":
+        return exchange_wrong(o)
+    if o.planned.type == "SBP_TOPUP" and o.intent is not None:
+        return topup_wrong(o.planned, o.intent, o.payment)
+    return None
+
+
 def problems(
     outcomes: Sequence[Outcome], wallets: Sequence[WalletCheck], ledger: LedgerCheck | None = None
 ) -> list[str]:
@@ -437,7 +499,7 @@ def problems(
             fees = {f.rule_id: f.amount for f in o.intent.fees}
             if fees != wanted:
                 found.append(f"{what}: fees {fees}, expected {wanted}")
-        wrong = exchange_wrong(o) if p.type == "FX_EXCHANGE" and o.state == "SETTLED" else None
+        wrong = _wrong(o) if o.state == "SETTLED" else None
         if wrong is not None:
             found.append(f"{what}: {wrong}")
     for w in wallets:

@@ -1,8 +1,9 @@
 """`pm demo`'s conversation with the gateway: signed HTTP (the admin key, and the demo merchant's for
 its credits and payment requests), the users' answers to payment requests at /v1/me
-(`pm_tools.demo.door`), the exchanges (`pm_tools.demo.fx_traffic`), every intent followed to its
-terminal state, and the run that puts it together (`run_demo`), checked at the end against the ledger
-itself (`pm_tools.demo.ledger_check`)."""
+(`pm_tools.demo.door`), the exchanges (`pm_tools.demo.fx_traffic`), the SBP top-ups and their QRs
+paid in the QP sandbox (`pm_tools.demo.topups`), every intent followed to its terminal state, and the
+run that puts it together (`run_demo`), checked at the end against the ledger itself
+(`pm_tools.demo.ledger_check`)."""
 
 from __future__ import annotations
 
@@ -34,10 +35,12 @@ from pm_tools.demo.ledger_check import (
 from pm_tools.demo.merchant import DEMO_MERCHANT, SHOP, commission_rule, merchant_funding, merchant_plan
 from pm_tools.demo.plan import (
     REFUSED,
+    SBP_CURRENCY,
     DemoOptions,
     Liquidity,
     Merchant,
     Planned,
+    Sbp,
     User,
     fee_rules,
     funding,
@@ -53,13 +56,17 @@ from pm_tools.demo.summary import (
     party_moves,
     problems,
 )
+from pm_tools.demo.topup_plan import TopupPlan, topup_plan
+from pm_tools.demo.topups import QpSandbox, Topups
 
 T = TypeVar("T")
 
 
-def _party(party: User | Merchant | Liquidity) -> api.Party:
+def _party(party: User | Merchant | Liquidity | Sbp) -> api.Party:
     if isinstance(party, Liquidity):
         return api.LiquidityParty()
+    if isinstance(party, Sbp):
+        return api.SbpParty()
     return api.MerchantParty(id=party.id) if isinstance(party, Merchant) else api.UserParty(id=party.id)
 
 
@@ -140,7 +147,9 @@ def _refused(exc: PMError) -> DemoError:
 
 
 class Demo:
-    def __init__(self, client: PMClient, admin: httpx.AsyncClient, options: DemoOptions) -> None:
+    def __init__(
+        self, client: PMClient, admin: httpx.AsyncClient, options: DemoOptions, qp: QpSandbox | None = None
+    ) -> None:
         self.client = client
         self.admin = admin
         self.options = options
@@ -150,6 +159,7 @@ class Demo:
         self.door: DoorClient | None = None
         self.notes: list[str] = []
         self.fx = Exchanges(client, self.follow, self.send)
+        self.topups = Topups(client, self.follow, options.wait_s, qp)
 
     async def aclose(self) -> None:
         if self.merchant is not None:
@@ -364,6 +374,9 @@ class Planning:
     payments: list[Planned]
     fx: FxPlan | None = None
     """The exchanges' part of the plan (their rate, who exchanges), None without exchanges."""
+    topups: TopupPlan | None = None
+    """The SBP top-ups' part (their rate, the THB liquidity they need), None without top-ups; sent
+    only when the QP sandbox answers."""
 
     def wallets(self, currency: str) -> list[tuple[User, str]]:
         """Every wallet the run opens and checks: each user's in the run's `currency`, and a USD one
@@ -387,7 +400,8 @@ class Planning:
             fundings.append(merchant_funding(payments, run_id, rng))
         if fx is not None:
             fundings += fx.fundings
-        return cls(run_id, users, fundings, payments, fx)
+        # Drawn last, so a seed plans the rest of the run as it did before top-ups were added.
+        return cls(run_id, users, fundings, payments, fx, topup_plan(options, run_id, rng, users))
 
 
 async def _posted(reader: LedgerReader | None, accounts: Sequence[int]) -> dict[int, int | None]:
@@ -411,7 +425,7 @@ async def _ledger(
             DEMO_MERCHANT, currency, merchant, before[merchant], after, pending, moved
         )
     moves = liquidity_moves(outcomes, currency)
-    for money in (HOME, FOREIGN):
+    for money in (HOME, FOREIGN, SBP_CURRENCY):
         account = liquidity_account(money)
         if account in before:
             after, pending = await reader.balance(account)
@@ -419,6 +433,14 @@ async def _ledger(
                 LiquidityCheck(money, account, before[account], after, pending, moves[money])
             )
     return ledger
+
+
+def _watched(planning: Planning, currency: str, merchant: bool, topups: bool) -> list[int]:
+    """The accounts read before the run and held to what its intents move: the merchant's, and the
+    liquidity accounts the exchanges and the top-ups use."""
+    watched = [merchant_account(DEMO_MERCHANT, currency)] if merchant else []
+    moneys = ([HOME, FOREIGN] if planning.fx is not None else []) + ([HOME, SBP_CURRENCY] if topups else [])
+    return watched + [liquidity_account(money) for money in dict.fromkeys(moneys)]
 
 
 async def _run(demo: Demo, planning: Planning, door: Door | None, reader: LedgerReader | None) -> DemoSummary:
@@ -430,11 +452,12 @@ async def _run(demo: Demo, planning: Planning, door: Door | None, reader: Ledger
     wallets = planning.wallets(options.currency)
     await _bounded(options.concurrency, wallets, demo.open_wallet)
     shop = await demo.open_shop(planning.run_id, door, planning.users[0].id) if options.merchant else None
-    watched = [merchant_account(DEMO_MERCHANT, options.currency)] if shop is not None else []
-    watched += [liquidity_account(c) for c in (HOME, FOREIGN)] if planning.fx is not None else []
-    before = await _posted(reader, watched)
+    # Without a QP sandbox to pay in, the top-ups are left out whole, their liquidity funding too.
+    topups = planning.topups if planning.topups is not None and await demo.topups.reachable() else None
+    before = await _posted(reader, _watched(planning, options.currency, shop is not None, topups is not None))
     rate = await demo.fx.set_rate(planning.fx.rate) if planning.fx is not None else None
-    funded = [Outcome(p) for p in planning.fundings]
+    topup_rate = await demo.fx.set_rate(topups.rate) if topups is not None else None
+    funded = [Outcome(p) for p in planning.fundings + (topups.fundings if topups is not None else [])]
     await _bounded(options.concurrency, funded, demo.send)
     await asyncio.sleep(max(0.0, rules_at + options.rules_settle_s - time.monotonic()))
     paid = [Outcome(p) for p in planning.payments]
@@ -444,9 +467,12 @@ async def _run(demo: Demo, planning: Planning, door: Door | None, reader: Ledger
     outcomes = funded + paid
     if planning.fx is not None:
         outcomes += await demo.fx.afterwards(outcomes, reader, planning.fx.users, planning.run_id)
-    # TO COME (issue 16, being built): an SBP top-up into a THB wallet, roubles collected at a quote
-    # locked when the QR is issued. It goes here, after the exchanges, with scenarios of its own in
-    # `pm_tools.demo.plan.EXPECTED` and its wallet moves in `summary.party_moves`.
+    if topups is not None:
+        # After the rest, so the payment phase's throughput and latency stay the payments' own: a
+        # top-up waits for its QR, then for its payer (the demo, in the QP sandbox).
+        topped = [Outcome(p) for p in topups.topups]
+        await _bounded(options.concurrency, topped, demo.topups.topup)
+        outcomes += topped
     expected = expected_balances([(u.id, c) for u, c in wallets], outcomes, options.currency)
     checks = await demo.wallets(wallets, expected)
     ledger = await _ledger(reader, before, outcomes, options.currency) if reader is not None else None
@@ -460,8 +486,9 @@ async def _run(demo: Demo, planning: Planning, door: Door | None, reader: Ledger
         problems(outcomes, checks, ledger),
         shop=shop.summary if shop is not None else None,
         ledger=ledger,
-        notes=demo.notes + demo.fx.notes,
+        notes=demo.notes + demo.fx.notes + demo.topups.notes,
         rate=rate,
+        topup_rate=topup_rate,
     )
 
 
@@ -473,13 +500,16 @@ async def run_demo(
     *,
     door: Door | None = None,
     ledger_url: str | None = None,
+    qp: QpSandbox | None = None,
 ) -> DemoSummary:
     """One demo run against the gateway at `gateway`, signed with an admin key.
 
     `door` is how the users answer the merchant's payment requests (needed when `options.charges`);
-    `ledger_url` (TigerBeetle or `embedded+postgresql://…`), when given, is read at the end for the
-    money check (`pm_tools.demo.ledger_check`). Raises GatewayUnavailableError when nothing answers at
-    the gateway, DemoError when the run cannot go on (the key is refused, a wallet does not open, the
+    `qp` is the QP sandbox the top-ups' QRs are paid in (without one that answers, `options.topups`
+    are left out, and the summary's notes say so); `ledger_url` (TigerBeetle or
+    `embedded+postgresql://…`), when given, is read at the end for the money check
+    (`pm_tools.demo.ledger_check`). Raises GatewayUnavailableError when nothing answers at the
+    gateway, DemoError when the run cannot go on (the key is refused, a wallet does not open, the
     ledger or the door cannot be reached); otherwise returns the summary, problems included.
     """
     options.check()
@@ -492,7 +522,7 @@ async def run_demo(
         PMClient(gateway, key_id, secret, transport=transport) as client,
         httpx.AsyncClient(base_url=gateway, auth=PMAuth(key_id, secret), timeout=35.0) as admin,
     ):
-        demo = Demo(client, admin, options)
+        demo = Demo(client, admin, options, qp)
         await demo.preflight()
         reader = await LedgerReader.open(ledger_url) if ledger_url is not None else None
         try:
