@@ -76,12 +76,41 @@ async def list_rates(request: Request) -> Response:
     return web.json([_rate_view(r) for r in found])
 
 
+async def _priced(request: Request, asked: store.Asked) -> store.Quote:
+    """`asked` priced and stored as a quote, with this gateway's limits; PricingError when it cannot be."""
+    d = web.deps(request)
+    config = d.settings
+    async with d.pool.acquire() as conn:
+        return await store.quote(
+            conn,
+            uuid7(),
+            asked,
+            max_age_s=config.fx_rate_max_age_s,
+            ttl_s=config.fx_quote_ttl_s,
+            amount_max=AMOUNT_MAX,
+        )
+
+
+def _exchange(found: store.Quote) -> Exchange:
+    """What an intent carrying out `found` moves (stamped on it at intake)."""
+    price = found.price
+    return Exchange(
+        quote_id=str(found.id),
+        buy_currency=price.buy,
+        buy_amount=price.buy_amount,
+        principal=price.principal,
+        spread=price.fee,
+        rate=found.rate,
+        pair=found.pair,
+        spread_bps=found.spread_bps,
+    )
+
+
 def _refused(exc: pricing.PricingError) -> ProblemError:
     return ProblemError(422, exc.code, str(exc))
 
 
 async def create_quote(request: Request) -> Response:
-    d = web.deps(request)
     wanted: CreateQuote = web.inputs(request).body
     caller = await web.caller(request)
     require_operation(caller, FX_EXCHANGE)
@@ -94,17 +123,8 @@ async def create_quote(request: Request) -> Response:
         sell_amount=wanted.sell.amount,
         buy_amount=wanted.buy.amount,
     )
-    config = d.settings
     try:
-        async with d.pool.acquire() as conn:
-            found = await store.quote(
-                conn,
-                uuid7(),
-                asked,
-                max_age_s=config.fx_rate_max_age_s,
-                ttl_s=config.fx_quote_ttl_s,
-                amount_max=AMOUNT_MAX,
-            )
+        found = await _priced(request, asked)
     except pricing.PricingError as exc:
         raise _refused(exc) from None
     return web.json(quote_view(found), 201, {"Location": f"/v1/fx/quotes/{found.id}"})
@@ -141,16 +161,7 @@ async def quote_of(request: Request, intent: CreateIntent) -> Exchange:
             "quote_mismatch",
             f"the quote sells {price.sell_amount} {price.sell}, the intent {intent.amount} {intent.currency}",
         )
-    return Exchange(
-        quote_id=str(found.id),
-        buy_currency=price.buy,
-        buy_amount=price.buy_amount,
-        principal=price.principal,
-        spread=price.fee,
-        rate=found.rate,
-        pair=found.pair,
-        spread_bps=found.spread_bps,
-    )
+    return _exchange(found)
 
 
 async def topup(
@@ -161,7 +172,6 @@ async def topup(
     currency when the payment arrives, at this price even if the quote has expired by then (the house
     carries that risk). Returns the intent's id (the quote's), the intent as it will be made (its
     amount and currency: the roubles collected) and its exchange. 422 when no rate can price it."""
-    d = web.deps(request)
     owner = getattr(intent.to, "id", None)
     assert owner is not None  # shapes.check: a top-up's payee is a user
     asked = store.Asked(
@@ -172,31 +182,11 @@ async def topup(
         sell_amount=None,
         buy_amount=intent.amount,
     )
-    config = d.settings
     try:
-        async with d.pool.acquire() as conn:
-            found = await store.quote(
-                conn,
-                uuid7(),
-                asked,
-                max_age_s=config.fx_rate_max_age_s,
-                ttl_s=config.fx_quote_ttl_s,
-                amount_max=AMOUNT_MAX,
-            )
+        found = await _priced(request, asked)
     except pricing.PricingError as exc:
         raise ProblemError(
             422, exc.code, f"an SBP top-up into {intent.currency} is exchanged from RUB: {exc}"
         ) from None
-    price = found.price
-    collected = msgspec.structs.replace(intent, amount=price.sell_amount, currency="RUB")
-    exchange = Exchange(
-        quote_id=str(found.id),
-        buy_currency=price.buy,
-        buy_amount=price.buy_amount,
-        principal=price.principal,
-        spread=price.fee,
-        rate=found.rate,
-        pair=found.pair,
-        spread_bps=found.spread_bps,
-    )
-    return found.id, collected, exchange
+    collected = msgspec.structs.replace(intent, amount=found.price.sell_amount, currency="RUB")
+    return found.id, collected, _exchange(found)
