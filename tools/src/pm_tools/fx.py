@@ -16,7 +16,7 @@ from decimal import Decimal
 
 import msgspec
 
-from pm_client.fx_api import PAIR_PATTERN, Rate, SetRate
+from pm_client.fx_api import PAIR_PATTERN, SetRate
 from pm_shared.fx import pricing, store
 from pm_tools.database import connection
 
@@ -77,20 +77,6 @@ def pair_filter(pair: str) -> pricing.Pair:
         return pricing.Pair.parse(pair)
     except pricing.PricingError as exc:
         raise ValueError(f"--pair: {exc}") from None
-
-
-def view(found: store.StoredRate) -> Rate:
-    """A stored rate as `GET /v1/admin/fx/rates` shows it (and `pm fx rates list --json` prints it)."""
-    return Rate(
-        id=found.id,
-        pair=str(found.rate.pair),
-        rate=str(found.rate.rate),
-        spread_bps=found.rate.spread_bps,
-        source=found.source,
-        valid_from=found.valid_from,
-        created_by=found.created_by,
-        created_at=found.created_at,
-    )
 
 
 async def set_rate(database_url: str, wanted: SetRate) -> store.StoredRate:

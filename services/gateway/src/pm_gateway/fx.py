@@ -22,7 +22,8 @@ from pm_shared.fx import pricing, store
 FX_EXCHANGE = "FX_EXCHANGE"
 
 
-def _rate_view(found: store.StoredRate) -> Rate:
+def rate_view(found: store.StoredRate) -> Rate:
+    """A stored rate as the API shows it (and `pm fx rates list --json` prints it)."""
     return Rate(
         id=found.id,
         pair=str(found.rate.pair),
@@ -64,7 +65,7 @@ async def set_rate(request: Request) -> Response:
         found = await store.set_rate(
             conn, rate, source=wanted.source, valid_from=wanted.valid_from, created_by=caller.key_id
         )
-    return web.json(_rate_view(found), 201)
+    return web.json(rate_view(found), 201)
 
 
 async def list_rates(request: Request) -> Response:
@@ -73,7 +74,7 @@ async def list_rates(request: Request) -> Response:
     require_admin(await web.caller(request))
     async with d.pool.acquire() as conn:
         found = await store.rates(conn, None if pair is None else pricing.Pair.parse(pair))
-    return web.json([_rate_view(r) for r in found])
+    return web.json([rate_view(r) for r in found])
 
 
 async def _priced(request: Request, asked: store.Asked) -> store.Quote:

@@ -17,6 +17,7 @@ import msgspec
 import typer
 from rich.table import Table
 
+from pm_gateway.fx import rate_view
 from pm_shared.fx import store
 from pm_tools import fx
 from pm_tools.cli import common
@@ -49,7 +50,7 @@ def _table(found: list[store.StoredRate], title: str) -> Table:
 
 
 def _print_json(found: list[store.StoredRate]) -> None:
-    views = [fx.view(r) for r in found]
+    views = [rate_view(r) for r in found]
     typer.echo(msgspec.json.format(msgspec.json.encode(views), indent=2).decode())
 
 
