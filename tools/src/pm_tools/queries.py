@@ -1,4 +1,4 @@
-"""SQL the operator tools run themselves: `pm.reconciliation_alert` (migration 0009) and a count of
+"""SQL the operator tools run themselves: `pm.reconciliation_alert` (migrations 0009, 0018) and a count of
 `pm.service_key`. Parameters are positional."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ LIMIT $2
 
 # Only open ones: resolving twice keeps the first time. Returns the ids resolved now.
 RESOLVE_ALERTS = """
-UPDATE pm.reconciliation_alert SET resolved_at = now()
+UPDATE pm.reconciliation_alert SET resolved_at = now(), status = 'RESOLVED', resolved_by = 'operator'
 WHERE id = ANY($1::bigint[]) AND resolved_at IS NULL
 RETURNING id
 """
