@@ -23,13 +23,13 @@ import pytest
 from redis.asyncio import Redis
 
 from pm_orchestrator.plan import Planner
-from pm_orchestrator.record import IntentRow
 from pm_orchestrator.rules import Rules
 from pm_orchestrator.saga import Saga
 from pm_orchestrator.steps import default_registry
 from pm_shared import db
 from pm_shared.db import Pool
 from pm_shared.fees import FeeRule, insert_rule
+from pm_shared.intents.record import IntentRow
 from pm_shared.ledger import accounts, chart
 from pm_shared.messages import (
     IntentSubmitted,

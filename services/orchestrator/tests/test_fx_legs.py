@@ -1,4 +1,4 @@
-"""An FX_EXCHANGE's ledger legs (pm_orchestrator.legs), for any rate, spread and amount (hypothesis):
+"""An FX_EXCHANGE's ledger legs (pm_shared.intents.legs), for any rate, spread and amount (hypothesis):
 each transfer stays on one ledger, the sold currency's ledger and the bought currency's each balance
 (what leaves the user's wallet is what liquidity and fee revenue take; what liquidity pays out is what
 the user's other wallet gets), the spread leg is the quote's fee, and the legs move as one chain."""
@@ -14,9 +14,9 @@ import tigerbeetle as tb
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pm_orchestrator import legs
-from pm_orchestrator.record import Exchange, IntentRow, Side
 from pm_shared.fx.pricing import Pair, PricingError, Rate, selling
+from pm_shared.intents import legs
+from pm_shared.intents.record import Exchange, IntentRow, Side
 from pm_shared.ledger import chart
 
 LINKED = int(tb.TransferFlags.LINKED)

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import tigerbeetle as tb
 
-from pm_orchestrator import failures, legs
+from pm_orchestrator import failures
 from pm_orchestrator.plan import Plan
 from pm_orchestrator.rules import Rules
 from pm_orchestrator.saga import Job, Saga, UnknownIntentError
 from pm_orchestrator.states import CREATED, FAILED, VALIDATED, Move
+from pm_shared.intents import legs
 from pm_shared.ledger import chart, ids
 from pm_shared.streams import Publisher
 from pm_shared.streams.publisher import PAYLOAD_FIELD

@@ -17,10 +17,11 @@ import msgspec
 import pytest
 import tigerbeetle as tb
 
-from pm_orchestrator import failures, legs
+from pm_orchestrator import failures
 from pm_orchestrator.dead_letters import DeadLetters
 from pm_orchestrator.resume import Resumer
 from pm_orchestrator.states import AUTHORIZED, CREATED, FAILED, SETTLED, VALIDATED
+from pm_shared.intents import legs
 from pm_shared.ledger import chart
 from pm_shared.messages import Party, PspJob, PspResult, new_message_id, now, psp_key
 from pm_shared.streams import dlq as dlqs

@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING
 import msgspec
 import tigerbeetle as tb
 
-from pm_orchestrator import failures, legs
+from pm_orchestrator import failures
 from pm_orchestrator.plan import RESEND_MARK, Planner
 from pm_orchestrator.states import AUTHORIZED, CREATED, FAILED, SETTLED, VALIDATED
 from pm_orchestrator.steps import default_registry
+from pm_shared.intents import legs
 from pm_shared.ledger import accounts, chart, ids, open_ledger
 from pm_shared.messages import LedgerCommand, LedgerEventResult, LedgerResult, LedgerTransfer, now
 

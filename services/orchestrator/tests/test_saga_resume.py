@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 import tigerbeetle as tb
 
 from pm_orchestrator.plan import Planner
-from pm_orchestrator.record import IntentRow, Side
 from pm_orchestrator.resume import MAX_RESENDS, Resumer
 from pm_orchestrator.states import VALIDATED
 from pm_orchestrator.steps import default_registry
+from pm_shared.intents.record import IntentRow, Side
 from pm_shared.messages import LedgerCommand
 
 if TYPE_CHECKING:

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from pm_orchestrator import failures, legs
-from pm_orchestrator.record import IntentRow, StoredFee
+from pm_orchestrator import failures
 from pm_orchestrator.states import AUTHORIZED, CREATED, FAILED, SETTLED, TERMINAL, VALIDATED, Move
 from pm_orchestrator.steps import Context, Draft, StepFailed, StepRegistry
 from pm_shared.errors import PermanentError
+from pm_shared.intents import legs
+from pm_shared.intents.record import IntentRow, StoredFee
 from pm_shared.messages import LedgerCommand, LedgerResult, PspResult, now
 from pm_shared.outbox import Outgoing
 from pm_shared.streams.names import LEDGER_COMMANDS

@@ -12,8 +12,8 @@ from datetime import datetime
 
 import msgspec
 
-from pm_orchestrator import legs as legs_
-from pm_orchestrator.record import IntentRow
+from pm_shared.intents import legs as legs_
+from pm_shared.intents.record import IntentRow
 
 
 class HistoryRow(msgspec.Struct, frozen=True):

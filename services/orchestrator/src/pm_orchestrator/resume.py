@@ -24,10 +24,10 @@ from prometheus_client import Counter
 
 from pm_orchestrator import plan as planning
 from pm_orchestrator import store
-from pm_orchestrator.record import IntentRow
 from pm_orchestrator.saga import Job, Saga
 from pm_orchestrator.states import CREATED
 from pm_shared import logs
+from pm_shared.intents.record import IntentRow
 from pm_shared.messages import psp_key
 from pm_shared.outbox import Outgoing
 from pm_shared.streams import Publisher

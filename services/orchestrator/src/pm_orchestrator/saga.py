@@ -22,13 +22,13 @@ from prometheus_client import Counter
 
 from pm_orchestrator import plan as planning
 from pm_orchestrator import projections, store
-from pm_orchestrator.record import IntentRow
 from pm_orchestrator.rules import Rules
 from pm_orchestrator.states import CREATED
 from pm_orchestrator.steps import Context
 from pm_shared import logs
 from pm_shared.db import DATABASE_ERRORS, Pool
 from pm_shared.errors import PermanentError
+from pm_shared.intents.record import IntentRow
 from pm_shared.ledger import opening
 from pm_shared.merchants import closing
 from pm_shared.messages import IntentSubmitted, LedgerResult, PspResult

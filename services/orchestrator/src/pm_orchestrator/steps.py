@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 import msgspec
 from prometheus_client import Histogram
 
-from pm_orchestrator import failures, legs
-from pm_orchestrator.record import IntentRow, StoredFee
+from pm_orchestrator import failures
 from pm_orchestrator.rules import Rules
 from pm_orchestrator.states import AUTHORIZED, SETTLED
 from pm_shared import fees, ledger
+from pm_shared.intents import legs
+from pm_shared.intents.record import IntentRow, StoredFee
 from pm_shared.messages import LedgerTransfer, Party, PspJob, now, psp_key
 from pm_shared.streams.names import IPPS_JOBS, QP_JOBS
 

@@ -19,9 +19,9 @@ import msgspec
 
 from pm_orchestrator import queries as q
 from pm_orchestrator.projections import Projections
-from pm_orchestrator.record import IntentRow
 from pm_orchestrator.states import IllegalMoveError, Move
 from pm_shared.db import Conn
+from pm_shared.intents.record import IntentRow
 from pm_shared.messages import PspJob
 from pm_shared.outbox import Outgoing
 from pm_shared.streams.names import EVENTS

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import msgspec
 import tigerbeetle as tb
 
-from pm_orchestrator.record import IntentRow, Side, StoredFee
+from pm_shared.intents.record import IntentRow, Side, StoredFee
 from pm_shared.ledger import chart, ids
 from pm_shared.messages import LedgerTransfer
 
