@@ -6,8 +6,9 @@ Routes (JSON bodies, amounts in integer satang; errors are `application/problem+
 - `POST /v1/transfers` `ConfirmRequest` (+ `Idempotency-Key` header) → 201 `Transfer` when created,
   200 with `Idempotent-Replayed: true` when the key was seen: one key, one transfer, one payment
 - `GET /v1/transfers/{transfer_id}` and `GET /v1/transfers?idempotency_key=K` → 200 `Transfer`
+- `GET /v1/settlements/{day}` → 200 `text/csv`, the day's settlement report (see `settlement`)
 - `GET /healthz`; `GET /_sim/callbacks` (the last 10,000 delivery attempts); `GET /_sim/ledger`
-  (satang paid out, transfers made)
+  (satang paid out, transfers made); `GET`/`POST`/`DELETE /_sim/settlement` (the report's faults)
 
 `faults` describes the faults a request can ask for; `callbacks` the signed callbacks.
 """
@@ -31,18 +32,21 @@ from starlette.routing import Route
 
 from pm_sandbox_ipps import faults as faults_
 from pm_sandbox_ipps import registry
+from pm_sandbox_ipps import settlement as settlement_
 from pm_sandbox_ipps.callbacks import Notifier
 from pm_sandbox_ipps.faults import Faults
 from pm_sandbox_ipps.models import ConfirmRequest, InquiryRequest, Problem, SandboxError
 from pm_sandbox_ipps.settings import Settings
 from pm_sandbox_ipps.state import Store, TransferRecord
 from pm_shared.psp import ipps_signing as signing
+from pm_shared.psp import settlement as report_format
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 _encoder = msgspec.json.Encoder()
 _inquiry = msgspec.json.Decoder(InquiryRequest)
 _confirm = msgspec.json.Decoder(ConfirmRequest)
+_report_faults = msgspec.json.Decoder(settlement_.FaultRequest)
 
 
 @dataclass
@@ -51,6 +55,7 @@ class Sandbox:
     store: Store
     notifier: Notifier
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    report_faults: settlement_.ReportFaults = field(default_factory=settlement_.ReportFaults)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -165,6 +170,15 @@ async def transfer_by_key(request: Request) -> Response:
     return _answer(box, box.store.by_key.get(key), f"with idempotency key {key!r}")
 
 
+async def settlement(request: Request) -> Response:
+    box, _, _ = await _prelude(request)
+    day = report_format.parse_day(request.path_params["day"])
+    if day is None:
+        raise SandboxError(400, "INVALID_DAY", "a settlement day is a UTC date, YYYY-MM-DD")
+    text = settlement_.report(box.store.transfers.values(), box.report_faults, day)
+    return Response(text, media_type=report_format.MEDIA_TYPE)
+
+
 async def healthz(request: Request) -> Response:
     return _json({"status": "ok"})
 
@@ -176,6 +190,15 @@ async def sim_callbacks(request: Request) -> Response:
 async def sim_ledger(request: Request) -> Response:
     store = sandbox(request).store
     return _json({"paid": store.paid, "transfers": len(store.transfers)})
+
+
+async def sim_settlement(request: Request) -> Response:
+    box = sandbox(request)
+    if request.method == "POST":
+        box.report_faults.add(_report_faults.decode(await request.body()), box.store.clock())
+    elif request.method == "DELETE":
+        box.report_faults.clear()
+    return _json(box.report_faults.view())
 
 
 def _problem(problem: Problem) -> Response:
@@ -222,8 +245,10 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
             Route("/v1/transfers", confirm, methods=["POST"]),
             Route("/v1/transfers", transfer_by_key, methods=["GET"]),
             Route("/v1/transfers/{transfer_id}", transfer, methods=["GET"]),
+            Route("/v1/settlements/{day}", settlement, methods=["GET"]),
             Route("/_sim/callbacks", sim_callbacks, methods=["GET"]),
             Route("/_sim/ledger", sim_ledger, methods=["GET"]),
+            Route("/_sim/settlement", sim_settlement, methods=["GET", "POST", "DELETE"]),
         ],
         exception_handlers={
             SandboxError: sandbox_error,

@@ -6,10 +6,12 @@
 | `POST /v1/qrs` | register a dynamic QR (`RegisterQr`); 201 new, 200 the same order again |
 | `GET /v1/qrs/{qr_id}` | the QR and its status (a poll: counts down `stuck`, expires a due QR) |
 | `GET /v1/qrs?order=…` | the QR registered for our order (to look up after a timed-out register) |
+| `GET /v1/settlements/{day}` | the UTC day's settlement report, `text/csv` (see `settlement`) |
 | `POST /v1/sandbox/qrs/{qr_id}/pay` | the payer pays: IN_PROGRESS, then ACCEPTED |
 | `POST /v1/sandbox/qrs/{qr_id}/reject` | the payer's bank declines: IN_PROGRESS, then REJECTED |
 | `POST /v1/sandbox/qrs/{qr_id}/expire` | the QR's lifetime ends now |
 | `GET /v1/sandbox/callbacks?qr_id=…` | every callback delivery attempt so far |
+| `GET`, `POST`, `DELETE /v1/sandbox/settlement` | the settlement report's faults: show, add, clear |
 
 `/v1` requests carry `Authorization: Bearer <secret>` (unless `require_auth` is off). Errors are
 `application/problem+json` with a stable `code`. Faults: see `faults`; callbacks: see `callbacks`.
@@ -35,17 +37,20 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from pm_sandbox_qp import faults as fault_specs
+from pm_sandbox_qp import settlement as settlement_
 from pm_sandbox_qp.callbacks import Notifier
 from pm_sandbox_qp.faults import Faults, QrFaults, UnknownFault
 from pm_sandbox_qp.models import Payment, Problem, RegisterQr, Status
 from pm_sandbox_qp.settings import Settings
 from pm_sandbox_qp.state import Clock, NotPayable, OrderConflict, Qr, QrNotFound, Registry
+from pm_shared.psp import settlement as report_format
 
 log = logging.getLogger(__name__)
 
 _encoder = msgspec.json.Encoder()
 _register = msgspec.json.Decoder(RegisterQr)
 _payment = msgspec.json.Decoder(Payment)
+_report_faults = msgspec.json.Decoder(settlement_.FaultRequest)
 
 
 class Unauthorized(Exception):
@@ -62,6 +67,7 @@ class Sandbox:
     registry: Registry
     notifier: Notifier
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    report_faults: settlement_.ReportFaults = field(default_factory=settlement_.ReportFaults)
 
     def spawn(self, coro: Awaitable[None]) -> None:
         async def run() -> None:
@@ -214,6 +220,32 @@ async def list_callbacks(request: Request) -> Response:
     return _json([d for d in box.notifier.deliveries if qr_id is None or d.qr_id == qr_id])
 
 
+async def settlement(request: Request) -> Response:
+    box = sandbox(request)
+    _authorize(request, box.settings)
+    day = report_format.parse_day(request.path_params["day"])
+    if day is None:
+        return problem(400, "INVALID_DAY", "invalid day", "a settlement day is a UTC date, YYYY-MM-DD")
+    faults = _faults(request, box.settings)
+
+    def act() -> Response:
+        box.notifier.publish(box.registry.expire_due())  # a QR past its lifetime has ended by now
+        text = settlement_.report(box.registry.qrs(), box.report_faults, day)
+        return Response(text, media_type=report_format.MEDIA_TYPE)
+
+    return await _faulty(faults, act)
+
+
+async def settlement_faults(request: Request) -> Response:
+    box = sandbox(request)
+    _authorize(request, box.settings)
+    if request.method == "POST":
+        box.report_faults.add(_report_faults.decode(await request.body()), box.registry.clock())
+    elif request.method == "DELETE":
+        box.report_faults.clear()
+    return _json(box.report_faults.view())
+
+
 async def _sweep(box: Sandbox) -> None:
     while True:
         await asyncio.sleep(box.settings.sweep_ms / 1000)
@@ -277,10 +309,12 @@ def create_app(settings: Settings, clock: Clock = time.time) -> Starlette:
             Route("/v1/qrs", register_qr, methods=["POST"]),
             Route("/v1/qrs", find_qr, methods=["GET"]),
             Route("/v1/qrs/{qr_id}", get_qr, methods=["GET"]),
+            Route("/v1/settlements/{day}", settlement, methods=["GET"]),
             Route("/v1/sandbox/qrs/{qr_id}/pay", _payer("ACCEPTED"), methods=["POST"]),
             Route("/v1/sandbox/qrs/{qr_id}/reject", _payer("REJECTED"), methods=["POST"]),
             Route("/v1/sandbox/qrs/{qr_id}/expire", expire_qr, methods=["POST"]),
             Route("/v1/sandbox/callbacks", list_callbacks, methods=["GET"]),
+            Route("/v1/sandbox/settlement", settlement_faults, methods=["GET", "POST", "DELETE"]),
         ],
         exception_handlers={
             msgspec.ValidationError: _on_invalid,

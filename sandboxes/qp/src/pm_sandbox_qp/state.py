@@ -147,6 +147,10 @@ class Registry:
             raise QrNotFound(order)
         return qr
 
+    def qrs(self) -> list[Qr]:
+        """Every QR registered so far, in registration order."""
+        return list(self._by_id.values())
+
     def poll(self, qr: Qr) -> list[Change]:
         """A status read: expires a due QR, and counts down a stuck payment."""
         changes = self._expire_if_due(qr)
