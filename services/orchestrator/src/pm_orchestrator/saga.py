@@ -33,6 +33,7 @@ from pm_shared.ledger import opening
 from pm_shared.merchants import closing
 from pm_shared.messages import IntentSubmitted, LedgerResult, PspResult
 from pm_shared.outbox import Marks, publish_committed
+from pm_shared.reconciliation import repairs
 from pm_shared.streams import Delivery, Publisher
 from pm_shared.streams.names import LEDGER_COMMANDS
 
@@ -57,7 +58,7 @@ ALERTS = Counter(
     ["kind"],
 )
 
-OUTSIDE_INTENTS = frozenset({opening.OPEN_STEP, closing.CLOSE_STEP, closing.REOPEN_STEP})
+OUTSIDE_INTENTS = frozenset({opening.OPEN_STEP, closing.CLOSE_STEP, closing.REOPEN_STEP, repairs.REPAIR_STEP})
 """Steps of ledger commands made outside any intent (their results are no saga's business)."""
 
 
@@ -144,8 +145,8 @@ class Saga:
         for d in deliveries:
             result = d.message
             if result.step in OUTSIDE_INTENTS:
-                # Accounts opened, a merchant's closed or reopened: whoever asked watches the ledger;
-                # a refusal is logged here, where someone can see it.
+                # Accounts opened, a merchant's closed or reopened, a repair: whoever asked watches the
+                # ledger; a refusal is logged here, where someone can see it.
                 if not result.ok:
                     log.warning("ledger command %s (%s) refused: %s", result.command_id, result.step, result)
                 continue
