@@ -11,13 +11,14 @@ from pm_reconciler import continuous, on_demand, settings
 from pm_reconciler.schedule import Schedule
 from pm_reconciler.sweeps.orphans import OrphanSweep
 from pm_reconciler.sweeps.runner import Runner, Sweep, owner_name
+from pm_reconciler.sweeps.settlement import SettlementSweep
 from pm_reconciler.sweeps.state import ProjectionSweep, TotalsSweep
 from pm_reconciler.sweeps.verify import VerifySweep
 from pm_shared import db, fleet, runtime
 from pm_shared.ledger import open_ledger
 from pm_shared.ledger.api import Ledger
 from pm_shared.messages import IntentStateChanged
-from pm_shared.reconciliation import rechecks
+from pm_shared.reconciliation import rechecks, settlement
 from pm_shared.runtime import Subscription
 from pm_shared.streams.names import EVENTS
 
@@ -32,8 +33,14 @@ def sweeps(config: settings.Settings, pool: db.Pool, ledger: Ledger) -> dict[str
             OrphanSweep(pool, ledger, config.sweep_page),
         ],
         "state": [ProjectionSweep(pool, ledger, config.sweep_page), TotalsSweep(ledger)],
-        "daily": [],
+        "daily": [SettlementSweep(pool, psps(config))],
     }
+
+
+def psps(config: settings.Settings) -> list[settlement.Psp]:
+    """The PSPs whose settlement reports are checked: those given a URL."""
+    wanted = [("ipps", config.ipps_url, config.ipps_secret), ("qp", config.qp_url, config.qp_secret)]
+    return [settlement.Psp(name, url, secret) for name, url, secret in wanted if url]
 
 
 async def main(config: settings.Settings, stop: asyncio.Event) -> None:

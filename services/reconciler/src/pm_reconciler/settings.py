@@ -38,8 +38,12 @@ class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields
     """A sweep's holder renews this lease with every page; another replica takes it only once it ran out."""
     ipps_url: str = ""
     """The IPPS API (its settlement reports); empty: the settlement sweep skips IPPS."""
+    ipps_secret: str = ""
+    """The IPPS request-signing secret (as `PM_ADAPTER_IPPS_IPPS_AUTH_SECRET`); empty: unsigned."""
     qp_url: str = ""
     """The QP API (its settlement reports); empty: the settlement sweep skips QP."""
+    qp_secret: str = ""
+    """QP's bearer token (as `PM_ADAPTER_QP_QP_SECRET`)."""
     reports_dir: str = ""
     """Where daily and weekly reports are written (CSV + HTML); empty: none are written."""
 

@@ -211,3 +211,20 @@ SELECT account_id, debits_posted, credits_posted FROM pm.account_balance WHERE a
 SELECT_STALE_RUNS = """
 SELECT sweep, period FROM pm.reconciliation_run WHERE status = 'RUNNING' AND lease_until < now() ORDER BY id
 """
+
+# --- PSP settlement ---------------------------------------------------------------------------------
+
+# Our payments a PSP finished with success on [$2, $3), whose intents SETTLED: each must be in its report.
+SELECT_PSP_SETTLED = """
+SELECT m.idempotency_key, m.intent_id, m.amount, m.currency, m.psp_transfer_id
+FROM pm.psp_tx_map AS m
+JOIN pm.intent AS i ON i.id::text = m.intent_id
+WHERE m.psp = $1 AND m.phase = 'final' AND m.status = 'SUCCEEDED' AND m.result_at >= $2 AND m.result_at < $3
+  AND i.state = 'SETTLED'
+"""
+
+# What PM knows of these references of one PSP (any day).
+SELECT_PSP_KNOWN = """
+SELECT idempotency_key, intent_id, amount, currency, status
+FROM pm.psp_tx_map WHERE psp = $1 AND idempotency_key = ANY($2::text[])
+"""

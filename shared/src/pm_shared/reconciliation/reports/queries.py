@@ -1,0 +1,101 @@
+"""The SQL of the reconciliation reports (pm_shared.reconciliation.reports.build).
+
+Each money query takes the period's bounds, `$1` start (inclusive) and `$2` end (exclusive), and reads
+the intents that *reached* a state in it from their timeline, `pm.intent_event`: an intent counts in
+the period of its first event into that state, so neither a later update of its row nor a replayed
+event moves it to another report. The state is written into the SQL, not passed, so the planner can use
+a partial index on terminal events (see ``_REACHED``).
+
+Money sums are `numeric` (a sum of bigint); the caller converts them to int exactly.
+"""
+
+from __future__ import annotations
+
+# The intents whose first event into `state` lies in [$1, $2). At ~1M events this wants
+#   CREATE INDEX intent_event_terminal_idx ON pm.intent_event (to_state, at, intent_id)
+#       WHERE to_state IN ('SETTLED', 'FAILED');
+# without it the range condition is a sequential scan of the whole timeline. "First" is a scalar
+# subquery on purpose: PostgreSQL runs it per candidate event through intent_event_intent_idx (a
+# handful of rows per intent), where a NOT EXISTS would be planned as an anti-join that reads every
+# earlier terminal event of the table's whole history.
+_REACHED = """
+WITH reached AS (
+    SELECT DISTINCT e.intent_id
+    FROM pm.intent_event AS e
+    WHERE e.to_state = '{state}' AND e.at >= $1 AND e.at < $2
+      AND e.at = (
+          SELECT min(first.at) FROM pm.intent_event AS first
+          WHERE first.intent_id = e.intent_id AND first.to_state = '{state}'
+      )
+), intents AS (
+    SELECT i.* FROM pm.intent AS i JOIN reached AS r ON r.intent_id = i.id
+)"""
+
+
+def _reached(state: str) -> str:
+    """`_REACHED` for one terminal state, written into the text (a constant of this module, never input)."""
+    return _REACHED.format(state=state)
+
+
+# Settled volume and count per currency and intent type.
+VOLUMES = f"""{_reached("SETTLED")}
+SELECT currency::text AS currency, type AS intent_type, count(*) AS count, sum(amount) AS amount
+FROM intents
+GROUP BY currency, type
+ORDER BY currency, type
+"""
+
+# The house's revenue on settled intents: each fee-rule fee in its own currency (an old fee without
+# one is in the intent's), and each exchange's spread in the sold currency (the intent's), by type.
+REVENUE = f"""{_reached("SETTLED")}
+SELECT currency, source, intent_type, count(*) AS count, sum(amount) AS amount
+FROM (
+    SELECT coalesce(f.fee->>'currency', i.currency::text) AS currency, 'fee' AS source,
+           i.type AS intent_type, (f.fee->>'amount')::bigint AS amount
+    FROM intents AS i CROSS JOIN LATERAL jsonb_array_elements(i.fees) AS f(fee)
+    UNION ALL
+    SELECT i.currency::text, 'fx_spread', i.type, (i.exchange->>'spread')::bigint
+    FROM intents AS i
+    WHERE i.exchange IS NOT NULL AND (i.exchange->>'spread')::bigint <> 0
+) AS earned
+GROUP BY currency, source, intent_type
+ORDER BY currency, source, intent_type
+"""
+
+# What settled exchanges bought, per bought currency (from the liquidity account of that currency).
+FX_BOUGHT = f"""{_reached("SETTLED")}
+SELECT exchange->>'buyCurrency' AS currency, currency::text AS sold_currency, type AS intent_type,
+       count(*) AS count, sum((exchange->>'buyAmount')::bigint) AS amount
+FROM intents
+WHERE exchange IS NOT NULL
+GROUP BY 1, 2, 3
+ORDER BY 1, 2, 3
+"""
+
+# Failures per currency and failure code (set with the FAILED state, never changed after it).
+FAILURES = f"""{_reached("FAILED")}
+SELECT currency::text AS currency, failure_code, count(*) AS count, sum(amount) AS amount
+FROM intents
+GROUP BY currency, failure_code
+ORDER BY currency, failure_code
+"""
+
+# Unresolved alerts. `resolved_at IS NULL` is `status <> 'RESOLVED'` (constraint
+# reconciliation_alert_resolved) written so that reconciliation_alert_open_idx (created_at, partial on
+# it) serves both queries.
+ALERT_COUNTS = """
+SELECT kind, status, count(*) AS count
+FROM pm.reconciliation_alert
+WHERE resolved_at IS NULL
+GROUP BY kind, status
+ORDER BY kind, status
+"""
+
+# The oldest unresolved alerts first: those waiting longest for someone. `$1`: how many.
+OLDEST_ALERTS = """
+SELECT id, kind, subject, intent_id, occurrences, status, created_at, last_seen_at
+FROM pm.reconciliation_alert
+WHERE resolved_at IS NULL
+ORDER BY created_at, id
+LIMIT $1
+"""
