@@ -14,6 +14,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from pm_shared.ledger.api import Ledger
 from pm_shared.reconciliation import kinds, repairs, requests
 from pm_shared.streams import Publisher
 from pm_shared.streams.connection import connect
-from pm_tools.testing import fixtures
+from pm_tools.testing import fixtures, history
 from pm_tools.testing.saga import SagaFleet, fetch, fund, module_saga, open_wallet, p2p, run_intent
 
 pytestmark = pytest.mark.slow
@@ -59,9 +60,10 @@ async def ledger(saga: SagaFleet) -> AsyncIterator[Ledger]:
         await opened.close()
 
 
-async def sweep(saga: SagaFleet, name: str, timeout: float = 60.0) -> dict[str, Any]:
-    """Ask the fleet's reconciler for a sweep of today (as `pm recon run` does) and wait for its run."""
-    asked = requests.request(name, None, "tests")
+async def sweep(saga: SagaFleet, name: str, day: str | None = None, timeout: float = 60.0) -> dict[str, Any]:
+    """Ask the fleet's reconciler for a sweep of `day` (default today), as `pm recon run` does, and
+    wait for its run."""
+    asked = requests.request(name, day, "tests")
     redis = connect(fixtures.test_redis_url())
     try:
         await requests.enqueue(redis, asked)
@@ -324,3 +326,56 @@ async def test_a_projection_row_changed_is_one_drift_alert_resolved_once_put_bac
     )
     await sweep(saga, "projection")
     await eventually_resolved(saga, found[0]["id"])
+
+
+# -- 6. the historical amount=0 case, found and repaired --------------------------------------------------
+
+
+async def test_intents_posted_with_amount_zero_are_found_and_repaired_through_the_ledger_writer(
+    saga: SagaFleet, pm: PMClient, ledger: Ledger
+) -> None:
+    payer, payee = name("rc-2024-payer"), name("rc-2024-payee")
+    for owner in (payer, payee):
+        await open_wallet(pm, owner)
+    await fund(pm, payer, 50_000)
+    day = "2024-10-01"  # after TigerBeetle 0.16 (2024-09-02), with a client still on the old meaning
+    at = datetime.fromisoformat(day + "T10:00:00+00:00")
+    conn = await db.connect(saga.database_url)
+    try:
+        broken = [
+            await history.zero_posted(conn, ledger, saga.admin.key_id, payer, payee, amount, at)
+            for amount in (1_100, 2_200, 3_300)
+        ]
+        fine = await history.fully_posted(conn, ledger, saga.admin.key_id, payer, payee, 4_400, at)
+    finally:
+        await conn.close()
+    payee_wallet = legs.wallet(payee, "THB").id
+
+    async def payee_posted() -> int:
+        account = (await ledger.lookup_accounts([payee_wallet]))[0]
+        return int(account.credits_posted - account.debits_posted)
+
+    assert await payee_posted() == 4_400  # the three zero posts moved nothing
+
+    stats = await sweep(saga, "verify", day)
+    assert stats["intents"] == 4 and stats["findings"] == 3, stats
+    found = [a for a in await alerts(saga) if a["period"] == kinds.CONTINUOUS]
+    assert sorted((a["kind"], a["subject"]) for a in found) == sorted((kinds.POSTED_ZERO, i) for i in broken)
+    assert fine not in {a["subject"] for a in found}
+    await sweep(saga, "projection")
+    drift = {a["subject"] for a in await alerts(saga) if a["kind"] == kinds.PROJECTION_DRIFT}
+    assert drift == {str(uuid.UUID(int=legs.wallet(o, "THB").id)) for o in (payer, payee)}, drift
+
+    for alert in found:
+        applied = await _repair(saga, alert["id"])
+        [fix] = applied.transfers
+        assert (fix.code, fix.user_data_128) == (50, uuid.UUID(alert["intent_id"]).int)
+    assert await payee_posted() == 4_400 + 1_100 + 2_200 + 3_300
+
+    await sweep(saga, "verify", day)
+    for alert in found:
+        await eventually_resolved(saga, alert["id"])
+    await sweep(saga, "projection")
+    assert [a for a in await alerts(saga) if a["kind"] == kinds.PROJECTION_DRIFT] == []
+    await sweep(saga, "orphans")  # the corrections are PM's own transfers, not orphans
+    assert [a for a in await alerts(saga) if a["kind"] == kinds.ORPHAN_TRANSFER] == []

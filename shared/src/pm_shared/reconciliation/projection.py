@@ -1,5 +1,6 @@
 """Projection drift: `pm.account_balance` (the posted totals the saga adds up per account) against the
-ledger's own `debits_posted` / `credits_posted`.
+ledger's own `debits_posted` / `credits_posted`, as balances (credits − debits): an orphan and the
+repair that reversed it add to both of the ledger's totals and leave the balance the projection has.
 
 Two things move ledger money the projection does not count, and are taken out before comparing: a
 merchant's account closings and reopenings (codes 40 and 41). Correcting transfers are counted: a
@@ -80,10 +81,10 @@ async def differences(ledger: Ledger, rows: Sequence[Row]) -> dict[int, tuple[Ro
         account = found.get(row.account_id)
         debited = account.debits_posted if account else 0
         credited = account.credits_posted if account else 0
-        if row.closings and (debited, credited) != (row.debited, row.credited):
+        if row.closings and credited - debited != row.credited - row.debited:
             outside_debited, outside_credited = await _outside_intents(ledger, row.account_id)
             debited, credited = debited - outside_debited, credited - outside_credited
-        if (debited, credited) != (row.debited, row.credited):
+        if credited - debited != row.credited - row.debited:
             out[row.account_id] = (row, debited, credited)
     return out
 
