@@ -36,8 +36,7 @@ async def serve(
         if popped is None:
             continue
         try:
-            raw = popped[1]
-            request = requests.decode(raw.encode() if isinstance(raw, str) else raw)
+            request = requests.decode(popped[1])
         except Exception:
             log.exception("reconciler request %r is not one: dropped", popped[1][:200])
             continue

@@ -228,3 +228,16 @@ SELECT_PSP_KNOWN = """
 SELECT idempotency_key, intent_id, amount, currency, status
 FROM pm.psp_tx_map WHERE psp = $1 AND idempotency_key = ANY($2::text[])
 """
+
+# The newest finished settlement run of each day in [$1, $2] (days as YYYY-MM-DD): its stats.
+SELECT_SETTLEMENT_STATS = """
+SELECT DISTINCT ON (left(period, 10)) left(period, 10) AS day, stats
+FROM pm.reconciliation_run
+WHERE sweep = 'settlement' AND status = 'DONE' AND left(period, 10) BETWEEN $1 AND $2
+ORDER BY left(period, 10), finished_at DESC
+"""
+
+SELECT_RUN = """
+SELECT id, sweep, period, status, owner, attempts, checkpoint, stats, started_at, finished_at, lease_until
+FROM pm.reconciliation_run WHERE sweep = $1 AND period = $2
+"""

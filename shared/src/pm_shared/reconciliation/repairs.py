@@ -121,7 +121,7 @@ async def propose(conn: Conn, ledger: Ledger, alert_id: int) -> Proposal:
     Raises AlertNotFoundError, or NothingToRepairError."""
     existing = await conn.fetchrow(queries.SELECT_REPAIR, alert_id)
     if existing is not None and existing["status"] != "PROPOSED":
-        return _proposal(existing)
+        return proposal_of(existing)
     alert = await alerts.get(conn, alert_id)
     if alert.kind in (kinds.POSTED_ZERO, kinds.AMOUNT_MISMATCH, kinds.MISSING_TRANSFER) and alert.intent_id:
         transfers = await _intent_fix(conn, ledger, alert)
@@ -147,7 +147,8 @@ def _decode(raw: object) -> list[messages.LedgerTransfer]:
     return _transfers.decode(raw.encode() if isinstance(raw, str) else json.dumps(raw).encode())
 
 
-def _proposal(row: asyncpg.Record) -> Proposal:
+def proposal_of(row: asyncpg.Record) -> Proposal:
+    """A `pm.reconciliation_repair` row as a Proposal."""
     return Proposal(row["alert_id"], row["status"], _decode(row["transfers"]))
 
 
@@ -160,7 +161,7 @@ async def apply(
     if row is None:
         existing = await conn.fetchrow(queries.SELECT_REPAIR, alert_id)
         if existing is not None and existing["status"] == "APPLIED":
-            return _proposal(existing)
+            return proposal_of(existing)
         raise NothingToRepairError(f"alert {alert_id}: no repair proposed (run it with --dry-run first)")
     transfers = _decode(row["transfers"])
     ids = [t.id for t in transfers]

@@ -64,5 +64,5 @@ async def enqueue(redis: Redis, run: RunRequest) -> None:
 _decoder = msgspec.json.Decoder(RunRequest)
 
 
-def decode(raw: bytes) -> RunRequest:
-    return _decoder.decode(raw)
+def decode(raw: bytes | str) -> RunRequest:
+    return _decoder.decode(raw.encode() if isinstance(raw, str) else raw)

@@ -14,6 +14,7 @@ reference>` (`<psp>:<their reference>` for unknown lines); the period is the day
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -24,6 +25,7 @@ from pm_shared.db import Conn
 from pm_shared.psp import settlement as reports
 from pm_shared.psp.settlement import SettlementFetchError, SettlementLine, SettlementReportError
 from pm_shared.reconciliation import kinds, queries
+from pm_shared.reconciliation.reports.model import PspTotals
 from pm_shared.reconciliation.verify import Finding
 
 
@@ -72,6 +74,7 @@ async def check(conn: Conn, client: httpx.AsyncClient, psp: Psp, day: date) -> C
         line = theirs.get(row["idempotency_key"])
         subject = f"{psp.name}:{row['idempotency_key']}"
         if line is None:
+            stats[f"{key}:missing"] += 1
             out.findings.append(
                 Finding(
                     kinds.PSP_MISSING,
@@ -99,6 +102,7 @@ async def check(conn: Conn, client: httpx.AsyncClient, psp: Psp, day: date) -> C
         stats[f"{key}:report_fee"] += line.fee
         mine = known.get(line.merchant_reference)
         if mine is None:
+            stats[f"{key}:unknown"] += 1
             out.findings.append(
                 Finding(
                     kinds.PSP_UNKNOWN,
@@ -129,3 +133,31 @@ def _differs(subject: str, intent_id: str, line: SettlementLine, amount: int, st
             "theirs": {"amount": line.amount, "currency": line.currency, "status": line.status},
         },
     )
+
+
+async def psp_totals(conn: Conn, first_day: date, last_day: date) -> list[PspTotals]:
+    """Per PSP and currency, ours against theirs over the days: the sums of each day's newest finished
+    settlement sweep (days not swept count nothing)."""
+    sums: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    rows = await conn.fetch(queries.SELECT_SETTLEMENT_STATS, first_day.isoformat(), last_day.isoformat())
+    for row in rows:
+        raw = row["stats"]
+        stats = json.loads(raw) if isinstance(raw, str) else dict(raw)
+        for name, value in stats.items():
+            parts = name.split(":")
+            if len(parts) == 3:
+                sums[(parts[0], parts[1])][parts[2]] += int(value)
+    return [
+        PspTotals(
+            psp=psp,
+            currency=currency,
+            settled_count=figures["settled_count"],
+            settled_amount=figures["settled_amount"],
+            report_count=figures["report_count"],
+            report_amount=figures["report_amount"],
+            report_fee=figures["report_fee"],
+            missing=figures["missing"],
+            unknown=figures["unknown"],
+        )
+        for (psp, currency), figures in sorted(sums.items())
+    ]

@@ -17,6 +17,7 @@ from pm_tools.cli import (
     ledger_cmd,
     merchants_cmd,
     migrate_cmd,
+    recon_cmd,
     streams_cmd,
     up_cmd,
 )
@@ -36,6 +37,7 @@ app.add_typer(merchants_cmd.app, name="merchants")
 app.add_typer(intents_cmd.app, name="intents")
 app.add_typer(alerts_cmd.app, name="alerts")
 app.add_typer(fx_cmd.app, name="fx")
+app.add_typer(recon_cmd.app, name="recon")
 
 
 def main() -> None:
