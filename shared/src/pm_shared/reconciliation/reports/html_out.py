@@ -227,7 +227,10 @@ def _alerts_section(report: Report) -> str:
         )
         for a in report.open_alerts
     ]
-    shown = f"the oldest {len(oldest)} of {report.open_alert_total:,}" if oldest else "none"
+    if len(oldest) < report.open_alert_total:
+        shown = f" (the oldest {len(oldest):,} of {report.open_alert_total:,})"
+    else:
+        shown = f" (all {len(oldest):,})" if oldest else ""
     return "\n".join(
         [
             '<section class="alerts" id="alerts">',
@@ -239,7 +242,7 @@ def _alerts_section(report: Report) -> str:
                 numeric={1, 2, 3},
                 empty="No unresolved alert.",
             ),
-            f"<h3>Oldest unresolved alerts ({_e(shown)})</h3>",
+            f"<h3>Oldest unresolved alerts{_e(shown)}</h3>",
             _table(
                 ["Id", "Kind", "Subject", "Intent", "Seen", "Status", "Opened", "Last seen"],
                 oldest,

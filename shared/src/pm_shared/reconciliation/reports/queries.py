@@ -11,22 +11,26 @@ Money sums are `numeric` (a sum of bigint); the caller converts them to int exac
 
 from __future__ import annotations
 
-# The intents whose first event into `state` lies in [$1, $2). At ~1M events this wants
+# The intents whose first event into `state` lies in [$1, $2). The events in the period are read first
+# (MATERIALIZED: the planner otherwise drove the query from pm.intent and probed every intent's timeline,
+# 29 s instead of 0.09 s at 1M events), then each candidate's first event into the state is looked up
+# through intent_event_intent_idx, a handful of rows per intent. The range read is a sequential scan of
+# the whole timeline unless there is
 #   CREATE INDEX intent_event_terminal_idx ON pm.intent_event (to_state, at, intent_id)
 #       WHERE to_state IN ('SETTLED', 'FAILED');
-# without it the range condition is a sequential scan of the whole timeline. "First" is a scalar
-# subquery on purpose: PostgreSQL runs it per candidate event through intent_event_intent_idx (a
-# handful of rows per intent), where a NOT EXISTS would be planned as an anti-join that reads every
-# earlier terminal event of the table's whole history.
+# (measured at 1M events: a day's report 0.37 s without it, 0.07 s with it).
 _REACHED = """
-WITH reached AS (
-    SELECT DISTINCT e.intent_id
+WITH candidate AS MATERIALIZED (
+    SELECT e.intent_id, min(e.at) AS at
     FROM pm.intent_event AS e
     WHERE e.to_state = '{state}' AND e.at >= $1 AND e.at < $2
-      AND e.at = (
-          SELECT min(first.at) FROM pm.intent_event AS first
-          WHERE first.intent_id = e.intent_id AND first.to_state = '{state}'
-      )
+    GROUP BY e.intent_id
+), reached AS (
+    SELECT c.intent_id FROM candidate AS c
+    WHERE c.at = (
+        SELECT min(first.at) FROM pm.intent_event AS first
+        WHERE first.intent_id = c.intent_id AND first.to_state = '{state}'
+    )
 ), intents AS (
     SELECT i.* FROM pm.intent AS i JOIN reached AS r ON r.intent_id = i.id
 )"""
