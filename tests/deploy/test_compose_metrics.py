@@ -469,6 +469,9 @@ def test_alert_rules_cover_what_the_operators_need() -> None:
         "pm_reconciliation_alerts_total": "reconciliation alerts raised",
         "pm_stream_dlq_total": "PSP results dead-lettered",
         "pm_fx_liquidity_available": "FX liquidity running low",
+        "pm_reconciliation_alerts_unresolved": "ledger, PostgreSQL and PSPs disagree",
+        "pm_reconciler_check_lag_seconds_bucket": "continuous check behind pm:events",
+        "pm_reconciler_sweep_last_success_timestamp_seconds": "sweeps not running",
     }.items():
         assert metric in used, f"no alert rule uses {metric} ({why})"
 
