@@ -9,7 +9,7 @@ from typing import Annotated
 import msgspec
 
 from pm_shared import fleet
-from pm_shared.settings import Port, ServiceSettings, load_settings
+from pm_shared.settings import Port, ServiceSettings, SettingsError, load_settings
 
 PREFIX = fleet.RECONCILER.prefix
 
@@ -53,4 +53,8 @@ class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields
 
 
 def load(environ: Mapping[str, str] = os.environ) -> Settings:
-    return load_settings(Settings, PREFIX, environ)
+    settings = load_settings(Settings, PREFIX, environ)
+    if 86_400 % settings.sweep_window_s:
+        # A window must not cross midnight: an orphan's alert is kept under its UTC day.
+        raise SettingsError(f"PM_{PREFIX}SWEEP_WINDOW_S={settings.sweep_window_s} must divide a day (86400)")
+    return settings
