@@ -38,6 +38,7 @@ import hypothesis
 import pytest
 import requests
 import schemathesis
+from redis.asyncio import Redis
 from requests.structures import CaseInsensitiveDict
 from schemathesis.checks import CHECKS, load_all_checks, max_response_time
 from schemathesis.core.failures import Failure, FailureGroup
@@ -48,6 +49,7 @@ from schemathesis.generation.meta import negated_parameters
 
 from pm_client import signing
 from pm_gateway.settings import Settings
+from pm_shared.reconciliation import requests as recon_requests
 from pm_tools.testing.gateway import PROXY_SECRET, Gateway, Key
 
 IPPS_SECRET = "ipps-test-secret"  # the callback secrets `webhook_settings` gives the gateway
@@ -80,6 +82,9 @@ class Refusal:
 
 _NOT_FOUND = "a generated id names nothing that exists"
 _CROSS_FIELD = "a rule across fields, beyond the schema (like invalid_parties)"
+_NO_ALERT = Refusal(404, "alert_not_found", _NOT_FOUND)
+_ALERT_MOVED = Refusal(409, "alert_state", "an alert acted on earlier in this run is past that state")
+_NO_SUCH_DAY = "a generated day is no real date, in the future or over ten years ago"
 BUSINESS_REFUSALS: dict[str, tuple[Refusal, ...]] = {
     "POST /v1/intents": (
         Refusal(409, "idempotency_key_reused", "a generated Idempotency-Key comes again with another body"),
@@ -181,6 +186,10 @@ BUSINESS_REFUSALS: dict[str, tuple[Refusal, ...]] = {
     ),
     "POST /v1/admin/merchants/{merchant_id}/rotate-secret": (Refusal(404, "merchant_not_found", _NOT_FOUND),),
     "POST /v1/admin/limit-rules/{rule_id}/retire": (Refusal(404, "rule_not_found", _NOT_FOUND),),
+    "GET /v1/admin/reconciliation/alerts/{alert_id}": (Refusal(404, "alert_not_found", _NOT_FOUND),),
+    "POST /v1/admin/reconciliation/alerts/{alert_id}/ack": (_NO_ALERT, _ALERT_MOVED),
+    "POST /v1/admin/reconciliation/alerts/{alert_id}/resolve": (_NO_ALERT, _ALERT_MOVED),
+    "POST /v1/admin/reconciliation/runs": (Refusal(422, "bad_run_request", _NO_SUCH_DAY),),
 }
 """`positive_data_acceptance`: how a schema-valid, validly signed request may be refused besides, by
 operation, each with its reason. They are matched on the problem's `code` (and part of its detail
@@ -539,9 +548,17 @@ def report(findings: list[Finding]) -> str:
 # --- the test -------------------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("clean")
+async def _forget_sweep_requests(redis: Redis, key_id: str) -> None:
+    """Take the sweep requests this run queued (`POST /v1/admin/reconciliation/runs`, by `key_id`) off
+    the reconcilers' list, so no reconciler on the test Redis runs them later."""
+    for raw in await redis.lrange(recon_requests.REQUESTS_KEY, 0, -1):
+        text = raw.decode() if isinstance(raw, bytes) else raw  # JSON: UTF-8, the same bytes again
+        if recon_requests.decode(text.encode()).requested_by == key_id:
+            await redis.lrem(recon_requests.REQUESTS_KEY, 0, text)
+
+
 async def test_the_gateway_keeps_the_contract_of_its_openapi_document(
-    gateway: Gateway, webhook_settings: WebhookSettings, serve_gateway: ServeGateway
+    gateway: Gateway, webhook_settings: WebhookSettings, serve_gateway: ServeGateway, clean: Redis
 ) -> None:
     # `gateway` provides the intake streams and the admin key (in this module's database); the gateway
     # under test is `pm-gateway`'s own, with the test callback secrets and the same key encryption key.
@@ -553,9 +570,12 @@ async def test_the_gateway_keeps_the_contract_of_its_openapi_document(
         PM_GATEWAY_MAX_WAIT_S="0",
         PM_GATEWAY_PROXY_SECRET=PROXY_SECRET,
     )
-    async with serve_gateway(settings) as url:
-        # The gateway runs in this event loop; schemathesis drives it from a thread meanwhile.
-        run = await asyncio.to_thread(run_contract, url, gateway.admin)
+    try:
+        async with serve_gateway(settings) as url:
+            # The gateway runs in this event loop; schemathesis drives it from a thread meanwhile.
+            run = await asyncio.to_thread(run_contract, url, gateway.admin)
+    finally:
+        await _forget_sweep_requests(clean, gateway.admin.key_id)
 
     # The harness itself: requests went out, and validly signed ones were accepted on both kinds of
     # signature (were they not, positive_data_acceptance would say so for every operation too).
@@ -568,6 +588,8 @@ async def test_the_gateway_keeps_the_contract_of_its_openapi_document(
         "POST /v1/fees/dry-run",
         "POST /v1/admin/fee-rules",
         "GET /v1/me/payment-requests",  # the front door's proxy secret is added where it belongs
+        "GET /v1/admin/reconciliation/alerts",
+        "POST /v1/admin/reconciliation/runs",  # queued on the test Redis, taken off again after the run
     }
     harness = run.sent >= 1000 and expected <= accepted
     if not harness or run.findings:

@@ -28,8 +28,9 @@ from pm_client.api import FieldError
 from pm_gateway.endpoints import Endpoint, Param
 from pm_gateway.problems import ProblemError
 
-_DIGITS = re.compile(r"[0-9]{1,18}")
-"""An integer parameter: ASCII digits only (`str.isdigit` would take `²` and `٣`)."""
+_DIGITS = re.compile(r"[0-9]{1,19}")
+"""An integer parameter: ASCII digits only (`str.isdigit` would take `²` and `٣`), as many as a
+PostgreSQL bigint has (the parameter's type then bounds the value)."""
 JSON_MEDIA_TYPE = "application/json"
 
 

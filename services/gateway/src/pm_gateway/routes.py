@@ -34,6 +34,7 @@ from pm_gateway import (
     intents,
     merchant_access,
     merchant_routes,
+    recon_routes,
     rules,
     wallets,
     webhooks,
@@ -343,4 +344,6 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *merchant_routes.ENDPOINTS,
     # Currency exchange: rates and quotes.
     *fx_routes.ENDPOINTS,
+    # Reconciliation: alerts, sweep requests and runs.
+    *recon_routes.ENDPOINTS,
 )
