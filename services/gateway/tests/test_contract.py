@@ -84,7 +84,7 @@ _NOT_FOUND = "a generated id names nothing that exists"
 _CROSS_FIELD = "a rule across fields, beyond the schema (like invalid_parties)"
 _NO_ALERT = Refusal(404, "alert_not_found", _NOT_FOUND)
 _ALERT_MOVED = Refusal(409, "alert_state", "an alert acted on earlier in this run is past that state")
-_NO_SUCH_DAY = "a generated day is no real date, in the future or over ten years ago"
+_NO_SUCH_DAY = "a generated day the calendar lacks (or, for a run, in the future or long past)"
 BUSINESS_REFUSALS: dict[str, tuple[Refusal, ...]] = {
     "POST /v1/intents": (
         Refusal(409, "idempotency_key_reused", "a generated Idempotency-Key comes again with another body"),
@@ -190,6 +190,9 @@ BUSINESS_REFUSALS: dict[str, tuple[Refusal, ...]] = {
     "POST /v1/admin/reconciliation/alerts/{alert_id}/ack": (_NO_ALERT, _ALERT_MOVED),
     "POST /v1/admin/reconciliation/alerts/{alert_id}/resolve": (_NO_ALERT, _ALERT_MOVED),
     "POST /v1/admin/reconciliation/runs": (Refusal(422, "bad_run_request", _NO_SUCH_DAY),),
+    "GET /v1/admin/reconciliation/reports/{period}": (
+        Refusal(422, "period_invalid", _NO_SUCH_DAY, "is not a"),
+    ),
 }
 """`positive_data_acceptance`: how a schema-valid, validly signed request may be refused besides, by
 operation, each with its reason. They are matched on the problem's `code` (and part of its detail
@@ -549,8 +552,7 @@ def report(findings: list[Finding]) -> str:
 
 
 async def _forget_sweep_requests(redis: Redis, key_id: str) -> None:
-    """Take the sweep requests this run queued (`POST /v1/admin/reconciliation/runs`, by `key_id`) off
-    the reconcilers' list, so no reconciler on the test Redis runs them later."""
+    """Take the sweep requests `key_id` queued off the reconcilers' list: no reconciler runs them later."""
     for raw in await redis.lrange(recon_requests.REQUESTS_KEY, 0, -1):
         text = raw.decode() if isinstance(raw, bytes) else raw  # JSON: UTF-8, the same bytes again
         if recon_requests.decode(text.encode()).requested_by == key_id:

@@ -2,14 +2,15 @@
 reconciler writes them (SQL into `pm.reconciliation_alert`, one kind of this test's own so the
 session's other alerts never count), listed, filtered and paged; acknowledged then resolved with
 the action log; the refusals (409 on a move the status does not allow, 404, 422, 403), each of
-which changes nothing; sweep requests put on the reconcilers' Redis list; and the runs."""
+which changes nothing; sweep requests put on the reconcilers' Redis list; the runs; and the reports
+in each media type `Accept` can ask for."""
 
 from __future__ import annotations
 
 import json
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -17,8 +18,9 @@ import pytest
 from redis.asyncio import Redis
 
 from pm_client import recon_api
+from pm_gateway import openapi
 from pm_shared.db import Pool
-from pm_shared.reconciliation import alerts, requests
+from pm_shared.reconciliation import alerts, reports, requests
 from pm_tools.testing.gateway import Gateway
 
 ALERTS = "/v1/admin/reconciliation/alerts"
@@ -427,3 +429,132 @@ def test_the_contract_names_the_sweeps_and_alert_fields_the_library_has() -> Non
     assert recon_api.SWEEPS == requests.SWEEPS
     assert set(recon_api.Alert.__struct_fields__) == set(alerts.Alert.__struct_fields__)
     assert set(recon_api.ALERT_STATUS_FILTERS) == {*alerts.STATUSES, "UNRESOLVED", "ALL"}
+    # A report is sent field for field (`msgspec.convert(..., from_attributes=True)`): the same names.
+    pairs = [
+        (recon_api.Report, reports.Report),
+        (recon_api.ReportVolume, reports.Volume),
+        (recon_api.ReportRevenue, reports.Revenue),
+        (recon_api.ReportFxBought, reports.FxBought),
+        (recon_api.ReportFailure, reports.Failure),
+        (recon_api.ReportAlertCount, reports.AlertCount),
+        (recon_api.ReportOpenAlert, reports.OpenAlert),
+    ]
+    for ours, theirs in pairs:
+        assert set(ours.__struct_fields__) == set(theirs.__struct_fields__), ours
+    assert set(recon_api.ReportPspTotals.__struct_fields__) == {
+        *reports.PspTotals.__struct_fields__,
+        "matches",
+    }
+
+
+# --- reports --------------------------------------------------------------------------------------
+
+
+def _quiet_day() -> date:
+    """A day of its own for one test, long before any intent the session makes."""
+    return date(2001, 1, 1) + timedelta(days=uuid.uuid4().int % 6000)
+
+
+async def _settlement_run(pool: Pool, day: date, stats: dict[str, int]) -> None:
+    """A finished settlement sweep of `day`, as the reconciler leaves it: the PSP totals in its stats."""
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO pm.reconciliation_run (sweep, period, status, owner, lease_until, stats,"
+            " finished_at) VALUES ('settlement', $1, 'DONE', 'r-1', now(), $2::jsonb, now())",
+            f"{day.isoformat()}T00:00:00Z/86400@{uuid.uuid4().hex[:12]}",
+            json.dumps(stats),
+        )
+
+
+async def test_a_report_is_json_by_default_with_the_psp_totals_and_the_unresolved_alerts(
+    gateway: Gateway, db_pool: Pool
+) -> None:
+    day, kind = _quiet_day(), _kind()
+    await _alert(db_pool, kind)
+    await _settlement_run(
+        db_pool,
+        day,
+        {"ipps:THB:settled_count": 2, "ipps:THB:settled_amount": 150_000, "ipps:THB:report_count": 1}
+        | {"ipps:THB:report_amount": 100_000, "ipps:THB:report_fee": 500, "ipps:THB:missing": 1},
+    )
+    response = await _get(gateway, f"/v1/admin/reconciliation/reports/{day.isoformat()}")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/json" and response.headers["vary"] == "Accept"
+    report = response.json()
+    assert (report["period"], report["start"][:10], report["end"][:10]) == (
+        day.isoformat(),
+        day.isoformat(),
+        (day + timedelta(days=1)).isoformat(),
+    )
+    assert (report["volumes"], report["failures"], report["fxBought"]) == ([], [], [])
+    assert report["psp"] == [
+        {
+            "psp": "ipps",
+            "currency": "THB",
+            "settledCount": 2,
+            "settledAmount": 150_000,
+            "reportCount": 1,
+            "reportAmount": 100_000,
+            "reportFee": 500,
+            "missing": 1,
+            "unknown": 0,
+            "matches": False,
+        }
+    ]
+    assert {"kind": kind, "status": "OPEN", "count": 1} in report["alertCounts"]
+    assert report["openAlertTotal"] >= 1 and "generatedAt" in report
+    # The week holds the day's totals.
+    year, week, _ = day.isocalendar()
+    weekly = (await _get(gateway, f"/v1/admin/reconciliation/reports/{year:04d}-W{week:02d}")).json()
+    assert weekly["psp"][0]["settledAmount"] == 150_000 and weekly["start"][:10] <= day.isoformat()
+
+
+@pytest.mark.parametrize(
+    ("accept", "media"),
+    [
+        ("text/csv", "text/csv"),
+        ("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8", "text/html"),
+        ("text/csv;q=0.5, text/html", "text/html"),
+        ("text/*", "text/csv"),
+        ("*/*", "application/json"),
+        ("application/json, text/csv", "application/json"),
+        ("image/png", "application/json"),
+        ("text/csv;q=2, text/html;q=bogus", "application/json"),
+        (",;,;q=", "application/json"),
+    ],
+)
+async def test_a_report_comes_in_the_media_type_accept_prefers(
+    gateway: Gateway, accept: str, media: str
+) -> None:
+    day = _quiet_day().isoformat()
+    response = await gateway.send(
+        "GET", f"/v1/admin/reconciliation/reports/{day}", key=gateway.admin, headers={"Accept": accept}
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].split(";")[0] == media
+    if media == "text/csv":
+        assert response.text.splitlines()[0].split(",") == list(reports.COLUMNS)
+        assert response.headers["content-disposition"] == f'attachment; filename="{day}.csv"'
+    elif media == "text/html":
+        assert response.text.lstrip().lower().startswith("<!doctype html") and day in response.text
+    else:
+        assert response.json()["period"] == day
+
+
+@pytest.mark.parametrize(
+    "period", ["2026-02-30", "2026-W54", "2026-W00", "0000-01-01", "2026-12", "2026-w49"]
+)
+async def test_a_period_that_is_no_day_or_week_is_422(gateway: Gateway, period: str) -> None:
+    problem = _problem(
+        await _get(gateway, f"/v1/admin/reconciliation/reports/{period}"), 422, "period_invalid"
+    )
+    assert problem["errors"][0]["path"] == "path.period"
+
+
+async def test_a_report_is_for_admin_keys_only(gateway: Gateway) -> None:
+    _problem(await gateway.send("GET", "/v1/admin/reconciliation/reports/2026-W49"), 403, "forbidden_admin")
+
+
+def test_the_document_says_a_report_comes_as_json_csv_or_html() -> None:
+    operation = openapi.document()["paths"]["/v1/admin/reconciliation/reports/{period}"]["get"]
+    assert set(operation["responses"]["200"]["content"]) == {"application/json", "text/csv", "text/html"}

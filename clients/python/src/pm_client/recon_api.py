@@ -184,3 +184,111 @@ class Run(Out, kw_only=True):
     started_at: datetime
     finished_at: datetime | None = None
     lease_until: datetime
+
+
+# --- reports --------------------------------------------------------------------------------------
+
+ReportPeriod = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[0-9]{4}-(?:[0-9]{2}-[0-9]{2}|W[0-9]{2})(?!\n)$",
+        description="A UTC day `2026-12-07` or an ISO 8601 week `2026-W49` (Monday to Sunday): a real one.",
+    ),
+]
+REPORT_MEDIA_TYPES = ("application/json", "text/csv", "text/html")
+"""What `GET /v1/admin/reconciliation/reports/{period}` answers in, by `Accept` (JSON otherwise)."""
+
+
+class ReportVolume(Out, kw_only=True):
+    """Intents of one type and currency that reached SETTLED in the period."""
+
+    currency: str
+    intent_type: str
+    count: int
+    amount: int
+
+
+class ReportRevenue(Out, kw_only=True):
+    """What the house earned in one currency on one intent type: `fee` (fee-rule fees; `count` fees)
+    or `fx_spread` (an exchange's spread, in the sold currency; `count` exchanges)."""
+
+    currency: str
+    source: Literal["fee", "fx_spread"]
+    intent_type: str
+    count: int
+    amount: int
+
+
+class ReportFxBought(Out, kw_only=True):
+    """What the period's settled exchanges bought in `currency` for `soldCurrency`."""
+
+    currency: str
+    sold_currency: str
+    intent_type: str
+    count: int
+    amount: int
+
+
+class ReportFailure(Out, kw_only=True):
+    """Intents that reached FAILED in the period with one failure code, in one currency."""
+
+    currency: str
+    failure_code: str
+    count: int
+    amount: int
+
+
+class ReportPspTotals(Out, kw_only=True):
+    """One PSP's settled totals in one currency: ours against its settlement reports (from the
+    settlement sweeps of the period's days; `matches` when counts and amounts agree and nothing is
+    missing on either side)."""
+
+    psp: str
+    currency: str
+    settled_count: int
+    settled_amount: int
+    report_count: int
+    report_amount: int
+    report_fee: int
+    missing: int = 0
+    unknown: int = 0
+    matches: bool
+
+
+class ReportAlertCount(Out, kw_only=True):
+    """How many unresolved alerts of one kind are in one status (OPEN or ACKNOWLEDGED)."""
+
+    kind: str
+    status: str
+    count: int
+
+
+class ReportOpenAlert(Out, kw_only=True):
+    id: int
+    kind: str
+    subject: str | None
+    intent_id: str | None
+    occurrences: int
+    status: str
+    created_at: datetime
+    last_seen_at: datetime
+
+
+class Report(Out, kw_only=True):
+    """A day's or week's reconciliation report per currency; every amount in minor units of its row's
+    `currency`. The money sections count the intents that reached a state within [start, end); the
+    alert sections are the alerts unresolved when the report was made (`generatedAt`)."""
+
+    period: str
+    start: datetime
+    end: datetime
+    generated_at: datetime
+    volumes: list[ReportVolume] = []
+    revenue: list[ReportRevenue] = []
+    fx_bought: list[ReportFxBought] = []
+    failures: list[ReportFailure] = []
+    psp: list[ReportPspTotals] = []
+    alert_counts: list[ReportAlertCount] = []
+    open_alerts: list[ReportOpenAlert] = []
+    """The oldest unresolved alerts, at most 50 (`openAlertTotal` counts them all)."""
+    open_alert_total: int = 0

@@ -91,6 +91,9 @@ class Endpoint:
     """Checked over the raw body before it is decoded (a PSP callback's signature)."""
     on_problem: Callable[[ProblemError], None] | None = None
     """Told of every refusal (the PSP callbacks count them by outcome)."""
+    alternates: tuple[str, ...] = ()
+    """Media types besides JSON its successful answers come in, as text, chosen by `Accept` (a
+    reconciliation report as CSV or HTML)."""
 
     def all_problems(self) -> dict[int, tuple[str, ...]]:
         """Every status this operation can answer with a problem, and the codes each can carry."""

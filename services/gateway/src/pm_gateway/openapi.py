@@ -69,8 +69,11 @@ def _operation(endpoint: Endpoint, refs: dict[int, dict[str, Any]]) -> dict[str,
         }
     for status, body in endpoint.responses.items():
         operation["responses"][str(status)] = {
-            "description": "OK",
-            "content": {"application/json": {"schema": refs[id(body)]}},
+            "description": "OK" if not endpoint.alternates else "OK, in the media type `Accept` prefers.",
+            "content": {
+                "application/json": {"schema": refs[id(body)]},
+                **{media: {"schema": {"type": "string"}} for media in endpoint.alternates},
+            },
         }
     for status, codes in endpoint.all_problems().items():
         operation["responses"][str(status)] = _problem(status, codes, refs[id(Problem)])

@@ -1,10 +1,11 @@
-"""The routes of reconciliation (admin keys only): alerts, sweep requests and runs, declared as
-`pm_gateway.routes` declares the others. The handlers are in `pm_gateway.reconciliation`.
+"""The routes of reconciliation (admin keys only): alerts, sweep requests and runs, reports, declared
+as `pm_gateway.routes` declares the others. The handlers are in `pm_gateway.reconciliation` and
+`pm_gateway.recon_reports`.
 
 Their query parameters that do not fit (a status or sweep the reconciler does not have, a kind of
-the wrong form, a limit or cursor out of range) are 422 with a code of their own; an alert id that
-is not a positive bigint names no alert (404 `alert_not_found`), as an intent id that is not a UUID
-names no intent.
+the wrong form, a limit or cursor out of range) and a report period that is no day or ISO week are
+422 with a code of their own; an alert id that is not a positive bigint names no alert (404
+`alert_not_found`), as an intent id that is not a UUID names no intent.
 """
 
 from __future__ import annotations
@@ -14,18 +15,21 @@ from typing import Annotated
 import msgspec
 
 from pm_client.recon_api import (
+    REPORT_MEDIA_TYPES,
     Alert,
     AlertDetail,
     AlertKind,
     AlertNote,
     AlertPage,
     AlertStatusFilter,
+    Report,
+    ReportPeriod,
     RequestRun,
     Run,
     RunRequested,
     Sweep,
 )
-from pm_gateway import reconciliation
+from pm_gateway import recon_reports, reconciliation
 from pm_gateway.cursors import BIGINT_MAX
 from pm_gateway.endpoints import Endpoint, Param
 
@@ -81,6 +85,15 @@ LIMIT = Param(
     default=50,
 )
 SWEEP = Param("sweep", "query", "Only this sweep's runs.", Sweep, status=422, code="sweep_invalid")
+PERIOD = Param(
+    "period",
+    "path",
+    "A UTC day `2026-12-07` or an ISO week `2026-W49`; one that is no real day or week is 422.",
+    ReportPeriod,
+    required=True,
+    status=422,
+    code="period_invalid",
+)
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
@@ -152,5 +165,18 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         {403: ADMIN},
         (SWEEP, LIMIT),
         tag=TAG,
+    ),
+    Endpoint(
+        "GET",
+        "/v1/admin/reconciliation/reports/{period}",
+        recon_reports.report,
+        "A day's or ISO week's reconciliation report per currency, built now: `Accept: text/csv` the "
+        "CSV table, `text/html` the HTML page with charts, otherwise JSON (minor units).",
+        None,
+        {200: Report},
+        {403: ADMIN},
+        (PERIOD,),
+        tag=TAG,
+        alternates=REPORT_MEDIA_TYPES[1:],
     ),
 )
