@@ -33,7 +33,7 @@ FINDINGS = Counter(
 LAG = Histogram(
     "pm_reconciler_check_lag_seconds",
     "From an intent's terminal event to its check against the ledger.",
-    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30, 60),
 )
 CHECK = "intents"
 

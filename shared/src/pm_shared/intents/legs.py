@@ -191,7 +191,13 @@ def _chain(transfers: list[LedgerTransfer]) -> list[LedgerTransfer]:
 
 
 def _user_data(intent: IntentRow) -> int:
-    return uuid.UUID(intent.id).int
+    return _user_data_of(intent.id)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _user_data_of(intent_id: str) -> int:
+    # Asked once per transfer of an intent; parsing the UUID text each time was most of building legs.
+    return uuid.UUID(intent_id).int
 
 
 def _code(intent: IntentRow, leg: Leg) -> int:

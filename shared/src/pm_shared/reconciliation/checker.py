@@ -1,5 +1,6 @@
 """Checking many terminal intents against the ledger at once: one batched `lookup_transfers` per
-8,189 ids for their legs, and a second only for the few intents that differ (their corrections)."""
+8,189 ids for their legs, and a second only for the few intents that differ (their corrections, and a
+settled one's voids)."""
 
 from __future__ import annotations
 
@@ -14,13 +15,10 @@ from pm_shared.db import Conn
 from pm_shared.intents.legs import LegError
 from pm_shared.intents.record import IntentRow
 from pm_shared.ledger.api import BATCH_MAX, Ledger
-from pm_shared.reconciliation import kinds, queries, verify
+from pm_shared.reconciliation import queries, verify
 from pm_shared.reconciliation.verify import Finding
 
 log = logging.getLogger(__name__)
-
-# Findings a correcting transfer can answer: the intent is looked at again with its corrections.
-_CORRECTABLE = frozenset({kinds.POSTED_ZERO, kinds.AMOUNT_MISMATCH, kinds.MISSING_TRANSFER})
 
 
 @dataclass
@@ -68,15 +66,14 @@ async def check(ledger: Ledger, intents: Sequence[IntentRow], now: int | None = 
     again: list[verify.Expected] = []
     for plan in plans:
         findings = verify.check(plan, found, at)
-        if any(f.kind in _CORRECTABLE for f in findings):
+        if findings:  # looked at again with its corrections (and a settled one's voids)
             again.append(plan)
             continue
-        out.findings.extend(findings)
         out.checked.append(plan.intent.id)
     if again:
-        corrections = await lookup(ledger, [i for plan in again for i in plan.correction_ids()])
-        out.transfers += sum(len(plan.correction_ids()) for plan in again)
-        merged = found | corrections
+        more = [i for plan in again for i in plan.more_ids()]
+        out.transfers += len(more)
+        merged = found | await lookup(ledger, more)
         for plan in again:
             out.findings.extend(verify.check(plan, merged, at))
             out.checked.append(plan.intent.id)

@@ -59,10 +59,9 @@ async def orphans(conn: Conn, ledger: Ledger, transfers: Sequence[tb.Transfer]) 
 
 def _ids_of(intent: IntentRow) -> list[int]:
     try:
-        plan = verify.expected(intent)
+        return verify.expected(intent).all_ids()
     except LegError:
         return []
-    return plan.ids() + plan.correction_ids()
 
 
 def finding(transfer: tb.Transfer) -> Finding:

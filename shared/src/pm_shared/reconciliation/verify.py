@@ -68,7 +68,7 @@ class PendingLeg:
     leg: legs_.Leg
     hold: LedgerTransfer
     post: LedgerTransfer
-    void: LedgerTransfer
+    void_id: int
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,27 @@ class Expected:
     direct: list[tuple[legs_.Leg, LedgerTransfer]]
 
     def ids(self) -> list[int]:
-        out = [t.id for p in self.pending for t in (p.hold, p.post, p.void)]
+        """What to look up first: for a SETTLED intent its posts and direct legs (what moved), for a
+        FAILED one everything."""
+        if self.intent.state == SETTLED:
+            out = [p.post.id for p in self.pending]
+        else:
+            out = [i for p in self.pending for i in (p.hold.id, p.post.id, p.void_id)]
         out.extend(t.id for _, t in self.direct)
         return out
+
+    def more_ids(self) -> list[int]:
+        """What to look up when the first look found differences: corrections, and a SETTLED
+        intent's authorizations and voids."""
+        if self.intent.state != SETTLED:
+            return self.correction_ids()
+        return [i for p in self.pending for i in (p.hold.id, p.void_id)] + self.correction_ids()
+
+    def all_ids(self) -> list[int]:
+        """Every id the intent can have made: authorizations, posts, voids, direct legs, corrections."""
+        out = [i for p in self.pending for i in (p.hold.id, p.post.id, p.void_id)]
+        out.extend(t.id for _, t in self.direct)
+        return out + self.correction_ids()
 
     def correction_ids(self) -> list[int]:
         return [correction_id(self.intent.id, leg.name) for leg in self._legs()]
@@ -103,10 +121,11 @@ def expected(intent: IntentRow) -> Expected:
     all_legs = legs_.legs(intent)
     holds = legs_.authorize(intent, all_legs, timeout_s=0)
     settled = legs_.settle(intent, all_legs)
-    voids = legs_.void(intent, all_legs)
     pending_legs = [leg for leg in all_legs if leg.pending]
     posts = settled[: len(pending_legs)]
     direct = settled[len(pending_legs) :]
+    # The void's id as `legs_.void` makes it (its other fields are never compared).
+    voids = [leg.transfer_id(intent.id, ":void") for leg in pending_legs]
     return Expected(
         intent,
         [PendingLeg(leg, h, p, v) for leg, h, p, v in zip(pending_legs, holds, posts, voids, strict=True)],
@@ -129,18 +148,25 @@ class _Collector:
         return finding
 
 
-def _compare(out: _Collector, leg: str, want: LedgerTransfer, got: tb.Transfer, what: str) -> None:
-    """Every field the ledger keeps as sent (amounts of posts are judged by the caller)."""
+def _compare(
+    out: _Collector,
+    leg: str,
+    want: LedgerTransfer,
+    got: tb.Transfer,
+    what: str,
+    accounts: LedgerTransfer | None = None,
+) -> None:
+    """Every field the ledger keeps as sent (amounts of posts are judged by the caller); `accounts`:
+    the transfer whose accounts `got` must have (a post has its pending transfer's)."""
+    sides = accounts or want
     if what != "post" and got.amount != want.amount:
         out.add(kinds.AMOUNT_MISMATCH, leg, transfer=what, expected=want.amount, found=got.amount)
-    if want.debit_account_id and (
-        got.debit_account_id != want.debit_account_id or got.credit_account_id != want.credit_account_id
-    ):
+    if got.debit_account_id != sides.debit_account_id or got.credit_account_id != sides.credit_account_id:
         out.add(
             kinds.ACCOUNT_MISMATCH,
             leg,
             transfer=what,
-            expected=[str(want.debit_account_id), str(want.credit_account_id)],
+            expected=[str(sides.debit_account_id), str(sides.credit_account_id)],
             found=[str(got.debit_account_id), str(got.credit_account_id)],
         )
     if got.ledger != want.ledger:
@@ -175,21 +201,26 @@ def _corrected(exp: Expected, leg: legs_.Leg, found: Mapping[int, tb.Transfer]) 
 def _settled_hold(
     out: _Collector, exp: Expected, p: PendingLeg, found: Mapping[int, tb.Transfer], now_ns: int
 ) -> None:
+    """A settled pending leg. Its post alone shows what moved (the ledger copies the accounts, ledger
+    and code of the pending transfer into the post), so the authorization is looked at only when the
+    post is missing or differs (`Expected.more_ids`)."""
     name = p.leg.name
     hold = found.get(p.hold.id)
-    if hold is None:
-        out.add(kinds.MISSING_TRANSFER, name, transfer="pending", id=str(p.hold.id))
-        return
-    _compare(out, name, p.hold, hold, "pending")
     post = found.get(p.post.id)
     if post is None:
-        if p.void.id in found or _expired(hold, now_ns):
-            why = "voided" if p.void.id in found else "expired"
+        if hold is None:
+            out.add(kinds.MISSING_TRANSFER, name, transfer="pending", id=str(p.hold.id))
+        elif p.void_id in found or _expired(hold, now_ns):
+            why = "voided" if p.void_id in found else "expired"
             out.add(kinds.MISSING_TRANSFER, name, transfer="post", id=str(p.post.id), pending=why)
         else:
             out.add(kinds.PENDING_NOT_RESOLVED, name, id=str(p.hold.id), amount=hold.amount)
+        if hold is not None:
+            _compare(out, name, p.hold, hold, "pending")
         return
-    _compare(out, name, p.post, post, "post")
+    _compare(out, name, p.post, post, "post", p.hold)
+    if hold is not None:
+        _compare(out, name, p.hold, hold, "pending")
     moved = post.amount + _corrected(exp, p.leg, found)
     if moved == p.leg.amount:
         return
@@ -197,7 +228,7 @@ def _settled_hold(
     finding = out.add(kind, name, transfer="post", expected=p.leg.amount, found=moved, id=str(post.id))
     # Only a shortfall against an authorization of the right amount is the ledger's own evidence of
     # what should have moved; anything else needs an operator's judgement.
-    if moved < p.leg.amount and hold.amount == p.leg.amount:
+    if hold is not None and moved < p.leg.amount and hold.amount == p.leg.amount:
         finding.shortfalls.append(
             Shortfall(
                 name,
@@ -229,7 +260,7 @@ def _failed(out: _Collector, exp: Expected, found: Mapping[int, tb.Transfer], no
             continue  # never authorized (it failed before): nothing to undo
         if p.post.id in found:
             out.add(kinds.POSTED_ON_FAILED, p.leg.name, transfer="post", amount=found[p.post.id].amount)
-        elif p.void.id not in found and not _expired(hold, now_ns):
+        elif p.void_id not in found and not _expired(hold, now_ns):
             out.add(kinds.PENDING_NOT_RESOLVED, p.leg.name, id=str(p.hold.id), amount=hold.amount)
     for leg, want in exp.direct:
         if want.id in found:
@@ -237,8 +268,8 @@ def _failed(out: _Collector, exp: Expected, found: Mapping[int, tb.Transfer], no
 
 
 def check(exp: Expected, found: Mapping[int, tb.Transfer], now_ns: int) -> list[Finding]:
-    """The findings for one terminal intent, given every transfer the ledger has among
-    `exp.ids()` (and, when looked up, `exp.correction_ids()`). A non-terminal intent has none."""
+    """The findings for one terminal intent, given every transfer the ledger has among `exp.ids()`
+    (then, to be sure of any difference, among `exp.more_ids()` too). A non-terminal intent has none."""
     out = _Collector(exp.intent.id)
     if exp.intent.state == SETTLED:
         _settled(out, exp, found, now_ns)

@@ -47,6 +47,8 @@ class Fleet:
     """Base URL of the IPPS sandbox, when the fleet pays out."""
     pids: Mapping[str, int] = dataclasses.field(default_factory=dict)
     """Each service's process id, by role (`gateway`, `orchestrator-0`, …), to read its CPU time."""
+    reconciler: str = ""
+    """Base URL of the reconciler (its /metrics)."""
 
     def cpu(self) -> dict[str, float | None]:
         """CPU seconds used so far by each service (`harness.cpu_seconds`)."""
@@ -97,7 +99,7 @@ async def start(
         if sandbox is not None:
             adapter = {**variables("adapter-ipps"), "PM_ADAPTER_IPPS_IPPS_URL": sandbox}
             await stack.enter_async_context(harness.started(fleet.ADAPTER_IPPS, adapter))
-        yield Fleet(gateway.base, bases, sandbox, pids)
+        yield Fleet(gateway.base, bases, sandbox, pids, reconciler.base)
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,11 @@ from typing import Any
 from rich.console import RenderableType
 from rich.text import Text
 
-from pm_tools.bench import charges, front_door, fx, gateway, ledger, model, psp, saga, streams
+from pm_tools.bench import charges, front_door, fx, gateway, ledger, model, psp, recon, saga, streams
 
 # Read before `Options` names its fields after the modules.
 RATES, PSP_INTENTS, PSP_LATENCY_MS = saga.RATES, psp.INTENTS_DEFAULT, psp.LATENCY_MS
+RECON_INTENTS = recon.INTENTS
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class Options:
     charges: bool = True
     fx: bool = True
     front_door: bool = True
+    recon: bool = True
+    recon_intents: int = RECON_INTENTS
     quick: bool = False
 
     def settings(self) -> dict[str, str | int | float | bool]:
@@ -59,6 +62,7 @@ class Options:
             "charges": self.charges,
             "fx": self.fx,
             "front_door": self.front_door,
+            "recon_intents": self.recon_intents if self.recon else 0,
             "quick": self.quick,
         }
 
@@ -136,8 +140,8 @@ def steps(options: Options, redis_url: str, database_url: str) -> list[Step]:
 
 
 def _merchant_steps(options: Options, redis_url: str, database_url: str) -> list[tuple[bool, Step]]:
-    """Merchant charges and exchanges, each beside P2P, and the front door beside direct requests, each
-    if asked for."""
+    """Merchant charges and exchanges, each beside P2P, the front door beside direct requests, and
+    reconciliation, each if asked for."""
 
     async def charges_step() -> Measured:
         result = await charges.run(
@@ -171,7 +175,16 @@ def _merchant_steps(options: Options, redis_url: str, database_url: str) -> list
         )
         return Measured(front_door.section(result), [front_door.table(result)])
 
-    return [(options.charges, charges_step), (options.fx, fx_step), (options.front_door, front_door_step)]
+    async def recon_step() -> Measured:
+        result = await recon.run(database_url, redis_url, intents=options.recon_intents)
+        return Measured(recon.section(result), [recon.table(result)])
+
+    return [
+        (options.charges, charges_step),
+        (options.fx, fx_step),
+        (options.front_door, front_door_step),
+        (options.recon, recon_step),
+    ]
 
 
 def record(

@@ -25,6 +25,7 @@ QUICK = {
     "intents": 5_000,
     "rates": "100,300",
     "psp_intents": 500,
+    "recon_intents": 20_000,
 }
 """`--quick`: what each option not given on the command line becomes (a few minutes in all)."""
 
@@ -125,6 +126,15 @@ FrontDoor = Annotated[
         "failed, without nginx)."
     ),
 ]
+Recon = Annotated[
+    bool,
+    typer.Option(
+        help="Also measure reconciliation: the verify sweep over --recon-intents settled intents made in "
+        "bulk (intents/s, beside lookup_transfers alone) and the continuous check's lag behind pm:events "
+        "at 300 intents/s on the saga's fleet."
+    ),
+]
+ReconIntents = Annotated[int, typer.Option(min=1_000, help="Settled intents the verify sweep checks.")]
 DatabaseUrl = Annotated[
     str | None, typer.Option("--database-url", envvar="PM_DATABASE_URL", help="PostgreSQL server to use.")
 ]
@@ -192,6 +202,8 @@ def bench(
     charges: Charges = True,
     fx: Fx = True,
     front_door: FrontDoor = True,
+    recon: Recon = True,
+    recon_intents: ReconIntents = suite.RECON_INTENTS,
     database_url: DatabaseUrl = None,
     quick: Quick = False,
     out: Out = report.OUT_DIR,
@@ -227,11 +239,16 @@ def bench(
     Then the front door (`--front-door`): `GET /v1/me/wallets`, a confirm and a signed read through
     nginx and the Auth Center beside direct (goal: ≥ 80 % of direct); no nginx: skipped, no failure.
 
+    Then reconciliation (`--recon`): the verify sweep over `--recon-intents` settled intents (goal:
+    ≥ 20,000 intents/s) beside lookup_transfers alone, and the continuous check's p99 lag behind
+    pm:events with P2P offered at 300/s (goal: ≤ 2 s).
+
     Last, unless `--no-report`, the report in `--out`: .json (every figure, the settings, the
     machine), .md (the tables) and -throughput, -latency and -stages .png plots.
     """
     sized: dict[str, Any] = {"messages": messages, "repeat": repeat, "transfers": transfers}
     sized |= {"seconds": seconds, "intents": intents, "rates": rates, "psp_intents": psp_intents}
+    sized |= {"recon_intents": recon_intents}
     if quick:
         sized = quickened(ctx, sized)
     options = suite.Options(
@@ -246,6 +263,7 @@ def bench(
         charges=charges,
         fx=fx,
         front_door=front_door,
+        recon=recon,
         quick=quick,
     )
     config = common.settings()
