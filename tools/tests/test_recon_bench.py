@@ -1,6 +1,6 @@
 """The reconciliation benchmark's parts: the verify sweep over seeded intents finds nothing wrong and
-counts each one, and p99 read from a histogram's buckets as Prometheus does. (The continuous check's lag
-on the whole fleet runs in `pm bench`; the reconciler's lag metric is tested in tests/test_reconciliation.py.)"""
+counts each one, and p99 read from a histogram's buckets as Prometheus does. (The continuous check's
+lag on the whole fleet runs in `pm bench`; the lag metric is tested in tests/test_reconciliation.py.)"""
 
 from __future__ import annotations
 

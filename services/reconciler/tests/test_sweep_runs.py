@@ -54,7 +54,9 @@ class PagedSweep:
             raise Crash(n)
         self.read.append(n)
         findings = [Finding(KIND, f"{self.tag}-{n}-{i}", None, {"page": n}) for i in range(self.per_page)]
-        return Page(findings, {"page": n + 1}, n + 1 == self.pages, subjects=[], counts={"items": self.per_page})
+        return Page(
+            findings, {"page": n + 1}, n + 1 == self.pages, subjects=[], counts={"items": self.per_page}
+        )
 
 
 @pytest.fixture
@@ -65,7 +67,8 @@ def window() -> Window:
 
 async def _alerts(pool: Pool, tag: str) -> list[tuple[str, int]]:
     rows = await pool.fetch(
-        "SELECT subject, occurrences FROM pm.reconciliation_alert WHERE period = $1 ORDER BY subject", f"test-{tag}"
+        "SELECT subject, occurrences FROM pm.reconciliation_alert WHERE period = $1 ORDER BY subject",
+        f"test-{tag}",
     )
     return [(r["subject"], r["occurrences"]) for r in rows]
 
@@ -99,12 +102,16 @@ async def test_a_sweep_killed_mid_way_resumes_from_its_checkpoint_and_reports_ea
     assert stats == {"items": 8, "findings": 8}
     found = await _alerts(db_pool, tag)
     assert len(found) == 8 and all(occurrences == 1 for _, occurrences in found), found
-    [run] = await db_pool.fetch("SELECT status, attempts, owner FROM pm.reconciliation_run WHERE sweep = $1", sweep.name)
+    [run] = await db_pool.fetch(
+        "SELECT status, attempts, owner FROM pm.reconciliation_run WHERE sweep = $1", sweep.name
+    )
     assert (run["status"], run["attempts"], run["owner"]) == ("DONE", 2, "replica-b")
     assert await first.run(sweep, window) is None  # done: nobody runs it again
 
 
-async def test_two_replicas_never_run_the_same_sweep_at_once(db_pool: Pool, window: Window, cleanup: None) -> None:
+async def test_two_replicas_never_run_the_same_sweep_at_once(
+    db_pool: Pool, window: Window, cleanup: None
+) -> None:
     tag = uuid.uuid4().hex[:8]
     sweeps = [PagedSweep(tag), PagedSweep(tag)]
     gate = asyncio.Event()
@@ -120,7 +127,9 @@ async def test_two_replicas_never_run_the_same_sweep_at_once(db_pool: Pool, wind
     assert all(occurrences == 1 for _, occurrences in await _alerts(db_pool, tag))
 
 
-async def test_a_holder_that_lost_its_lease_cannot_commit_a_page(db_pool: Pool, window: Window, cleanup: None) -> None:
+async def test_a_holder_that_lost_its_lease_cannot_commit_a_page(
+    db_pool: Pool, window: Window, cleanup: None
+) -> None:
     tag = uuid.uuid4().hex[:8]
     slow = PagedSweep(tag)
     slow.gate = asyncio.Event()
