@@ -441,7 +441,8 @@ def test_the_package_exports_the_clients_and_the_common_types_under_their_own_na
         name
         for name in vars(pm_client)
         if not name.startswith("_")
-        and name not in ("annotations", "api", "calls", "client", "fx_api", "merchant_api", "signing")
+        and name
+        not in ("annotations", "api", "calls", "client", "fx_api", "merchant_api", "recon_api", "signing")
     }
     assert pm_client.SyncPMClient is SyncPMClient
     assert pm_client.CreateIntent is api.CreateIntent

@@ -5,15 +5,32 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 from urllib.parse import quote
 
 import httpx
 import msgspec
 
-from pm_client import api, fx_api, merchant_api
+from pm_client import api, fx_api, merchant_api, recon_api
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Decoder(Protocol[T_co]):
+    """What reads a call's answer: a `msgspec.json.Decoder`, or `TEXT` for a document that is not JSON."""
+
+    def decode(self, buf: bytes, /) -> T_co: ...
+
+
+class _Text:
+    """The body as text (a report's CSV or HTML page is UTF-8)."""
+
+    def decode(self, buf: bytes, /) -> str:
+        return buf.decode("utf-8")
+
+
+TEXT = _Text()
 
 MAX_PREFER_WAIT_S = 30
 """The longest `Prefer: wait=N` the gateway honours."""
@@ -33,6 +50,12 @@ _MERCHANT = msgspec.json.Decoder(merchant_api.Merchant)
 _MERCHANTS = msgspec.json.Decoder(list[merchant_api.Merchant])
 _MINIAPPS = msgspec.json.Decoder(list[merchant_api.Miniapp])
 _KEY_SECRET = msgspec.json.Decoder(api.ServiceKeySecret)
+_ALERT = msgspec.json.Decoder(recon_api.Alert)
+_ALERT_DETAIL = msgspec.json.Decoder(recon_api.AlertDetail)
+_ALERT_PAGE = msgspec.json.Decoder(recon_api.AlertPage)
+_RUN_REQUESTED = msgspec.json.Decoder(recon_api.RunRequested)
+_RUNS = msgspec.json.Decoder(list[recon_api.Run])
+_REPORT = msgspec.json.Decoder(recon_api.Report)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +64,7 @@ class Call(Generic[T]):
 
     method: str
     path: str
-    decoder: msgspec.json.Decoder[T]
+    decoder: Decoder[T]
     ok: frozenset[int] = frozenset({200})
     params: httpx.QueryParams = field(default_factory=httpx.QueryParams)
     headers: dict[str, str] = field(default_factory=dict)
@@ -201,3 +224,63 @@ def create_fx_quote(quote: fx_api.CreateQuote) -> Call[fx_api.Quote]:
 
 def get_fx_quote(quote_id: str) -> Call[fx_api.Quote]:
     return Call("GET", f"/v1/fx/quotes/{_segment(quote_id)}", _QUOTE)
+
+
+# --- reconciliation (admin keys) ------------------------------------------------------------------
+
+
+def list_alerts(
+    status: str | None, kind: str | None, before: int | None, limit: int
+) -> Call[recon_api.AlertPage]:
+    """A page of alerts; `status` None is the gateway's default (UNRESOLVED)."""
+    given = {"status": status, "kind": kind, "before": before, "limit": limit}
+    params = httpx.QueryParams({k: v for k, v in given.items() if v is not None})
+    return Call("GET", "/v1/admin/reconciliation/alerts", _ALERT_PAGE, params=params)
+
+
+def get_alert(alert_id: int) -> Call[recon_api.AlertDetail]:
+    return Call("GET", f"/v1/admin/reconciliation/alerts/{int(alert_id)}", _ALERT_DETAIL)
+
+
+def alert_action(alert_id: int, action: str, note: str | None) -> Call[recon_api.Alert]:
+    """`ack` or `resolve`. Not retried on a dropped connection: a repeat of one that was done is 409
+    `alert_state`, which would hide that it was."""
+    # Without a note, `{}`: the alert keeps the note it has.
+    content = b"{}" if note is None else _ENCODER.encode(recon_api.AlertNote(note=note))
+    headers = {"Content-Type": "application/json"}
+    path = f"/v1/admin/reconciliation/alerts/{int(alert_id)}/{action}"
+    return Call("POST", path, _ALERT, headers=headers, content=content, retry_dropped=False)
+
+
+def request_run(sweep: str, day: str | None) -> Call[recon_api.RunRequested]:
+    # Built with `convert` so an unknown sweep fails here, as the gateway would refuse it.
+    body = msgspec.convert({"sweep": sweep, "day": day}, recon_api.RequestRun)
+    content, headers = _json(body)
+    # Not retried on a dropped connection: a repeat would queue the sweep twice.
+    return Call(
+        "POST",
+        "/v1/admin/reconciliation/runs",
+        _RUN_REQUESTED,
+        ok=frozenset({202}),
+        headers=headers,
+        content=content,
+        retry_dropped=False,
+    )
+
+
+def list_runs(sweep: str | None, limit: int) -> Call[list[recon_api.Run]]:
+    params = httpx.QueryParams({"limit": limit} if sweep is None else {"sweep": sweep, "limit": limit})
+    return Call("GET", "/v1/admin/reconciliation/runs", _RUNS, params=params)
+
+
+def report(period: str) -> Call[recon_api.Report]:
+    path = f"/v1/admin/reconciliation/reports/{_segment(period)}"
+    return Call("GET", path, _REPORT, headers={"Accept": "application/json"})
+
+
+def report_text(period: str, media_type: str) -> Call[str]:
+    """The report as `text/csv` or `text/html`."""
+    if media_type not in recon_api.REPORT_MEDIA_TYPES[1:]:
+        raise ValueError(f"a report comes as text/csv or text/html, not {media_type!r}")
+    path = f"/v1/admin/reconciliation/reports/{_segment(period)}"
+    return Call("GET", path, TEXT, headers={"Accept": media_type})

@@ -21,8 +21,9 @@ because its `Idempotency-Key` makes the retry return the same intent; no other s
 A connection that drops before the answer is read (the server closing an idle keep-alive connection
 just as a request goes out is the common case) is retried too, up to `retries` times: every call
 of this client is idempotent (reads, `create_intent` by its key, `open_wallet` by owner and
-currency, a merchant's status changes) but `rotate_merchant_secret` and `set_fx_rate`, which are not
-retried, and each retry is signed anew. Connection refused and timeouts are raised as the httpx
+currency, a merchant's status changes) but `rotate_merchant_secret`, `set_fx_rate`,
+`acknowledge_alert`, `resolve_alert` and `request_reconciliation_run`, which are not retried, and each
+retry is signed anew. Connection refused and timeouts are raised as the httpx
 exceptions they are.
 
 The two clients share everything but the I/O: each method builds a `calls.Call` (method, path, query,
@@ -43,7 +44,7 @@ from typing import Self, TypeVar
 import httpx
 import msgspec
 
-from pm_client import api, calls, fx_api, merchant_api, signing
+from pm_client import api, calls, fx_api, merchant_api, recon_api, signing
 
 __all__ = ["PMAuth", "PMClient", "PMError", "SyncPMClient"]
 
@@ -301,6 +302,49 @@ class PMClient:
     async def get_fx_quote(self, quote_id: str) -> fx_api.Quote:
         return await self._send(calls.get_fx_quote(quote_id))
 
+    async def list_alerts(
+        self,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        before: int | None = None,
+        limit: int = 50,
+    ) -> recon_api.AlertPage:
+        """An admin key: reconciliation alerts, newest first (unresolved unless `status` says otherwise:
+        OPEN, ACKNOWLEDGED, RESOLVED, UNRESOLVED or ALL); the next page is `before=page.next_cursor`."""
+        return await self._send(calls.list_alerts(status, kind, before, limit))
+
+    async def get_alert(self, alert_id: int) -> recon_api.AlertDetail:
+        """An alert with its action log and its proposed repair, if any."""
+        return await self._send(calls.get_alert(alert_id))
+
+    async def acknowledge_alert(self, alert_id: int, *, note: str | None = None) -> recon_api.Alert:
+        """OPEN → ACKNOWLEDGED; PMError 409 `alert_state` for any other status (ACKNOWLEDGED too)."""
+        return await self._send(calls.alert_action(alert_id, "ack", note))
+
+    async def resolve_alert(self, alert_id: int, *, note: str | None = None) -> recon_api.Alert:
+        """OPEN or ACKNOWLEDGED → RESOLVED; PMError 409 `alert_state` for a RESOLVED one."""
+        return await self._send(calls.alert_action(alert_id, "resolve", note))
+
+    async def request_reconciliation_run(
+        self, sweep: str, *, day: str | None = None
+    ) -> recon_api.RunRequested:
+        """Ask the reconciler for a sweep of `day` (YYYY-MM-DD, UTC; today by default) now."""
+        return await self._send(calls.request_run(sweep, day))
+
+    async def list_reconciliation_runs(
+        self, *, sweep: str | None = None, limit: int = 50
+    ) -> list[recon_api.Run]:
+        return await self._send(calls.list_runs(sweep, limit))
+
+    async def get_reconciliation_report(self, period: str) -> recon_api.Report:
+        """The report of a UTC day (`2026-12-07`) or ISO week (`2026-W49`), as data."""
+        return await self._send(calls.report(period))
+
+    async def get_reconciliation_report_text(self, period: str, *, media_type: str = "text/csv") -> str:
+        """The report as the CSV table (`text/csv`) or the HTML page (`text/html`)."""
+        return await self._send(calls.report_text(period, media_type))
+
 
 class SyncPMClient:
     """Blocking client with the same methods as `PMClient`."""
@@ -444,3 +488,42 @@ class SyncPMClient:
 
     def get_fx_quote(self, quote_id: str) -> fx_api.Quote:
         return self._send(calls.get_fx_quote(quote_id))
+
+    def list_alerts(
+        self,
+        *,
+        status: str | None = None,
+        kind: str | None = None,
+        before: int | None = None,
+        limit: int = 50,
+    ) -> recon_api.AlertPage:
+        """An admin key: reconciliation alerts, newest first (unresolved unless `status` says otherwise:
+        OPEN, ACKNOWLEDGED, RESOLVED, UNRESOLVED or ALL); the next page is `before=page.next_cursor`."""
+        return self._send(calls.list_alerts(status, kind, before, limit))
+
+    def get_alert(self, alert_id: int) -> recon_api.AlertDetail:
+        """An alert with its action log and its proposed repair, if any."""
+        return self._send(calls.get_alert(alert_id))
+
+    def acknowledge_alert(self, alert_id: int, *, note: str | None = None) -> recon_api.Alert:
+        """OPEN → ACKNOWLEDGED; PMError 409 `alert_state` for any other status (ACKNOWLEDGED too)."""
+        return self._send(calls.alert_action(alert_id, "ack", note))
+
+    def resolve_alert(self, alert_id: int, *, note: str | None = None) -> recon_api.Alert:
+        """OPEN or ACKNOWLEDGED → RESOLVED; PMError 409 `alert_state` for a RESOLVED one."""
+        return self._send(calls.alert_action(alert_id, "resolve", note))
+
+    def request_reconciliation_run(self, sweep: str, *, day: str | None = None) -> recon_api.RunRequested:
+        """Ask the reconciler for a sweep of `day` (YYYY-MM-DD, UTC; today by default) now."""
+        return self._send(calls.request_run(sweep, day))
+
+    def list_reconciliation_runs(self, *, sweep: str | None = None, limit: int = 50) -> list[recon_api.Run]:
+        return self._send(calls.list_runs(sweep, limit))
+
+    def get_reconciliation_report(self, period: str) -> recon_api.Report:
+        """The report of a UTC day (`2026-12-07`) or ISO week (`2026-W49`), as data."""
+        return self._send(calls.report(period))
+
+    def get_reconciliation_report_text(self, period: str, *, media_type: str = "text/csv") -> str:
+        """The report as the CSV table (`text/csv`) or the HTML page (`text/html`)."""
+        return self._send(calls.report_text(period, media_type))
