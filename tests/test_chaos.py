@@ -70,6 +70,7 @@ async def test_a_short_seeded_chaos_run_keeps_every_invariant() -> None:
         "wallets, merchant and liquidity accounts = what settled intents moved",
         "SETTLED has exactly its posted legs",
         "FAILED has none posted, none pending",
+        "the reconciler finds nothing wrong",
     } <= set(report.invariants)
     # The chaos happened as scheduled: every kill restarted, one Redis and one PostgreSQL restart.
     assert sum(report.kills.values()) == KILLS

@@ -34,6 +34,7 @@ from pm_shared.keys.crypto import Cipher
 from pm_shared.keys.store import Permissions, create_key
 from pm_shared.streams.connection import connect
 from pm_tools.chaos import facts as read
+from pm_tools.chaos import recon
 from pm_tools.chaos.fleet import Fleet, Slot, slot_name
 from pm_tools.chaos.invariants import check_all, expected_balances, explain_dead_letter
 from pm_tools.chaos.load import Plan, plan
@@ -191,6 +192,9 @@ class ChaosRun:
                 "PM_QP_SANDBOX_CALLBACK_URL": gateway + "/v1/webhooks/qp",
                 "PM_ADAPTER_IPPS_IPPS_URL": fleet.url(IPPS_SANDBOX.name),
                 "PM_ADAPTER_QP_QP_URL": fleet.url(QP_SANDBOX.name),
+                "PM_RECONCILER_IPPS_URL": fleet.url(IPPS_SANDBOX.name),
+                "PM_RECONCILER_QP_URL": fleet.url(QP_SANDBOX.name),
+                "PM_RECONCILER_QP_SECRET": qp_secret,
             }
         )
         for slot in fleet.running:
@@ -408,6 +412,9 @@ class ChaosRun:
             line.split(" ", 1)[0]: line for line in self.stats.refused
         }
         r.invariants["the fleet recovered from every chaos action"] = dict(self.incidents)
+        r.invariants["the reconciler finds nothing wrong"] = await recon.verdict(
+            self.postgres.url, self.redis
+        )
 
     def with_cause(self, line: str) -> str:
         """`line` (a spurious answer) followed by the exception the gateway logged for that request,
