@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 import tigerbeetle as tb
 
@@ -27,7 +28,7 @@ def intent(state: str = "SETTLED", fees: tuple[StoredFee, ...] = ()) -> IntentRo
     )  # fmt: skip
 
 
-def ledger_copy(t: LedgerTransfer, pending: LedgerTransfer | None = None, **changed: int) -> tb.Transfer:
+def ledger_copy(t: LedgerTransfer, pending: LedgerTransfer | None = None, **changed: Any) -> tb.Transfer:
     """`t` as the ledger keeps it (a post or void takes its pending transfer's accounts)."""
     sides = pending or t
     made = tb.Transfer(
