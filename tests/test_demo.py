@@ -18,7 +18,7 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +26,6 @@ import asyncpg
 import httpx
 import msgspec
 import pytest
-from redis.asyncio import Redis
 
 from pm_client import api
 from pm_client.client import PMAuth
@@ -35,7 +34,9 @@ from pm_shared.fleet import IPPS_SANDBOX
 from pm_shared.keys.crypto import Cipher
 from pm_shared.keys.store import ALL_OPERATIONS, Permissions, create_key
 from pm_shared.ledger import chart, ids, open_ledger
+from pm_shared.streams.connection import connect
 from pm_tools import demo, processes
+from pm_tools.testing import fixtures
 from pm_tools.testing.db import new_database_url, run
 from pm_tools.testing.fixtures import eventually
 from pm_tools.testing.fleet import KEY_ENCRYPTION_KEY, Fleet, delete_streams
@@ -93,12 +94,13 @@ class Running:
         return ["--gateway", self.url, "--key-id", self.key_id, "--secret", self.secret, *secret, *rest]
 
 
-@pytest.fixture
-async def ipps_sandbox(tmp_path: Path) -> AsyncIterator[str]:
-    """The IPPS sandbox as a process on a free port (withdrawals are paid out through it): its URL."""
+@pytest.fixture(scope="module")
+def ipps_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The IPPS sandbox as a process on a free port (withdrawals are paid out through it), for the
+    module: its URL."""
     port = processes.free_port()
     env = processes.environment(IPPS_SANDBOX, port=port)
-    with (tmp_path / "ipps-sandbox.stderr").open("wb") as err:
+    with (tmp_path_factory.mktemp("demo-ipps") / "ipps-sandbox.stderr").open("wb") as err:
         popen = processes.spawn(IPPS_SANDBOX, env, stderr=err)
     url = processes.base_url(port)
 
@@ -111,7 +113,7 @@ async def ipps_sandbox(tmp_path: Path) -> AsyncIterator[str]:
             return False
 
     try:
-        await eventually(healthy, timeout=20, what="the IPPS sandbox answers /healthz")
+        run(eventually(healthy, timeout=20, what="the IPPS sandbox answers /healthz"))
         yield url
     finally:
         popen.kill()
@@ -139,24 +141,48 @@ def admin(database_url: str) -> tuple[str, str]:
     return run(new_admin_key(database_url))
 
 
-@pytest.fixture
-async def running(
-    fleet: Fleet, redis: Redis, ipps_sandbox: str, admin: tuple[str, str]
-) -> AsyncIterator[Running]:
-    await delete_streams(redis, *STREAMS)
+@pytest.fixture(scope="module")
+def running(
+    database_url: str,
+    ipps_sandbox: str,
+    admin: tuple[str, str],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Running]:
+    """The fleet, started once for the module's tests (each only runs the demo against it and reads
+    what happened, as the demo runs against one `make up` again and again); every process is killed
+    at the end."""
+    fleet = Fleet(fixtures.test_redis_url(), database_url, tmp_path_factory.mktemp("demo-fleet"))
     lease = f"test:demo:ledger-writer:lease:{uuid.uuid4().hex[:8]}"
-    procs = [
-        fleet.start("ledger-writer", env={"PM_LEDGER_WRITER_LEASE_KEY": lease}),
-        fleet.start("orchestrator"),
-        fleet.start("gateway", env={"PM_GATEWAY_PROXY_SECRET": PROXY_SECRET}),
-        fleet.start("adapter-ipps", env={"PM_ADAPTER_IPPS_IPPS_URL": ipps_sandbox}),
-    ]
-    try:
+
+    async def up() -> Running:
+        redis = connect(fixtures.test_redis_url())
+        try:
+            await delete_streams(redis, *STREAMS)
+        finally:
+            await redis.aclose()
+        procs = [
+            fleet.start("ledger-writer", env={"PM_LEDGER_WRITER_LEASE_KEY": lease}),
+            fleet.start("orchestrator"),
+            fleet.start("gateway", env={"PM_GATEWAY_PROXY_SECRET": PROXY_SECRET}),
+            fleet.start("adapter-ipps", env={"PM_ADAPTER_IPPS_IPPS_URL": ipps_sandbox}),
+        ]
         for proc in procs:
             await proc.wait_ready()
-        yield Running(procs[2].url(""), *admin, fleet.database_url)
+        return Running(procs[2].url(""), *admin, fleet.database_url)
+
+    async def down() -> None:
+        redis = connect(fixtures.test_redis_url())
+        try:
+            await fleet.forget_consumers(redis)
+            await redis.delete(lease)
+        finally:
+            await redis.aclose()
+
+    try:
+        yield run(up())
     finally:
-        await redis.delete(lease)
+        fleet.kill_all()
+        run(down())
 
 
 # -- reading what happened, without the demo ---------------------------------------------------------
