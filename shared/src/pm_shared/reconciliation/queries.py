@@ -75,7 +75,7 @@ acknowledged_at, acknowledged_by, resolved_at, resolved_by, note, stream, entry_
 SELECT_ALERTS = f"""
 SELECT {_ALERT_COLUMNS}
 FROM pm.reconciliation_alert
-WHERE status = ANY($1::text[]) AND ($2::text IS NULL OR kind = $2) AND ($3 = 0 OR id < $3)
+WHERE status = ANY($1::text[]) AND ($2::text IS NULL OR kind = $2) AND ($3::bigint = 0 OR id < $3::bigint)
 ORDER BY id DESC
 LIMIT $4
 """
