@@ -236,12 +236,10 @@ def bench(
     with the merchant's request inside the flow too, no goal); a quote, then the FX_EXCHANGE that uses
     it → SETTLED (goal: ≥ 70 % of P2P/s), with the quote's latency.
 
-    Then the front door (`--front-door`): `GET /v1/me/wallets`, a confirm and a signed read through
-    nginx and the Auth Center beside direct (goal: ≥ 80 % of direct); no nginx: skipped, no failure.
-
-    Then reconciliation (`--recon`): the verify sweep over `--recon-intents` settled intents (goal:
-    ≥ 20,000 intents/s) beside lookup_transfers alone, and the continuous check's p99 lag behind
-    pm:events with P2P offered at 300/s (goal: ≤ 2 s).
+    Then the front door (`--front-door`): requests through nginx and the Auth Center beside direct
+    (goal: ≥ 80 % of direct; no nginx: skipped). Then reconciliation (`--recon`): the verify sweep over
+    `--recon-intents` settled intents (goal: ≥ 20,000/s) and the continuous check's p99 lag at 300/s
+    (goal: ≤ 2 s).
 
     Last, unless `--no-report`, the report in `--out`: .json (every figure, the settings, the
     machine), .md (the tables) and -throughput, -latency and -stages .png plots.
@@ -251,21 +249,15 @@ def bench(
     sized |= {"recon_intents": recon_intents}
     if quick:
         sized = quickened(ctx, sized)
-    options = suite.Options(
-        **{**sized, "rates": tuple(parse_rates(sized["rates"]))},
-        ledger=ledger,
-        gateway=gateway,
-        concurrency=concurrency,
-        saga=saga,
-        orchestrators=orchestrators,
-        psp=psp,
-        psp_latency_ms=psp_latency_ms,
-        charges=charges,
-        fx=fx,
-        front_door=front_door,
-        recon=recon,
-        quick=quick,
-    )
+    flags: dict[str, Any] = {"ledger": ledger, "gateway": gateway, "concurrency": concurrency, "saga": saga}
+    flags |= {
+        "orchestrators": orchestrators,
+        "psp": psp,
+        "psp_latency_ms": psp_latency_ms,
+        "charges": charges,
+    }
+    flags |= {"fx": fx, "front_door": front_door, "recon": recon, "quick": quick}
+    options = suite.Options(**{**sized, "rates": tuple(parse_rates(sized["rates"]))}, **flags)
     config = common.settings()
     url = common.redis_url(redis_url, config)
     measure(options, url, database_url or config.database_url, out if write_report else None)
