@@ -5,8 +5,8 @@ ledger, and how far the continuous check runs behind `pm:events` under load.
   ledger transfers a settlement leaves), then the reconciler's own verify sweep (`Runner` +
   `VerifySweep`, as pm-reconciler runs it, in this process with its garbage-collector settings) over
   that day: intents verified per second (goal ≥ 20,000/s). Baseline, measured in the same run on the
-  same ledger: `lookup_transfers` alone for every one of those intents' transfers, 8,189 ids per request
-  (the ledger's share of the work), in intents per second.
+  same ledger: `lookup_transfers` alone for the transfers the sweep looks up (each intent's posts),
+  8,189 ids per request (the ledger's share of the work), in intents per second.
 - **continuous check**: the saga's fleet (`services`: ledger-writer, orchestrator, reconciler, gateway
   as real processes), P2P intents offered over signed HTTP at `rate`/s for `seconds`; the reconciler's
   `pm_reconciler_check_lag_seconds` (terminal event produced → checked) read before and after, its p99
@@ -161,10 +161,10 @@ def goals_met(result: ReconResult) -> bool:
 
 def section(result: ReconResult) -> model.Section:
     sweep = model.Benchmark(
-        name=f"verify sweep over {result.intents:,} settled intents ({result.transfers:,} transfers)",
+        name=f"verify sweep over {result.intents:,} settled intents ({result.transfers:,} posts looked up)",
         unit="intents/s",
         throughput=result.verified_rate,
-        baseline_name="lookup_transfers alone, same transfers",
+        baseline_name="lookup_transfers alone, the same posts",
         baseline=result.lookup_rate,
         ratio=result.verified_rate / result.lookup_rate,
         goal=f"≥ {VERIFY_GOAL:,.0f} intents/s",

@@ -93,7 +93,8 @@ async def seed(
     conn: Conn, ledger: Ledger, intents: int, day: datetime, batch: int = 5_000
 ) -> tuple[list[str], list[int]]:
     """`intents` settled intents changed on `day` (UTC midnight), in PostgreSQL and the ledger: their
-    ids, and the ids of their transfers."""
+    ids, and the ids of the transfers a check of a settled intent looks up first (its posts and direct
+    legs: `verify.Expected.ids`)."""
     users = _users()
     await _accounts(ledger, users)
     made: list[str] = []
@@ -114,7 +115,7 @@ async def seed(
             if len(batches[-1]) + len(made_here) > BATCH_MAX:
                 batches.append([])
             batches[-1] += made_here
-            transfer_ids += [t.id for t in made_here]
+            transfer_ids += [t.id for t in made_here if t.flags & tb.TransferFlags.POST_PENDING_TRANSFER]
             rows.append((intent_id, payer, payee, n % 2 == 0, at))
             made.append(intent_id)
         await conn.execute(
