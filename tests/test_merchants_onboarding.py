@@ -20,6 +20,7 @@ from pm_shared import db
 from pm_shared.ledger import chart, ids, open_ledger
 from pm_tools.testing.fixtures import eventually
 from pm_tools.testing.fleet import Fleet, Proc, admin_key, delete_streams
+from pm_tools.testing.saga import WRITER_LEASE_MS
 
 pytestmark = pytest.mark.slow
 STREAMS = ("pm:intents", "pm:events", "pm:ledger:commands", "pm:ledger:results")
@@ -47,7 +48,10 @@ async def setup(fleet: Fleet, redis: Redis) -> AsyncIterator[Setup]:
 
 
 def ledger_writer(setup: Setup) -> Proc:
-    return setup.fleet.start("ledger-writer", env={"PM_LEDGER_WRITER_LEASE_KEY": setup.lease})
+    """A ledger-writer on the test's lease, with the saga tests' shorter lease (4 s, not 10 s): a
+    writer killed while it held it stands in its successor's way that long."""
+    env = {"PM_LEDGER_WRITER_LEASE_KEY": setup.lease, "PM_LEDGER_WRITER_LEASE_MS": WRITER_LEASE_MS}
+    return setup.fleet.start("ledger-writer", env=env)
 
 
 async def onboard(setup: Setup, merchant_id: str, key: str) -> httpx.Response:
