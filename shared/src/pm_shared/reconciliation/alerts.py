@@ -161,8 +161,11 @@ async def record(
                 _json(finding.detail),
                 run,
             )
-            out.opened.append(alert_id)
-            continue
+            if alert_id is not None:
+                out.opened.append(alert_id)
+                continue
+            row = await conn.fetchrow(queries.SELECT_ALERT_ID, finding.kind, finding.subject, period)
+            assert row is not None  # another check opened it meanwhile; alerts are never deleted
         await conn.execute(queries.SEEN_AGAIN, row["id"], _json(finding.detail), run)
         (out.reopened if row["status"] == "RESOLVED" else out.seen).append(row["id"])
     out.resolved = await resolve_passed(

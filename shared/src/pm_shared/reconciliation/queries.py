@@ -31,10 +31,17 @@ ORDER BY id
 FOR UPDATE
 """
 
+# A check running beside another (two replicas, the continuous check and a sweep) may open the same
+# alert at the same moment: the second finds it there (no row returned) and counts it as seen again.
 INSERT_ALERT = """
 INSERT INTO pm.reconciliation_alert (kind, subject, period, intent_id, detail, last_run)
 VALUES ($1, $2, $3, $4, $5::jsonb, $6)
+ON CONFLICT (kind, subject, period) WHERE subject IS NOT NULL DO NOTHING
 RETURNING id
+"""
+
+SELECT_ALERT_ID = """
+SELECT id, status FROM pm.reconciliation_alert WHERE kind = $1 AND subject = $2 AND period = $3 FOR UPDATE
 """
 
 # Seen again: a resolved alert reopens; the count grows once per run that sees it.
