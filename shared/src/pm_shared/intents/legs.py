@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-import msgspec
 import tigerbeetle as tb
 
 from pm_shared.intents.record import IntentRow, Side, StoredFee
@@ -62,6 +61,8 @@ class Account:
     owner_id: str
     currency: str
     code: int
+    ledger: int = 0
+    """The ledger of `currency` (`chart.ledger_of`)."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ class Leg:
 def _account(owner_kind: str, owner_id: str, currency: str, code: chart.Code) -> Account:
     ledger = chart.ledger_of(currency)
     return Account(
-        ids.account_id(owner_kind, owner_id, ledger, int(code)), owner_kind, owner_id, currency, code
+        ids.account_id(owner_kind, owner_id, ledger, int(code)), owner_kind, owner_id, currency, code, ledger
     )
 
 
@@ -180,16 +181,6 @@ def legs(intent: IntentRow, fees: Sequence[StoredFee] | None = None) -> list[Leg
     return out
 
 
-def _chain(transfers: list[LedgerTransfer]) -> list[LedgerTransfer]:
-    """Link every transfer to the next (the last closes the chain)."""
-    if len(transfers) < 2:
-        return transfers
-    return [
-        msgspec.structs.replace(t, flags=t.flags | _LINKED) if i < len(transfers) - 1 else t
-        for i, t in enumerate(transfers)
-    ]
-
-
 def _user_data(intent: IntentRow) -> int:
     return _user_data_of(intent.id)
 
@@ -208,66 +199,79 @@ def _code(intent: IntentRow, leg: Leg) -> int:
 
 def _ledger(leg: Leg) -> int:
     # Both accounts of a transfer are on one ledger; an exchange's legs are on two.
-    return chart.ledger_of(leg.debit.currency)
+    return leg.debit.ledger or chart.ledger_of(leg.debit.currency)
+
+
+def _linked(i: int, count: int) -> int:
+    """The flag that links transfer `i` of a chain of `count` to the next (the last closes it)."""
+    return _LINKED if i < count - 1 else 0
 
 
 def authorize(intent: IntentRow, all_legs: Iterable[Leg], *, timeout_s: int) -> list[LedgerTransfer]:
-    return _chain(
-        [
-            LedgerTransfer(
-                id=leg.transfer_id(intent.id),
-                debit_account_id=leg.debit.id,
-                credit_account_id=leg.credit.id,
-                amount=leg.amount,
-                user_data_128=_user_data(intent),
-                timeout=timeout_s,
-                ledger=_ledger(leg),
-                code=_code(intent, leg),
-                flags=_PENDING,
-            )
-            for leg in all_legs
-            if leg.pending
-        ]
-    )
-
-
-def _resolve(intent: IntentRow, all_legs: Iterable[Leg], suffix: str, flags: int) -> list[LedgerTransfer]:
-    """Post (or void) each pending leg with its exact amount (never AMOUNT_MAX: a retry must match)."""
+    """The pending legs as one linked chain."""
+    held = [leg for leg in all_legs if leg.pending]
+    user_data = _user_data(intent)
     return [
-        LedgerTransfer(
-            id=leg.transfer_id(intent.id, suffix),
-            pending_id=leg.id,
-            amount=leg.amount,
-            user_data_128=_user_data(intent),
-            ledger=_ledger(leg),
-            code=_code(intent, leg),
-            flags=flags,
-        )
-        for leg in all_legs
-        if leg.pending
-    ]
-
-
-def settle(intent: IntentRow, all_legs: Iterable[Leg]) -> list[LedgerTransfer]:
-    listed = list(all_legs)
-    direct = [
         LedgerTransfer(
             id=leg.id,
             debit_account_id=leg.debit.id,
             credit_account_id=leg.credit.id,
             amount=leg.amount,
-            user_data_128=_user_data(intent),
+            user_data_128=user_data,
+            timeout=timeout_s,
             ledger=_ledger(leg),
             code=_code(intent, leg),
+            flags=_PENDING | _linked(i, len(held)),
         )
-        for leg in listed
-        if not leg.pending
+        for i, leg in enumerate(held)
     ]
-    return _chain(_resolve(intent, listed, ":post", _POST) + direct)
+
+
+def _resolve(
+    intent: IntentRow, held: Sequence[Leg], suffix: str, flags: int, chain_of: int = 0
+) -> list[LedgerTransfer]:
+    """Post (or void) each pending leg of `held` with its exact amount (never AMOUNT_MAX: a retry must
+    match); linked as the first of a chain of `chain_of` transfers (0: not linked)."""
+    user_data = _user_data(intent)
+    return [
+        LedgerTransfer(
+            id=leg.transfer_id(intent.id, suffix),
+            pending_id=leg.id,
+            amount=leg.amount,
+            user_data_128=user_data,
+            ledger=_ledger(leg),
+            code=_code(intent, leg),
+            flags=flags | (_linked(i, chain_of) if chain_of else 0),
+        )
+        for i, leg in enumerate(held)
+    ]
+
+
+def settle(intent: IntentRow, all_legs: Iterable[Leg]) -> list[LedgerTransfer]:
+    """The posts of the pending legs, then the direct legs, as one linked chain."""
+    listed = list(all_legs)
+    held = [leg for leg in listed if leg.pending]
+    direct = [leg for leg in listed if not leg.pending]
+    count = len(held) + len(direct)
+    user_data = _user_data(intent)
+    return _resolve(intent, held, ":post", _POST, count) + [
+        LedgerTransfer(
+            id=leg.id,
+            debit_account_id=leg.debit.id,
+            credit_account_id=leg.credit.id,
+            amount=leg.amount,
+            user_data_128=user_data,
+            ledger=_ledger(leg),
+            code=_code(intent, leg),
+            flags=_linked(len(held) + i, count),
+        )
+        for i, leg in enumerate(direct)
+    ]
 
 
 def void(intent: IntentRow, all_legs: Iterable[Leg]) -> list[LedgerTransfer]:
-    return _resolve(intent, all_legs, ":void", _VOID)
+    """Each pending leg voided on its own (not linked)."""
+    return _resolve(intent, [leg for leg in all_legs if leg.pending], ":void", _VOID)
 
 
 def display(intent_id: str, all_legs: Iterable[Leg], state: str) -> list[dict[str, object]]:
