@@ -16,8 +16,9 @@ pytestmark = pytest.mark.slow
 
 
 async def test_fx_bench_settles_every_exchange_and_payment_and_compares_them(redis_url: str) -> None:
+    # Half-second windows: four workers settle a few dozen flows of each kind in each.
     result = await fx.run(
-        server_url(), redis_url, concurrency=4, seconds=1.0, rounds=2, warmup_s=0.3, users=20
+        server_url(), redis_url, concurrency=4, seconds=0.5, rounds=2, warmup_s=0.2, users=20
     )
 
     assert len(result.p2p) == len(result.fx) == 2
