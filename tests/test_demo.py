@@ -19,6 +19,7 @@ import sys
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -618,8 +619,13 @@ async def test_pm_demo_command_exits_1_listing_intents_that_ended_otherwise(runn
 
 def test_pm_demo_without_a_gateway_exits_2_saying_so(tmp_path: Path) -> None:
     url = processes.base_url(processes.free_port())
-    done = pm("demo", "--gateway", url, "--key-id", "pk_nobody", "--secret", "x", "--payments", "3")
+    commands = [
+        ("demo", "--gateway", url, "--key-id", "pk_nobody", "--secret", "x", "--payments", "3"),
+        ("demo", "--gateway", url, "--key-file", str(tmp_path / "none.json")),
+    ]
+    # The two commands are independent: run side by side, as two shells would.
+    with ThreadPoolExecutor(len(commands)) as pool:
+        done, missing = pool.map(lambda args: pm(*args), commands)
     assert done.returncode == 2, (done.stdout, done.stderr)
     assert "does not answer" in done.stderr and url in done.stderr, done.stderr
-    missing = pm("demo", "--gateway", url, "--key-file", str(tmp_path / "none.json"))
     assert missing.returncode == 2 and "no key file" in missing.stderr, missing.stderr
