@@ -50,6 +50,7 @@ from pm_tools.testing.saga import (
     fund,
     open_wallet,
     run_intent,
+    settle_rules,
     thb_balance,
 )
 
@@ -132,7 +133,7 @@ async def test_a_withdrawal_with_a_fee_is_held_paid_out_once_and_settled(
     rules_at = time.monotonic()
     await open_wallet(admin, payer)
     await fund(admin, payer, 100_000)
-    await asyncio.sleep(max(0.0, rules_at + 2.0 - time.monotonic()))  # the orchestrator reloads each second
+    await settle_rules(rules_at)
     paid_before = await psp.ipps_paid()
 
     intent = await run_intent(admin, withdrawal(payer, 10_000, proxy()), timeout=30)
