@@ -25,7 +25,8 @@ import subprocess
 import sys
 import textwrap
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,16 +143,27 @@ def install_alone(member: Member, where: Path) -> Probe:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Member], Probe]:
-    """Each member's environment, made once for the module's tests."""
-    made: dict[str, Probe] = {}
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[Member], Probe]]:
+    """Each member's environment, made once for the module's tests. Making one is mostly one core's
+    work (uv filling it, then one interpreter importing every module), so the member after it in
+    `MEMBERS` (the tests' order) is made alongside, on another thread."""
+    made: dict[str, Future[Probe]] = {}
+    with ThreadPoolExecutor(2) as pool:
 
-    def get(member: Member) -> Probe:
-        if member.distribution not in made:
-            made[member.distribution] = install_alone(member, tmp_path_factory.mktemp(member.distribution))
-        return made[member.distribution]
+        def submit(member: Member) -> Future[Probe]:
+            if member.distribution not in made:
+                where = tmp_path_factory.mktemp(member.distribution)
+                made[member.distribution] = pool.submit(install_alone, member, where)
+            return made[member.distribution]
 
-    return get
+        def get(member: Member) -> Probe:
+            wanted = submit(member)
+            following = MEMBERS[MEMBERS.index(member) + 1 :]
+            if following:
+                submit(following[0])
+            return wanted.result()
+
+        yield get
 
 
 def test_every_fleet_member_is_a_workspace_member() -> None:
