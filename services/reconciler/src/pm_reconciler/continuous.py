@@ -51,7 +51,7 @@ class Continuous:
         ended = {d.message.intent_id: d.message for d in deliveries if d.message.state in TERMINAL_STATES}
         if not ended:
             return
-        await self.check(list(ended), run=f"events:{deliveries[0].entry_id}")
+        await self.check(list(ended), run=f"events:{deliveries[0].key}:{deliveries[0].entry_id}")
         now = datetime.now(UTC)
         for event in ended.values():
             LAG.observe(max(0.0, (now - event.produced_at).total_seconds()))
