@@ -175,10 +175,14 @@ WHERE alert_id = $1 AND status = 'APPLYING'
 RETURNING id
 """
 
-# Intents with an unresolved per-intent alert (to be checked again).
+# Intents with an unresolved per-intent alert (to be checked again), the longest unseen first, at most
+# a lookup's worth at a time.
 SELECT_ALERTED_INTENTS = """
-SELECT DISTINCT intent_id FROM pm.reconciliation_alert
+SELECT intent_id FROM pm.reconciliation_alert
 WHERE status <> 'RESOLVED' AND period = 'continuous' AND kind = ANY($1::text[]) AND intent_id IS NOT NULL
+GROUP BY intent_id
+ORDER BY min(last_seen_at)
+LIMIT 2000
 """
 
 # Which of these transfer ids (text) are correcting transfers of a repair.
