@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -35,13 +36,11 @@ from pm_shared.fleet import IPPS_SANDBOX
 from pm_shared.keys.crypto import Cipher
 from pm_shared.keys.store import ALL_OPERATIONS, Permissions, create_key
 from pm_shared.ledger import chart, ids, open_ledger
-from pm_shared.streams.connection import connect
 from pm_tools import demo, processes
-from pm_tools.testing import fixtures
 from pm_tools.testing.db import new_database_url, run
-from pm_tools.testing.fixtures import eventually
-from pm_tools.testing.fleet import KEY_ENCRYPTION_KEY, Fleet, delete_streams
+from pm_tools.testing.fleet import KEY_ENCRYPTION_KEY, module_fleet, wait_ready
 from pm_tools.testing.gateway import PROXY_SECRET
+from pm_tools.testing.saga import RULES_REFRESH_ENV, settle_rules
 
 pytestmark = pytest.mark.slow
 
@@ -95,32 +94,6 @@ class Running:
         return ["--gateway", self.url, "--key-id", self.key_id, "--secret", self.secret, *secret, *rest]
 
 
-@pytest.fixture(scope="module")
-def ipps_sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The IPPS sandbox as a process on a free port (withdrawals are paid out through it), for the
-    module: its URL."""
-    port = processes.free_port()
-    env = processes.environment(IPPS_SANDBOX, port=port)
-    with (tmp_path_factory.mktemp("demo-ipps") / "ipps-sandbox.stderr").open("wb") as err:
-        popen = processes.spawn(IPPS_SANDBOX, env, stderr=err)
-    url = processes.base_url(port)
-
-    async def healthy() -> bool:
-        assert popen.poll() is None, "the IPPS sandbox exited"
-        try:
-            async with httpx.AsyncClient(timeout=2.0) as http:
-                return (await http.get(url + processes.ready_path(IPPS_SANDBOX))).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        run(eventually(healthy, timeout=20, what="the IPPS sandbox answers /healthz"))
-        yield url
-    finally:
-        popen.kill()
-        popen.wait(10)
-
-
 async def new_admin_key(database_url: str, description: str = "pm demo test") -> tuple[str, str]:
     conn = await db.connect(database_url)
     try:
@@ -144,46 +117,22 @@ def admin(database_url: str) -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def running(
-    database_url: str,
-    ipps_sandbox: str,
-    admin: tuple[str, str],
-    tmp_path_factory: pytest.TempPathFactory,
+    database_url: str, admin: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Running]:
-    """The fleet, started once for the module's tests (each only runs the demo against it and reads
-    what happened, as the demo runs against one `make up` again and again); every process is killed
-    at the end."""
-    fleet = Fleet(fixtures.test_redis_url(), database_url, tmp_path_factory.mktemp("demo-fleet"))
+    """The fleet and the IPPS sandbox (withdrawals are paid out through it), started once for the
+    module: each test runs the demo against it again, as the demo runs against one `make up`."""
     lease = f"test:demo:ledger-writer:lease:{uuid.uuid4().hex[:8]}"
-
-    async def up() -> Running:
-        redis = connect(fixtures.test_redis_url())
-        try:
-            await delete_streams(redis, *STREAMS)
-        finally:
-            await redis.aclose()
+    workdir = tmp_path_factory.mktemp("demo")
+    with module_fleet(database_url, workdir, streams=STREAMS, keys=[lease]) as fleet:
+        sandbox = fleet.start(IPPS_SANDBOX.name)
         procs = [
             fleet.start("ledger-writer", env={"PM_LEDGER_WRITER_LEASE_KEY": lease}),
-            fleet.start("orchestrator"),
+            fleet.start("orchestrator", env=RULES_REFRESH_ENV),
             fleet.start("gateway", env={"PM_GATEWAY_PROXY_SECRET": PROXY_SECRET}),
-            fleet.start("adapter-ipps", env={"PM_ADAPTER_IPPS_IPPS_URL": ipps_sandbox}),
+            fleet.start("adapter-ipps", env={"PM_ADAPTER_IPPS_IPPS_URL": sandbox.url("")}),
         ]
-        for proc in procs:
-            await proc.wait_ready()
-        return Running(procs[2].url(""), *admin, fleet.database_url)
-
-    async def down() -> None:
-        redis = connect(fixtures.test_redis_url())
-        try:
-            await fleet.forget_consumers(redis)
-            await redis.delete(lease)
-        finally:
-            await redis.aclose()
-
-    try:
-        yield run(up())
-    finally:
-        fleet.kill_all()
-        run(down())
+        run(wait_ready(sandbox, *procs))
+        yield Running(procs[2].url(""), *admin, database_url)
 
 
 # -- reading what happened, without the demo ---------------------------------------------------------
@@ -239,6 +188,7 @@ async def add_limit(running: Running, rule: api.LimitRuleIn) -> None:
             headers={"Content-Type": "application/json"},
         )
     assert response.status_code == 201, response.text
+    await settle_rules(time.monotonic())  # in force for the orchestrator's next batch
 
 
 def scenario_counts(summary: demo.DemoSummary) -> Counter[str]:

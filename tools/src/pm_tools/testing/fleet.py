@@ -16,7 +16,8 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,11 +32,13 @@ from pm_shared import fleet as roster
 from pm_shared.fleet import Member
 from pm_shared.keys.crypto import Cipher
 from pm_shared.keys.store import ALL_OPERATIONS, Permissions, create_key
-from pm_shared.streams.connection import as_str
+from pm_shared.streams.connection import as_str, connect
 from pm_shared.streams.names import stream_key, streams_read_by
 from pm_tools import processes
 from pm_tools.devenv.envfile import new_key_encryption_key
 from pm_tools.processes import free_port
+from pm_tools.testing.db import run
+from pm_tools.testing.fixtures import test_redis_url
 
 KEY_ENCRYPTION_KEY = new_key_encryption_key()
 
@@ -217,6 +220,41 @@ async def fleet(redis_url: str, redis: Redis, database_url: str, tmp_path: Path)
     finally:
         f.kill_all()
         await f.forget_consumers(redis)
+
+
+@contextmanager
+def module_fleet(
+    database_url: str, workdir: Path, *, streams: Sequence[str] = (), keys: Sequence[str] = ()
+) -> Iterator[Fleet]:
+    """The `fleet` fixture's fleet for a module-scoped fixture (started once, shared by the module's
+    tests): `streams` cleaned first; at the end every process killed, its consumers forgotten and
+    `keys` (a writer's lease, say) deleted."""
+    f = Fleet(test_redis_url(), database_url, workdir)
+
+    async def clean(before: bool) -> None:
+        redis = connect(test_redis_url())
+        try:
+            if before:
+                await delete_streams(redis, *streams)
+            else:
+                await f.forget_consumers(redis)
+                if keys:
+                    await redis.delete(*keys)
+        finally:
+            await redis.aclose()
+
+    run(clean(before=True))
+    try:
+        yield f
+    finally:
+        f.kill_all()
+        run(clean(before=False))
+
+
+async def wait_ready(*procs: Proc) -> None:
+    """Each of `procs` ready, in turn (`Proc.wait_ready`)."""
+    for proc in procs:
+        await proc.wait_ready()
 
 
 async def delete_streams(redis: Redis, *streams: str) -> None:

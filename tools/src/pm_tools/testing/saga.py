@@ -49,17 +49,18 @@ FEE_REVENUE = ids.account_id("operator", "fee_revenue", LEDGER, int(chart.Code.F
 # half a minute: the reclaim of a dead consumer's entries, the writer's lease, the resume sweep; and
 # the orchestrator looks for changed rules every 0.2 s (1 s in production), so a test waits that
 # much less before the intent that must see a new rule.
+RULES_REFRESH_ENV = {"PM_ORCHESTRATOR_RULES_REFRESH_S": "0.2"}
 RECOVERY_ENV = {
     "PM_STREAM_LEASE_MS": "8000",
     "PM_STREAM_CLAIM_INTERVAL_MS": "1000",
     "PM_ORCHESTRATOR_RESUME_AFTER_S": "20",
     "PM_ORCHESTRATOR_RESUME_INTERVAL_S": "5",
-    "PM_ORCHESTRATOR_RULES_REFRESH_S": "0.2",
+    **RULES_REFRESH_ENV,
 }
 WRITER_LEASE_MS = "4000"
 RULES_SETTLE_S = 0.5
-"""From a rule change to the first intent that must see it: the orchestrator looks for changed rules
-every `PM_ORCHESTRATOR_RULES_REFRESH_S` (0.2 s here) before a batch, so any batch that starts this
+"""From a rule change to the first intent that must see it: an orchestrator started with
+`RULES_REFRESH_ENV` looks for changed rules every 0.2 s before a batch, so any batch that starts this
 long after the change has looked since."""
 
 
