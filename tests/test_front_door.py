@@ -5,23 +5,24 @@ token reaches `/v1/me` as its user; a missing or invalid one is 401 at nginx; a 
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 
 from pm_client.client import PMAuth
+from pm_shared.streams.connection import connect
 from pm_shared.streams.names import INTENTS, LEDGER_COMMANDS
 from pm_shared.streams.provision import provision
 from pm_tools import frontdoor
 from pm_tools.processes import free_port
+from pm_tools.testing import fixtures
+from pm_tools.testing.db import run
 from pm_tools.testing.fixtures import eventually
-from pm_tools.testing.fleet import Fleet, Proc, admin_key, delete_streams
+from pm_tools.testing.fleet import Proc, admin_key, module_fleet, wait_ready
 
 pytestmark = [
     pytest.mark.slow,
@@ -29,6 +30,7 @@ pytestmark = [
 ]
 PROXY_SECRET = "front-door-test-secret-of-32-characters"
 AUTH_SECRET = "auth-test-secret"
+STREAMS = ("pm:intents", "pm:events", "pm:ledger:commands")
 
 
 @dataclass
@@ -40,36 +42,50 @@ class Door:
     admin: PMAuth
 
 
-@pytest.fixture
-async def door(fleet: Fleet, redis: Redis, tmp_path: Path) -> AsyncIterator[Door]:
-    await delete_streams(redis, "pm:intents", "pm:events", "pm:ledger:commands")
-    # No ledger-writer or orchestrator runs here: the streams they would provision are made ready.
-    await provision(redis, 1, [LEDGER_COMMANDS, INTENTS])
-    gateway = fleet.start("gateway", env={"PM_GATEWAY_PROXY_SECRET": PROXY_SECRET})
-    auth = fleet.start("auth-sandbox", env={"PM_AUTH_SANDBOX_SECRET": AUTH_SECRET})
-    await gateway.wait_ready()
-    await auth.wait_ready()
+@pytest.fixture(scope="module")
+def door(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
+    """nginx in front of the gateway and the Auth Center sandbox, started once for the module (each
+    test makes users and merchants of its own)."""
+    workdir = tmp_path_factory.mktemp("front-door")
     port = free_port()
-    spec = frontdoor.FrontDoor(f"127.0.0.1:{port}", gateway.url(""), auth.url(""), PROXY_SECRET)
-    with (tmp_path / "nginx.stderr").open("wb") as err:
-        nginx = frontdoor.start(spec, tmp_path / "nginx", stderr=err.fileno())
     url = f"http://127.0.0.1:{port}"
+    with module_fleet(database_url, workdir, streams=STREAMS) as fleet:
+        # No ledger-writer or orchestrator runs here: the streams they would provision are made ready,
+        # and a merchant's accounts are never opened (its onboarding answers 202 after the gateway's
+        # wait for them, shortened here).
+        run(provisioned())
+        gateway = fleet.start(
+            "gateway", env={"PM_GATEWAY_PROXY_SECRET": PROXY_SECRET, "PM_GATEWAY_WALLET_OPEN_WAIT_S": "0.5"}
+        )
+        auth = fleet.start("auth-sandbox", env={"PM_AUTH_SANDBOX_SECRET": AUTH_SECRET})
+        run(wait_ready(gateway, auth))
+        spec = frontdoor.FrontDoor(f"127.0.0.1:{port}", gateway.url(""), auth.url(""), PROXY_SECRET)
+        with (workdir / "nginx.stderr").open("wb") as err:
+            nginx = frontdoor.start(spec, workdir / "nginx", stderr=err.fileno())
 
-    async def up() -> bool:
-        assert nginx.poll() is None, (tmp_path / "nginx.stderr").read_text()
+        async def up() -> bool:
+            assert nginx.poll() is None, (workdir / "nginx.stderr").read_text()
+            try:
+                async with httpx.AsyncClient(timeout=2) as http:
+                    return (await http.get(url + "/healthz")).status_code == 200
+            except httpx.HTTPError:
+                return False
+
         try:
-            async with httpx.AsyncClient(timeout=2) as http:
-                return (await http.get(url + "/healthz")).status_code == 200
-        except httpx.HTTPError:
-            return False
+            key_id, secret = run(admin_key(fleet.database_url))
+            run(eventually(up, timeout=20, what="nginx answers /healthz from the gateway"))
+            yield Door(url, gateway, auth, PMAuth(key_id, secret))
+        finally:
+            nginx.terminate()
+            nginx.wait(10)
 
-    key_id, secret = await admin_key(fleet.database_url)
+
+async def provisioned() -> None:
+    redis = connect(fixtures.test_redis_url())
     try:
-        await eventually(up, timeout=20, what="nginx answers /healthz from the gateway")
-        yield Door(url, gateway, auth, PMAuth(key_id, secret))
+        await provision(redis, 1, [LEDGER_COMMANDS, INTENTS])
     finally:
-        nginx.terminate()
-        await asyncio.to_thread(nginx.wait, 10)
+        await redis.aclose()
 
 
 async def token(door: Door, user: str) -> str:
