@@ -14,6 +14,7 @@ import signal
 import subprocess
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,16 @@ from pm_shared.streams.connection import as_str
 from pm_shared.streams.dlq import entries
 from pm_tools.processes import free_port
 from pm_tools.testing.fixtures import eventually
-from pm_tools.testing.fleet import STOP_TIMEOUT_S, Fleet, delete_streams, get, sample_value, streams_of
+from pm_tools.testing.fleet import (
+    STOP_TIMEOUT_S,
+    Fleet,
+    Proc,
+    delete_streams,
+    get,
+    module_fleet,
+    sample_value,
+    streams_of,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -93,9 +103,46 @@ async def test_service_starts_serves_probes_and_stops_cleanly_on_sigterm(
 # -- configuration errors --------------------------------------------------------------------------
 
 
+# Each of these starts a service that exits at once with a configuration error: mostly one core's
+# worth of imports. They run on a fleet of the module's, each started when its test (or the test
+# before it, in the tests' order) asks, so that two run at once on two cores.
+MISCONFIGURED = [(name, "misspelt") for name in SERVICES] + [(name, "port") for name in SERVICES]
+
+
+def misconfiguration(name: str, fault: str) -> dict[str, str]:
+    """A misspelt variable, or a port that is no number."""
+    return {"PM_REDIS_ULR": "x"} if fault == "misspelt" else {roster.member(name).port_variable: "eighty"}
+
+
+@pytest.fixture(scope="module")
+def misconfigured(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Callable[[str, str], Proc]]:
+    """The service `name` started with the configuration error `fault`; the next of `MISCONFIGURED`
+    is started alongside."""
+    with module_fleet(database_url, tmp_path_factory.mktemp("misconfigured")) as fleet:
+        started: dict[tuple[str, str], Proc] = {}
+
+        def start(name: str, fault: str) -> Proc:
+            if (name, fault) not in started:
+                started[name, fault] = fleet.start(name, env=misconfiguration(name, fault))
+            return started[name, fault]
+
+        def started_for(name: str, fault: str) -> Proc:
+            proc = start(name, fault)
+            following = MISCONFIGURED[MISCONFIGURED.index((name, fault)) + 1 :]
+            if following:
+                start(*following[0])
+            return proc
+
+        yield started_for
+
+
 @pytest.mark.parametrize("name", SERVICES)
-async def test_misspelt_variable_is_a_configuration_error_naming_it(name: str, fleet: Fleet) -> None:
-    proc = fleet.start(name, env={"PM_REDIS_ULR": "x"})
+async def test_misspelt_variable_is_a_configuration_error_naming_it(
+    name: str, misconfigured: Callable[[str, str], Proc]
+) -> None:
+    proc = misconfigured(name, "misspelt")
     assert await proc.wait_exit(STOP_TIMEOUT_S) == 2
     stderr = proc.stderr()
     assert "PM_REDIS_ULR" in stderr, stderr
@@ -103,9 +150,11 @@ async def test_misspelt_variable_is_a_configuration_error_naming_it(name: str, f
 
 
 @pytest.mark.parametrize("name", SERVICES)
-async def test_invalid_port_is_a_configuration_error_naming_the_variable(name: str, fleet: Fleet) -> None:
+async def test_invalid_port_is_a_configuration_error_naming_the_variable(
+    name: str, misconfigured: Callable[[str, str], Proc]
+) -> None:
     variable = roster.member(name).port_variable
-    proc = fleet.start(name, env={variable: "eighty"})
+    proc = misconfigured(name, "port")
     assert await proc.wait_exit(STOP_TIMEOUT_S) == 2
     stderr = proc.stderr()
     assert variable in stderr, stderr
