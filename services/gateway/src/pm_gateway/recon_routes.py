@@ -3,9 +3,10 @@ as `pm_gateway.routes` declares the others. The handlers are in `pm_gateway.reco
 `pm_gateway.recon_reports`.
 
 Their query parameters that do not fit (a status or sweep the reconciler does not have, a kind of
-the wrong form, a limit or cursor out of range) and a report period that is no day or ISO week are
-422 with a code of their own; an alert id that is not a positive bigint names no alert (404
-`alert_not_found`), as an intent id that is not a UUID names no intent.
+the wrong form, a limit or cursor out of range) are 400 with a code of their own, as on the other
+list routes; a report period that is no day or ISO week is 422 `period_invalid`; an alert id that is
+not a positive bigint names no alert (404 `alert_not_found`), as an intent id that is not a UUID
+names no intent.
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ STATUS = Param(
     "query",
     "Which alerts: UNRESOLVED (OPEN and ACKNOWLEDGED, the default), OPEN, ACKNOWLEDGED, RESOLVED or ALL.",
     AlertStatusFilter,
-    status=422,
     code="alert_status_invalid",
     default="UNRESOLVED",
 )
@@ -61,18 +61,15 @@ KIND = Param(
     "query",
     "Only alerts of this kind (`posted_zero`, `orphan_transfer`, …); a kind no check raises finds none.",
     AlertKind,
-    status=422,
     code="alert_kind_invalid",
 )
-BEFORE_MAX = 2**31 - 1
-"""`alerts.listing` compares `before` as a PostgreSQL integer (its query leaves the type to be
-inferred), so a larger one would fail there rather than be refused here."""
+BEFORE_MAX = 2**63 - 1
+"""An alert id is a PostgreSQL bigint."""
 BEFORE = Param(
     "before",
     "query",
     f"Only alerts with a smaller id: the previous page's `nextCursor` (ASCII digits, 1–{BEFORE_MAX}).",
     Annotated[int, msgspec.Meta(ge=1, le=BEFORE_MAX)],
-    status=422,
     code="before_invalid",
 )
 LIMIT = Param(
@@ -80,11 +77,10 @@ LIMIT = Param(
     "query",
     f"How many, 1–{LIMIT_MAX} (default 50), ASCII digits.",
     Annotated[int, msgspec.Meta(ge=1, le=LIMIT_MAX)],
-    status=422,
     code="limit_invalid",
     default=50,
 )
-SWEEP = Param("sweep", "query", "Only this sweep's runs.", Sweep, status=422, code="sweep_invalid")
+SWEEP = Param("sweep", "query", "Only this sweep's runs.", Sweep, code="sweep_invalid")
 PERIOD = Param(
     "period",
     "path",
