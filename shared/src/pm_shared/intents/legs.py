@@ -182,13 +182,8 @@ def legs(intent: IntentRow, fees: Sequence[StoredFee] | None = None) -> list[Leg
 
 
 def _user_data(intent: IntentRow) -> int:
-    return _user_data_of(intent.id)
-
-
-@functools.lru_cache(maxsize=65_536)
-def _user_data_of(intent_id: str) -> int:
-    # Asked once per transfer of an intent; parsing the UUID text each time was most of building legs.
-    return uuid.UUID(intent_id).int
+    # Asked once per list of transfers, not per transfer: parsing the UUID's text is most of the cost.
+    return uuid.UUID(intent.id).int
 
 
 def _code(intent: IntentRow, leg: Leg) -> int:

@@ -67,7 +67,6 @@ class ReconResult:
 
 async def measure_verify(server_dsn: str, intents: int) -> tuple[int, int, float, float, int]:
     """(intents, transfers, sweep seconds, lookup-only seconds, findings) on a database of its own."""
-    tune_gc()
     async with harness.database(server_dsn, "recon") as dsn:
         writer = await open_ledger("embedded+" + dsn)
         conn = await db.connect(dsn, application_name="pm-bench-recon")
@@ -76,6 +75,7 @@ async def measure_verify(server_dsn: str, intents: int) -> tuple[int, int, float
         finally:
             await conn.close()
             await writer.close()
+        tune_gc()  # as pm-reconciler starts: what the seeding left alive is out of the collector's way
         pool = await db.create_pool(dsn, min_size=1, max_size=4, application_name="pm-bench-recon")
         ledger = await open_ledger("embedded+" + dsn, readonly=True)
         try:
