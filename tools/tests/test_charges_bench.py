@@ -12,7 +12,7 @@ from rich.console import Console
 from pm_tools.bench import charges, flows
 from pm_tools.testing.db import server_url
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("bench_streams_read_briefly")]
 
 
 def check_clean(phase: flows.Phase) -> None:

@@ -12,7 +12,7 @@ from rich.console import Console
 from pm_tools.bench import fx
 from pm_tools.testing.db import server_url
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("bench_streams_read_briefly")]
 
 
 async def test_fx_bench_settles_every_exchange_and_payment_and_compares_them(redis_url: str) -> None:

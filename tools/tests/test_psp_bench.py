@@ -11,7 +11,7 @@ from rich.console import Console
 from pm_tools.bench import psp, workload
 from pm_tools.testing.db import server_url
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("bench_streams_read_briefly")]
 
 
 async def test_psp_bench_settles_both_types_pays_each_withdrawal_once_and_reports_the_overlap(

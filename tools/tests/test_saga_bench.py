@@ -10,7 +10,7 @@ from rich.console import Console
 from pm_tools.bench import saga
 from pm_tools.testing.db import server_url
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("bench_streams_read_briefly")]
 
 
 async def test_saga_bench_settles_every_intent_and_accounts_for_the_time(redis_url: str) -> None:
