@@ -19,7 +19,7 @@ from pm_client.client import PMAuth
 from pm_shared import db
 from pm_shared.ledger import chart, ids, open_ledger
 from pm_tools.testing.fixtures import eventually
-from pm_tools.testing.fleet import Fleet, Proc, admin_key, delete_streams
+from pm_tools.testing.fleet import Fleet, Proc, admin_key, delete_streams, wait_ready
 from pm_tools.testing.saga import WRITER_LEASE_MS
 
 pytestmark = pytest.mark.slow
@@ -39,8 +39,8 @@ async def setup(fleet: Fleet, redis: Redis) -> AsyncIterator[Setup]:
     await delete_streams(redis, *STREAMS)
     lease = f"test:merchants:ledger-writer:lease:{uuid.uuid4().hex[:8]}"
     key_id, secret = await admin_key(fleet.database_url)
+    # Started, not waited for: each test starts its first ledger-writer alongside, then waits for both.
     gateway = fleet.start("gateway", env={"PM_GATEWAY_WALLET_OPEN_WAIT_S": "0.5"})
-    await gateway.wait_ready()
     try:
         yield Setup(fleet, lease, PMAuth(key_id, secret), gateway)
     finally:
@@ -109,7 +109,7 @@ async def test_a_gateway_killed_mid_onboarding_leaves_one_merchant_a_repeat_fini
     setup: Setup, kill_after_s: float
 ) -> None:
     writer = ledger_writer(setup)
-    await writer.wait_ready()
+    await wait_ready(setup.gateway, writer)
     merchant_id = f"m-{uuid.uuid4().hex[:8]}"
     # Killed while the request is in flight, at a few points (before the commit, after it, while the
     # accounts are being opened: which one each delay hits varies): never a second key.
@@ -128,7 +128,7 @@ async def test_accounts_the_ledger_writer_did_not_open_are_opened_by_a_repeat(se
     # A ledger-writer provisions its streams, then dies (SIGKILL): the onboarding commits the row and
     # the key, and the accounts' command waits on the stream.
     gone = ledger_writer(setup)
-    await gone.wait_ready()
+    await wait_ready(setup.gateway, gone)
     gone.popen.kill()
     await gone.wait_exit(10)
     first = await onboard(setup, merchant_id, "onboard-no-writer")
