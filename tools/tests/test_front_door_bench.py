@@ -19,8 +19,10 @@ from pm_tools.testing.db import server_url
 @pytest.mark.skipif(frontdoor.installed() is None, reason=f"no nginx: {frontdoor.INSTALL_HINT}")
 @pytest.mark.usefixtures("bench_streams_read_briefly")
 async def test_front_door_bench_measures_each_route_both_ways(redis_url: str) -> None:
+    # Six phases (three routes, both ways) of 0.1 s warm-up and a 0.3 s window: two workers still make
+    # dozens of requests in each.
     result = await front_door.run(
-        server_url(), redis_url, concurrency=2, seconds=0.5, rounds=1, warmup_s=0.2, users=10
+        server_url(), redis_url, concurrency=2, seconds=0.3, rounds=1, warmup_s=0.1, users=10
     )
 
     assert result.skipped is None and result.nginx
