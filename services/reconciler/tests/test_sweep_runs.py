@@ -34,7 +34,7 @@ class PagedSweep:
     kinds = frozenset({KIND})
 
     def __init__(self, tag: str, crash_at: int | None = None, pages: int = 4, per_page: int = 2) -> None:
-        self.name = f"test-{tag}"
+        self.name = f"sweeptest-{tag}"
         self.tag = tag
         self.crash_at = crash_at
         self.pages = pages
@@ -43,7 +43,7 @@ class PagedSweep:
         self.gate: asyncio.Event | None = None
 
     def alert_period(self, window: Window) -> str:
-        return f"test-{self.tag}"
+        return f"sweeptest-{self.tag}"
 
     async def page(self, window: Window, checkpoint: dict[str, Any]) -> Page:
         n = int(checkpoint.get("page", 0))
@@ -68,7 +68,7 @@ def window() -> Window:
 async def _alerts(pool: Pool, tag: str) -> list[tuple[str, int]]:
     rows = await pool.fetch(
         "SELECT subject, occurrences FROM pm.reconciliation_alert WHERE period = $1 ORDER BY subject",
-        f"test-{tag}",
+        f"sweeptest-{tag}",
     )
     return [(r["subject"], r["occurrences"]) for r in rows]
 
@@ -78,10 +78,10 @@ async def cleanup(db_pool: Pool) -> AsyncIterator[None]:
     yield
     await db_pool.execute(
         "DELETE FROM pm.reconciliation_alert_action WHERE alert_id IN"
-        " (SELECT id FROM pm.reconciliation_alert WHERE period LIKE 'test-%')"
+        " (SELECT id FROM pm.reconciliation_alert WHERE period LIKE 'sweeptest-%')"
     )
-    await db_pool.execute("DELETE FROM pm.reconciliation_alert WHERE period LIKE 'test-%'")
-    await db_pool.execute("DELETE FROM pm.reconciliation_run WHERE sweep LIKE 'test-%'")
+    await db_pool.execute("DELETE FROM pm.reconciliation_alert WHERE period LIKE 'sweeptest-%'")
+    await db_pool.execute("DELETE FROM pm.reconciliation_run WHERE sweep LIKE 'sweeptest-%'")
 
 
 async def test_a_sweep_killed_mid_way_resumes_from_its_checkpoint_and_reports_each_page_once(
@@ -151,7 +151,7 @@ async def test_a_run_over_the_cap_opens_one_meta_alert_and_nothing_else(
     sweep = PagedSweep(tag, pages=1, per_page=5)
     await Runner(db_pool, "capped", lease_ms=30_000, cap=3).run(sweep, window)
     rows = await db_pool.fetch(
-        "SELECT kind, subject, detail FROM pm.reconciliation_alert WHERE period = $1", f"test-{tag}"
+        "SELECT kind, subject, detail FROM pm.reconciliation_alert WHERE period = $1", f"sweeptest-{tag}"
     )
     assert [(r["kind"], r["subject"]) for r in rows] == [(kinds.ALERT_CAP, sweep.name)], rows
     assert '"wouldOpen": 5' in rows[0]["detail"]

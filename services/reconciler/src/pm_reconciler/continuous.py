@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
@@ -38,6 +39,14 @@ LAG = Histogram(
 CHECK = "intents"
 
 
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
 class Continuous:
     def __init__(self, pool: Pool, ledger: Ledger, *, void_grace_s: float, cap: int) -> None:
         self.pool = pool
@@ -49,6 +58,14 @@ class Continuous:
 
     async def on_events(self, deliveries: Sequence[Delivery[IntentStateChanged]]) -> None:
         ended = {d.message.intent_id: d.message for d in deliveries if d.message.state in TERMINAL_STATES}
+        foreign = [i for i in ended if not _is_uuid(i)]
+        if foreign:
+            # Not an intent id PM mints: nothing to check, and a retry would not change that.
+            log.warning(
+                "state changes of %d intents whose ids PM never mints (ignored): %s", len(foreign), foreign
+            )
+            for intent_id in foreign:
+                del ended[intent_id]
         if not ended:
             return
         await self.check(list(ended), run=f"events:{deliveries[0].key}:{deliveries[0].entry_id}")
@@ -60,6 +77,9 @@ class Continuous:
         """Check these intents now and record what was found (and what passed)."""
         async with self.pool.acquire() as conn:
             intents = await checker.load(conn, intent_ids)
+        unknown = set(intent_ids) - {i.id for i in intents}
+        if unknown:
+            log.warning("state changes of %d intents PM has no record of: %s", len(unknown), sorted(unknown))
         result = await checker.check(self.ledger, intents)
         young = self._young_failures(result, {i.id: i.updated_at for i in intents})
         findings = [f for f in result.findings if f.intent_id not in young]

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
 from rich.table import Table
 
 from pm_client.client import PMAuth
@@ -32,7 +34,6 @@ from pm_shared.ledger import open_ledger
 from pm_shared.ledger.api import BATCH_MAX
 from pm_shared.runtime import tune_gc
 from pm_tools.bench import harness, model, offer, recon_seed, runs, services, workload
-from pm_tools.testing.fleet import get, samples
 
 INTENTS = 200_000
 VERIFY_GOAL = 20_000.0
@@ -96,9 +97,18 @@ async def measure_verify(server_dsn: str, intents: int) -> tuple[int, int, float
     return stats["intents"], len(transfer_ids), sweep_s, lookup_s, stats["findings"]
 
 
-def _histogram(text: str) -> tuple[dict[float, float], float]:
-    buckets = {float(labels["le"]): value for name, labels, value in samples(text) if name == LAG + "_bucket"}
-    count = sum(value for name, _, value in samples(text) if name == LAG + "_count")
+async def _lag_histogram(base: str) -> tuple[dict[float, float], float]:
+    """The reconciler's lag histogram now: cumulative buckets (upper bound → count), and the count."""
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        text = (await http.get(base + "/metrics")).text
+    buckets: dict[float, float] = {}
+    count = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == LAG + "_bucket":
+                buckets[float(sample.labels["le"])] = sample.value
+            elif sample.name == LAG + "_count":
+                count += sample.value
     return buckets, count
 
 
@@ -124,15 +134,13 @@ async def _lag(server_dsn: str, redis_url: str, rate: float, seconds: float) -> 
     rng = secrets.SystemRandom()
     async with services.running(server_dsn, redis_url, "recon", orchestrators=1, users=workload.USERS) as rig:
         await runs.quiet(rig.conn, rig.redis)
-        before = await get(rig.fleet.reconciler + "/metrics")
+        b0, c0 = await _lag_histogram(rig.fleet.reconciler)
         bodies = [workload.body(p, q) for p, q in workload.pairs(rig.users, round(rate * seconds), rng)]
         await offer.offer(rig.fleet.gateway, PMAuth(*rig.key), bodies, rate)
         await runs.wait_terminal(rig.conn, rig.redis)
         deadline = time.monotonic() + 30
         while True:  # until the reconciler has checked every one (or 30 s)
-            after = await get(rig.fleet.reconciler + "/metrics")
-            assert before is not None and after is not None
-            (b0, c0), (b1, c1) = _histogram(before.text), _histogram(after.text)
+            b1, c1 = await _lag_histogram(rig.fleet.reconciler)
             if c1 - c0 >= len(bodies) or time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.5)
