@@ -4,7 +4,10 @@ are the continuous check's, under the same alerts (period `continuous`)."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +19,20 @@ from pm_shared.ledger.api import Ledger
 from pm_shared.reconciliation import checker, kinds, queries
 
 _ZERO = uuid.UUID(int=0)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """A page makes a few hundred thousand short-lived objects, all freed by reference counting; the
+    cyclic collector walking them meanwhile cost a fifth of a sweep (measured over 200,000 intents).
+    It runs again, and catches up, once the page is checked (a page takes well under a second)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 class VerifySweep:
@@ -34,12 +51,13 @@ class VerifySweep:
     async def page(self, window: Window, checkpoint: dict[str, Any]) -> Page:
         after = datetime.fromisoformat(checkpoint["at"]) if "at" in checkpoint else window.start
         after_id = uuid.UUID(checkpoint["id"]) if "id" in checkpoint else _ZERO
-        async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                queries.SELECT_TERMINAL_PAGE, window.start, window.end, after, after_id, self.page_size
-            )
-        intents = [IntentRow.from_record(r) for r in rows]
-        result = await checker.check(self.ledger, intents)
+        with _collector_paused():
+            async with self.pool.acquire() as conn:
+                rows = await conn.fetch(
+                    queries.SELECT_TERMINAL_PAGE, window.start, window.end, after, after_id, self.page_size
+                )
+            intents = [IntentRow.from_record(r) for r in rows]
+            result = await checker.check(self.ledger, intents)
         # As in the continuous check: a FAILED intent this young may still have its void on the way.
         horizon = datetime.now(UTC) - timedelta(seconds=self.void_grace_s)
         young = {i.id for i in intents if i.updated_at > horizon}
