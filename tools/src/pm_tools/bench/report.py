@@ -21,13 +21,14 @@ import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING
 
 from pm_shared import db
 from pm_shared.streams import connect
 from pm_tools.bench.model import Benchmark, BenchRun, LoadSweep, Machine, StageSet, StageTimes, encode
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 OUT_DIR = Path("bench/results")
 PLOTS = ("throughput", "latency", "stages")
@@ -349,6 +350,10 @@ def markdown(run: BenchRun, plots: Mapping[str, str] | None = None) -> str:
 
 
 def _figure(width: float, height: float) -> Figure:
+    # Imported here: matplotlib takes seconds to import, and every `pm` command imports this module.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     figure = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(figure)
     return figure
