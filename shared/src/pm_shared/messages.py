@@ -227,6 +227,9 @@ class PspHint(Message, frozen=True, kw_only=True, tag="psp.hint"):
     claimed_status: str | None = None
     """The status the callback claims (never acted on as such)."""
     event_id: str | None = None
+    refund_id: str | None = None
+    """The PSP's id of a refund the callback announces (a payout sent back), confirmed by the adapter
+    with the PSP's refund status before anything is credited."""
 
 
 AnyMessage: TypeAlias = (

@@ -62,6 +62,7 @@ IntentType = Literal[
     "MINIAPP_CHARGE",
     "MINIAPP_CREDIT",
     "FX_EXCHANGE",
+    "REFUND",
 ]
 INTENT_TYPES: tuple[str, ...] = get_args(IntentType)
 MINIAPP_TYPES = frozenset({"MINIAPP_CHARGE", "MINIAPP_CREDIT"})
@@ -152,12 +153,16 @@ class CreateIntent(Struct, kw_only=True):
     quote_id: uuid.UUID | None = None
     """The FX quote an FX_EXCHANGE carries out (required for it, refused for others): `amount` and
     `currency` are what the quote sells, and the intent's id is the quote's."""
+    original_intent_id: uuid.UUID | None = None
+    """The intent a REFUND gives money back for (required for it, refused for others)."""
 
     def __post_init__(self) -> None:
         if (self.type in MINIAPP_TYPES) != (self.miniapp_id is not None):
             raise ValueError("miniappId is required for MINIAPP_* intents and only for them")
         if (self.type == "FX_EXCHANGE") != (self.quote_id is not None):
             raise ValueError("quoteId is required for FX_EXCHANGE and only for it")
+        if (self.type == "REFUND") != (self.original_intent_id is not None):
+            raise ValueError("originalIntentId is required for REFUND and only for it")
 
 
 MyIntentType = Literal["P2P", "PROMPTPAY_WITHDRAWAL"]
@@ -269,6 +274,8 @@ class Intent(Out, kw_only=True):
     """Set once a PSP says what the payer must do (an SBP top-up's QR link); null otherwise."""
     miniapp_id: str | None = None
     exchange: Exchange | None = None
+    original_intent_id: str | None = None
+    """A REFUND's original intent."""
     timeline: list[TimelineEntry] = []
     links: Links
 
@@ -315,6 +322,8 @@ class HistoryEntry(Out, kw_only=True):
     comment: str | None = None
     requires_monitoring: bool = False
     at: datetime
+    original_intent_id: str | None = None
+    """A refund's original intent (the charge or withdrawal it gives back), beside it in the history."""
 
 
 class HistoryPage(Out, kw_only=True):

@@ -28,6 +28,9 @@ _ALLOWED: dict[str, tuple[tuple[type[Party], ...], tuple[type[Party], ...]]] = {
     "MINIAPP_CHARGE": ((UserParty,), (MerchantParty,)),
     "MINIAPP_CREDIT": ((MerchantParty,), (UserParty,)),
     "FX_EXCHANGE": ((UserParty,), (UserParty,)),
+    # A merchant gives a charge back to its payer. (A payout the bank sends back is refunded from the
+    # PSP's clearing account by the IPPS adapter, never through this API.)
+    "REFUND": ((MerchantParty,), (UserParty,)),
 }
 
 

@@ -1,0 +1,1 @@
+"""pm-webhooks: delivers merchants' webhooks (docs/webhooks.md)."""
