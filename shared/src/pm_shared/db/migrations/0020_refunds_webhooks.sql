@@ -91,6 +91,7 @@ CREATE TABLE pm.webhook_delivery (
     attempts          integer NOT NULL DEFAULT 0,
     next_attempt_at   timestamptz NOT NULL DEFAULT now(),
     claimed_until     timestamptz,               -- a sender is attempting it (a lease: a killed one's lapses)
+    replay_by         text,                      -- an operator asked for it again: the next attempt is a replay
     last_status_code  integer,
     last_error        text,
     created_at        timestamptz NOT NULL DEFAULT now(),
