@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from pm_shared.db import Conn
 from pm_shared.intents import queries as q
 
 __all__ = ["Created", "NewRefund", "Original", "RefundRefusedError", "check", "create", "refunded"]
@@ -179,16 +180,14 @@ def _insert_row(new: NewRefund, original: Original) -> str:
     ).decode()
 
 
-async def _existing(conn: asyncpg.Connection, new: NewRefund) -> Created | None:
+async def _existing(conn: Conn, new: NewRefund) -> Created | None:
     row = await conn.fetchrow(q.REFUND_BY_IDEMPOTENCY_KEY, new.key_id, new.idempotency_key)
     if row is None:
         return None
     return Created(row["id"], row["created_at"], True, bytes(row["request_hash"]))
 
 
-async def create(
-    conn: asyncpg.Connection, new: NewRefund, *, stream: str, message_id: str, payload: bytes
-) -> Created:
+async def create(conn: Conn, new: NewRefund, *, stream: str, message_id: str, payload: bytes) -> Created:
     """Write the refund `new` (CREATED, its first timeline entry, its outbox message `payload` for
     `stream`), or find the one its (key, Idempotency-Key) made; raise RefundRefusedError otherwise.
 
@@ -216,7 +215,7 @@ async def create(
         return Created(inserted["id"], inserted["created_at"], False, new.request_hash)
 
 
-async def refunded(conn: asyncpg.Connection, original_intent_id: uuid.UUID) -> int:
+async def refunded(conn: Conn, original_intent_id: uuid.UUID) -> int:
     """The sum of the original's refunds that have not failed (settled or still under way)."""
     total = await conn.fetchval(q.REFUNDED, original_intent_id)
     return int(total)
