@@ -195,7 +195,7 @@ async def test_inquiry_confirm_succeeds_and_a_signed_callback_arrives(
     callback = receiver.got[0]
     assert_signed(callback)
     assert callback.json() == {"event": "transfer.succeeded", "sequence": 2, "transfer": transfer}
-    assert await sandbox.ledger() == {"paid": 12_345, "transfers": 1}
+    assert await sandbox.ledger() == {"paid": 12_345, "returned": 0, "transfers": 1}
 
 
 async def test_a_biller_target_can_be_paid(sandbox: Sandbox) -> None:
@@ -216,7 +216,7 @@ async def test_a_repeated_confirm_returns_the_same_transfer_and_pays_once(sandbo
         json={"inquiry_id": inquiry["inquiry_id"], "amount": 10_000, "idempotency_key": "order-1"},
     )
     assert in_body.json()["transfer_id"] == first.json()["transfer_id"]
-    assert await sandbox.ledger() == {"paid": 10_000, "transfers": 1}
+    assert await sandbox.ledger() == {"paid": 10_000, "returned": 0, "transfers": 1}
 
 
 async def test_concurrent_confirms_with_one_key_make_one_transfer(sandbox: Sandbox) -> None:
@@ -224,7 +224,7 @@ async def test_concurrent_confirms_with_one_key_make_one_transfer(sandbox: Sandb
     answers = await asyncio.gather(*(sandbox.confirm(inquiry, "same") for _ in range(10)))
     assert sorted(a.status_code for a in answers) == [200] * 9 + [201]
     assert len({a.json()["transfer_id"] for a in answers}) == 1
-    assert await sandbox.ledger() == {"paid": 7_000, "transfers": 1}
+    assert await sandbox.ledger() == {"paid": 7_000, "returned": 0, "transfers": 1}
 
 
 async def test_a_key_reused_for_another_payment_or_an_inquiry_confirmed_twice_is_a_conflict(
@@ -237,7 +237,7 @@ async def test_a_key_reused_for_another_payment_or_an_inquiry_confirmed_twice_is
     assert (reused.status_code, reused.json()["code"]) == (409, "IDEMPOTENCY_KEY_REUSED")
     twice = await sandbox.confirm(one, "k2")
     assert (twice.status_code, twice.json()["code"]) == (409, "INQUIRY_ALREADY_CONFIRMED")
-    assert await sandbox.ledger() == {"paid": 10_000, "transfers": 1}
+    assert await sandbox.ledger() == {"paid": 10_000, "returned": 0, "transfers": 1}
 
 
 # --- faults ---
@@ -302,7 +302,7 @@ async def test_a_timeout_after_commit_leaves_a_transfer_that_polling_and_a_retry
     retried = await sandbox.confirm(inquiry, "t-1", fault)
     assert (retried.status_code, retried.json()["status"]) == (200, "SUCCESS")
     await until(lambda: len(receiver.got) == 1)
-    assert await sandbox.ledger() == {"paid": amount, "transfers": 1}
+    assert await sandbox.ledger() == {"paid": amount, "returned": 0, "transfers": 1}
 
 
 async def test_slow_and_base_latency_delay_the_answer(make_sandbox: SandboxFactory) -> None:
@@ -465,7 +465,7 @@ async def test_a_bad_confirm_is_a_problem_with_a_code(make_sandbox: SandboxFacto
     assert await code(ok, {"Idempotency-Key": "k", "X-Sandbox-Fault": "slow=soon"}) == (400, "INVALID_FAULT")
     now[0] += 61
     assert await code(ok, {"Idempotency-Key": "k"}) == (422, "INQUIRY_EXPIRED")
-    assert await sandbox.ledger() == {"paid": 0, "transfers": 0}
+    assert await sandbox.ledger() == {"paid": 0, "returned": 0, "transfers": 0}
 
 
 async def test_unknown_transfers_and_routes_are_404_problems(sandbox: Sandbox) -> None:
@@ -538,7 +538,7 @@ async def test_the_module_runs_the_sandbox_as_a_process(receiver: Receiver) -> N
             ).json() == answer.json()
             await until(lambda: len(receiver.got) == 1)
             assert_signed(receiver.got[0])
-            assert await sandbox.ledger() == {"paid": 25_000, "transfers": 1}
+            assert await sandbox.ledger() == {"paid": 25_000, "returned": 0, "transfers": 1}
     finally:
         process.send_signal(signal.SIGTERM)
         try:

@@ -6,9 +6,18 @@ Routes (JSON bodies, amounts in integer satang; errors are `application/problem+
 - `POST /v1/transfers` `ConfirmRequest` (+ `Idempotency-Key` header) → 201 `Transfer` when created,
   200 with `Idempotent-Replayed: true` when the key was seen: one key, one transfer, one payment
 - `GET /v1/transfers/{transfer_id}` and `GET /v1/transfers?idempotency_key=K` → 200 `Transfer`
+  (with its `refunds` and `returned_amount`)
+- `GET /v1/refunds/{refund_id}` → 200 `Refund`: a transfer sent back by the receiving bank, the
+  only word on a refund a `transfer.returned` callback announces
 - `GET /v1/settlements/{day}` → 200 `text/csv`, the day's settlement report (see `settlement`)
 - `GET /healthz`; `GET /_sim/callbacks` (the last 10,000 delivery attempts); `GET /_sim/ledger`
-  (satang paid out, transfers made); `GET`/`POST`/`DELETE /_sim/settlement` (the report's faults)
+  (satang paid out and returned, transfers made); `GET`/`POST`/`DELETE /_sim/settlement` (the
+  report's faults)
+- `POST /_sim/transfers/{transfer_id}/return` `ReturnRequest` → 201 `Refund`: the receiving bank
+  sends a settled transfer (or part of it) back, and a `transfer.returned` callback goes out (409
+  `TRANSFER_NOT_SETTLED`, 422 `REFUND_EXCEEDS_TRANSFER`)
+- `POST /_sim/refunds/{refund_id}/callback` `CallbackRequest` → 202 `{"event_id"}`: the refund's
+  callback again (the same event, or a new one), now or late
 
 `faults` describes the faults a request can ask for; `callbacks` the signed callbacks.
 """
@@ -35,7 +44,14 @@ from pm_sandbox_ipps import registry
 from pm_sandbox_ipps import settlement as settlement_
 from pm_sandbox_ipps.callbacks import Notifier
 from pm_sandbox_ipps.faults import Faults
-from pm_sandbox_ipps.models import ConfirmRequest, InquiryRequest, Problem, SandboxError
+from pm_sandbox_ipps.models import (
+    CallbackRequest,
+    ConfirmRequest,
+    InquiryRequest,
+    Problem,
+    ReturnRequest,
+    SandboxError,
+)
 from pm_sandbox_ipps.settings import Settings
 from pm_sandbox_ipps.state import Store, TransferRecord
 from pm_shared.psp import ipps_signing as signing
@@ -47,6 +63,8 @@ _encoder = msgspec.json.Encoder()
 _inquiry = msgspec.json.Decoder(InquiryRequest)
 _confirm = msgspec.json.Decoder(ConfirmRequest)
 _report_faults = msgspec.json.Decoder(settlement_.FaultRequest)
+_return = msgspec.json.Decoder(ReturnRequest)
+_callback = msgspec.json.Decoder(CallbackRequest)
 
 
 @dataclass
@@ -170,6 +188,41 @@ async def transfer_by_key(request: Request) -> Response:
     return _answer(box, box.store.by_key.get(key), f"with idempotency key {key!r}")
 
 
+async def refund(request: Request) -> Response:
+    box, _, _ = await _prelude(request)
+    refund_id = request.path_params["refund_id"]
+    found = box.store.refunds.get(refund_id)
+    if found is None:
+        raise SandboxError(404, "REFUND_NOT_FOUND", f"no refund {refund_id!r}")
+    return _json(found.view())
+
+
+async def sim_return(request: Request) -> Response:
+    box = sandbox(request)
+    body = await request.body()
+    asked = _return.decode(body or b"{}")
+    transfer_id = request.path_params["transfer_id"]
+    record = box.store.transfers.get(transfer_id)
+    if record is None:
+        raise SandboxError(404, "TRANSFER_NOT_FOUND", f"no transfer {transfer_id!r}")
+    made = box.store.return_transfer(record, asked.amount, asked.allow_excess)
+    if asked.callback == "now":
+        box.notifier.refund(made)
+    return _json(made.view(), 201, Location=f"/v1/refunds/{made.refund_id}")
+
+
+async def sim_refund_callback(request: Request) -> Response:
+    box = sandbox(request)
+    body = await request.body()
+    asked = _callback.decode(body or b"{}")
+    refund_id = request.path_params["refund_id"]
+    found = box.store.refunds.get(refund_id)
+    if found is None:
+        raise SandboxError(404, "REFUND_NOT_FOUND", f"no refund {refund_id!r}")
+    sent = box.notifier.refund(found, new_event=asked.new_event, delay_s=asked.delay_ms / 1000)
+    return _json({"event_id": sent}, 202)
+
+
 async def settlement(request: Request) -> Response:
     box, _, _ = await _prelude(request)
     day = report_format.parse_day(request.path_params["day"])
@@ -189,7 +242,7 @@ async def sim_callbacks(request: Request) -> Response:
 
 async def sim_ledger(request: Request) -> Response:
     store = sandbox(request).store
-    return _json({"paid": store.paid, "transfers": len(store.transfers)})
+    return _json({"paid": store.paid, "returned": store.returned, "transfers": len(store.transfers)})
 
 
 async def sim_settlement(request: Request) -> Response:
@@ -245,10 +298,13 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
             Route("/v1/transfers", confirm, methods=["POST"]),
             Route("/v1/transfers", transfer_by_key, methods=["GET"]),
             Route("/v1/transfers/{transfer_id}", transfer, methods=["GET"]),
+            Route("/v1/refunds/{refund_id}", refund, methods=["GET"]),
             Route("/v1/settlements/{day}", settlement, methods=["GET"]),
             Route("/_sim/callbacks", sim_callbacks, methods=["GET"]),
             Route("/_sim/ledger", sim_ledger, methods=["GET"]),
             Route("/_sim/settlement", sim_settlement, methods=["GET", "POST", "DELETE"]),
+            Route("/_sim/transfers/{transfer_id}/return", sim_return, methods=["POST"]),
+            Route("/_sim/refunds/{refund_id}/callback", sim_refund_callback, methods=["POST"]),
         ],
         exception_handlers={
             SandboxError: sandbox_error,

@@ -1,7 +1,9 @@
-"""Signed callbacks on a transfer's final status, delivered at least once in the background.
+"""Signed callbacks on a transfer's final status and on each refund of it, delivered at least once in
+the background.
 
-Each callback is a JSON `Callback` POSTed to `callback_url` with `X-IPPS-Signature:
-t=<unix>,v1=hex(HMAC-SHA256(callback_secret, f"{t}." + raw body))` (`pm_shared.psp.ipps_signing`).
+Each callback is a JSON `Callback` (or `RefundCallback`, event `transfer.returned`) POSTed to
+`callback_url` with `X-IPPS-Signature: t=<unix>,v1=hex(HMAC-SHA256(callback_secret, f"{t}." + raw
+body))` (`pm_shared.psp.ipps_signing`).
 Only a 2xx counts as delivered; otherwise it is retried up to `callback_attempts` times,
 `callback_retry_ms` apart (doubling). Every attempt is recorded in `Store.deliveries`.
 """
@@ -11,14 +13,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 import msgspec
 
-from pm_sandbox_ipps.models import Callback, Delivery
+from pm_sandbox_ipps.models import Callback, Delivery, RefundCallback
 from pm_sandbox_ipps.settings import Settings
-from pm_sandbox_ipps.state import Store, TransferRecord
+from pm_sandbox_ipps.state import RefundRecord, Store, TransferRecord, event_id
 from pm_shared.psp import ipps_signing as signing
 
 log = logging.getLogger(__name__)
@@ -46,16 +50,41 @@ class Notifier:
             stale = msgspec.structs.replace(record.view(), status="PENDING", trans_ref=None)
             callbacks.append(Callback(event="transfer.pending", sequence=1, transfer=stale))
         sends = [c for c in callbacks for _ in range(record.faults.callback_copies)]
-        task = asyncio.create_task(self._deliver_all(sends))
+        self._spawn(self._deliver_all(sends))
+
+    def refund(self, refund: RefundRecord, *, new_event: bool = False, delay_s: float = 0.0) -> str:
+        """Schedule the callback of `refund`, `delay_s` from now; returns its event id. `new_event`: the
+        PSP notifies the refund again as a new event (a new id), rather than redelivering the last."""
+        if new_event:
+            refund.event_id = event_id()
+        callback = RefundCallback(
+            event="transfer.returned",
+            event_id=refund.event_id,
+            sequence=refund.sequence,
+            transfer=refund.transfer.view(),
+            refund=refund.view(),
+        )
+        if self.settings.callback_url:
+            self._spawn(self._deliver_late(callback, delay_s))
+        return callback.event_id
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    async def _deliver_late(self, callback: RefundCallback, delay_s: float) -> None:
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        await self._deliver(callback)
 
     async def _deliver_all(self, callbacks: list[Callback]) -> None:
         for callback in callbacks:  # one after another, so "out of order" is the order they arrive in
             await self._deliver(callback)
 
-    async def _deliver(self, callback: Callback) -> None:
+    async def _deliver(self, callback: Callback | RefundCallback) -> None:
         body = _encoder.encode(callback)
+        refund = callback.refund if isinstance(callback, RefundCallback) else None
         delay = self.settings.callback_retry_ms / 1000
         for attempt in range(1, self.settings.callback_attempts + 1):
             now = int(time.time())
@@ -80,6 +109,8 @@ class Notifier:
                     attempt=attempt,
                     status_code=status,
                     error=error,
+                    event_id=callback.event_id if isinstance(callback, RefundCallback) else None,
+                    refund_id=refund.refund_id if refund else None,
                 )
             )
             if status is not None and 200 <= status < 300:

@@ -12,6 +12,8 @@ Key = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 ProxyType = Literal["MSISDN", "NATID", "TAXID", "EWALLETID", "BANKAC"]
 TransferStatus = Literal["PENDING", "SUCCESS", "FAILED"]
 PolledStatus = Literal["UNKNOWN", "PENDING", "SUCCESS", "FAILED"]
+RefundStatus = Literal["COMPLETED"]
+"""A return is a credit transfer the receiving bank has already made back to us: complete when known."""
 
 
 class InquiryRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -45,6 +47,21 @@ class ConfirmRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     """Our key; the `Idempotency-Key` header may carry it instead (both: they must agree)."""
 
 
+class Refund(msgspec.Struct, frozen=True, kw_only=True):
+    """A settled transfer (or part of it) the receiving bank sent back: a new credit transfer to us."""
+
+    refund_id: str
+    transfer_id: str
+    """The transfer it returns."""
+    idempotency_key: str
+    """The key that transfer was confirmed under (ours)."""
+    amount: int
+    currency: str
+    status: RefundStatus
+    created_at: str
+    """RFC 3339, UTC."""
+
+
 class Transfer(msgspec.Struct, frozen=True, kw_only=True):
     transfer_id: str
     idempotency_key: str
@@ -57,6 +74,9 @@ class Transfer(msgspec.Struct, frozen=True, kw_only=True):
     failure_code: str | None = None
     created_at: str
     updated_at: str
+    returned_amount: int = 0
+    """Satang sent back so far (the sum of `refunds`)."""
+    refunds: list[Refund] = []
 
 
 class Callback(msgspec.Struct, frozen=True, kw_only=True):
@@ -65,6 +85,37 @@ class Callback(msgspec.Struct, frozen=True, kw_only=True):
     event: Literal["transfer.pending", "transfer.succeeded", "transfer.failed"]
     sequence: int
     transfer: Transfer
+
+
+class RefundCallback(msgspec.Struct, frozen=True, kw_only=True):
+    """POSTed for each refund (signed as `Callback` is). `event_id` names this event: a redelivery
+    repeats it; the same refund notified as a new event gets a new one."""
+
+    event: Literal["transfer.returned"]
+    event_id: str
+    sequence: int
+    transfer: Transfer
+    refund: Refund
+
+
+class ReturnRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`POST /_sim/transfers/{id}/return`: the receiving bank sends a settled transfer back."""
+
+    amount: Satang | None = None
+    """What is sent back; the whole of what is left of the transfer when absent."""
+    callback: Literal["now", "hold"] = "now"
+    """`hold`: no callback until `POST /_sim/refunds/{id}/callback` asks for one."""
+    allow_excess: bool = False
+    """Fault: a bank that sends back more than it received (PM must not credit the excess)."""
+
+
+class CallbackRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`POST /_sim/refunds/{id}/callback`: deliver a refund's callback (again)."""
+
+    new_event: bool = False
+    """A new event id (a PSP notifying the same refund twice), rather than a redelivery of the last."""
+    delay_ms: Annotated[int, msgspec.Meta(ge=0, le=600_000)] = 0
+    """Delivered this late (another callback sent meanwhile arrives first)."""
 
 
 class Problem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -86,6 +137,8 @@ class Delivery(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int
     status_code: int | None
     error: str | None = None
+    event_id: str | None = None
+    refund_id: str | None = None
 
 
 class SandboxError(Exception):

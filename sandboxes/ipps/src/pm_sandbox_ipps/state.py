@@ -1,4 +1,4 @@
-"""The sandbox's memory: inquiries, and transfers keyed by our idempotency key.
+"""The sandbox's memory: inquiries, transfers keyed by our idempotency key, and their refunds.
 
 Everything here is synchronous and runs between two awaits, so a check and the write that follows it
 cannot interleave with another request: a confirm repeated with the same key, even concurrently,
@@ -19,6 +19,7 @@ from pm_sandbox_ipps.models import (
     Delivery,
     Inquiry,
     PolledStatus,
+    Refund,
     SandboxError,
     Transfer,
     TransferStatus,
@@ -29,6 +30,7 @@ from pm_sandbox_ipps.registry import Receiver
 MAX_DELIVERIES = 10_000
 # The sandbox's flat fee per payout, in satang (a receiver never pays it).
 FEE = 0
+CURRENCY = "THB"
 
 
 def rfc3339(at: float) -> str:
@@ -56,6 +58,13 @@ class TransferRecord:
     trans_ref: str | None = None
     failure_code: str | None = None
     polls: int = 0
+    refunds: list[RefundRecord] = field(default_factory=list)
+    sequence: int = 2
+    """The sequence number of the transfer's last callback (its final status is 2)."""
+
+    @property
+    def returned(self) -> int:
+        return sum(r.amount for r in self.refunds)
 
     def view(self, status: PolledStatus | None = None) -> Transfer:
         return Transfer(
@@ -69,7 +78,36 @@ class TransferRecord:
             failure_code=self.failure_code,
             created_at=rfc3339(self.created),
             updated_at=rfc3339(self.updated),
+            returned_amount=self.returned,
+            refunds=[r.view() for r in self.refunds],
         )
+
+
+@dataclass
+class RefundRecord:
+    refund_id: str
+    transfer: TransferRecord
+    amount: int
+    created: float
+    sequence: int
+    """The sequence number of its callbacks, after the transfer's own."""
+    event_id: str
+    """The event its callbacks carry (a new event for the same refund gets a new id)."""
+
+    def view(self) -> Refund:
+        return Refund(
+            refund_id=self.refund_id,
+            transfer_id=self.transfer.transfer_id,
+            idempotency_key=self.transfer.key,
+            amount=self.amount,
+            currency=CURRENCY,
+            status="COMPLETED",
+            created_at=rfc3339(self.created),
+        )
+
+
+def event_id() -> str:
+    return f"evt_{secrets.token_hex(12)}"
 
 
 @dataclass
@@ -79,12 +117,18 @@ class Store:
     inquiries: dict[str, InquiryRecord] = field(default_factory=dict)
     transfers: dict[str, TransferRecord] = field(default_factory=dict)
     by_key: dict[str, TransferRecord] = field(default_factory=dict)
+    refunds: dict[str, RefundRecord] = field(default_factory=dict)
     deliveries: deque[Delivery] = field(default_factory=lambda: deque(maxlen=MAX_DELIVERIES))
 
     @property
     def paid(self) -> int:
         """Satang paid out so far: what the ledger must agree with."""
         return sum(t.amount for t in self.transfers.values() if t.status == "SUCCESS")
+
+    @property
+    def returned(self) -> int:
+        """Satang sent back to us so far (refunds)."""
+        return sum(r.amount for r in self.refunds.values())
 
     def inquire(self, receiver: Receiver, amount: int) -> Inquiry:
         now = self.clock()
@@ -158,3 +202,34 @@ class Store:
         if record.polls <= record.faults.unknown_polls:
             return "UNKNOWN", False
         return "SUCCESS", self.settle(record)
+
+    def return_transfer(self, record: TransferRecord, amount: int | None, allow_excess: bool) -> RefundRecord:
+        """The receiving bank sends `amount` (default: all that is left) of a settled transfer back.
+
+        Refused: a transfer not SUCCESS (409 `TRANSFER_NOT_SETTLED`), and returns adding up to more
+        than the transfer (422 `REFUND_EXCEEDS_TRANSFER`) unless the fault `allow_excess` asks for it.
+        """
+        if record.status != "SUCCESS":
+            raise SandboxError(
+                409, "TRANSFER_NOT_SETTLED", f"transfer {record.transfer_id} is {record.status}"
+            )
+        left = record.amount - record.returned
+        wanted = left if amount is None else amount
+        if not allow_excess and (wanted > left or wanted <= 0):
+            raise SandboxError(
+                422, "REFUND_EXCEEDS_TRANSFER", f"{left} satang of {record.transfer_id} are left to return"
+            )
+        if wanted <= 0:
+            raise SandboxError(422, "REFUND_EXCEEDS_TRANSFER", "give an amount: nothing is left to return")
+        record.sequence += 1
+        refund = RefundRecord(
+            refund_id=f"rfd_{secrets.token_hex(12)}",
+            transfer=record,
+            amount=wanted,
+            created=self.clock(),
+            sequence=record.sequence,
+            event_id=event_id(),
+        )
+        record.refunds.append(refund)
+        self.refunds[refund.refund_id] = refund
+        return refund
