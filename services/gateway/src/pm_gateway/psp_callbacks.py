@@ -1,7 +1,9 @@
 """The PSPs' callback wire formats and signatures, as the PSPs define them (the contract is the wire).
 
 IPPS: `X-IPPS-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, f"{t}." + raw body)>`; body
-`{"event", "sequence", "transfer": {"transfer_id", "idempotency_key", "status", …}}`.
+`{"event", "sequence", "transfer": {"transfer_id", "idempotency_key", "status", …}}`, and for a
+refund (a settled payout the receiving bank sent back, event `transfer.returned`) also `"event_id"`
+and `"refund": {"refund_id", "transfer_id", "idempotency_key", "amount", "status", …}`.
 QP: `X-QP-Timestamp: <unix seconds>` and `X-QP-Signature: <hex HMAC-SHA256(secret, f"{ts}." + raw
 body)>`; body `{"event_id", "seq", "qr_id", "order", "status", …}`.
 
@@ -40,12 +42,28 @@ class IppsTransfer(msgspec.Struct, frozen=True, kw_only=True):
     status: Text
 
 
+class IppsRefund(msgspec.Struct, frozen=True, kw_only=True):
+    """The refund a `transfer.returned` callback announces (a claim: the adapter reads IPPS's own)."""
+
+    refund_id: Text
+    transfer_id: Text
+    """The transfer sent back."""
+    idempotency_key: Text
+    """Our key of that transfer."""
+    status: Text
+    amount: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)] | None = None
+
+
 class IppsCallback(msgspec.Struct, frozen=True, kw_only=True):
-    """An IPPS callback: `transfer.pending|succeeded|failed`; `sequence` grows per transfer."""
+    """An IPPS callback: `transfer.pending|succeeded|failed`, or `transfer.returned` with its
+    `event_id` and `refund`; `sequence` grows per transfer."""
 
     event: Text
     sequence: Sequence
     transfer: IppsTransfer
+    event_id: Text | None = None
+    """IPPS names its refund events; a transfer's status events it does not."""
+    refund: IppsRefund | None = None
 
 
 class QpCallback(msgspec.Struct, frozen=True, kw_only=True):

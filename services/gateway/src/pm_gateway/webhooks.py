@@ -5,8 +5,10 @@ Not signed with a PM service key (a PSP has none): each PSP signs with its own s
 from `hooks`): the source address is on the PSP's allowlist (403 `forbidden_source`), the signature
 is valid and fresh over the raw bytes (401 `invalid_signature`), the body is a callback (400, 415,
 422: an id PM could not act on, such as one with a NUL character, is refused here rather than
-accepted and lost later). Then the callback is deduplicated on its
-event id and published as a `PspHint` on `pm:psp:<psp>:hints`.
+accepted and lost later; an IPPS `transfer.returned` without its event id and refund, or whose
+refund names another transfer, is a 422 `invalid_callback`). Then the callback is deduplicated on its
+event id and published as a `PspHint` on `pm:psp:<psp>:hints`, a refund's with its `refund_id`
+(docs/psp.md#refund-notifications: nothing is credited on the gateway's word).
 
 A callback is only a hint: the adapter reads the PSP's status itself before any final transition,
 so reordered or stale callbacks are passed on as they come. The dedupe mark is set only after the
@@ -66,6 +68,7 @@ class Hint:
     idempotency_key: str
     psp_reference: str
     claimed_status: str
+    refund_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -92,8 +95,31 @@ def _verify_qp(settings: Settings, request: Request, body: bytes, now: float) ->
     )
 
 
+RETURNED = "transfer.returned"
+
+
+def _ipps_refund_hint(callback: psp_callbacks.IppsCallback) -> Hint:
+    """A refund's hint: the callback must name its event and a refund of the transfer it carries."""
+    transfer, refund = callback.transfer, callback.refund
+    if callback.event != RETURNED or refund is None or callback.event_id is None:
+        raise ProblemError(
+            422, "invalid_callback", f"a refund comes as {RETURNED} with an event_id and a refund"
+        )
+    if (refund.transfer_id, refund.idempotency_key) != (transfer.transfer_id, transfer.idempotency_key):
+        raise ProblemError(422, "invalid_callback", "the refund names another transfer than the callback")
+    return Hint(
+        event_id=f"refund:{callback.event_id}",
+        idempotency_key=refund.idempotency_key,
+        psp_reference=refund.transfer_id,
+        claimed_status=refund.status,
+        refund_id=refund.refund_id,
+    )
+
+
 def _ipps_hint(callback: psp_callbacks.IppsCallback) -> Hint:
     transfer = callback.transfer
+    if callback.refund is not None or callback.event == RETURNED:
+        return _ipps_refund_hint(callback)
     return Hint(
         # IPPS has no event id: a transfer's event at a sequence number is one event.
         event_id=f"{transfer.transfer_id}:{callback.event}:{callback.sequence}",
@@ -147,6 +173,7 @@ def _message(psp: str, hint: Hint) -> messages.PspHint:
         psp_reference=hint.psp_reference,
         claimed_status=hint.claimed_status,
         event_id=hint.event_id,
+        refund_id=hint.refund_id,
     )
 
 
