@@ -247,3 +247,13 @@ async def test_a_held_callback_is_sent_when_asked_again_as_a_new_event_and_late(
     }
     unknown = await ipps.callback("rfd_000")
     assert (unknown.status_code, unknown.json()["code"]) == (404, "REFUND_NOT_FOUND")
+
+
+async def test_an_outage_answers_503_to_the_next_requests_then_ends(ipps: Ipps) -> None:
+    refund = (await ipps.send_back((await ipps.pay())["transfer_id"])).json()
+    path = f"/v1/refunds/{refund['refund_id']}"
+    set_ = await ipps.http.post(ipps.url + "/_sim/outage", json={"requests": 2})
+    assert set_.json() == {"requests": 2}
+    answers = [await ipps.signed_get(path) for _ in range(3)]
+    assert [a.status_code for a in answers] == [503, 503, 200]
+    assert answers[0].json()["code"] == "SERVER_ERROR" and answers[2].json() == refund

@@ -18,6 +18,8 @@ Routes (JSON bodies, amounts in integer satang; errors are `application/problem+
   `TRANSFER_NOT_SETTLED`, 422 `REFUND_EXCEEDS_TRANSFER`)
 - `POST /_sim/refunds/{refund_id}/callback` `CallbackRequest` → 202 `{"event_id"}`: the refund's
   callback again (the same event, or a new one), now or late
+- `POST /_sim/outage` `{"requests": N}` → 200 `{"requests": N}`: the next N `/v1` requests answer 503
+  `SERVER_ERROR` before doing anything (IPPS down, for clients that cannot send a fault header)
 
 `faults` describes the faults a request can ask for; `callbacks` the signed callbacks.
 """
@@ -48,6 +50,7 @@ from pm_sandbox_ipps.models import (
     CallbackRequest,
     ConfirmRequest,
     InquiryRequest,
+    OutageRequest,
     Problem,
     ReturnRequest,
     SandboxError,
@@ -65,6 +68,7 @@ _confirm = msgspec.json.Decoder(ConfirmRequest)
 _report_faults = msgspec.json.Decoder(settlement_.FaultRequest)
 _return = msgspec.json.Decoder(ReturnRequest)
 _callback = msgspec.json.Decoder(CallbackRequest)
+_outage = msgspec.json.Decoder(OutageRequest)
 
 
 @dataclass
@@ -74,6 +78,8 @@ class Sandbox:
     notifier: Notifier
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     report_faults: settlement_.ReportFaults = field(default_factory=settlement_.ReportFaults)
+    outage: int = 0
+    """`/v1` requests still to be answered 503 (`POST /_sim/outage`)."""
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work)
@@ -114,6 +120,9 @@ async def _prelude(request: Request) -> tuple[Sandbox, bytes, Faults]:
             box.settings.auth_secret, header, message, box.store.clock(), box.settings.auth_max_skew_s
         ):
             raise SandboxError(401, "INVALID_SIGNATURE", f"missing, stale or wrong {signing.HEADER}")
+    if box.outage > 0:
+        box.outage -= 1
+        raise SandboxError(503, "SERVER_ERROR", "sandbox outage: nothing was committed")
     faults = faults_.parse(request.headers.get(faults_.HEADER, ""))
     delay_ms = box.settings.latency_ms + faults.slow_ms
     if delay_ms:
@@ -223,6 +232,12 @@ async def sim_refund_callback(request: Request) -> Response:
     return _json({"event_id": sent}, 202)
 
 
+async def sim_outage(request: Request) -> Response:
+    box = sandbox(request)
+    box.outage = _outage.decode(await request.body()).requests
+    return _json({"requests": box.outage})
+
+
 async def settlement(request: Request) -> Response:
     box, _, _ = await _prelude(request)
     day = report_format.parse_day(request.path_params["day"])
@@ -305,6 +320,7 @@ def create_app(settings: Settings, clock: Callable[[], float] = time.time) -> St
             Route("/_sim/settlement", sim_settlement, methods=["GET", "POST", "DELETE"]),
             Route("/_sim/transfers/{transfer_id}/return", sim_return, methods=["POST"]),
             Route("/_sim/refunds/{refund_id}/callback", sim_refund_callback, methods=["POST"]),
+            Route("/_sim/outage", sim_outage, methods=["POST"]),
         ],
         exception_handlers={
             SandboxError: sandbox_error,

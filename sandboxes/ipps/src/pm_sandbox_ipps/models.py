@@ -118,6 +118,12 @@ class CallbackRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     """Delivered this late (another callback sent meanwhile arrives first)."""
 
 
+class OutageRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`POST /_sim/outage`: IPPS is down for the next `requests` `/v1` requests (0: up again)."""
+
+    requests: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)]
+
+
 class Problem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """RFC 9457 problem details with a machine-readable `code`."""
 
