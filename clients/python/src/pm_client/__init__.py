@@ -10,8 +10,8 @@
         )
 
 Every request and response type is in `pm_client.api` (merchants, mini-apps and payment requests in
-`pm_client.merchant_api`, exchange in `pm_client.fx_api`, reconciliation in `pm_client.recon_api`);
-the most used are re-exported here.
+`pm_client.merchant_api`, exchange in `pm_client.fx_api`, reconciliation in `pm_client.recon_api`,
+merchants' webhooks in `pm_client.webhook_api`); the most used are re-exported here.
 """
 
 from __future__ import annotations

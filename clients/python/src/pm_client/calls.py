@@ -11,7 +11,7 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
-from pm_client import api, fx_api, merchant_api, recon_api
+from pm_client import api, fx_api, merchant_api, recon_api, webhook_api
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
@@ -284,3 +284,68 @@ def report_text(period: str, media_type: str) -> Call[str]:
         raise ValueError(f"a report comes as text/csv or text/html, not {media_type!r}")
     path = f"/v1/admin/reconciliation/reports/{_segment(period)}"
     return Call("GET", path, TEXT, headers={"Accept": media_type})
+
+
+# --- merchants' webhooks (admin keys) -------------------------------------------------------------
+
+_ENDPOINT = msgspec.json.Decoder(webhook_api.WebhookEndpoint)
+_ENDPOINTS = msgspec.json.Decoder(list[webhook_api.WebhookEndpoint])
+_ENDPOINT_DETAIL = msgspec.json.Decoder(webhook_api.WebhookEndpointDetail)
+_ENDPOINT_SECRET = msgspec.json.Decoder(webhook_api.WebhookEndpointSecret)
+_DELIVERY = msgspec.json.Decoder(webhook_api.WebhookDelivery)
+_DELIVERY_DETAIL = msgspec.json.Decoder(webhook_api.WebhookDeliveryDetail)
+_DELIVERY_PAGE = msgspec.json.Decoder(webhook_api.WebhookDeliveryPage)
+
+
+def create_webhook_endpoint(
+    merchant_id: str, url: str, event_types: list[str], idempotency_key: str
+) -> Call[webhook_api.WebhookEndpointSecret]:
+    # Built with `convert` so an unknown event type fails here, as the gateway would refuse it.
+    body = msgspec.convert({"url": url, "eventTypes": event_types}, webhook_api.CreateWebhookEndpoint)
+    content, headers = _json(body)
+    headers["Idempotency-Key"] = idempotency_key
+    path = f"/v1/admin/merchants/{_segment(merchant_id)}/webhook-endpoints"
+    return Call("POST", path, _ENDPOINT_SECRET, ok=frozenset({201}), headers=headers, content=content)
+
+
+def list_webhook_endpoints(merchant_id: str) -> Call[list[webhook_api.WebhookEndpoint]]:
+    return Call("GET", f"/v1/admin/merchants/{_segment(merchant_id)}/webhook-endpoints", _ENDPOINTS)
+
+
+def get_webhook_endpoint(endpoint_id: str) -> Call[webhook_api.WebhookEndpointDetail]:
+    return Call("GET", f"/v1/admin/webhook-endpoints/{_segment(endpoint_id)}", _ENDPOINT_DETAIL)
+
+
+def rotate_webhook_secret(endpoint_id: str, grace_seconds: int) -> Call[webhook_api.WebhookEndpointSecret]:
+    content, headers = _json(webhook_api.RotateWebhookSecret(grace_seconds=grace_seconds))
+    path = f"/v1/admin/webhook-endpoints/{_segment(endpoint_id)}/rotate-secret"
+    # Not retried on a dropped connection: a second rotation would lose the first's secret.
+    return Call("POST", path, _ENDPOINT_SECRET, headers=headers, content=content, retry_dropped=False)
+
+
+def disable_webhook_endpoint(endpoint_id: str, reason: str | None) -> Call[webhook_api.WebhookEndpoint]:
+    content, headers = _json(webhook_api.DisableWebhookEndpoint(reason=reason))
+    path = f"/v1/admin/webhook-endpoints/{_segment(endpoint_id)}/disable"
+    return Call("POST", path, _ENDPOINT, headers=headers, content=content)
+
+
+def enable_webhook_endpoint(endpoint_id: str) -> Call[webhook_api.WebhookEndpoint]:
+    return Call("POST", f"/v1/admin/webhook-endpoints/{_segment(endpoint_id)}/enable", _ENDPOINT)
+
+
+def list_webhook_deliveries(
+    merchant_id: str | None, endpoint_id: str | None, status: str | None, before: int | None, limit: int
+) -> Call[webhook_api.WebhookDeliveryPage]:
+    given = {"merchant": merchant_id, "endpoint": endpoint_id, "status": status, "before": before}
+    params = httpx.QueryParams({**{k: v for k, v in given.items() if v is not None}, "limit": limit})
+    return Call("GET", "/v1/admin/webhook-deliveries", _DELIVERY_PAGE, params=params)
+
+
+def get_webhook_delivery(delivery_id: int) -> Call[webhook_api.WebhookDeliveryDetail]:
+    return Call("GET", f"/v1/admin/webhook-deliveries/{int(delivery_id)}", _DELIVERY_DETAIL)
+
+
+def replay_webhook_delivery(delivery_id: int) -> Call[webhook_api.WebhookDelivery]:
+    # Retried on a dropped connection: asking again before the sender attempts it is one attempt.
+    path = f"/v1/admin/webhook-deliveries/{int(delivery_id)}/replay"
+    return Call("POST", path, _DELIVERY, ok=frozenset({202}))

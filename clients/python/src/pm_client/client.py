@@ -22,12 +22,13 @@ A connection that drops before the answer is read (the server closing an idle ke
 just as a request goes out is the common case) is retried too, up to `retries` times: every call
 of this client is idempotent (reads, `create_intent` by its key, `open_wallet` by owner and
 currency, a merchant's status changes) but `rotate_merchant_secret`, `set_fx_rate`,
-`acknowledge_alert`, `resolve_alert` and `request_reconciliation_run`, which are not retried, and each
-retry is signed anew. Connection refused and timeouts are raised as the httpx
+`acknowledge_alert`, `resolve_alert`, `request_reconciliation_run` and `rotate_webhook_secret`, which
+are not retried, and each retry is signed anew. Connection refused and timeouts are raised as the httpx
 exceptions they are.
 
 The two clients share everything but the I/O: each method builds a `calls.Call` (method, path, query,
-headers, body, the decoder of its answer), and `_retry_delay` / `_decode` judge the response.
+headers, body, the decoder of its answer), and `_retry_delay` / `_decode` judge the response. The
+calls of merchants' webhooks come from `pm_client.webhook_client`'s mixins, built the same way.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import httpx
 import msgspec
 
 from pm_client import api, calls, fx_api, merchant_api, recon_api, signing
+from pm_client.webhook_client import AsyncWebhookCalls, SyncWebhookCalls
 
 __all__ = ["PMAuth", "PMClient", "PMError", "SyncPMClient"]
 
@@ -157,7 +159,7 @@ def _next_wait(deadline: float) -> float | None:
 # --- the clients --------------------------------------------------------------------------------
 
 
-class PMClient:
+class PMClient(AsyncWebhookCalls):
     """Async client. `timeout` (seconds) must stay above the longest `Prefer: wait` (30 s)."""
 
     def __init__(
@@ -346,7 +348,7 @@ class PMClient:
         return await self._send(calls.report_text(period, media_type))
 
 
-class SyncPMClient:
+class SyncPMClient(SyncWebhookCalls):
     """Blocking client with the same methods as `PMClient`."""
 
     def __init__(

@@ -37,6 +37,7 @@ from pm_gateway import (
     recon_routes,
     rules,
     wallets,
+    webhook_routes,
     webhooks,
 )
 from pm_gateway.endpoints import Endpoint, Param
@@ -346,4 +347,6 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     *fx_routes.ENDPOINTS,
     # Reconciliation: alerts, sweep requests and runs.
     *recon_routes.ENDPOINTS,
+    # Merchants' outbound webhooks: endpoints, secrets, deliveries and replays.
+    *webhook_routes.ENDPOINTS,
 )

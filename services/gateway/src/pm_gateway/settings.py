@@ -13,6 +13,7 @@ import msgspec
 from pm_shared import fleet
 from pm_shared.keys.crypto import Cipher, KeyConfigError
 from pm_shared.settings import Port, ServiceSettings, SettingsError, load_settings
+from pm_shared.webhooks.urls import UrlPolicy
 
 PREFIX = fleet.GATEWAY.prefix
 
@@ -50,6 +51,16 @@ class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields
     configuration error, since whoever knows it may speak for any user."""
     callback_dedupe_ttl_s: Annotated[int, msgspec.Meta(ge=60)] = 7 * 86_400
     """How long a callback's id is remembered: a redelivery within it is acknowledged, not passed on."""
+    # Merchants' webhook endpoints (pm_gateway.webhook_endpoints, pm_shared.webhooks.urls).
+    webhook_allowed_networks: str = ""
+    """Comma-separated CIDRs of non-public addresses an endpoint's URL may still name (a receiver on
+    this host or network); none by default. The sender's `PM_WEBHOOKS_ALLOWED_NETWORKS` is the same
+    for delivering."""
+    webhook_allow_http: bool = False
+    """Whether an endpoint's URL may be `http://` (a local receiver); https only by default."""
+
+    def webhook_url_policy(self) -> UrlPolicy:
+        return UrlPolicy(networks(self.webhook_allowed_networks), self.webhook_allow_http)
 
     def ledger(self) -> str:
         """The ledger URL (read-only here): `PM_LEDGER_URL`, else the embedded engine in the database."""
@@ -68,7 +79,12 @@ def load(environ: Mapping[str, str] = os.environ) -> Settings:
             f"PM_{PREFIX}PROXY_SECRET must be at least {PROXY_SECRET_MIN} characters (a random one: "
             "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`), or unset to close /v1/me"
         )
-    for field in ("ipps_callback_allowlist", "qp_callback_allowlist", "callback_trusted_proxies"):
+    for field in (
+        "ipps_callback_allowlist",
+        "qp_callback_allowlist",
+        "callback_trusted_proxies",
+        "webhook_allowed_networks",
+    ):
         try:
             networks(getattr(settings, field))
         except ValueError as exc:
