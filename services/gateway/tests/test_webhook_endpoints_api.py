@@ -60,7 +60,8 @@ async def _counts(pool: Pool) -> tuple[int, int]:
     """Endpoints and log rows: what a refusal must leave as it was."""
     async with pool.acquire() as conn:
         row = await conn.fetchrow(
-            "SELECT (SELECT count(*) FROM pm.webhook_endpoint) AS e, (SELECT count(*) FROM pm.webhook_event_log) AS l"
+            "SELECT (SELECT count(*) FROM pm.webhook_endpoint) AS e,"
+            " (SELECT count(*) FROM pm.webhook_event_log) AS l"
         )
     assert row is not None
     return row["e"], row["l"]
@@ -244,7 +245,8 @@ async def test_a_rotation_signs_with_both_secrets_until_its_grace_period_ends(
     # The grace period over (moved into the past rather than waited for): the new secret alone.
     async with db_pool.acquire() as conn:
         await conn.execute(
-            "UPDATE pm.webhook_endpoint SET previous_until = now() - interval '1 second' WHERE endpoint_id = $1",
+            "UPDATE pm.webhook_endpoint SET previous_until = now() - interval '1 second'"
+            " WHERE endpoint_id = $1",
             endpoint_id,
         )
     assert await verifiers() == ["new"]
