@@ -64,12 +64,22 @@ LEDGER_WRITER = Member(
 ADAPTER_IPPS = Member("adapter-ipps", "pm_adapter_ipps", "ADAPTER_IPPS_", 9103, consumes=True)
 ADAPTER_QP = Member("adapter-qp", "pm_adapter_qp", "ADAPTER_QP_", 9104, consumes=True)
 RECONCILER = Member("reconciler", "pm_reconciler", "RECONCILER_", 9105, consumes=True)
+WEBHOOKS = Member("webhooks", "pm_webhooks", "WEBHOOKS_", 9106, consumes=True)
+"""Delivers merchants' webhooks (docs/webhooks.md)."""
 IPPS_SANDBOX = Member("ipps-sandbox", "pm_sandbox_ipps", "IPPS_SANDBOX_", 9201, kind="sandbox")
 QP_SANDBOX = Member("qp-sandbox", "pm_sandbox_qp", "QP_SANDBOX_", 9202, kind="sandbox")
 AUTH_SANDBOX = Member("auth-sandbox", "pm_sandbox_auth", "AUTH_SANDBOX_", 9203, kind="sandbox")
 """The Auth Center's stand-in: end users' tokens, and the verify endpoint nginx's `auth_request` asks."""
 
-SERVICES: tuple[Member, ...] = (GATEWAY, ORCHESTRATOR, LEDGER_WRITER, ADAPTER_IPPS, ADAPTER_QP, RECONCILER)
+SERVICES: tuple[Member, ...] = (
+    GATEWAY,
+    ORCHESTRATOR,
+    LEDGER_WRITER,
+    ADAPTER_IPPS,
+    ADAPTER_QP,
+    RECONCILER,
+    WEBHOOKS,
+)
 SANDBOXES: tuple[Member, ...] = (IPPS_SANDBOX, QP_SANDBOX, AUTH_SANDBOX)
 FLEET: tuple[Member, ...] = SERVICES + SANDBOXES
 

@@ -19,6 +19,7 @@ GROUP_LEDGER_WRITER = fleet.LEDGER_WRITER.name
 GROUP_ADAPTER_IPPS = fleet.ADAPTER_IPPS.name
 GROUP_ADAPTER_QP = fleet.ADAPTER_QP.name
 GROUP_RECONCILER = fleet.RECONCILER.name
+GROUP_WEBHOOKS = fleet.WEBHOOKS.name
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ QP_JOBS = StreamSpec("pm:psp:qp:jobs", (GROUP_ADAPTER_QP,), "SBP top-ups for the
 IPPS_HINTS = StreamSpec("pm:psp:ipps:hints", (GROUP_ADAPTER_IPPS,), "verified IPPS callbacks (hints)")
 QP_HINTS = StreamSpec("pm:psp:qp:hints", (GROUP_ADAPTER_QP,), "verified QP callbacks (hints)")
 PSP_RESULTS = StreamSpec("pm:psp:results", (GROUP_ORCHESTRATOR,), "final PSP outcomes from the adapters")
-EVENTS = StreamSpec("pm:events", (GROUP_RECONCILER,), "every intent state change")
+EVENTS = StreamSpec("pm:events", (GROUP_RECONCILER, GROUP_WEBHOOKS), "every intent state change")
 
 ALL_STREAMS: tuple[StreamSpec, ...] = (
     INTENTS,

@@ -1,0 +1,94 @@
+"""Where an attempt may go (SSRF protection): http or https only, and a host whose every address is
+public, unless inside the configured allow-list (`PM_WEBHOOKS_ALLOWED_NETWORKS`).
+
+The host is resolved before each attempt and the request is sent to the address that was checked (the
+`Host` header and, for https, the TLS server name stay the URL's host), so a name that resolves to a
+public address when checked and to a private one when connected (DNS rebinding) never reaches it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import httpx
+
+from pm_webhooks.settings import Network
+
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class AddressNotAllowedError(Exception):
+    """The endpoint's URL may not be called (its reason is the attempt's error)."""
+
+    def __init__(self, error: str, detail: str) -> None:
+        super().__init__(f"{error}: {detail}")
+        self.error = error
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Target:
+    """A checked URL: the URL to send to (host replaced by the address), and the host it names."""
+
+    url: httpx.URL
+    host_header: str
+    server_name: str
+
+
+def forbidden(address: Address) -> bool:
+    """Private, loopback, link-local, multicast, reserved or unspecified: not on the public Internet."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return forbidden(address.ipv4_mapped)
+    return (
+        address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_multicast
+        or address.is_reserved
+        or address.is_unspecified
+        or not address.is_global
+    )
+
+
+def allowed(address: Address, networks: Sequence[Network]) -> bool:
+    return any(address in network for network in networks) or not forbidden(address)
+
+
+async def resolve(host: str, port: int) -> list[Address]:
+    try:
+        return [ipaddress.ip_address(host.strip("[]"))]
+    except ValueError:
+        pass
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [ipaddress.ip_address(info[4][0]) for info in infos]
+
+
+async def check(url: str, networks: Sequence[Network]) -> Target:
+    """The target of `url`; AddressNotAllowedError when it may not be called."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise AddressNotAllowedError("invalid_url", str(exc)) from None
+    if parsed.scheme not in DEFAULT_PORTS or not parsed.host:
+        raise AddressNotAllowedError("invalid_url", f"not an http(s) URL with a host: {parsed.scheme}")
+    port = parsed.port or DEFAULT_PORTS[parsed.scheme]
+    try:
+        addresses = await resolve(parsed.host, port)
+    except OSError as exc:
+        raise AddressNotAllowedError("dns_error", f"{parsed.host}: {exc}") from None
+    refused = [a for a in addresses if not allowed(a, networks)]
+    if refused or not addresses:
+        raise AddressNotAllowedError("address_not_allowed", f"{parsed.host} resolves to {refused}")
+    address = addresses[0]
+    host = f"[{address}]" if address.version == 6 else str(address)
+    host_header = parsed.host if parsed.port is None else f"{parsed.host}:{parsed.port}"
+    if ":" in parsed.host:  # an IPv6 literal keeps its brackets in Host
+        host_header = f"[{parsed.host}]" if parsed.port is None else f"[{parsed.host}]:{parsed.port}"
+    return Target(parsed.copy_with(host=host.strip("[]")), host_header, parsed.host)
