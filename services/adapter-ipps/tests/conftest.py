@@ -148,7 +148,7 @@ def final_results(
 @pytest.fixture
 def ledger() -> Callable[[str], Awaitable[dict[str, Any]]]:
     """`Callable[[str], Awaitable[dict[str, Any]]]`: what the sandbox at this base URL paid
-    (`/_sim/ledger`: `paid`, `transfers`)."""
+    (`/_sim/ledger`: `paid`, `returned`, `transfers`)."""
 
     async def read(url: str) -> dict[str, Any]:
         async with httpx.AsyncClient() as http:

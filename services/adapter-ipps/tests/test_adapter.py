@@ -55,7 +55,7 @@ async def test_success_pays_once_and_publishes_one_succeeded_result(
         None,
     )
     assert result.psp_reference and result.psp_reference.startswith("trf_")
-    assert await ledger(url) == {"paid": AMOUNT_OK, "transfers": 1}
+    assert await ledger(url) == {"paid": AMOUNT_OK, "returned": 0, "transfers": 1}
     row = await tx_row(sent.idempotency_key)
     assert (row["phase"], row["status"], row["psp_status"]) == ("final", "SUCCEEDED", "SUCCESS")
     assert (row["intent_id"], row["job_message_id"], row["amount"]) == (
@@ -88,7 +88,7 @@ async def test_an_inquiry_refusal_fails_with_its_code_before_any_confirm(
     await publish(sent)
     (result,) = await final_results(sent)
     assert (result.status, result.failure_code, result.psp_reference) == ("FAILED", "PROXY_NOT_FOUND", None)
-    assert await ledger(url) == {"paid": 0, "transfers": 0}
+    assert await ledger(url) == {"paid": 0, "returned": 0, "transfers": 0}
     row = await tx_row(sent.idempotency_key)
     assert (row["phase"], row["confirm_sent_at"]) == ("final", None)  # proof: no confirm was ever sent
 
@@ -101,7 +101,7 @@ async def test_a_confirm_that_times_out_after_commit_ends_succeeded_paid_once(
     await publish(sent)
     results = await final_results(sent)
     assert [r.status for r in results] == ["SUCCEEDED"]  # never FAILED, and no UNKNOWN was needed
-    assert await ledger(url) == {"paid": AMOUNT_TIMEOUT, "transfers": 1}
+    assert await ledger(url) == {"paid": AMOUNT_TIMEOUT, "returned": 0, "transfers": 1}
     row = await tx_row(sent.idempotency_key)
     assert (row["phase"], row["status"]) == ("final", "SUCCEEDED")
     assert row["polls"] >= 1
@@ -115,7 +115,7 @@ async def test_a_500_after_commit_ends_succeeded_paid_once(
     await publish(sent)
     results = await final_results(sent)
     assert [r.status for r in results] == ["SUCCEEDED"]
-    assert await ledger(url) == {"paid": AMOUNT_SERVER_ERROR_AFTER_COMMIT, "transfers": 1}
+    assert await ledger(url) == {"paid": AMOUNT_SERVER_ERROR_AFTER_COMMIT, "returned": 0, "transfers": 1}
     assert (await tx_row(sent.idempotency_key))["phase"] == "final"
 
 
@@ -137,7 +137,7 @@ async def test_a_503_at_confirm_is_never_failed_and_is_confirmed_again_until_dea
 
     await eventually(dead_lettered, timeout=20, what="the job dead-lettered after its last delivery")
     assert await results_of(sent.message_id) == []  # never FAILED: the PSP may yet say more
-    assert await ledger(url) == {"paid": 0, "transfers": 0}
+    assert await ledger(url) == {"paid": 0, "returned": 0, "transfers": 0}
     row = await tx_row(sent.idempotency_key)
     # `confirm_sent`: the orchestrator must not fence it (a confirm went out), it raises an alert.
     assert (row["phase"], row["status"], row["attempts"]) == ("confirm_sent", "UNKNOWN", 3)
@@ -164,7 +164,7 @@ async def test_a_confirm_that_never_took_ends_failed_not_executed_once_its_inqui
     await publish(sent)
     [result] = [r for r in await final_results(sent, timeout=30) if r.status != "UNKNOWN"]
     assert (result.status, result.failure_code) == ("FAILED", "NOT_EXECUTED")
-    assert await ledger(url) == {"paid": 0, "transfers": 0}
+    assert await ledger(url) == {"paid": 0, "returned": 0, "transfers": 0}
     row = await tx_row(sent.idempotency_key)
     assert (row["phase"], row["status"], row["failure_code"]) == ("final", "FAILED", "NOT_EXECUTED")
     assert row["inquiry_expires_at"] is not None and row["result_message_id"] == result.message_id
@@ -177,7 +177,7 @@ async def test_a_confirm_that_never_took_ends_failed_not_executed_once_its_inqui
     await eventually(republished, timeout=10, what="the replayed job's result republished")
     finals = [r for r in await results_of(sent.message_id) if r.status != "UNKNOWN"]
     assert {r.message_id for r in finals} == {result.message_id}
-    assert await ledger(url) == {"paid": 0, "transfers": 0}
+    assert await ledger(url) == {"paid": 0, "returned": 0, "transfers": 0}
 
 
 async def test_unknown_status_reads_end_succeeded_after_polling(
@@ -188,7 +188,7 @@ async def test_unknown_status_reads_end_succeeded_after_polling(
     await publish(sent)
     results = await final_results(sent)
     assert [r.status for r in results] == ["SUCCEEDED"]
-    assert await ledger(url) == {"paid": AMOUNT_UNKNOWN_3, "transfers": 1}
+    assert await ledger(url) == {"paid": AMOUNT_UNKNOWN_3, "returned": 0, "transfers": 1}
     row = await tx_row(sent.idempotency_key)
     assert (row["phase"], row["status"], row["polls"]) == ("final", "SUCCEEDED", 4)  # 3 UNKNOWN, then SUCCESS
 
@@ -201,7 +201,7 @@ async def test_still_unknown_after_the_bounded_polls_publishes_unknown_then_the_
     await publish(sent)
     results = await final_results(sent)
     assert [r.status for r in results] == ["UNKNOWN", "SUCCEEDED"]
-    assert await ledger(url) == {"paid": AMOUNT_UNKNOWN_3, "transfers": 1}
+    assert await ledger(url) == {"paid": AMOUNT_UNKNOWN_3, "returned": 0, "transfers": 1}
     row = await tx_row(sent.idempotency_key)
     assert (row["phase"], row["status"]) == ("final", "SUCCEEDED")
 
@@ -217,7 +217,7 @@ async def test_a_redelivered_job_republishes_the_same_result_without_paying_agai
     first_again, second = await final_results(sent, count=2)
     assert first_again == first
     assert second == first  # same message id, same produced_at, same reference
-    assert await ledger(url) == {"paid": AMOUNT_OK, "transfers": 1}
+    assert await ledger(url) == {"paid": AMOUNT_OK, "returned": 0, "transfers": 1}
     row = await tx_row(sent.idempotency_key)
     assert (row["phase"], row["attempts"]) == ("final", 2)
 
@@ -231,7 +231,7 @@ async def test_many_jobs_at_once_each_pay_once(
         await publish(sent)
     outcomes = await asyncio.gather(*(final_results(sent) for sent in jobs))
     assert all([r.status for r in results] == ["SUCCEEDED"] for results in outcomes)
-    assert await ledger(url) == {"paid": sum(s.amount for s in jobs), "transfers": len(jobs)}
+    assert await ledger(url) == {"paid": sum(s.amount for s in jobs), "returned": 0, "transfers": len(jobs)}
 
 
 # ---- throughput --------------------------------------------------------------------------------------
@@ -274,6 +274,7 @@ async def test_a_pending_transfer_does_not_hold_up_the_jobs_read_after_it(
     assert [r.status for r in await final_results(pending)] == ["SUCCEEDED"]
     assert await ledger(url) == {
         "paid": AMOUNT_PENDING + sum(s.amount for s in behind),
+        "returned": 0,
         "transfers": 1 + len(behind),
     }
 

@@ -86,7 +86,7 @@ async def test_a_job_fenced_before_it_arrives_is_never_sent_and_its_failure_is_r
     assert (result.status, result.failure_code, result.psp_reference) == ("FAILED", "JOB_DEAD_LETTERED", None)
     await publish(sent)  # a replay of the job: the same result again, still nothing sent
     assert await final_results(sent, count=2) == [result, result]
-    assert await ledger(url) == {"paid": 0, "transfers": 0}
+    assert await ledger(url) == {"paid": 0, "returned": 0, "transfers": 0}
     row = await tx_row(sent.idempotency_key)
     assert (row["phase"], row["psp_inquiry_id"], row["confirm_sent_at"]) == ("final", None, None)
     assert (row["attempts"], row["result_message_id"]) == (3, result.message_id)
@@ -121,7 +121,7 @@ async def test_a_job_fenced_during_its_inquiry_is_never_confirmed(
     (result,) = await final_results(sent)
     assert (result.status, result.failure_code) == ("FAILED", "JOB_DEAD_LETTERED")
     await asyncio.sleep(2)  # a confirm sent anyway would have landed by now
-    assert await ledger(url) == {"paid": 0, "transfers": 0}
+    assert await ledger(url) == {"paid": 0, "returned": 0, "transfers": 0}
     row = await tx_row(sent.idempotency_key)
     assert (row["phase"], row["confirm_sent_at"], row["psp_inquiry_id"]) == ("final", None, None)
 

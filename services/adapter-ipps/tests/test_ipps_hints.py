@@ -94,7 +94,7 @@ async def test_a_hint_finishes_an_unknown_payout_long_before_the_sweep_and_only_
     assert time.monotonic() - started < 30  # the sweep would not even have looked before 60 s
     assert [r.status for r in results] == ["UNKNOWN", "SUCCEEDED"]
     assert results[1].psp_reference == first.psp_reference
-    assert await ledger(url) == {"paid": AMOUNT_UNKNOWN_3, "transfers": 1}
+    assert await ledger(url) == {"paid": AMOUNT_UNKNOWN_3, "returned": 0, "transfers": 1}
     row = await tx_row(sent.idempotency_key)
     assert (row["phase"], row["status"], row["polls"]) == ("final", "SUCCEEDED", 4)
     # A late duplicate callback for the final row: acked, nothing read, nothing republished.
@@ -140,4 +140,4 @@ async def test_forged_hints_finish_nothing(
     row = await tx_row(sent.idempotency_key)
     assert (row["phase"], row["status"], row["psp_status"]) == ("confirm_sent", "UNKNOWN", "PENDING")
     assert row["polls"] == 3  # the job's own read, then one read per hint naming the key
-    assert await ledger(url) == {"paid": 0, "transfers": 1}
+    assert await ledger(url) == {"paid": 0, "returned": 0, "transfers": 1}

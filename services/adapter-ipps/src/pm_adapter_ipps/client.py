@@ -1,4 +1,5 @@
-"""The IPPS API as the adapter uses it: inquiry, confirm, status; every outcome classified.
+"""The IPPS API as the adapter uses it: inquiry, confirm, status, refund status; every outcome
+classified.
 
 An answer is either a refusal (`Refused`, a 4xx problem: nothing was executed, or for a confirm
 the PSP names why), a transfer (the PSP's word on it), or `Unavailable` (timeout, connection
@@ -22,7 +23,7 @@ from pm_shared.messages import Party
 from pm_shared.psp import ipps_signing as signing
 from pm_shared.psp.adapter.calls import Refused, Unavailable, refusal
 
-__all__ = ["Inquiry", "IppsClient", "Refused", "Transfer", "Unavailable"]
+__all__ = ["Inquiry", "IppsClient", "Refund", "Refused", "Transfer", "Unavailable"]
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
@@ -43,7 +44,21 @@ class Transfer(msgspec.Struct, frozen=True, kw_only=True):
     failure_code: str | None = None
 
 
+class Refund(msgspec.Struct, frozen=True, kw_only=True):
+    """A transfer (or part of one) the receiving bank sent back, as IPPS's refund status API shows it."""
+
+    refund_id: str
+    transfer_id: str
+    idempotency_key: str
+    """Our key of the transfer sent back."""
+    amount: int
+    currency: str
+    status: str
+    """`COMPLETED` when the money is back with us; anything else is not (yet) a refund to credit."""
+
+
 _inquiry = msgspec.json.Decoder(Inquiry)
+_refund = msgspec.json.Decoder(Refund)
 _transfer = msgspec.json.Decoder(Transfer)
 _encoder = msgspec.json.Encoder()
 
@@ -117,3 +132,16 @@ class IppsClient:
             return _transfer.decode(response.content)
         except msgspec.DecodeError as exc:
             raise Unavailable(f"status: unreadable answer: {exc}") from exc
+
+    async def refund(self, refund_id: str) -> Refund | None:
+        """IPPS's word on a refund, or None when IPPS has no such refund (404). `refund_id` must be a
+        path segment as it stands (the caller checks: IPPS's ids are letters, digits, `_` and `-`)."""
+        response = await self._send("GET", f"/v1/refunds/{refund_id}")
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise Unavailable(f"refund: HTTP {response.status_code} {response.text[:200]}")
+        try:
+            return _refund.decode(response.content)
+        except msgspec.DecodeError as exc:
+            raise Unavailable(f"refund: unreadable answer: {exc}") from exc

@@ -26,7 +26,8 @@ inquiry expired (plus `not_executed_grace_s`): a confirm of an expired inquiry c
 one needs a new inquiry, which the now final row forbids. So every payout ends.
 
 Hints (`pm:psp:ipps:hints`, IPPS callbacks the gateway verified) are never trusted: an attempt still
-in `confirm_sent` gets a status read of its own, and only IPPS's answer can finish it.
+in `confirm_sent` gets a status read of its own, and only IPPS's answer can finish it. A hint with a
+`refund_id` (a payout sent back) goes to `refunds.RefundIntake`, which asks IPPS's refund status.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from typing import Any
 from pm_adapter_ipps import queries
 from pm_adapter_ipps.client import IppsClient, Refused, Transfer, Unavailable
 from pm_adapter_ipps.poller import FINAL, Polled, StatusPoller
+from pm_adapter_ipps.refunds import RefundIntake
 from pm_adapter_ipps.targets import InvalidTarget
 from pm_shared import logs
 from pm_shared.db import Pool
@@ -75,6 +77,8 @@ class PayoutAdapter:
     not_executed_grace_s: float = 60.0
     """How long after its last inquiry expired a confirm IPPS has no transfer for is concluded never
     executed (room for IPPS's clock and a confirm still on its way)."""
+    refunds: RefundIntake | None = None
+    """Where hints announcing a refund go (None: they are logged and dropped)."""
     detached: set[asyncio.Task[None]] = field(default_factory=set)
 
     @functools.cached_property
@@ -250,6 +254,14 @@ class PayoutAdapter:
         if hint.psp != PSP:
             log.warning("hint %s is for psp %r, not %r: ignored", hint.message_id, hint.psp, PSP)
             return
+        if hint.refund_id is not None:
+            if self.refunds is None:
+                log.warning(
+                    "hint %s announces refund %s: no refund intake here", hint.message_id, hint.refund_id
+                )
+                return
+            await self.refunds.on_hint(hint)
+            return
         row = await self._hinted_row(hint)
         if row is None:
             log.info(
@@ -299,7 +311,10 @@ class PayoutAdapter:
         return None
 
     async def sweep_once(self, idle_s: float, limit: int = 100) -> int:
-        """Read the status of attempts still unknown and idle `idle_s`; finish those now final."""
+        """Read the status of attempts still unknown and idle `idle_s`; finish those now final. Then
+        try again the refunds still undecided (IPPS away, or their payout under way)."""
+        if self.refunds is not None:
+            await self.refunds.sweep_once(idle_s, limit)
         rows = await self.pool.fetch(queries.SELECT_UNRESOLVED, PSP, idle_s, limit)
         finished = 0
         for row in rows:

@@ -1,6 +1,6 @@
-"""Wiring of pm-adapter-ipps: the IPPS client (several connection pools), its poller and the payout
-handlers, run as a PSP adapter's process (`pm_shared.psp.adapter.service`); `run()` is the console
-script."""
+"""Wiring of pm-adapter-ipps: the IPPS client (several connection pools), its poller, the payout
+handlers and the refund intake, run as a PSP adapter's process (`pm_shared.psp.adapter.service`);
+`run()` is the console script."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import httpx
 from pm_adapter_ipps import handlers, settings
 from pm_adapter_ipps.client import IppsClient
 from pm_adapter_ipps.poller import StatusPoller
+from pm_adapter_ipps.refunds import RefundIntake
 from pm_shared import fleet, runtime
 from pm_shared.psp.adapter import service
 
@@ -43,6 +44,7 @@ async def payouts(config: settings.Settings, deps: service.Deps) -> AsyncIterato
             deps.publish,
             config.detached_polls_max,
             not_executed_grace_s=config.not_executed_after_s,
+            refunds=RefundIntake(deps.pool, client, deps.publisher),
         )
         try:
             yield service.Adapter(

@@ -1,4 +1,5 @@
-"""The adapter's SQL: one `pm.psp_tx_map` row per attempt, moved phase by phase (migration 0009).
+"""The adapter's SQL: one `pm.psp_tx_map` row per attempt, moved phase by phase (migration 0009), and
+one `pm.psp_refund` row per refund IPPS notifies (migration 0020, `pm_adapter_ipps.refunds`).
 
 The SQL both adapters run around a result is in `pm_shared.psp.adapter.queries`.
 """
@@ -84,3 +85,49 @@ SET phase = 'final', status = 'FAILED', failure_code = 'NOT_EXECUTED', psp_statu
 WHERE id = $1 AND phase = 'confirm_sent' AND inquiry_expires_at < $2
 RETURNING *
 """
+
+# -- refunds (pm.psp_refund) ------------------------------------------------------------------------
+
+# A notification: the row is made RECEIVED, or counted once more. `updated_at` is left alone on a repeat
+# (it is when the refund was last worked on, which the sweep goes by), so notifications cannot
+# postpone a retry. Returns the row's status: only a RECEIVED refund is worked on.
+NOTICE_REFUND = """
+INSERT INTO pm.psp_refund AS r (psp, refund_id, psp_reference) VALUES ($1, $2, $3)
+ON CONFLICT (psp, refund_id) DO UPDATE
+SET notifications = r.notifications + 1, psp_reference = coalesce(r.psp_reference, EXCLUDED.psp_reference)
+RETURNING status
+"""
+
+# Held until the refund's transaction ends: two adapters (or a hint and the sweep) on one refund take
+# turns, and the second finds it no longer RECEIVED.
+LOCK_REFUND = "SELECT status FROM pm.psp_refund WHERE psp = $1 AND refund_id = $2 FOR UPDATE"
+
+# The refund's outcome, once (a row already decided keeps its first).
+FINISH_REFUND = """
+UPDATE pm.psp_refund
+SET status = $3, psp_reference = coalesce($4, psp_reference), amount = $5, currency = $6,
+    original_intent_id = $7, refund_intent_id = $8, detail = $9, updated_at = now()
+WHERE psp = $1 AND refund_id = $2 AND status = 'RECEIVED'
+RETURNING status
+"""
+
+# Worked on without an outcome (IPPS away, or the payout not final yet): the sweep tries again later.
+TOUCH_REFUND = """
+UPDATE pm.psp_refund SET detail = $3, updated_at = now()
+WHERE psp = $1 AND refund_id = $2 AND status = 'RECEIVED'
+"""
+
+# Refunds still undecided and left alone for a while: the sweep's work. Refunds are rare; a RECEIVED
+# one is decided at the first read IPPS answers, so the rows this filters are few.
+SELECT_UNDECIDED_REFUNDS = """
+SELECT refund_id FROM pm.psp_refund
+WHERE psp = $1 AND status = 'RECEIVED' AND updated_at < now() - make_interval(secs => $2)
+ORDER BY updated_at
+LIMIT $3
+"""
+
+SELECT_PAYOUT_BY_KEY = """
+SELECT intent_id, psp_transfer_id, status FROM pm.psp_tx_map WHERE psp = $1 AND idempotency_key = $2
+"""
+
+SELECT_INTENT = "SELECT id, type, state, amount, currency, source FROM pm.intent WHERE id = $1"

@@ -51,6 +51,9 @@ class Deps:
 
     pool: Pool
     publish: Publish
+    publisher: Publisher
+    """The fleet's partitioned publisher, for what an adapter sends elsewhere than `pm:psp:results` (the
+    IPPS adapter's refund intents, on `pm:intents`)."""
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,8 @@ async def serve(member: fleet.Member, config: A, stop: asyncio.Event, open_adapt
     async with runtime.redis_clients(config, member.name) as clients, contextlib.AsyncExitStack() as stack:
         pool = await db.create_pool(config.database_url, min_size=1, max_size=config.pool_max_size)
         stack.push_async_callback(pool.close)
-        deps = Deps(pool, publisher_of(Publisher.from_settings(clients.commands, config)))
+        publisher = Publisher.from_settings(clients.commands, config)
+        deps = Deps(pool, publisher_of(publisher), publisher)
         adapter = await stack.enter_async_context(open_adapter(config, deps))
         async with runtime.supervise(stop) as tasks:
             sweep = runtime.every(config.sweep_interval_ms / 1000, stop, adapter.sweep, "status sweep")
