@@ -20,6 +20,7 @@ from pm_tools.cli import (
     recon_cmd,
     streams_cmd,
     up_cmd,
+    webhooks_cmd,
 )
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Payment Manager operations.")
@@ -38,6 +39,7 @@ app.add_typer(intents_cmd.app, name="intents")
 app.add_typer(alerts_cmd.app, name="alerts")
 app.add_typer(fx_cmd.app, name="fx")
 app.add_typer(recon_cmd.app, name="recon")
+app.add_typer(webhooks_cmd.app, name="webhooks")
 
 
 def main() -> None:
