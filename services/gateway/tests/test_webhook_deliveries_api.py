@@ -193,3 +193,23 @@ async def test_bad_parameters_and_unknown_deliveries_are_refused_with_codes(gate
     _problem(
         await gateway.send("POST", f"{DELIVERIES}/1/replay", b"{}", key=gateway.admin), 400, "body_unexpected"
     )
+
+
+async def test_a_replay_waits_while_a_sender_is_attempting_the_delivery(
+    gateway: Gateway, db_pool: Pool
+) -> None:
+    merchant_id = await merchant(db_pool, gateway.cipher)
+    endpoint_id = await _endpoint(gateway, merchant_id)
+    delivery_id = await delivery(db_pool, endpoint_id, merchant_id, status="PENDING", attempts=1)
+    claim = "UPDATE pm.webhook_delivery SET claimed_until = now() + make_interval(secs => $2) WHERE id = $1"
+    async with db_pool.acquire() as conn:  # as a sender's claim leaves it while it attempts
+        await conn.execute(claim, delivery_id, 30)
+    before = await _row(db_pool, delivery_id)
+    response = await gateway.send("POST", f"{DELIVERIES}/{delivery_id}/replay", key=gateway.admin)
+    _problem(response, 409, "webhook_delivery_in_flight")
+    assert 1 <= int(response.headers["retry-after"]) <= 30
+    assert await _row(db_pool, delivery_id) == before and before["replay_by"] is None
+    async with db_pool.acquire() as conn:  # the claim lapsed (a killed sender's does)
+        await conn.execute(claim, delivery_id, -1)
+    response = await gateway.send("POST", f"{DELIVERIES}/{delivery_id}/replay", key=gateway.admin)
+    assert response.status_code == 202 and response.json()["replayBy"] == gateway.admin.key_id

@@ -3,8 +3,9 @@
 attempts, and a replay. Admin keys only; a replay's actor is the admin key's id.
 
 A delivery id that is not a positive bigint names none (404 `webhook_delivery_not_found`, checked
-with the path); a replay for a disabled endpoint is 409 `webhook_endpoint_disabled` and changes
-nothing.
+with the path); a replay for a disabled endpoint is 409 `webhook_endpoint_disabled`, one while a
+sender is attempting the delivery 409 `webhook_delivery_in_flight` with Retry-After; neither changes
+anything.
 """
 
 from __future__ import annotations
@@ -114,4 +115,8 @@ async def replay(request: Request) -> Response:
         raise _not_found(delivery_id) from None
     except deliveries.EndpointDisabledError as exc:
         raise ProblemError(409, "webhook_endpoint_disabled", str(exc)) from None
+    except deliveries.DeliveryInFlightError as exc:
+        raise ProblemError(
+            409, "webhook_delivery_in_flight", str(exc), headers={"Retry-After": str(exc.retry_after_s)}
+        ) from None
     return web.json(view(replayed), 202, {"Location": f"{DELIVERIES_PATH}/{delivery_id}"})

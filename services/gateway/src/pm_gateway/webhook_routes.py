@@ -197,7 +197,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "replay, with the same `webhook-id` and body. No body.",
         None,
         {202: WebhookDelivery},
-        {403: ADMIN, 404: ("webhook_delivery_not_found",), 409: ("webhook_endpoint_disabled",)},
+        {
+            403: ADMIN,
+            404: ("webhook_delivery_not_found",),
+            409: ("webhook_endpoint_disabled", "webhook_delivery_in_flight"),
+        },
         (DELIVERY,),
         tag=TAG,
     ),

@@ -5,7 +5,8 @@ by endpoint or merchant and status, one delivery with its attempts, and a replay
 A replay makes a delivery of any status due again: PENDING, `next_attempt_at` now, its attempts
 counted as they are, `replay_by` the actor; the sender's next attempt is then a `replay` (its
 `webhook-id` and body unchanged, so a receiver that dedupes sees the same event). It is refused for a
-DISABLED endpoint (enable it first), and logged in `pm.webhook_event_log`.
+DISABLED endpoint (enable it first) and, for a moment, while a sender is attempting it (its claim
+runs: the attempt's record would overwrite the replay); it is logged in `pm.webhook_event_log`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,17 @@ class EndpointDisabledError(Exception):
         super().__init__(f"endpoint {endpoint_id} of delivery {delivery_id} is disabled: enable it first")
         self.delivery_id = delivery_id
         self.endpoint_id = endpoint_id
+
+
+class DeliveryInFlightError(Exception):
+    """A sender is attempting the delivery now (it holds a claim on it): a replay waits until the
+    attempt is recorded, which would otherwise overwrite the replay (or be lost, were the claim
+    taken away)."""
+
+    def __init__(self, delivery_id: int, retry_after_s: int) -> None:
+        super().__init__(f"delivery {delivery_id} is being attempted now: ask again in {retry_after_s} s")
+        self.delivery_id = delivery_id
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True)
@@ -138,8 +150,9 @@ async def get(conn: Conn, delivery_id: int) -> Detail:
 async def replay(conn: Conn, delivery_id: int, actor: str) -> Delivery:
     """Make the delivery due now, its next attempt a replay by `actor`; logged.
 
-    Raises DeliveryNotFoundError, or EndpointDisabledError (nothing changed) when its endpoint is
-    disabled. Asking again before the sender attempts it is harmless: one attempt, the latest actor.
+    Raises DeliveryNotFoundError; EndpointDisabledError when its endpoint is disabled, and
+    DeliveryInFlightError while a sender is attempting it (nothing changed either way). Asking again
+    before the sender attempts it is harmless: one attempt, the latest actor.
     """
     async with conn.transaction():
         locked = await conn.fetchrow(queries.LOCK_DELIVERY, delivery_id)
@@ -147,6 +160,8 @@ async def replay(conn: Conn, delivery_id: int, actor: str) -> Delivery:
             raise DeliveryNotFoundError(delivery_id)
         if locked["endpoint_status"] != endpoints.ENABLED:
             raise EndpointDisabledError(delivery_id, locked["endpoint_id"])
+        if locked["in_flight_s"] is not None:
+            raise DeliveryInFlightError(delivery_id, max(1, locked["in_flight_s"]))
         row = await conn.fetchrow(queries.REPLAY_DELIVERY, delivery_id, actor)
         assert row is not None  # locked above
         replayed = delivery_of(row)

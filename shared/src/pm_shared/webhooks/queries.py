@@ -146,9 +146,12 @@ ORDER BY id
 """
 
 # A replay holds the delivery and, shared, its endpoint: a disabling waits for it (or it for the
-# disabling), so no replay is accepted for an endpoint disabled meanwhile.
+# disabling), so no replay is accepted for an endpoint disabled meanwhile. `in_flight_s`: how long a
+# sender's claim on it still runs (an attempt under way), else null.
 LOCK_DELIVERY = """
-SELECT d.id, d.endpoint_id, e.status AS endpoint_status
+SELECT d.id, d.endpoint_id, e.status AS endpoint_status,
+    CASE WHEN d.claimed_until > now()
+        THEN ceil(extract(epoch FROM d.claimed_until - now()))::integer END AS in_flight_s
 FROM pm.webhook_delivery d
 JOIN pm.webhook_endpoint e ON e.endpoint_id = d.endpoint_id
 WHERE d.id = $1

@@ -12,8 +12,9 @@ delivery log and replays.
 
 The work is `pm_tools.webhooks`; this module reads options and prints. Exit codes: 0 done; 1 no
 such merchant, endpoint or delivery, an Idempotency-Key used for another endpoint, a replay refused
-(a disabled endpoint) or not confirmed; 2 bad input (a URL the policy refuses, an unknown event
-type), PM_KEY_ENCRYPTION_KEY missing or invalid, or a database that cannot be reached.
+(a disabled endpoint, an attempt under way) or not confirmed; 2 bad input (a URL the policy
+refuses, an unknown event type), PM_KEY_ENCRYPTION_KEY missing or invalid, or a database that
+cannot be reached.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def _run(work: Coroutine[Any, Any, T], url: str) -> T:
             f"idempotency_key_reused: the key made endpoint {exc.args[0]} for another request",
             common.EXIT_FAILED,
         )
-    except deliveries.EndpointDisabledError as exc:
+    except (deliveries.EndpointDisabledError, deliveries.DeliveryInFlightError) as exc:
         common.fail(str(exc), common.EXIT_FAILED)
     except (DecryptionError, KeyConfigError) as exc:
         common.fail(str(exc))
