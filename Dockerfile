@@ -3,7 +3,7 @@
 # declares, nothing else (no tooling in a service's image):
 #   docker build --build-arg PACKAGE=pm-gateway -t pm-gateway .
 # Services: pm-gateway, pm-orchestrator, pm-ledger-writer, pm-adapter-ipps, pm-adapter-qp,
-# pm-reconciler (each runs its console script, e.g. `pm-gateway`); the sandboxes pm-sandbox-ipps,
+# pm-reconciler, pm-webhooks (each runs its console script, e.g. `pm-gateway`); the sandboxes pm-sandbox-ipps,
 # pm-sandbox-qp and pm-sandbox-auth (compose only); pm-tools for `pm migrate`, `pm streams --provision` and operators.
 # compose/docker-compose.yml and compose/k8s build and run them; tests/test_members.py installs each
 # member alone with the same `uv sync` and imports every module of it there.
@@ -34,6 +34,7 @@ COPY services/ledger-writer/pyproject.toml services/ledger-writer/
 COPY services/adapter-ipps/pyproject.toml services/adapter-ipps/
 COPY services/adapter-qp/pyproject.toml services/adapter-qp/
 COPY services/reconciler/pyproject.toml services/reconciler/
+COPY services/webhooks/pyproject.toml services/webhooks/
 COPY sandboxes/ipps/pyproject.toml sandboxes/ipps/
 COPY sandboxes/qp/pyproject.toml sandboxes/qp/
 COPY sandboxes/auth-center/pyproject.toml sandboxes/auth-center/
@@ -50,6 +51,7 @@ COPY services/ledger-writer/src services/ledger-writer/src
 COPY services/adapter-ipps/src services/adapter-ipps/src
 COPY services/adapter-qp/src services/adapter-qp/src
 COPY services/reconciler/src services/reconciler/src
+COPY services/webhooks/src services/webhooks/src
 COPY sandboxes/ipps/src sandboxes/ipps/src
 COPY sandboxes/qp/src sandboxes/qp/src
 COPY sandboxes/auth-center/src sandboxes/auth-center/src

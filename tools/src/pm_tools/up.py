@@ -139,6 +139,8 @@ def fleet_env(
     env.update(qp_token_wiring(env))
     env.update(callback_wiring(children, env))
     env.update(front_door_wiring(env))
+    # A developer's webhook receiver runs on this machine: pm-webhooks may call loopback here (only).
+    env.setdefault("PM_WEBHOOKS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
     return env
 
 

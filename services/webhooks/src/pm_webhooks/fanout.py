@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import msgspec
 from prometheus_client import Counter
 
+from pm_client.api import TERMINAL_STATES
 from pm_shared.db import Conn, Pool
 from pm_shared.messages import IntentStateChanged
 from pm_shared.streams import Delivery
@@ -49,7 +50,7 @@ def _is_uuid(text: str) -> bool:
 
 def _relevant(change: IntentStateChanged) -> bool:
     """Whether a state change may make an event: an end, or a charge's first move."""
-    if change.state in ("SETTLED", "FAILED"):
+    if change.state in TERMINAL_STATES:
         return True
     return change.previous == "CREATED" and change.state != "CREATED"
 

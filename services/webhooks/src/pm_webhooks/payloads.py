@@ -4,7 +4,7 @@ deterministic `webhook-id`, and the exact body `{"type", "timestamp", "data"}`.
 `data` is the intent as the API shows it (`pm_client.api.Intent`), without what only the API's
 `GET` adds (legs, timeline, links) or what is the payer's business (names, comment, metadata); a
 `payment_request.confirmed` adds the request's id. Every field is bounded, so a body stays well under
-the 20 KB Standard Webhooks recommends (wave2-facts §2.1).
+the 20 KB Standard Webhooks recommends (github.com/standard-webhooks/standard-webhooks).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 SVIX_SCHEDULE = "5,300,1800,7200,18000,36000,36000"
 """Seconds before each retry, counted from the failure before it: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h,
-10 h — Svix's schedule, about 27.5 h in all (wave2-facts §2.2, docs.svix.com/retries)."""
+10 h — Svix's schedule, about 27.5 h in all (https://docs.svix.com/retries)."""
 
 
 class Settings(ServiceSettings, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -4,7 +4,7 @@ A secret is 32 random bytes, shown once as `whsec_<base64>`. The signed content 
 `<webhook-id>.<webhook-timestamp>.<body>`, the exact bytes sent; the `webhook-signature` header is a
 space-separated list of `v1,<base64 HMAC-SHA256>`, one per secret in force (two during a rotation),
 and a receiver accepts a message when any of them matches.
-Source: github.com/standard-webhooks/standard-webhooks, spec/standard-webhooks.md.
+Source: https://github.com/standard-webhooks/standard-webhooks/blob/main/spec/standard-webhooks.md
 """
 
 from __future__ import annotations

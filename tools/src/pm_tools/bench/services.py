@@ -91,6 +91,8 @@ async def start(
         reconciler = await stack.enter_async_context(
             harness.started(fleet.RECONCILER, variables("reconciler"))
         )
+        # The other reader of pm:events: without it the stream would fill up to its back-pressure threshold.
+        await stack.enter_async_context(harness.started(fleet.WEBHOOKS, variables("webhooks")))
         gateway_env = {**variables("gateway"), **(gateway_variables or {})}
         gateway = await stack.enter_async_context(harness.started(fleet.GATEWAY, gateway_env))
         pids |= {"reconciler": reconciler.process.pid, "gateway": gateway.process.pid}
