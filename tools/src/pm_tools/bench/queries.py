@@ -76,3 +76,40 @@ FROM unnest($8::uuid[], $9::text[]) AS t(id, user_id)
 SELECT_IN_STATES = """
 SELECT id::text AS id, state FROM pm.intent WHERE id = ANY($1::uuid[]) AND state = ANY($2::text[])
 """
+
+# --- merchant webhooks (bench.webhooks) ----------------------------------------------------------
+
+# Deliveries waiting (not due for an hour), one per element of the arrays: $1 webhook ids, $2 endpoint
+# ids, $3 merchant ids, $4 the payload (the same body for each).
+INSERT_DELIVERIES = """
+INSERT INTO pm.webhook_delivery (webhook_id, endpoint_id, merchant_id, event_type, payload, next_attempt_at)
+SELECT t.webhook_id, t.endpoint_id, t.merchant_id, 'intent.settled', $4, now() + interval '1 hour'
+FROM unnest($1::text[], $2::text[], $3::text[]) AS t(webhook_id, endpoint_id, merchant_id)
+"""
+
+RELEASE_DELIVERIES = "UPDATE pm.webhook_delivery SET next_attempt_at = now() WHERE status = 'PENDING'"
+
+COUNT_DELIVERED = "SELECT count(*) FROM pm.webhook_delivery WHERE status = 'DELIVERED'"
+
+COUNT_FAILED_ATTEMPTS = (
+    "SELECT count(*) FROM pm.webhook_attempt WHERE status_code IS NULL OR status_code >= 300"
+)
+
+# Settled MINIAPP_CREDIT intents of merchants, as the fan-out reads them: $1 ids, $2 merchant ids,
+# $3 merchant key ids, $4 payees.
+INSERT_MERCHANT_CREDITS = """
+INSERT INTO pm.intent (id, key_id, idempotency_key, request_hash, type, state, amount, currency,
+                       source, target, miniapp_id)
+SELECT t.id, t.key_id, 'bench-' || t.id::text, '\\x00', 'MINIAPP_CREDIT', 'SETTLED', 1500, 'THB',
+       jsonb_build_object('kind', 'merchant', 'id', t.merchant_id),
+       jsonb_build_object('kind', 'user', 'id', t.payee), 'bench-app'
+FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) AS t(id, merchant_id, key_id, payee)
+"""
+
+# Event → delivered, per intent: when its delivery was recorded DELIVERED (Unix seconds).
+SELECT_DELIVERED_AT = """
+SELECT intent_id::text, extract(epoch FROM delivered_at)::float8
+FROM pm.webhook_delivery WHERE status = 'DELIVERED' AND intent_id IS NOT NULL
+"""
+
+MERCHANT_KEY = "SELECT key_id FROM pm.merchant WHERE merchant_id = $1"

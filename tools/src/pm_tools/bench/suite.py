@@ -14,11 +14,24 @@ from typing import Any
 from rich.console import RenderableType
 from rich.text import Text
 
-from pm_tools.bench import charges, front_door, fx, gateway, ledger, model, psp, recon, saga, streams
+from pm_tools.bench import (
+    charges,
+    front_door,
+    fx,
+    gateway,
+    ledger,
+    model,
+    psp,
+    recon,
+    saga,
+    streams,
+    webhooks,
+)
 
 # Read before `Options` names its fields after the modules.
 RATES, PSP_INTENTS, PSP_LATENCY_MS = saga.RATES, psp.INTENTS_DEFAULT, psp.LATENCY_MS
 RECON_INTENTS = recon.INTENTS
+WEBHOOK_DELIVERIES = webhooks.DELIVERIES
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,8 @@ class Options:
     front_door: bool = True
     recon: bool = True
     recon_intents: int = RECON_INTENTS
+    webhooks: bool = True
+    webhook_deliveries: int = WEBHOOK_DELIVERIES
     quick: bool = False
 
     def settings(self) -> dict[str, str | int | float | bool]:
@@ -63,6 +78,7 @@ class Options:
             "fx": self.fx,
             "front_door": self.front_door,
             "recon_intents": self.recon_intents if self.recon else 0,
+            "webhook_deliveries": self.webhook_deliveries if self.webhooks else 0,
             "quick": self.quick,
         }
 
@@ -140,8 +156,8 @@ def steps(options: Options, redis_url: str, database_url: str) -> list[Step]:
 
 
 def _merchant_steps(options: Options, redis_url: str, database_url: str) -> list[tuple[bool, Step]]:
-    """Merchant charges and exchanges, each beside P2P, the front door beside direct requests, and
-    reconciliation, each if asked for."""
+    """Merchant charges and exchanges, each beside P2P, the front door beside direct requests,
+    reconciliation and merchant webhooks, each if asked for."""
 
     async def charges_step() -> Measured:
         result = await charges.run(
@@ -179,11 +195,16 @@ def _merchant_steps(options: Options, redis_url: str, database_url: str) -> list
         result = await recon.run(database_url, redis_url, intents=options.recon_intents)
         return Measured(recon.section(result), [recon.table(result)])
 
+    async def webhooks_step() -> Measured:
+        result = await webhooks.run(database_url, redis_url, deliveries=options.webhook_deliveries)
+        return Measured(webhooks.section(result), [webhooks.table(result)])
+
     return [
         (options.charges, charges_step),
         (options.fx, fx_step),
         (options.front_door, front_door_step),
         (options.recon, recon_step),
+        (options.webhooks, webhooks_step),
     ]
 
 

@@ -26,6 +26,7 @@ QUICK = {
     "rates": "100,300",
     "psp_intents": 500,
     "recon_intents": 20_000,
+    "webhook_deliveries": 2_000,
 }
 """`--quick`: what each option not given on the command line becomes (a few minutes in all)."""
 
@@ -135,6 +136,14 @@ Recon = Annotated[
     ),
 ]
 ReconIntents = Annotated[int, typer.Option(min=1_000, help="Settled intents the verify sweep checks.")]
+Webhooks = Annotated[
+    bool,
+    typer.Option(
+        help="Also measure merchant webhooks: pm-webhooks' deliveries/s to a local receiver (beside httpx "
+        "posting the same signed bodies) and event → delivered p99 at 300 events/s."
+    ),
+]
+WebhookDeliveries = Annotated[int, typer.Option(min=100, help="Deliveries the webhook throughput run makes.")]
 DatabaseUrl = Annotated[
     str | None, typer.Option("--database-url", envvar="PM_DATABASE_URL", help="PostgreSQL server to use.")
 ]
@@ -204,6 +213,8 @@ def bench(
     front_door: FrontDoor = True,
     recon: Recon = True,
     recon_intents: ReconIntents = suite.RECON_INTENTS,
+    webhooks: Webhooks = True,
+    webhook_deliveries: WebhookDeliveries = suite.WEBHOOK_DELIVERIES,
     database_url: DatabaseUrl = None,
     quick: Quick = False,
     out: Out = report.OUT_DIR,
@@ -239,14 +250,16 @@ def bench(
     Then the front door (`--front-door`): requests through nginx and the Auth Center beside direct
     (goal: ≥ 80 % of direct; no nginx: skipped). Then reconciliation (`--recon`): the verify sweep over
     `--recon-intents` settled intents (goal: ≥ 20,000/s) and the continuous check's p99 lag at 300/s
-    (goal: ≤ 2 s).
+    (goal: ≤ 2 s). Then merchant webhooks (`--webhooks`): pm-webhooks' deliveries/s to a local
+    receiver beside httpx posting the same signed bodies (`--webhook-deliveries`), and event →
+    delivered p99 at 300 events/s (goal: ≤ 500 ms).
 
     Last, unless `--no-report`, the report in `--out`: .json (every figure, the settings, the
     machine), .md (the tables) and -throughput, -latency and -stages .png plots.
     """
     sized: dict[str, Any] = {"messages": messages, "repeat": repeat, "transfers": transfers}
     sized |= {"seconds": seconds, "intents": intents, "rates": rates, "psp_intents": psp_intents}
-    sized |= {"recon_intents": recon_intents}
+    sized |= {"recon_intents": recon_intents, "webhook_deliveries": webhook_deliveries}
     if quick:
         sized = quickened(ctx, sized)
     flags: dict[str, Any] = {"ledger": ledger, "gateway": gateway, "concurrency": concurrency, "saga": saga}
@@ -256,7 +269,7 @@ def bench(
         "psp_latency_ms": psp_latency_ms,
         "charges": charges,
     }
-    flags |= {"fx": fx, "front_door": front_door, "recon": recon, "quick": quick}
+    flags |= {"fx": fx, "front_door": front_door, "recon": recon, "webhooks": webhooks, "quick": quick}
     options = suite.Options(**{**sized, "rates": tuple(parse_rates(sized["rates"]))}, **flags)
     config = common.settings()
     url = common.redis_url(redis_url, config)
