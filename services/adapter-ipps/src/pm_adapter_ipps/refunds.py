@@ -35,6 +35,7 @@ from prometheus_client import Counter
 
 from pm_adapter_ipps import queries
 from pm_adapter_ipps.client import IppsClient, Refund, Unavailable
+from pm_client.api import TERMINAL_STATES
 from pm_shared.db import Conn, Pool
 from pm_shared.intents import refunds
 from pm_shared.messages import IntentSubmitted, Party, PspHint, now
@@ -59,7 +60,6 @@ NAMESPACE = uuid.UUID("6f1c1c1e-2b7a-5d36-9a53-0c7b1f3e8a11")
 REFUND_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 CURRENCY = re.compile(r"[A-Z]{3}")
 MAX_AMOUNT = 2**63 - 1
-TERMINAL = ("SETTLED", "FAILED")
 
 REFUNDS = Counter(
     "pm_psp_refunds_total", "PSP refund notifications decided, by PSP and outcome.", ["psp", "outcome"]
@@ -174,7 +174,7 @@ class RefundIntake:
         if intent is None or intent["type"] != "PROMPTPAY_WITHDRAWAL":
             found = "no intent" if intent is None else f"a {intent['type']}"
             return Verdict("UNMATCHED", f"the payout's intent is {found}", original_intent_id=original)
-        if intent["state"] not in TERMINAL:
+        if intent["state"] not in TERMINAL_STATES:
             return Verdict(None, f"the withdrawal is {intent['state']}: waiting for it to end")
         if intent["state"] != "SETTLED":
             return Verdict("UNMATCHED", f"the withdrawal is {intent['state']}", original_intent_id=original)
