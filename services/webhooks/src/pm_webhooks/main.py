@@ -5,6 +5,7 @@ script (docs/webhooks.md)."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import httpx
 import msgspec
@@ -40,6 +41,8 @@ def http_client(config: settings.Settings) -> httpx.AsyncClient:
 
 
 async def main(config: settings.Settings, stop: asyncio.Event) -> None:
+    # httpx logs every request at INFO: a line per attempt (the attempts are rows and metrics already).
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     cipher = Cipher.from_setting(config.key_encryption_key)
     async with runtime.redis_clients(config, SERVICE.name) as clients, http_client(config) as client:
         pool = await db.create_pool(

@@ -159,7 +159,8 @@ async def start(fleet: Fleet, redis: Redis, lease_key: str) -> SagaFleet:
     # The reconciler drains pm:events: without it the events stream would fill up to its
     # back-pressure threshold during the big run and the fleet would not be the fleet PM runs.
     reconciler = fleet.start("reconciler")
-    webhooks = fleet.start("webhooks")  # the other reader of pm:events
+    # The other reader of pm:events; tests' webhook receivers listen on loopback.
+    webhooks = fleet.start("webhooks", env={"PM_WEBHOOKS_ALLOWED_NETWORKS": "127.0.0.0/8,::1/128"})
     for proc in (saga.writer, saga.orchestrator, saga.gateway, reconciler, webhooks):
         await proc.wait_ready()
     conn = await db.connect(fleet.database_url)

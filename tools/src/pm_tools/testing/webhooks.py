@@ -63,6 +63,8 @@ class Receiver:
     def __init__(self, answer: AnswerFn | None = None) -> None:
         self.answer: AnswerFn = answer or (lambda _: Answer())
         self.received: list[Received] = []
+        self.answered = 0
+        """Requests answered (their answer written): `len(received) - answered` are in hand."""
         self.port = 0
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[None]] = set()
@@ -110,6 +112,7 @@ class Receiver:
                 await asyncio.sleep(answer.delay_s)
             writer.write(_reply(answer))
             await writer.drain()
+            self.answered += 1
         except (asyncio.IncompleteReadError, ConnectionError, ValueError):
             pass
         finally:
