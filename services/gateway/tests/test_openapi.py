@@ -111,6 +111,7 @@ def test_the_documented_party_pairs_are_the_ones_intake_takes() -> None:
                     to=target,
                     miniapp_id="app" if intent_type in MINIAPP_TYPES else None,
                     quote_id=uuid.uuid4() if intent_type == "FX_EXCHANGE" else None,
+                    original_intent_id=uuid.uuid4() if intent_type == "REFUND" else None,
                 )
                 # Users are one user (an exchange) or two (every other type), beyond the schema.
                 same_user_wrong = (source == target) != (intent_type == "FX_EXCHANGE")

@@ -14,7 +14,9 @@ import hashlib
 import logging
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import NamedTuple
 
 import asyncpg
 import msgspec
@@ -32,7 +34,7 @@ from pm_client.api import (
     Links,
     Party,
 )
-from pm_gateway import cursors, fx, merchant_access, shapes, views, web
+from pm_gateway import cursors, fx, merchant_access, refunds, shapes, views, web
 from pm_gateway import queries as q
 from pm_gateway.auth import Caller, refuse, require_operation, require_owner
 from pm_gateway.ids import uuid7
@@ -77,6 +79,9 @@ async def create(request: Request) -> Response:
     if intent_request.type in MINIAPP_TYPES:
         async with d.pool.acquire() as conn:
             await merchant_access.check(conn, caller, intent_request)
+    if intent_request.type == "REFUND":
+        await refunds.check(request, caller, intent_request)
+        return await submit(request, caller, key, intent_request)
     if intent_request.quote_id is not None:
         # An exchange is its quote carried out: the intent takes the quote's id (one intent per quote).
         exchange = await fx.quote_of(request, intent_request)
@@ -117,9 +122,11 @@ async def submit(
     request_hash: bytes | None = None,
 ) -> Response:
     """Write, publish and answer an intent that has passed every check (or find the one `key` made):
-    `POST /v1/intents`, and the front door's (`/v1/me/...`), whose answers link under `links`."""
+    `POST /v1/intents`, and the front door's (`/v1/me/...`), whose answers link under `links`.
+    The intent is written by `insert`, a REFUND by its own step (`refunds.write`)."""
     d = web.deps(request)
     request_hash = request_hash or _request_hash(intent_request)
+    write: Write = refunds.write if intent_request.type == "REFUND" else insert
     wait = wait_seconds(request, d.settings.max_wait_s)
 
     # Refused under back-pressure before anything is written (a replay too: it can come back later).
@@ -136,37 +143,26 @@ async def submit(
             "too many intents in flight; retry later",
             headers={"Retry-After": str(retry)},
         ) from None
-    # Insert first: a new intent costs one statement; a replay (or a concurrent twin) finds the row
-    # that is already there.
     message = _message(caller, intent_id, intent_request)
     payload = encode(message)
     async with d.pool.acquire() as conn:
         new = NewIntent.of(intent_id, caller, key, request_hash, intent_request, exchange)
-        try:
-            created_at = await _insert(conn, new, message, payload)
-        except asyncpg.UniqueViolationError:
-            # Only an FX_EXCHANGE names its id (its quote's): another request made that intent already.
-            raise ProblemError(409, "quote_used", "this quote was used by another request") from None
-        existing = None
-        if created_at is None:
-            existing = await conn.fetchrow(q.SELECT_BY_IDEMPOTENCY_KEY, caller.key_id, key)
-            assert existing is not None
-    if existing is None:
-        assert created_at is not None
+        written = await write(conn, new, message, payload)
+    replayed = written.created_at is None
+    if written.created_at is not None:
         await _publish(request, stream_key, message.message_id, payload)
-        answer = views.new_intent(str(intent_id), intent_request, created_at, exchange)
+        answer = views.new_intent(str(intent_id), intent_request, written.created_at, exchange)
         if wait:
             answer = await read(request, intent_id, wait, payment_answers=True)
     else:
-        if bytes(existing["request_hash"]) != request_hash:
+        if written.request_hash != request_hash:
             raise ProblemError(
                 409, "idempotency_key_reused", "this Idempotency-Key was used with another body"
             )
-        intent_id = existing["id"]
-        answer = await read(request, intent_id, wait, payment_answers=True)
+        answer = await read(request, written.intent_id, wait, payment_answers=True)
     answer = linked(answer, links)
     headers = {"Location": answer.links.self_}
-    if existing is not None:
+    if replayed:
         headers["Idempotent-Replayed"] = "true"
     if wait:
         headers["Preference-Applied"] = f"wait={wait}"
@@ -184,7 +180,7 @@ def _request_hash(r: CreateIntent) -> bytes:
     """sha256 of the canonical request. A field added later is left out while it is unset, so an
     Idempotency-Key used before the field existed still matches its request after an upgrade."""
     fields = msgspec.to_builtins(r)
-    for later in ("miniappId", "quoteId"):
+    for later in ("miniappId", "quoteId", "originalIntentId"):
         if fields.get(later) is None:
             fields.pop(later, None)
     return hashlib.sha256(_canonical.encode(fields)).digest()
@@ -229,6 +225,8 @@ class NewIntent(msgspec.Struct, frozen=True):
     metadata: dict[str, str]
     miniapp_id: str | None
     exchange: Exchange | None
+    original_intent_id: uuid.UUID | None = None
+    """A REFUND's original (written by its own step, `pm_gateway.refunds.write`)."""
 
     @classmethod
     def of(
@@ -257,20 +255,47 @@ class NewIntent(msgspec.Struct, frozen=True):
             metadata=r.metadata,
             miniapp_id=r.miniapp_id,
             exchange=exchange,
+            original_intent_id=r.original_intent_id,
         )
+
+    @property
+    def hash_bytes(self) -> bytes:
+        """`request_hash` as bytes."""
+        return bytes.fromhex(self.request_hash.removeprefix("\\x"))
 
 
 _row = msgspec.json.Encoder()
 
 
-async def _insert(
-    conn: Conn, intent: NewIntent, message: messages.IntentSubmitted, payload: bytes
-) -> datetime | None:
-    """The intent's creation time, or None when (key, Idempotency-Key) was taken already."""
-    row = await conn.fetchrow(
-        q.INSERT_INTENT, _row.encode(intent).decode(), INTENTS.name, message.message_id, payload
-    )
-    return None if row is None else row["created_at"]
+class Written(NamedTuple):
+    """What a write step made of a NewIntent: the new intent (`created_at` set), or the one its
+    (key, Idempotency-Key) made before (`created_at` None), with that one's request hash."""
+
+    intent_id: uuid.UUID
+    created_at: datetime | None
+    request_hash: bytes
+
+
+Write = Callable[[Conn, NewIntent, messages.IntentSubmitted, bytes], Awaitable[Written]]
+"""Writes the intent, its first timeline entry and its outbox message (`payload`) in one transaction,
+or finds the intent its (key, Idempotency-Key) made; refuses with a ProblemError, writing nothing."""
+
+
+async def insert(conn: Conn, intent: NewIntent, message: messages.IntentSubmitted, payload: bytes) -> Written:
+    """The write step of every type but REFUND: one statement (INSERT_INTENT). A new intent costs
+    that statement; a replay (or a concurrent twin) finds the row that is already there."""
+    try:
+        row = await conn.fetchrow(
+            q.INSERT_INTENT, _row.encode(intent).decode(), INTENTS.name, message.message_id, payload
+        )
+    except asyncpg.UniqueViolationError:
+        # Only an FX_EXCHANGE names its id (its quote's): another request made that intent already.
+        raise ProblemError(409, "quote_used", "this quote was used by another request") from None
+    if row is not None:
+        return Written(intent.id, row["created_at"], intent.hash_bytes)
+    existing = await conn.fetchrow(q.INTENT_BY_IDEMPOTENCY_KEY, intent.key_id, intent.idempotency_key)
+    assert existing is not None
+    return Written(existing["id"], None, bytes(existing["request_hash"]))
 
 
 async def _publish(request: Request, stream_key: str, message_id: str, payload: bytes) -> None:

@@ -8,7 +8,7 @@ from pm_shared.fees import queries as fee_queries
 INTENT_COLUMNS = """
     id, key_id, request_hash, type, state, failure_code, amount, currency, source, target, from_name,
     to_name, comment, requires_monitoring, metadata, fees, legs, created_at, updated_at, payment,
-    miniapp_id, exchange"""
+    miniapp_id, exchange, original_intent_id"""
 
 SELECT_INTENT = f"SELECT {INTENT_COLUMNS} FROM pm.intent WHERE id = $1"
 
@@ -42,10 +42,8 @@ SELECT id, created_at FROM intent
 """
 
 
-INTENT_BY_IDEMPOTENCY_KEY = "SELECT id FROM pm.intent WHERE key_id = $1 AND idempotency_key = $2"
-
-SELECT_BY_IDEMPOTENCY_KEY = f"""
-SELECT {INTENT_COLUMNS} FROM pm.intent WHERE key_id = $1 AND idempotency_key = $2
+INTENT_BY_IDEMPOTENCY_KEY = """
+SELECT id, request_hash FROM pm.intent WHERE key_id = $1 AND idempotency_key = $2
 """
 
 
@@ -66,7 +64,7 @@ ORDER BY currency
 
 LIST_HISTORY = """
 SELECT id, intent_id, type, direction, amount, currency, fee, counterparty_name, comment,
-       requires_monitoring, at
+       requires_monitoring, at, original_intent_id
 FROM pm.tx_history
 WHERE owner_kind = $1 AND owner_id = $2
   AND ($3::timestamptz IS NULL OR (at, id) < ($3, $4::bigint))
@@ -184,7 +182,10 @@ RETURNING {_REQUEST_COLUMNS}
 """
 
 
-# An end user may read an intent they pay or are paid by ($2: their party, {"kind": "user", "id": …}).
-IS_USERS_INTENT = """
+# Whether $2 (a party, as pm.intent.source/target store it) pays or is paid by intent $1: an end user
+# may read such an intent ({"kind": "user", "id": …}), a merchant refund one ({"kind": "merchant", …}).
+IS_PARTY_TO_INTENT = """
 SELECT EXISTS (SELECT 1 FROM pm.intent WHERE id = $1 AND (source @> $2::jsonb OR target @> $2::jsonb))
 """
+
+IS_USERS_INTENT = IS_PARTY_TO_INTENT

@@ -39,6 +39,7 @@ def new_intent(
         metadata=dict(r.metadata),
         miniapp_id=r.miniapp_id,
         exchange=exchange,
+        original_intent_id=str(r.original_intent_id) if r.original_intent_id is not None else None,
         created_at=created_at,
         updated_at=created_at,
         timeline=[TimelineEntry(at=created_at, state="CREATED", reason=ACCEPTED)],
@@ -82,6 +83,7 @@ def intent(row: asyncpg.Record, timeline: Sequence[asyncpg.Record] = ()) -> Inte
         payment=_payment.decode(_json(row["payment"])) if row["payment"] is not None else None,
         miniapp_id=row["miniapp_id"],
         exchange=_exchange.decode(_json(row["exchange"])) if row["exchange"] is not None else None,
+        original_intent_id=str(row["original_intent_id"]) if row["original_intent_id"] is not None else None,
         timeline=[
             TimelineEntry(at=t["at"], state=t["to_state"], previous=t["from_state"], reason=t["reason"])
             for t in timeline

@@ -94,6 +94,7 @@ async def history_of(request: Request, owner_id: str) -> HistoryPage:
             comment=r["comment"],
             requires_monitoring=r["requires_monitoring"],
             at=r["at"],
+            original_intent_id=str(r["original_intent_id"]) if r["original_intent_id"] else None,
         )
         for r in rows[:count]
     ]

@@ -32,6 +32,8 @@ class HistoryRow(msgspec.Struct, frozen=True):
     comment: str | None
     requires_monitoring: bool
     at: datetime
+    original_intent_id: uuid.UUID | None = None
+    """A refund's original (the charge or withdrawal it gives back), shown beside it in the history."""
 
 
 class PostingRow(msgspec.Struct, frozen=True):
@@ -63,6 +65,7 @@ def history_rows(intent: IntentRow, at: datetime) -> list[HistoryRow]:
         (intent.target, "in", intent.from_name, "target"),
     )
     fx = intent.exchange
+    original = uuid.UUID(intent.original_intent_id) if intent.original_intent_id else None
     for side, direction, counterparty, role in parties:
         if side.kind != "user" or side.id is None:
             continue
@@ -87,6 +90,7 @@ def history_rows(intent: IntentRow, at: datetime) -> list[HistoryRow]:
                 comment=intent.comment,
                 requires_monitoring=intent.requires_monitoring,
                 at=at,
+                original_intent_id=original,
             )
         )
     return rows

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 _INTENT_COLUMNS = """
     id, type, state, step, channel, route, amount, currency, source, target, from_name, to_name,
-    comment, requires_monitoring, metadata, fees, created_at, updated_at, payment, exchange
+    comment, requires_monitoring, metadata, fees, created_at, updated_at, payment, exchange,
+    original_intent_id
 """
 
 SELECT_INTENTS = f"""
@@ -107,14 +108,14 @@ WITH input AS (
 ), history AS (
     INSERT INTO pm.tx_history (
         owner_kind, owner_id, intent_id, type, direction, amount, currency, fee, counterparty_name,
-        comment, requires_monitoring, at
+        comment, requires_monitoring, at, original_intent_id
     )
     SELECT h.owner_kind, h.owner_id, h.intent_id, h.type, h.direction, h.amount, h.currency, h.fee,
-           h.counterparty_name, h.comment, h.requires_monitoring, h.at
+           h.counterparty_name, h.comment, h.requires_monitoring, h.at, h.original_intent_id
     FROM json_to_recordset($3::json) AS h(
         owner_kind text, owner_id text, intent_id uuid, type text, direction text, amount bigint,
         currency text, fee bigint, counterparty_name text, comment text, requires_monitoring boolean,
-        at timestamptz
+        at timestamptz, original_intent_id uuid
     )
     JOIN moved ON moved.id = h.intent_id
     ON CONFLICT (owner_kind, owner_id, intent_id, direction) DO NOTHING

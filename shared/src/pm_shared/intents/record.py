@@ -91,6 +91,9 @@ class IntentRow:
     """What the payer is shown (`pm.intent.payment`: an SBP QR link), once a PSP gave it."""
     exchange: Exchange | None = None
     """An FX_EXCHANGE's quote: what it buys, and in which currency."""
+    original_intent_id: str | None = None
+    """A REFUND's original: the intent it gives money back for (None when the row was read without
+    the column)."""
 
     @property
     def currencies(self) -> tuple[str, ...]:
@@ -121,10 +124,15 @@ class IntentRow:
             updated_at=row["updated_at"],
             payment=_object.decode(_json(row["payment"])) if row["payment"] is not None else None,
             exchange=_exchange.decode(_json(row["exchange"])) if row["exchange"] is not None else None,
+            original_intent_id=_text(row.get("original_intent_id")),
         )
 
     def fees_paid_by(self, side: str) -> int:
         return sum(f.amount for f in self.fees if f.payer == side)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _side(value: Any) -> Side:
