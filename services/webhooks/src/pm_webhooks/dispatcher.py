@@ -118,11 +118,15 @@ class Dispatcher:
         task.add_done_callback(lambda t: self._done(t, claim.endpoint_id))
 
     def _done(self, task: asyncio.Task[None], endpoint_id: str) -> None:
+        # A slot frees up: when it was the endpoint's or the replica's last one, deliveries may have
+        # been left out of the claims; claim again now rather than at the next poll.
+        at_limit = self.in_flight[endpoint_id] >= self.endpoint_limit or len(self.tasks) >= self.global_limit
         self.tasks.discard(task)
         self.in_flight[endpoint_id] -= 1
         if self.in_flight[endpoint_id] <= 0:
             del self.in_flight[endpoint_id]
-        self._wake.set()  # a slot is free: what was left out may be claimed
+        if at_limit:
+            self._wake.set()
 
     async def _wait(self, stop: asyncio.Event) -> None:
         waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]

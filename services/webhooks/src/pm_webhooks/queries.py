@@ -81,26 +81,28 @@ WHERE id = $1 AND claimed_until = $2 AND status = 'PENDING'
 
 # -- an attempt's record (one transaction) -------------------------------------------------------
 
-# The delivery after an attempt, only while this sender still holds the claim it was made under.
-UPDATE_DELIVERY = """
-UPDATE pm.webhook_delivery
-SET attempts = attempts + 1, status = $3, next_attempt_at = coalesce($4, next_attempt_at),
-    last_status_code = $5, last_error = $6,
-    delivered_at = CASE WHEN $3 = 'DELIVERED' THEN now() ELSE delivered_at END,
-    claimed_until = NULL, replay_by = NULL, updated_at = now()
-WHERE id = $1 AND claimed_until = $2 AND status = 'PENDING'
-RETURNING attempts
-"""
-
-INSERT_ATTEMPT = """
-INSERT INTO pm.webhook_attempt (delivery_id, attempt, trigger, at, status_code, error, latency_ms,
-                                response_excerpt, actor)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-"""
-
-ENDPOINT_SUCCEEDED = """
-UPDATE pm.webhook_endpoint SET failing_since = NULL, updated_at = now()
-WHERE endpoint_id = $1 AND failing_since IS NOT NULL
+# An attempt's record in one statement: the delivery's new state, only while this sender still holds the
+# claim the attempt was made under ($2), and the attempt's row; after a success ($3 = 'DELIVERED') the
+# endpoint's `failing_since` is cleared. Returns the attempt's number (none: the claim had lapsed).
+RECORD_ATTEMPT = """
+WITH delivery AS (
+    UPDATE pm.webhook_delivery
+    SET attempts = attempts + 1, status = $3, next_attempt_at = coalesce($4, next_attempt_at),
+        last_status_code = $5, last_error = $6,
+        delivered_at = CASE WHEN $3 = 'DELIVERED' THEN now() ELSE delivered_at END,
+        claimed_until = NULL, replay_by = NULL, updated_at = now()
+    WHERE id = $1 AND claimed_until = $2 AND status = 'PENDING'
+    RETURNING id, endpoint_id, attempts
+), attempt AS (
+    INSERT INTO pm.webhook_attempt (delivery_id, attempt, trigger, at, status_code, error, latency_ms,
+                                    response_excerpt, actor)
+    SELECT id, attempts, $7, $8, $5, $6, $9, $10, $11 FROM delivery
+), endpoint AS (
+    UPDATE pm.webhook_endpoint e SET failing_since = NULL, updated_at = now()
+    FROM delivery
+    WHERE $3 = 'DELIVERED' AND e.endpoint_id = delivery.endpoint_id AND e.failing_since IS NOT NULL
+)
+SELECT attempts FROM delivery
 """
 
 # The endpoint failed: since when it has been failing (this failure, when it was not failing before).

@@ -1,4 +1,4 @@
-"""An attempt's record, in one transaction: its `pm.webhook_attempt` row, the delivery's new state
+"""An attempt's record, atomic: its `pm.webhook_attempt` row, the delivery's new state
 (DELIVERED, FAILED, or PENDING with its next attempt's time) and what it says of the endpoint
 (a success clears `failing_since`; 410, or failing for `disable_after_s`, disables it).
 
@@ -112,41 +112,37 @@ class Records:
         else:
             retry_at = self.next_attempt(attempts, outcome, now)
             status = "PENDING" if retry_at is not None else "FAILED"
-        async with self.pool.acquire() as conn, conn.transaction():
-            updated = await conn.fetchval(
-                queries.UPDATE_DELIVERY,
-                claim.id,
-                claim.claimed_until,
-                status,
-                retry_at,
-                outcome.status_code,
-                outcome.error,
-            )
-            if updated is None:
-                log.warning("delivery %s: claim lapsed during its attempt; not recorded", claim.id)
-                return Recorded("lost")
-            await conn.execute(
-                queries.INSERT_ATTEMPT,
-                claim.id,
-                updated,
-                claim.trigger,
-                at,
-                outcome.status_code,
-                outcome.error,
-                outcome.latency_ms,
-                outcome.excerpt,
-                claim.replay_by,
-            )
-            disabled = await self._endpoint(conn, claim, outcome, now)
+        args = (
+            claim.id,
+            claim.claimed_until,
+            status,
+            retry_at,
+            outcome.status_code,
+            outcome.error,
+            claim.trigger,
+            at,
+            outcome.latency_ms,
+            outcome.excerpt,
+            claim.replay_by,
+        )
+        disabled = False
+        async with self.pool.acquire() as conn:
+            if outcome.ok:  # one statement: atomic by itself, one round trip
+                recorded = await conn.fetchval(queries.RECORD_ATTEMPT, *args)
+            else:
+                async with conn.transaction():
+                    recorded = await conn.fetchval(queries.RECORD_ATTEMPT, *args)
+                    if recorded is not None:
+                        disabled = await self._endpoint_failed(conn, claim, outcome, now)
+        if recorded is None:
+            log.warning("delivery %s: claim lapsed during its attempt; not recorded", claim.id)
+            return Recorded("lost")
         if status == "FAILED":
             DELIVERIES_FAILED.labels("gone" if outcome.kind == "gone" else "exhausted").inc()
         return Recorded(status, disabled)
 
-    async def _endpoint(self, conn: Conn, claim: Claim, outcome: Outcome, now: datetime) -> bool:
-        """What the attempt says of the endpoint; True when it disabled it."""
-        if outcome.ok:
-            await conn.execute(queries.ENDPOINT_SUCCEEDED, claim.endpoint_id)
-            return False
+    async def _endpoint_failed(self, conn: Conn, claim: Claim, outcome: Outcome, now: datetime) -> bool:
+        """What a failed attempt says of the endpoint; True when it disabled it."""
         if outcome.kind == "gone":
             return await disable(conn, claim.endpoint_id, claim.id, "gone", "the endpoint answered 410 Gone")
         since: datetime = await conn.fetchval(queries.ENDPOINT_FAILED, claim.endpoint_id)
