@@ -222,3 +222,34 @@ def test_a_body_stays_small() -> None:
         updated_at=datetime.now(UTC),
     )
     assert len(payloads.body("intent.settled", datetime.now(UTC), data)) < payloads.MAX_BODY_BYTES
+
+
+async def test_a_replay_is_attempted_again_with_the_same_id_and_its_actor(
+    start_sender, publish, pool: Pool, cipher: Cipher
+) -> None:
+    await start_sender()
+    async with kit.Receiver() as receiver, pool.acquire() as conn:
+        merchant = await kit.merchant(conn, cipher)
+        endpoint = await kit.endpoint(conn, cipher, merchant, receiver.url, ["intent.settled"])
+        await publish(kit.state_changed(await kit.merchant_intent(conn, merchant), "SETTLED"))
+
+        async def delivered_times(n: int) -> bool:
+            rows = await attempts(pool, endpoint.endpoint_id)
+            return len(rows) == n and rows[-1]["status_code"] == 200
+
+        await eventually(lambda: delivered_times(1), what="delivered")
+        # What the admin API does for a replay (docs/webhooks-api.md).
+        await conn.execute(
+            """UPDATE pm.webhook_delivery SET status = 'PENDING', next_attempt_at = now(),
+                   replay_by = 'ops@pm' WHERE endpoint_id = $1""",
+            endpoint.endpoint_id,
+        )
+        await eventually(lambda: delivered_times(2), what="replayed")
+    rows = await attempts(pool, endpoint.endpoint_id)
+    assert [(r["attempt"], r["trigger"], r["actor"]) for r in rows] == [
+        (1, "initial", None),
+        (2, "replay", "ops@pm"),
+    ]
+    assert list(receiver.ids().values()) == [2]
+    (row,) = await deliveries(pool, endpoint.endpoint_id)
+    assert row["status"] == "DELIVERED" and row["replay_by"] is None

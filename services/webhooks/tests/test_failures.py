@@ -208,3 +208,58 @@ async def test_a_slow_merchant_does_not_hold_up_another(
     assert hanging == 4  # A's requests still in hand, A at its limit, while B's went through
     assert a_done == 0
     assert len(quick.received) == 3
+
+
+async def test_an_endpoint_failing_for_days_is_disabled(
+    start_sender, publish, pool: Pool, cipher: Cipher
+) -> None:
+    await start_sender(disable_after_s="3600")
+    async with kit.Receiver(lambda _: kit.Answer(500)) as receiver, pool.acquire() as conn:
+        merchant = await kit.merchant(conn, cipher)
+        endpoint = await kit.endpoint(conn, cipher, merchant, receiver.url, SETTLED)
+        await conn.execute(
+            """UPDATE pm.webhook_endpoint SET failing_since = now() - interval '2 hours'
+               WHERE endpoint_id = $1""",
+            endpoint.endpoint_id,
+        )
+        await publish(kit.state_changed(await kit.merchant_intent(conn, merchant), "SETTLED"))
+
+        async def disabled() -> bool:
+            found = await conn.fetchval(
+                """SELECT disabled_reason FROM pm.webhook_endpoint
+                   WHERE endpoint_id = $1 AND status = 'DISABLED'""",
+                endpoint.endpoint_id,
+            )
+            return bool(found and found.startswith("failing"))
+
+        await eventually(disabled, what="the endpoint disabled after failing for longer than allowed")
+    assert (await delivery(pool, endpoint.endpoint_id))["status"] == "FAILED"
+    assert len(receiver.received) == 1
+
+
+async def test_an_open_breaker_puts_deliveries_off_without_spending_attempts(
+    start_sender, publish, pool: Pool, cipher: Cipher
+) -> None:
+    await start_sender(
+        breaker_failures="2", breaker_cooldown_s="30", endpoint_concurrency="1", retry_schedule_s="60"
+    )
+    async with kit.Receiver(lambda _: kit.Answer(500)) as receiver, pool.acquire() as conn:
+        merchant = await kit.merchant(conn, cipher)
+        endpoint = await kit.endpoint(conn, cipher, merchant, receiver.url, SETTLED)
+        for _ in range(3):
+            await publish(kit.state_changed(await kit.merchant_intent(conn, merchant), "SETTLED"))
+
+        async def put_off() -> bool:
+            rows = await conn.fetch(
+                """SELECT attempts, next_attempt_at > now() + interval '20 s' AS later
+                   FROM pm.webhook_delivery WHERE endpoint_id = $1""",
+                endpoint.endpoint_id,
+            )
+            return (
+                len(rows) == 3
+                and [r["attempts"] for r in rows].count(0) == 1
+                and all(r["later"] for r in rows)
+            )
+
+        await eventually(put_off, what="the third delivery put off to the breaker's end, unattempted")
+    assert len(receiver.received) == 2
