@@ -45,7 +45,7 @@ One run, over signed HTTP only (and /v1/me for the users' answers):
 
 Whatever did not go as its scenario says (a payment that should have settled and did not, fees other
 than the demo rules', an intent still open, a balance that does not add up) is a `problem`: the
-summary is `ok` only when there is none. There are no refunds yet (no REFUND intent type).
+summary is `ok` only when there is none. The demo makes no refunds (REFUND intents: docs/refunds.md).
 """
 
 from __future__ import annotations
