@@ -67,6 +67,7 @@ TRANSFER_CODES: dict[str, int] = {
     "MINIAPP_CHARGE": 5,
     "MINIAPP_CREDIT": 6,
     "FX_EXCHANGE": 7,
+    "REFUND": 8,
 }
 FEE_TRANSFER_CODE = 10
 PENDING = int(tb.TransferFlags.PENDING)
