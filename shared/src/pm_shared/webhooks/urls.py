@@ -3,11 +3,12 @@ is created (the admin API, `pm webhooks add`).
 
 An absolute `http(s)://host[:port]/path?query` URL: no user:password (it would travel in every
 request's Authorization), no fragment, a host that is a DNS name or an IP literal. `https` unless
-http is allowed (a local receiver in development). A host that is a private, loopback, link-local or
-otherwise non-public IP literal, `localhost` or a `*.localhost` name, is refused unless the
-allowed networks hold it. Unusual spellings of an IPv4 address that the system resolver reads as
-one (`2130706433`, `0x7f.1`, `127.1`) are read as that address. A DNS name that resolves to a
-private address is the sender's to refuse, when it connects: a name can point elsewhere later.
+http is allowed (a local receiver in development). A host that is a private, loopback, link-local
+or otherwise non-public IP literal (or an IPv6 one that carries such an IPv4 address: mapped,
+NAT64, 6to4), `localhost` or a `*.localhost` name, is refused unless the allowed networks hold it.
+Unusual spellings of an IPv4 address that the system resolver reads as one (`2130706433`,
+`0x7f.1`, `127.1`) are read as that address. A DNS name that resolves to a private address is the
+sender's to refuse, when it connects: a name can point elsewhere later.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 URL_MAX = 2048
 _LABEL = r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)"
 _HOSTNAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _IPV4ISH = re.compile(r"[0-9a-fA-FxX.]+")
 """What inet_aton might read as an IPv4 address (decimal, octal, hex parts)."""
 
@@ -70,8 +72,17 @@ def _literal(host: str) -> IPAddress | None:
             return None
         address = ipaddress.IPv4Address(packed)
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
+        return address.ipv4_mapped  # what a connection to it reaches
     return address
+
+
+def _embedded(address: IPAddress) -> IPAddress | None:
+    """The IPv4 address an IPv6 one carries to a gateway (NAT64's 64:ff9b::/96, 6to4's 2002::/16)."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address.sixtofour
 
 
 def _addresses(host: str) -> Iterable[IPAddress]:
@@ -79,8 +90,11 @@ def _addresses(host: str) -> Iterable[IPAddress]:
     name = host.rstrip(".").lower()
     if name == "localhost" or name.endswith(".localhost"):
         return (ipaddress.IPv4Address("127.0.0.1"), ipaddress.IPv6Address("::1"))
-    found = _literal(host)
-    return () if found is None else (found,)
+    found = _literal(name)
+    if found is None:
+        return ()
+    inner = _embedded(found)
+    return (found,) if inner is None else (found, inner)
 
 
 def public(address: IPAddress) -> bool:
