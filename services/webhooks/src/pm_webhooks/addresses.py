@@ -41,10 +41,26 @@ class Target:
     server_name: str
 
 
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+
+
+def embedded(address: Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one reaches: mapped (::ffff:a.b.c.d), NAT64 or 6to4."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address in NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address.sixtofour
+
+
 def forbidden(address: Address) -> bool:
-    """Private, loopback, link-local, multicast, reserved or unspecified: not on the public Internet."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return forbidden(address.ipv4_mapped)
+    """Private, loopback, link-local, multicast, reserved or unspecified (or an IPv6 address carrying
+    such an IPv4 one): not on the public Internet."""
+    inner = embedded(address)
+    if inner is not None and forbidden(inner):
+        return True
     return (
         address.is_private
         or address.is_loopback
