@@ -235,11 +235,9 @@ def bench(
     straight to `pm:intents`; goal: ≥ 1,000 settled/s) and through HTTP, a load sweep (each of
     `--rates` intents/s offered open-loop for `--seconds`; goal: p99 ≤ 250 ms at 300/s), by stage.
 
-    Then PromptPay withdrawals (`--psp`): the same fleet plus adapter-ipps and the IPPS sandbox
-    answering each call after `--psp-latency-ms`; `--psp-intents` published straight to `pm:intents`,
-    P2P and withdrawals interleaved. Per type: settled/s, publish → SETTLED p50/p95/p99 and the time
-    per stage; withdrawals/s ÷ P2P/s, against the serialized ceiling (one payout at a time:
-    1 / (2 × latency)), and the payouts in flight at the adapter.
+    Then PromptPay withdrawals (`--psp`): the same fleet plus adapter-ipps and the IPPS sandbox (each
+    call answered after `--psp-latency-ms`), `--psp-intents` P2P and withdrawals interleaved: per type
+    settled/s, publish → SETTLED p50/p95/p99 by stage, against the serialized ceiling 1 / (2 × latency).
 
     Then merchant charges and currency exchange (`--charges`, `--fx`), each on the saga's fleet beside
     signed P2P intents, `--concurrency` flows at a time, each begun when the last settled, `--repeat`
@@ -247,15 +245,13 @@ def bench(
     with the merchant's request inside the flow too, no goal); a quote, then the FX_EXCHANGE that uses
     it → SETTLED (goal: ≥ 70 % of P2P/s), with the quote's latency.
 
-    Then the front door (`--front-door`): requests through nginx and the Auth Center beside direct
-    (goal: ≥ 80 % of direct; no nginx: skipped). Then reconciliation (`--recon`): the verify sweep over
-    `--recon-intents` settled intents (goal: ≥ 20,000/s) and the continuous check's p99 lag at 300/s
-    (goal: ≤ 2 s). Then merchant webhooks (`--webhooks`): pm-webhooks' deliveries/s to a local
-    receiver beside httpx posting the same signed bodies (`--webhook-deliveries`), and event →
-    delivered p99 at 300 events/s (goal: ≤ 500 ms).
+    Then the front door (`--front-door`): through nginx and the Auth Center beside direct (goal: ≥ 80 %
+    of direct; no nginx: skipped). Reconciliation (`--recon`): the verify sweep over `--recon-intents`
+    settled intents (goal: ≥ 20,000/s), the continuous check's p99 lag at 300/s (goal: ≤ 2 s). Merchant
+    webhooks (`--webhooks`): deliveries/s to a local receiver beside httpx posting the same signed
+    bodies, event → delivered p99 at 300 events/s (goal: ≤ 500 ms).
 
-    Last, unless `--no-report`, the report in `--out`: .json (every figure, the settings, the
-    machine), .md (the tables) and -throughput, -latency and -stages .png plots.
+    Last, unless `--no-report`, the report in `--out`: .json, .md and .png plots.
     """
     sized: dict[str, Any] = {"messages": messages, "repeat": repeat, "transfers": transfers}
     sized |= {"seconds": seconds, "intents": intents, "rates": rates, "psp_intents": psp_intents}
