@@ -85,6 +85,9 @@ _CROSS_FIELD = "a rule across fields, beyond the schema (like invalid_parties)"
 _NO_ALERT = Refusal(404, "alert_not_found", _NOT_FOUND)
 _ALERT_MOVED = Refusal(409, "alert_state", "an alert acted on earlier in this run is past that state")
 _NO_SUCH_DAY = "a generated day the calendar lacks (or, for a run, in the future or long past)"
+_NO_MERCHANT = Refusal(404, "merchant_not_found", _NOT_FOUND)
+_NO_ENDPOINT = Refusal(404, "webhook_endpoint_not_found", _NOT_FOUND)
+_NO_DELIVERY = Refusal(404, "webhook_delivery_not_found", _NOT_FOUND)
 BUSINESS_REFUSALS: dict[str, tuple[Refusal, ...]] = {
     "POST /v1/intents": (
         Refusal(409, "idempotency_key_reused", "a generated Idempotency-Key comes again with another body"),
@@ -193,6 +196,20 @@ BUSINESS_REFUSALS: dict[str, tuple[Refusal, ...]] = {
     "GET /v1/admin/reconciliation/reports/{period}": (
         Refusal(422, "period_invalid", _NO_SUCH_DAY, "is not a"),
     ),
+    "POST /v1/admin/merchants/{merchant_id}/webhook-endpoints": (
+        Refusal(404, "merchant_not_found", "a generated merchant id names no merchant"),
+        Refusal(409, "idempotency_key_reused", "a generated Idempotency-Key comes again with another body"),
+        Refusal(422, "webhook_url_invalid", "a URL the schema's pattern lets through is no http(s) URL"),
+        Refusal(422, "webhook_url_https_required", "http:// is refused unless the gateway allows it"),
+        Refusal(422, "webhook_url_not_allowed", "a generated address is private unless allowed by setting"),
+    ),
+    "GET /v1/admin/merchants/{merchant_id}/webhook-endpoints": (_NO_MERCHANT,),
+    "GET /v1/admin/webhook-endpoints/{endpoint_id}": (_NO_ENDPOINT,),
+    "POST /v1/admin/webhook-endpoints/{endpoint_id}/rotate-secret": (_NO_ENDPOINT,),
+    "POST /v1/admin/webhook-endpoints/{endpoint_id}/disable": (_NO_ENDPOINT,),
+    "POST /v1/admin/webhook-endpoints/{endpoint_id}/enable": (_NO_ENDPOINT,),
+    "GET /v1/admin/webhook-deliveries/{delivery_id}": (_NO_DELIVERY,),
+    "POST /v1/admin/webhook-deliveries/{delivery_id}/replay": (_NO_DELIVERY,),
 }
 """`positive_data_acceptance`: how a schema-valid, validly signed request may be refused besides, by
 operation, each with its reason. They are matched on the problem's `code` (and part of its detail
