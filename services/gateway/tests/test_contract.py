@@ -102,6 +102,7 @@ BUSINESS_REFUSALS: dict[str, tuple[Refusal, ...]] = {
         Refusal(409, "quote_used", "a quote made earlier in this run was used by another request"),
         Refusal(422, "currency_unsupported", "PromptPay pays THB only: " + _CROSS_FIELD),
         Refusal(422, "unknown_pair", "an SBP top-up into THB or USD needs a RUB rate, none is set"),
+        Refusal(404, "original_not_found", "a generated REFUND's originalIntentId names no intent"),
     ),
     "POST /v1/fx/quotes": (
         Refusal(422, "validation_failed", "sell and buy differ: " + _CROSS_FIELD, "two different currencies"),

@@ -87,8 +87,9 @@ def _ref(party: type) -> dict[str, str]:
 def _party_rules(components: dict[str, Any]) -> None:
     """The cross-field rules JSON Schema can state, added where msgspec cannot put them: which party
     kinds each intent type takes (`shapes.allowed_pairs`), that MINIAPP_* (only) carry a
-    `miniappId` and FX_EXCHANGE (only) a `quoteId`, and a BILLER payee's references. What it
-    cannot state (a user paying themselves, a Thai QR that must parse) the descriptions say."""
+    `miniappId`, FX_EXCHANGE (only) a `quoteId` and REFUND (only) an `originalIntentId`, and a
+    BILLER payee's references. What it cannot state (a user paying themselves, a Thai QR that must
+    parse) the descriptions say."""
     # One flat anyOf of (type, from, to) combinations: nested if/then per type is the same statement,
     # but too much for schemathesis to generate from once there are six types.
     for name, quoted in (("CreateIntent", True), ("FeeQuote", False)):
@@ -113,7 +114,8 @@ def _combinations() -> list[tuple[str, type, type]]:
 
 def _combination(intent_type: str, source: type, target: type, *, quoted: bool) -> dict[str, Any]:
     """One allowed (type, from, to), with the fields that type alone takes: a MINIAPP_*'s `miniappId`;
-    an FX_EXCHANGE's `quoteId` (`quoted`: an intent, not a dry run, which names no quote)."""
+    an FX_EXCHANGE's `quoteId` and a REFUND's `originalIntentId` (`quoted`: an intent, not a dry run,
+    which names neither)."""
     properties: dict[str, Any] = {"type": {"const": intent_type}, "from": _ref(source), "to": _ref(target)}
     required = ["type"]
     properties["miniappId"] = {"type": "string"} if intent_type in MINIAPP_TYPES else {"type": "null"}
@@ -124,6 +126,10 @@ def _combination(intent_type: str, source: type, target: type, *, quoted: bool) 
         properties["quoteId"] = {"type": "string", "format": "uuid"} if fx else {"type": "null"}
         if fx:
             required.append("quoteId")
+        refund = intent_type == "REFUND"
+        properties["originalIntentId"] = {"type": "string", "format": "uuid"} if refund else {"type": "null"}
+        if refund:
+            required.append("originalIntentId")
     return {"properties": properties, "required": required}
 
 

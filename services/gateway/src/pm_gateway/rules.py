@@ -233,8 +233,10 @@ async def dry_run(request: Request) -> Response:
         from_=quote.from_,
         to=quote.to,
         miniapp_id=quote.miniapp_id,
-        # A dry run prices the fee rules only: an exchange's spread comes with its FX quote.
+        # A dry run prices the fee rules only: an exchange's spread comes with its FX quote, and a
+        # refund's original is checked when it is made.
         quote_id=_NO_QUOTE if quote.type == "FX_EXCHANGE" else None,
+        original_intent_id=_NO_QUOTE if quote.type == "REFUND" else None,
     )
     shapes.check(as_intent)
     caller = await web.caller(request)
