@@ -9,6 +9,7 @@ refund beside its charge.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -18,19 +19,25 @@ from typing import Any
 import httpx
 import pytest
 
+from pm_client import api as http_api
 from pm_client.client import PMAuth
+from pm_shared import db
 from pm_shared.intents import legs
-from pm_shared.ledger import chart, ids
+from pm_shared.ledger import chart, ids, open_ledger
+from pm_shared.reconciliation import checker
 from pm_tools.testing.gateway import PROXY_SECRET
 from pm_tools.testing.saga import (
     CURRENCY,
     SagaFleet,
     accounts,
+    admin_post,
+    fee_revenue,
     fetch,
     fund,
     module_saga,
     open_wallet,
     posted,
+    settle_rules,
     transfers,
     wallet_id,
 )
@@ -160,6 +167,19 @@ async def balances(saga: SagaFleet, shop: Shop, user: str) -> tuple[int, int]:
     return posted(found[wallet_id(user)]), posted(found[shop.account])
 
 
+async def reconciled(saga: SagaFleet, intent_ids: list[str]) -> None:
+    """The reconciler's check of these intents against the ledger (its legs recomputed) finds nothing."""
+    conn = await db.connect(saga.database_url)
+    ledger = await open_ledger("embedded+" + saga.database_url, readonly=True)
+    try:
+        checked = await checker.check(ledger, await checker.load(conn, intent_ids))
+    finally:
+        await ledger.close()
+        await conn.close()
+    assert checked.findings == []
+    assert sorted(checked.checked) == sorted(intent_ids)
+
+
 async def test_a_full_refund_goes_back_to_the_payer_and_shows_beside_the_charge(
     saga: SagaFleet, shop: Shop
 ) -> None:
@@ -230,6 +250,37 @@ async def test_partial_refunds_add_up_to_the_charge_and_not_one_minor_unit_more(
         ("SETTLED", 500),
     ]
     assert await balances(saga, shop, user) == before
+
+
+async def test_a_fee_rule_on_refund_is_priced_and_paid_by_its_payer(saga: SagaFleet, shop: Shop) -> None:
+    # A handling fee on this merchant's refunds: 1 % of each, paid by the merchant (the source).
+    async with saga.http(saga.admin) as admin:
+        rule = http_api.FeeRuleIn(
+            rule_id=f"{shop.merchant_id}-refund-fee",
+            operation_type="REFUND",
+            condition=f'intent.source.kind == "merchant" && intent.source.id == "{shop.merchant_id}"',
+            amount="intent.amount / 100",
+            timing="PRE",
+            payer="source",
+            max_fee=10_000,
+        )
+        await admin_post(admin, "/v1/admin/fee-rules", rule)
+    await settle_rules(time.monotonic())
+    user = await new_user(saga, 3_000)
+    charge = await settled_charge(saga, shop, user, 3_000)
+    body = refund_body(shop, user, charge, 1_000)
+    priced = await shop.http.post(
+        "/v1/fees/dry-run", json={k: v for k, v in body.items() if k != "originalIntentId"}
+    )
+    assert (priced.status_code, priced.json()["total"]) == (200, 10), priced.text
+    revenue_before = await fee_revenue(saga)
+    made = await send(shop.http, body)
+    assert (made.status_code, made.json()["status"]) == (202, "SETTLED"), made.text
+    assert [(f["ruleId"], f["amount"]) for f in made.json()["fees"]] == [
+        (f"{shop.merchant_id}-refund-fee", 10)
+    ]
+    assert await balances(saga, shop, user) == (1_000, 1_990)
+    assert await fee_revenue(saga) == revenue_before + 10
 
 
 async def test_a_charge_not_settled_yet_or_failed_is_not_refunded(saga: SagaFleet, shop: Shop) -> None:
@@ -340,3 +391,4 @@ async def test_racing_partial_refunds_never_add_up_to_more_than_the_charge(
     async with saga.client(saga.admin) as pm:
         wallet = await pm.get_wallet(user)
     assert [(b.currency, b.posted) for b in wallet.balances] == [(CURRENCY, settled)]
+    await reconciled(saga, [charge, *accepted])
