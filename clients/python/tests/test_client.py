@@ -442,7 +442,18 @@ def test_the_package_exports_the_clients_and_the_common_types_under_their_own_na
         for name in vars(pm_client)
         if not name.startswith("_")
         and name
-        not in ("annotations", "api", "calls", "client", "fx_api", "merchant_api", "recon_api", "signing")
+        not in (
+            "annotations",
+            "api",
+            "calls",
+            "client",
+            "fx_api",
+            "merchant_api",
+            "recon_api",
+            "signing",
+            "webhook_api",
+            "webhook_client",
+        )
     }
     assert pm_client.SyncPMClient is SyncPMClient
     assert pm_client.CreateIntent is api.CreateIntent
