@@ -180,6 +180,7 @@ async def test_create_intent_sends_the_contract_body_and_headers() -> None:
         "metadata": {},
         "miniappId": None,
         "quoteId": None,
+        "originalIntentId": None,
     }
 
 
