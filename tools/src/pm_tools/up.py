@@ -139,8 +139,11 @@ def fleet_env(
     env.update(qp_token_wiring(env))
     env.update(callback_wiring(children, env))
     env.update(front_door_wiring(env))
-    # A developer's webhook receiver runs on this machine: pm-webhooks may call loopback here (only).
+    # A developer's webhook receiver runs on this machine: an endpoint may name loopback over plain
+    # http here (only), and pm-webhooks may call it.
     env.setdefault("PM_WEBHOOKS_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
+    env.setdefault("PM_GATEWAY_WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8,::1/128")
+    env.setdefault("PM_GATEWAY_WEBHOOK_ALLOW_HTTP", "true")
     return env
 
 
