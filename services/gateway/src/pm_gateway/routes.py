@@ -309,7 +309,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "An IPPS callback (its own signature, from an allowlisted address), passed on as a hint.",
         IppsCallback,
         {200: webhooks.WebhookAck},
-        {401: ("invalid_signature",), 403: ("forbidden_source",), 503: BUSY},
+        {401: ("invalid_signature",), 403: ("forbidden_source",), 422: ("invalid_callback",), 503: BUSY},
         (
             _psp_header(
                 IPPS_SIGNATURE_HEADER, "`t=<unix>,v1=<hex HMAC-SHA256(secret, t.body)>`.", _SIGNATURE_HEADER
