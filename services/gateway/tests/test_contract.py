@@ -123,9 +123,7 @@ BUSINESS_REFUSALS: dict[str, tuple[Refusal, ...]] = {
         Refusal(422, "fee_excessive", "a fee rule created earlier in this run prices it above the amount"),
     ),
     "GET /v1/intents": (Refusal(400, "cursor_invalid", "a generated cursor is no token this API issued"),),
-    "POST /v1/webhooks/ipps": (
-        Refusal(422, "invalid_callback", "transfer.returned needs its event_id and refund: " + _CROSS_FIELD),
-    ),
+    "POST /v1/webhooks/ipps": (Refusal(422, "invalid_callback", "refund fields: " + _CROSS_FIELD),),
     "GET /v1/wallets/{owner_id}/history": (
         Refusal(400, "cursor_invalid", "a generated cursor is no token this API issued"),
     ),
