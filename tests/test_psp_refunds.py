@@ -111,8 +111,7 @@ async def refunds_of(psp: Psp, intent_id: str) -> list[dict[str, Any]]:
 
 
 async def settled_refund(psp: Psp, intent_id: str) -> dict[str, Any]:
-    """The REFUND intent's row once SETTLED (read from PostgreSQL: the gateway cannot show a party
-    `{"kind": "promptpay"}` without a proxy yet)."""
+    """The REFUND intent's row once SETTLED."""
     query = "SELECT * FROM pm.intent WHERE id = $1"
 
     async def settled() -> bool:
@@ -146,9 +145,19 @@ async def test_a_returned_payout_is_credited_back_once_and_shown_beside_the_with
     refunded = await settled_refund(psp, str(refund_intent_id(refund["refund_id"])))
     assert (refunded["type"], refunded["amount"]) == ("REFUND", 10_000)
     assert str(refunded["original_intent_id"]) == withdrawal
-    assert json.loads(refunded["source"]) == {"kind": "promptpay"}  # from IPPS clearing
     assert json.loads(refunded["target"]) == {"kind": "user", "id": payer}
     assert row["refund_intent_id"] == refunded["id"]
+    # The API shows it as it shows any intent: back from the very payee the withdrawal paid (its
+    # money out of IPPS clearing), to the payer, linked to the withdrawal.
+    shown = await admin.get_intent(str(refunded["id"]))
+    assert (shown.type, shown.status, shown.amount, shown.original_intent_id) == (
+        "REFUND",
+        "SETTLED",
+        10_000,
+        withdrawal,
+    )
+    assert shown.from_ == http_api.PromptPayParty(proxy_type="MSISDN", proxy_value=MOBILE)
+    assert shown.to == http_api.UserParty(id=payer)
     balance = await thb_balance(admin, payer)
     assert (balance.posted, balance.pending) == (100_000, 0)
     history = await admin.wallet_history(payer)

@@ -70,10 +70,14 @@ def test_a_settled_charge_refunded_by_its_merchant_to_its_payer_passes() -> None
     refunds.check(o, refund(o.id, 400), 600)
 
 
-def test_a_payout_sent_back_is_refunded_from_ipps_clearing() -> None:
-    o = original(type="PROMPTPAY_WITHDRAWAL", target={"kind": "promptpay", "proxyType": "MSISDN"})
-    refunds.check(o, refund(o.id, 1_000, source={"kind": "promptpay"}), 0)
+def test_a_payout_sent_back_is_refunded_from_the_payee_it_was_paid_to() -> None:
+    payee = {"kind": "promptpay", "proxyType": "MSISDN", "proxyValue": "0812345678"}
+    o = original(type="PROMPTPAY_WITHDRAWAL", target=payee)
+    refunds.check(o, refund(o.id, 1_000, source=payee), 0)
     assert refused("refund_parties_mismatch", o, refund(o.id, 1_000)).status == 422
+    # The very payee, proxy and all: another PromptPay proxy is not where the money went.
+    other = {**payee, "proxyValue": "0899999999"}
+    assert refused("refund_parties_mismatch", o, refund(o.id, 1_000, source=other)).status == 422
 
 
 @pytest.mark.parametrize("kind", ["P2P", "SBP_TOPUP", "MINIAPP_CREDIT", "REFUND", "FX_EXCHANGE"])

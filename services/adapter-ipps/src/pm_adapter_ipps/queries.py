@@ -130,4 +130,4 @@ SELECT_PAYOUT_BY_KEY = """
 SELECT intent_id, psp_transfer_id, status FROM pm.psp_tx_map WHERE psp = $1 AND idempotency_key = $2
 """
 
-SELECT_INTENT = "SELECT id, type, state, amount, currency, source FROM pm.intent WHERE id = $1"
+SELECT_INTENT = "SELECT id, type, state, amount, currency, source, target FROM pm.intent WHERE id = $1"

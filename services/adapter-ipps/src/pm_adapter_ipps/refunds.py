@@ -81,6 +81,9 @@ class Payout:
 
     intent_id: uuid.UUID
     payer: str
+    payee: dict[str, Any]
+    """The withdrawal's target as stored (a PromptPay proxy or a scanned QR): the refund comes back
+    from it (into the IPPS clearing account, as `pm_shared.intents.legs` maps it)."""
 
 
 @dataclass(frozen=True)
@@ -183,7 +186,8 @@ class RefundIntake:
             return Verdict(
                 "UNMATCHED", "the withdrawal was not paid from a wallet", original_intent_id=original
             )
-        return Verdict("CREDITED", "", Payout(original, str(source["id"])), original)
+        payee = _json(intent["target"])
+        return Verdict("CREDITED", "", Payout(original, str(source["id"]), payee), original)
 
     async def _finish(self, refund_id: str, refund: Refund | None, verdict: Verdict) -> None:
         """Record the verdict; a credit makes its REFUND intent in the same transaction. One at a time
@@ -295,7 +299,7 @@ def refund_of(refund: Refund, payout: Payout) -> tuple[refunds.NewRefund, Intent
         request_hash=hashlib.sha256(canonical).digest(),
         amount=refund.amount,
         currency=refund.currency,
-        source={"kind": "promptpay"},
+        source=payout.payee,
         target={"kind": "user", "id": payout.payer},
         original_intent_id=payout.intent_id,
         comment="PromptPay payout returned by the receiving bank",
@@ -308,7 +312,7 @@ def refund_of(refund: Refund, payout: Payout) -> tuple[refunds.NewRefund, Intent
         type="REFUND",
         amount=refund.amount,
         currency=refund.currency,
-        source=Party(kind="promptpay"),
+        source=msgspec.convert(payout.payee, Party),
         target=Party(kind="user", id=payout.payer),
         key_id=KEY_ID,
         comment=new.comment,

@@ -4,7 +4,8 @@ Two kinds of original are refundable:
 
 - a MINIAPP_CHARGE, refunded by its merchant: merchant account -> the payer's wallet (the gateway's
   `POST /v1/intents`, pm_gateway.refunds);
-- a PROMPTPAY_WITHDRAWAL a receiving bank sent back: IPPS clearing (`{"kind": "promptpay"}`) -> the
+- a PROMPTPAY_WITHDRAWAL a receiving bank sent back: from the payee it was paid to (its PromptPay or
+  Thai QR party exactly as the withdrawal stored it, so its money comes out of IPPS clearing) -> the
   payer's wallet (the IPPS adapter, on a refund notification).
 
 `create` writes the refund in one transaction that first locks the original's `pm.intent` row, so
@@ -53,7 +54,7 @@ class NewRefund(msgspec.Struct, frozen=True, kw_only=True):
     amount: int
     currency: str
     source: dict[str, Any]
-    """The payer of the refund: `{"kind": "merchant", "id": …}` or `{"kind": "promptpay"}`."""
+    """The payer of the refund: `{"kind": "merchant", "id": …}`, or a withdrawal's payee as stored."""
     target: dict[str, Any]
     """The original's payer: `{"kind": "user", "id": …}`."""
     original_intent_id: uuid.UUID
@@ -121,8 +122,9 @@ def mirrored_parties(original: Original) -> tuple[tuple[Any, Any], tuple[Any, An
     payer = ("user", original.source.get("id"))
     if original.type == "MINIAPP_CHARGE":
         return ("merchant", original.target.get("id")), payer
-    # A payout sent back arrives in the IPPS clearing account, whatever the payout's target kind.
-    return ("promptpay", None), payer
+    # A payout sent back comes from the payee it was paid to (a PromptPay proxy or a scanned QR): its
+    # money arrives in the IPPS clearing account, as the payout's left from it.
+    return _party(original.target), payer
 
 
 def check(original: Original, new: NewRefund, refunded: int) -> None:
@@ -133,7 +135,10 @@ def check(original: Original, new: NewRefund, refunded: int) -> None:
             422, "original_not_refundable", f"a {original.type} intent cannot be refunded"
         )
     source, target = mirrored_parties(original)
-    if _party(new.source) != source or _party(new.target) != target or original.source.get("kind") != "user":
+    mirrored = _party(new.source) == source and _party(new.target) == target
+    if original.type == "PROMPTPAY_WITHDRAWAL":
+        mirrored = mirrored and new.source == original.target  # the very payee, proxy and all
+    if not mirrored or original.source.get("kind") != "user":
         raise RefundRefusedError(
             422,
             "refund_parties_mismatch",
