@@ -50,7 +50,7 @@ async def attempts(pool: Pool, endpoint_id: str) -> list[dict[str, object]]:
 
 
 async def test_each_event_is_delivered_once_signed_and_shown_as_the_api_shows_it(
-    start_sender, publish, pool: Pool, cipher: Cipher
+    start_sender: kit.StartSender, publish: kit.Publish, pool: Pool, cipher: Cipher
 ) -> None:
     await start_sender()
     async with kit.Receiver() as receiver, pool.acquire() as conn:
@@ -98,7 +98,7 @@ async def test_each_event_is_delivered_once_signed_and_shown_as_the_api_shows_it
 
 
 async def test_payment_request_confirmed_when_its_charge_leaves_created(
-    start_sender, publish, pool: Pool, cipher: Cipher
+    start_sender: kit.StartSender, publish: kit.Publish, pool: Pool, cipher: Cipher
 ) -> None:
     await start_sender()
     async with kit.Receiver() as receiver, pool.acquire() as conn:
@@ -152,7 +152,7 @@ async def test_payment_request_confirmed_when_its_charge_leaves_created(
 
 
 async def test_during_a_rotation_either_secret_verifies(
-    start_sender, publish, pool: Pool, cipher: Cipher
+    start_sender: kit.StartSender, publish: kit.Publish, pool: Pool, cipher: Cipher
 ) -> None:
     await start_sender()
     old = signing.show(signing.new_secret())
@@ -225,7 +225,7 @@ def test_a_body_stays_small() -> None:
 
 
 async def test_a_replay_is_attempted_again_with_the_same_id_and_its_actor(
-    start_sender, publish, pool: Pool, cipher: Cipher
+    start_sender: kit.StartSender, publish: kit.Publish, pool: Pool, cipher: Cipher
 ) -> None:
     await start_sender()
     async with kit.Receiver() as receiver, pool.acquire() as conn:

@@ -32,7 +32,7 @@ async def attempts(pool: Pool, endpoint_id: str) -> list[dict[str, object]]:
     return [dict(r) for r in rows]
 
 
-async def one_event(publish, pool: Pool, cipher: Cipher, url: str) -> kit.Endpoint:
+async def one_event(publish: kit.Publish, pool: Pool, cipher: Cipher, url: str) -> kit.Endpoint:
     """A merchant with an endpoint at `url`, and one of its charges settled."""
     async with pool.acquire() as conn:
         merchant = await kit.merchant(conn, cipher)
@@ -42,7 +42,7 @@ async def one_event(publish, pool: Pool, cipher: Cipher, url: str) -> kit.Endpoi
 
 
 async def test_a_receiver_down_for_a_while_gets_the_delivery_once_back_with_the_same_id(
-    start_sender, publish, pool: Pool, cipher: Cipher
+    start_sender: kit.StartSender, publish: kit.Publish, pool: Pool, cipher: Cipher
 ) -> None:
     await start_sender(retry_schedule_s=",".join(["0.3"] * 12))
     async with kit.Receiver() as receiver:
@@ -74,7 +74,7 @@ async def test_a_receiver_down_for_a_while_gets_the_delivery_once_back_with_the_
 
 
 async def test_gone_disables_the_endpoint_and_fails_what_waits_for_it(
-    start_sender, publish, pool: Pool, cipher: Cipher
+    start_sender: kit.StartSender, publish: kit.Publish, pool: Pool, cipher: Cipher
 ) -> None:
     await start_sender()
     async with kit.Receiver(lambda _: kit.Answer(410)) as receiver, pool.acquire() as conn:
@@ -117,7 +117,7 @@ async def test_gone_disables_the_endpoint_and_fails_what_waits_for_it(
 
 
 async def test_a_redirect_is_a_failure_and_never_followed(
-    start_sender, publish, pool: Pool, cipher: Cipher
+    start_sender: kit.StartSender, publish: kit.Publish, pool: Pool, cipher: Cipher
 ) -> None:
     await start_sender()
     async with kit.Receiver() as target:
@@ -136,7 +136,7 @@ async def test_a_redirect_is_a_failure_and_never_followed(
 
 
 async def test_a_private_address_is_refused_without_a_request(
-    start_sender, publish, pool: Pool, cipher: Cipher
+    start_sender: kit.StartSender, publish: kit.Publish, pool: Pool, cipher: Cipher
 ) -> None:
     await start_sender(allowed_networks="")
     async with kit.Receiver() as receiver:
@@ -151,7 +151,9 @@ async def test_a_private_address_is_refused_without_a_request(
     assert receiver.received == []
 
 
-async def test_retry_after_is_honoured(start_sender, publish, pool: Pool, cipher: Cipher) -> None:
+async def test_retry_after_is_honoured(
+    start_sender: kit.StartSender, publish: kit.Publish, pool: Pool, cipher: Cipher
+) -> None:
     await start_sender()
     answers = iter([kit.Answer(503, {"retry-after": "2"})])
 
@@ -172,7 +174,7 @@ async def test_retry_after_is_honoured(start_sender, publish, pool: Pool, cipher
 
 
 async def test_a_slow_merchant_does_not_hold_up_another(
-    start_sender, publish, pool: Pool, cipher: Cipher
+    start_sender: kit.StartSender, publish: kit.Publish, pool: Pool, cipher: Cipher
 ) -> None:
     await start_sender(request_timeout_s="30", endpoint_concurrency="4")
     async with kit.Receiver(lambda _: kit.Answer(delay_s=10)) as slow, kit.Receiver() as quick:
@@ -211,7 +213,7 @@ async def test_a_slow_merchant_does_not_hold_up_another(
 
 
 async def test_an_endpoint_failing_for_days_is_disabled(
-    start_sender, publish, pool: Pool, cipher: Cipher
+    start_sender: kit.StartSender, publish: kit.Publish, pool: Pool, cipher: Cipher
 ) -> None:
     await start_sender(disable_after_s="3600")
     async with kit.Receiver(lambda _: kit.Answer(500)) as receiver, pool.acquire() as conn:
@@ -238,7 +240,7 @@ async def test_an_endpoint_failing_for_days_is_disabled(
 
 
 async def test_an_open_breaker_puts_deliveries_off_without_spending_attempts(
-    start_sender, publish, pool: Pool, cipher: Cipher
+    start_sender: kit.StartSender, publish: kit.Publish, pool: Pool, cipher: Cipher
 ) -> None:
     await start_sender(
         breaker_failures="2", breaker_cooldown_s="30", endpoint_concurrency="1", retry_schedule_s="60"

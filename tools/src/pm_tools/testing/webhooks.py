@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import msgspec
 
@@ -26,6 +27,11 @@ from pm_shared.keys.crypto import Cipher
 from pm_shared.merchants import store as merchants
 from pm_shared.messages import IntentStateChanged, now
 from pm_shared.webhooks import signing
+
+Publish = Callable[[IntentStateChanged], Awaitable[None]]
+"""The `publish` fixture of pm-webhooks's tests: put a state change on `pm:events`."""
+StartSender = Callable[..., Awaitable[Any]]
+"""The `start_sender` fixture of pm-webhooks's tests: a sender in the test's process, ready."""
 
 
 @dataclass(frozen=True)
