@@ -8,7 +8,7 @@ import uuid
 import msgspec
 
 from pm_client.api import CreateIntent, MerchantParty, UserParty
-from pm_gateway import intents
+from pm_gateway import intents, writes
 from pm_gateway.auth import Caller
 from pm_shared.keys.store import Permissions
 
@@ -56,5 +56,5 @@ def test_a_new_intent_carries_its_original_and_its_hash() -> None:
     caller = Caller(
         "pk_" + "1" * 24, Permissions(operations=frozenset({"REFUND"}), owners=None, merchant="m-1")
     )
-    new = intents.NewIntent.of(uuid.uuid4(), caller, "key-1", digest, body)
+    new = writes.NewIntent.of(uuid.uuid4(), caller, "key-1", digest, body)
     assert (new.original_intent_id, new.hash_bytes) == (original, digest)

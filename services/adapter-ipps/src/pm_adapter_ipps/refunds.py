@@ -64,7 +64,7 @@ MAX_AMOUNT = 2**63 - 1
 REFUNDS = Counter(
     "pm_psp_refunds_total", "PSP refund notifications decided, by PSP and outcome.", ["psp", "outcome"]
 )
-ALERTS = Counter("pm_reconciliation_alerts_total", "Reconciliation alerts raised, by kind.", ["kind"])
+ALERTS = alerts.RAISED
 
 
 def refund_intent_id(refund_id: str) -> uuid.UUID:

@@ -17,7 +17,7 @@ SELECT at, to_state, from_state, reason FROM pm.intent_event WHERE intent_id = $
 """
 
 # The intent, its first timeline entry and its outbox message in one statement: atomic without an
-# explicit transaction, and one round trip. $1 is the new pm.intent row as JSON (intents.NewIntent),
+# explicit transaction, and one round trip. $1 is the new pm.intent row as JSON (writes.NewIntent),
 # $2-$4 the outbox message's stream, id and payload. A concurrent request with the same (key,
 # Idempotency-Key) inserts nothing (ON CONFLICT), and the caller then reads the winner.
 INSERT_INTENT = """

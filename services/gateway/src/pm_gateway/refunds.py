@@ -4,8 +4,7 @@ its settled MINIAPP_CHARGEs, from its account to the payer's wallet.
 Who may: a merchant's key, for its own account (403 `forbidden_merchant` otherwise) and only for an
 intent its account is a party to — any other id is 404 `original_not_found`, as a missing one is, so
 ids do not leak across merchants; an admin key, for any charge. Any other key is 403
-`merchant_key_required`. (This module and `pm_gateway.intents` import each other: each uses the
-other only when called.) What may be refunded, and how much, is decided where the refund is written
+`merchant_key_required`. What may be refunded, and how much, is decided where the refund is written
 (`pm_shared.intents.refunds.create`, under a lock on the original): `write` is intake's write step
 for a REFUND, so back-pressure, publishing, the answer and `Prefer: wait` stay intake's
 (`pm_gateway.intents.submit`).
@@ -19,10 +18,11 @@ import msgspec
 from starlette.requests import Request
 
 from pm_client.api import CreateIntent, MerchantParty
-from pm_gateway import intents, web
 from pm_gateway import queries as q
+from pm_gateway import web
 from pm_gateway.auth import Caller, refuse
 from pm_gateway.problems import ProblemError
+from pm_gateway.writes import NewIntent, Written
 from pm_shared import messages
 from pm_shared.db import Conn
 from pm_shared.intents import refunds
@@ -58,9 +58,7 @@ async def check(request: Request, caller: Caller, r: CreateIntent) -> None:
             raise _not_found()
 
 
-async def write(
-    conn: Conn, new: intents.NewIntent, message: messages.IntentSubmitted, payload: bytes
-) -> intents.Written:
+async def write(conn: Conn, new: NewIntent, message: messages.IntentSubmitted, payload: bytes) -> Written:
     """Intake's write step for a REFUND: `pm_shared.intents.refunds.create` (one transaction, under
     the original's row lock); its refusals become the API's problems."""
     assert new.original_intent_id is not None  # CreateIntent requires it for a REFUND
@@ -85,4 +83,4 @@ async def write(
         )
     except refunds.RefundRefusedError as exc:
         raise ProblemError(exc.status, exc.code, exc.detail) from None
-    return intents.Written(made.intent_id, None if made.replayed else made.created_at, made.request_hash)
+    return Written(made.intent_id, None if made.replayed else made.created_at, made.request_hash)

@@ -33,7 +33,7 @@ from pm_shared.ledger import opening
 from pm_shared.merchants import closing
 from pm_shared.messages import IntentSubmitted, LedgerResult, PspResult
 from pm_shared.outbox import Marks, publish_committed
-from pm_shared.reconciliation import repairs
+from pm_shared.reconciliation import alerts, repairs
 from pm_shared.streams import Delivery, Publisher
 from pm_shared.streams.names import LEDGER_COMMANDS
 
@@ -52,11 +52,7 @@ STALE = Counter(
     "pm_saga_stale_total", "Messages that no longer fitted their intent (duplicates, reordered).", ["kind"]
 )
 
-ALERTS = Counter(
-    "pm_reconciliation_alerts_total",
-    "Alerts raised for an operator (pm.reconciliation_alert rows), by kind.",
-    ["kind"],
-)
+ALERTS = alerts.RAISED
 
 OUTSIDE_INTENTS = frozenset({opening.OPEN_STEP, closing.CLOSE_STEP, closing.REOPEN_STEP, repairs.REPAIR_STEP})
 """Steps of ledger commands made outside any intent (their results are no saga's business)."""

@@ -23,10 +23,18 @@ from datetime import datetime
 
 import asyncpg
 import msgspec
+from prometheus_client import Counter
 
 from pm_shared.db import Conn
 from pm_shared.reconciliation import kinds, queries
 from pm_shared.reconciliation.verify import Finding
+
+RAISED = Counter(
+    "pm_reconciliation_alerts_total",
+    "Alerts raised for an operator (pm.reconciliation_alert rows), by kind.",
+    ["kind"],
+)
+"""Counted by whoever raises one (the orchestrator, adapter-ipps): PMReconciliationAlert fires on it."""
 
 RECONCILER = "reconciler"
 STATUSES = ("OPEN", "ACKNOWLEDGED", "RESOLVED")
