@@ -9,6 +9,7 @@ import asyncio
 import getpass
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -20,7 +21,14 @@ from pm_shared.keys.crypto import Cipher
 from pm_shared.webhooks import endpoints, signing
 from pm_tools.cli.app import app
 from pm_tools.devenv.envfile import new_key_encryption_key
-from pm_tools.testing.webhook_rows import delivery, merchant
+from pm_tools.testing.webhook_rows import delivery, leave_nothing_due, merchant
+
+
+@pytest.fixture(autouse=True)
+async def _nothing_left_due(database_url: str) -> AsyncIterator[None]:
+    yield
+    await leave_nothing_due(database_url)
+
 
 URL = "https://hooks.example.com/pm"
 ACTOR = f"pm webhooks ({getpass.getuser()})"

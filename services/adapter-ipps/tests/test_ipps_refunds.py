@@ -31,8 +31,9 @@ INSERT_WITHDRAWAL = """
 INSERT INTO pm.intent (id, key_id, idempotency_key, request_hash, type, state, failure_code, amount,
                        currency, source, target)
 VALUES ($1, $2, $3, '\\x00', 'PROMPTPAY_WITHDRAWAL', $4, CASE WHEN $4 = 'FAILED' THEN 'PSP_DECLINED' END,
-        $5, 'THB', $6::jsonb, '{"kind": "promptpay"}')
+        $5, 'THB', $6::jsonb, '{"kind": "promptpay", "proxyType": "MSISDN", "proxyValue": "0812345678"}')
 """
+PAYEE = {"kind": "promptpay", "proxyType": "MSISDN", "proxyValue": "0812345678"}
 INSERT_ATTEMPT = """
 INSERT INTO pm.psp_tx_map (intent_id, psp, action, idempotency_key, job_message_id, amount, currency,
                            phase, status, psp_transfer_id, psp_status)
@@ -162,7 +163,7 @@ async def test_each_refund_is_credited_once_however_often_and_in_whatever_order_
         (6_000, "CREATED", "pk_000000000000000000000001"),
     ]
     assert {m["idempotency_key"] for m in made} == {idempotency_key(r["refund_id"]) for r in (first, second)}
-    assert [json.loads(m["source"]) for m in made] == [{"kind": "promptpay"}] * 2
+    assert [json.loads(m["source"]) for m in made] == [PAYEE] * 2  # back from the withdrawal's payee
     assert json.loads(made[0]["target"]) == {"kind": "user", "id": f"payer-{intent_id[:8]}"}
     outbox = await ipps.sql(
         "SELECT message_id FROM pm.outbox WHERE intent_id = ANY($1::text[])", [str(m["id"]) for m in made]

@@ -12,7 +12,14 @@ import pytest
 from pm_client import PMClient, PMError, SyncPMClient
 from pm_shared.db import Pool
 from pm_tools.testing.gateway import Gateway
-from pm_tools.testing.webhook_rows import delivery, merchant
+from pm_tools.testing.webhook_rows import delivery, leave_nothing_due, merchant
+
+
+@pytest.fixture(autouse=True)
+async def _nothing_left_due(database_url: str) -> AsyncIterator[None]:
+    yield
+    await leave_nothing_due(database_url)
+
 
 URL = "https://hooks.example.com/pm"
 

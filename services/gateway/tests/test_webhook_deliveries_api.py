@@ -7,13 +7,22 @@ disabled endpoint; and the refusals of bad parameters, each with its code."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 
 from pm_shared.db import Pool
 from pm_tools.testing.gateway import Gateway
-from pm_tools.testing.webhook_rows import delivery, merchant, payload
+from pm_tools.testing.webhook_rows import delivery, leave_nothing_due, merchant, payload
+
+
+@pytest.fixture(autouse=True)
+async def _nothing_left_due(database_url: str) -> AsyncIterator[None]:
+    yield
+    await leave_nothing_due(database_url)
+
 
 DELIVERIES = "/v1/admin/webhook-deliveries"
 

@@ -49,9 +49,11 @@ async def test_a_sender_killed_mid_delivery_loses_no_event(
             return receiver.answered >= 2 and len(receiver.received) - receiver.answered >= 2
 
         await eventually(in_flight, what="attempts in flight after a few answers")
+        # Counted just before the kill: these requests are still waiting for their answer (0.4 s), so
+        # the sender dies without one and never records them.
+        cut = len(receiver.received) - receiver.answered
         first.popen.kill()
         await first.wait_exit(10)
-        cut = len(receiver.received) - receiver.answered
         second = fleet.start("webhooks", env=SENDER)
         await second.wait_ready()
 
@@ -68,7 +70,7 @@ async def test_a_sender_killed_mid_delivery_loses_no_event(
     seen = receiver.ids()
     assert set(seen) == expected  # every event arrived, under its own id, and nothing else did
     assert cut >= 2  # the kill did cut attempts short…
-    assert sum(seen.values()) >= EVENTS_SENT  # …which were sent again (at least once)
+    assert sum(1 for n in seen.values() if n >= 2) >= cut  # …which were sent again, under the same id
     rows = await pool.fetch(
         "SELECT webhook_id, attempts FROM pm.webhook_delivery WHERE endpoint_id = $1", endpoint.endpoint_id
     )

@@ -18,8 +18,9 @@ from pm_tools import queries as q
 from pm_tools.database import connection
 from pm_tools.devenv.envfile import KEY_VARIABLE, key_encryption_key, read_env_file, write_env_file
 
-# Merchants' keys (MINIAPP_*) are made by onboarding a merchant (`pm merchants create`), not here.
-OPERATIONS: tuple[str, ...] = tuple(t for t in INTENT_TYPES if t not in MINIAPP_TYPES)
+# Merchants' keys (MINIAPP_*, and REFUND: a merchant refunds its own charges) are made by onboarding
+# a merchant (`pm merchants create`), not here.
+OPERATIONS: tuple[str, ...] = tuple(t for t in INTENT_TYPES if t not in MINIAPP_TYPES and t != "REFUND")
 ADMIN_ONLY = "ADJUSTMENT"
 APPLICATION = "pm keys"
 MAX_DESCRIPTION = 200

@@ -12,6 +12,7 @@ import json
 import uuid
 from datetime import datetime
 
+from pm_shared import db
 from pm_shared.db import Pool
 from pm_shared.keys.crypto import Cipher
 from pm_shared.merchants import store
@@ -95,3 +96,16 @@ async def delivery(
                 None,
             )
     return delivery_id
+
+
+async def leave_nothing_due(database_url: str) -> None:
+    """Fail every delivery still PENDING in the session's database: these tests run no sender, and a
+    replay they asked for must not be attempted later by another test's sender (with another key)."""
+    conn = await db.connect(database_url, application_name="pm-tests")
+    try:
+        await conn.execute(
+            "UPDATE pm.webhook_delivery SET status = 'FAILED', replay_by = NULL, last_error = 'test over' "
+            "WHERE status = 'PENDING'"
+        )
+    finally:
+        await conn.close()
