@@ -29,6 +29,7 @@ from pm_shared.streams import Publisher
 from pm_shared.streams.connection import as_str
 from pm_shared.streams.dlq import entries
 from pm_tools.processes import free_port
+from pm_tools.testing.db import migrated_database
 from pm_tools.testing.fixtures import eventually
 from pm_tools.testing.fleet import (
     STOP_TIMEOUT_S,
@@ -112,6 +113,15 @@ MISCONFIGURED = [(name, "misspelt") for name in SERVICES] + [(name, "port") for 
 def misconfiguration(name: str, fault: str) -> dict[str, str]:
     """A misspelt variable, or a port that is no number."""
     return {"PM_REDIS_ULR": "x"} if fault == "misspelt" else {roster.member(name).port_variable: "eighty"}
+
+
+@pytest.fixture(scope="module")
+def database_url() -> Iterator[str]:
+    """This module's database, not the session's: a service started here takes up whatever it finds
+    (stalled intents, due webhook deliveries), and what other tests left there would be logged as
+    errors, which these tests forbid."""
+    with migrated_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 from collections.abc import AsyncIterator, Coroutine, Iterator
@@ -50,6 +51,19 @@ async def _create_migrated(url: str) -> None:
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """DSN of a database created and fully migrated for this session, dropped at its end."""
+    url = new_database_url()
+    run(_create_migrated(url))
+    try:
+        yield url
+    finally:
+        run(drop_database(url, force=True))
+
+
+@contextlib.contextmanager
+def migrated_database() -> Iterator[str]:
+    """A database created and fully migrated on entry, dropped on exit: its DSN. For a module whose
+    services must not meet what other tests left in the session's database (`database_url` overridden
+    at module scope)."""
     url = new_database_url()
     run(_create_migrated(url))
     try:
