@@ -3,8 +3,6 @@ over real HTTP, authenticated as the adapters call them."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -13,8 +11,6 @@ from datetime import UTC, date, datetime
 import httpx
 import msgspec
 import pytest
-import uvicorn
-from starlette.applications import Starlette
 
 from pm_adapter_ipps.client import IppsClient
 from pm_adapter_qp.client import QpClient
@@ -26,6 +22,7 @@ from pm_shared.messages import Party, psp_key
 from pm_shared.psp import settlement
 from pm_shared.psp.settlement import SettlementFetchError, SettlementLine, SettlementReportError
 from pm_tools import processes
+from pm_tools.testing.asgi import serve
 
 HEADER = "psp_reference,merchant_reference,type,amount,currency,fee,status,settled_at"
 GOOD = "trf_1,01J.payout,payout,12345,THB,0,SUCCEEDED,2025-03-14T10:00:00.000Z"
@@ -157,27 +154,6 @@ def test_parse_day_takes_only_yyyy_mm_dd(text: str, day: date | None) -> None:
 
 
 # --- fetching from the sandboxes --------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def serve(app: Starlette) -> AsyncIterator[str]:
-    """`app` under uvicorn on a free loopback port, in this event loop; yields its base URL."""
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=0, log_config=None, access_log=False, timeout_graceful_shutdown=1
-        )
-    )
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        if serving.done():
-            serving.result()
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await serving
 
 
 @pytest.fixture

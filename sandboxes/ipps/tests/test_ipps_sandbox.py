@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,30 +26,10 @@ from pm_shared import fleet
 from pm_shared.psp import ipps_signing as signing
 from pm_shared.settings import SettingsError
 from pm_tools import processes
+from pm_tools.testing.asgi import serve
 
 CALLBACK_SECRET = "test-callback-secret"
 MOBILE = "0812345678"
-
-
-@contextlib.asynccontextmanager
-async def serve(app: Starlette) -> AsyncIterator[str]:
-    """`app` under uvicorn on a free loopback port, in this event loop; yields its base URL."""
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app, host="127.0.0.1", port=0, log_config=None, access_log=False, timeout_graceful_shutdown=1
-        )
-    )
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        if serving.done():
-            serving.result()
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await serving
 
 
 @dataclass
