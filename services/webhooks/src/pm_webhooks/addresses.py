@@ -14,7 +14,7 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import httpx
+from yarl import URL
 
 from pm_webhooks.settings import Network
 
@@ -36,7 +36,7 @@ class AddressNotAllowedError(Exception):
 class Target:
     """A checked URL: the URL to send to (host replaced by the address), and the host it names."""
 
-    url: httpx.URL
+    url: URL
     host_header: str
     server_name: str
 
@@ -89,12 +89,14 @@ async def resolve(host: str, port: int) -> list[Address]:
 async def check(url: str, networks: Sequence[Network]) -> Target:
     """The target of `url`; AddressNotAllowedError when it may not be called."""
     try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL as exc:
+        parsed = URL(url)
+        port = parsed.explicit_port
+    except ValueError as exc:
         raise AddressNotAllowedError("invalid_url", str(exc)) from None
     if parsed.scheme not in DEFAULT_PORTS or not parsed.host:
         raise AddressNotAllowedError("invalid_url", f"not an http(s) URL with a host: {parsed.scheme}")
-    port = parsed.port or DEFAULT_PORTS[parsed.scheme]
+    if port is None:
+        port = DEFAULT_PORTS[parsed.scheme]
     try:
         addresses = await resolve(parsed.host, port)
     except OSError as exc:
@@ -103,8 +105,6 @@ async def check(url: str, networks: Sequence[Network]) -> Target:
     if refused or not addresses:
         raise AddressNotAllowedError("address_not_allowed", f"{parsed.host} resolves to {refused}")
     address = addresses[0]
-    host = f"[{address}]" if address.version == 6 else str(address)
-    host_header = parsed.host if parsed.port is None else f"{parsed.host}:{parsed.port}"
-    if ":" in parsed.host:  # an IPv6 literal keeps its brackets in Host
-        host_header = f"[{parsed.host}]" if parsed.port is None else f"[{parsed.host}]:{parsed.port}"
-    return Target(parsed.copy_with(host=host.strip("[]")), host_header, parsed.host)
+    name = f"[{parsed.host}]" if ":" in parsed.host else parsed.host  # an IPv6 literal keeps its brackets
+    host_header = name if parsed.explicit_port is None else f"{name}:{parsed.explicit_port}"
+    return Target(parsed.with_host(str(address)).with_port(port), host_header, parsed.host)

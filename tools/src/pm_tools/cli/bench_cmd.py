@@ -139,8 +139,8 @@ ReconIntents = Annotated[int, typer.Option(min=1_000, help="Settled intents the 
 Webhooks = Annotated[
     bool,
     typer.Option(
-        help="Also measure merchant webhooks: pm-webhooks' deliveries/s to a local receiver (beside httpx "
-        "posting the same signed bodies) and event → delivered p99 at 300 events/s."
+        help="Also measure merchant webhooks: pm-webhooks' deliveries/s to a local receiver (beside aiohttp "
+        "and httpx posting the same signed bodies) and event → delivered p99 at 300 events/s."
     ),
 ]
 WebhookDeliveries = Annotated[int, typer.Option(min=100, help="Deliveries the webhook throughput run makes.")]
@@ -248,8 +248,8 @@ def bench(
     Then the front door (`--front-door`): through nginx and the Auth Center beside direct (goal: ≥ 80 %
     of direct; no nginx: skipped). Reconciliation (`--recon`): the verify sweep over `--recon-intents`
     settled intents (goal: ≥ 20,000/s), the continuous check's p99 lag at 300/s (goal: ≤ 2 s). Merchant
-    webhooks (`--webhooks`): deliveries/s to a local receiver beside httpx posting the same signed
-    bodies, event → delivered p99 at 300 events/s (goal: ≤ 500 ms).
+    webhooks (`--webhooks`): deliveries/s to a local receiver beside aiohttp and httpx posting the
+    same signed bodies, event → delivered p99 at 300 events/s (goal: ≤ 500 ms).
 
     Last, unless `--no-report`, the report in `--out`: .json, .md and .png plots.
     """

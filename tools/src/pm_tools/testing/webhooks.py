@@ -4,7 +4,7 @@ endpoints inserted straight into `pm.webhook_endpoint` (as the admin API stores 
 The receiver is plain asyncio (one request per connection, `Connection: close`): each request is
 recorded, then answered as the test's `answer` says — it may sleep first (a slow merchant), answer a
 redirect, 410, 503 with `Retry-After`… `close()` stops listening (a merchant that is down) and
-`reopen()` listens on the same port again.
+`reopen()` listens on the same port again. Given an `ssl` context, it speaks https.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import secrets
+import ssl as tls
 import time
 import uuid
 from collections import Counter
@@ -66,8 +67,9 @@ REASONS = {200: "OK", 204: "No Content", 301: "Moved", 302: "Found", 307: "Tempo
 class Receiver:
     """An HTTP server on 127.0.0.1 recording every request (`received`) and answering by `answer`."""
 
-    def __init__(self, answer: AnswerFn | None = None) -> None:
+    def __init__(self, answer: AnswerFn | None = None, ssl: tls.SSLContext | None = None) -> None:
         self.answer: AnswerFn = answer or (lambda _: Answer())
+        self.ssl = ssl
         self.received: list[Received] = []
         self.answered = 0
         """Requests answered (their answer written): `len(received) - answered` are in hand."""
@@ -77,7 +79,7 @@ class Receiver:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hook"
+        return f"{'https' if self.ssl else 'http'}://127.0.0.1:{self.port}/hook"
 
     async def __aenter__(self) -> Receiver:
         await self.reopen()
@@ -87,7 +89,9 @@ class Receiver:
         await self.close()
 
     async def reopen(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port, reuse_address=True)
+        self._server = await asyncio.start_server(
+            self._handle, "127.0.0.1", self.port, reuse_address=True, ssl=self.ssl
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def close(self) -> None:
