@@ -7,8 +7,9 @@ attempted at once; besides, it polls every `poll_interval_s` (retries falling du
 work, lapsed claims).
 
 Isolation, so that a slow or dead endpoint never delays another merchant's deliveries:
-- at most `endpoint_concurrency` attempts in flight per endpoint: an endpoint at its limit is left
-  out of the next claims, and a claim takes no more of an endpoint's deliveries than it has free;
+- at most `endpoint_concurrency` requests in flight per endpoint: an endpoint at its limit is left
+  out of the next claims, and a claim takes no more of an endpoint's deliveries than it has free
+  (a slot is held from the claim until the answer is in, not while the attempt is recorded);
 - a circuit breaker per endpoint (`breakers`): while open, the endpoint's deliveries are put off to
   its end without an attempt being spent;
 - at most `global_concurrency` attempts in flight in the replica.
@@ -61,8 +62,10 @@ class Dispatcher:
         self.claim_s = settings.request_timeout_s + settings.claim_margin_s
         self.poll_interval_s = settings.poll_interval_s
         self.in_flight: Tally[str] = Tally()
-        """Attempts in flight per endpoint (the per-endpoint semaphore's count)."""
+        """Requests in flight per endpoint (the per-endpoint semaphore's count)."""
         self.tasks: set[asyncio.Task[None]] = set()
+        self._holding: set[int] = set()
+        """Claims whose attempt still holds its endpoint's slot (the request not yet over)."""
         self._wake = asyncio.Event()
         self._secrets: dict[tuple[str, bytes], bytes] = {}
 
@@ -113,18 +116,31 @@ class Dispatcher:
 
     def _start(self, claim: Claim) -> None:
         self.in_flight[claim.endpoint_id] += 1
+        self._holding.add(claim.id)
         task = asyncio.create_task(self._attempt(claim), name=f"delivery {claim.id}")
         self.tasks.add(task)
-        task.add_done_callback(lambda t: self._done(t, claim.endpoint_id))
+        task.add_done_callback(lambda t: self._done(t, claim))
 
-    def _done(self, task: asyncio.Task[None], endpoint_id: str) -> None:
-        # A slot frees up: when it was the endpoint's or the replica's last one, deliveries may have
-        # been left out of the claims; claim again now rather than at the next poll.
-        at_limit = self.in_flight[endpoint_id] >= self.endpoint_limit or len(self.tasks) >= self.global_limit
-        self.tasks.discard(task)
+    def _release(self, claim: Claim) -> None:
+        """The attempt's request is over: its endpoint's slot is free (once per claim). The record
+        that follows does not hold the slot, so a merchant's server is never left idle while
+        PostgreSQL commits."""
+        if claim.id not in self._holding:
+            return
+        self._holding.discard(claim.id)
+        endpoint_id = claim.endpoint_id
+        at_limit = self.in_flight[endpoint_id] >= self.endpoint_limit
         self.in_flight[endpoint_id] -= 1
         if self.in_flight[endpoint_id] <= 0:
             del self.in_flight[endpoint_id]
+        if at_limit:
+            # Its deliveries were left out of the claims: claim again now rather than at the next poll.
+            self._wake.set()
+
+    def _done(self, task: asyncio.Task[None], claim: Claim) -> None:
+        at_limit = len(self.tasks) >= self.global_limit
+        self.tasks.discard(task)
+        self._release(claim)
         if at_limit:
             self._wake.set()
 
@@ -165,6 +181,7 @@ class Dispatcher:
             return
         at = datetime.now(UTC)
         outcome = await self.sender.attempt(self._message(claim))
+        self._release(claim)
         ATTEMPTS.labels(outcome.kind).inc()
         recorded = await self.records.record(claim, outcome, at)
         self._after(claim, outcome)
