@@ -25,6 +25,7 @@ from pm_shared.fees import (
     load_rules,
     rules_fingerprint,
 )
+from pm_shared.fees.expressions import compile_expression
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
@@ -178,6 +179,67 @@ def test_only_rules_active_at_the_given_time_apply() -> None:
     assert evaluate(window, at=T0 + timedelta(days=30)) == []
 
 
+def test_one_engine_follows_the_active_windows_back_and_forth_in_time() -> None:
+    engine = FeeEngine(
+        [
+            rule("early", active_from=T0, active_until=T0 + timedelta(days=30), amount="1"),
+            rule("late", active_from=T0 + timedelta(days=10), amount="2"),
+        ]
+    )
+    days = [40, 0, 15, 29, 30, -1, 10, 9, 35]
+
+    fees = [[f.rule_id for f in engine.evaluate(intent(), at=T0 + timedelta(days=d))] for d in days]
+
+    assert fees == [
+        ["late"],
+        ["early"],
+        ["early", "late"],
+        ["early", "late"],
+        ["late"],
+        [],
+        ["early", "late"],
+        ["early"],
+        ["late"],
+    ]
+
+
+def test_one_engine_prices_each_intent_on_its_own_values() -> None:
+    engine = FeeEngine(
+        [rule("payer", condition='intent.source.id.startsWith("vip-")', amount="intent.amount / 10")]
+    )
+    payers = ["vip-1", "u-1", "vip-2", "vip-2", "u-2"]
+
+    fees = [engine.evaluate(intent(source_id=p, amount=100 * n), at=NOW) for n, p in enumerate(payers, 1)]
+
+    assert [[f.amount for f in each] for each in fees] == [[10], [], [30], [40], []]
+
+
+def test_logical_operators_absorb_an_error_the_other_operand_decides() -> None:
+    # CEL: `false && error` is false and `true || error` is true (cel-python raised here).
+    fees = evaluate(
+        rule(
+            "and", condition='intent.target.kind == "user" && intent.target.id.startsWith("u-")', amount="1"
+        ),
+        rule("or", condition='intent.target.kind != "user" || intent.target.id.startsWith("u-")', amount="2"),
+        target_kind="promptpay",
+        target_id=None,
+    )
+
+    assert [f.rule_id for f in fees] == ["or"]
+
+
+def test_an_expression_is_compiled_once_whatever_its_rule() -> None:
+    n = secrets.randbelow(10**9) + 1
+    texts = {"condition": f"intent.amount > {n}", "amount": f"intent.amount / {n}"}
+    before = compile_expression.cache_info()
+
+    FeeEngine([rule("a", **texts), rule("b", **texts)])
+    FeeEngine([rule("a", version=2, **texts)])
+
+    after = compile_expression.cache_info()
+    assert (after.misses - before.misses, after.hits - before.hits) == (2, 4)
+
+
 def test_a_zero_fee_is_skipped() -> None:
     fees = evaluate(rule("zero", amount="intent.amount / 1000000", priority=1), rule("one", amount="1"))
 
@@ -187,7 +249,7 @@ def test_a_zero_fee_is_skipped() -> None:
 @pytest.mark.parametrize(
     ("changes", "code", "says"),
     [
-        ({"amount": "intent.amount / 0"}, FEE_RULE_ERROR, "divide by zero"),
+        ({"amount": "intent.amount / 0"}, FEE_RULE_ERROR, "by zero"),
         ({"amount": 'size(intent.metadata["tier"])'}, FEE_RULE_ERROR, "amount failed"),
         ({"amount": 'intent.amount + "1"'}, FEE_RULE_ERROR, "amount failed"),
         ({"amount": "nosuchfunction(1)"}, FEE_RULE_ERROR, "amount failed"),

@@ -8,29 +8,29 @@ evaluated per intent over a single variable `intent`:
 `condition` must give a bool and `amount` an int in minor units of the intent's currency (CEL divides
 ints as integers: `intent.amount / 100`). Whatever goes wrong in a rule is a `FeeEvaluationError`.
 
-The compiled runner executes in celpy's module globals, so evaluate from one thread (asyncio is fine).
+The evaluator is the Rust-backed `common-expression-language` package (`expressions`), chosen by
+measurement over cel-python (docs/bench.md, "Fee engine"); cel-python stays as `reference`, the
+oracle the tests hold this engine to. An engine keeps the last intent's values bound in one CEL
+context and converts only the ones that changed; a lock keeps two threads from sharing it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, timedelta
 
-import celpy
-from celpy import celtypes
-from celpy.adapter import json_to_cel
-from celpy.celparser import CELParseError
-from celpy.evaluation import CELEvalError, Context
+import cel
 
+from pm_shared.fees import expressions
+from pm_shared.fees.expressions import Expression
 from pm_shared.fees.rules import FeeRule
 
 # FeeEvaluationError.code
 FEE_RULE_ERROR = "FEE_RULE_ERROR"  # the expression failed, or gave a value of the wrong type
 FEE_INVALID = "FEE_INVALID"  # the amount is negative or not an integer
 FEE_EXCESSIVE = "FEE_EXCESSIVE"  # the amount is above the rule's max_fee
-
-_ENV = celpy.Environment(runner_class=celpy.CompiledRunner)
 
 
 class FeeRuleError(ValueError):
@@ -66,18 +66,35 @@ class FeeInput:
     requires_monitoring: bool = False
     metadata: Mapping[str, str] = field(default_factory=dict)
 
-    def to_cel(self) -> celtypes.Value:
-        return json_to_cel(
-            {
-                "type": self.type,
-                "amount": self.amount,
-                "currency": self.currency,
-                "source": {"kind": self.source_kind, "id": self.source_id},
-                "target": {"kind": self.target_kind, "id": self.target_id},
-                "requiresMonitoring": self.requires_monitoring,
-                "metadata": dict(self.metadata),
-            }
-        )
+    def as_map(self) -> dict[str, object]:
+        """The CEL variable `intent`, as plain Python values."""
+        return {
+            "type": self.type,
+            "amount": self.amount,
+            "currency": self.currency,
+            "source": {"kind": self.source_kind, "id": self.source_id},
+            "target": {"kind": self.target_kind, "id": self.target_id},
+            "requiresMonitoring": self.requires_monitoring,
+            "metadata": dict(self.metadata),
+        }
+
+
+# The value of each variable of expressions.NAMES for an intent.
+_VALUES: dict[str, Callable[[FeeInput], object]] = {
+    "_pm_intent_type": lambda i: i.type,
+    "_pm_intent_amount": lambda i: i.amount,
+    "_pm_intent_currency": lambda i: i.currency,
+    "_pm_intent_source_kind": lambda i: i.source_kind,
+    "_pm_intent_source_id": lambda i: i.source_id,
+    "_pm_intent_source": lambda i: {"kind": i.source_kind, "id": i.source_id},
+    "_pm_intent_target_kind": lambda i: i.target_kind,
+    "_pm_intent_target_id": lambda i: i.target_id,
+    "_pm_intent_target": lambda i: {"kind": i.target_kind, "id": i.target_id},
+    "_pm_intent_requiresMonitoring": lambda i: i.requires_monitoring,
+    "_pm_intent_metadata": lambda i: dict(i.metadata),
+    expressions.WHOLE: FeeInput.as_map,
+}
+assert set(_VALUES) == expressions.NAMES
 
 
 @dataclass(frozen=True)
@@ -96,21 +113,26 @@ class AppliedFee:
 @dataclass(frozen=True)
 class CompiledRule:
     rule: FeeRule
-    condition: celpy.Runner | None  # None: the condition is the literal `true`
-    amount: celpy.Runner
+    condition: Expression | None  # None: the condition is the literal `true`
+    amount: Expression
+    made: dict[tuple[int, str], AppliedFee] = field(default_factory=dict, compare=False, repr=False)
+    """The fees it gave, by (amount, currency), to hand out again: a flat fee is built once."""
+
+    @property
+    def names(self) -> frozenset[str]:
+        """The variables the rule reads."""
+        return self.amount.names | (self.condition.names if self.condition is not None else frozenset())
 
     def is_active(self, at: datetime) -> bool:
         rule = self.rule
         return rule.active_from <= at and (rule.active_until is None or at < rule.active_until)
 
 
-def _program(rule: FeeRule, field_name: str, text: str) -> celpy.Runner:
+def _expression(rule: FeeRule, field_name: str, text: str) -> Expression:
     try:
-        return _ENV.program(_ENV.compile(text))
-    except CELParseError as exc:
+        return expressions.compile_expression(text)
+    except Exception as exc:  # ValueError for a syntax error; anything else is still the text's fault
         raise FeeRuleError(rule.rule_id, field_name, f"does not compile: {exc}") from exc
-    except Exception as exc:  # celpy's transpiler can refuse a parsed tree with any exception
-        raise FeeRuleError(rule.rule_id, field_name, f"does not compile: {exc!r}") from exc
 
 
 def compile_rule(rule: FeeRule) -> CompiledRule:
@@ -118,68 +140,57 @@ def compile_rule(rule: FeeRule) -> CompiledRule:
     for name, value in (("active_from", rule.active_from), ("active_until", rule.active_until)):
         if value is not None and value.tzinfo is None:
             raise FeeRuleError(rule.rule_id, name, "must be timezone-aware")
-    condition = _program(rule, "condition", rule.condition)
-    amount = _program(rule, "amount", rule.amount)
+    condition = _expression(rule, "condition", rule.condition)
+    amount = _expression(rule, "amount", rule.amount)
     return CompiledRule(rule, None if rule.condition.strip() == "true" else condition, amount)
 
 
-def _describe(exc: BaseException) -> str:
-    """celpy nests its errors as ("evaluation error", type, (message, type, args)); keep the messages."""
-    parts: list[str] = []
-    args: tuple[object, ...] = exc.args
-    while args and isinstance(args[0], str):
-        if args[0] != "evaluation error":
-            parts.append(args[0])
-        if len(args) >= 3 and isinstance(args[2], tuple):
-            args = args[2]
-        else:
-            break
-    text = ": ".join(parts) or repr(exc)
-    if "no such overload" in text:
+def describe(exc: BaseException) -> str:
+    """The evaluator's message for a failed expression, with a hint where CEL's strictness is the cause."""
+    if isinstance(exc, KeyError):
+        text = f"no such key: {exc.args[0]!r}" if exc.args else "no such key"
+    else:
+        text = str(exc) or repr(exc)
+    if "no such overload" in text.lower():
         text += " (CEL has no implicit conversions: int, double and string do not mix)"
     return text
 
 
-def _run(compiled: CompiledRule, field_name: str, runner: celpy.Runner, activation: Context) -> object:
-    rule = compiled.rule
-    try:
-        value: object = runner.evaluate(activation)
-    except CELEvalError as exc:
+_CEL_TYPES: dict[type, str] = {
+    type(None): "null",
+    bool: "bool",
+    int: "int",
+    float: "double",
+    str: "string",
+    bytes: "bytes",
+    list: "list",
+    dict: "map",
+    datetime: "timestamp",
+    timedelta: "duration",
+    date: "timestamp",
+}
+
+
+def cel_type(value: object) -> str:
+    """The CEL name of a value's type, for messages."""
+    return _CEL_TYPES.get(type(value), type(value).__name__)
+
+
+def check_condition(rule: FeeRule, matched: object) -> bool:
+    """The value of a condition, which must be a bool."""
+    if type(matched) is not bool:
         raise FeeEvaluationError(
-            FEE_RULE_ERROR, rule.rule_id, rule.version, f"{field_name} failed: {_describe(exc)}"
-        ) from exc
-    except Exception as exc:  # anything else celpy lets through is still the rule's problem
-        raise FeeEvaluationError(
-            FEE_RULE_ERROR, rule.rule_id, rule.version, f"{field_name} failed: {exc!r}"
-        ) from exc
-    if isinstance(value, CELEvalError):
-        raise FeeEvaluationError(
-            FEE_RULE_ERROR, rule.rule_id, rule.version, f"{field_name} failed: {_describe(value)}"
+            FEE_RULE_ERROR,
+            rule.rule_id,
+            rule.version,
+            f"condition gave a {cel_type(matched)} ({matched!r}), not a bool",
         )
-    return value
+    return matched
 
 
-def _cel_type(value: object) -> str:
-    return type(value).__name__.removesuffix("Type").lower() if value is not None else "null"
-
-
-def _price(compiled: CompiledRule, activation: Context) -> int | None:
-    """The fee `compiled` charges, or None when its condition is false."""
-    rule = compiled.rule
-    if compiled.condition is not None:
-        matched = _run(compiled, "condition", compiled.condition, activation)
-        if not isinstance(matched, celtypes.BoolType | bool):
-            raise FeeEvaluationError(
-                FEE_RULE_ERROR,
-                rule.rule_id,
-                rule.version,
-                f"condition gave a {_cel_type(matched)} ({matched!r}), not a bool",
-            )
-        if not matched:
-            return None
-    value = _run(compiled, "amount", compiled.amount, activation)
-    # celpy sometimes gives a plain float or int rather than its own DoubleType / IntType.
-    if isinstance(value, celtypes.BoolType | bool):
+def check_amount(rule: FeeRule, value: object) -> int:
+    """The fee an amount expression gave, which must be an int from 0 to the rule's max_fee."""
+    if isinstance(value, bool):
         raise FeeEvaluationError(FEE_RULE_ERROR, rule.rule_id, rule.version, "amount gave a bool, not an int")
     if isinstance(value, float):
         raise FeeEvaluationError(
@@ -194,7 +205,7 @@ def _price(compiled: CompiledRule, activation: Context) -> int | None:
             FEE_RULE_ERROR,
             rule.rule_id,
             rule.version,
-            f"amount gave a {_cel_type(value)} ({value!r}), not an int",
+            f"amount gave a {cel_type(value)} ({value!r}), not an int",
         )
     amount = int(value)
     if amount < 0:
@@ -204,6 +215,44 @@ def _price(compiled: CompiledRule, activation: Context) -> int | None:
             FEE_EXCESSIVE, rule.rule_id, rule.version, f"amount gave {amount}, above max_fee {rule.max_fee}"
         )
     return amount
+
+
+def applied(rule: FeeRule, amount: int, currency: str) -> AppliedFee:
+    return AppliedFee(
+        rule_id=rule.rule_id,
+        rule_version=rule.version,
+        amount=amount,
+        currency=currency,
+        timing=rule.timing,
+        payer=rule.payer,
+        fee_account_code=rule.fee_account_code,
+    )
+
+
+def _failed(rule: FeeRule, field_name: str, exc: Exception) -> FeeEvaluationError:
+    """The error for an expression of `rule` that raised `exc` (ValueError, TypeError, KeyError, ...)."""
+    return FeeEvaluationError(
+        FEE_RULE_ERROR, rule.rule_id, rule.version, f"{field_name} failed: {describe(exc)}"
+    )
+
+
+_UNSET = object()
+_MADE = 1024  # fees kept per rule
+
+
+def _window(rules: list[CompiledRule], at: datetime) -> tuple[datetime | None, datetime | None]:
+    """The instants around `at` between which no rule of `rules` starts or ends: [low, high)."""
+    low: datetime | None = None
+    high: datetime | None = None
+    for compiled in rules:
+        for edge in (compiled.rule.active_from, compiled.rule.active_until):
+            if edge is None:
+                continue
+            if edge <= at:
+                low = edge if low is None or edge > low else low
+            elif high is None or edge < high:
+                high = edge
+    return low, high
 
 
 class FeeEngine:
@@ -218,11 +267,33 @@ class FeeEngine:
         self._by_type: dict[str, list[CompiledRule]] = {}
         for c in compiled:
             self._by_type.setdefault(c.rule.operation_type, []).append(c)
+        # Per type, the variables its rules read (each with its value's getter).
+        self._names: dict[str, list[tuple[str, Callable[[FeeInput], object]]]] = {
+            kind: [(name, _VALUES[name]) for name in sorted(frozenset().union(*(c.names for c in rules)))]
+            for kind, rules in self._by_type.items()
+        }
+        # Per type, the rules active in the window [low, high) last asked about.
+        self._active: dict[str, tuple[datetime | None, datetime | None, list[CompiledRule]]] = {}
+        self._context = cel.Context()
+        self._bound: dict[str, object] = {}
+        self._lock = threading.Lock()
 
     @property
     def rules(self) -> list[FeeRule]:
         """Every rule of the engine, by (operation_type, priority, rule_id)."""
         return list(self._rules)
+
+    def _candidates(self, kind: str, at: datetime) -> list[CompiledRule]:
+        """The rules of type `kind` active at `at`, from the last window asked about while it holds."""
+        known = self._active.get(kind)
+        if known is not None:
+            low, high, active = known
+            if (low is None or low <= at) and (high is None or at < high):
+                return active
+        rules = self._by_type.get(kind, [])
+        active = [c for c in rules if c.is_active(at)]
+        self._active[kind] = (*_window(rules, at), active)
+        return active
 
     def evaluate(self, intent: FeeInput, *, at: datetime) -> list[AppliedFee]:
         """The fees `intent` pays under the rules of its type active at `at`, in priority order.
@@ -230,25 +301,42 @@ class FeeEngine:
         A rule whose condition is false, or whose amount is 0, adds nothing. The first rule that fails
         raises FeeEvaluationError.
         """
-        candidates = [c for c in self._by_type.get(intent.type, ()) if c.is_active(at)]
+        candidates = self._candidates(intent.type, at)
         if not candidates:
             return []
-        activation: Context = {"intent": intent.to_cel()}
         fees: list[AppliedFee] = []
-        for compiled in candidates:
-            amount = _price(compiled, activation)
-            if not amount:
-                continue
-            rule = compiled.rule
-            fees.append(
-                AppliedFee(
-                    rule_id=rule.rule_id,
-                    rule_version=rule.version,
-                    amount=amount,
-                    currency=intent.currency,
-                    timing=rule.timing,
-                    payer=rule.payer,
-                    fee_account_code=rule.fee_account_code,
-                )
-            )
+        with self._lock:
+            context, bound = self._context, self._bound
+            for name, value_of in self._names[intent.type]:
+                value = value_of(intent)
+                before = bound.get(name, _UNSET)
+                if type(before) is not type(value) or before != value:
+                    context.add_variable(name, value)
+                    bound[name] = value
+            for compiled in candidates:
+                rule = compiled.rule
+                # The common case inline; anything else goes through the checks that say what is wrong.
+                if compiled.condition is not None:
+                    try:
+                        matched = compiled.condition.program.execute(context)
+                    except Exception as exc:
+                        raise _failed(rule, "condition", exc) from exc
+                    if matched is not True:
+                        if matched is False:
+                            continue
+                        check_condition(rule, matched)  # raises: not a bool
+                try:
+                    value = compiled.amount.program.execute(context)
+                except Exception as exc:
+                    raise _failed(rule, "amount", exc) from exc
+                if type(value) is not int or not 0 <= value <= rule.max_fee:
+                    value = check_amount(rule, value)
+                if value:
+                    fee = compiled.made.get((value, intent.currency))
+                    if fee is None:
+                        if len(compiled.made) >= _MADE:
+                            compiled.made.clear()
+                        fee = applied(rule, value, intent.currency)
+                        compiled.made[value, intent.currency] = fee
+                    fees.append(fee)
         return fees
