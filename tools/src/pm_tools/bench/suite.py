@@ -16,6 +16,7 @@ from rich.text import Text
 
 from pm_tools.bench import (
     charges,
+    fees,
     front_door,
     fx,
     gateway,
@@ -59,6 +60,7 @@ class Options:
     recon_intents: int = RECON_INTENTS
     webhooks: bool = True
     webhook_deliveries: int = WEBHOOK_DELIVERIES
+    fees: bool = True
     quick: bool = False
 
     def settings(self) -> dict[str, str | int | float | bool]:
@@ -79,6 +81,7 @@ class Options:
             "front_door": self.front_door,
             "recon_intents": self.recon_intents if self.recon else 0,
             "webhook_deliveries": self.webhook_deliveries if self.webhooks else 0,
+            "fees": self.fees,
             "quick": self.quick,
         }
 
@@ -157,7 +160,7 @@ def steps(options: Options, redis_url: str, database_url: str) -> list[Step]:
 
 def _merchant_steps(options: Options, redis_url: str, database_url: str) -> list[tuple[bool, Step]]:
     """Merchant charges and exchanges, each beside P2P, the front door beside direct requests,
-    reconciliation and merchant webhooks, each if asked for."""
+    reconciliation, merchant webhooks and the fee engine, each if asked for."""
 
     async def charges_step() -> Measured:
         result = await charges.run(
@@ -199,12 +202,17 @@ def _merchant_steps(options: Options, redis_url: str, database_url: str) -> list
         result = await webhooks.run(database_url, redis_url, deliveries=options.webhook_deliveries)
         return Measured(webhooks.section(result), [webhooks.table(result)])
 
+    async def fees_step() -> Measured:
+        result = fees.run(rounds=options.repeat)
+        return Measured(fees.section(result), [fees.table(result)])
+
     return [
         (options.charges, charges_step),
         (options.fx, fx_step),
         (options.front_door, front_door_step),
         (options.recon, recon_step),
         (options.webhooks, webhooks_step),
+        (options.fees, fees_step),
     ]
 
 

@@ -143,6 +143,13 @@ Webhooks = Annotated[
         "and httpx posting the same signed bodies) and event → delivered p99 at 300 events/s."
     ),
 ]
+Fees = Annotated[
+    bool,
+    typer.Option(
+        help="Also measure the fee engine: µs to price a P2P intent against every stored rule, beside "
+        "cel-python (the evaluator it replaced) on the same rules and intents."
+    ),
+]
 WebhookDeliveries = Annotated[int, typer.Option(min=100, help="Deliveries the webhook throughput run makes.")]
 DatabaseUrl = Annotated[
     str | None, typer.Option("--database-url", envvar="PM_DATABASE_URL", help="PostgreSQL server to use.")
@@ -215,6 +222,7 @@ def bench(
     recon_intents: ReconIntents = suite.RECON_INTENTS,
     webhooks: Webhooks = True,
     webhook_deliveries: WebhookDeliveries = suite.WEBHOOK_DELIVERIES,
+    fees: Fees = True,
     database_url: DatabaseUrl = None,
     quick: Quick = False,
     out: Out = report.OUT_DIR,
@@ -249,7 +257,8 @@ def bench(
     of direct; no nginx: skipped). Reconciliation (`--recon`): the verify sweep over `--recon-intents`
     settled intents (goal: ≥ 20,000/s), the continuous check's p99 lag at 300/s (goal: ≤ 2 s). Merchant
     webhooks (`--webhooks`): deliveries/s to a local receiver beside aiohttp and httpx posting the
-    same signed bodies, event → delivered p99 at 300 events/s (goal: ≤ 500 ms).
+    same signed bodies, event → delivered p99 at 300 events/s (goal: ≤ 500 ms). The fee engine
+    (`--fees`): µs to price a P2P intent against every stored rule, beside cel-python (goal: ≤ 20 µs).
 
     Last, unless `--no-report`, the report in `--out`: .json, .md and .png plots.
     """
@@ -259,12 +268,8 @@ def bench(
     if quick:
         sized = quickened(ctx, sized)
     flags: dict[str, Any] = {"ledger": ledger, "gateway": gateway, "concurrency": concurrency, "saga": saga}
-    flags |= {
-        "orchestrators": orchestrators,
-        "psp": psp,
-        "psp_latency_ms": psp_latency_ms,
-        "charges": charges,
-    }
+    flags |= {"orchestrators": orchestrators, "psp": psp, "psp_latency_ms": psp_latency_ms}
+    flags |= {"charges": charges, "fees": fees}
     flags |= {"fx": fx, "front_door": front_door, "recon": recon, "webhooks": webhooks, "quick": quick}
     options = suite.Options(**{**sized, "rates": tuple(parse_rates(sized["rates"]))}, **flags)
     config = common.settings()
