@@ -143,8 +143,8 @@ def section(result: FeesResult) -> model.Section:
         name="fee engine",
         description=(
             f"FeeEngine.evaluate on {result.intents:,} P2P intents between demo wallets (new pair and "
-            f"amount each), CPU time of this thread, median of the rounds; cel-python on {result.baseline_intents:,} "
-            "of them beside it, both giving the same fees."
+            "amount each), CPU time of this thread, median of the rounds; cel-python on "
+            f"{result.baseline_intents:,} of them beside it, both giving the same fees."
         ),
         benchmarks=[priced],
         goals_met=result.us <= GOAL_US,
