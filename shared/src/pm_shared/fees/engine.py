@@ -240,6 +240,14 @@ _UNSET = object()
 _MADE = 1024  # fees kept per rule
 
 
+def _made(compiled: CompiledRule, amount: int, currency: str) -> AppliedFee:
+    """A new fee of `compiled`, kept to be handed out again (at most _MADE per rule)."""
+    if len(compiled.made) >= _MADE:
+        compiled.made.clear()
+    fee = compiled.made[amount, currency] = applied(compiled.rule, amount, currency)
+    return fee
+
+
 def _window(rules: list[CompiledRule], at: datetime) -> tuple[datetime | None, datetime | None]:
     """The instants around `at` between which no rule of `rules` starts or ends: [low, high)."""
     low: datetime | None = None
@@ -283,6 +291,18 @@ class FeeEngine:
         """Every rule of the engine, by (operation_type, priority, rule_id)."""
         return list(self._rules)
 
+    def _bind(self, intent: FeeInput) -> cel.Context:
+        """The context with `intent`'s values of the variables its type's rules read, converting only
+        those that changed since the last intent (hold the lock)."""
+        context, bound = self._context, self._bound
+        for name, value_of in self._names[intent.type]:
+            value = value_of(intent)
+            before = bound.get(name, _UNSET)
+            if type(before) is not type(value) or before != value:
+                context.add_variable(name, value)
+                bound[name] = value
+        return context
+
     def _candidates(self, kind: str, at: datetime) -> list[CompiledRule]:
         """The rules of type `kind` active at `at`, from the last window asked about while it holds."""
         known = self._active.get(kind)
@@ -306,13 +326,7 @@ class FeeEngine:
             return []
         fees: list[AppliedFee] = []
         with self._lock:
-            context, bound = self._context, self._bound
-            for name, value_of in self._names[intent.type]:
-                value = value_of(intent)
-                before = bound.get(name, _UNSET)
-                if type(before) is not type(value) or before != value:
-                    context.add_variable(name, value)
-                    bound[name] = value
+            context = self._bind(intent)
             for compiled in candidates:
                 rule = compiled.rule
                 # The common case inline; anything else goes through the checks that say what is wrong.
@@ -333,10 +347,5 @@ class FeeEngine:
                     value = check_amount(rule, value)
                 if value:
                     fee = compiled.made.get((value, intent.currency))
-                    if fee is None:
-                        if len(compiled.made) >= _MADE:
-                            compiled.made.clear()
-                        fee = applied(rule, value, intent.currency)
-                        compiled.made[value, intent.currency] = fee
-                    fees.append(fee)
+                    fees.append(fee if fee is not None else _made(compiled, value, intent.currency))
         return fees
