@@ -12,7 +12,7 @@ from pm_tools.testing.db import server_url
 async def test_the_throughput_run_delivers_every_delivery_it_made() -> None:
     made = await webhooks.measure_throughput(server_url(), fixtures.test_redis_url(), 200)
     assert made.failed_attempts == 0
-    assert made.sender_s > 0 and made.raw_s > 0 and made.httpx_s > 0
+    assert made.sender_s > 0 and made.raw_s > 0
 
 
 async def test_the_latency_run_times_every_event() -> None:
@@ -20,5 +20,5 @@ async def test_the_latency_run_times_every_event() -> None:
     latencies = await webhooks.measure_latency(server_url(), redis, rate=50.0, seconds=1.0)
     assert len(latencies) == 50
     assert all(0 < s < webhooks.DRAIN_TIMEOUT_S for s in latencies)
-    result = webhooks.WebhooksResult(200, 1.0, 1.0, 1.0, 0, latencies, 50, 50.0, 1.0)
+    result = webhooks.WebhooksResult(200, 1.0, 1.0, 0, latencies, 50, 50.0, 1.0)
     assert webhooks.section(result).benchmarks[1].p99_ms == harness.percentile(sorted(latencies), 0.99) * 1000

@@ -6,8 +6,7 @@ local receiver, and how long an event takes to reach the merchant at a steady 30
   DELIVERED. Baseline, measured in the same run: the same bodies POSTed straight to the same receiver
   by aiohttp (the sender's client) at the sender's concurrency (endpoints × per-endpoint concurrency),
   signed the same way — the sender's ratio to it is what claiming, signing, the SSRF check and
-  recording every attempt cost. httpx is measured the same way beside it (the client the sender had
-  before, shown for comparison).
+  recording every attempt cost.
 - **event → delivered**: settled MINIAPP_CREDIT intents of those merchants, their state changes put
   on `pm:events` at `rate`/s for `seconds`; for each, from the moment it was published to the moment
   its delivery was recorded DELIVERED (`delivered_at`, after the receiver's 2xx). Goal: p99 ≤ 500 ms
@@ -29,7 +28,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import aiohttp
-import httpx
 import msgspec
 from rich.table import Table
 
@@ -59,7 +57,6 @@ class WebhooksResult:
     sender_s: float
     raw_s: float
     """aiohttp alone (the baseline)."""
-    httpx_s: float
     failed_attempts: int
     latencies_s: list[float]
     events: int
@@ -73,10 +70,6 @@ class WebhooksResult:
     @property
     def raw_rate(self) -> float:
         return self.deliveries / self.raw_s
-
-    @property
-    def httpx_rate(self) -> float:
-        return self.deliveries / self.httpx_s
 
     def latency_ms(self, q_: float) -> float:
         return harness.percentile(sorted(self.latencies_s), q_) * 1000
@@ -143,29 +136,6 @@ async def _raw_aiohttp(url: str, endpoints: list[kit.Endpoint], body: bytes, cou
         return time.perf_counter() - started
 
 
-async def _raw_httpx(url: str, endpoints: list[kit.Endpoint], body: bytes, count: int) -> float:
-    """The same with httpx (one client, as the sender used before it took aiohttp)."""
-    secrets_of = {e.endpoint_id: signing.parse(e.secret) for e in endpoints}
-    queue = list(range(count))
-    workers = len(endpoints) * ENDPOINT_CONCURRENCY
-    limits = httpx.Limits(max_connections=workers, max_keepalive_connections=workers)
-    async with httpx.AsyncClient(limits=limits, timeout=15.0, follow_redirects=False) as client:
-
-        async def work(w: int) -> None:
-            endpoint = endpoints[w % len(endpoints)]
-            while queue:
-                i = queue.pop()
-                headers = signing.headers(
-                    [secrets_of[endpoint.endpoint_id]], f"msg_{i}", int(time.time()), body
-                )
-                reply = await client.post(f"{url}/m{w % len(endpoints)}", content=body, headers=headers)
-                reply.raise_for_status()
-
-        started = time.perf_counter()
-        await asyncio.gather(*(work(w) for w in range(workers)))
-        return time.perf_counter() - started
-
-
 def _variables(dsn: str, redis_url: str, kek: str) -> dict[str, str]:
     return {
         **harness.service_variables(dsn, redis_url, "webhooks", kek),
@@ -188,12 +158,11 @@ async def _wait_delivered(conn: db.Conn, count: int) -> float:
 class Throughput:
     sender_s: float
     raw_s: float
-    httpx_s: float
     failed_attempts: int
 
 
 async def measure_throughput(server_dsn: str, redis_url: str, deliveries: int) -> Throughput:
-    """Seconds taken by the sender, aiohttp and httpx for `deliveries` deliveries."""
+    """Seconds taken by the sender and by aiohttp alone for `deliveries` deliveries."""
     kek = harness.key_encryption_key()
     async with harness.database(server_dsn, "webhooks") as dsn, _receiver() as url:
         conn = await db.connect(dsn, application_name="pm-bench-webhooks")
@@ -201,7 +170,6 @@ async def measure_throughput(server_dsn: str, redis_url: str, deliveries: int) -
             endpoints = await _endpoints(conn, Cipher.from_setting(kek), url)
             body = _body()
             raw_s = await _raw_aiohttp(url, endpoints, body, deliveries)
-            httpx_s = await _raw_httpx(url, endpoints, body, deliveries)
             chosen = [endpoints[i % len(endpoints)] for i in range(deliveries)]
             await conn.execute(
                 q.INSERT_DELIVERIES,
@@ -216,7 +184,7 @@ async def measure_throughput(server_dsn: str, redis_url: str, deliveries: int) -
             failed = await conn.fetchval(q.COUNT_FAILED_ATTEMPTS)
         finally:
             await conn.close()
-    return Throughput(sender_s, raw_s, httpx_s, int(failed))
+    return Throughput(sender_s, raw_s, int(failed))
 
 
 async def _publish_paced(redis_url: str, intent_ids: list[str], rate: float) -> dict[str, float]:
@@ -294,7 +262,6 @@ async def run(
         deliveries,
         made.sender_s,
         made.raw_s,
-        made.httpx_s,
         made.failed_attempts,
         latencies,
         round(rate * seconds),
@@ -319,7 +286,7 @@ def section(result: WebhooksResult) -> model.Section:
         baseline_name=f"aiohttp straight to the receiver, {MERCHANTS * ENDPOINT_CONCURRENCY} at a time",
         baseline=result.raw_rate,
         ratio=result.sender_rate / result.raw_rate,
-        extra={"failed attempts": float(result.failed_attempts), "httpx deliveries/s": result.httpx_rate},
+        extra={"failed attempts": float(result.failed_attempts)},
     )
     latency = model.Benchmark(
         name=f"event → delivered at {result.rate:g} events/s",
@@ -334,7 +301,7 @@ def section(result: WebhooksResult) -> model.Section:
         name="webhooks",
         description=(
             "pm-webhooks (a real process) delivering to a local receiver process: deliveries made "
-            "beforehand, released at once, beside aiohttp and httpx posting the same signed bodies; "
+            "beforehand, released at once, beside aiohttp posting the same signed bodies; "
             f"then state changes put on pm:events at {result.rate:g}/s for {result.seconds:g} s, "
             "each timed from its publication to its delivery being recorded."
         ),
@@ -350,8 +317,7 @@ def table(result: WebhooksResult) -> Table:
     shown.add_row(
         f"deliveries, {result.deliveries:,}",
         f"{result.sender_rate:,.0f}/s ({result.failed_attempts} failed attempts)",
-        f"aiohttp {result.raw_rate:,.0f}/s ({result.sender_rate / result.raw_rate:.0%}); "
-        f"httpx {result.httpx_rate:,.0f}/s",
+        f"aiohttp {result.raw_rate:,.0f}/s ({result.sender_rate / result.raw_rate:.0%})",
         "—",
     )
     shown.add_row(

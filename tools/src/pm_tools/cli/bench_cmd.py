@@ -140,7 +140,7 @@ Webhooks = Annotated[
     bool,
     typer.Option(
         help="Also measure merchant webhooks: pm-webhooks' deliveries/s to a local receiver (beside aiohttp "
-        "and httpx posting the same signed bodies) and event → delivered p99 at 300 events/s."
+        "posting the same signed bodies) and event → delivered p99 at 300 events/s."
     ),
 ]
 Fees = Annotated[
@@ -256,8 +256,8 @@ def bench(
     Then the front door (`--front-door`): through nginx and the Auth Center beside direct (goal: ≥ 80 %
     of direct; no nginx: skipped). Reconciliation (`--recon`): the verify sweep over `--recon-intents`
     settled intents (goal: ≥ 20,000/s), the continuous check's p99 lag at 300/s (goal: ≤ 2 s). Merchant
-    webhooks (`--webhooks`): deliveries/s to a local receiver beside aiohttp and httpx posting the
-    same signed bodies, event → delivered p99 at 300 events/s (goal: ≤ 500 ms). The fee engine
+    webhooks (`--webhooks`): deliveries/s to a local receiver beside aiohttp posting the same
+    signed bodies, event → delivered p99 at 300 events/s (goal: ≤ 500 ms). The fee engine
     (`--fees`): µs to price a P2P intent against every stored rule, beside cel-python (goal: ≤ 20 µs).
 
     Last, unless `--no-report`, the report in `--out`: .json, .md and .png plots.
