@@ -250,3 +250,59 @@ def test_balance_conditional_transfer(
     assert balance(src) == (0, 10, 0, 50)
     assert balance(ctl) == (0, 0, 0, 0)
     assert balance(dst) == (0, 0, 0, 10)
+
+
+def test_a_payment_as_one_posted_chain_moves_whole_or_not_at_all(
+    ledger: LedgerSync,
+    make_accounts: Callable[..., list[int]],
+    xfer: Callable[..., tb.Transfer],
+    move: Callable[..., int],
+    balance: Callable[[int], Balance],
+) -> None:
+    """A payment in one round trip (docs/saga.md, the `transfer` step): [principal L, payer's fee L,
+    payee's fee], posted. A fee the payer cannot cover fails the whole chain: nothing posts, and the
+    failing id stays burned, so the same chain sent again never posts, even once it would fit. A
+    payee's fee later in a chain is paid out of the principal credited earlier in it."""
+    payer, payee = make_accounts(2, flags=AF.DEBITS_MUST_NOT_EXCEED_CREDITS)
+    revenue, funding = make_accounts(2)
+    move(funding, payer, 1_000)
+
+    def payment(amount: int, payer_fee: int, payee_fee: int) -> list[tb.Transfer]:
+        return [
+            xfer(payer, payee, amount, flags=L),
+            xfer(payer, revenue, payer_fee, flags=L),
+            xfer(payee, revenue, payee_fee),
+        ]
+
+    short = payment(990, 20, 5)
+    assert statuses(ledger.create_transfers(short)) == [
+        S.LINKED_EVENT_FAILED,
+        S.EXCEEDS_CREDITS,
+        S.LINKED_EVENT_FAILED,
+    ]
+    assert ledger.lookup_transfers([t.id for t in short]) == []
+    assert [balance(a) for a in (payer, payee, revenue)] == [(0, 0, 0, 1_000), (0, 0, 0, 0), (0, 0, 0, 0)]
+    move(funding, payer, 1_000)
+    assert statuses(ledger.create_transfers(short)) == [
+        S.LINKED_EVENT_FAILED,
+        S.ID_ALREADY_FAILED,
+        S.LINKED_EVENT_FAILED,
+    ]
+    assert ledger.lookup_transfers([t.id for t in short]) == []
+    assert balance(payee) == (0, 0, 0, 0)
+
+    # The payee starts at 0 and pays its fee from the principal the same chain credited it.
+    paid = payment(990, 20, 5)
+    assert statuses(ledger.create_transfers(paid)) == [S.CREATED] * 3
+    assert [balance(a) for a in (payer, payee, revenue)] == [
+        (0, 1_010, 0, 2_000),
+        (0, 5, 0, 990),
+        (0, 0, 0, 25),
+    ]
+    # Sent again (a redelivered command): EXISTS breaks the chain, and nothing moves twice.
+    assert statuses(ledger.create_transfers(paid)) == [
+        S.EXISTS,
+        S.LINKED_EVENT_FAILED,
+        S.LINKED_EVENT_FAILED,
+    ]
+    assert balance(payer) == (0, 1_010, 0, 2_000)
