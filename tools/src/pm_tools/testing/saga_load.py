@@ -272,8 +272,17 @@ async def nothing_pending(saga: SagaFleet) -> bool:
 
 async def check_posts_and_history(saga: SagaFleet, rows: dict[str, IntentRow], intent_ids: list[str]) -> None:
     """The principal of every settled intent is posted with its amount, no failed intent has one; the
-    history has both parties of every settled payment and the user of every settled adjustment, once."""
-    post_ids = {i: ids.transfer_id(i, "principal:post") for i in intent_ids}
+    history has both parties of every settled payment and the user of every settled adjustment, once.
+    Posted: the post of the pending principal on a route that authorizes, the plain principal on one
+    that does not (one round trip, `pm_shared.intents.legs.holds`)."""
+    held = await fetch(
+        saga.database_url,
+        "SELECT id::text FROM pm.intent"
+        " WHERE id = ANY($1::uuid[]) AND (route IS NULL OR 'authorize' = ANY(route))",
+        intent_ids,
+    )
+    holds = {r["id"] for r in held}
+    post_ids = {i: ids.transfer_id(i, "principal:post" if i in holds else "principal") for i in intent_ids}
     found = await transfers(saga.database_url, list(post_ids.values()))
     settled_missing = [i for i in intent_ids if rows[i].state == "SETTLED" and post_ids[i] not in found]
     failed_posted = [i for i in intent_ids if rows[i].state == "FAILED" and post_ids[i] in found]
