@@ -18,6 +18,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+import tigerbeetle as tb
 from redis.asyncio import Redis
 
 from pm_client import api as http_api
@@ -132,18 +133,16 @@ async def _t1_rules(clients: Clients, run_id: str, payer: str, payer2: str) -> l
 
 
 async def _check_t1_ledger(saga: SagaFleet, intent_id: str, run_id: str) -> None:
-    """The ledger holds the legs: the pendings, their posts and the single-phase POST fee, all with
-    the intent's UUID in user_data_128."""
-    wanted = {
-        "principal": 12_345,
-        "principal:post": 12_345,
-        f"fee:{run_id}-pre": 246,
-        f"fee:{run_id}-pre:post": 246,
-        f"fee:{run_id}-post": 300,
-    }
+    """The ledger holds the legs as one linked chain of posted transfers (P2P's `transfer` step: one
+    round trip), all with the intent's UUID in user_data_128; nothing was held, so nothing was posted."""
+    wanted = {"principal": 12_345, f"fee:{run_id}-pre": 246, f"fee:{run_id}-post": 300}
     on_ledger = await transfers(saga.database_url, [ids.transfer_id(intent_id, leg) for leg in wanted])
     assert {leg: int(on_ledger[ids.transfer_id(intent_id, leg)].amount) for leg in wanted} == wanted
     assert {int(t.user_data_128) for t in on_ledger.values()} == {uuid.UUID(intent_id).int}
+    flags = [int(on_ledger[ids.transfer_id(intent_id, leg)].flags) for leg in wanted]
+    assert flags == [int(tb.TransferFlags.LINKED)] * 2 + [0]
+    posts = [ids.transfer_id(intent_id, f"{leg}:post") for leg in ("principal", f"fee:{run_id}-pre")]
+    assert await transfers(saga.database_url, posts) == {}
 
 
 async def test_p2p_settles_with_pre_and_post_fees_and_exact_balances(
@@ -443,10 +442,10 @@ async def test_duplicate_and_reordered_ledger_results_change_nothing(
         if fields and PAYLOAD_FIELD in fields
     ]
     mine = [r for r in results if r.intent_id == intent.id]
-    assert {r.step for r in mine} >= {"authorize", "settle"}, mine
+    assert {r.step for r in mine} == {"transfer"}, mine  # one round trip
     assert all(r.ok for r in mine), mine
-    # The same results again, newest first (settle before authorize), then copies under new message
-    # ids (as a resent command's results would be), newest first too.
+    # The same results again, newest first, then copies under new message ids (as a resent command's
+    # results would be), newest first too.
     again = list(reversed(mine))
     copies = [msgspec.structs.replace(r, message_id=new_message_id()) for r in reversed(mine)]
     published = await Publisher(redis).publish_many("pm:ledger:results", again + copies)

@@ -55,6 +55,10 @@ STREAMS = ("pm:intents", "pm:ledger:commands", "pm:ledger:results", "pm:events",
 PENDING_TIMEOUT_S = 900
 PROXY = {"kind": "promptpay", "proxyType": "MSISDN", "proxyValue": "0812345678"}
 """The payee of a withdrawal, as the API takes it."""
+TWO_PHASE_P2P = ("validate", "price", "reserve_limits", "authorize", "settle")
+"""P2P's route before migration 0021 moved it to `transfer` (one round trip), and still one an operator
+may set: the modules that test two-phase mechanics (authorize, settle, void, expiry) on P2P intents
+use it (`two_phase_p2p`), as MINIAPP_CHARGE and P2Ps taken in before 0021 still go that way."""
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +184,15 @@ class World:
                     active_until=None,
                 ),
             )
+
+    async def route(self, operation_type: str, steps: Sequence[str]) -> None:
+        """Set the route of `operation_type` (the saga reloads routes on its next batch)."""
+        await self.pool.execute(
+            "UPDATE pm.payment_route SET steps = $2, updated_at = clock_timestamp()"
+            " WHERE operation_type = $1",
+            operation_type,
+            list(steps),
+        )
 
     # -- what a test reads back -------------------------------------------------------------------
 
@@ -323,3 +336,10 @@ async def world(saga_db: str, redis: Redis) -> AsyncIterator[World]:
     finally:
         await pool.close()
         await delete_streams(redis, *STREAMS)
+
+
+@pytest.fixture
+async def two_phase_p2p(world: World) -> World:
+    """The world with P2P on its two-phase route (`TWO_PHASE_P2P`)."""
+    await world.route("P2P", TWO_PHASE_P2P)
+    return world

@@ -10,6 +10,7 @@ import secrets
 import uuid
 from typing import TYPE_CHECKING, Any
 
+import pytest
 import tigerbeetle as tb
 
 from pm_orchestrator import failures
@@ -24,6 +25,10 @@ from pm_shared.streams.publisher import PAYLOAD_FIELD
 
 if TYPE_CHECKING:
     from .conftest import World
+
+# These tests follow P2P intents through the two phases (authorize, settle, void): P2P on its
+# two-phase route. P2P's own route (one round trip) is tested in test_saga_transfer.py.
+pytestmark = pytest.mark.usefixtures("two_phase_p2p")
 
 
 async def test_a_batch_of_intents_is_validated_priced_and_authorized_in_one_go(world: World) -> None:

@@ -15,6 +15,7 @@ import uuid
 from typing import TYPE_CHECKING
 
 import msgspec
+import pytest
 import tigerbeetle as tb
 
 from pm_orchestrator import failures
@@ -27,6 +28,10 @@ from pm_shared.messages import LedgerCommand, LedgerEventResult, LedgerResult, L
 
 if TYPE_CHECKING:
     from .conftest import World
+
+# These tests follow P2P intents through the two phases (authorize, settle, void): P2P on its
+# two-phase route. P2P's own route (one round trip) is tested in test_saga_transfer.py.
+pytestmark = pytest.mark.usefixtures("two_phase_p2p")
 
 
 async def test_results_settle_the_intent_once_whatever_their_order_and_repeats(world: World) -> None:

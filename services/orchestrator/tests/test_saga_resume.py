@@ -10,6 +10,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+import pytest
 import tigerbeetle as tb
 
 from pm_orchestrator.plan import Planner
@@ -21,6 +22,10 @@ from pm_shared.messages import LedgerCommand
 
 if TYPE_CHECKING:
     from .conftest import World
+
+# These tests follow P2P intents through the two phases (authorize, settle, void): P2P on its
+# two-phase route. P2P's own route (one round trip) is tested in test_saga_transfer.py.
+pytestmark = pytest.mark.usefixtures("two_phase_p2p")
 
 
 async def test_the_resume_sweep_takes_in_and_resends_what_stalled(world: World) -> None:

@@ -211,3 +211,41 @@ def test_the_sweep_sql_names_the_one_terminal_state_set() -> None:
     match = re.search(r"state NOT IN \(([^)]*)\)", queries.SELECT_STALLED)
     assert match is not None
     assert {s.strip().strip("'") for s in match.group(1).split(",")} == TERMINAL_STATES == TERMINAL
+
+
+async def test_a_move_via_a_state_writes_both_rows_and_both_events_in_order(db_pool: Pool) -> None:
+    intent_id = await new_intent(db_pool)
+    async with db_pool.acquire() as conn:
+        await move(conn, Move(intent_id, CREATED, VALIDATED, "checked", to_step="transfer"))
+        change = Move(intent_id, VALIDATED, SETTLED, "posted at once", from_step="transfer", via=AUTHORIZED)
+        sent = await move(conn, change)
+        assert sent is not None
+        again = await move(conn, change)  # a repeat of the same result: stale, nothing written
+    assert again is None
+    events = [o.message for o in sent]
+    assert [(e.previous, e.state) for e in events if isinstance(e, IntentStateChanged)] == [
+        (VALIDATED, AUTHORIZED),
+        (AUTHORIZED, SETTLED),
+    ]
+    assert [e.message_id for e in events] == [f"{intent_id}:state:AUTHORIZED", f"{intent_id}:state:SETTLED"]
+    assert await state(db_pool, intent_id) == (SETTLED, None)
+    assert await timeline(db_pool, intent_id) == [
+        (CREATED, VALIDATED),
+        (VALIDATED, AUTHORIZED),
+        (AUTHORIZED, SETTLED),
+    ]
+    assert await outbox(db_pool, intent_id) == ["pm:events"] * 3
+    payloads = await db_pool.fetch(
+        "SELECT payload FROM pm.outbox WHERE intent_id = $1 ORDER BY id", intent_id
+    )
+    stored = [msgspec.json.decode(r["payload"], type=IntentStateChanged).state for r in payloads]
+    assert stored == [VALIDATED, AUTHORIZED, SETTLED]
+
+
+@pytest.mark.parametrize(
+    ("source", "via", "target"),
+    [(VALIDATED, SETTLED, AUTHORIZED), (CREATED, AUTHORIZED, SETTLED), (VALIDATED, VALIDATED, SETTLED)],
+)
+def test_a_way_through_the_machine_it_does_not_have(source: str, via: str, target: str) -> None:
+    with pytest.raises(IllegalMoveError):
+        Move(str(uuid.uuid4()), source, target, "no", via=via)

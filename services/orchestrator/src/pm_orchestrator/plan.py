@@ -4,9 +4,11 @@ Planning reads the intent as loaded for the batch and never writes; `saga` appli
 batch in one transaction. A message that no longer fits the intent (it is in another state, or
 awaits another step) plans nothing: it is a stale duplicate or arrived out of order.
 
-After a step succeeds the next step of the route is sent: a ledger command or a PSP job. A PSP's
-final FAILED voids what is authorized and fails the intent; its SUCCEEDED sends `settle`; UNKNOWN and
-PENDING (the payer has a QR to pay) keep the intent where it is, on the record.
+After a step succeeds the next step of the route is sent: a ledger command or a PSP job. The
+`transfer` step (authorize and settle in one round trip) ends its route: its result moves the intent
+`VALIDATED → AUTHORIZED → SETTLED` in one move (`Move.via`), and its refusal fails it with nothing
+to void. A PSP's final FAILED voids what is authorized and fails the intent; its SUCCEEDED sends
+`settle`; UNKNOWN and PENDING (the payer has a QR to pay) keep the intent where it is, on the record.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import msgspec
 
 from pm_orchestrator import failures
 from pm_orchestrator.states import AUTHORIZED, CREATED, FAILED, SETTLED, TERMINAL, VALIDATED, Move
-from pm_orchestrator.steps import Context, Draft, StepFailed, StepRegistry
+from pm_orchestrator.steps import Context, Draft, LedgerStep, StepFailed, StepRegistry
 from pm_shared.errors import PermanentError
 from pm_shared.intents import legs
 from pm_shared.intents.record import IntentRow, StoredFee
@@ -114,6 +116,10 @@ class Planner:
                 "which this build does not have",
                 cause,
             )
+        misfit = self.registry.misfit(route.steps)
+        if misfit is not None:
+            where = f"route {route.operation_type}/{route.channel}"
+            return _fail(intent, failures.ROUTE_UNAVAILABLE, f"{where}: {misfit}", cause)
         draft = Draft(intent)
         passed: list[str] = []
         for name in route.steps:
@@ -150,7 +156,7 @@ class Planner:
                     cause_message_id=cause,
                     to_step=name,
                     fees=_encode(draft.fees),
-                    legs=_encode(legs.display(intent.id, all_legs, "requested")),
+                    legs=_encode(_requested(intent.id, all_legs, self.registry.ledger.get(name))),
                     channel=route.channel,
                     route=route.steps,
                 ),
@@ -170,15 +176,21 @@ class Planner:
         if result.ok:
             upcoming = self._after(intent, step.name)
             if upcoming is None:
+                applied_by = (
+                    f"{step.name} applied by the ledger"
+                    if step.via is None
+                    else f"{step.name} applied by the ledger: every leg posted in one linked chain"
+                )
                 return Plan(
                     intent,
                     Move(
                         intent.id,
                         intent.state,
                         step.reaches,
-                        f"{step.name} applied by the ledger",
+                        applied_by,
                         cause_message_id=cause,
                         from_step=step.name,
+                        via=step.via,
                         legs=_encode(
                             legs.display(
                                 intent.id, all_legs, "posted" if step.reaches == SETTLED else "pending"
@@ -350,6 +362,15 @@ class Planner:
             return None
         message_id = f"{intent.id}:{step}{RESEND_MARK}{time.time_ns() // 1_000_000}"
         return self._send(intent, step, legs.legs(intent), message_id)
+
+
+def _requested(intent_id: str, all_legs: list[legs.Leg], step: LedgerStep | None) -> list[dict[str, object]]:
+    """The legs as shown once the first step is sent. A step that moves everything at once sends every
+    leg, so none is merely "planned" (as a POST fee is while an authorization waits for `settle`)."""
+    shown = legs.display(intent_id, all_legs, "requested")
+    if step is not None and step.alone:
+        return [{**leg, "state": "requested"} for leg in shown]
+    return shown
 
 
 def _fail(intent: IntentRow, code: str, reason: str, cause: str | None) -> Plan:

@@ -59,7 +59,8 @@ SELECT (SELECT count(*) FROM pm.fee_rule) AS fee_count,
 #   wait for each other in one order instead of deadlocking;
 # - `moved`: each UPDATE only matches while the intent is still in the expected state and awaits the
 #   expected step (a statement that waited for a lock re-checks against the committed row);
-# - the timeline rows, the outbox messages ($2, in their order), the settlement's history rows ($3)
+# - the timeline rows (two for a move `via` a state: from → via, then via → to, in that order of id),
+#   the outbox messages ($2, in their order), the settlement's history rows ($3)
 #   and posted totals ($4, summed per account in account order) are written only for the intents
 #   that moved.
 # Returns ('moved', intent id) and ('sent', message id) rows: the outbox rows actually added.
@@ -68,7 +69,8 @@ WITH input AS (
     SELECT *
     FROM json_to_recordset($1::json) AS t(
         id uuid, from_state text, to_state text, from_step text, to_step text, failure_code text,
-        reason text, cause text, fees jsonb, legs jsonb, channel text, route text, payment jsonb
+        reason text, cause text, fees jsonb, legs jsonb, channel text, route text, payment jsonb,
+        via text
     )
 ), locked AS (
     SELECT i.id FROM pm.intent AS i WHERE i.id = ANY(ARRAY(SELECT id FROM input)) ORDER BY i.id FOR UPDATE
@@ -91,8 +93,15 @@ WITH input AS (
     RETURNING i.id, i.updated_at
 ), event AS (
     INSERT INTO pm.intent_event (intent_id, from_state, to_state, reason, cause_message_id, at)
-    SELECT input.id, input.from_state, input.to_state, input.reason, input.cause, moved.updated_at
-    FROM input JOIN moved ON moved.id = input.id
+    SELECT input.id, hop.from_state, hop.to_state, input.reason, input.cause, moved.updated_at
+    FROM input
+    JOIN moved ON moved.id = input.id
+    CROSS JOIN LATERAL (
+        VALUES (1, input.from_state, input.via),
+               (2, coalesce(input.via, input.from_state), input.to_state)
+    ) AS hop(n, from_state, to_state)
+    WHERE hop.to_state IS NOT NULL
+    ORDER BY input.id, hop.n
 ), sent AS (
     INSERT INTO pm.outbox (stream, intent_id, message_id, payload)
     SELECT o.stream, o.intent_id, o.message_id, convert_to(o.payload, 'UTF8')

@@ -274,6 +274,8 @@ class Saga:
             )
         for p in plans:
             if p.intent.id in moved:
+                if p.move.via is not None:
+                    MOVES.labels(p.move.via, "").inc()
                 MOVES.labels(p.move.to_state, p.move.failure_code or "").inc()
             else:
                 STALE.labels("race").inc()

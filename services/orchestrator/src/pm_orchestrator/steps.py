@@ -4,7 +4,12 @@ Two kinds of step:
 - local steps run inside the orchestrator when an intent is taken in (`validate`, `price`,
   `reserve_limits`); each either passes or fails the intent with a code;
 - ledger steps send one command to the ledger-writer and wait for its result (`authorize`,
-  `settle`); `reaches` is the state the intent is in once the ledger has applied the command;
+  `settle`, `transfer`); `reaches` is the state the intent is in once the ledger has applied the
+  command. `transfer` is authorize and settle in one round trip, for a route with no external step:
+  every leg (the principal, PRE and POST fees) as one linked chain of posted transfers, all or
+  nothing, whose one result records AUTHORIZED and SETTLED (a hold is only worth its second round
+  trip while something outside the ledger still decides). It must be its route's only ledger or PSP
+  step;
 - PSP steps send one job to a PSP adapter and wait for its final result (`psp_payout` through IPPS,
   `psp_collect` through QP); the intent keeps its state meanwhile. The job's idempotency key is
   `psp_key(intent, step)`, the same on every resend, so the PSP moves the money at most once.
@@ -15,7 +20,7 @@ ROUTE_UNAVAILABLE, before any money moves.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -75,6 +80,14 @@ class LedgerStep:
     reaches: str
     build: Callable[[IntentRow, list[legs.Leg], int], list[LedgerTransfer]]
     """(intent, its legs, pending timeout in seconds) → the command's transfers."""
+    via: str | None = None
+    """A state the intent is recorded passing through when the ledger applied the command (the
+    `transfer` step's AUTHORIZED)."""
+
+    @property
+    def alone(self) -> bool:
+        """Moves all of the intent's money at once: no other ledger or PSP step may share its route."""
+        return self.via is not None
 
 
 @dataclass(frozen=True)
@@ -108,6 +121,9 @@ class PspStep:
             purpose=purpose,
         )
 
+
+TRANSFER = "transfer"
+"""The ledger step that authorizes and settles in one round trip (one linked chain of posted transfers)."""
 
 PSP_PAYOUT = PspStep("psp_payout", "ipps", "payout", IPPS_JOBS.name)
 PSP_COLLECT = PspStep("psp_collect", "qp", "collect", QP_JOBS.name)
@@ -205,6 +221,15 @@ def _settle(intent: IntentRow, all_legs: list[legs.Leg], timeout_s: int) -> list
     return legs.settle(intent, all_legs)
 
 
+def _transfer(intent: IntentRow, all_legs: list[legs.Leg], timeout_s: int) -> list[LedgerTransfer]:
+    # A route without `authorize` holds nothing (`legs.holds`), so every leg is a plain transfer and
+    # `legs.settle` chains them all: the principal, then each fee in priority order. The ids are the
+    # legs' own (`ids.transfer_id(intent id, leg name)`), so a resend or redelivery is EXISTS.
+    if legs.holds(intent):
+        raise RuntimeError(f"intent {intent.id}: `{TRANSFER}` on a route that authorizes ({intent.route})")
+    return legs.settle(intent, all_legs)
+
+
 class StepRegistry:
     def __init__(
         self,
@@ -219,10 +244,24 @@ class StepRegistry:
     def missing(self, steps: Iterable[str]) -> list[str]:
         return [s for s in steps if s not in self.local and s not in self.ledger and s not in self.psp]
 
+    def misfit(self, steps: Sequence[str]) -> str | None:
+        """Why a route's steps cannot work together (None: they can): a step that moves everything at
+        once (`transfer`) beside another ledger or PSP step."""
+        outside = [s for s in steps if s in self.ledger or s in self.psp]
+        alone = [s for s in outside if s in self.ledger and self.ledger[s].alone]
+        if not alone or len(outside) == 1:
+            return None
+        others = ", ".join(s for s in outside if s != alone[0])
+        return f"{alone[0]} moves all the money in one round trip; the route cannot also have {others}"
+
 
 def default_registry() -> StepRegistry:
     return StepRegistry(
         {"validate": validate, "price": price, "reserve_limits": reserve_limits},
-        [LedgerStep("authorize", AUTHORIZED, _authorize), LedgerStep("settle", SETTLED, _settle)],
+        [
+            LedgerStep("authorize", AUTHORIZED, _authorize),
+            LedgerStep("settle", SETTLED, _settle),
+            LedgerStep(TRANSFER, SETTLED, _transfer, via=AUTHORIZED),
+        ],
         [PSP_PAYOUT, PSP_COLLECT],
     )

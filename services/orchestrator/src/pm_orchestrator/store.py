@@ -103,6 +103,8 @@ class MoveRow(msgspec.Struct, frozen=True):
     route: str | None
     """The route's steps joined by commas."""
     payment: msgspec.Raw | None
+    via: str | None
+    """A state passed through on the way (a timeline row of its own, before `to_state`'s)."""
 
     @classmethod
     def of(cls, c: Move) -> MoveRow:
@@ -120,6 +122,7 @@ class MoveRow(msgspec.Struct, frozen=True):
             channel=c.channel,
             route=",".join(c.route) if c.route is not None else None,
             payment=_raw(c.payment),
+            via=c.via,
         )
 
 
@@ -155,10 +158,10 @@ async def move_many(
     caller's transaction if one is open.
 
     Returns the ids of the intents that moved and the messages to publish once committed: for each of
-    them its state change event on `pm:events` followed by its `outgoing` messages (a message id the
-    outbox already holds is not sent again). An intent no longer in its move's `from_state` /
-    `from_step` is left alone (a stale duplicate): nothing of it is written — nor its `projections`
-    rows (history and postings of settlements, keyed by intent id).
+    them its state change events on `pm:events` (two for a move `via` a state, in order) followed by
+    its `outgoing` messages (a message id the outbox already holds is not sent again). An intent no
+    longer in its move's `from_state` / `from_step` is left alone (a stale duplicate): nothing of it
+    is written — nor its `projections` rows (history and postings of settlements, keyed by intent id).
     """
     if not changes:
         return set(), []
@@ -166,7 +169,7 @@ async def move_many(
         raise IllegalMoveError("one move per intent per statement")
     items: list[Outgoing] = []
     for change in changes:
-        items.append(Outgoing(EVENTS.name, change.event()))
+        items.extend(Outgoing(EVENTS.name, event) for event in change.events())
         items.extend((outgoing or {}).get(change.intent_id, ()))
     found = projections or Projections()
     rows = await conn.fetch(
