@@ -12,8 +12,9 @@ their default settings) works on `USERS` funded wallets, a PRE and a POST fee ru
   rate, not measured (a cold gateway opens its database connections and fills its key cache).
 
 The figures come from the intents' timelines (`runs`): start → VALIDATED (intake, validation,
-pricing, limits, the authorize command sent), → AUTHORIZED (the ledger-writer's pendings and the
-result back), → SETTLED (the settle command, its posts and the settlement's projections). Fee-engine
+pricing, limits, the ledger command sent), → AUTHORIZED (the ledger-writer's linked chain — for P2P
+one chain of posted transfers, since migration 0021 — and the result back), → SETTLED (the settlement's
+projections; for a two-phase route also the settle command and its posts). Fee-engine
 time per priced intent comes from the orchestrators' `pm_fee_evaluation_seconds` histogram.
 
 Goals: ≥ 1,000 settled intents/s pipeline-only; p99 ≤ 250 ms at 300 intents/s offered through HTTP.
@@ -273,9 +274,9 @@ def stages_table(result: SagaResult) -> Table:
     """Where the time goes: each stage of each run, from the intents' timelines."""
     return tables.stages(
         "Saga: where the time goes (per settled intent, from pm.intent_event)",
-        "→ VALIDATED: intake, validation, pricing, limits and the authorize command sent; "
-        "→ AUTHORIZED: the ledger-writer's linked pendings and its result read back; "
-        "→ SETTLED: the settle command (posts and POST fees) and the settlement's projections. "
+        "→ VALIDATED: intake, validation, pricing, limits and the ledger command sent; "
+        "→ AUTHORIZED: the ledger-writer's linked chain (P2P: posted transfers) and its result read back; "
+        "→ SETTLED: the settlement's projections (two-phase routes: also the settle command's posts). "
         "Means add up to the total; percentiles need not.",
         [(_short(run), run) for run in (result.pipeline, *result.http_runs)],
     )
