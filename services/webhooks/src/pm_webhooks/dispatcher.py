@@ -181,15 +181,18 @@ class Dispatcher:
             return
         at = datetime.now(UTC)
         outcome = await self.sender.attempt(self._message(claim))
-        self._release(claim)
         ATTEMPTS.labels(outcome.kind).inc()
+        # The breaker first, then the slot: a claim made as the slot frees up already sees a breaker
+        # this failure opened.
+        opened_until = self._count(claim, outcome)
+        self._release(claim)
         recorded = await self.records.record(claim, outcome, at)
-        self._after(claim, outcome)
         if recorded.status == "DELIVERED":
             LATENCY.observe(
                 max(0.0, (datetime.now(UTC) - payloads.event_time(claim.payload)).total_seconds())
             )
-        await self._maybe_postpone(claim, outcome)
+        if opened_until is not None:
+            await self._postpone(claim, opened_until)
 
     def _message(self, claim: Claim) -> Message:
         current = self._secret(claim.endpoint_id, claim.secret_encrypted)
@@ -207,18 +210,18 @@ class Dispatcher:
             self._secrets[key] = secret
         return secret
 
-    def _after(self, claim: Claim, outcome: Outcome) -> None:
+    def _count(self, claim: Claim, outcome: Outcome) -> float | None:
+        """The attempt in its endpoint's breaker: a success closes it, a failure (but 410, which
+        disables the endpoint) counts; when the failure opened it, until when (Unix seconds)."""
         if outcome.ok:
             self.breakers.succeeded(claim.endpoint_id)
+            return None
+        if outcome.kind == "gone":
+            return None
+        return self.breakers.failed(claim.endpoint_id)
 
-    async def _maybe_postpone(self, claim: Claim, outcome: Outcome) -> None:
-        """After a failure: count it, and when it opens the breaker, put the endpoint's due
-        deliveries off to the cool-down's end."""
-        if outcome.ok or outcome.kind == "gone":
-            return
-        until = self.breakers.failed(claim.endpoint_id)
-        if until is None:
-            return
+    async def _postpone(self, claim: Claim, until: float) -> None:
+        """The breaker opened: put the endpoint's due deliveries off to the cool-down's end."""
         BREAKER_OPENS.inc()
         log.warning(
             "endpoint %s failed %d times in a row: put off for %.0f s",
