@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from pm_shared.streams import Consumer, Delivery, Publisher
+from pm_shared.streams.consumer import ACK_SCRIPT_MIN
 from pm_shared.streams.membership import Membership
 from pm_tools.testing.fixtures import eventually
 from pm_tools.testing.worker import Probe, probe
@@ -38,6 +39,33 @@ async def test_batch_is_handled_and_acked(
     consumer = make_consumer(handle_batch=handle_batch, count=100)
     await run_until(consumer, lambda: _true(sum(batches) == 250))
     assert batches == [100, 100, 50]
+    assert await pending() == 0
+
+
+async def test_a_large_batch_is_acked_in_one_script_call_with_the_next_read(
+    redis: Redis,
+    stream_name: str,
+    key: str,
+    make_consumer: MakeConsumer,
+    run_until: RunUntil,
+    pending: Pending,
+) -> None:
+    # Batches of ACK_SCRIPT_MIN ids or more are acked by a script with the ids in one argument.
+    size = ACK_SCRIPT_MIN + 44
+    await Publisher(redis).publish_many(stream_name, [probe(i) for i in range(3 * size)])
+    batches: list[int] = []
+    left: list[int] = []
+
+    async def handle_batch(batch: Sequence[Delivery[Probe]]) -> None:
+        if batches:
+            # The previous batch's ack went with the read that brought this one.
+            left.append(int((await redis.xpending(key, GROUP))["pending"]))
+        batches.append(len(batch))
+
+    consumer = make_consumer(handle_batch=handle_batch, count=size)
+    await run_until(consumer, lambda: _true(sum(batches) == 3 * size))
+    assert batches == [size, size, size]
+    assert left == [size, size]  # only the batch in hand is pending
     assert await pending() == 0
 
 

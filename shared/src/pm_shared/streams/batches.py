@@ -25,7 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pm_shared import errors, logs
 from pm_shared.streams import dlq, failures
-from pm_shared.streams.concurrency import Limiter, sleep_unless, start_eagerly, take_turns
+from pm_shared.streams.concurrency import YIELD_EVERY, Limiter, sleep_unless, start_eagerly
 from pm_shared.streams.delivery import BatchHandler, Delivery, MessageHandler, RawEntry
 from pm_shared.streams.membership import Membership
 from pm_shared.streams.names import failures_key, parse_key
@@ -35,6 +35,9 @@ from pm_shared.streams.stats import id_ms
 log = logging.getLogger(__name__)
 
 M = TypeVar("M")
+
+YIELD_BYTES = 256 * 1024
+"""Payload bytes decoded between two turns of the event loop (at most `YIELD_EVERY` entries)."""
 
 # Pauses between the in-place calls of a handler that met an outage, doubling.
 TRANSIENT_PAUSE_S = 0.2
@@ -104,8 +107,13 @@ class Batches(Generic[M]):
         dead: list[dlq.DeadLetter] = []
         exhausted: list[tuple[str, bytes | None, int]] = []
         decode = self.decoder.decode
+        decoded = 0
         for index, (entry_id_b, fields) in enumerate(raw):
-            await take_turns(index)
+            if index % YIELD_EVERY == YIELD_EVERY - 1 or decoded >= YIELD_BYTES:
+                # `take_turns`, inline (this loop runs for every entry read), and by size as well:
+                # decoding takes time in proportion to the bytes decoded.
+                decoded = 0
+                await asyncio.sleep(0)
             entry_id = entry_id_b.decode()
             attempt = attempts.get(entry_id, 1) if attempts is not None else 1
             payload = fields.get(PAYLOAD_FIELD)
@@ -122,6 +130,7 @@ class Batches(Generic[M]):
             elif attempt > self.seat.tuning.max_deliveries:
                 exhausted.append((entry_id, payload, attempt))
             else:
+                decoded += len(payload)
                 try:
                     message = decode(payload)
                 except msgspec.DecodeError as exc:

@@ -51,6 +51,24 @@ REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
 READ_BACKOFF_S = 0.05
 READ_BACKOFF_MAX_S = 5.0
 
+# XACK of many ids in one script call, the ids in one argument (space-separated): redis-py packs every
+# argument of a command in Python, about 1.6 µs per id, against a few ns for one joined argument.
+# Worth it only for large acks: in a pipeline the script costs a SCRIPT EXISTS round trip first.
+_ACK_MANY = """
+local ids, n = {}, 0
+for id in string.gmatch(ARGV[2], '%S+') do
+  n = n + 1
+  ids[n] = id
+end
+local acked = 0
+for i = 1, n, 4096 do
+  acked = acked + redis.call('XACK', KEYS[1], ARGV[1], unpack(ids, i, math.min(i + 4095, n)))
+end
+return acked
+"""
+ACK_SCRIPT_MIN = 256
+"""Acks of at least this many ids go through `_ACK_MANY`, smaller ones as a plain XACK."""
+
 
 @dataclass
 class _Partition:
@@ -107,6 +125,7 @@ class Consumer(Generic[M]):
         self.ready = asyncio.Event()
         """Set once every partition has drained its own pending entries and reads new ones."""
         self._recovered: set[str] = set()
+        self._ack_many = reader.register_script(_ACK_MANY)
 
     @property
     def transient_retry_s(self) -> float:
@@ -241,7 +260,10 @@ class Consumer(Generic[M]):
                 seat.group, seat.consumer, {key: ">"}, count=self.tuning.count, block=block_ms
             )
         async with self.reader.pipeline(transaction=False) as pipe:
-            pipe.xack(key, seat.group, *to_ack)
+            if len(to_ack) >= ACK_SCRIPT_MIN:
+                await self._ack_many(keys=[key], args=[seat.group, " ".join(to_ack)], client=pipe)
+            else:
+                pipe.xack(key, seat.group, *to_ack)
             pipe.xreadgroup(seat.group, seat.consumer, {key: ">"}, count=self.tuning.count, block=block_ms)
             acked, reply = await pipe.execute()
         seat.count_acks(key, len(to_ack), int(acked))
