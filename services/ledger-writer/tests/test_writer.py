@@ -344,6 +344,39 @@ async def test_many_commands_share_one_request_and_each_gets_its_own_result(rig:
     assert credited == expected
 
 
+async def test_a_batch_of_several_requests_sends_them_back_to_back_before_a_later_batch(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    equity, (alice, bob) = await open_accounts(rig)
+    sent: list[list[int]] = []
+    real = rig.ledger.create_transfers
+
+    async def recording(transfers: list[tb.Transfer]) -> list[tb.CreateTransferResult]:
+        sent.append([t.id for t in transfers])
+        return await real(transfers)
+
+    monkeypatch.setattr(rig.ledger, "create_transfers", recording)
+    writer = Writer(rig.ledger, rig.publisher, batch_max=3)
+    # Two linked transfers each: one command per request of at most 3 events.
+    first = [
+        command(transfers=chain(transfer(equity, alice, 1), transfer(equity, alice, 2))) for _ in range(3)
+    ]
+    refused = command(transfers=[transfer(equity, alice, 1, flags=LINKED)])  # a chain left open
+    first.insert(1, refused)
+    second = [command(transfers=[transfer(equity, bob, 3)]) for _ in range(3)]
+
+    # As with batches in flight: the second is handed over while the first is still being written.
+    got_first, got_second = await asyncio.gather(writer.write(first), writer.write(second))
+
+    assert [r.command_id for r in got_first] == [c.message_id for c in first]
+    assert [r.ok for r in got_first] == [True, False, True, True]
+    assert got_first[1].error is not None and "left open" in got_first[1].error
+    assert all(r.ok for r in got_second)
+    applied = [c for c in first if c is not refused]
+    assert sent == [[t.id for t in c.transfers] for c in applied] + [[c.transfers[0].id for c in second]]
+    assert (await rig.balances(alice, bob)) == {alice: (0, 9), bob: (0, 9)}
+
+
 # -- what leaves a batch pending (handled directly, as the consumer would hand it over) -------------
 
 

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from datetime import datetime
 
 import tigerbeetle as tb
 
-from pm_ledger_writer.packing import Batch, all_succeeded, is_committed_chain_retry, result_message_id
+from pm_ledger_writer.packing import (
+    SUCCESS,
+    YIELD_EVENTS,
+    Batch,
+    all_succeeded,
+    is_committed_chain_retry,
+    result_message_id,
+)
 from pm_shared.ledger.api import Ledger
 from pm_shared.messages import (
     LedgerAccount,
@@ -17,23 +25,12 @@ from pm_shared.messages import (
     LedgerTransfer,
     now,
 )
-from pm_shared.streams.concurrency import take_turns
 
 ID_ALREADY_FAILED = tb.CreateTransferStatus.ID_ALREADY_FAILED.name
+EXISTS = tb.CreateTransferStatus.EXISTS.name
 # Status names looked up once: `.name` on an enum member is a descriptor call, per event.
 _ACCOUNT_NAMES = {int(s): s.name for s in tb.CreateAccountStatus}
 _TRANSFER_NAMES = {int(s): s.name for s in tb.CreateTransferStatus}
-
-
-def _events(
-    ids: Sequence[int],
-    results: Sequence[tb.CreateAccountResult | tb.CreateTransferResult],
-    names: dict[int, str],
-) -> list[LedgerEventResult]:
-    return [
-        LedgerEventResult(id=i, status=names[r.status], timestamp=r.timestamp)
-        for i, r in zip(ids, results, strict=True)
-    ]
 
 
 async def _confirm_chain(
@@ -57,17 +54,35 @@ async def outcomes(
     """One LedgerResult per command of `batch`, in order."""
     results = []
     produced_at = now()
-    offsets = zip(batch.account_offsets, batch.transfer_offsets, strict=True)
-    for index, (command, (a0, t0)) in enumerate(zip(batch.commands, offsets, strict=True)):
-        await take_turns(index)
-        accounts = _command_events(command.accounts, account_results, a0, _ACCOUNT_NAMES)
-        if len(accounts) > 1 and is_committed_chain_retry([e.status for e in accounts]):
-            accounts = await _confirm_chain(ledger, "accounts", accounts)
-        transfers = _command_events(command.transfers, transfer_results, t0, _TRANSFER_NAMES)
-        if len(transfers) > 1 and is_committed_chain_retry([e.status for e in transfers]):
-            transfers = await _confirm_chain(ledger, "transfers", transfers)
-        if any(e.status == ID_ALREADY_FAILED for e in transfers):
-            transfers = await first_failures(ledger, command.transfers, transfers)
+    names = _TRANSFER_NAMES
+    commands, account_offsets, transfer_offsets = (
+        batch.commands,
+        batch.account_offsets,
+        batch.transfer_offsets,
+    )
+    events = 0
+    for index, command in enumerate(commands):
+        sent = command.transfers
+        events += len(sent) or 1
+        if events >= YIELD_EVENTS:
+            events = 0
+            await asyncio.sleep(0)  # let the ledger request in flight go on (see `take_turns`)
+        if len(sent) == 1 and not command.accounts:
+            # The common command, one transfer, without the general path's slicing.
+            r = transfer_results[transfer_offsets[index]]
+            transfers = [LedgerEventResult(id=sent[0].id, status=names[r.status], timestamp=r.timestamp)]
+            accounts: list[LedgerEventResult] = []
+            ok = transfers[0].status in SUCCESS
+        else:
+            accounts = _command_events(
+                command.accounts, account_results, account_offsets[index], _ACCOUNT_NAMES
+            )
+            transfers = _command_events(sent, transfer_results, transfer_offsets[index], names)
+            ok = all_succeeded(accounts) and all_succeeded(transfers)
+        if not ok:
+            # Only a command that did not succeed can be a retry to confirm or to explain.
+            accounts, transfers = await _looked_up(ledger, command, accounts, transfers)
+            ok = all_succeeded(accounts) and all_succeeded(transfers)
         results.append(
             LedgerResult(
                 intent_id=command.intent_id,
@@ -75,12 +90,38 @@ async def outcomes(
                 produced_at=produced_at,
                 command_id=command.message_id,
                 step=command.step,
-                ok=all_succeeded(accounts) and all_succeeded(transfers),
+                ok=ok,
                 accounts=accounts,
                 transfers=transfers,
             )
         )
     return results
+
+
+async def _looked_up(
+    ledger: Ledger,
+    command: LedgerCommand,
+    accounts: list[LedgerEventResult],
+    transfers: list[LedgerEventResult],
+) -> tuple[list[LedgerEventResult], list[LedgerEventResult]]:
+    """A command's events with its committed chains confirmed and its burned ids explained."""
+    if _retried_chain(accounts):
+        accounts = await _confirm_chain(ledger, "accounts", accounts)
+    if _retried_chain(transfers):
+        transfers = await _confirm_chain(ledger, "transfers", transfers)
+    for event in transfers:
+        if event.status == ID_ALREADY_FAILED:
+            return accounts, await first_failures(ledger, command.transfers, transfers)
+    return accounts, transfers
+
+
+def _retried_chain(events: list[LedgerEventResult]) -> bool:
+    # The head's status first: the statuses are listed only for a chain whose head exists.
+    return (
+        len(events) > 1
+        and events[0].status == EXISTS
+        and is_committed_chain_retry([e.status for e in events])
+    )
 
 
 async def first_failures(
@@ -141,11 +182,10 @@ def _command_events(
 ) -> list[LedgerEventResult]:
     if not events:
         return []
-    if len(events) == 1:
-        # The common case (one transfer), without the slicing and zipping.
-        r = results[start]
-        return [LedgerEventResult(id=events[0].id, status=names[r.status], timestamp=r.timestamp)]
-    return _events([e.id for e in events], results[start : start + len(events)], names)
+    return [
+        LedgerEventResult(id=e.id, status=names[r.status], timestamp=r.timestamp)
+        for e, r in zip(events, results[start : start + len(events)], strict=True)
+    ]
 
 
 def result(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from operator import le
 
 import tigerbeetle as tb
 from msgspec.structs import astuple
@@ -48,6 +47,12 @@ _ACCOUNT_WIDTHS = {
 }
 
 
+YIELD_EVENTS = 1024
+"""Events a loop over a batch's commands (packing them, reading their results) handles between two
+turns of the event loop: the ledger request in flight then goes on within a millisecond or so of its
+answer, rather than after the whole loop (see `pm_shared.streams.concurrency.take_turns`)."""
+
+
 class CommandError(ValueError):
     """The command cannot be submitted as it is; the ledger is not asked."""
 
@@ -65,16 +70,12 @@ _TRANSFER_TOPS = _tops(LedgerTransfer, _TRANSFER_WIDTHS)
 _ACCOUNT_TOPS = _tops(LedgerAccount, _ACCOUNT_WIDTHS)
 
 
-def _check_fields(
-    kind: str, index: int, event: LedgerAccount | LedgerTransfer, tops: tuple[int, ...]
-) -> None:
-    values = astuple(event)
-    # The common case in one pass of C-level comparisons; the slow loop only names the culprit.
-    if min(values) >= 0 and all(map(le, values, tops)):
-        return
-    for name, value, top in zip(event.__struct_fields__, values, tops, strict=True):
+def _out_of_range(kind: str, index: int, event: LedgerAccount | LedgerTransfer, tops: tuple[int, ...]) -> str:
+    """What is wrong with `event`, whose fields are known not all to fit (the slow path)."""
+    for name, value, top in zip(event.__struct_fields__, astuple(event), tops, strict=True):
         if not 0 <= value <= top:
-            raise CommandError(f"{kind} {index}: {name} = {value} is outside 0..{top}")
+            return f"{kind} {index}: {name} = {value} is outside 0..{top}"
+    raise AssertionError("every field of the event fits")  # pragma: no cover
 
 
 def _check_chain(kind: str, events: Sequence[LedgerAccount | LedgerTransfer], linked: int) -> None:
@@ -89,21 +90,19 @@ def _check_chain(kind: str, events: Sequence[LedgerAccount | LedgerTransfer], li
         raise CommandError(f"the {kind} must be one linked chain or independent events, not a mix")
 
 
-def check(command: LedgerCommand, batch_max: int = BATCH_MAX) -> None:
-    """Raise CommandError when `command` breaks the rules of a command."""
+def _check_sizes(command: LedgerCommand, batch_max: int) -> None:
     accounts, transfers = command.accounts, command.transfers
     if not accounts and not transfers:
         raise CommandError("the command has no accounts and no transfers")
     if len(accounts) > batch_max or len(transfers) > batch_max:
         raise CommandError(f"a command holds at most {batch_max} accounts and {batch_max} transfers")
-    for i, account in enumerate(accounts):
-        _check_fields("account", i, account, _ACCOUNT_TOPS)
-    for i, transfer in enumerate(transfers):
-        _check_fields("transfer", i, transfer, _TRANSFER_TOPS)
-    if accounts:
-        _check_chain("accounts", accounts, _ACCOUNT_LINKED)
-    if transfers:
-        _check_chain("transfers", transfers, _TRANSFER_LINKED)
+
+
+def check(command: LedgerCommand, batch_max: int = BATCH_MAX) -> None:
+    """Raise CommandError when `command` breaks the rules of a command (what `Packer.take` refuses)."""
+    error = Packer(batch_max).take(command)
+    if error is not None:
+        raise CommandError(error)
 
 
 # Flag values seen so far: an enum call per event is a measurable share of the writer's time.
@@ -111,52 +110,59 @@ _ACCOUNT_FLAGS: dict[int, tb.AccountFlags] = {}
 _TRANSFER_FLAGS: dict[int, tb.TransferFlags] = {}
 
 
-def _account_flags(value: int) -> tb.AccountFlags:
-    flags = _ACCOUNT_FLAGS.get(value)
-    if flags is None:
-        flags = _ACCOUNT_FLAGS[value] = tb.AccountFlags(value)
-    return flags
+def _account(a: LedgerAccount, index: int) -> tb.Account:
+    """`a` as the client's Account; CommandError when a field does not fit."""
+    ident, ledger, code, flags, ud128, ud64, ud32 = astuple(a)
+    if (ident | ud128) >> 128 or ud64 >> 64 or (ud32 | ledger) >> 32 or (code | flags) >> 16:
+        raise CommandError(_out_of_range("account", index, a, _ACCOUNT_TOPS))
+    typed = _ACCOUNT_FLAGS.get(flags)
+    if typed is None:
+        typed = _ACCOUNT_FLAGS[flags] = tb.AccountFlags(flags)
+    return tb.Account(
+        id=ident,
+        user_data_128=ud128,
+        user_data_64=ud64,
+        user_data_32=ud32,
+        ledger=ledger,
+        code=code,
+        flags=typed,
+    )
 
 
-def _transfer_flags(value: int) -> tb.TransferFlags:
-    flags = _TRANSFER_FLAGS.get(value)
-    if flags is None:
-        flags = _TRANSFER_FLAGS[value] = tb.TransferFlags(value)
-    return flags
+def _transfer(t: LedgerTransfer, index: int) -> tb.Transfer:
+    """`t` as the client's Transfer; CommandError when a field does not fit.
+
+    Built once per transfer the writer handles, so the range check is one expression over the
+    unpacked fields (a negative value, or one wider than its field, leaves bits above the width) and
+    the Transfer is built positionally (both types list the same fields in the same order).
+    """
+    ident, debit, credit, amount, pending, ud128, ud64, ud32, timeout, ledger, code, flags = astuple(t)
+    if (
+        (ident | debit | credit | amount | pending | ud128) >> 128
+        or ud64 >> 64
+        or (ud32 | timeout | ledger) >> 32
+        or (code | flags) >> 16
+    ):
+        raise CommandError(_out_of_range("transfer", index, t, _TRANSFER_TOPS))
+    typed = _TRANSFER_FLAGS.get(flags)
+    if typed is None:
+        typed = _TRANSFER_FLAGS[flags] = tb.TransferFlags(flags)
+    return tb.Transfer(ident, debit, credit, amount, pending, ud128, ud64, ud32, timeout, ledger, code, typed)
 
 
 def to_account(a: LedgerAccount) -> tb.Account:
-    return tb.Account(
-        id=a.id,
-        user_data_128=a.user_data_128,
-        user_data_64=a.user_data_64,
-        user_data_32=a.user_data_32,
-        ledger=a.ledger,
-        code=a.code,
-        flags=_account_flags(a.flags),
-    )
+    return _account(a, 0)
 
 
 def to_transfer(t: LedgerTransfer) -> tb.Transfer:
-    # Positional: both types list the same fields in the same order (checked below), and building
-    # the client's Transfer is done once per transfer the writer handles.
-    ident, debit, credit, amount, pending, ud128, ud64, ud32, timeout, ledger, code, flags = astuple(t)
-    return tb.Transfer(
-        ident,
-        debit,
-        credit,
-        amount,
-        pending,
-        ud128,
-        ud64,
-        ud32,
-        timeout,
-        ledger,
-        code,
-        _transfer_flags(flags),
-    )
+    return _transfer(t, 0)
 
 
+# The widths `_account` and `_transfer` test, in the order of their fields.
+if _ACCOUNT_TOPS != (U128, U32, U16, U16, U128, U64, U32) or _TRANSFER_TOPS != (
+    (U128,) * 6 + (U64, U32, U32, U32, U16, U16)
+):
+    raise ImportError("LedgerAccount or LedgerTransfer no longer lists its fields in the order packed here")
 if LedgerTransfer.__struct_fields__ != tuple(f.name for f in dataclasses.fields(tb.Transfer))[:-1]:
     raise ImportError("LedgerTransfer no longer lists tigerbeetle.Transfer's fields in its order")
 
@@ -172,20 +178,6 @@ class Batch:
     account_offsets: list[int] = field(default_factory=list)
     transfer_offsets: list[int] = field(default_factory=list)
 
-    def fits(self, command: LedgerCommand, batch_max: int) -> bool:
-        return (
-            len(self.accounts) + len(command.accounts) <= batch_max
-            and len(self.transfers) + len(command.transfers) <= batch_max
-        )
-
-    def add(self, command: LedgerCommand) -> None:
-        self.commands.append(command)
-        self.account_offsets.append(len(self.accounts))
-        self.transfer_offsets.append(len(self.transfers))
-        if command.accounts:
-            self.accounts.extend([to_account(a) for a in command.accounts])
-        self.transfers.extend([to_transfer(t) for t in command.transfers])
-
 
 class Packer:
     """Fills requests in order, each up to `batch_max` events per operation; a command stays whole."""
@@ -195,11 +187,52 @@ class Packer:
         self.batches: list[Batch] = []
         self._current = Batch()
 
+    def take(self, command: LedgerCommand) -> str | None:
+        """Check `command` (as `check` does) and pack it: None, or what is wrong with it (then it is
+        not packed). One pass over its events does both."""
+        transfers = command.transfers
+        try:
+            if len(transfers) == 1 and not command.accounts:
+                # The common command, without the loops: a single transfer must not be linked.
+                events = [_transfer(transfers[0], 0)]
+                if transfers[0].flags & _TRANSFER_LINKED:
+                    raise CommandError("the transfers chain is left open: its last event is linked")
+                self._add(command, (), events)
+                return None
+            _check_sizes(command, self.batch_max)
+            accounts = [_account(a, i) for i, a in enumerate(command.accounts)]
+            events = [_transfer(t, i) for i, t in enumerate(transfers)]
+            if accounts:
+                _check_chain("accounts", command.accounts, _ACCOUNT_LINKED)
+            if events:
+                _check_chain("transfers", transfers, _TRANSFER_LINKED)
+        except CommandError as exc:
+            return str(exc)
+        self._add(command, accounts, events)
+        return None
+
     def add(self, command: LedgerCommand) -> None:
-        if not self._current.fits(command, self.batch_max):
-            self.batches.append(self._current)
-            self._current = Batch()
-        self._current.add(command)
+        """Pack `command`; CommandError when it breaks the rules of a command."""
+        error = self.take(command)
+        if error is not None:
+            raise CommandError(error)
+
+    def _add(
+        self, command: LedgerCommand, accounts: Sequence[tb.Account], transfers: list[tb.Transfer]
+    ) -> None:
+        batch = self._current
+        if (
+            len(batch.accounts) + len(accounts) > self.batch_max
+            or len(batch.transfers) + len(transfers) > self.batch_max
+        ):
+            self.batches.append(batch)
+            batch = self._current = Batch()
+        batch.commands.append(command)
+        batch.account_offsets.append(len(batch.accounts))
+        batch.transfer_offsets.append(len(batch.transfers))
+        if accounts:
+            batch.accounts += accounts
+        batch.transfers += transfers
 
     def finish(self) -> list[Batch]:
         if self._current.commands:
@@ -209,6 +242,7 @@ class Packer:
 
 
 def pack(commands: Sequence[LedgerCommand], batch_max: int = BATCH_MAX) -> list[Batch]:
+    """`commands` packed whole into requests; CommandError for one that breaks the rules."""
     packer = Packer(batch_max)
     for command in commands:
         packer.add(command)
@@ -219,7 +253,8 @@ def pack(commands: Sequence[LedgerCommand], batch_max: int = BATCH_MAX) -> list[
 # (as TigerBeetle does): the head exists, so the chain is tested with a lookup rather than trusted.
 _EXISTS = "EXISTS"
 _LINKED_FAILED = "LINKED_EVENT_FAILED"
-_SUCCESS = frozenset({"CREATED", _EXISTS})
+SUCCESS = frozenset({"CREATED", _EXISTS})
+"""The statuses of an event that is in the ledger as sent."""
 
 
 def result_message_id(command: LedgerCommand) -> str:
@@ -233,6 +268,6 @@ def is_committed_chain_retry(statuses: Sequence[str]) -> bool:
 
 def all_succeeded(events: Sequence[LedgerEventResult]) -> bool:
     for event in events:  # noqa: SIM110 (a plain loop: it runs for every command; a generator costs more)
-        if event.status not in _SUCCESS:
+        if event.status not in SUCCESS:
             return False
     return True

@@ -24,12 +24,12 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pm_ledger_writer.outcomes import outcomes, result
-from pm_ledger_writer.packing import Batch, CommandError, Packer, check
+from pm_ledger_writer.packing import YIELD_EVENTS, Batch, Packer
 from pm_shared.ledger import BATCH_MAX, Ledger
 from pm_shared.ledger.errors import UNAVAILABLE
 from pm_shared.messages import LedgerCommand, LedgerResult
 from pm_shared.streams import BackPressureError, Delivery, Publisher
-from pm_shared.streams.concurrency import sleep_unless, take_turns
+from pm_shared.streams.concurrency import sleep_unless
 from pm_shared.streams.names import LEDGER_RESULTS
 
 log = logging.getLogger(__name__)
@@ -101,8 +101,8 @@ class Writer:
         self.batch_max = batch_max
         self.stop = stop
         self.retry_first_s = retry_first_s
-        # One batch's requests at a time: a batch's transfers may use the accounts it opens, and a
-        # later batch must not slip its requests in between.
+        # One batch's requests at a time, back to back: a request's transfers may use the accounts it
+        # opens, and a later batch must not slip its requests in between.
         self._turn = asyncio.Lock()
 
     async def handle_batch(self, deliveries: Sequence[Delivery[LedgerCommand]]) -> dict[str, BaseException]:
@@ -146,34 +146,59 @@ class Writer:
 
     async def write(self, commands: Sequence[LedgerCommand]) -> list[LedgerResult]:
         """Apply `commands` to the ledger; one result per command, in their order."""
-        answers: list[LedgerResult | None] = [None] * len(commands)
-        valid: list[int] = []
-        packer = Packer(self.batch_max)
-        for index, command in enumerate(commands):
-            await take_turns(index)
-            try:
-                check(command, self.batch_max)
-            except CommandError as exc:
-                # Refused on its own, before packing: it can never fail the commands beside it.
-                log.warning("command %s of intent %s refused: %s", command.message_id, command.intent_id, exc)
-                answers[index] = result(command, ok=False, error=str(exc))
-                continue
-            valid.append(index)
-            packer.add(command)
-        positions = iter(valid)
-        for batch in packer.finish():
-            for answer in await self._apply(batch):
-                answers[next(positions)] = answer
-        done = [a for a in answers if a is not None]
-        assert len(done) == len(commands)
-        return done
+        refused, batches = await self._pack(commands)
+        answers = await self._apply(batches)
+        if refused:
+            # Each refused command's result goes back to its place among the others'.
+            applied = iter(answers)
+            answers = [refused[i] if i in refused else next(applied) for i in range(len(commands))]
+        assert len(answers) == len(commands)
+        return answers
 
-    async def _apply(self, batch: Batch) -> list[LedgerResult]:
-        async with self._turn:
-            # Accounts first: a command's transfers may move money on the accounts it opens.
-            accounts = await self._send("create_accounts", self.ledger.create_accounts, batch.accounts)
-            transfers = await self._send("create_transfers", self.ledger.create_transfers, batch.transfers)
-        return await outcomes(self.ledger, batch, accounts, transfers)
+    async def _pack(self, commands: Sequence[LedgerCommand]) -> tuple[dict[int, LedgerResult], list[Batch]]:
+        """The requests of the commands that keep the rules, and a result for each one refused."""
+        refused: dict[int, LedgerResult] = {}
+        packer = Packer(self.batch_max)
+        take = packer.take
+        events = 0
+        for index, command in enumerate(commands):
+            events += len(command.transfers) or 1
+            if events >= YIELD_EVENTS:
+                events = 0
+                await asyncio.sleep(0)  # let the ledger request in flight go on
+            error = take(command)
+            if error is not None:
+                # Refused on its own, before packing: it can never fail the commands beside it.
+                log.warning(
+                    "command %s of intent %s refused: %s", command.message_id, command.intent_id, error
+                )
+                refused[index] = result(command, ok=False, error=error)
+        return refused, packer.finish()
+
+    async def _apply(self, batches: list[Batch]) -> list[LedgerResult]:
+        """Send `batches` back to back, in order; each one's results are read while the ledger works
+        on the next."""
+        answers: list[LedgerResult] = []
+        reading: asyncio.Task[list[LedgerResult]] | None = None
+        try:
+            async with self._turn:
+                for batch in batches:
+                    # Accounts first: a command's transfers may move money on the accounts it opens.
+                    accounts = await self._send(
+                        "create_accounts", self.ledger.create_accounts, batch.accounts
+                    )
+                    transfers = await self._send(
+                        "create_transfers", self.ledger.create_transfers, batch.transfers
+                    )
+                    if reading is not None:
+                        answers += await reading
+                    reading = asyncio.create_task(outcomes(self.ledger, batch, accounts, transfers))
+            if reading is not None:
+                answers += await reading
+        finally:
+            if reading is not None and not reading.done():
+                reading.cancel()  # a later request failed: the whole batch is left for a retry
+        return answers
 
     async def _send(
         self, operation: str, request: Callable[[list[E]], Awaitable[list[R]]], events: list[E]
