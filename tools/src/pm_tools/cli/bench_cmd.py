@@ -233,7 +233,7 @@ def bench(
     benchmark makes are deleted, before and after).
 
     Then the ledger: the bare embedded engine (goal: ≥ 20,000 transfers/s) and the real
-    ledger-writer driving it (goal: ≥ 60 % of bare), for commands of 1, 2 and 10 transfers.
+    ledger-writer driving it (goal: ≥ 75 % of bare), for commands of 1, 2 and 10 transfers.
 
     Then the gateway: signed `POST /v1/intents` requests/s, p50 and p99 beside an unsigned bare
     Starlette endpoint doing the same XADD (goal: ≥ 50 % of the bare endpoint), both real processes.
