@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,6 +23,7 @@ from pm_sandbox_qp.settings import Settings
 from pm_shared import fleet
 from pm_shared.psp import sbp_links as links
 from pm_tools import processes
+from pm_tools.testing.asgi import serve as serving
 
 SECRET = "test-secret"
 AUTH = {"Authorization": f"Bearer {SECRET}"}
@@ -168,23 +168,6 @@ class Receiver:
 
     def statuses(self, qr_id: str) -> list[str]:
         return [r.json()["status"] for r in self.received if r.json()["qr_id"] == qr_id]
-
-
-@contextlib.asynccontextmanager
-async def serving(app: Starlette) -> AsyncIterator[str]:
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on")
-    )
-    serve = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not serve.done(), "server did not start"
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await serve
 
 
 async def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:

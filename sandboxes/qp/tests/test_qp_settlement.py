@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import csv
 import io
 import uuid
@@ -15,35 +13,16 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-import uvicorn
-from starlette.applications import Starlette
 
 from pm_sandbox_qp.app import create_app
 from pm_sandbox_qp.settings import Settings
 from pm_shared.psp import settlement
+from pm_tools.testing.asgi import serve as serving
 
 SECRET = "test-secret"
 AUTH = {"Authorization": f"Bearer {SECRET}"}
 DAY = date(2025, 3, 14)
 HEADER = "psp_reference,merchant_reference,type,amount,currency,fee,status,settled_at"
-
-
-@contextlib.asynccontextmanager
-async def serving(app: Starlette) -> AsyncIterator[str]:
-    """`app` under uvicorn on a free loopback port, in this event loop; yields its base URL."""
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False, lifespan="on")
-    )
-    serve = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not serve.done(), "server did not start"
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await serve
 
 
 class Clock:
