@@ -26,12 +26,18 @@ ORDER BY updated_at, id
 LIMIT $2
 """
 
-# Which of the (user id, currency) pairs have a wallet.
+# Which of the (user id, currency) pairs have a wallet. One primary-key probe per pair, whatever the
+# statistics say: as a plain join on a freshly filled table the planner chose a nested loop that
+# compared every wallet with every pair (15-85 ms per intake batch of 100 on 1,000 wallets).
 SELECT_WALLETS = """
-SELECT m.owner_id, m.currency
-FROM pm.tb_account_map AS m
-JOIN unnest($1::text[], $2::text[]) AS w(owner_id, currency)
-  ON m.owner_kind = 'user' AND m.owner_id = w.owner_id AND m.currency = w.currency AND m.code = 1
+SELECT w.owner_id, w.currency
+FROM unnest($1::text[], $2::text[]) AS w(owner_id, currency)
+CROSS JOIN LATERAL (
+    SELECT 1 FROM pm.tb_account_map AS m
+    WHERE m.owner_kind = 'user' AND m.owner_id = w.owner_id AND m.currency = w.currency::char(3)
+      AND m.code = 1
+    LIMIT 1
+) AS found
 """
 
 SELECT_ROUTES = """
