@@ -264,6 +264,10 @@ def test_a_zero_fee_is_skipped() -> None:
         ({"amount": "double(intent.amount) / 100.0"}, FEE_INVALID, "integers in minor units"),
         ({"amount": "intent.amount - 200000"}, FEE_INVALID, "below 0"),
         ({"amount": "intent.amount", "max_fee": 149_999}, FEE_EXCESSIVE, "above max_fee 149999"),
+        # Amounts that read no variable are worked out once, when compiled: a bad one still fails here.
+        ({"amount": "500", "max_fee": 499}, FEE_EXCESSIVE, "above max_fee 499"),
+        ({"amount": "2.5"}, FEE_INVALID, "integers in minor units"),
+        ({"amount": "1 / 0"}, FEE_RULE_ERROR, "by zero"),
     ],
 )
 def test_every_failure_is_a_fee_evaluation_error_with_its_code(
@@ -277,6 +281,12 @@ def test_every_failure_is_a_fee_evaluation_error_with_its_code(
 
 def test_a_fee_equal_to_max_fee_is_charged() -> None:
     assert evaluate(rule(amount="intent.amount", max_fee=150_000))[0].amount == 150_000
+
+
+def test_a_constant_amount_is_charged_as_written() -> None:
+    fees = evaluate(rule("flat", amount="40 * 5", max_fee=200))
+
+    assert [(fee.rule_id, fee.amount) for fee in fees] == [("flat", 200)]
 
 
 def test_the_first_failing_rule_stops_evaluation() -> None:

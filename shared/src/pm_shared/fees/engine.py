@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 import cel
+import msgspec
 
 from pm_shared.fees import expressions
 from pm_shared.fees.expressions import Expression
@@ -97,9 +98,11 @@ _VALUES: dict[str, Callable[[FeeInput], object]] = {
 assert set(_VALUES) == expressions.NAMES
 
 
-@dataclass(frozen=True)
-class AppliedFee:
-    """One fee an intent pays: which rule version priced it, how much, when, by whom, credited where."""
+class AppliedFee(msgspec.Struct, frozen=True):
+    """One fee an intent pays: which rule version priced it, how much, when, by whom, credited where.
+
+    A Struct, not a frozen dataclass: one is made for nearly every intent priced (a percentage fee
+    differs with the amount), and a frozen dataclass took 2.9 µs to make against 0.24 µs."""
 
     rule_id: str
     rule_version: int
@@ -115,6 +118,8 @@ class CompiledRule:
     rule: FeeRule
     condition: Expression | None  # None: the condition is the literal `true`
     amount: Expression
+    constant: int | None = None
+    """The amount, when its expression reads no variable and gives a valid fee: not evaluated per intent."""
     made: dict[tuple[int, str], AppliedFee] = field(default_factory=dict, compare=False, repr=False)
     """The fees it gave, by (amount, currency), to hand out again: a flat fee is built once."""
 
@@ -142,7 +147,21 @@ def compile_rule(rule: FeeRule) -> CompiledRule:
             raise FeeRuleError(rule.rule_id, name, "must be timezone-aware")
     condition = _expression(rule, "condition", rule.condition)
     amount = _expression(rule, "amount", rule.amount)
-    return CompiledRule(rule, None if rule.condition.strip() == "true" else condition, amount)
+    return CompiledRule(
+        rule, None if rule.condition.strip() == "true" else condition, amount, _constant(rule, amount)
+    )
+
+
+def _constant(rule: FeeRule, amount: Expression) -> int | None:
+    """The value of an amount that reads no variable (`"500"`), if it is a valid fee; None otherwise
+    (then it is evaluated per intent, so a bad one fails as any other would)."""
+    if amount.names:
+        return None
+    try:
+        value = amount.program.execute(cel.Context())
+    except Exception:
+        return None
+    return value if type(value) is int and 0 <= value <= rule.max_fee else None
 
 
 def describe(exc: BaseException) -> str:
@@ -339,12 +358,14 @@ class FeeEngine:
                         if matched is False:
                             continue
                         check_condition(rule, matched)  # raises: not a bool
-                try:
-                    value = compiled.amount.program.execute(context)
-                except Exception as exc:
-                    raise _failed(rule, "amount", exc) from exc
-                if type(value) is not int or not 0 <= value <= rule.max_fee:
-                    value = check_amount(rule, value)
+                value = compiled.constant
+                if value is None:
+                    try:
+                        value = compiled.amount.program.execute(context)
+                    except Exception as exc:
+                        raise _failed(rule, "amount", exc) from exc
+                    if type(value) is not int or not 0 <= value <= rule.max_fee:
+                        value = check_amount(rule, value)
                 if value:
                     fee = compiled.made.get((value, intent.currency))
                     fees.append(fee if fee is not None else _made(compiled, value, intent.currency))
