@@ -16,9 +16,12 @@ from pm_shared.db.migrations import (
     status,
 )
 from pm_shared.db.pool import (
+    POOL_MODE,
     Conn,
+    ConnectionInit,
     DatabaseUnavailableError,
     DatabaseUrlError,
+    Endpoint,
     Pool,
     PoolTuning,
     check_dsn,
@@ -33,10 +36,13 @@ from pm_shared.db.pool import (
 __all__ = [
     "CONNECTION_LOST",
     "DATABASE_ERRORS",
+    "POOL_MODE",
     "AppliedMigration",
     "Conn",
+    "ConnectionInit",
     "DatabaseUnavailableError",
     "DatabaseUrlError",
+    "Endpoint",
     "Migration",
     "MigrationError",
     "MigrationStatus",

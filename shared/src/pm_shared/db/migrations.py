@@ -14,7 +14,7 @@ import asyncpg
 import msgspec
 
 from pm_shared.db import queries
-from pm_shared.db.pool import connect, dsn_database, redact_dsn, with_database
+from pm_shared.db.pool import POOL_MODE, Endpoint, connect, dsn_database, redact_dsn, with_database
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,12 @@ async def migrate(
     latest = known[-1].version if known else 0
     if target is not None and not 0 <= target <= latest:
         raise MigrationError(f"target {target} is not a known migration version (latest is {latest:04d})")
+    if Endpoint.of(dsn).transaction_pooled:
+        # Its session advisory lock would be taken on one server connection and left there.
+        raise MigrationError(
+            f"migrations need a session of their own: give PostgreSQL's address, not a pooler's "
+            f"({POOL_MODE}=transaction): {redact_dsn(dsn)}"
+        )
     # No command timeout: a long migration must not be cancelled by the client halfway.
     conn = await connect(dsn, command_timeout_s=None, application_name="pm migrate")
     try:

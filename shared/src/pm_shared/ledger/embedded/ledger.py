@@ -18,7 +18,7 @@ import asyncpg
 import tigerbeetle as tb
 
 from pm_shared.db import Conn, Pool
-from pm_shared.db.pool import SESSION_SETTINGS, check_dsn
+from pm_shared.db.pool import PoolTuning, create_pool
 from pm_shared.ledger.api import BATCH_MAX
 from pm_shared.ledger.embedded import checks, store
 from pm_shared.ledger.embedded import queries as q
@@ -75,19 +75,17 @@ class EmbeddedLedger:
         `ReadOnlyLedgerError`, and reads never run an expiry pulse, so they may still show expired
         reservations until the writer's next request (TigerBeetle documents expiry as best effort).
         """
-        pool: Pool = await asyncpg.create_pool(
-            check_dsn(dsn),
+        # Through pm_shared.db, so a URL ending in ?pool_mode=transaction (PgBouncer) is honoured.
+        pool: Pool = await create_pool(
+            dsn,
             min_size=1,
             max_size=max_size,
-            command_timeout=None,
-            init=store.init_connection,
+            connect_timeout_s=60.0,
+            application_name="pm ledger",
             # Batches pass arrays of up to 8189 ids: a generic plan (chosen after 5 runs of a prepared
             # statement) can scan a whole table comparing each row with the array; plan every run.
-            server_settings={
-                **SESSION_SETTINGS,
-                "application_name": "pm ledger",
-                "plan_cache_mode": "force_custom_plan",
-            },
+            tuning=PoolTuning(command_timeout_s=None, plan_cache_mode="force_custom_plan"),
+            init=store.init_connection,
         )
         ledger = cls(pool, batch_max=batch_max, readonly=readonly)
         try:
