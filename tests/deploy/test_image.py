@@ -76,7 +76,12 @@ def test_the_image_is_multi_stage_locked_and_runs_as_a_user() -> None:
     users = [rest for kw, rest in steps[final:] if kw == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0"), f"the runtime user is {users}"
     text = DOCKERFILE.read_text() + DOCKERIGNORE.read_text()
-    for path in [COMPOSE_FILE, PROMETHEUS_CONFIG, COMPOSE_DIR / ".env.example"]:
+    for path in [
+        COMPOSE_FILE,
+        PROMETHEUS_CONFIG,
+        COMPOSE_DIR / ".env.example",
+        COMPOSE_DIR / "pgbouncer" / "Dockerfile",
+    ]:
         text += path.read_text()
     named = [host for host in REGISTRY_HOSTS if host in text]
     assert not named, f"package registry hosts named: {named}"
@@ -143,8 +148,15 @@ def _image_member(compose: Compose, workspace: Workspace, name: str) -> Workspac
 def test_each_pm_process_runs_from_the_image_of_its_own_member(
     compose: Compose, workspace: Workspace
 ) -> None:
-    built = {name for name, svc in compose.raw["services"].items() if "build" in svc}
+    built = {
+        name
+        for name, svc in compose.raw["services"].items()
+        if "build" in svc and (COMPOSE_DIR / svc["build"].get("context", ".")).resolve() == ROOT
+    }
     assert built == set(compose.pm_services()), "PM processes, and only they, are built from the Dockerfile"
+    # The one other image built here: PgBouncer from Debian's package (compose/pgbouncer/Dockerfile).
+    others = {name for name, svc in compose.raw["services"].items() if "build" in svc} - built
+    assert others == {"pgbouncer"}, others
     for name, process in compose.pm_services().items():
         image = _image_member(compose, workspace, name)
         cmd = compose.command(compose.services[name])

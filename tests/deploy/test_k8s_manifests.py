@@ -6,8 +6,9 @@ see: every service of the roster (pm_shared.fleet) is a Deployment, and nothing 
 console script from the image of its own workspace member; every `PM_*` variable a pod gets is
 accepted by that service's settings loader; every Deployment probes the port its settings bind,
 outlives the stream lease on SIGTERM, runs unprivileged and has a PDB; the migration Job runs before
-the Deployments. The front door (nginx, not a PM process) is the one other Deployment: it runs
-unprivileged and has a PDB too; test_k8s_front_door.py checks the rest of it.
+the Deployments. The front door (nginx) and PgBouncer, not PM processes, are the two other
+Deployments: they run unprivileged and have a PDB too; test_k8s_front_door.py and
+test_pgbouncer_wiring.py check the rest of them.
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ TOOLS_IMAGE = "pm-tools"
 FRONT_DOOR = "front-door"
 """The front door's Deployment: nginx (test_k8s_front_door.py), the one Deployment not of the roster."""
 FRONT_DOOR_IMAGE = "nginx"
-ALL_DEPLOYMENTS = sorted([*DEPLOYMENTS, FRONT_DOOR])
+PGBOUNCER = "pgbouncer"
+"""PgBouncer's Deployment (pgbouncer.yaml; test_pgbouncer_wiring.py checks the wiring)."""
+PGBOUNCER_IMAGE = "pm-pgbouncer"
+ALL_DEPLOYMENTS = sorted([*DEPLOYMENTS, FRONT_DOOR, PGBOUNCER])
 
 
 # ------------------------------------------------------------------------------- the files and kustomize
@@ -90,9 +94,10 @@ def test_kustomize_builds_the_same_objects(manifests: Manifests, workspace: Work
     expected = {workspace.member(m.module).distribution for m in fleet.SERVICES} | {
         TOOLS_IMAGE,
         FRONT_DOOR_IMAGE,
+        PGBOUNCER_IMAGE,
     }
     assert {i.rsplit(":", 1)[0] for i in images} == expected, (
-        "one image per service, pm-tools for the Job, nginx for the front door"
+        "one image per service, pm-tools for the Job, nginx for the front door, pm-pgbouncer"
     )
 
 
@@ -314,13 +319,13 @@ def test_migration_job_runs_migrate_then_provision_before_the_deployments(manife
         refs += [("Secret", s["secretRef"]["name"]) for s in sources if "secretRef" in s]
         for kind, ref in (("Secret", "secretKeyRef"), ("ConfigMap", "configMapKeyRef")):
             refs += [
-                (kind, v["valueFrom"][ref]["name"]) for v in container["env"] if ref in v.get("valueFrom", {})
+                (kind, v["valueFrom"][ref]["name"])
+                for v in container.get("env", [])
+                if ref in v.get("valueFrom", {})
             ]
-        refs += [
-            ("ConfigMap", v["configMap"]["name"])
-            for v in deployment["spec"]["template"]["spec"].get("volumes", [])
-            if "configMap" in v
-        ]
+        volumes = deployment["spec"]["template"]["spec"].get("volumes", [])
+        refs += [("ConfigMap", v["configMap"]["name"]) for v in volumes if "configMap" in v]
+        refs += [("Secret", v["secret"]["secretName"]) for v in volumes if "secret" in v]
         for kind, name in refs:
             assert _wave(manifests.one(kind, name)) < wave, (
                 f"{kind}/{name} must sync before {manifests.id(deployment)}"
