@@ -18,7 +18,9 @@ both) and dropped afterwards, so both start from an empty ledger.
   - live: published in chunks while the writer runs, and the results read and acked as the
     orchestrator would, first publish to last result. On a 2-core machine the producer and the
     result reader take their share of the CPU the writer, Redis and PostgreSQL also need.
-- Both sides run with the fleet's garbage-collector settings (`runtime.tune_gc`).
+- Both sides run with the fleet's garbage-collector settings (`runtime.tune_gc`), and their runs
+  are taken in turns (bare, backlog, live, bare, …), so a slow patch of a shared machine weighs
+  on both alike.
 """
 
 from __future__ import annotations
@@ -225,13 +227,16 @@ async def _collect(reader: Redis, expected: set[str], writer: Process) -> None:
 
 
 async def _through_writer(
-    line: _Line, accounts: list[int], per_command: int, total: int, repeat: int
-) -> WriterRun:
-    backlog, live = [], []
+    line: _Line, bare: Ledger, accounts: list[int], per_command: int, total: int, repeat: int
+) -> tuple[Throughput, WriterRun]:
+    """The bare engine's figure and the writer's for one command size, their runs taken in turns (bare,
+    backlog, live, bare, …): a slow patch of a shared machine then weighs on both sides alike."""
+    bare_runs, backlog, live = [], [], []
     for _ in range(repeat):
+        bare_runs.append(await _bare(bare, accounts, per_command, total, 1))
         backlog.append(await _backlog(line, _commands(accounts, per_command, total)))
         live.append(await _live(line, _commands(accounts, per_command, total)))
-    return WriterRun(backlog=_best(backlog), live=_best(live))
+    return _best(bare_runs), WriterRun(backlog=_best(backlog), live=_best(live))
 
 
 def _best(runs: list[Throughput]) -> Throughput:
@@ -283,13 +288,14 @@ async def _live(line: _Line, commands: list[messages.LedgerCommand]) -> Throughp
 
 
 async def _writer_runs(
+    bare: Ledger,
     database_url: str,
     redis_url: str,
     accounts: list[int],
     transfers: int,
     repeat: int,
     extra_env: Mapping[str, str],
-) -> list[WriterRun]:
+) -> list[tuple[Throughput, WriterRun]]:
     url = harness.redis_url(redis_url)
     redis = connect(url, name="pm-bench")
     reader = connect(url, blocking_reads=True, name="pm-bench-reader")
@@ -300,7 +306,9 @@ async def _writer_runs(
             async with _writer(database_url, url, env) as writer:
                 # The writer provisioned the streams and groups when it became active.
                 line = _Line(Publisher(redis, maxlen=STREAM_MAXLEN), redis, reader, writer)
-                return [await _through_writer(line, accounts, size, transfers, repeat) for size in SIZES]
+                return [
+                    await _through_writer(line, bare, accounts, size, transfers, repeat) for size in SIZES
+                ]
         finally:
             with contextlib.suppress(ResponseError):
                 await harness.delete_keys(redis, [STREAM_KEYS])
@@ -327,24 +335,25 @@ async def run(
     """
     tune_gc()
     accounts = [tb.id() for _ in range(ACCOUNTS)]
-    # Two databases, so the writer starts from an empty ledger as the bare engine does: a ledger
-    # that already holds the bare runs' transfers is slower to write to, and that would be charged
-    # to the writer.
+    # Two databases, so each side writes to a ledger of its own that grows alike: a ledger that
+    # already holds the other side's transfers is slower to write to.
     async with contextlib.AsyncExitStack() as databases:
         ledger = await _fresh_ledger(
             await databases.enter_async_context(harness.database(server_dsn, "bare")), accounts
         )
         try:
-            bare = [await _bare(ledger, accounts, per_command, transfers, repeat) for per_command in SIZES]
+            if redis_url is None:
+                bare = [await _bare(ledger, accounts, size, transfers, repeat) for size in SIZES]
+                return [LedgerRow(size, b) for size, b in zip(SIZES, bare, strict=True)]
+            writer_dsn = await databases.enter_async_context(harness.database(server_dsn, "writer"))
+            # The writer must be its ledger's only writer while it runs: this one is closed first.
+            await (await _fresh_ledger(writer_dsn, accounts)).close()
+            pairs = await _writer_runs(
+                ledger, writer_dsn, redis_url, accounts, transfers, repeat, writer_env or {}
+            )
         finally:
             await ledger.close()
-        if redis_url is None:
-            return [LedgerRow(size, b) for size, b in zip(SIZES, bare, strict=True)]
-        writer_dsn = await databases.enter_async_context(harness.database(server_dsn, "writer"))
-        # The writer must be its ledger's only writer while it runs: this one is closed first.
-        await (await _fresh_ledger(writer_dsn, accounts)).close()
-        through = await _writer_runs(writer_dsn, redis_url, accounts, transfers, repeat, writer_env or {})
-        return [LedgerRow(size, b, w) for size, b, w in zip(SIZES, bare, through, strict=True)]
+        return [LedgerRow(size, b, w) for size, (b, w) in zip(SIZES, pairs, strict=True)]
 
 
 async def _fresh_ledger(dsn: str, accounts: list[int]) -> Ledger:
