@@ -2,24 +2,29 @@
 
 A request goes out at its scheduled time whether or not earlier ones were answered (a 503 is
 counted, not retried), so a slow gateway shows as latency and refusals, never as a lower offered rate.
+
+The generator shares the machine's cores with the fleet, so it must cost little: it sends with one
+aiohttp session (keep-alive connections, opened before the clock starts, more when all are busy).
+With httpx, one client per connection, it used 0.42 of a core at 300 requests/s on a 2-core VM,
+a fifth of everything the run used (docs/bench.md, "Saga").
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-import ssl
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 import msgspec
 
-from pm_client.client import PMAuth
+from pm_client import signing
 from pm_tools.bench.services import INTAKE
 
 CLIENTS = 32
+"""Connections opened before the clock starts."""
 REQUEST_TIMEOUT_S = 30.0
 
 
@@ -42,68 +47,61 @@ class _Created(msgspec.Struct):
 _created = msgspec.json.Decoder(_Created)
 
 
-class _Clients:
-    """Clients with one keep-alive connection each, lent to one request at a time.
+class _Sender:
+    """Signs and posts intents on one session of keep-alive connections (no cookies, no proxy)."""
 
-    One httpx client with a pool of many connections costs the generator far more CPU per request.
-    `CLIENTS` are made up front, sharing one TLS context (httpx loads the CA bundle for each client
-    it makes otherwise, about 10 ms of CPU each: made on demand, they starved the schedule); when
-    every one is busy a request gets a new client rather than waiting.
-    """
-
-    def __init__(self, base: str, auth: PMAuth) -> None:
-        self.base, self.auth = base, auth
-        self.tls = ssl.create_default_context()
-        self.made = [self._client() for _ in range(CLIENTS)]
-        self.idle = list(self.made)
-
-    def _client(self) -> httpx.AsyncClient:
-        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-        return httpx.AsyncClient(
-            base_url=self.base,
-            auth=self.auth,
-            limits=limits,
-            timeout=REQUEST_TIMEOUT_S,
+    def __init__(self, base: str, key: tuple[str, str]) -> None:
+        self.url = base.rstrip("/") + INTAKE
+        self.key = key
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=None),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
             trust_env=False,
-            verify=self.tls,
         )
 
     async def connect(self) -> None:
-        await asyncio.gather(*(client.get("/readyz") for client in self.made))
+        """Open `CLIENTS` connections at once (each request in flight holds one, so all are opened)."""
+        readyz = self.url.removesuffix(INTAKE) + "/readyz"
+
+        async def ready() -> None:
+            async with self.session.get(readyz) as response:
+                await response.read()
+
+        await asyncio.gather(*(ready() for _ in range(CLIENTS)))
 
     async def send(self, record: Sent, body: bytes) -> None:
-        if self.idle:
-            client = self.idle.pop()
-        else:
-            client = self._client()
-            self.made.append(client)
-        headers = {"Content-Type": "application/json", "Idempotency-Key": secrets.token_hex(16)}
+        headers = {
+            "Content-Type": "application/json",
+            "Idempotency-Key": secrets.token_hex(16),
+            **signing.headers(*self.key, "POST", INTAKE, body),
+        }
         record.sent = time.time()
         try:
-            response = await client.post(INTAKE, content=body, headers=headers)
-            record.status = response.status_code
-            if response.status_code == 202:
-                record.intent_id = _created.decode(response.content).id
-            elif response.status_code != 503:
-                record.error = f"{response.status_code} {response.text[:300]}"
-        except httpx.HTTPError as exc:
+            async with self.session.post(self.url, data=body, headers=headers) as response:
+                content = await response.read()
+                record.status = response.status
+                if response.status == 202:
+                    record.intent_id = _created.decode(content).id
+                elif response.status != 503:
+                    record.error = f"{response.status} {content[:300].decode(errors='replace')}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
             record.error = repr(exc)
         record.answered = time.time()
-        self.idle.append(client)
 
     async def aclose(self) -> None:
-        for client in self.made:
-            await client.aclose()
+        await self.session.close()
 
 
-async def offer(base: str, auth: PMAuth, bodies: Sequence[bytes], rate: float) -> list[Sent]:
-    """Post each of `bodies` to the gateway at `base` on a fixed schedule (`rate`/s), never waiting
-    for answers first; the clients are connected before the clock starts."""
-    clients = _Clients(base, auth)
+async def offer(base: str, key: tuple[str, str], bodies: Sequence[bytes], rate: float) -> list[Sent]:
+    """Post each of `bodies` to the gateway at `base`, signed with `key` (key id, secret), on a fixed
+    schedule (`rate`/s), never waiting for answers first; connections are opened before the clock
+    starts."""
+    sender = _Sender(base, key)
     records: list[Sent] = []
     tasks: list[asyncio.Task[None]] = []
     try:
-        await clients.connect()
+        await sender.connect()
         clock0, wall0 = time.perf_counter(), time.time()
         for n, body in enumerate(bodies):
             delay = clock0 + n / rate - time.perf_counter()
@@ -111,8 +109,8 @@ async def offer(base: str, auth: PMAuth, bodies: Sequence[bytes], rate: float) -
                 await asyncio.sleep(delay)
             record = Sent(scheduled=wall0 + n / rate)
             records.append(record)
-            tasks.append(asyncio.create_task(clients.send(record, body)))
+            tasks.append(asyncio.create_task(sender.send(record, body)))
         await asyncio.gather(*tasks)
     finally:
-        await clients.aclose()
+        await sender.aclose()
     return records

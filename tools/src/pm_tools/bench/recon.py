@@ -25,7 +25,6 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from rich.table import Table
 
-from pm_client.client import PMAuth
 from pm_reconciler.sweeps.runner import Runner
 from pm_reconciler.sweeps.verify import VerifySweep
 from pm_reconciler.sweeps.window import Window
@@ -136,7 +135,7 @@ async def _lag(server_dsn: str, redis_url: str, rate: float, seconds: float) -> 
         await runs.quiet(rig.conn, rig.redis)
         b0, c0 = await _lag_histogram(rig.fleet.reconciler)
         bodies = [workload.body(p, q) for p, q in workload.pairs(rig.users, round(rate * seconds), rng)]
-        await offer.offer(rig.fleet.gateway, PMAuth(*rig.key), bodies, rate)
+        await offer.offer(rig.fleet.gateway, rig.key, bodies, rate)
         await runs.wait_terminal(rig.conn, rig.redis)
         deadline = time.monotonic() + 30
         while True:  # until the reconciler has checked every one (or 30 s)

@@ -33,7 +33,6 @@ import msgspec
 from rich.console import Console
 from rich.table import Table
 
-from pm_client.client import PMAuth
 from pm_tools.bench import harness, model, offer, queries, runs, services, tables, workload
 from pm_tools.bench.runs import Run
 
@@ -109,7 +108,7 @@ async def _http(rig: services.Rig, pairs: Sequence[tuple[str, str]], rate: float
     before = await services.scrape(rig.fleet)
     wall, cpu = time.perf_counter(), time.process_time()
     bodies = [workload.body(payer, payee) for payer, payee in pairs]
-    records = await offer.offer(rig.fleet.gateway, PMAuth(*rig.key), bodies, rate)
+    records = await offer.offer(rig.fleet.gateway, rig.key, bodies, rate)
     generator_cpu = (time.process_time() - cpu) / (time.perf_counter() - wall)
     stall = await runs.wait_terminal(rig.conn, rig.redis)
     metrics = await services.scrape(rig.fleet) - before
