@@ -168,15 +168,43 @@ class Saga:
             rows = await store.load_intents(conn, wanted_ids)
             wallets = await store.wallets(conn, _wallets_to_check(jobs, keys, rows))
         ctx = Context(self.rules, frozenset(wallets), self.tier)
+        known = [(job, key) for job, key in zip(jobs, keys, strict=True) if key is not None]
+        for job, key in known:
+            if key not in rows:
+                _fail(failed, [job], UnknownIntentError(f"intent {job.intent_id} does not exist"))
+        known = [(job, key) for job, key in known if key in rows]
+        if len({key for _, key in known}) == len(known):
+            plans = await self._plan_apart(ctx, rows, known, failed)
+        else:
+            plans = await self._plan_in_order(ctx, rows, known, failed)
+        failed.update(await self.apply(list(plans.values())))
+        return failed
+
+    async def _plan_apart(
+        self,
+        ctx: Context,
+        rows: dict[str, IntentRow],
+        known: list[tuple[Job, str]],
+        failed: dict[str, BaseException],
+    ) -> dict[str, tuple[planning.Plan, list[Job]]]:
+        """Plan jobs of distinct intents all at once: what one awaits (its limits' reservation, say)
+        goes out with the others' (see limits.coalesce) instead of one round trip after another."""
+        made = await asyncio.gather(*(self._plan(ctx, rows[key], job, failed) for job, key in known))
+        return {key: (plan, [job]) for (job, key), plan in zip(known, made, strict=True) if plan is not None}
+
+    async def _plan_in_order(
+        self,
+        ctx: Context,
+        rows: dict[str, IntentRow],
+        known: list[tuple[Job, str]],
+        failed: dict[str, BaseException],
+    ) -> dict[str, tuple[planning.Plan, list[Job]]]:
+        """Plan jobs one after the other when some name the same intent: the first that moves it
+        wins, and a later one is retried once that has committed."""
         plans: dict[str, tuple[planning.Plan, list[Job]]] = {}
         working = dict(rows)
-        for job, key in zip(jobs, keys, strict=True):
-            if key is None:
-                continue
-            intent = working.get(key)
-            if intent is None:
-                _fail(failed, [job], UnknownIntentError(f"intent {job.intent_id} does not exist"))
-                continue
+        for job, key in known:
+            intent = working[key]
             plan = await self._plan(ctx, intent, job, failed)
             if plan is None:
                 continue
@@ -185,8 +213,7 @@ class Saga:
                 continue
             plans[key] = (plan, [job])
             working[key] = planning.applied(intent, plan)
-        failed.update(await self.apply(list(plans.values())))
-        return failed
+        return plans
 
     async def _plan(
         self, ctx: Context, intent: IntentRow, job: Job, failed: dict[str, BaseException]

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 from redis.asyncio import Redis
 
 from pm_orchestrator.limits import queries
+from pm_orchestrator.limits.coalesce import Coalesced
 from pm_orchestrator.limits.rules import LimitRule
 from pm_shared.db import Pool
 from pm_shared.streams.connection import as_str
@@ -196,7 +197,8 @@ class Limits:
         self.pool = pool
         # Day rules before month rules, then by id: the order in which an excess is reported.
         self.rules = sorted(rules, key=lambda r: (r.period != "day", r.rule_id, r.version))
-        self._reserve = redis.register_script(_RESERVE)
+        # Concurrent reserves (a batch's intakes are planned together) share one round trip.
+        self._reserve = Coalesced(redis, redis.register_script(_RESERVE))
         self._release = redis.register_script(_RELEASE)
         self._rebuild = redis.register_script(_REBUILD)
 
