@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -71,8 +72,8 @@ async def publish_committed(
     by_stream: dict[str, list[Message]] = {}
     for item in items:
         by_stream.setdefault(item.stream, []).append(item.message)
-    published: list[str] = []
-    for stream, messages in by_stream.items():
+
+    async def publish(stream: str, messages: list[Message]) -> list[str]:
         try:
             await publisher.publish_many(stream, messages)
         except PUBLISH_ERRORS as exc:
@@ -82,8 +83,12 @@ async def publish_committed(
                 stream,
                 exc,
             )
-            continue
-        published.extend(message.message_id for message in messages)
+            return []
+        return [message.message_id for message in messages]
+
+    # The streams at once: one round trip's wait for all of them, not one after the other.
+    sent = await asyncio.gather(*(publish(stream, messages) for stream, messages in by_stream.items()))
+    published = [message_id for ids in sent for message_id in ids]
     if published and marks is not None:
         marks.extend(published)
     elif published:
