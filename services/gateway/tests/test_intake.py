@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from prometheus_client import REGISTRY
 from redis.asyncio import Redis
 
 from pm_client.api import AMOUNT_MAX
@@ -107,6 +108,48 @@ async def test_twenty_concurrent_identical_requests_make_one_intent(gateway: Gat
         )
     await pool.close()
     assert count == 1
+
+
+async def test_concurrent_requests_are_written_together_each_as_its_own_intent(
+    gateway: Gateway, redis: Redis
+) -> None:
+    before = _batches_above_one()
+    responses = await asyncio.gather(
+        *(
+            gateway.send("POST", "/v1/intents", p2p(amount=10_000 + n), headers={"Idempotency-Key": f"g-{n}"})
+            for n in range(40)
+        ),
+        # A twin of one of them, in the same burst: the same intent, not a second one.
+        gateway.send("POST", "/v1/intents", p2p(amount=10_007), headers={"Idempotency-Key": "g-7"}),
+    )
+
+    assert [r.status_code for r in responses] == [202] * 41, [
+        r.text for r in responses if r.status_code != 202
+    ]
+    ids = [msgspec.json.decode(r.content)["id"] for r in responses]
+    assert len(set(ids)) == 40 and ids[40] == ids[7]
+    assert sorted(m.amount for m in await published(redis)) == [10_000 + n for n in range(40)]
+    pool = await db.create_pool(gateway.settings.database_url, max_size=1)
+    async with pool.acquire() as conn:
+        rows = await conn.fetch(
+            """
+            SELECT i.amount, (SELECT count(*) FROM pm.intent_event e WHERE e.intent_id = i.id) AS events,
+                   (SELECT count(*) FROM pm.outbox o WHERE o.intent_id = i.id::text) AS outbox
+            FROM pm.intent AS i WHERE i.key_id = $1 AND i.idempotency_key LIKE 'g-%'
+            """,
+            gateway.user.key_id,
+        )
+    await pool.close()
+    assert sorted(r["amount"] for r in rows) == [10_000 + n for n in range(40)]
+    assert {(r["events"], r["outbox"]) for r in rows} == {(1, 1)}
+    assert _batches_above_one() > before  # some of them shared a statement (group commit)
+
+
+def _batches_above_one() -> float:
+    """Intake statements that wrote more than one intent, so far in this process."""
+    total = REGISTRY.get_sample_value("pm_gateway_intake_batch_size_count") or 0.0
+    lone = REGISTRY.get_sample_value("pm_gateway_intake_batch_size_bucket", {"le": "1.0"}) or 0.0
+    return total - lone
 
 
 async def test_the_idempotency_key_is_required(gateway: Gateway, redis: Redis) -> None:

@@ -37,6 +37,7 @@ from pm_gateway.deps import Deps
 from pm_gateway.endpoints import UNAVAILABLE as UNAVAILABLE_CODE
 from pm_gateway.endpoints import Endpoint, Handler
 from pm_gateway.events import EventWaiters
+from pm_gateway.group_commit import GroupCommit
 from pm_gateway.problems import ProblemError
 from pm_gateway.settings import Settings
 from pm_shared import db
@@ -291,6 +292,7 @@ def create_app(settings: Settings, *, on_background_failure: FailureHandler | No
             waiters=EventWaiters(reader, settings.stream_partitions),
             ledger=ledger,
             marks=Marks(pool),
+            intake=GroupCommit(pool),
         )
         background = [
             _background("events follower", deps.waiters.run(stop), stop, on_background_failure),

@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from pm_gateway.auth import Authenticator
 from pm_gateway.events import EventWaiters
+from pm_gateway.group_commit import GroupCommit
 from pm_gateway.settings import Settings
 from pm_shared.db import Pool
 from pm_shared.ledger import Ledger
@@ -28,3 +29,4 @@ class Deps:
     waiters: EventWaiters
     ledger: Ledger
     marks: Marks
+    intake: GroupCommit

@@ -142,9 +142,12 @@ async def submit(
         ) from None
     message = _message(caller, intent_id, intent_request)
     payload = encode(message)
-    async with d.pool.acquire() as conn:
-        new = NewIntent.of(intent_id, caller, key, request_hash, intent_request, exchange)
-        written = await write(conn, new, message, payload)
+    new = NewIntent.of(intent_id, caller, key, request_hash, intent_request, exchange)
+    if write is insert:
+        written = await d.intake.insert(new, message, payload)  # with concurrent requests' intents
+    else:
+        async with d.pool.acquire() as conn:
+            written = await write(conn, new, message, payload)
     replayed = written.created_at is None
     if written.created_at is not None:
         await _publish(request, stream_key, message.message_id, payload)

@@ -42,6 +42,40 @@ SELECT id, created_at FROM intent
 """
 
 
+# INSERT_INTENT for many requests at once (pm_gateway.group_commit): $1 the intents' rows as JSON
+# objects, $2 the stream, $3 and $4 each intent's message id and payload, in the same order. A row
+# whose (key, Idempotency-Key) is taken already (a replay, or a twin in the same batch) is skipped.
+INSERT_INTENTS = """
+WITH input AS (
+    SELECT r.*, e.n
+    FROM unnest($1::json[]) WITH ORDINALITY AS e(doc, n)
+    CROSS JOIN LATERAL json_populate_record(NULL::pm.intent, e.doc) AS r
+), intent AS (
+    INSERT INTO pm.intent (id, key_id, idempotency_key, request_hash, type, state, amount, currency,
+                           source, target, from_name, to_name, comment, requires_monitoring, metadata,
+                           miniapp_id, exchange)
+    SELECT id, key_id, idempotency_key, request_hash, type, 'CREATED', amount, currency,
+           source, target, from_name, to_name, comment, requires_monitoring, metadata, miniapp_id,
+           exchange
+    FROM input
+    ORDER BY n
+    ON CONFLICT (key_id, idempotency_key) DO NOTHING
+    RETURNING id, created_at
+), event AS (
+    INSERT INTO pm.intent_event (intent_id, to_state, reason, at)
+    SELECT id, 'CREATED', 'accepted by the gateway', created_at FROM intent  -- views.ACCEPTED
+), outbox AS (
+    INSERT INTO pm.outbox (stream, intent_id, message_id, payload)
+    SELECT $2, intent.id::text, m.message_id, m.payload
+    FROM intent
+    JOIN input USING (id)
+    JOIN unnest($3::text[], $4::bytea[]) WITH ORDINALITY AS m(message_id, payload, n) USING (n)
+    ORDER BY m.n
+)
+SELECT id, created_at FROM intent
+"""
+
+
 INTENT_BY_IDEMPOTENCY_KEY = """
 SELECT id, request_hash FROM pm.intent WHERE key_id = $1 AND idempotency_key = $2
 """

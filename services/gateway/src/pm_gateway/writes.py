@@ -86,6 +86,11 @@ class NewIntent(msgspec.Struct, frozen=True):
 _row = msgspec.json.Encoder()
 
 
+def row_json(intent: NewIntent) -> str:
+    """`intent` as the JSON object INSERT_INTENT(S) reads into a `pm.intent` row."""
+    return _row.encode(intent).decode()
+
+
 class Written(NamedTuple):
     """What a write step made of a NewIntent: the new intent (`created_at` set), or the one its
     (key, Idempotency-Key) made before (`created_at` None), with that one's request hash."""
@@ -105,7 +110,7 @@ async def insert(conn: Conn, intent: NewIntent, message: messages.IntentSubmitte
     that statement; a replay (or a concurrent twin) finds the row that is already there."""
     try:
         row = await conn.fetchrow(
-            q.INSERT_INTENT, _row.encode(intent).decode(), INTENTS.name, message.message_id, payload
+            q.INSERT_INTENT, row_json(intent), INTENTS.name, message.message_id, payload
         )
     except asyncpg.UniqueViolationError:
         # Only an FX_EXCHANGE names its id (its quote's): another request made that intent already.
