@@ -236,7 +236,7 @@ def bench(
     ledger-writer driving it (goal: ≥ 75 % of bare), for commands of 1, 2 and 10 transfers.
 
     Then the gateway: signed `POST /v1/intents` requests/s, p50 and p99 beside an unsigned bare
-    Starlette endpoint doing the same XADD (goal: ≥ 50 % of the bare endpoint), both real processes.
+    Starlette endpoint doing the same XADD (goal: ≥ 65 % of the bare endpoint), both real processes.
 
     Then the saga: the whole fleet (ledger-writer, `--orchestrators` orchestrators, reconciler,
     gateway); settled P2P intents/s and accept → SETTLED p50/p95/p99 pipeline-only (`--intents`
