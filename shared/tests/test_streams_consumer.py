@@ -164,6 +164,41 @@ async def test_a_renewal_that_dies_still_lets_the_handled_batch_be_acked_once(
     assert any("lease renewal" in r.getMessage() and r.exc_info for r in caplog.records)
 
 
+async def test_a_renewal_whose_cancellation_is_lost_still_ends_and_the_batch_is_acked(
+    redis: Redis,
+    stream_name: str,
+    make_consumer: MakeConsumer,
+    pending: Pending,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A redis-py command can swallow the cancellation of the task awaiting it (redis-py 8.1 on Python
+    # 3.11, under load); a renewal that went on renewing would hold its batch unsettled for ever.
+    await Publisher(redis).publish(stream_name, probe(1))
+    handled: list[int] = []
+
+    async def slow(delivery: Delivery[Probe]) -> None:
+        await asyncio.sleep(0.25)  # past a third of the lease: the renewal starts
+        handled.append(delivery.attempt)
+
+    async def deaf_claim(
+        self: Membership, key: str, ids: Sequence[str], *, idle_ms: int | None = None
+    ) -> None:
+        try:
+            await asyncio.sleep(0.2)  # the renewal is cancelled while it waits here...
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)  # ...and the cancellation is lost, as inside redis-py
+
+    monkeypatch.setattr(Membership, "claim", deaf_claim)
+    consumer = make_consumer(handle=slow, lease_ms=300)
+    stop = asyncio.Event()
+    running = asyncio.create_task(consumer.run(stop))
+    await eventually(lambda: _true(handled == [1]), timeout=5)
+    await eventually(lambda: _later(pending(), 0), timeout=5, what="the handled batch acked")
+    stop.set()
+    await asyncio.wait_for(running, 5)
+    assert handled == [1]
+
+
 async def test_stop_finishes_the_batch_in_hand_and_acks_it(
     redis: Redis, stream_name: str, key: str, make_consumer: MakeConsumer, pending: Pending
 ) -> None:

@@ -148,9 +148,10 @@ class Batches(Generic[M]):
         # Most batches finish long before a third of the lease: only then is a renewal task started.
         renewal: list[asyncio.Task[None]] = []
         ids = [d.entry_id for d in deliveries]
+        handled = asyncio.Event()
         timer = asyncio.get_running_loop().call_later(
             self.seat.tuning.lease_ms / 3000,
-            lambda: renewal.append(asyncio.create_task(self._renew_lease(key, ids))),
+            lambda: renewal.append(asyncio.create_task(self._renew_lease(key, ids, handled))),
         )
         started = time.perf_counter()
         try:
@@ -159,6 +160,7 @@ class Batches(Generic[M]):
                 await self._retry_outages(key, deliveries, failed)
         finally:
             timer.cancel()
+            handled.set()
             for task in renewal:
                 task.cancel()
             labels.inflight.dec(len(deliveries))
@@ -239,10 +241,13 @@ class Batches(Generic[M]):
         if waiting:
             await asyncio.gather(*waiting)
 
-    async def _renew_lease(self, key: str, ids: list[str]) -> None:
-        """Keep entries being handled from looking idle, so no peer reclaims healthy work."""
+    async def _renew_lease(self, key: str, ids: list[str], handled: asyncio.Event) -> None:
+        """Keep entries being handled from looking idle, so no peer reclaims healthy work, until
+        `handled` is set. The task is cancelled too, but a cancellation can be lost inside a redis-py
+        command (seen with redis-py 8.1 on Python 3.11): a renewal that went on would keep the batch
+        from settling and its entries pending for ever, so the loop also ends on the event."""
         interval = self.seat.tuning.lease_ms / 3000
-        while True:
+        while not handled.is_set():
             try:
                 owned = await self.seat.owned(key, ids)
                 if owned:
@@ -256,7 +261,7 @@ class Batches(Generic[M]):
                     ids = owned
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 log.warning("lease renewal on %s failed: %s", key, exc)
-            await asyncio.sleep(interval)
+            await sleep_unless(handled, interval)
 
 
 def _fields_text(fields: dict[bytes, bytes]) -> dict[str, str]:
