@@ -15,6 +15,7 @@ from pm_client import signing
 from pm_gateway.auth import claim_nonce
 from pm_shared import db
 from pm_shared.keys.store import Permissions, deactivate_key, rotate_key
+from pm_shared.pipelined import Pipelined
 from pm_shared.streams.names import INTENTS, stream_key
 from pm_tools.testing.gateway import ALL_TYPES, Gateway, Key
 
@@ -120,10 +121,11 @@ async def test_a_nonce_set_resent_after_a_lost_reply_is_still_fresh(redis: Redis
     # the SET took the first time, and the same request must not then be refused as a replay.
     key = f"pm:nonce:test:{uuid.uuid4().hex}"
     mine, theirs = b"token-of-this-request", b"token-of-another-request"
+    calls = Pipelined(redis)
     try:
-        assert await claim_nonce(redis, key, mine)
-        assert await claim_nonce(redis, key, mine)  # the resent SET finds its own token
-        assert not await claim_nonce(redis, key, theirs)  # another request with the nonce: a replay
+        assert await claim_nonce(calls, key, mine)
+        assert await claim_nonce(calls, key, mine)  # the resent SET finds its own token
+        assert not await claim_nonce(calls, key, theirs)  # another request with the nonce: a replay
         assert await redis.get(key) == mine
         assert 0 < await redis.ttl(key) <= signing.NONCE_TTL_S
     finally:

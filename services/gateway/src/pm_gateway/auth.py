@@ -24,6 +24,7 @@ from pm_gateway.problems import ProblemError
 from pm_shared.db import Pool
 from pm_shared.keys.crypto import Cipher
 from pm_shared.keys.store import Permissions, ServiceKey, signing_secrets, touch
+from pm_shared.pipelined import Pipelined
 
 log = logging.getLogger(__name__)
 
@@ -34,14 +35,15 @@ _KEY_ID = re.compile(ID_PATTERN)
 _UNIX_SECONDS = re.compile(r"^[0-9]{1,12}$")  # int() would also take "+1", " 1" or "١"
 
 
-async def claim_nonce(redis: Redis, key: str, token: bytes) -> bool:
+async def claim_nonce(calls: Pipelined, key: str, token: bytes) -> bool:
     """Mark a nonce used; True when this request is the first to use it.
 
     The key is set to a token of this request's own (`SET … NX GET`), so a SET that Redis applied but
     whose reply was lost — a reconnect, a Redis restart — and that the client sends again finds its
-    own token and still counts as fresh; only another request's token makes a replay.
+    own token and still counts as fresh; only another request's token makes a replay. The SETs of
+    concurrent requests share a pipeline (`calls`).
     """
-    previous = await redis.set(key, token, nx=True, ex=signing.NONCE_TTL_S, get=True)
+    previous = await calls(lambda pipe: pipe.set(key, token, nx=True, ex=signing.NONCE_TTL_S, get=True))
     return previous is None or previous == token
 
 
@@ -68,6 +70,7 @@ class Authenticator:
     def __init__(self, pool: Pool, redis: Redis, cipher: Cipher, *, cache_s: float) -> None:
         self.pool = pool
         self.redis = redis
+        self.calls = Pipelined(redis)
         self.cipher = cipher
         self.cache_s = cache_s
         self._cache: dict[str, _Cached] = {}
@@ -110,7 +113,7 @@ class Authenticator:
             if retired is not None and signing.matches([retired], signature, message):
                 raise refuse(401, "auth_expired_secret", "signed with a secret whose grace period is over")
             raise refuse(401, "auth_bad_signature", "the signature does not match the request")
-        if not await claim_nonce(self.redis, f"pm:nonce:{key_id}:{nonce}", secrets_module.token_bytes(16)):
+        if not await claim_nonce(self.calls, f"pm:nonce:{key_id}:{nonce}", secrets_module.token_bytes(16)):
             raise refuse(401, "auth_replayed_nonce", "this nonce was used in the last 10 minutes")
         self._touch(key_id)
         return Caller(key_id, key.permissions)

@@ -18,6 +18,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from pm_shared.messages import Message
+from pm_shared.pipelined import Pipelined
 from pm_shared.settings import CommonSettings
 from pm_shared.streams import metrics
 from pm_shared.streams.connection import as_str
@@ -82,6 +83,7 @@ class Publisher:
         self._readings: dict[str, _Reading] = {}
         self._refreshing: dict[str, asyncio.Future[_Reading]] = {}
         self._add_many = redis.register_script(_ADD_MANY)
+        self._calls = Pipelined(redis)
 
     @classmethod
     def from_settings(cls, redis: Redis, settings: CommonSettings) -> Publisher:
@@ -185,8 +187,12 @@ class Publisher:
         return by_key
 
     async def add(self, key: str, fields: dict[bytes, bytes]) -> str:
-        """XADD already-admitted `fields` to `key`."""
-        entry_id = await self.redis.xadd(key, fields, maxlen=self.maxlen, approximate=True, nomkstream=True)  # type: ignore[arg-type]
+        """XADD already-admitted `fields` to `key`, in one pipeline with other callers' concurrent adds
+        (`pm_shared.pipelined`; the gateway adds one intent per request)."""
+        maxlen = self.maxlen
+        entry_id = await self._calls(
+            lambda pipe: pipe.xadd(key, fields, maxlen=maxlen, approximate=True, nomkstream=True)  # type: ignore[arg-type]
+        )
         if entry_id is None:
             raise StreamMissingError(key)
         metrics.PUBLISHED.labels(key).inc()

@@ -19,11 +19,12 @@ from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from pm_orchestrator.limits import queries
-from pm_orchestrator.limits.coalesce import Coalesced
 from pm_orchestrator.limits.rules import LimitRule
 from pm_shared.db import Pool
+from pm_shared.pipelined import Pipelined
 from pm_shared.streams.connection import as_str
 
 BANGKOK = ZoneInfo("Asia/Bangkok")
@@ -197,8 +198,9 @@ class Limits:
         self.pool = pool
         # Day rules before month rules, then by id: the order in which an excess is reported.
         self.rules = sorted(rules, key=lambda r: (r.period != "day", r.rule_id, r.version))
+        self._reserve = redis.register_script(_RESERVE)
         # Concurrent reserves (a batch's intakes are planned together) share one round trip.
-        self._reserve = Coalesced(redis, redis.register_script(_RESERVE))
+        self._calls = Pipelined(redis)
         self._release = redis.register_script(_RELEASE)
         self._rebuild = redis.register_script(_REBUILD)
 
@@ -246,8 +248,13 @@ class Limits:
             args.append(-1 if rule.max_amount is None else rule.max_amount)
             args.append(-1 if rule.max_count is None else rule.max_count)
         record = intent_key(user, intent_id)
+        reserve_keys = [record, *keys]
+
+        def queue(pipe: Pipeline) -> object:
+            return self._reserve(keys=reserve_keys, args=args, client=pipe)
+
         for attempt in range(2):
-            reply = [int(v) for v in await self._reserve(keys=[record, *keys], args=args)]
+            reply = [int(v) for v in await self._calls(queue)]
             if reply[0] == _OK:
                 return Reservation(ok=True)
             if reply[0] == _EXCEEDED:
