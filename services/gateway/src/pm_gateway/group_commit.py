@@ -1,7 +1,7 @@
 """Intake's `insert` step for concurrent requests, written together: while a batch's statement is
 in PostgreSQL, the requests that reach the step meanwhile queue, and the next statement writes them
 all (group commit). An idle gateway writes a lone request at once, as before; a busy one makes one
-statement and one commit of many (docs/api.md, "Intake").
+statement and one commit of many (docs/api.md, "Creating an intent").
 
 Each request still gets its own answer, exactly as `writes.insert` would give it: a new intent, or
 the one its (key, Idempotency-Key) made before (found after the batch commits, so a twin in the same
