@@ -43,6 +43,8 @@ class Options:
     repeat: int = 3
     ledger: bool = True
     transfers: int = 100_000
+    ledger_url: str | None = None
+    """A real TigerBeetle cluster to measure beside the embedded engine (`--ledger-url`)."""
     gateway: bool = True
     concurrency: int = 32
     seconds: float = 5.0
@@ -69,6 +71,7 @@ class Options:
             "messages": self.messages,
             "repeat": self.repeat,
             "transfers": self.transfers if self.ledger else 0,
+            "ledger_url": (self.ledger_url or "") if self.ledger else "",
             "concurrency": self.concurrency,
             "seconds": self.seconds,
             "intents": self.intents if self.saga else 0,
@@ -112,7 +115,9 @@ def steps(options: Options, redis_url: str, database_url: str) -> list[Step]:
         )
 
     async def ledger_step() -> Measured:
-        rows = await ledger.run(database_url, options.transfers, redis_url, repeat=options.repeat)
+        rows = await ledger.run(
+            database_url, options.transfers, redis_url, repeat=options.repeat, ledger_url=options.ledger_url
+        )
         return Measured(ledger.section(rows, options.repeat), [ledger.table(rows)])
 
     async def gateway_step() -> Measured:

@@ -45,6 +45,14 @@ Ledger = Annotated[
 Transfers = Annotated[
     int, typer.Option(min=BATCH_MIN, help="Transfers per command size, bare and through the writer.")
 ]
+LedgerUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--ledger-url",
+        help="A real TigerBeetle cluster (tigerbeetle://<cluster>@<addr>,…): the ledger figures again "
+        "against it, beside the embedded engine's (writer goal there: ≥ 80 % of bare).",
+    ),
+]
 Gateway = Annotated[
     bool,
     typer.Option(help="Also measure signed POST /v1/intents through the gateway beside a bare endpoint."),
@@ -205,6 +213,7 @@ def bench(
     repeat: Repeat = 3,
     ledger: Ledger = True,
     transfers: Transfers = 100_000,
+    ledger_url: LedgerUrl = None,
     gateway: Gateway = True,
     concurrency: Concurrency = 32,
     seconds: Seconds = 5.0,
@@ -233,7 +242,8 @@ def bench(
     benchmark makes are deleted, before and after).
 
     Then the ledger: the bare embedded engine (goal: ≥ 20,000 transfers/s) and the real
-    ledger-writer driving it (goal: ≥ 75 % of bare), for commands of 1, 2 and 10 transfers.
+    ledger-writer driving it (goal: ≥ 75 % of bare), for commands of 1, 2 and 10 transfers; with
+    `--ledger-url`, the same against a real TigerBeetle cluster too (goal: ≥ 80 % of bare).
 
     Then the gateway: signed `POST /v1/intents` requests/s, p50 and p99 beside an unsigned bare
     Starlette endpoint doing the same XADD (goal: ≥ 65 % of the bare endpoint), both real processes.
@@ -268,6 +278,7 @@ def bench(
     if quick:
         sized = quickened(ctx, sized)
     flags: dict[str, Any] = {"ledger": ledger, "gateway": gateway, "concurrency": concurrency, "saga": saga}
+    flags |= {"ledger_url": ledger_url}
     flags |= {"orchestrators": orchestrators, "psp": psp, "psp_latency_ms": psp_latency_ms}
     flags |= {"charges": charges, "fees": fees}
     flags |= {"fx": fx, "front_door": front_door, "recon": recon, "webhooks": webhooks, "quick": quick}
