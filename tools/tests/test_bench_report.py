@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import typer
 
+from pm_shared import db
 from pm_tools.bench import model, report
 from pm_tools.bench.model import (
     Benchmark,
@@ -29,6 +30,7 @@ from pm_tools.bench.model import (
     StageTimes,
 )
 from pm_tools.cli.bench_cmd import parse_rates
+from pm_tools.testing.db import server_url
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 DATE = datetime(2026, 11, 24, 21, 30, 5, tzinfo=UTC)
@@ -353,3 +355,10 @@ def test_rates_parse_from_a_comma_separated_list() -> None:
     for bad in ("", "100,x", "0,100"):
         with pytest.raises(typer.BadParameter):
             parse_rates(bad)
+
+
+async def test_the_postgresql_version_is_read_even_where_pm_has_no_database_yet() -> None:
+    missing = db.with_database(server_url(), "pm_bench_no_such_database")
+    version = await report.postgresql_version(missing)
+
+    assert version is not None and version.split(".")[0].isdigit()

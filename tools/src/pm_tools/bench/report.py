@@ -116,8 +116,11 @@ async def redis_version(url: str) -> str | None:
 
 
 async def postgresql_version(dsn: str) -> str | None:
+    # The server's own database: the benchmarks use throw-away ones, and PM's may not exist (it did
+    # not on the machine of the 2026-12-07 run, whose report said "PostgreSQL unknown").
+    server = db.with_database(dsn, "postgres")
     try:
-        conn = await db.connect(dsn, application_name="pm-bench-report", connect_timeout_s=5.0)
+        conn = await db.connect(server, application_name="pm-bench-report", connect_timeout_s=5.0)
     except Exception:  # as above
         return None
     try:
