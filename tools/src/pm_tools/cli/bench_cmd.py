@@ -277,10 +277,9 @@ def bench(
     sized |= {"recon_intents": recon_intents, "webhook_deliveries": webhook_deliveries}
     if quick:
         sized = quickened(ctx, sized)
-    flags: dict[str, Any] = {"ledger": ledger, "gateway": gateway, "concurrency": concurrency, "saga": saga}
-    flags |= {"ledger_url": ledger_url}
-    flags |= {"orchestrators": orchestrators, "psp": psp, "psp_latency_ms": psp_latency_ms}
-    flags |= {"charges": charges, "fees": fees}
+    flags: dict[str, Any] = {"ledger": ledger, "ledger_url": ledger_url, "gateway": gateway, "saga": saga}
+    flags |= {"concurrency": concurrency, "orchestrators": orchestrators, "charges": charges, "fees": fees}
+    flags |= {"psp": psp, "psp_latency_ms": psp_latency_ms}
     flags |= {"fx": fx, "front_door": front_door, "recon": recon, "webhooks": webhooks, "quick": quick}
     options = suite.Options(**{**sized, "rates": tuple(parse_rates(sized["rates"]))}, **flags)
     config = common.settings()
