@@ -146,3 +146,31 @@ async def test_headroom_reports_room_left_and_reserves_nothing(redis: Redis, str
     await redis.xack(key, "downstream", *[entry_id for entry_id, _ in reply[0][1]])
     await asyncio.sleep(0.11)  # past the cached reading
     assert await publisher.headroom(key) == 4
+
+
+@pytest.mark.parametrize("coalesce", [False, True])
+async def test_concurrent_adds_each_get_their_own_entry_s_id(
+    redis: Redis, stream_name: str, coalesce: bool
+) -> None:
+    key = stream_key(stream_name, 0)
+    await ensure_group(redis, key, "downstream")
+    publisher = Publisher(redis, maxlen=1_000, coalesce_adds=coalesce)
+    ids = await asyncio.gather(*(publisher.add(key, {b"n": str(n).encode()}) for n in range(30)))
+
+    entries = {as_str(entry_id): (fields or {})[b"n"] for entry_id, fields in await redis.xrange(key) or []}
+    assert [entries[entry_id] for entry_id in ids] == [str(n).encode() for n in range(30)]
+    if coalesce:  # one pipeline: the entries are in the order of the calls too
+        assert list(entries) == list(ids)
+
+
+async def test_a_coalesced_add_to_an_unprovisioned_stream_fails_alone(redis: Redis, stream_name: str) -> None:
+    provisioned = stream_key(stream_name, 0)
+    await ensure_group(redis, provisioned, "downstream")
+    publisher = Publisher(redis, maxlen=100, coalesce_adds=True)
+    ok, missing = await asyncio.gather(
+        publisher.add(provisioned, {b"m": b"{}"}),
+        publisher.add(stream_key(stream_name, 1), {b"m": b"{}"}),
+        return_exceptions=True,
+    )
+    assert isinstance(ok, str) and isinstance(missing, StreamMissingError)
+    assert not await redis.exists(stream_key(stream_name, 1))

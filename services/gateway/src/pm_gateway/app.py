@@ -287,6 +287,7 @@ def create_app(settings: Settings, *, on_background_failure: FailureHandler | No
                 partitions=settings.stream_partitions,
                 maxlen=settings.stream_maxlen,
                 threshold=settings.backpressure_threshold,
+                coalesce_adds=True,  # one add per request, many requests in flight
             ),
             auth=Authenticator(pool, redis, cipher, cache_s=settings.key_cache_s),
             waiters=EventWaiters(reader, settings.stream_partitions),
