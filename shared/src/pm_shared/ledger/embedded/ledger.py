@@ -130,8 +130,9 @@ class EmbeddedLedger:
         async with self._lock, self._pool.acquire() as conn:
             await conn.execute(q.BEGIN_WRITE)
             try:
-                results, last_ts, next_expiry = await self._write_locked(conn, events, transfers)
-                await conn.execute(q.COMMIT)
+                results, last_ts, next_expiry, changed = await self._write_locked(conn, events, transfers)
+                # The new last timestamp and the COMMIT in one round trip (one simple query).
+                await conn.execute(q.commit_at(last_ts) if changed else q.COMMIT)
             except BaseException as exc:
                 # The rows the engine mutated may describe a state that was never committed.
                 self._accounts.clear()
@@ -153,7 +154,10 @@ class EmbeddedLedger:
 
     async def _write_locked(
         self, conn: Conn, events: Sequence[Any], transfers: bool | None
-    ) -> tuple[list[tuple[int, int]], int, int | None]:
+    ) -> tuple[list[tuple[int, int]], int, int | None, bool]:
+        """Run the request (and a due expiry pulse) inside the caller's transaction: its results, the
+        last timestamp used, the next expiry, and whether anything changed (then the caller commits
+        the last timestamp with `q.commit_at`)."""
         last = await store.last_timestamp(conn)
         next_expiry = self._next_expiry
         if last != self._last_ts:
@@ -188,9 +192,7 @@ class EmbeddedLedger:
                 next_expiry = soonest if next_expiry is None else min(next_expiry, soonest)
             last = first_ts + len(events) - 1
             changed = True
-        if changed:
-            await conn.execute(q.UPDATE_LAST_TIMESTAMP, last)
-        return results, last, next_expiry
+        return results, last, next_expiry, changed
 
     async def _run_accounts(
         self, conn: Conn, events: Sequence[tb.Account], first_ts: int

@@ -13,7 +13,14 @@ COMMIT = "COMMIT"
 ROLLBACK = "ROLLBACK"
 
 SELECT_LAST_TIMESTAMP = "SELECT last_timestamp FROM ledger.engine_state WHERE singleton"
-UPDATE_LAST_TIMESTAMP = "UPDATE ledger.engine_state SET last_timestamp = $1 WHERE singleton"
+
+
+def commit_at(last_timestamp: int) -> str:
+    """Record the last timestamp used and COMMIT, as one simple query (one round trip). The value is
+    an int written as digits, never text from outside; if the UPDATE fails, the COMMIT in the same
+    string is not run and the transaction stays aborted for the caller's ROLLBACK."""
+    return f"UPDATE ledger.engine_state SET last_timestamp = {int(last_timestamp)} WHERE singleton; COMMIT"
+
 
 # Lookups by id lists are nested loops over the primary key, one probe per id: a subquery with
 # LIMIT is never flattened into a join, so the planner cannot trade the probes for a sequential scan
