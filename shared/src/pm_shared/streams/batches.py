@@ -20,12 +20,11 @@ from collections.abc import Sequence
 from typing import Generic, TypeVar
 
 import msgspec
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pm_shared import errors, logs
 from pm_shared.streams import dlq, failures
 from pm_shared.streams.concurrency import YIELD_EVERY, Limiter, sleep_unless, start_eagerly
+from pm_shared.streams.connection import TRANSIENT_ERRORS
 from pm_shared.streams.delivery import BatchHandler, Delivery, MessageHandler, RawEntry
 from pm_shared.streams.membership import Membership
 from pm_shared.streams.names import failures_key, parse_key
@@ -259,7 +258,7 @@ class Batches(Generic[M]):
                         key,
                     )
                     ids = owned
-            except (RedisConnectionError, RedisTimeoutError) as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning("lease renewal on %s failed: %s", key, exc)
             await sleep_unless(handled, interval)
 

@@ -26,13 +26,12 @@ from typing import Any, Generic, TypeVar, Unpack
 
 import msgspec
 from redis.asyncio import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pm_shared.streams import metrics
 from pm_shared.streams.batches import Batches
 from pm_shared.streams.concurrency import sleep_unless
+from pm_shared.streams.connection import TRANSIENT_ERRORS
 from pm_shared.streams.delivery import BatchHandler, Delivery, MessageHandler, raw_entries
 from pm_shared.streams.membership import Membership
 from pm_shared.streams.names import stream_key
@@ -46,7 +45,8 @@ log = logging.getLogger(__name__)
 
 M = TypeVar("M")
 
-REDIS_ERRORS = (RedisConnectionError, RedisTimeoutError)
+# A lost connection, a timeout, and on a cluster a failover in progress (`connection.TRANSIENT_ERRORS`).
+REDIS_ERRORS = TRANSIENT_ERRORS
 # Pauses before reading again after Redis failed, doubling.
 READ_BACKOFF_S = 0.05
 READ_BACKOFF_MAX_S = 5.0

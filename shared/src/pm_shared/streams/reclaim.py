@@ -12,14 +12,12 @@ import asyncio
 import logging
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pm_shared.streams import failures
 from pm_shared.streams.batches import Batches
 from pm_shared.streams.concurrency import sleep_unless
-from pm_shared.streams.connection import as_str
+from pm_shared.streams.connection import TRANSIENT_ERRORS, as_str
 from pm_shared.streams.delivery import RawEntry
 from pm_shared.streams.membership import Membership
 from pm_shared.streams.names import failures_key, parse_key
@@ -52,7 +50,7 @@ class Reclaimer:
                 passes += 1
                 if passes % PASSES_PER_CLEANUP == 0:
                     await self._remove_stale_consumers(key)
-            except (RedisConnectionError, RedisTimeoutError) as exc:
+            except TRANSIENT_ERRORS as exc:
                 log.warning("reclaim on %s skipped: %s", key, exc)
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
