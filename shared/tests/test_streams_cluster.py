@@ -21,15 +21,18 @@ from pathlib import Path
 
 import msgspec
 import pytest
+import typer
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from typer.testing import CliRunner, Result
 
 from pm_shared.pipelined import Pipelined, Queue
-from pm_shared.streams import BackPressureError, Consumer, Delivery, Publisher
+from pm_shared.streams import BackPressureError, Consumer, Delivery, Publisher, names
 from pm_shared.streams import dlq as dlq_ops
 from pm_shared.streams.connection import TRANSIENT_ERRORS, cluster_nodes, connect, is_cluster_url
 from pm_shared.streams.names import StreamSpec, dlq_key, partition_of, stream_key
 from pm_shared.streams.provision import provision
+from pm_tools.cli import streams_cmd
 from pm_tools.testing.fixtures import eventually
 from pm_tools.testing.worker import Probe, probe
 
@@ -422,3 +425,31 @@ async def _kill_a_master_mid_stream(cluster: Cluster, redis: Redis, reader: Redi
 
 async def _true(value: bool) -> bool:
     return value
+
+
+async def test_pm_streams_shows_each_partitions_node(
+    redis: Redis, redis_url: str, stream_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = StreamSpec(stream_name, (GROUP,), "test")
+    monkeypatch.setattr(names, "ALL_STREAMS", (spec,))
+    app = typer.Typer()
+    app.command("streams")(streams_cmd.streams)
+
+    @app.callback()
+    def _root() -> None:
+        """Keep `streams` a subcommand, as under `pm`."""
+
+    def invoke(*args: str) -> Result:
+        return CliRunner().invoke(
+            app, ["streams", "--partitions", str(P), *args], env={"PM_REDIS_URL": redis_url}
+        )
+
+    result = await asyncio.to_thread(invoke, "--provision", "--json")
+    assert result.exit_code == 0, result.output
+    rows = msgspec.json.decode(result.stdout)
+    assert [row["key"] for row in rows] == [stream_key(stream_name, p) for p in range(P)]
+    assert [row["node"] for row in rows] == [await _master_of(redis, row["key"]) for row in rows]
+    assert len({row["node"] for row in rows}) >= 2
+    table = await asyncio.to_thread(invoke)
+    assert table.exit_code == 0, table.output
+    assert "Node" in table.stdout and rows[0]["node"] in table.stdout

@@ -247,3 +247,13 @@ def connect_cluster(url: str, *, blocking_reads: bool = False, name: str | None 
         client_name=name,
         **credentials,
     )
+
+
+async def master_of(redis: Redis, key: str) -> str | None:
+    """`host:port` of the master serving `key` when `redis` is a cluster client; None for one Redis."""
+    client: object = redis
+    if not isinstance(client, RedisCluster):
+        return None
+    await client.initialize()
+    node = client.get_node_from_key(key)
+    return None if node is None else str(node.name)

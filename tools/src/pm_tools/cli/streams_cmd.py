@@ -1,11 +1,13 @@
-"""`pm streams`: length, lag, pending, oldest pending age, consumers and DLQ size per stream and group.
+"""`pm streams`: length, lag, pending, oldest pending age, consumers and DLQ size per stream and group;
+on a Redis Cluster also the master serving each partition (a "Node" column, `node` in the JSON).
 
 The figures are `pm_tools.stream_status`'s; this module reads options and prints.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import msgspec
 import typer
@@ -13,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pm_shared.streams import names
+from pm_shared.streams.connection import master_of
 from pm_shared.streams.provision import RedisVersionError, provision
 from pm_tools.cli import common
 from pm_tools.cli.formats import human_age
@@ -23,9 +26,11 @@ def _count(value: int | None) -> Text:
     return Text("—" if value is None else str(value))
 
 
-def _table(rows: Sequence[StreamRow]) -> Table:
+def _table(rows: Sequence[StreamRow], nodes: Mapping[str, str]) -> Table:
     table = Table(title="Streams")
     table.add_column("Stream", overflow="fold")
+    if nodes:
+        table.add_column("Node", overflow="fold")
     table.add_column("Group", overflow="fold")
     table.add_column("Length", justify="right", overflow="fold")
     table.add_column("Lag", justify="right", overflow="fold")
@@ -34,9 +39,10 @@ def _table(rows: Sequence[StreamRow]) -> Table:
     table.add_column("Consumers", justify="right", overflow="fold")
     table.add_column("DLQ", justify="right", overflow="fold")
     for row in rows:
+        key = [Text(row.key), Text(nodes.get(row.key, ""))] if nodes else [Text(row.key)]
         if not row.provisioned:
             table.add_row(
-                Text(row.key),
+                *key,
                 Text(row.group),
                 Text("not provisioned", style="yellow"),
                 *(Text("—") for _ in range(4)),
@@ -46,7 +52,7 @@ def _table(rows: Sequence[StreamRow]) -> Table:
         lag = Text("unknown", style="yellow") if row.lag is None else Text(str(row.lag))
         dlq = Text(str(row.dlq_length), style="bold red" if row.dlq_length else "")
         table.add_row(
-            Text(row.key),
+            *key,
             Text(row.group),
             _count(row.length),
             lag,
@@ -72,10 +78,14 @@ async def _streams(url: str, partitions: int, json_out: bool, provision_first: b
             # With --json, stdout carries only the JSON document.
             (common.err if json_out else common.out).print(message, markup=False, soft_wrap=True)
         rows = await collect(redis, specs, partitions)
+        nodes = {row.key: node for row in rows if (node := await master_of(redis, row.key)) is not None}
     if json_out:
-        typer.echo(msgspec.json.format(msgspec.json.encode(rows), indent=2).decode())
+        document: Any = rows
+        if nodes:
+            document = [{**msgspec.to_builtins(row), "node": nodes.get(row.key)} for row in rows]
+        typer.echo(msgspec.json.format(msgspec.json.encode(document), indent=2).decode())
         return
-    common.print_table(_table(rows))
+    common.print_table(_table(rows, nodes))
     if any(row.provisioned and row.lag is None for row in rows):
         common.out.print(
             "lag unknown: Redis cannot count it after an undelivered entry was deleted; "
