@@ -49,6 +49,7 @@ class GroupCommit:
 
     async def insert(self, intent: NewIntent, message: messages.IntentSubmitted, payload: bytes) -> Written:
         future: asyncio.Future[Written] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_retrieved)
         self._queue.append((intent, message, payload, future))
         self._start()
         # Shielded: a request cancelled meanwhile (its client gone) leaves its batch-mates alone.
@@ -89,9 +90,7 @@ class GroupCommit:
                     else:
                         await _one(conn, item)  # made before (a replay or a twin): found, not written
         except BaseException as exc:  # no connection, or cancelled: each request still waiting hears why
-            for *_, future in batch:
-                if not future.done():
-                    future.set_exception(exc if isinstance(exc, Exception) else asyncio.CancelledError())
+            _fail(batch, exc)
             if not isinstance(exc, Exception):
                 raise
 
@@ -119,6 +118,23 @@ async def _many(conn: Conn, batch: list[_Item]) -> dict[uuid.UUID, datetime]:
         [payload for _, _, payload, _ in batch],
     )
     return {row["id"]: row["created_at"] for row in rows}
+
+
+def _fail(batch: list[_Item], exc: BaseException) -> None:
+    """`exc` to every request of `batch` still waiting (cancelled, if this task was)."""
+    for *_, future in batch:
+        if future.done():
+            continue
+        if isinstance(exc, Exception):
+            future.set_exception(exc)
+        else:
+            future.cancel()
+
+
+def _retrieved(future: asyncio.Future[Written]) -> None:
+    """Mark an error as seen: the request that waited for it may have gone (its client cancelled)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _settle(future: asyncio.Future[Written], written: Written) -> None:
