@@ -59,8 +59,12 @@ class Pipelined:
                 replies = await pipe.execute(raise_on_error=False)
         except BaseException as exc:  # the connection, or this task cancelled: every caller hears of it
             for _, future in calls:
-                if not future.done():
-                    future.set_exception(exc if isinstance(exc, Exception) else ConnectionError(repr(exc)))
+                if future.done():
+                    continue
+                if isinstance(exc, Exception):
+                    future.set_exception(exc)
+                else:
+                    future.cancel()
             if not isinstance(exc, Exception):
                 raise
             return
