@@ -188,7 +188,7 @@ class Saga:
         failed: dict[str, BaseException],
     ) -> dict[str, tuple[planning.Plan, list[Job]]]:
         """Plan jobs of distinct intents all at once: what one awaits (its limits' reservation, say)
-        goes out with the others' (see limits.coalesce) instead of one round trip after another."""
+        goes out with the others' (`pm_shared.pipelined`) instead of one round trip after another."""
         made = await asyncio.gather(*(self._plan(ctx, rows[key], job, failed) for job, key in known))
         return {key: (plan, [job]) for (job, key), plan in zip(known, made, strict=True) if plan is not None}
 
