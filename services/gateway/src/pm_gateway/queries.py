@@ -20,31 +20,10 @@ SELECT at, to_state, from_state, reason FROM pm.intent_event WHERE intent_id = $
 # explicit transaction, and one round trip. $1 is the new pm.intent row as JSON (writes.NewIntent),
 # $2-$4 the outbox message's stream, id and payload. A concurrent request with the same (key,
 # Idempotency-Key) inserts nothing (ON CONFLICT), and the caller then reads the winner.
-INSERT_INTENT = """
-WITH intent AS (
-    INSERT INTO pm.intent (id, key_id, idempotency_key, request_hash, type, state, amount, currency,
-                           source, target, from_name, to_name, comment, requires_monitoring, metadata,
-                           miniapp_id, exchange)
-    SELECT id, key_id, idempotency_key, request_hash, type, 'CREATED', amount, currency,
-           source, target, from_name, to_name, comment, requires_monitoring, metadata, miniapp_id,
-           exchange
-    FROM json_populate_record(NULL::pm.intent, $1::json)
-    ON CONFLICT (key_id, idempotency_key) DO NOTHING
-    RETURNING id, created_at
-), event AS (
-    INSERT INTO pm.intent_event (intent_id, to_state, reason, at)
-    SELECT id, 'CREATED', 'accepted by the gateway', created_at FROM intent  -- views.ACCEPTED
-), outbox AS (
-    INSERT INTO pm.outbox (stream, intent_id, message_id, payload)
-    SELECT $2, id::text, $3, $4 FROM intent
-)
-SELECT id, created_at FROM intent
-"""
-
-
-# INSERT_INTENT for many requests at once (pm_gateway.group_commit): $1 the intents' rows as JSON
-# objects, $2 the stream, $3 and $4 each intent's message id and payload, in the same order. A row
-# whose (key, Idempotency-Key) is taken already (a replay, or a twin in the same batch) is skipped.
+# New intents, each with its first timeline entry and its outbox message, in one statement (one
+# request's, or a batch's: pm_gateway.group_commit): $1 the intents' rows as JSON objects, $2 the
+# stream, $3 and $4 each intent's message id and payload, in the same order. A row whose
+# (key, Idempotency-Key) is taken already (a replay, or a twin in the same batch) is skipped.
 INSERT_INTENTS = """
 WITH input AS (
     SELECT r.*, e.n

@@ -17,7 +17,7 @@ from pm_shared.db import Conn
 __all__ = ["ACCEPTED", "intent", "load", "new_intent"]
 
 ACCEPTED = "accepted by the gateway"
-"""The reason of every intent's first timeline entry (written by queries.INSERT_INTENT)."""
+"""The reason of every intent's first timeline entry (written by queries.INSERT_INTENTS)."""
 
 
 def new_intent(

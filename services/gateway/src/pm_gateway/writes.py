@@ -25,7 +25,7 @@ from pm_shared.streams.names import INTENTS
 
 
 class NewIntent(msgspec.Struct, frozen=True):
-    """The `pm.intent` columns intake writes, named as the table names them (INSERT_INTENT's $1)."""
+    """The `pm.intent` columns intake writes, named as the table names them (INSERT_INTENTS' $1)."""
 
     id: uuid.UUID
     key_id: str
@@ -87,7 +87,7 @@ _row = msgspec.json.Encoder()
 
 
 def row_json(intent: NewIntent) -> str:
-    """`intent` as the JSON object INSERT_INTENT(S) reads into a `pm.intent` row."""
+    """`intent` as the JSON object INSERT_INTENTS reads into a `pm.intent` row."""
     return _row.encode(intent).decode()
 
 
@@ -106,11 +106,11 @@ or finds the intent its (key, Idempotency-Key) made; refuses with a ProblemError
 
 
 async def insert(conn: Conn, intent: NewIntent, message: messages.IntentSubmitted, payload: bytes) -> Written:
-    """The write step of every type but REFUND: one statement (INSERT_INTENT). A new intent costs
-    that statement; a replay (or a concurrent twin) finds the row that is already there."""
+    """The write step of every type but REFUND: one statement (INSERT_INTENTS, for this one intent). A
+    new intent costs that statement; a replay (or a concurrent twin) finds the row already there."""
     try:
         row = await conn.fetchrow(
-            q.INSERT_INTENT, row_json(intent), INTENTS.name, message.message_id, payload
+            q.INSERT_INTENTS, [row_json(intent)], INTENTS.name, [message.message_id], [payload]
         )
     except asyncpg.UniqueViolationError:
         # Only an FX_EXCHANGE names its id (its quote's): another request made that intent already.

@@ -21,7 +21,7 @@ SELECT coalesce(sum(amount), 0)::bigint FROM pm.intent
 WHERE original_intent_id = $1 AND type = 'REFUND' AND state <> 'FAILED'
 """
 
-# The refund, its first timeline entry and its outbox message, as the gateway's INSERT_INTENT writes
+# The refund, its first timeline entry and its outbox message, as the gateway's INSERT_INTENTS writes
 # an intent (pm_gateway.queries). $1 is the new pm.intent row as JSON (refunds._row), $2-$4 the
 # outbox message's stream, id and payload. A concurrent request with the same (key, Idempotency-Key)
 # inserts nothing (ON CONFLICT), and the caller then reads the winner.
